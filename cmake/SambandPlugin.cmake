@@ -1,0 +1,12 @@
+# samband_add_plugin(NAME SOURCES...): builds an adapter exactly as a vendor would: a MODULE with
+# hidden visibility that links ONLY samband::plugin_api and has no undefined symbols.
+function(samband_add_plugin name)
+  add_library(${name} MODULE ${ARGN})
+  target_link_libraries(${name} PRIVATE samband::plugin_api)
+  set_target_properties(${name} PROPERTIES
+    PREFIX ""
+    CXX_VISIBILITY_PRESET hidden
+    C_VISIBILITY_PRESET hidden
+    VISIBILITY_INLINES_HIDDEN ON)
+  target_link_options(${name} PRIVATE "-Wl,--no-undefined")
+endfunction()
