@@ -1,0 +1,2 @@
+#include "abi_check.h"
+#include <samband/sdk.hpp>
