@@ -9,4 +9,7 @@ function(samband_add_plugin name)
     C_VISIBILITY_PRESET hidden
     VISIBILITY_INLINES_HIDDEN ON)
   target_link_options(${name} PRIVATE "-Wl,--no-undefined")
+  if(SAMBAND_PLUGIN_OUTPUT_DIR)  # in-tree: every plugin beside the others, for tests and the demo
+    set_target_properties(${name} PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${SAMBAND_PLUGIN_OUTPUT_DIR})
+  endif()
 endfunction()

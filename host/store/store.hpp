@@ -1,0 +1,228 @@
+// The durable store interface: events, attachments, deliveries, attempts, receipts, audit, errors.
+#pragma once
+
+#include <boost/system/error_code.hpp>
+#include <boost/system/result.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace samband::store {
+
+// DESIGN §5: pending → in_flight → delivered → acknowledged; failed (retrying); dead; blocked; held.
+enum class delivery_state { pending, in_flight, delivered, acknowledged, failed, dead, blocked, held };
+std::string_view to_string(delivery_state s) noexcept;
+std::optional<delivery_state> parse_delivery_state(std::string_view s) noexcept;
+
+// An attachment as stored (bytes content-addressed by sha256).
+struct attachment_meta {
+    std::string id;  // "a1", "a2", ... within the event
+    std::string filename;
+    std::string media_type;
+    std::string sha256;  // lowercase hex
+    std::uint64_t size = 0;
+};
+
+// An attachment to store with a new event: bytes in memory, or a file to stream in.
+struct attachment_input {
+    attachment_meta meta;  // sha256/size filled by ingest before submit
+    std::string bytes;     // used when path is empty
+    std::string path;      // a file to copy (streamed in chunks, never whole in memory)
+};
+
+// A delivery the router created for a new event.
+struct new_delivery {
+    std::string destination;  // endpoint name
+    std::string route;        // route name
+    delivery_state state = delivery_state::pending;  // pending, held or blocked
+    std::string reason;                              // for held/blocked
+};
+
+// A validated event to store, with its routing result.
+struct new_event {
+    std::string id;               // UUIDv7 from ingest
+    std::string source;           // endpoint name
+    std::string idempotency_key;  // dedupe on (source, idempotency_key)
+    std::string type;
+    std::string occurred_at;
+    std::string order_key;  // per-patient ordering key (a hash of the patient id; never the id)
+    std::string treatment_id;    // may be empty
+    std::string envelope_json;   // the final envelope (with id, source, attachment metadata)
+    std::vector<attachment_input> attachments;
+    std::vector<new_delivery> deliveries;
+};
+
+struct submit_outcome {
+    std::string event_id;  // the stored event's id (the first one's when duplicate)
+    bool duplicate = false;
+};
+
+// Called once after the group commit holding the event (or with the error). THREAD: store thread.
+using submit_handler = std::function<void(boost::system::error_code, submit_outcome)>;
+
+// A rejected input kept for the operator (the error store).
+struct error_record {
+    std::string source;
+    std::string reason;   // specific: names the field / check that failed
+    std::string payload;  // the raw input as received (truncated to a limit by the caller)
+    std::string idempotency_key;  // if known
+};
+
+// One delivery as the engine and the API see it.
+struct delivery_row {
+    std::int64_t id = 0;
+    std::string event_id;
+    std::string destination;
+    std::string route;
+    delivery_state state = delivery_state::pending;
+    std::int32_t attempts = 0;
+    std::int64_t next_attempt_ms = 0;  // unix ms; due when <= now
+    std::string external_id;
+    std::string reason;  // last error / held / blocked / dead reason
+    std::string order_key;
+    std::string event_type;
+    std::int64_t created_ms = 0;
+    std::int64_t updated_ms = 0;
+};
+
+// A stored event with its attachments' metadata.
+struct event_row {
+    std::string id;
+    std::string source;
+    std::string idempotency_key;
+    std::string type;
+    std::string envelope_json;
+    std::string treatment_id;
+    std::string order_key;
+    std::int64_t received_ms = 0;
+    std::vector<attachment_meta> attachments;
+};
+
+// A state change of a delivery, with the attempt it closes (if any), written with an audit row.
+struct delivery_update {
+    std::int64_t delivery_id = 0;
+    delivery_state state = delivery_state::pending;
+    std::string reason;
+    std::string external_id;        // set on delivered
+    std::int64_t next_attempt_ms = 0;  // for failed/pending
+    bool count_attempt = false;       // true when this closes an attempt (attempts += 1)
+    std::int64_t attempt_started_ms = 0;  // for the attempt row
+    std::string actor = "engine";         // who: engine, operator:<name>, receipt, gate
+};
+
+struct receipt_record {
+    std::string destination;
+    std::string external_id;
+    std::int32_t kind = 0;  // SAMBAND_RECEIPT_*
+    std::string text;
+};
+
+struct audit_row {
+    std::int64_t id = 0;
+    std::int64_t at_ms = 0;
+    std::string actor, action, subject, detail;
+    std::string hash;  // hash chain: sha256(prev_hash || row)
+};
+
+struct delivery_query {
+    std::optional<delivery_state> state;
+    std::string destination;  // empty = all
+    std::string event_id;     // empty = all
+    std::int64_t since_ms = 0;
+    std::size_t limit = 100;
+    std::int64_t after_id = 0;  // paging
+};
+
+struct destination_stats {
+    std::string destination;
+    std::int64_t by_state[8] = {};   // indexed by delivery_state
+    std::int64_t oldest_pending_ms = 0;  // created_ms of the oldest pending/failed, 0 if none
+};
+
+// The durable store. All functions are thread-safe. Writes are group-committed on one writer
+// thread; reads use their own connection(s).
+class store {
+public:
+    virtual ~store() = default;
+
+    // Ingest: dedupes on (source, idempotency_key); stores event, attachments and deliveries in
+    // the next group commit, then calls `done`. A storage error is reported, never acked.
+    virtual void submit(new_event ev, submit_handler done) = 0;
+
+    // Keeps a rejected input in the error store (group-committed; `done` may be empty).
+    virtual void record_error(error_record rec, std::function<void(boost::system::error_code)> done) = 0;
+    virtual boost::system::result<std::vector<std::pair<std::int64_t, error_record>>> list_errors(
+        std::size_t limit) = 0;
+
+    // Delivery engine: up to `limit` deliveries of `destination` that are due (pending or failed
+    // with next_attempt_ms <= now_ms), oldest first, skipping any whose order_key has an earlier
+    // delivery to the same destination in pending, in_flight, failed or held. Marks them
+    // in_flight (written with the next commit; not waited for).
+    virtual boost::system::result<std::vector<delivery_row>> claim_due(std::string_view destination,
+                                                                     std::int64_t now_ms,
+                                                                     std::size_t limit) = 0;
+    // Applies state changes (batched into the next commit, each with an attempt row if
+    // count_attempt, and an audit row). `done` after the commit (may be empty).
+    virtual void update(std::vector<delivery_update> updates,
+                        std::function<void(boost::system::error_code)> done) = 0;
+
+    // Correlates a receipt by (destination, external_id) and returns the delivery id it matched.
+    virtual boost::system::result<std::optional<std::int64_t>> find_by_external_id(
+        std::string_view destination, std::string_view external_id) = 0;
+    virtual void record_receipt(receipt_record r, std::function<void(boost::system::error_code)> done) = 0;
+
+    // Reads.
+    virtual boost::system::result<std::optional<event_row>> get_event(std::string_view id) = 0;
+    virtual boost::system::result<std::optional<delivery_row>> get_delivery(std::int64_t id) = 0;
+    virtual boost::system::result<std::vector<delivery_row>> list_deliveries(const delivery_query& q) = 0;
+    virtual boost::system::result<std::vector<destination_stats>> stats() = 0;
+    // Reads an attachment's bytes by sha256 from `offset` (chunked); returns bytes read, 0 at end.
+    virtual boost::system::result<std::size_t> read_attachment(std::string_view sha256,
+                                                               std::uint64_t offset, std::uint8_t* out,
+                                                               std::size_t capacity) = 0;
+    // Delivered/acknowledged deliveries of a patient ordering key to one destination... (gate).
+    // Deliveries of one treatment (for the consent gate re-evaluating queued ones).
+    virtual boost::system::result<std::vector<delivery_row>> deliveries_of_treatment(
+        std::string_view treatment_id) = 0;
+
+    // Audit (append-only, hash-chained). Appended in the next commit.
+    virtual void audit(std::string actor, std::string action, std::string subject,
+                       std::string detail) = 0;
+    virtual boost::system::result<std::vector<audit_row>> list_audit(std::string_view subject,
+                                                                    std::size_t limit) = 0;
+    // Checks the audit hash chain; returns the id of the first broken row, or nullopt if intact.
+    virtual boost::system::result<std::optional<std::int64_t>> verify_audit_chain() = 0;
+
+    // Start-up: in_flight → pending (crash recovery); returns how many were reset.
+    virtual boost::system::result<std::size_t> recover_in_flight() = 0;
+    // Retention: deletes events whose deliveries are all delivered/acknowledged and older than
+    // `older_than_ms`; dead/held/blocked are kept. Returns the number of events pruned.
+    virtual boost::system::result<std::size_t> prune(std::int64_t older_than_ms) = 0;
+    // Operator replay: deliveries of `destination` created since `since_ms` go back to pending.
+    virtual boost::system::result<std::size_t> replay(std::string_view destination,
+                                                      std::int64_t since_ms, std::string actor) = 0;
+
+    // Waits until everything queued so far is committed (tests, shutdown).
+    virtual void flush() = 0;
+    // Commit latency observer for metrics (seconds), called on the writer thread.
+    virtual void on_commit(std::function<void(double seconds, std::size_t rows)> fn) = 0;
+    // Fatal I/O (fsync) error observer: the daemon exits for a clean restart.
+    virtual void on_fatal(std::function<void(std::string reason)> fn) = 0;
+};
+
+struct sqlite_options {
+    std::string path;            // database file; attachments go to <path>.blobs/ by sha256
+    std::size_t max_batch = 512;  // rows per group commit at most
+    bool synchronous_full = true;
+};
+
+// Opens (creating and migrating) the SQLite store. Throws std::runtime_error with a clear message
+// when the file cannot be opened or migrated (a start-up error).
+std::unique_ptr<store> open_sqlite(const sqlite_options& opts);
+
+}  // namespace samband::store
