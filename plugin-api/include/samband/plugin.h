@@ -219,8 +219,10 @@ typedef struct samband_host_api {
      * calls `fn` with its bytes before returning. Returns OK, or INVALID if unknown. THREAD: any. */
     samband_status (*get_secret)(void* ctx, samband_str name, samband_secret_fn fn, void* user);
 
-    /* SOURCE: submits an event. Returns OK when queued (then `done` is called exactly once, after
-     * the commit), or INVALID/RETRY without calling `done` (reason via the log). THREAD: any. */
+    /* SOURCE: submits an event. Returns OK when taken: then `done` is called exactly once with
+     * the outcome (OK after the event is committed; INVALID with the reason, the input being kept
+     * in the host's error store; RETRY when the store cannot accept now). Returns RETRY (host
+     * stopping or overloaded) or INVALID (malformed call) without calling `done`. THREAD: any. */
     samband_status (*submit)(void* ctx, const samband_submission* submission,
                              samband_submit_done_fn done, void* user);
 
