@@ -26,11 +26,16 @@ std::string mask_identifiers(std::string_view text) {
 
 std::string_view to_string(log_level l) noexcept {
     switch (l) {
-        case log_level::trace: return "trace";
-        case log_level::debug: return "debug";
-        case log_level::info: return "info";
-        case log_level::warn: return "warn";
-        case log_level::error: return "error";
+        case log_level::trace:
+            return "trace";
+        case log_level::debug:
+            return "debug";
+        case log_level::info:
+            return "info";
+        case log_level::warn:
+            return "warn";
+        case log_level::error:
+            return "error";
     }
     return "info";
 }
@@ -52,11 +57,21 @@ void append_value(std::string& line, std::string_view v, bool json) {
     if (quote) line += '"';
     for (char c : v) {
         switch (c) {
-            case '"': line += "\\\""; break;
-            case '\\': line += "\\\\"; break;
-            case '\n': line += "\\n"; break;
-            case '\t': line += "\\t"; break;
-            case '\r': line += "\\r"; break;
+            case '"':
+                line += "\\\"";
+                break;
+            case '\\':
+                line += "\\\\";
+                break;
+            case '\n':
+                line += "\\n";
+                break;
+            case '\t':
+                line += "\\t";
+                break;
+            case '\r':
+                line += "\\r";
+                break;
             default:
                 if (static_cast<unsigned char>(c) < 0x20) {
                     char buf[8];
@@ -70,7 +85,8 @@ void append_value(std::string& line, std::string_view v, bool json) {
     if (quote) line += '"';
 }
 
-void append_field(std::string& line, std::string_view k, std::string_view v, bool json, bool first) {
+void append_field(std::string& line, std::string_view k, std::string_view v, bool json,
+                  bool first) {
     if (json) {
         if (!first) line += ',';
         line += '"';

@@ -30,16 +30,20 @@ public:
 
     void log(log_level l, std::string_view step, std::string_view msg,
              std::initializer_list<log_field> fields = {});
-    void info(std::string_view step, std::string_view msg, std::initializer_list<log_field> f = {}) {
+    void info(std::string_view step, std::string_view msg,
+              std::initializer_list<log_field> f = {}) {
         log(log_level::info, step, msg, f);
     }
-    void warn(std::string_view step, std::string_view msg, std::initializer_list<log_field> f = {}) {
+    void warn(std::string_view step, std::string_view msg,
+              std::initializer_list<log_field> f = {}) {
         log(log_level::warn, step, msg, f);
     }
-    void error(std::string_view step, std::string_view msg, std::initializer_list<log_field> f = {}) {
+    void error(std::string_view step, std::string_view msg,
+               std::initializer_list<log_field> f = {}) {
         log(log_level::error, step, msg, f);
     }
-    void debug(std::string_view step, std::string_view msg, std::initializer_list<log_field> f = {}) {
+    void debug(std::string_view step, std::string_view msg,
+               std::initializer_list<log_field> f = {}) {
         log(log_level::debug, step, msg, f);
     }
 

@@ -1,0 +1,178 @@
+#include "codec/json.hpp"
+
+#include <rapidjson/error/en.h>
+#include <rapidjson/pointer.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace samband::codec {
+
+namespace {
+
+// Depth of the deepest nesting outside strings; stops counting past `limit`.
+bool depth_within(std::string_view text, std::size_t limit, std::size_t& offset) {
+    std::size_t depth = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\') {
+                ++i;
+            } else if (c == '"') {
+                in_string = false;
+            }
+            continue;
+        }
+        if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            if (++depth > limit) {
+                offset = i;
+                return false;
+            }
+        } else if (c == '}' || c == ']') {
+            if (depth > 0) --depth;
+        }
+    }
+    return true;
+}
+
+std::string value_text(const rapidjson::Value& v) {
+    if (v.IsString()) return std::string("\"") + v.GetString() + "\"";
+    return to_json(v);
+}
+
+}  // namespace
+
+boost::system::result<rapidjson::Document, std::string> parse_json(std::string_view text,
+                                                                   std::size_t max_depth) {
+    std::size_t at = 0;
+    if (!depth_within(text, max_depth, at)) {
+        return "JSON nested deeper than " + std::to_string(max_depth) + " levels (at offset " +
+               std::to_string(at) + ")";
+    }
+    rapidjson::Document doc;
+    doc.Parse<rapidjson::kParseStopWhenDoneFlag>(text.data(), text.size());
+    if (doc.HasParseError()) {
+        std::size_t off = doc.GetErrorOffset();
+        std::size_t line = 1, col = 1;
+        for (std::size_t i = 0; i < off && i < text.size(); ++i) {
+            if (text[i] == '\n') {
+                ++line;
+                col = 1;
+            } else {
+                ++col;
+            }
+        }
+        return std::string("malformed JSON at line ") + std::to_string(line) + " column " +
+               std::to_string(col) + ": " + rapidjson::GetParseError_En(doc.GetParseError());
+    }
+    // Only white space may follow the document.
+    std::size_t end = doc.GetErrorOffset();
+    (void)end;
+    return doc;
+}
+
+std::string to_json(const rapidjson::Value& v) {
+    rapidjson::StringBuffer sb;
+    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+    v.Accept(w);
+    return std::string(sb.GetString(), sb.GetSize());
+}
+
+std::string_view string_at(const rapidjson::Value& root, const char* ptr) {
+    const rapidjson::Value* v = rapidjson::Pointer(ptr).Get(root);
+    if (!v || !v->IsString()) return {};
+    return std::string_view(v->GetString(), v->GetStringLength());
+}
+
+schema_set schema_set::load_dir(const std::string& dir) {
+    namespace fs = std::filesystem;
+    schema_set out;
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) throw std::runtime_error("schemas: no directory " + dir);
+    for (const auto& entry : fs::directory_iterator(dir)) {
+        if (entry.path().extension() != ".json") continue;
+        std::ifstream in(entry.path(), std::ios::binary);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        auto e = std::make_shared<schema_set::entry>();
+        e->source = std::make_unique<rapidjson::Document>();
+        std::string text = ss.str();
+        e->source->Parse(text.c_str());
+        if (e->source->HasParseError()) {
+            throw std::runtime_error("schemas: " + entry.path().string() + " is not valid JSON: " +
+                                     rapidjson::GetParseError_En(e->source->GetParseError()));
+        }
+        e->schema = std::make_unique<rapidjson::SchemaDocument>(*e->source);
+        out.schemas_[entry.path().stem().string()] = e;
+    }
+    return out;
+}
+
+std::optional<std::string> schema_set::validate(const std::string& name,
+                                                const rapidjson::Value& doc) const {
+    auto it = schemas_.find(name);
+    if (it == schemas_.end()) return "no schema named " + name;
+    rapidjson::SchemaValidator validator(*it->second->schema);
+    if (doc.Accept(validator)) return std::nullopt;
+
+    rapidjson::StringBuffer docptr, schemaptr;
+    validator.GetInvalidDocumentPointer().StringifyUriFragment(docptr);
+    validator.GetInvalidSchemaPointer().StringifyUriFragment(schemaptr);
+    std::string where = validator.GetInvalidDocumentPointer().GetTokenCount() == 0
+                            ? std::string("/")
+                            : std::string(docptr.GetString() + 1);  // drop the leading '#'
+    std::string keyword = validator.GetInvalidSchemaKeyword();
+    const rapidjson::Value* schema_node =
+        validator.GetInvalidSchemaPointer().Get(*it->second->source);
+    const rapidjson::Value* doc_node = validator.GetInvalidDocumentPointer().Get(doc);
+
+    std::string msg;
+    if (keyword == "required" && schema_node && doc_node && doc_node->IsObject()) {
+        auto req = schema_node->FindMember("required");
+        if (req != schema_node->MemberEnd() && req->value.IsArray()) {
+            for (const auto& r : req->value.GetArray()) {
+                if (r.IsString() && !doc_node->HasMember(r.GetString())) {
+                    std::string base = where == "/" ? "" : where;
+                    return base + "/" + r.GetString() + ": required field is missing";
+                }
+            }
+        }
+        msg = "a required field is missing";
+    } else if ((keyword == "maximum" || keyword == "minimum") && schema_node && doc_node) {
+        auto lim = schema_node->FindMember(keyword.c_str());
+        std::string limit = lim != schema_node->MemberEnd() ? value_text(lim->value) : "?";
+        msg = value_text(*doc_node) +
+              (keyword == "maximum" ? " is greater than the maximum "
+                                    : " is less than the minimum ") +
+              limit;
+    } else if (keyword == "enum" && schema_node && doc_node) {
+        auto en = schema_node->FindMember("enum");
+        msg = value_text(*doc_node) + " is not one of " +
+              (en != schema_node->MemberEnd() ? to_json(en->value) : std::string("the allowed"));
+    } else if (keyword == "type" && schema_node && doc_node) {
+        auto ty = schema_node->FindMember("type");
+        msg = "wrong type: expected " +
+              (ty != schema_node->MemberEnd() ? to_json(ty->value) : std::string("another type")) +
+              ", got " + value_text(*doc_node);
+    } else if (keyword == "additionalProperties") {
+        msg = "unknown field (not allowed here)";
+    } else if ((keyword == "maxLength" || keyword == "minLength" || keyword == "pattern") &&
+               schema_node && doc_node) {
+        auto k = schema_node->FindMember(keyword.c_str());
+        msg = value_text(*doc_node) + " fails " + keyword + " " +
+              (k != schema_node->MemberEnd() ? value_text(k->value) : std::string());
+    } else {
+        msg =
+            "fails the schema rule '" + keyword + "' (" + std::string(schemaptr.GetString()) + ")";
+    }
+    return where + ": " + msg;
+}
+
+}  // namespace samband::codec

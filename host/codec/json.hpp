@@ -1,0 +1,47 @@
+// JSON helpers shared by ingest, the engine and preview: safe parsing, schemas, readable errors.
+#pragma once
+
+#include <rapidjson/document.h>
+#include <rapidjson/schema.h>
+
+#include <boost/system/result.hpp>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace samband::codec {
+
+// Parses `text` as one JSON document with a nesting limit (RapidJSON 1.1.0 has none of its own).
+// The error names the offset and RapidJSON's reason, or the depth.
+boost::system::result<rapidjson::Document, std::string> parse_json(std::string_view text,
+                                                                   std::size_t max_depth = 64);
+
+// Serialises a value compactly.
+std::string to_json(const rapidjson::Value& v);
+
+// The string at JSON pointer `ptr`, or empty.
+std::string_view string_at(const rapidjson::Value& root, const char* ptr);
+
+// A set of compiled JSON Schemas (draft-04) by name (file name without ".json").
+class schema_set {
+public:
+    // Loads every *.json in `dir`. Throws std::runtime_error naming the file on a bad schema.
+    static schema_set load_dir(const std::string& dir);
+    bool has(const std::string& name) const { return schemas_.count(name) != 0; }
+    // Validates; nullopt when valid, else a sentence naming the field, e.g.
+    // "/data/scores/0/score: 31 is greater than the maximum 27".
+    std::optional<std::string> validate(const std::string& name, const rapidjson::Value& doc) const;
+    std::size_t size() const { return schemas_.size(); }
+
+private:
+    struct entry {
+        std::unique_ptr<rapidjson::Document> source;
+        std::unique_ptr<rapidjson::SchemaDocument> schema;
+    };
+    std::map<std::string, std::shared_ptr<entry>> schemas_;
+};
+
+}  // namespace samband::codec

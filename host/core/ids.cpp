@@ -1,0 +1,100 @@
+#include "core/ids.hpp"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <stdexcept>
+
+namespace samband::core {
+
+std::int64_t now_ms() noexcept {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+std::string uuid_v7() {
+    unsigned char b[16];
+    if (RAND_bytes(b + 6, 10) != 1) throw std::runtime_error("uuid_v7: no random bytes");
+    std::uint64_t ms = static_cast<std::uint64_t>(now_ms());
+    for (int i = 5; i >= 0; --i) {
+        b[i] = static_cast<unsigned char>(ms & 0xff);
+        ms >>= 8;
+    }
+    b[6] = static_cast<unsigned char>(0x70 | (b[6] & 0x0f));
+    b[8] = static_cast<unsigned char>(0x80 | (b[8] & 0x3f));
+    char out[37];
+    std::snprintf(out, sizeof out,
+                  "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+                  b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+                  b[14], b[15]);
+    return out;
+}
+
+std::string sha256_hex(std::string_view data) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+    static const char* hex = "0123456789abcdef";
+    std::string out;
+    out.reserve(len * 2);
+    for (unsigned i = 0; i < len; ++i) {
+        out += hex[md[i] >> 4];
+        out += hex[md[i] & 0xf];
+    }
+    return out;
+}
+
+std::string iso8601_ms(std::int64_t unix_ms) {
+    std::time_t secs = static_cast<std::time_t>(unix_ms / 1000);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<int>(unix_ms % 1000));
+    return buf;
+}
+
+}  // namespace samband::core
+
+namespace samband::core {
+bool sha256_file(const std::string& path, file_digest& out, std::string& error) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) {
+        error = "cannot read attachment file " + path;
+        return false;
+    }
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+    std::string buf(64 * 1024, '\0');
+    std::uint64_t total = 0;
+    for (;;) {
+        std::size_t n = std::fread(buf.data(), 1, buf.size(), f);
+        if (n == 0) break;
+        EVP_DigestUpdate(ctx, buf.data(), n);
+        total += n;
+    }
+    bool bad = std::ferror(f) != 0;
+    std::fclose(f);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx, md, &len);
+    EVP_MD_CTX_free(ctx);
+    if (bad) {
+        error = "error reading attachment file " + path;
+        return false;
+    }
+    static const char* hex = "0123456789abcdef";
+    out.sha256.clear();
+    for (unsigned i = 0; i < len; ++i) {
+        out.sha256 += hex[md[i] >> 4];
+        out.sha256 += hex[md[i] & 0xf];
+    }
+    out.size = total;
+    return true;
+}
+}  // namespace samband::core

@@ -1,0 +1,28 @@
+// Identifiers and clocks the host mints: UUIDv7 event ids, SHA-256 hex, unix milliseconds.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace samband::core {
+
+// Milliseconds since the Unix epoch (system clock).
+std::int64_t now_ms() noexcept;
+// A time-ordered UUIDv7 string (RFC 9562), e.g. "0192f7c8-1a2b-7c3d-8e4f-0123456789ab".
+std::string uuid_v7();
+// Lowercase hex SHA-256 of `data`.
+std::string sha256_hex(std::string_view data);
+// ISO-8601 UTC with milliseconds, e.g. "2026-11-24T10:15:00.123Z".
+std::string iso8601_ms(std::int64_t unix_ms);
+
+}  // namespace samband::core
+
+namespace samband::core {
+// SHA-256 hex and size of a file, read in 64 KB chunks. Error text names the file.
+struct file_digest {
+    std::string sha256;
+    std::uint64_t size = 0;
+};
+bool sha256_file(const std::string& path, file_digest& out, std::string& error);
+}  // namespace samband::core

@@ -1,0 +1,370 @@
+#include "delivery/engine.hpp"
+
+#include "core/ids.hpp"
+
+#include <boost/asio/post.hpp>
+
+#include <algorithm>
+#include <future>
+
+namespace samband::delivery {
+
+namespace asio = boost::asio;
+using store::delivery_state;
+
+std::int64_t backoff_ms(const policy& p, int attempt, std::mt19937_64& rng) {
+    std::int64_t d = p.backoff_base_ms;
+    for (int i = 1; i < attempt && d < p.backoff_max_ms; ++i) d *= 2;
+    d = std::min(d, p.backoff_max_ms);
+    std::int64_t half = d / 2;
+    std::uniform_int_distribution<std::int64_t> dist(0, std::max<std::int64_t>(half, 0));
+    return (d - half) + dist(rng);
+}
+
+std::uint64_t attachment_handles::add(std::string sha256) {
+    std::lock_guard lock(mu_);
+    std::uint64_t h = next_++;
+    map_.emplace(h, std::move(sha256));
+    return h;
+}
+void attachment_handles::remove(std::uint64_t handle) {
+    std::lock_guard lock(mu_);
+    map_.erase(handle);
+}
+std::optional<std::string> attachment_handles::find(std::uint64_t handle) const {
+    std::lock_guard lock(mu_);
+    auto it = map_.find(handle);
+    if (it == map_.end()) return std::nullopt;
+    return it->second;
+}
+
+engine::engine(store::store& st, core::logger& log, attachment_handles& handles,
+               std::function<std::string(const std::string&)> blob_path)
+    : store_(st),
+      log_(log),
+      handles_(handles),
+      blob_path_(std::move(blob_path)),
+      tick_(io_),
+      rng_(std::random_device{}()) {
+    work_ = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
+        io_.get_executor());
+}
+
+engine::~engine() {
+    shutdown();
+}
+
+void engine::set_destination(const std::string& name, plugin::instance* sink, policy p) {
+    auto& d = dests_[name];
+    d.name = name;
+    d.sink = sink;
+    d.pol = p;
+}
+
+void engine::remove_destination(const std::string& name) {
+    dests_.erase(name);
+}
+
+void engine::start() {
+    thread_ = std::thread([this] { io_.run(); });
+    asio::post(io_, [this] {
+        schedule_tick();
+        pump_all();
+    });
+}
+
+void engine::shutdown() {
+    if (!thread_.joinable()) return;
+    asio::post(io_, [this] { tick_.cancel(); });
+    work_.reset();
+    io_.stop();
+    thread_.join();
+}
+
+void engine::run_sync(std::function<void()> fn) {
+    std::promise<void> p;
+    asio::post(io_, [&] {
+        fn();
+        p.set_value();
+    });
+    p.get_future().wait();
+}
+
+void engine::schedule_tick() {
+    tick_.expires_after(std::chrono::milliseconds(200));
+    tick_.async_wait([this](boost::system::error_code ec) {
+        if (ec) return;
+        pump_all();
+        schedule_tick();
+    });
+}
+
+void engine::kick() {
+    if (kick_pending_.exchange(true)) return;
+    asio::post(io_, [this] {
+        kick_pending_.store(false);
+        pump_all();
+    });
+}
+
+void engine::pump_all() {
+    if (!dispatching_.load()) return;
+    for (auto& [name, d] : dests_) pump(d);
+}
+
+void engine::pump(destination& d) {
+    if (!dispatching_.load() || !d.sink) return;
+    while (d.in_flight < d.pol.concurrency && !d.sink->stuck()) {
+        std::size_t want = static_cast<std::size_t>(d.pol.concurrency - d.in_flight);
+        auto rows = store_.claim_due(d.name, core::now_ms(), std::min<std::size_t>(want, 256));
+        if (!rows) {
+            log_.error("deliver.claim", "store read failed: " + rows.error().message(),
+                       {{"endpoint", d.name}});
+            return;
+        }
+        if (rows->empty()) return;
+        for (auto& r : *rows) start_attempt(d, std::move(r));
+    }
+}
+
+void engine::start_attempt(destination& d, store::delivery_row row) {
+    std::string did = std::to_string(row.id);
+    auto ev = store_.get_event(row.event_id);
+    if (!ev || !*ev) {
+        std::string why = !ev ? "store read failed: " + ev.error().message()
+                              : std::string("event not found in the store");
+        log_.error("deliver.load", why, {{"delivery", did}, {"event", row.event_id}});
+        store::delivery_update u;
+        u.delivery_id = row.id;
+        u.state = ev ? delivery_state::dead : delivery_state::pending;
+        u.reason = why;
+        u.next_attempt_ms = core::now_ms() + 1000;
+        apply({u});
+        return;
+    }
+    prepared prep;
+    if (prepare_) {
+        prep = prepare_(row, **ev);
+    } else {
+        prep.event.envelope_json = (*ev)->envelope_json;
+        for (const auto& a : (*ev)->attachments) {
+            prep.event.attachments.push_back(
+                {a.id, a.filename, a.media_type, a.sha256, {}, a.size, 0});
+        }
+    }
+    if (prep.what != prepared::action::send) {
+        store::delivery_update u;
+        u.delivery_id = row.id;
+        u.reason = prep.reason;
+        u.actor = "gate";
+        switch (prep.what) {
+            case prepared::action::hold:
+                u.state = delivery_state::held;
+                break;
+            case prepared::action::block:
+                u.state = delivery_state::blocked;
+                break;
+            case prepared::action::dead:
+                u.state = delivery_state::dead;
+                u.actor = "engine";
+                break;
+            default:
+                u.state = delivery_state::failed;
+                u.actor = "engine";
+                u.next_attempt_ms = core::now_ms() + backoff_ms(d.pol, row.attempts + 1, rng_);
+        }
+        log_.info("deliver.prepare", prep.reason,
+                  {{"delivery", did},
+                   {"event", row.event_id},
+                   {"endpoint", d.name},
+                   {"state", store::to_string(u.state)}});
+        if (obs_.state) obs_.state(d.name, u.state);
+        apply({u});
+        return;
+    }
+
+    std::uint64_t token = next_token_++;
+    attempt a;
+    a.row = row;
+    a.destination = d.name;
+    a.started_ms = core::now_ms();
+    a.received_ms = (*ev)->received_ms;
+    auto ref = std::make_shared<plugin::delivery_ref>();
+    ref->token = token;
+    ref->delivery_id = did;
+    ref->event_id = row.event_id;
+    ref->destination = d.name;
+    ref->attempt = static_cast<std::uint32_t>(row.attempts + 1);
+    ref->deadline_unix_ms = a.started_ms + d.pol.attempt_timeout_ms;
+    ref->event = std::move(prep.event);
+    for (auto& att : ref->event.attachments) {
+        att.handle = handles_.add(att.sha256_hex);
+        if (att.path.empty() && blob_path_) att.path = blob_path_(att.sha256_hex);
+        a.handles.push_back(att.handle);
+    }
+    a.ref = ref;
+    a.timer = std::make_unique<asio::steady_timer>(io_);
+    a.timer->expires_after(std::chrono::milliseconds(d.pol.attempt_timeout_ms));
+    a.timer->async_wait([this, token, ms = d.pol.attempt_timeout_ms](boost::system::error_code ec) {
+        if (ec) return;
+        finish(token, {SAMBAND_RETRY, {}, "attempt timed out after " + std::to_string(ms) + " ms"});
+    });
+    attempts_.emplace(token, std::move(a));
+    ++d.in_flight;
+    ++in_flight_total_;
+    if (obs_.state) obs_.state(d.name, delivery_state::in_flight);
+    log_.debug("deliver.send", "handing delivery to sink",
+               {{"delivery", did},
+                {"event", row.event_id},
+                {"endpoint", d.name},
+                {"attempt", std::to_string(ref->attempt)}});
+
+    plugin::call_result r = d.sink->deliver(*ref);
+    if (!r.ok()) finish(token, {r.status, {}, r.message});
+}
+
+void engine::on_complete(const std::string& endpoint, std::uint64_t token, plugin::completion c) {
+    (void)endpoint;
+    asio::post(io_, [this, token, c = std::move(c)]() mutable { finish(token, std::move(c)); });
+}
+
+void engine::finish(std::uint64_t token, plugin::completion c) {
+    auto it = attempts_.find(token);
+    if (it == attempts_.end()) {
+        log_.debug("deliver.late", "completion for an attempt that already ended (ignored)",
+                   {{"token", std::to_string(token)}});
+        return;
+    }
+    attempt a = std::move(it->second);
+    attempts_.erase(it);
+    a.timer->cancel();
+    for (auto h : a.handles) handles_.remove(h);
+    --in_flight_total_;
+    auto dit = dests_.find(a.destination);
+    policy pol;
+    if (dit != dests_.end()) {
+        --dit->second.in_flight;
+        pol = dit->second.pol;
+    }
+    std::int64_t now = core::now_ms();
+    std::string did = std::to_string(a.row.id);
+    store::delivery_update u;
+    u.delivery_id = a.row.id;
+    u.count_attempt = true;
+    u.attempt_started_ms = a.started_ms;
+    int attempt_no = a.row.attempts + 1;
+    samband_status st = c.status;
+    if (st < SAMBAND_OK || st > SAMBAND_INTERNAL) st = SAMBAND_INTERNAL;
+
+    if (!dispatching_.load() && st != SAMBAND_OK) {
+        // Stopping: hand it back for the next start, without counting a failure.
+        u.state = delivery_state::pending;
+        u.count_attempt = false;
+        u.reason = "handed back at shutdown: " + c.message;
+    } else if (st == SAMBAND_OK) {
+        u.state = delivery_state::delivered;
+        u.external_id = c.external_id;
+        u.reason.clear();
+        if (obs_.latency && a.received_ms > 0)
+            obs_.latency(a.destination, static_cast<double>(now - a.received_ms) / 1000.0);
+        log_.info("deliver.done", "delivered",
+                  {{"delivery", did},
+                   {"event", a.row.event_id},
+                   {"endpoint", a.destination},
+                   {"attempt", std::to_string(attempt_no)},
+                   {"external_id", c.external_id}});
+    } else if (st == SAMBAND_RETRY || st == SAMBAND_INTERNAL) {
+        if (attempt_no >= pol.max_attempts) {
+            u.state = delivery_state::dead;
+            u.reason = "gave up after " + std::to_string(attempt_no) + " attempts: " + c.message;
+        } else {
+            u.state = delivery_state::failed;
+            u.reason = c.message;
+            u.next_attempt_ms = now + backoff_ms(pol, attempt_no, rng_);
+            if (obs_.retry) obs_.retry(a.destination);
+        }
+        log_.warn("deliver.failed", u.reason,
+                  {{"delivery", did},
+                   {"event", a.row.event_id},
+                   {"endpoint", a.destination},
+                   {"attempt", std::to_string(attempt_no)},
+                   {"state", store::to_string(u.state)}});
+    } else {
+        u.state = delivery_state::dead;
+        u.reason = "permanent failure: " + c.message;
+        log_.warn("deliver.dead", u.reason,
+                  {{"delivery", did},
+                   {"event", a.row.event_id},
+                   {"endpoint", a.destination},
+                   {"attempt", std::to_string(attempt_no)}});
+    }
+    if (obs_.state) obs_.state(a.destination, u.state);
+    apply({u});
+    if (dit != dests_.end()) pump(dit->second);
+}
+
+void engine::apply(std::vector<store::delivery_update> ups) {
+    store_.update(std::move(ups), [this](boost::system::error_code ec) {
+        if (ec) {
+            log_.error("deliver.store", "store update failed: " + ec.message());
+            return;
+        }
+        kick();  // the next delivery of the same patient may be due now
+    });
+}
+
+void engine::on_receipt(const std::string& endpoint, std::string external_id, std::int32_t kind,
+                        std::string text) {
+    asio::post(io_, [this, endpoint, external_id = std::move(external_id), kind,
+                     text = std::move(text)] {
+        store_.record_receipt({endpoint, external_id, kind, text}, {});
+        auto found = store_.find_by_external_id(endpoint, external_id);
+        if (!found || !*found) {
+            log_.warn("receipt.unmatched", "receipt for an unknown external id",
+                      {{"endpoint", endpoint}, {"external_id", external_id}});
+            return;
+        }
+        store::delivery_update u;
+        u.delivery_id = **found;
+        u.actor = "receipt";
+        if (kind == SAMBAND_RECEIPT_REJECT) {
+            u.state = delivery_state::dead;
+            u.reason = "rejected by the receiver: " + text;
+        } else {
+            u.state = delivery_state::acknowledged;
+            u.reason = kind == SAMBAND_RECEIPT_WARNING ? "acknowledged with warnings: " + text : "";
+        }
+        log_.info("receipt", std::string(store::to_string(u.state)),
+                  {{"delivery", std::to_string(u.delivery_id)},
+                   {"endpoint", endpoint},
+                   {"external_id", external_id}});
+        if (obs_.state) obs_.state(endpoint, u.state);
+        apply({u});
+    });
+}
+
+void engine::stop_dispatch(std::chrono::milliseconds grace) {
+    dispatching_.store(false);
+    auto until = std::chrono::steady_clock::now() + grace;
+    while (in_flight_total_.load() > 0 && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    // Whatever is still out goes back to pending (a repeat later, never a loss).
+    run_sync([this] {
+        std::vector<store::delivery_update> ups;
+        for (auto& [token, a] : attempts_) {
+            a.timer->cancel();
+            for (auto h : a.handles) handles_.remove(h);
+            store::delivery_update u;
+            u.delivery_id = a.row.id;
+            u.state = delivery_state::pending;
+            u.reason = "handed back at shutdown";
+            ups.push_back(u);
+        }
+        attempts_.clear();
+        in_flight_total_.store(0);
+        if (!ups.empty()) store_.update(std::move(ups), {});
+    });
+}
+
+}  // namespace samband::delivery

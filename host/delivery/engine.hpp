@@ -1,0 +1,141 @@
+// The delivery engine: claims due deliveries per destination, hands them to sinks, retries with
+// backoff, moves them to dead, and correlates receipts.
+#pragma once
+
+#include "core/log.hpp"
+#include "plugin/plugin_host.hpp"
+#include "store/store.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+namespace samband::delivery {
+
+// Per-destination delivery policy (config `endpoints.<name>.policy`).
+struct policy {
+    int max_attempts = 10;
+    std::int64_t backoff_base_ms = 1000;
+    std::int64_t backoff_max_ms = 300000;
+    std::int64_t attempt_timeout_ms = 30000;
+    int concurrency = 4;
+    std::int64_t receipt_window_s = 345600;
+};
+
+// The delay before attempt `attempt + 1` after `attempt` failed: exponential with "equal jitter"
+// (half fixed, half random), so delays never shrink from one attempt to the next.
+std::int64_t backoff_ms(const policy& p, int attempt, std::mt19937_64& rng);
+
+// What to do with a claimed delivery, decided before it reaches the sink (gate, transforms).
+struct prepared {
+    enum class action { send, hold, block, dead, retry };
+    action what = action::send;
+    std::string reason;
+    plugin::event_ref event;  // for send
+};
+using prepare_fn = std::function<prepared(const store::delivery_row&, const store::event_row&)>;
+
+// Observers for metrics and tests. THREAD: the engine thread.
+struct engine_observers {
+    std::function<void(const std::string& dest, store::delivery_state s)> state;
+    std::function<void(const std::string& dest)> retry;
+    std::function<void(const std::string& dest, double seconds)> latency;
+};
+
+// Maps attachment handles given to plugins onto stored blobs. THREAD: safe from any thread.
+class attachment_handles {
+public:
+    std::uint64_t add(std::string sha256);
+    void remove(std::uint64_t handle);
+    std::optional<std::string> find(std::uint64_t handle) const;
+
+private:
+    mutable std::mutex mu_;
+    std::uint64_t next_ = 1;
+    std::unordered_map<std::uint64_t, std::string> map_;
+};
+
+class engine {
+public:
+    engine(store::store& st, core::logger& log, attachment_handles& handles,
+           std::function<std::string(const std::string& sha256)> blob_path);
+    ~engine();
+
+    // Registers (or replaces, on reload) a destination. Call before start() or via post().
+    void set_destination(const std::string& name, plugin::instance* sink, policy p);
+    void remove_destination(const std::string& name);
+    void set_prepare(prepare_fn fn) { prepare_ = std::move(fn); }
+    void set_observers(engine_observers o) { obs_ = std::move(o); }
+
+    void start();
+    // New deliveries may be due. THREAD: any; coalesced.
+    void kick();
+    // A sink completed a delivery. THREAD: any.
+    void on_complete(const std::string& endpoint, std::uint64_t token, plugin::completion c);
+    // A sink reported a receipt. THREAD: any.
+    void on_receipt(const std::string& endpoint, std::string external_id, std::int32_t kind,
+                    std::string text);
+    // Stops dispatching, waits up to `grace` for in-flight deliveries, hands the rest back to
+    // pending. THREAD: not the engine thread.
+    void stop_dispatch(std::chrono::milliseconds grace);
+    // Ends the engine thread. THREAD: not the engine thread.
+    void shutdown();
+
+    // Runs `fn` on the engine thread and waits for it. THREAD: not the engine thread.
+    void run_sync(std::function<void()> fn);
+    std::size_t in_flight() const { return in_flight_total_.load(); }
+
+private:
+    struct destination {
+        std::string name;
+        plugin::instance* sink = nullptr;
+        policy pol;
+        int in_flight = 0;
+    };
+    struct attempt {
+        store::delivery_row row;
+        std::string destination;
+        std::int64_t started_ms = 0;
+        std::int64_t received_ms = 0;
+        std::unique_ptr<boost::asio::steady_timer> timer;
+        std::vector<std::uint64_t> handles;
+        std::shared_ptr<plugin::delivery_ref> ref;  // kept alive until completion
+    };
+
+    void pump_all();
+    void pump(destination& d);
+    void start_attempt(destination& d, store::delivery_row row);
+    void finish(std::uint64_t token, plugin::completion c);
+    void apply(std::vector<store::delivery_update> ups);
+    void schedule_tick();
+
+    store::store& store_;
+    core::logger& log_;
+    attachment_handles& handles_;
+    std::function<std::string(const std::string&)> blob_path_;
+    prepare_fn prepare_;
+    engine_observers obs_;
+
+    boost::asio::io_context io_;
+    std::unique_ptr<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
+    std::thread thread_;
+    boost::asio::steady_timer tick_;
+    std::map<std::string, destination> dests_;
+    std::unordered_map<std::uint64_t, attempt> attempts_;
+    std::uint64_t next_token_ = 1;
+    std::atomic<bool> kick_pending_{false};
+    std::atomic<bool> dispatching_{true};
+    std::atomic<std::size_t> in_flight_total_{0};
+    std::mt19937_64 rng_;
+};
+
+}  // namespace samband::delivery

@@ -1,0 +1,257 @@
+#include "ingest/ingest.hpp"
+
+#include "core/ids.hpp"
+
+#include <rapidjson/pointer.h>
+
+#if __has_include(<samband/identifiers.hpp>)
+#include <samband/identifiers.hpp>
+#define SAMBAND_HAVE_IDENT 1
+#endif
+
+namespace samband::ingest {
+
+namespace {
+
+constexpr std::size_t kMaxKeptPayload = 256 * 1024;
+
+std::string keep_payload(std::string_view raw) {
+    if (raw.size() <= kMaxKeptPayload) return std::string(raw);
+    return std::string(raw.substr(0, kMaxKeptPayload)) + "\n…[truncated]";
+}
+
+// Checks a patient identifier; empty string when valid, else the reason.
+std::string check_person_id(std::string_view field, std::string_view id, bool allow_synthetic) {
+#ifdef SAMBAND_HAVE_IDENT
+    auto r = samband::ident::check_person_id(id, {.allow_synthetic = allow_synthetic});
+    if (r.ok) return {};
+    return std::string(field) + ": " + std::string(r.reason);
+#else
+    (void)allow_synthetic;
+    if (id.size() != 11) return std::string(field) + ": expected 11 digits";
+    return {};
+#endif
+}
+
+}  // namespace
+
+ingest::ingest(store::store& st, const codec::schema_set& schemas, options opts, core::logger& log)
+    : store_(st), schemas_(schemas), opts_(opts), log_(log) {}
+
+void ingest::set_routes(route_fn fn) {
+    std::lock_guard lock(mu_);
+    routes_ = std::make_shared<route_fn>(std::move(fn));
+}
+
+void ingest::set_observers(observers obs) {
+    std::lock_guard lock(mu_);
+    obs_ = std::move(obs);
+}
+
+boost::system::result<rapidjson::Document, std::string> ingest::validate(
+    std::string_view source, std::string_view envelope_json,
+    std::vector<store::attachment_input>* attachments) const {
+    if (envelope_json.size() > opts_.lim.max_event_bytes) {
+        return "event is " + std::to_string(envelope_json.size()) + " bytes, over the limit of " +
+               std::to_string(opts_.lim.max_event_bytes);
+    }
+    auto parsed = codec::parse_json(envelope_json, opts_.lim.max_depth);
+    if (!parsed) return parsed.error();
+    rapidjson::Document doc = std::move(*parsed);
+    if (!doc.IsObject()) return std::string("/: an event must be a JSON object");
+
+    if (schemas_.has("samband.event")) {
+        if (auto err = schemas_.validate("samband.event", doc)) return *err;
+    } else {
+        for (const char* f : {"type", "idempotency_key"}) {
+            auto it = doc.FindMember(f);
+            if (it == doc.MemberEnd() || !it->value.IsString() || it->value.GetStringLength() == 0)
+                return std::string("/") + f + ": required string field is missing";
+        }
+    }
+    auto type_it = doc.FindMember("type");
+    if (type_it == doc.MemberEnd() || !type_it->value.IsString())
+        return std::string("/type: required string field is missing");
+    std::string type = type_it->value.GetString();
+    if (!schemas_.has(type)) return "/type: unknown event type \"" + type + "\"";
+    auto data_it = doc.FindMember("data");
+    if (data_it == doc.MemberEnd()) return std::string("/data: required field is missing");
+    if (auto err = schemas_.validate(type, data_it->value)) return "/data" + *err;
+
+    auto subj = doc.FindMember("subject");
+    if (subj != doc.MemberEnd() && subj->value.IsObject()) {
+        for (const char* f : {"fnr", "dnr"}) {
+            auto idv = subj->value.FindMember(f);
+            if (idv == subj->value.MemberEnd()) continue;
+            if (!idv->value.IsString()) return std::string("/subject/") + f + ": must be a string";
+            std::string why = check_person_id(std::string("/subject/") + f, idv->value.GetString(),
+                                              opts_.allow_synthetic_ids);
+            if (!why.empty()) return why;
+        }
+    }
+
+    // Attachments: the host computes sizes and hashes; the envelope lists what the source sent.
+    auto& alloc = doc.GetAllocator();
+    rapidjson::Value metas(rapidjson::kArrayType);
+    if (attachments) {
+        if (attachments->size() > opts_.lim.max_attachments) {
+            return "too many attachments: " + std::to_string(attachments->size()) + " (limit " +
+                   std::to_string(opts_.lim.max_attachments) + ")";
+        }
+        std::size_t n = 0;
+        for (auto& a : *attachments) {
+            ++n;
+            if (a.path.empty()) {
+                a.meta.size = a.bytes.size();
+                a.meta.sha256 = core::sha256_hex(a.bytes);
+            } else {
+                core::file_digest d;
+                std::string err;
+                if (!core::sha256_file(a.path, d, err))
+                    return "attachment " + a.meta.filename + ": " + err;
+                a.meta.size = d.size;
+                a.meta.sha256 = d.sha256;
+            }
+            if (a.meta.size > opts_.lim.max_attachment_bytes) {
+                return "attachment " + a.meta.filename + " is " + std::to_string(a.meta.size) +
+                       " bytes, over the limit of " +
+                       std::to_string(opts_.lim.max_attachment_bytes);
+            }
+            a.meta.id = "a" + std::to_string(n);
+            if (a.meta.media_type.empty()) a.meta.media_type = "application/octet-stream";
+            rapidjson::Value m(rapidjson::kObjectType);
+            m.AddMember("id", rapidjson::Value(a.meta.id.c_str(), alloc), alloc);
+            m.AddMember("filename", rapidjson::Value(a.meta.filename.c_str(), alloc), alloc);
+            m.AddMember("media_type", rapidjson::Value(a.meta.media_type.c_str(), alloc), alloc);
+            m.AddMember("size", rapidjson::Value(static_cast<std::uint64_t>(a.meta.size)), alloc);
+            m.AddMember("sha256", rapidjson::Value(a.meta.sha256.c_str(), alloc), alloc);
+            metas.PushBack(m, alloc);
+        }
+    }
+    doc.RemoveMember("attachments");
+    doc.AddMember("attachments", metas, alloc);
+    doc.RemoveMember("id");
+    doc.RemoveMember("source");
+    std::string id = core::uuid_v7();
+    doc.AddMember("id", rapidjson::Value(id.c_str(), alloc), alloc);
+    doc.AddMember("source", rapidjson::Value(source.data(), source.size(), alloc), alloc);
+    if (!doc.HasMember("schema")) doc.AddMember("schema", "samband.event/1", alloc);
+    return doc;
+}
+
+void ingest::reject(std::string_view source, std::string reason, std::string payload,
+                    std::string idempotency_key,
+                    std::function<void(const plugin::submit_result&)> done) {
+    log_.warn("ingest.reject", reason, {{"source", source}, {"key", idempotency_key}});
+    observers obs;
+    {
+        std::lock_guard lock(mu_);
+        obs = obs_;
+    }
+    if (obs.rejected) obs.rejected(source, reason);
+    store::error_record rec;
+    rec.source = std::string(source);
+    rec.reason = reason;
+    rec.payload = keep_payload(payload);
+    rec.idempotency_key = std::move(idempotency_key);
+    ++pending_;
+    store_.record_error(
+        std::move(rec), [this, reason, done = std::move(done)](boost::system::error_code ec) {
+            --pending_;
+            plugin::submit_result r;
+            if (ec) {
+                r.status = SAMBAND_RETRY;
+                r.message = "store cannot keep the rejected input now: " + ec.message();
+            } else {
+                r.status = SAMBAND_INVALID;
+                r.message = "invalid event: " + reason;
+            }
+            done(r);
+        });
+}
+
+void ingest::submit(std::string_view source, plugin::submission sub,
+                    std::function<void(const plugin::submit_result&)> done) {
+    if (stopping_.load()) {
+        done({SAMBAND_RETRY, {}, false, "samband is stopping; submit again later"});
+        return;
+    }
+    if (pending_.load() >= opts_.lim.max_pending_submits) {
+        done({SAMBAND_RETRY, {}, false, "samband is busy (store queue full); submit again later"});
+        return;
+    }
+    std::vector<store::attachment_input> atts;
+    atts.reserve(sub.attachments.size());
+    for (auto& a : sub.attachments) {
+        store::attachment_input in;
+        in.meta.filename = a.filename;
+        in.meta.media_type = a.media_type;
+        in.bytes = std::move(a.bytes);
+        in.path = a.path;
+        atts.push_back(std::move(in));
+    }
+    auto valid = validate(source, sub.envelope_json, &atts);
+    if (!valid) {
+        std::string key;
+        if (auto p = codec::parse_json(sub.envelope_json); p && p->IsObject())
+            key = std::string(codec::string_at(*p, "/idempotency_key"));
+        reject(source, valid.error(), std::move(sub.envelope_json), std::move(key),
+               std::move(done));
+        return;
+    }
+    rapidjson::Document& doc = *valid;
+
+    std::shared_ptr<route_fn> routes;
+    observers obs;
+    {
+        std::lock_guard lock(mu_);
+        routes = routes_;
+        obs = obs_;
+    }
+    store::new_event ev;
+    ev.id = std::string(codec::string_at(doc, "/id"));
+    ev.source = std::string(source);
+    ev.idempotency_key = std::string(codec::string_at(doc, "/idempotency_key"));
+    ev.type = std::string(codec::string_at(doc, "/type"));
+    ev.occurred_at = std::string(codec::string_at(doc, "/occurred_at"));
+    ev.treatment_id = std::string(codec::string_at(doc, "/data/treatment_id"));
+    std::string_view pid = codec::string_at(doc, "/subject/fnr");
+    if (pid.empty()) pid = codec::string_at(doc, "/subject/dnr");
+    ev.order_key = pid.empty() ? std::string() : core::sha256_hex(pid).substr(0, 24);
+    if (routes && *routes) ev.deliveries = (*routes)(source, doc);
+    ev.envelope_json = codec::to_json(doc);
+    ev.attachments = std::move(atts);
+
+    if (ev.deliveries.empty()) {
+        log_.info("ingest.no_route", "no route matches; event kept without deliveries",
+                  {{"event", ev.id}, {"source", source}, {"type", ev.type}});
+    }
+    std::string id = ev.id, type = ev.type, src(source);
+    ++pending_;
+    store_.submit(std::move(ev), [this, id, type, src, obs, done = std::move(done)](
+                                     boost::system::error_code ec, store::submit_outcome out) {
+        --pending_;
+        plugin::submit_result r;
+        if (ec) {
+            r.status = SAMBAND_RETRY;
+            r.message = "store error, not accepted: " + ec.message();
+            log_.error("ingest.store", r.message, {{"event", id}, {"source", src}});
+        } else {
+            r.status = SAMBAND_OK;
+            r.event_id = out.event_id;
+            r.duplicate = out.duplicate;
+            if (out.duplicate) {
+                log_.info("ingest.duplicate", "duplicate idempotency key; first event kept",
+                          {{"event", out.event_id}, {"source", src}});
+            } else {
+                log_.debug("ingest.accepted", "event stored",
+                           {{"event", out.event_id}, {"source", src}, {"type", type}});
+                if (obs.accepted) obs.accepted(src, type);
+            }
+        }
+        done(r);
+        if (!ec && obs.committed) obs.committed();
+    });
+}
+
+}  // namespace samband::ingest

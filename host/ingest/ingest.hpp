@@ -1,0 +1,86 @@
+// Ingest: validates a submitted event, dedupes, routes and stores it; answers after the commit.
+#pragma once
+
+#include "codec/json.hpp"
+#include "core/log.hpp"
+#include "plugin/plugin_host.hpp"
+#include "store/store.hpp"
+
+#include <rapidjson/document.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace samband::ingest {
+
+struct limits {
+    std::size_t max_event_bytes = 1024 * 1024;
+    std::uint64_t max_attachment_bytes = 50ull * 1024 * 1024;
+    std::size_t max_attachments = 20;
+    std::size_t max_depth = 64;
+    std::size_t max_pending_submits = 20000;  // beyond this: RETRY (back-pressure)
+};
+
+struct options {
+    limits lim;
+    bool allow_synthetic_ids = false;
+};
+
+// Routing result for one accepted envelope (the router decides; ingest stores).
+using route_fn = std::function<std::vector<store::new_delivery>(std::string_view source,
+                                                                const rapidjson::Document& env)>;
+
+// Observers for metrics. THREAD: any.
+struct observers {
+    std::function<void(std::string_view source, std::string_view type)> accepted;
+    std::function<void(std::string_view source, std::string_view reason)> rejected;
+    std::function<void()> committed;  // new deliveries may be due
+};
+
+// Takes events from sources. THREAD: submit is safe from any thread.
+class ingest {
+public:
+    ingest(store::store& st, const codec::schema_set& schemas, options opts, core::logger& log);
+
+    void set_routes(route_fn fn);
+    void set_observers(observers obs);
+
+    // Validates and stores `sub` from endpoint `source`; `done` runs exactly once: OK after the
+    // commit (with the first event's id for a duplicate), INVALID with the reason after the
+    // input is kept in the error store, RETRY when the store cannot take it now.
+    void submit(std::string_view source, plugin::submission sub,
+                std::function<void(const plugin::submit_result&)> done);
+
+    // Stops intake: later submits get RETRY ("stopping").
+    void stop_intake() { stopping_.store(true); }
+    bool stopping() const { return stopping_.load(); }
+
+    // Validates an envelope exactly as submit would, without storing (preview).
+    // On success returns the normalised envelope (id, source, attachments filled in).
+    boost::system::result<rapidjson::Document, std::string> validate(
+        std::string_view source, std::string_view envelope_json,
+        std::vector<store::attachment_input>* attachments) const;
+
+private:
+    void reject(std::string_view source, std::string reason, std::string payload,
+                std::string idempotency_key,
+                std::function<void(const plugin::submit_result&)> done);
+
+    store::store& store_;
+    const codec::schema_set& schemas_;
+    options opts_;
+    core::logger& log_;
+    std::mutex mu_;
+    std::shared_ptr<route_fn> routes_;
+    observers obs_;
+    std::atomic<bool> stopping_{false};
+    std::atomic<std::size_t> pending_{0};
+};
+
+}  // namespace samband::ingest
