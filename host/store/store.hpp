@@ -14,8 +14,18 @@
 
 namespace samband::store {
 
-// DESIGN §5: pending → in_flight → delivered → acknowledged; failed (retrying); dead; blocked; held.
-enum class delivery_state { pending, in_flight, delivered, acknowledged, failed, dead, blocked, held };
+// DESIGN §5: pending → in_flight → delivered → acknowledged; failed (retrying); dead; blocked;
+// held.
+enum class delivery_state {
+    pending,
+    in_flight,
+    delivered,
+    acknowledged,
+    failed,
+    dead,
+    blocked,
+    held
+};
 std::string_view to_string(delivery_state s) noexcept;
 std::optional<delivery_state> parse_delivery_state(std::string_view s) noexcept;
 
@@ -37,8 +47,8 @@ struct attachment_input {
 
 // A delivery the router created for a new event.
 struct new_delivery {
-    std::string destination;  // endpoint name
-    std::string route;        // route name
+    std::string destination;                         // endpoint name
+    std::string route;                               // route name
     delivery_state state = delivery_state::pending;  // pending, held or blocked
     std::string reason;                              // for held/blocked
 };
@@ -50,9 +60,9 @@ struct new_event {
     std::string idempotency_key;  // dedupe on (source, idempotency_key)
     std::string type;
     std::string occurred_at;
-    std::string order_key;  // per-patient ordering key (a hash of the patient id; never the id)
-    std::string treatment_id;    // may be empty
-    std::string envelope_json;   // the final envelope (with id, source, attachment metadata)
+    std::string order_key;      // per-patient ordering key (a hash of the patient id; never the id)
+    std::string treatment_id;   // may be empty
+    std::string envelope_json;  // the final envelope (with id, source, attachment metadata)
     std::vector<attachment_input> attachments;
     std::vector<new_delivery> deliveries;
 };
@@ -68,8 +78,8 @@ using submit_handler = std::function<void(boost::system::error_code, submit_outc
 // A rejected input kept for the operator (the error store).
 struct error_record {
     std::string source;
-    std::string reason;   // specific: names the field / check that failed
-    std::string payload;  // the raw input as received (truncated to a limit by the caller)
+    std::string reason;           // specific: names the field / check that failed
+    std::string payload;          // the raw input as received (truncated to a limit by the caller)
     std::string idempotency_key;  // if known
 };
 
@@ -108,9 +118,9 @@ struct delivery_update {
     std::int64_t delivery_id = 0;
     delivery_state state = delivery_state::pending;
     std::string reason;
-    std::string external_id;        // set on delivered
-    std::int64_t next_attempt_ms = 0;  // for failed/pending
-    bool count_attempt = false;       // true when this closes an attempt (attempts += 1)
+    std::string external_id;              // set on delivered
+    std::int64_t next_attempt_ms = 0;     // for failed/pending
+    bool count_attempt = false;           // true when this closes an attempt (attempts += 1)
     std::int64_t attempt_started_ms = 0;  // for the attempt row
     std::string actor = "engine";         // who: engine, operator:<name>, receipt, gate
 };
@@ -140,7 +150,7 @@ struct delivery_query {
 
 struct destination_stats {
     std::string destination;
-    std::int64_t by_state[8] = {};   // indexed by delivery_state
+    std::int64_t by_state[8] = {};       // indexed by delivery_state
     std::int64_t oldest_pending_ms = 0;  // created_ms of the oldest pending/failed, 0 if none
 };
 
@@ -155,17 +165,18 @@ public:
     virtual void submit(new_event ev, submit_handler done) = 0;
 
     // Keeps a rejected input in the error store (group-committed; `done` may be empty).
-    virtual void record_error(error_record rec, std::function<void(boost::system::error_code)> done) = 0;
+    virtual void record_error(error_record rec,
+                              std::function<void(boost::system::error_code)> done) = 0;
     virtual boost::system::result<std::vector<std::pair<std::int64_t, error_record>>> list_errors(
         std::size_t limit) = 0;
 
     // Delivery engine: up to `limit` deliveries of `destination` that are due (pending or failed
     // with next_attempt_ms <= now_ms), oldest first, skipping any whose order_key has an earlier
     // delivery to the same destination in pending, in_flight, failed or held. Marks them
-    // in_flight (written with the next commit; not waited for).
+    // in_flight in a write transaction of the writer thread and returns after its commit.
     virtual boost::system::result<std::vector<delivery_row>> claim_due(std::string_view destination,
-                                                                     std::int64_t now_ms,
-                                                                     std::size_t limit) = 0;
+                                                                       std::int64_t now_ms,
+                                                                       std::size_t limit) = 0;
     // Applies state changes (batched into the next commit, each with an attempt row if
     // count_attempt, and an audit row). `done` after the commit (may be empty).
     virtual void update(std::vector<delivery_update> updates,
@@ -174,27 +185,35 @@ public:
     // Correlates a receipt by (destination, external_id) and returns the delivery id it matched.
     virtual boost::system::result<std::optional<std::int64_t>> find_by_external_id(
         std::string_view destination, std::string_view external_id) = 0;
-    virtual void record_receipt(receipt_record r, std::function<void(boost::system::error_code)> done) = 0;
+    virtual void record_receipt(receipt_record r,
+                                std::function<void(boost::system::error_code)> done) = 0;
 
     // Reads.
     virtual boost::system::result<std::optional<event_row>> get_event(std::string_view id) = 0;
     virtual boost::system::result<std::optional<delivery_row>> get_delivery(std::int64_t id) = 0;
-    virtual boost::system::result<std::vector<delivery_row>> list_deliveries(const delivery_query& q) = 0;
+    virtual boost::system::result<std::vector<delivery_row>> list_deliveries(
+        const delivery_query& q) = 0;
     virtual boost::system::result<std::vector<destination_stats>> stats() = 0;
     // Reads an attachment's bytes by sha256 from `offset` (chunked); returns bytes read, 0 at end.
     virtual boost::system::result<std::size_t> read_attachment(std::string_view sha256,
-                                                               std::uint64_t offset, std::uint8_t* out,
+                                                               std::uint64_t offset,
+                                                               std::uint8_t* out,
                                                                std::size_t capacity) = 0;
-    // Delivered/acknowledged deliveries of a patient ordering key to one destination... (gate).
     // Deliveries of one treatment (for the consent gate re-evaluating queued ones).
     virtual boost::system::result<std::vector<delivery_row>> deliveries_of_treatment(
         std::string_view treatment_id) = 0;
+
+    // Every event of one treatment, oldest first (the consent gate reads them at dispatch).
+    virtual boost::system::result<std::vector<event_row>> events_of_treatment(
+        std::string_view treatment_id) = 0;
+    // The host-owned file holding an attachment's bytes (read-only for plugins).
+    virtual std::string blob_path(std::string_view sha256) const = 0;
 
     // Audit (append-only, hash-chained). Appended in the next commit.
     virtual void audit(std::string actor, std::string action, std::string subject,
                        std::string detail) = 0;
     virtual boost::system::result<std::vector<audit_row>> list_audit(std::string_view subject,
-                                                                    std::size_t limit) = 0;
+                                                                     std::size_t limit) = 0;
     // Checks the audit hash chain; returns the id of the first broken row, or nullopt if intact.
     virtual boost::system::result<std::optional<std::int64_t>> verify_audit_chain() = 0;
 
@@ -216,7 +235,7 @@ public:
 };
 
 struct sqlite_options {
-    std::string path;            // database file; attachments go to <path>.blobs/ by sha256
+    std::string path;             // database file; attachments go to <path>.blobs/ by sha256
     std::size_t max_batch = 512;  // rows per group commit at most
     bool synchronous_full = true;
 };

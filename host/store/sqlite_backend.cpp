@@ -1,0 +1,907 @@
+// The embedded SQLite store: WAL, synchronous=FULL, one writer thread with group commit.
+#include "store/sqlite_db.hpp"
+#include "store/store.hpp"
+
+#include "core/ids.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+namespace samband::store {
+
+namespace fs = std::filesystem;
+using boost::system::error_code;
+
+std::string_view to_string(delivery_state s) noexcept {
+    switch (s) {
+        case delivery_state::pending:
+            return "pending";
+        case delivery_state::in_flight:
+            return "in_flight";
+        case delivery_state::delivered:
+            return "delivered";
+        case delivery_state::acknowledged:
+            return "acknowledged";
+        case delivery_state::failed:
+            return "failed";
+        case delivery_state::dead:
+            return "dead";
+        case delivery_state::blocked:
+            return "blocked";
+        case delivery_state::held:
+            return "held";
+    }
+    return "pending";
+}
+
+std::optional<delivery_state> parse_delivery_state(std::string_view s) noexcept {
+    for (int i = 0; i < 8; ++i) {
+        auto st = static_cast<delivery_state>(i);
+        if (to_string(st) == s) return st;
+    }
+    return std::nullopt;
+}
+
+namespace {
+
+// The columns read_delivery() expects, in order.
+#define DELIVERY_COLUMNS                                                                  \
+    "d.id, e.id, d.destination, d.route, d.state, d.attempts, d.next_ms, d.external_id, " \
+    "d.reason, d.order_key, e.type, d.created_ms, d.updated_ms"
+
+// Versioned migrations: index i brings the schema from version i to i+1. Append only.
+const char* const kMigrations[] = {
+    // 1: the initial schema.
+    R"sql(
+CREATE TABLE events(
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  source TEXT NOT NULL,
+  idempotency_key TEXT NOT NULL,
+  type TEXT NOT NULL,
+  occurred_at TEXT NOT NULL DEFAULT '',
+  treatment_id TEXT NOT NULL DEFAULT '',
+  order_key TEXT NOT NULL DEFAULT '',
+  received_ms INTEGER NOT NULL,
+  UNIQUE(source, idempotency_key));
+CREATE INDEX events_treatment ON events(treatment_id, seq) WHERE treatment_id <> '';
+CREATE TABLE payloads(event_seq INTEGER PRIMARY KEY, envelope TEXT NOT NULL);
+CREATE TABLE attachments(
+  event_seq INTEGER NOT NULL, att_id TEXT NOT NULL, filename TEXT NOT NULL,
+  media_type TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+  PRIMARY KEY(event_seq, att_id));
+CREATE INDEX attachments_sha ON attachments(sha256);
+CREATE TABLE deliveries(
+  id INTEGER PRIMARY KEY,
+  event_seq INTEGER NOT NULL,
+  destination TEXT NOT NULL,
+  route TEXT NOT NULL DEFAULT '',
+  state INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_ms INTEGER NOT NULL DEFAULT 0,
+  order_key TEXT NOT NULL DEFAULT '',
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL,
+  external_id TEXT,
+  reason TEXT NOT NULL DEFAULT '');
+CREATE INDEX deliveries_ready ON deliveries(destination, id) WHERE state IN (0, 4);
+CREATE INDEX deliveries_order ON deliveries(destination, order_key, id) WHERE state IN (0, 1, 4, 7);
+CREATE INDEX deliveries_event ON deliveries(event_seq);
+CREATE INDEX deliveries_state ON deliveries(state, destination, id);
+CREATE INDEX deliveries_ext ON deliveries(destination, external_id) WHERE external_id IS NOT NULL;
+CREATE TABLE attempts(
+  delivery_id INTEGER NOT NULL, n INTEGER NOT NULL, started_ms INTEGER NOT NULL,
+  ended_ms INTEGER NOT NULL, state INTEGER NOT NULL, reason TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY(delivery_id, n));
+CREATE TABLE receipts(
+  id INTEGER PRIMARY KEY, destination TEXT NOT NULL, external_id TEXT NOT NULL,
+  kind INTEGER NOT NULL, text TEXT NOT NULL, at_ms INTEGER NOT NULL);
+CREATE TABLE audit(
+  id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+  subject TEXT NOT NULL, detail TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX audit_subject ON audit(subject, id);
+CREATE TABLE errors(
+  id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL,
+  idempotency_key TEXT NOT NULL DEFAULT '', payload TEXT NOT NULL);
+)sql",
+};
+constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
+
+constexpr int kActive[] = {0, 1, 4, 7};  // states that keep later deliveries of a patient waiting
+
+bool is_fatal(int rc) {
+    int primary = rc & 0xff;
+    return primary == SQLITE_IOERR || primary == SQLITE_FULL || primary == SQLITE_CORRUPT ||
+           primary == SQLITE_NOTADB || primary == SQLITE_CANTOPEN;
+}
+
+error_code io_error() {
+    return boost::system::errc::make_error_code(boost::system::errc::io_error);
+}
+error_code busy_error() {
+    return boost::system::errc::make_error_code(
+        boost::system::errc::resource_unavailable_try_again);
+}
+
+bool fsync_dir(const fs::path& dir) {
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return false;
+    bool ok = ::fsync(fd) == 0;
+    ::close(fd);
+    return ok;
+}
+
+// Writes one blob file: tmp → fsync → rename → fsync dir. Skips when it already exists.
+bool write_blob(const fs::path& target, const attachment_input& a, std::string& error) {
+    std::error_code ec;
+    if (fs::exists(target, ec) && fs::file_size(target, ec) == a.meta.size) return true;
+    fs::create_directories(target.parent_path(), ec);
+    fs::path tmp = target;
+    tmp += ".tmp" + std::to_string(::getpid()) + "-" +
+           std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id()));
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        error = "cannot create blob file " + tmp.string();
+        return false;
+    }
+    auto write_all = [&](const char* p, std::size_t n) {
+        while (n > 0) {
+            ssize_t w = ::write(fd, p, n);
+            if (w <= 0) return false;
+            p += w;
+            n -= static_cast<std::size_t>(w);
+        }
+        return true;
+    };
+    bool ok = true;
+    if (a.path.empty()) {
+        ok = write_all(a.bytes.data(), a.bytes.size());
+    } else {
+        int in = ::open(a.path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (in < 0) {
+            ok = false;
+        } else {
+            std::string buf(64 * 1024, '\0');
+            for (;;) {
+                ssize_t r = ::read(in, buf.data(), buf.size());
+                if (r < 0) ok = false;
+                if (r <= 0) break;
+                if (!write_all(buf.data(), static_cast<std::size_t>(r))) {
+                    ok = false;
+                    break;
+                }
+            }
+            ::close(in);
+        }
+    }
+    ok = ok && ::fsync(fd) == 0;
+    ::close(fd);
+    if (!ok) {
+        fs::remove(tmp, ec);
+        error = "cannot write blob for " + a.meta.filename;
+        return false;
+    }
+    fs::rename(tmp, target, ec);
+    if (ec || !fsync_dir(target.parent_path())) {
+        error = "cannot store blob for " + a.meta.filename;
+        return false;
+    }
+    return true;
+}
+
+class sqlite_store final : public store {
+public:
+    explicit sqlite_store(const sqlite_options& opts)
+        : opts_(opts),
+          blobs_(opts.path + ".blobs"),
+          wdb_(open_db(opts, true)),
+          rdb_(open_db(opts, false)) {
+        migrate();
+        last_hash_ = load_last_hash();
+        writer_ = std::thread([this] { writer_loop(); });
+    }
+
+    ~sqlite_store() override {
+        {
+            std::lock_guard lock(mu_);
+            stop_ = true;
+        }
+        cv_.notify_all();
+        if (writer_.joinable()) writer_.join();
+    }
+
+    // ---- writes (queued for the writer thread) ----
+
+    void submit(new_event ev, submit_handler done) override {
+        // Blobs are written and fsynced by the caller's thread, before the commit that names them.
+        for (const auto& a : ev.attachments) {
+            std::string err;
+            if (!write_blob(blob_file(a.meta.sha256), a, err)) {
+                done(io_error(), {});
+                return;
+            }
+        }
+        auto e = std::make_shared<new_event>(std::move(ev));
+        auto out = std::make_shared<submit_outcome>();
+        enqueue(job{[this, e, out](db& d) { do_submit(d, *e, *out); },
+                    [done = std::move(done), out](error_code ec) { done(ec, *out); }});
+    }
+
+    void record_error(error_record rec, std::function<void(error_code)> done) override {
+        auto r = std::make_shared<error_record>(std::move(rec));
+        enqueue(job{[this, r](db& d) {
+                        auto& st = d.prepare(
+                            "INSERT INTO errors(at_ms, source, reason, idempotency_key, payload) "
+                            "VALUES(?,?,?,?,?)");
+                        st.bind(1, core::now_ms()).bind(2, r->source).bind(3, r->reason);
+                        st.bind(4, r->idempotency_key).bind(5, r->payload);
+                        st.exec();
+                        add_audit(d, "ingest", "event.rejected", "source:" + r->source, r->reason);
+                    },
+                    std::move(done)});
+    }
+
+    void update(std::vector<delivery_update> ups, std::function<void(error_code)> done) override {
+        auto u = std::make_shared<std::vector<delivery_update>>(std::move(ups));
+        enqueue(job{[this, u](db& d) {
+                        for (const auto& x : *u) do_update(d, x);
+                    },
+                    std::move(done)});
+    }
+
+    void record_receipt(receipt_record r, std::function<void(error_code)> done) override {
+        auto rp = std::make_shared<receipt_record>(std::move(r));
+        enqueue(job{[this, rp](db& d) {
+                        auto& st = d.prepare(
+                            "INSERT INTO receipts(destination, external_id, kind, text, at_ms) "
+                            "VALUES(?,?,?,?,?)");
+                        st.bind(1, rp->destination).bind(2, rp->external_id).bind(3, rp->kind);
+                        st.bind(4, rp->text).bind(5, core::now_ms());
+                        st.exec();
+                    },
+                    std::move(done)});
+    }
+
+    void audit(std::string actor, std::string action, std::string subject,
+               std::string detail) override {
+        auto a = std::make_shared<std::array<std::string, 4>>(std::array<std::string, 4>{
+            std::move(actor), std::move(action), std::move(subject), std::move(detail)});
+        enqueue(job{[this, a](db& d) { add_audit(d, (*a)[0], (*a)[1], (*a)[2], (*a)[3]); }, {}});
+    }
+
+    boost::system::result<std::vector<delivery_row>> claim_due(std::string_view destination,
+                                                               std::int64_t now_ms,
+                                                               std::size_t limit) override {
+        auto rows = std::make_shared<std::vector<delivery_row>>();
+        std::string dest(destination);
+        std::promise<error_code> p;
+        auto f = p.get_future();
+        enqueue(job{[this, rows, dest, now_ms, limit](db& d) {
+                        auto& q = d.prepare(
+                            "SELECT " DELIVERY_COLUMNS
+                            " FROM deliveries d JOIN events e ON "
+                            "e.seq = d.event_seq WHERE d.destination = ?1 AND d.state IN (0, 4) "
+                            "AND d.next_ms <= ?2 AND NOT EXISTS (SELECT 1 FROM deliveries p "
+                            "WHERE p.destination = d.destination AND p.order_key = d.order_key "
+                            "AND p.id < d.id AND p.state IN (0, 1, 4, 7)) ORDER BY d.id LIMIT ?3");
+                        q.bind(1, dest).bind(2, now_ms).bind(3, static_cast<std::int64_t>(limit));
+                        while (q.step()) rows->push_back(read_delivery(q));
+                        q.reset();
+                        auto& up = d.prepare(
+                            "UPDATE deliveries SET state = 1, updated_ms = ? WHERE id = ?");
+                        std::int64_t now = core::now_ms();
+                        for (auto& r : *rows) {
+                            up.bind(1, now).bind(2, r.id);
+                            up.exec();
+                            r.state = delivery_state::in_flight;
+                        }
+                    },
+                    [&p](error_code ec) { p.set_value(ec); }});
+        error_code ec = f.get();
+        if (ec) return ec;
+        return std::move(*rows);
+    }
+
+    // ---- reads (own connection) ----
+
+    boost::system::result<std::vector<std::pair<std::int64_t, error_record>>> list_errors(
+        std::size_t limit) override {
+        std::lock_guard lock(rmu_);
+        std::vector<std::pair<std::int64_t, error_record>> out;
+        auto& q = rdb_.prepare(
+            "SELECT id, source, reason, payload, idempotency_key FROM errors ORDER BY id DESC "
+            "LIMIT ?");
+        q.bind(1, static_cast<std::int64_t>(limit));
+        while (q.step()) {
+            error_record r{q.text(1), q.text(2), q.text(3), q.text(4)};
+            out.emplace_back(q.i64(0), std::move(r));
+        }
+        q.reset();
+        return out;
+    }
+
+    boost::system::result<std::optional<std::int64_t>> find_by_external_id(
+        std::string_view destination, std::string_view external_id) override {
+        std::lock_guard lock(rmu_);
+        auto& q = rdb_.prepare(
+            "SELECT id FROM deliveries WHERE destination = ? AND external_id = ? ORDER BY id DESC "
+            "LIMIT 1");
+        q.bind(1, destination).bind(2, external_id);
+        std::optional<std::int64_t> out;
+        if (q.step()) out = q.i64(0);
+        q.reset();
+        return out;
+    }
+
+    boost::system::result<std::optional<event_row>> get_event(std::string_view id) override {
+        std::lock_guard lock(rmu_);
+        auto& q = rdb_.prepare(
+            "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, e.treatment_id, "
+            "e.order_key, e.received_ms FROM events e JOIN payloads p ON p.event_seq = e.seq "
+            "WHERE e.id = ?");
+        q.bind(1, id);
+        std::optional<event_row> out;
+        std::int64_t seq = 0;
+        if (q.step()) {
+            seq = q.i64(0);
+            out = read_event(q);
+        }
+        q.reset();
+        if (out) load_attachments(seq, *out);
+        return out;
+    }
+
+    boost::system::result<std::vector<event_row>> events_of_treatment(
+        std::string_view treatment_id) override {
+        std::lock_guard lock(rmu_);
+        auto& q = rdb_.prepare(
+            "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, e.treatment_id, "
+            "e.order_key, e.received_ms FROM events e JOIN payloads p ON p.event_seq = e.seq "
+            "WHERE e.treatment_id = ? ORDER BY e.seq LIMIT 1000");
+        q.bind(1, treatment_id);
+        std::vector<event_row> out;
+        while (q.step()) out.push_back(read_event(q));
+        q.reset();
+        return out;
+    }
+
+    boost::system::result<std::optional<delivery_row>> get_delivery(std::int64_t id) override {
+        std::lock_guard lock(rmu_);
+        auto& q = rdb_.prepare("SELECT " DELIVERY_COLUMNS
+                               " FROM deliveries d JOIN events e ON e.seq = d.event_seq "
+                               "WHERE d.id = ?");
+        q.bind(1, id);
+        std::optional<delivery_row> out;
+        if (q.step()) out = read_delivery(q);
+        q.reset();
+        return out;
+    }
+
+    boost::system::result<std::vector<delivery_row>> list_deliveries(
+        const delivery_query& dq) override {
+        std::lock_guard lock(rmu_);
+        std::string sql = "SELECT " DELIVERY_COLUMNS
+                          " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id > ?1";
+        if (dq.state) sql += " AND d.state = ?2";
+        if (!dq.destination.empty()) sql += " AND d.destination = ?3";
+        if (!dq.event_id.empty()) sql += " AND e.id = ?4";
+        if (dq.since_ms > 0) sql += " AND d.created_ms >= ?5";
+        sql += " ORDER BY d.id LIMIT ?6";
+        auto& q = rdb_.prepare(sql);
+        q.bind(1, dq.after_id);
+        if (dq.state) q.bind(2, static_cast<std::int64_t>(*dq.state));
+        if (!dq.destination.empty()) q.bind(3, dq.destination);
+        if (!dq.event_id.empty()) q.bind(4, dq.event_id);
+        if (dq.since_ms > 0) q.bind(5, dq.since_ms);
+        q.bind(6, static_cast<std::int64_t>(dq.limit));
+        std::vector<delivery_row> out;
+        while (q.step()) out.push_back(read_delivery(q));
+        q.reset();
+        return out;
+    }
+
+    boost::system::result<std::vector<destination_stats>> stats() override {
+        std::lock_guard lock(rmu_);
+        std::map<std::string, destination_stats> by;
+        auto& q = rdb_.prepare(
+            "SELECT destination, state, COUNT(*), MIN(created_ms) FROM deliveries GROUP BY "
+            "destination, state");
+        while (q.step()) {
+            auto& s = by[q.text(0)];
+            s.destination = q.text(0);
+            int st = static_cast<int>(q.i64(1));
+            if (st >= 0 && st < 8) s.by_state[st] = q.i64(2);
+            if (st == 0 || st == 4 || st == 1) {
+                std::int64_t oldest = q.i64(3);
+                if (s.oldest_pending_ms == 0 || oldest < s.oldest_pending_ms)
+                    s.oldest_pending_ms = oldest;
+            }
+        }
+        q.reset();
+        std::vector<destination_stats> out;
+        for (auto& [k, v] : by) out.push_back(v);
+        return out;
+    }
+
+    boost::system::result<std::size_t> read_attachment(std::string_view sha256,
+                                                       std::uint64_t offset, std::uint8_t* out,
+                                                       std::size_t capacity) override {
+        if (sha256.size() != 64 ||
+            sha256.find_first_not_of("0123456789abcdef") != std::string_view::npos)
+            return boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
+        int fd = ::open(blob_file(sha256).c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return boost::system::errc::make_error_code(
+                boost::system::errc::no_such_file_or_directory);
+        ssize_t n = ::pread(fd, out, capacity, static_cast<off_t>(offset));
+        ::close(fd);
+        if (n < 0) return io_error();
+        return static_cast<std::size_t>(n);
+    }
+
+    std::string blob_path(std::string_view sha256) const override {
+        return blob_file(sha256).string();
+    }
+
+    boost::system::result<std::vector<delivery_row>> deliveries_of_treatment(
+        std::string_view treatment_id) override {
+        std::lock_guard lock(rmu_);
+        auto& q = rdb_.prepare("SELECT " DELIVERY_COLUMNS
+                               " FROM deliveries d JOIN events e ON e.seq = d.event_seq "
+                               "WHERE e.treatment_id = ? ORDER BY d.id");
+        q.bind(1, treatment_id);
+        std::vector<delivery_row> out;
+        while (q.step()) out.push_back(read_delivery(q));
+        q.reset();
+        return out;
+    }
+
+    boost::system::result<std::vector<audit_row>> list_audit(std::string_view subject,
+                                                             std::size_t limit) override {
+        std::lock_guard lock(rmu_);
+        auto& q = subject.empty()
+                      ? rdb_.prepare(
+                            "SELECT id, at_ms, actor, action, subject, detail, hash FROM "
+                            "audit ORDER BY id DESC LIMIT ?2")
+                      : rdb_.prepare(
+                            "SELECT id, at_ms, actor, action, subject, detail, hash FROM "
+                            "audit WHERE subject = ?1 ORDER BY id LIMIT ?2");
+        if (!subject.empty()) q.bind(1, subject);
+        q.bind(2, static_cast<std::int64_t>(limit));
+        std::vector<audit_row> out;
+        while (q.step())
+            out.push_back(
+                {q.i64(0), q.i64(1), q.text(2), q.text(3), q.text(4), q.text(5), q.text(6)});
+        q.reset();
+        return out;
+    }
+
+    boost::system::result<std::optional<std::int64_t>> verify_audit_chain() override {
+        std::lock_guard lock(rmu_);
+        auto& q = rdb_.prepare(
+            "SELECT id, at_ms, actor, action, subject, detail, hash FROM audit ORDER BY id");
+        std::string prev;
+        std::optional<std::int64_t> broken;
+        while (q.step()) {
+            std::string h = chain_hash(prev, q.i64(1), q.text(2), q.text(3), q.text(4), q.text(5));
+            if (h != q.text(6)) {
+                broken = q.i64(0);
+                break;
+            }
+            prev = h;
+        }
+        q.reset();
+        return broken;
+    }
+
+    boost::system::result<std::size_t> recover_in_flight() override {
+        return run_sync([](db& d) {
+            auto& st = d.prepare(
+                "UPDATE deliveries SET state = 0, reason = 'recovered after restart (was in "
+                "flight)' WHERE state = 1");
+            st.exec();
+            return static_cast<std::size_t>(d.changes());
+        });
+    }
+
+    boost::system::result<std::size_t> prune(std::int64_t older_than_ms) override {
+        return run_sync([this, older_than_ms](db& d) {
+            // Events whose every delivery is delivered/acknowledged (or that have none) and
+            // that are older than the cut-off. dead/held/blocked keep their event.
+            d.exec(
+                "CREATE TEMP TABLE IF NOT EXISTS prune_set(seq INTEGER PRIMARY KEY); DELETE FROM "
+                "prune_set;");
+            auto& ins = d.prepare(
+                "INSERT INTO prune_set SELECT e.seq FROM events e WHERE e.received_ms < ? AND NOT "
+                "EXISTS (SELECT 1 FROM deliveries x WHERE x.event_seq = e.seq AND x.state NOT IN "
+                "(2, 3))");
+            ins.bind(1, older_than_ms);
+            ins.exec();
+            std::size_t n = static_cast<std::size_t>(d.changes());
+            if (n == 0) return n;
+            d.exec(
+                "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE "
+                "event_seq IN (SELECT seq FROM prune_set));"
+                "DELETE FROM deliveries WHERE event_seq IN (SELECT seq FROM prune_set);"
+                "DELETE FROM payloads WHERE event_seq IN (SELECT seq FROM prune_set);"
+                "CREATE TEMP TABLE IF NOT EXISTS prune_blobs(sha256 TEXT PRIMARY KEY);"
+                "DELETE FROM prune_blobs;"
+                "INSERT OR IGNORE INTO prune_blobs SELECT sha256 FROM attachments WHERE event_seq "
+                "IN (SELECT seq FROM prune_set);"
+                "DELETE FROM attachments WHERE event_seq IN (SELECT seq FROM prune_set);"
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM prune_set);");
+            auto& orphans = d.prepare(
+                "SELECT b.sha256 FROM prune_blobs b WHERE NOT EXISTS (SELECT 1 FROM attachments a "
+                "WHERE a.sha256 = b.sha256)");
+            while (orphans.step()) {
+                std::error_code ec;
+                fs::remove(blob_file(orphans.text(0)), ec);
+            }
+            orphans.reset();
+            add_audit(d, "retention", "events.pruned", "store", std::to_string(n) + " events");
+            return n;
+        });
+    }
+
+    boost::system::result<std::size_t> replay(std::string_view destination, std::int64_t since_ms,
+                                              std::string actor) override {
+        std::string dest(destination);
+        return run_sync([this, dest, since_ms, actor](db& d) {
+            auto& st = d.prepare(
+                "UPDATE deliveries SET state = 0, next_ms = 0, updated_ms = ?3, reason = 'replay "
+                "by ' || ?4 WHERE destination = ?1 AND created_ms >= ?2 AND state IN (2, 3, 5)");
+            st.bind(1, dest).bind(2, since_ms).bind(3, core::now_ms()).bind(4, actor);
+            st.exec();
+            std::size_t n = static_cast<std::size_t>(d.changes());
+            add_audit(d, actor, "deliveries.replay", "destination:" + dest,
+                      std::to_string(n) + " deliveries since " + std::to_string(since_ms));
+            return n;
+        });
+    }
+
+    void flush() override {
+        std::promise<void> p;
+        auto f = p.get_future();
+        enqueue(job{[](db&) {}, [&p](error_code) { p.set_value(); }});
+        f.wait();
+    }
+
+    void on_commit(std::function<void(double, std::size_t)> fn) override {
+        std::lock_guard lock(mu_);
+        on_commit_ = std::move(fn);
+    }
+    void on_fatal(std::function<void(std::string)> fn) override {
+        std::lock_guard lock(mu_);
+        on_fatal_ = std::move(fn);
+    }
+
+private:
+    struct job {
+        std::function<void(db&)> run;
+        std::function<void(error_code)> done;
+    };
+
+    static db open_db(const sqlite_options& o, bool writer) {
+        fs::path p(o.path);
+        if (p.has_parent_path()) {
+            std::error_code ec;
+            fs::create_directories(p.parent_path(), ec);
+        }
+        db d(o.path);
+        d.exec("PRAGMA busy_timeout = 10000;");
+        if (writer) {
+            d.exec("PRAGMA journal_mode = WAL;");
+            d.exec(o.synchronous_full ? "PRAGMA synchronous = FULL;"
+                                      : "PRAGMA synchronous = NORMAL;");
+            d.exec(
+                "PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = "
+                "-16000;");
+        } else {
+            d.exec("PRAGMA cache_size = -8000;");
+        }
+        return d;
+    }
+
+    void migrate() {
+        wdb_.exec("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL);");
+        int v = 0;
+        {
+            auto& q = wdb_.prepare("SELECT COALESCE(MAX(version), 0) FROM schema_version");
+            if (q.step()) v = static_cast<int>(q.i64(0));
+            q.reset();
+        }
+        if (v > kSchemaVersion) {
+            throw std::runtime_error("store " + opts_.path + " has schema version " +
+                                     std::to_string(v) + ", newer than this samband knows (" +
+                                     std::to_string(kSchemaVersion) +
+                                     "); run the newer samband or restore a backup");
+        }
+        for (; v < kSchemaVersion; ++v) {
+            wdb_.exec("BEGIN IMMEDIATE;");
+            try {
+                wdb_.exec(kMigrations[v]);
+                wdb_.exec("DELETE FROM schema_version; INSERT INTO schema_version VALUES(" +
+                          std::to_string(v + 1) + ");");
+                wdb_.exec("COMMIT;");
+            } catch (...) {
+                wdb_.exec("ROLLBACK;");
+                throw;
+            }
+        }
+    }
+
+    std::string load_last_hash() {
+        auto& q = wdb_.prepare("SELECT hash FROM audit ORDER BY id DESC LIMIT 1");
+        std::string h;
+        if (q.step()) h = q.text(0);
+        q.reset();
+        return h;
+    }
+
+    static std::string chain_hash(const std::string& prev, std::int64_t at,
+                                  const std::string& actor, const std::string& action,
+                                  const std::string& subject, const std::string& detail) {
+        return core::sha256_hex(prev + '|' + std::to_string(at) + '|' + actor + '|' + action + '|' +
+                                subject + '|' + detail);
+    }
+
+    // Writer thread only.
+    void add_audit(db& d, const std::string& actor, const std::string& action,
+                   const std::string& subject, const std::string& detail) {
+        std::int64_t at = core::now_ms();
+        std::string h = chain_hash(pending_hash_, at, actor, action, subject, detail);
+        auto& st = d.prepare(
+            "INSERT INTO audit(at_ms, actor, action, subject, detail, hash) VALUES(?,?,?,?,?,?)");
+        st.bind(1, at).bind(2, actor).bind(3, action).bind(4, subject).bind(5, detail).bind(6, h);
+        st.exec();
+        pending_hash_ = h;
+    }
+
+    fs::path blob_file(std::string_view sha) const {
+        std::string s(sha);
+        return blobs_ / s.substr(0, 2) / s;
+    }
+
+    void do_submit(db& d, const new_event& ev, submit_outcome& out) {
+        auto& dup = d.prepare("SELECT id FROM events WHERE source = ? AND idempotency_key = ?");
+        dup.bind(1, ev.source).bind(2, ev.idempotency_key);
+        if (dup.step()) {
+            out.event_id = dup.text(0);
+            out.duplicate = true;
+            dup.reset();
+            return;
+        }
+        dup.reset();
+        std::int64_t now = core::now_ms();
+        auto& ins = d.prepare(
+            "INSERT INTO events(id, source, idempotency_key, type, occurred_at, treatment_id, "
+            "order_key, received_ms) VALUES(?,?,?,?,?,?,?,?)");
+        ins.bind(1, ev.id).bind(2, ev.source).bind(3, ev.idempotency_key).bind(4, ev.type);
+        ins.bind(5, ev.occurred_at).bind(6, ev.treatment_id).bind(7, ev.order_key).bind(8, now);
+        ins.exec();
+        std::int64_t seq = d.last_rowid();
+        auto& pay = d.prepare("INSERT INTO payloads(event_seq, envelope) VALUES(?, ?)");
+        pay.bind(1, seq).bind(2, ev.envelope_json);
+        pay.exec();
+        for (const auto& a : ev.attachments) {
+            auto& at = d.prepare(
+                "INSERT INTO attachments(event_seq, att_id, filename, media_type, sha256, size) "
+                "VALUES(?,?,?,?,?,?)");
+            at.bind(1, seq).bind(2, a.meta.id).bind(3, a.meta.filename).bind(4, a.meta.media_type);
+            at.bind(5, a.meta.sha256).bind(6, static_cast<std::int64_t>(a.meta.size));
+            at.exec();
+        }
+        for (const auto& nd : ev.deliveries) {
+            auto& del = d.prepare(
+                "INSERT INTO deliveries(event_seq, destination, route, state, order_key, "
+                "created_ms, updated_ms, reason) VALUES(?,?,?,?,?,?,?,?)");
+            del.bind(1, seq).bind(2, nd.destination).bind(3, nd.route);
+            del.bind(4, static_cast<std::int64_t>(nd.state)).bind(5, ev.order_key);
+            del.bind(6, now).bind(7, now).bind(8, nd.reason);
+            del.exec();
+        }
+        add_audit(d, "source:" + ev.source, "event.accepted", "event:" + ev.id,
+                  ev.type + " deliveries=" + std::to_string(ev.deliveries.size()));
+        out.event_id = ev.id;
+        out.duplicate = false;
+    }
+
+    void do_update(db& d, const delivery_update& u) {
+        std::int64_t now = core::now_ms();
+        if (u.count_attempt) {
+            auto& cur = d.prepare("SELECT attempts FROM deliveries WHERE id = ?");
+            cur.bind(1, u.delivery_id);
+            std::int64_t n = cur.step() ? cur.i64(0) + 1 : 1;
+            cur.reset();
+            auto& at = d.prepare(
+                "INSERT OR REPLACE INTO attempts(delivery_id, n, started_ms, ended_ms, state, "
+                "reason) VALUES(?,?,?,?,?,?)");
+            at.bind(1, u.delivery_id).bind(2, n).bind(3, u.attempt_started_ms).bind(4, now);
+            at.bind(5, static_cast<std::int64_t>(u.state)).bind(6, u.reason);
+            at.exec();
+        }
+        auto& st = d.prepare(
+            "UPDATE deliveries SET state = ?1, reason = ?2, next_ms = ?3, updated_ms = ?4, "
+            "attempts = attempts + ?5, external_id = COALESCE(NULLIF(?6, ''), external_id) "
+            "WHERE id = ?7");
+        st.bind(1, static_cast<std::int64_t>(u.state)).bind(2, u.reason).bind(3, u.next_attempt_ms);
+        st.bind(4, now)
+            .bind(5, u.count_attempt ? 1 : 0)
+            .bind(6, u.external_id)
+            .bind(7, u.delivery_id);
+        st.exec();
+        std::string detail(to_string(u.state));
+        if (!u.reason.empty()) detail += ": " + u.reason;
+        if (!u.external_id.empty()) detail += " external_id=" + u.external_id;
+        add_audit(d, u.actor, "delivery." + std::string(to_string(u.state)),
+                  "delivery:" + std::to_string(u.delivery_id), detail);
+    }
+
+    static delivery_row read_delivery(stmt& q) {
+        delivery_row r;
+        r.id = q.i64(0);
+        r.event_id = q.text(1);
+        r.destination = q.text(2);
+        r.route = q.text(3);
+        r.state = static_cast<delivery_state>(q.i64(4));
+        r.attempts = static_cast<std::int32_t>(q.i64(5));
+        r.next_attempt_ms = q.i64(6);
+        r.external_id = q.text(7);
+        r.reason = q.text(8);
+        r.order_key = q.text(9);
+        r.event_type = q.text(10);
+        r.created_ms = q.i64(11);
+        r.updated_ms = q.i64(12);
+        return r;
+    }
+
+    static event_row read_event(stmt& q) {
+        event_row r;
+        r.id = q.text(1);
+        r.source = q.text(2);
+        r.idempotency_key = q.text(3);
+        r.type = q.text(4);
+        r.envelope_json = q.text(5);
+        r.treatment_id = q.text(6);
+        r.order_key = q.text(7);
+        r.received_ms = q.i64(8);
+        return r;
+    }
+
+    void load_attachments(std::int64_t seq, event_row& ev) {
+        auto& q = rdb_.prepare(
+            "SELECT att_id, filename, media_type, sha256, size FROM attachments WHERE event_seq = "
+            "? ORDER BY rowid");
+        q.bind(1, seq);
+        while (q.step()) {
+            ev.attachments.push_back(
+                {q.text(0), q.text(1), q.text(2), q.text(3), static_cast<std::uint64_t>(q.i64(4))});
+        }
+        q.reset();
+    }
+
+    template <class F>
+    auto run_sync(F fn) -> boost::system::result<decltype(fn(std::declval<db&>()))> {
+        using T = decltype(fn(std::declval<db&>()));
+        auto value = std::make_shared<T>();
+        std::promise<error_code> p;
+        auto f = p.get_future();
+        enqueue(
+            job{[value, fn](db& d) { *value = fn(d); }, [&p](error_code ec) { p.set_value(ec); }});
+        error_code ec = f.get();
+        if (ec) return ec;
+        return *value;
+    }
+
+    void enqueue(job j) {
+        {
+            std::lock_guard lock(mu_);
+            if (failed_) {
+                auto done = std::move(j.done);
+                if (done) done(io_error());
+                return;
+            }
+            queue_.push_back(std::move(j));
+        }
+        cv_.notify_one();
+    }
+
+    void writer_loop() {
+        std::vector<job> batch;
+        for (;;) {
+            {
+                std::unique_lock lock(mu_);
+                cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+                if (queue_.empty() && stop_) return;
+                std::size_t n = std::min(queue_.size(), std::max<std::size_t>(opts_.max_batch, 1));
+                batch.clear();
+                for (std::size_t i = 0; i < n; ++i) {
+                    batch.push_back(std::move(queue_.front()));
+                    queue_.pop_front();
+                }
+            }
+            auto t0 = std::chrono::steady_clock::now();
+            error_code ec;
+            std::string fatal;
+            pending_hash_ = last_hash_;
+            try {
+                wdb_.exec("BEGIN IMMEDIATE;");
+                for (auto& j : batch) j.run(wdb_);
+                wdb_.exec("COMMIT;");
+                last_hash_ = pending_hash_;
+            } catch (const sqlite_error& e) {
+                try {
+                    wdb_.exec("ROLLBACK;");
+                } catch (...) {
+                }
+                ec = is_fatal(e.code()) ? io_error() : busy_error();
+                if (is_fatal(e.code())) fatal = e.what();
+            } catch (const std::exception& e) {
+                try {
+                    wdb_.exec("ROLLBACK;");
+                } catch (...) {
+                }
+                ec = busy_error();
+            }
+            double secs =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            std::function<void(double, std::size_t)> commit_cb;
+            std::function<void(std::string)> fatal_cb;
+            {
+                std::lock_guard lock(mu_);
+                commit_cb = on_commit_;
+                fatal_cb = on_fatal_;
+                if (!fatal.empty()) failed_ = true;
+            }
+            if (!ec && commit_cb) commit_cb(secs, batch.size());
+            for (auto& j : batch) {
+                if (j.done) j.done(ec);
+            }
+            if (!fatal.empty()) {
+                if (fatal_cb) fatal_cb(fatal);
+                // Fail everything still queued: nothing more is acknowledged.
+                std::deque<job> rest;
+                {
+                    std::lock_guard lock(mu_);
+                    rest.swap(queue_);
+                }
+                for (auto& j : rest)
+                    if (j.done) j.done(io_error());
+            }
+        }
+    }
+
+    sqlite_options opts_;
+    fs::path blobs_;
+    db wdb_;
+    db rdb_;
+    std::mutex rmu_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<job> queue_;
+    bool stop_ = false;
+    bool failed_ = false;
+    std::string last_hash_, pending_hash_;
+    std::function<void(double, std::size_t)> on_commit_;
+    std::function<void(std::string)> on_fatal_;
+    std::thread writer_;
+};
+
+}  // namespace
+
+std::unique_ptr<store> open_sqlite(const sqlite_options& opts) {
+    if (opts.path.empty()) throw std::runtime_error("store: no path configured");
+    return std::make_unique<sqlite_store>(opts);
+}
+
+}  // namespace samband::store
