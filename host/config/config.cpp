@@ -1,0 +1,449 @@
+#include "config/config.hpp"
+
+#include <rapidjson/document.h>
+#include <rapidjson/error/en.h>
+#include <rapidjson/pointer.h>
+#include <rapidjson/schema.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#ifndef SAMBAND_DATADIR
+#define SAMBAND_DATADIR "/usr/local/share/samband"
+#endif
+#ifndef SAMBAND_PLUGINDIR
+#define SAMBAND_PLUGINDIR "/usr/local/lib/samband/plugins"
+#endif
+
+namespace samband::config {
+
+namespace {
+
+namespace fs = std::filesystem;
+using rapidjson::Value;
+
+constexpr std::size_t kMaxConfigBytes = 4 * 1024 * 1024;
+
+std::string json_text(const Value& v) {
+    rapidjson::StringBuffer sb;
+    rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+    v.Accept(w);
+    return std::string(sb.GetString(), sb.GetSize());
+}
+
+std::string escape_pointer_token(const std::string& t) {
+    std::string out;
+    for (char c : t) {
+        if (c == '~') out += "~0";
+        else if (c == '/') out += "~1";
+        else out += c;
+    }
+    return out;
+}
+
+// The compiled schema, and wrappers that validate one part (an endpoint, a route, a secret).
+struct schemas {
+    rapidjson::Document source;
+    std::unique_ptr<rapidjson::SchemaDocument> top;  // endpoints/routes/secrets checked apart
+    std::map<std::string, std::pair<std::unique_ptr<rapidjson::Document>,
+                                    std::unique_ptr<rapidjson::SchemaDocument>>>
+        parts;
+
+    schemas() {
+        source.Parse(config_schema_text());
+        if (source.HasParseError()) throw std::runtime_error("built-in config schema is not JSON");
+        // Top level: the part collections only need the right container type here.
+        rapidjson::Document top_doc;
+        top_doc.CopyFrom(source, top_doc.GetAllocator());
+        auto& props = top_doc["properties"];
+        for (const char* k : {"endpoints", "secrets"}) {
+            props[k].RemoveMember("additionalProperties");
+        }
+        props["routes"].RemoveMember("items");
+        top_source_ = std::make_unique<rapidjson::Document>(std::move(top_doc));
+        top = std::make_unique<rapidjson::SchemaDocument>(*top_source_);
+        for (const char* part : {"endpoint", "route", "secret"}) {
+            auto d = std::make_unique<rapidjson::Document>();
+            d->SetObject();
+            auto& a = d->GetAllocator();
+            Value defs;
+            defs.CopyFrom(source["definitions"], a);
+            d->AddMember("definitions", defs, a);
+            Value ref((std::string("#/definitions/") + part).c_str(), a);
+            d->AddMember("$ref", ref, a);
+            auto sd = std::make_unique<rapidjson::SchemaDocument>(*d);
+            parts[part] = {std::move(d), std::move(sd)};
+        }
+    }
+    std::unique_ptr<rapidjson::Document> top_source_;
+};
+
+const schemas& built_in() {
+    static const schemas s;  // immutable after construction
+    return s;
+}
+
+std::string describe(const rapidjson::SchemaValidator& v, const rapidjson::Document& schema_doc,
+                     const Value& doc) {
+    std::string kw = v.GetInvalidSchemaKeyword();
+    const Value* sn = v.GetInvalidSchemaPointer().Get(schema_doc);
+    const Value* dn = v.GetInvalidDocumentPointer().Get(doc);
+    if (kw == "additionalProperties" && sn && dn && dn->IsObject()) {
+        auto props = sn->FindMember("properties");
+        std::set<std::string> known;
+        if (props != sn->MemberEnd() && props->value.IsObject())
+            for (auto& m : props->value.GetObject()) known.insert(m.name.GetString());
+        for (auto& m : dn->GetObject()) {
+            if (!known.count(m.name.GetString())) {
+                std::string list;
+                for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+                return std::string("unknown key \"") + m.name.GetString() + "\" (known: " + list + ")";
+            }
+        }
+        return "unknown key";
+    }
+    if (kw == "required" && sn && dn && dn->IsObject()) {
+        auto req = sn->FindMember("required");
+        if (req != sn->MemberEnd())
+            for (auto& r : req->value.GetArray())
+                if (!dn->HasMember(r.GetString()))
+                    return std::string("required key \"") + r.GetString() + "\" is missing";
+    }
+    if (kw == "type" && sn && dn) {
+        return "wrong type: expected " + json_text((*sn)["type"]) + ", got " + json_text(*dn);
+    }
+    if (kw == "enum" && sn && dn) {
+        return json_text(*dn) + " is not one of " + json_text((*sn)["enum"]);
+    }
+    if ((kw == "minimum" || kw == "maximum") && sn && dn) {
+        return json_text(*dn) + (kw == "minimum" ? " is below the minimum " : " is above the maximum ") +
+               json_text((*sn)[kw.c_str()]);
+    }
+    if (kw == "pattern" && sn && dn) {
+        return json_text(*dn) + " does not match the pattern " + json_text((*sn)["pattern"]);
+    }
+    if (kw == "minItems" && sn) return "must have at least " + json_text((*sn)["minItems"]) + " item(s)";
+    if (kw == "minLength" && dn) return "must not be empty";
+    return "fails the schema rule \"" + kw + "\"";
+}
+
+void validate_part(const rapidjson::SchemaDocument& sd, const rapidjson::Document& sdoc,
+                   const Value& v, const std::string& prefix, std::vector<config_error>& errs) {
+    rapidjson::SchemaValidator val(sd);
+    if (v.Accept(val)) return;
+    rapidjson::StringBuffer sb;
+    val.GetInvalidDocumentPointer().Stringify(sb);
+    errs.push_back({prefix + sb.GetString(), describe(val, sdoc, v)});
+}
+
+std::string resolve(const std::string& base, const std::string& p) {
+    if (p.empty() || fs::path(p).is_absolute()) return p;
+    return (fs::path(base) / p).lexically_normal().string();
+}
+
+std::string glob_to_regex(const std::string& g) {
+    std::string r;
+    for (char c : g) {
+        if (c == '*') r += ".*";
+        else if (c == '?') r += '.';
+        else if (std::string("\\^$.|+()[]{}").find(c) != std::string::npos) r += std::string("\\") + c;
+        else r += c;
+    }
+    return r;
+}
+
+bool valid_listen(const std::string& s, std::string& why) {
+    auto colon = s.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+        why = "expected host:port, got \"" + s + "\"";
+        return false;
+    }
+    int port = std::atoi(s.substr(colon + 1).c_str());
+    if (port < 0 || port > 65535) {
+        why = "port " + s.substr(colon + 1) + " is out of range";
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+config_result parse_config(const std::string& text, const std::string& file,
+                           const std::string& base_dir) {
+    config_result res;
+    auto& errs = res.errors;
+    if (text.size() > kMaxConfigBytes) {
+        errs.push_back({"", "config is larger than 4 MB"});
+        return res;
+    }
+    rapidjson::Document doc;
+    doc.Parse<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag>(text.c_str(),
+                                                                                    text.size());
+    if (doc.HasParseError()) {
+        std::size_t off = doc.GetErrorOffset(), line = 1, col = 1;
+        for (std::size_t i = 0; i < off && i < text.size(); ++i) {
+            if (text[i] == '\n') {
+                ++line;
+                col = 1;
+            } else {
+                ++col;
+            }
+        }
+        errs.push_back({"", "JSON syntax error at line " + std::to_string(line) + ", column " +
+                                std::to_string(col) + ": " +
+                                rapidjson::GetParseError_En(doc.GetParseError())});
+        return res;
+    }
+    const schemas& s = built_in();
+    validate_part(*s.top, *s.top_source_, doc, "", errs);
+    if (!doc.IsObject()) return res;
+
+    auto obj = [&](const char* k) -> const Value* {
+        auto it = doc.FindMember(k);
+        return it != doc.MemberEnd() && it->value.IsObject() ? &it->value : nullptr;
+    };
+    if (const Value* eps = obj("endpoints")) {
+        for (auto& m : eps->GetObject()) {
+            std::string name = m.name.GetString();
+            std::string prefix = "/endpoints/" + escape_pointer_token(name);
+            static const std::regex name_re("^[a-z0-9][a-z0-9_.-]*$");
+            if (!std::regex_match(name, name_re))
+                errs.push_back({prefix, "endpoint name \"" + name +
+                                            "\" must match [a-z0-9][a-z0-9_.-]*"});
+            validate_part(*s.parts.at("endpoint").second, *s.parts.at("endpoint").first, m.value,
+                          prefix, errs);
+        }
+    }
+    if (const Value* secs = obj("secrets")) {
+        for (auto& m : secs->GetObject()) {
+            std::string prefix = "/secrets/" + escape_pointer_token(m.name.GetString());
+            validate_part(*s.parts.at("secret").second, *s.parts.at("secret").first, m.value,
+                          prefix, errs);
+            if (m.value.IsObject() && m.value.HasMember("file") == m.value.HasMember("env"))
+                errs.push_back({prefix, "give exactly one of \"file\" or \"env\""});
+        }
+    }
+    auto rit = doc.FindMember("routes");
+    if (rit != doc.MemberEnd() && rit->value.IsArray()) {
+        for (rapidjson::SizeType i = 0; i < rit->value.Size(); ++i) {
+            validate_part(*s.parts.at("route").second, *s.parts.at("route").first, rit->value[i],
+                          "/routes/" + std::to_string(i), errs);
+        }
+    }
+    if (!errs.empty()) return res;
+
+    // The schema holds: build the structs, then check references between the parts.
+    config c;
+    c.file = file;
+    c.base_dir = base_dir;
+    auto str = [](const Value& o, const char* k, std::string def) {
+        auto it = o.FindMember(k);
+        return it != o.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString()) : def;
+    };
+    auto i64 = [](const Value& o, const char* k, std::int64_t def) {
+        auto it = o.FindMember(k);
+        return it != o.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : def;
+    };
+    if (const Value* n = obj("node")) c.node.name = str(*n, "name", c.node.name);
+    if (const Value* st = obj("store")) {
+        c.store.kind = str(*st, "kind", c.store.kind);
+        c.store.path = str(*st, "path", c.store.path);
+        c.store.retention_days = i64(*st, "retention_days", c.store.retention_days);
+        c.store.synchronous = str(*st, "synchronous", c.store.synchronous);
+    }
+    c.store.path = resolve(base_dir, c.store.path);
+    if (const Value* a = obj("admin")) {
+        c.admin.listen = str(*a, "listen", c.admin.listen);
+        c.admin.token_file = resolve(base_dir, str(*a, "token_file", ""));
+    }
+    if (std::string why; !valid_listen(c.admin.listen, why)) errs.push_back({"/admin/listen", why});
+    if (const Value* l = obj("log")) {
+        c.log.level = str(*l, "level", c.log.level);
+        c.log.format = str(*l, "format", c.log.format);
+    }
+    auto pd = doc.FindMember("plugin_dirs");
+    if (pd != doc.MemberEnd()) {
+        for (auto& d : pd->value.GetArray()) c.plugin_dirs.push_back(resolve(base_dir, d.GetString()));
+    } else {
+        c.plugin_dirs.push_back(SAMBAND_PLUGINDIR);
+    }
+    c.schemas_dir = resolve(base_dir, str(doc, "schemas_dir", SAMBAND_DATADIR "/schemas"));
+    if (const Value* l = obj("limits")) {
+        c.limits.max_event_bytes = static_cast<std::size_t>(
+            i64(*l, "max_event_bytes", static_cast<std::int64_t>(c.limits.max_event_bytes)));
+        c.limits.max_attachment_bytes = static_cast<std::uint64_t>(
+            i64(*l, "max_attachment_bytes", static_cast<std::int64_t>(c.limits.max_attachment_bytes)));
+        c.limits.max_attachments = static_cast<std::size_t>(
+            i64(*l, "max_attachments", static_cast<std::int64_t>(c.limits.max_attachments)));
+    }
+    if (const Value* id = obj("identifiers")) {
+        auto it = id->FindMember("allow_synthetic");
+        if (it != id->MemberEnd()) c.identifiers.allow_synthetic = it->value.GetBool();
+    }
+    if (const Value* g = obj("gp_directory")) {
+        gp_directory_config gc;
+        gc.kind = str(*g, "kind", gc.kind);
+        gc.path = resolve(base_dir, str(*g, "path", ""));
+        gc.cache_ttl_s = i64(*g, "cache_ttl_s", gc.cache_ttl_s);
+        if (gc.path.empty()) errs.push_back({"/gp_directory/path", "a file directory needs a path"});
+        c.gp_directory = gc;
+    }
+    if (const Value* secs = obj("secrets")) {
+        for (auto& m : secs->GetObject())
+            c.secrets[m.name.GetString()] = {resolve(base_dir, str(m.value, "file", "")),
+                                             str(m.value, "env", "")};
+    }
+    for (auto& m : obj("endpoints")->GetObject()) {
+        endpoint_config e;
+        e.name = m.name.GetString();
+        e.plugin = str(m.value, "plugin", "");
+        if (e.plugin.find('/') != std::string::npos) e.plugin = resolve(base_dir, e.plugin);
+        auto cfg = m.value.FindMember("config");
+        e.config_json = cfg != m.value.MemberEnd() ? json_text(cfg->value) : "{}";
+        auto pol = m.value.FindMember("policy");
+        if (pol != m.value.MemberEnd()) {
+            const Value& p = pol->value;
+            e.policy.max_attempts = static_cast<int>(i64(p, "max_attempts", e.policy.max_attempts));
+            e.policy.backoff_base_ms = i64(p, "backoff_base_ms", e.policy.backoff_base_ms);
+            e.policy.backoff_max_ms = i64(p, "backoff_max_ms", e.policy.backoff_max_ms);
+            e.policy.attempt_timeout_ms = i64(p, "attempt_timeout_ms", e.policy.attempt_timeout_ms);
+            e.policy.concurrency = static_cast<int>(i64(p, "concurrency", e.policy.concurrency));
+            e.policy.receipt_window_s = i64(p, "receipt_window_s", e.policy.receipt_window_s);
+            if (e.policy.backoff_max_ms < e.policy.backoff_base_ms)
+                errs.push_back({"/endpoints/" + escape_pointer_token(e.name) + "/policy/backoff_max_ms",
+                                "must not be smaller than backoff_base_ms"});
+        }
+        c.endpoints[e.name] = std::move(e);
+    }
+    std::string known;
+    for (const auto& [n, e] : c.endpoints) known += (known.empty() ? "" : ", ") + n;
+    std::set<std::string> route_names;
+    const Value& routes = doc["routes"];
+    for (rapidjson::SizeType i = 0; i < routes.Size(); ++i) {
+        const Value& r = routes[i];
+        std::string prefix = "/routes/" + std::to_string(i);
+        route rt;
+        rt.name = str(r, "name", "");
+        if (!route_names.insert(rt.name).second)
+            errs.push_back({prefix + "/name", "duplicate route name \"" + rt.name + "\""});
+        const Value& m = r["match"];
+        rt.type_glob = str(m, "type", "*");
+        auto src = m.FindMember("source");
+        if (src != m.MemberEnd()) {
+            if (src->value.IsString()) {
+                rt.source_globs.push_back(src->value.GetString());
+            } else {
+                for (auto& sv : src->value.GetArray()) rt.source_globs.push_back(sv.GetString());
+            }
+        }
+        auto where = m.FindMember("where");
+        if (where != m.MemberEnd()) {
+            for (auto& p : where->value.GetArray()) {
+                predicate pr;
+                pr.path = p["path"].GetString();
+                int ops = 0;
+                if (p.HasMember("equals")) {
+                    pr.what = predicate::op::equals;
+                    pr.value_json = json_text(p["equals"]);
+                    ++ops;
+                }
+                if (p.HasMember("not_equals")) {
+                    pr.what = predicate::op::not_equals;
+                    pr.value_json = json_text(p["not_equals"]);
+                    ++ops;
+                }
+                if (p.HasMember("in")) {
+                    pr.what = predicate::op::in;
+                    for (auto& v : p["in"].GetArray()) pr.values_json.push_back(json_text(v));
+                    ++ops;
+                }
+                if (p.HasMember("exists")) {
+                    pr.what = predicate::op::exists;
+                    pr.exists = p["exists"].GetBool();
+                    ++ops;
+                }
+                if (ops != 1)
+                    errs.push_back({prefix + "/match/where",
+                                    "each predicate needs exactly one of equals, not_equals, in, exists"});
+                rt.where.push_back(std::move(pr));
+            }
+        }
+        for (const char* list : {"to", "transforms"}) {
+            auto it = r.FindMember(list);
+            if (it == r.MemberEnd()) continue;
+            for (rapidjson::SizeType j = 0; j < it->value.Size(); ++j) {
+                std::string ep = it->value[j].GetString();
+                if (!c.endpoints.count(ep))
+                    errs.push_back({prefix + "/" + list + "/" + std::to_string(j),
+                                    "unknown endpoint \"" + ep + "\" (known: " + known + ")"});
+                (std::string(list) == "to" ? rt.to : rt.transforms).push_back(ep);
+            }
+        }
+        for (const auto& sg : rt.source_globs) {
+            bool any = false;
+            std::regex re(glob_to_regex(sg));
+            for (const auto& [n, e] : c.endpoints) any = any || std::regex_match(n, re);
+            if (!any)
+                errs.push_back({prefix + "/match/source",
+                                "\"" + sg + "\" matches no endpoint (known: " + known + ")"});
+        }
+        rt.recipient = str(r, "recipient", "");
+        c.routes.push_back(std::move(rt));
+    }
+    if (errs.empty()) res.cfg = std::move(c);
+    return res;
+}
+
+config_result load_config(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        config_result r;
+        r.errors.push_back({"", "cannot read the config file"});
+        return r;
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string base = fs::absolute(path).parent_path().string();
+    return parse_config(ss.str(), path, base);
+}
+
+std::string format_errors(const std::string& file, const std::vector<config_error>& errors) {
+    std::string out;
+    for (const auto& e : errors) {
+        out += file + ": " + (e.path.empty() ? std::string("/") : e.path) + ": " + e.message + "\n";
+    }
+    return out;
+}
+
+int check_config_command(const std::string& path, std::ostream& out) {
+    auto r = load_config(path);
+    if (!r.cfg) {
+        out << format_errors(path, r.errors);
+        out << r.errors.size() << (r.errors.size() == 1 ? " error" : " errors") << " in " << path
+            << "\n";
+        return 1;
+    }
+    const auto& c = *r.cfg;
+    out << path << ": OK\n";
+    out << "  store: " << c.store.kind << " " << c.store.path << " (retention "
+        << c.store.retention_days << " days)\n";
+    out << "  admin: " << c.admin.listen << "\n";
+    out << "  endpoints (" << c.endpoints.size() << "):\n";
+    for (const auto& [n, e] : c.endpoints) out << "    " << n << "  plugin=" << e.plugin << "\n";
+    out << "  routes (" << c.routes.size() << "):\n";
+    for (const auto& rt : c.routes) {
+        out << "    " << rt.name << "  type=" << rt.type_glob << " →";
+        for (const auto& t : rt.transforms) out << " [" << t << "]";
+        for (const auto& t : rt.to) out << " " << t;
+        if (!rt.recipient.empty()) out << " (recipient: " << rt.recipient << ")";
+        out << "\n";
+    }
+    return 0;
+}
+
+}  // namespace samband::config

@@ -1,0 +1,79 @@
+#include "router/router.hpp"
+
+#include <rapidjson/pointer.h>
+
+namespace samband::router {
+
+std::regex compile_glob(const std::string& glob) {
+    std::string r;
+    for (char c : glob) {
+        if (c == '*') r += ".*";
+        else if (c == '?') r += '.';
+        else if (std::string("\\^$.|+()[]{}").find(c) != std::string::npos) r += std::string("\\") + c;
+        else r += c;
+    }
+    return std::regex(r, std::regex::optimize);
+}
+
+router::router(const std::vector<config::route>& routes) {
+    for (const auto& r : routes) {
+        compiled_route c;
+        c.name = r.name;
+        c.type = compile_glob(r.type_glob);
+        for (const auto& s : r.source_globs) c.sources.push_back(compile_glob(s));
+        for (const auto& p : r.where) {
+            compiled_predicate cp;
+            cp.pointer = p.path;
+            cp.what = p.what;
+            cp.exists = p.exists;
+            if (!p.value_json.empty()) cp.value.Parse(p.value_json.c_str());
+            for (const auto& v : p.values_json) {
+                rapidjson::Document d;
+                d.Parse(v.c_str());
+                cp.values.push_back(std::move(d));
+            }
+            c.where.push_back(std::move(cp));
+        }
+        c.to = r.to;
+        routes_.push_back(std::move(c));
+    }
+}
+
+std::vector<route_match> router::route(std::string_view source,
+                                       const rapidjson::Value& envelope) const {
+    std::vector<route_match> out;
+    std::string type;
+    if (envelope.IsObject()) {
+        auto it = envelope.FindMember("type");
+        if (it != envelope.MemberEnd() && it->value.IsString()) type = it->value.GetString();
+    }
+    std::string src(source);
+    for (const auto& r : routes_) {
+        if (!std::regex_match(type, r.type)) continue;
+        if (!r.sources.empty()) {
+            bool any = false;
+            for (const auto& s : r.sources) any = any || std::regex_match(src, s);
+            if (!any) continue;
+        }
+        bool ok = true;
+        for (const auto& p : r.where) {
+            const rapidjson::Value* v = rapidjson::Pointer(p.pointer.c_str()).Get(envelope);
+            switch (p.what) {
+                case config::predicate::op::exists: ok = (v != nullptr) == p.exists; break;
+                case config::predicate::op::equals: ok = v && *v == p.value; break;
+                case config::predicate::op::not_equals: ok = !v || !(*v == p.value); break;
+                case config::predicate::op::in: {
+                    ok = false;
+                    for (const auto& x : p.values) ok = ok || (v && *v == x);
+                    break;
+                }
+            }
+            if (!ok) break;
+        }
+        if (!ok) continue;
+        for (const auto& d : r.to) out.push_back({r.name, d});
+    }
+    return out;
+}
+
+}  // namespace samband::router
