@@ -86,7 +86,8 @@ public:
     virtual ~host_services() = default;
     virtual bool log_enabled(std::string_view endpoint, samband_log_level level) = 0;
     // `message` is already masked by the instance wrapper.
-    virtual void log(std::string_view endpoint, samband_log_level level, std::string_view message) = 0;
+    virtual void log(std::string_view endpoint, samband_log_level level,
+                     std::string_view message) = 0;
     virtual std::optional<std::string> secret(std::string_view endpoint, std::string_view name) = 0;
     // Returns OK when queued, then calls `done` exactly once after the commit.
     virtual samband_status submit(std::string_view endpoint, submission sub,
@@ -95,7 +96,8 @@ public:
     virtual void receipt(std::string_view endpoint, std::string_view external_id, std::int32_t kind,
                          std::string_view text) = 0;
     virtual boost::system::result<std::size_t> read_attachment(std::uint64_t handle,
-                                                               std::uint64_t offset, std::uint8_t* out,
+                                                               std::uint64_t offset,
+                                                               std::uint8_t* out,
                                                                std::size_t capacity) = 0;
 };
 
