@@ -1,6 +1,76 @@
-// samband: the command line (being wired; see the lead's work in progress).
+// samband: the command line (argv and signals only; everything else lives in samband_core).
+#include "admin/cli.hpp"
+#include "config/config.hpp"
+#include "core/daemon.hpp"
+#include "core/preview.hpp"
+#include "plugin/check.hpp"
+
+#include <CLI/CLI.hpp>
+
 #include <iostream>
-int main() {
-    std::cerr << "samband: not yet wired\n";
-    return 1;
+
+int main(int argc, char** argv) {
+    CLI::App app{
+        "samband " SAMBAND_VERSION
+        ": integration engine for Rask psykisk helsehjelp (RPH) in Norwegian municipalities.\n"
+        "Routes RPH events between the EPJ, GPs (Norsk Helsenett) and other systems, durably."};
+    app.require_subcommand(1);
+    app.set_version_flag("--version", SAMBAND_VERSION);
+    int exit_code = 0;
+
+    // samband run
+    samband::core::daemon_options run_opts;
+    auto* run = app.add_subcommand("run", "Run the daemon with a config file");
+    run->add_option("-c,--config", run_opts.config_path, "Config file (JSON)")->required();
+    run->add_option("--ready-file", run_opts.ready_file,
+                    "Write the admin API's host:port here once ready (tests, supervisors)");
+    run->callback([&] { exit_code = samband::core::run_daemon(run_opts); });
+
+    // samband config check
+    std::string check_cfg;
+    auto* config = app.add_subcommand("config", "Work with config files");
+    config->require_subcommand(1);
+    auto* config_check =
+        config->add_subcommand("check", "Validate a config; names every error by JSON path");
+    config_check->add_option("-c,--config", check_cfg, "Config file (JSON)")->required();
+    config_check->callback(
+        [&] { exit_code = samband::config::check_config_command(check_cfg, std::cout); });
+
+    // samband plugin check
+    std::string plugin_path, plugin_cfg;
+    auto* plugin = app.add_subcommand("plugin", "Work with plugins");
+    plugin->require_subcommand(1);
+    auto* plugin_check = plugin->add_subcommand(
+        "check", "Conformance kit: load a plugin as the daemon does and run its battery");
+    plugin_check->add_option("path", plugin_path, "The plugin (.so)")->required();
+    plugin_check->add_option("--config", plugin_cfg, "The plugin's config JSON file");
+    plugin_check->callback([&] {
+        std::optional<std::string> cfg;
+        if (!plugin_cfg.empty()) cfg = plugin_cfg;
+        exit_code = samband::plugin::run_plugin_check(plugin_path, cfg, std::cout);
+    });
+
+    // samband preview
+    samband::core::preview_options pv;
+    auto* preview = app.add_subcommand(
+        "preview", "Show the exact bytes each destination would get, without storing or sending");
+    preview->add_option("-c,--config", pv.config_path, "Config file (JSON)")->required();
+    preview->add_option("event", pv.event_path, "Event JSON file")->required();
+    preview->add_option("--out", pv.out_dir, "Directory for one file per delivery")->required();
+    preview->add_option("--source", pv.source,
+                        "Source endpoint to preview as (default: first source)");
+    preview->callback([&] { exit_code = samband::core::run_preview(pv, std::cout, std::cerr); });
+
+    // status, deliveries, replay, send, errors: clients of the admin API.
+    samband::admin::add_client_commands(app, [&](int code) { exit_code = code; });
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    } catch (const std::exception& e) {
+        std::cerr << "samband: " << e.what() << "\n";
+        return 1;
+    }
+    return exit_code;
 }

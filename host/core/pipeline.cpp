@@ -31,7 +31,7 @@ std::string add_recipient(rapidjson::Document& env, directory::gp_directory* gp)
     if (data && data->IsObject() && data->HasMember("gp") && (*data)["gp"].IsObject()) {
         const auto& g = (*data)["gp"];
         if (g.HasMember("her_id")) {
-            named_gp = g["her_id"].IsString() ? g["her_id"].GetString()
+            named_gp = g["her_id"].IsString()  ? g["her_id"].GetString()
                        : g["her_id"].IsInt64() ? std::to_string(g["her_id"].GetInt64())
                                                : std::string();
         }
@@ -39,9 +39,9 @@ std::string add_recipient(rapidjson::Document& env, directory::gp_directory* gp)
     auto found = named_gp.empty() ? gp->find_gp(patient) : gp->find_by_her_id(named_gp);
     if (!found) return "GP lookup failed: " + found.error();
     if (!*found) {
-        return named_gp.empty() ? "no GP found for the patient in the GP directory"
-                                : "the GP named by the event (HER-id " + named_gp +
-                                      ") is not in the directory";
+        return named_gp.empty()
+                   ? "no GP found for the patient in the GP directory"
+                   : "the GP named by the event (HER-id " + named_gp + ") is not in the directory";
     }
     const directory::gp_info& g = **found;
     auto& alloc = env.GetAllocator();
@@ -63,11 +63,12 @@ std::string add_recipient(rapidjson::Document& env, directory::gp_directory* gp)
 
 }  // namespace
 
-delivery::prepared run_pipeline(const route_plan& plan, const pipeline_input& in,
-                                directory::gp_directory* gp,
-                                const std::function<plugin::instance*(const std::string&)>& find_instance) {
+delivery::prepared run_pipeline(
+    const route_plan& plan, const pipeline_input& in, directory::gp_directory* gp,
+    const std::function<plugin::instance*(const std::string&)>& find_instance) {
     auto parsed = codec::parse_json(in.envelope_json);
-    if (!parsed) return stop_with(action::dead, "stored event is not valid JSON: " + parsed.error());
+    if (!parsed)
+        return stop_with(action::dead, "stored event is not valid JSON: " + parsed.error());
     rapidjson::Document env = std::move(*parsed);
     std::string out_json = in.envelope_json;
 

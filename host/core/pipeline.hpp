@@ -25,13 +25,13 @@ struct pipeline_input {
     std::string envelope_json;
     std::vector<plugin::attachment_ref> attachments;
     std::vector<std::string> history_json;  // envelopes of the same treatment, oldest first
-    bool overridden = false;                 // an operator overrode the gate for this delivery
+    bool overridden = false;                // an operator overrode the gate for this delivery
 };
 
 // Runs gate → GP resolution → transforms for one delivery. `find_instance` returns the live
 // transform instance for an endpoint name (nullptr if it is not running).
-delivery::prepared run_pipeline(const route_plan& plan, const pipeline_input& in,
-                                directory::gp_directory* gp,
-                                const std::function<plugin::instance*(const std::string&)>& find_instance);
+delivery::prepared run_pipeline(
+    const route_plan& plan, const pipeline_input& in, directory::gp_directory* gp,
+    const std::function<plugin::instance*(const std::string&)>& find_instance);
 
 }  // namespace samband::core

@@ -51,6 +51,12 @@ void ingest::set_observers(observers obs) {
 boost::system::result<rapidjson::Document, std::string> ingest::validate(
     std::string_view source, std::string_view envelope_json,
     std::vector<store::attachment_input>* attachments) const {
+    return validate_envelope(schemas_, opts_, source, envelope_json, attachments);
+}
+
+boost::system::result<rapidjson::Document, std::string> validate_envelope(
+    const codec::schema_set& schemas_, const options& opts_, std::string_view source,
+    std::string_view envelope_json, std::vector<store::attachment_input>* attachments) {
     if (envelope_json.size() > opts_.lim.max_event_bytes) {
         return "event is " + std::to_string(envelope_json.size()) + " bytes, over the limit of " +
                std::to_string(opts_.lim.max_event_bytes);
@@ -226,9 +232,9 @@ void ingest::submit(std::string_view source, plugin::submission sub,
         log_.info("ingest.no_route", "no route matches; event kept without deliveries",
                   {{"event", ev.id}, {"source", source}, {"type", ev.type}});
     }
-    std::string id = ev.id, type = ev.type, src(source);
+    std::string id = ev.id, type = ev.type, src(source), treatment = ev.treatment_id;
     ++pending_;
-    store_.submit(std::move(ev), [this, id, type, src, obs, done = std::move(done)](
+    store_.submit(std::move(ev), [this, id, type, src, treatment, obs, done = std::move(done)](
                                      boost::system::error_code ec, store::submit_outcome out) {
         --pending_;
         plugin::submit_result r;
@@ -250,6 +256,9 @@ void ingest::submit(std::string_view source, plugin::submission sub,
             }
         }
         done(r);
+        if (!ec && !out.duplicate && type == "rph.consent.changed" && !treatment.empty() &&
+            obs.consent_changed)
+            obs.consent_changed(treatment);
         if (!ec && obs.committed) obs.committed();
     });
 }

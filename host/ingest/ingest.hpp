@@ -41,7 +41,15 @@ struct observers {
     std::function<void(std::string_view source, std::string_view type)> accepted;
     std::function<void(std::string_view source, std::string_view reason)> rejected;
     std::function<void()> committed;  // new deliveries may be due
+    // An rph.consent.changed event of this treatment was stored: gated deliveries re-evaluate.
+    std::function<void(const std::string& treatment_id)> consent_changed;
 };
+
+// Validates an envelope as ingest does and returns it normalised (id, source, attachment
+// metadata with sizes and hashes); the error names the field or check that failed.
+boost::system::result<rapidjson::Document, std::string> validate_envelope(
+    const codec::schema_set& schemas, const options& opts, std::string_view source,
+    std::string_view envelope_json, std::vector<store::attachment_input>* attachments);
 
 // Takes events from sources. THREAD: submit is safe from any thread.
 class ingest {

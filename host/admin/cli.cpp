@@ -1,0 +1,435 @@
+#include "admin/cli.hpp"
+
+#include "core/ids.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/url/parse.hpp>
+
+#include <openssl/evp.h>
+
+#include <rapidjson/document.h>
+#include <rapidjson/prettywriter.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+namespace samband::admin {
+
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace fs = std::filesystem;
+
+struct client_options {
+    std::string admin;
+    std::string token_file;
+    bool json = false;
+};
+
+struct response {
+    int status = 0;  // 0 = could not connect
+    std::string body;
+    std::string error;
+};
+
+std::string admin_url(const client_options& o) {
+    if (!o.admin.empty()) return o.admin;
+    if (const char* e = std::getenv("SAMBAND_ADMIN")) return e;
+    return "http://127.0.0.1:8780";
+}
+
+std::string token(const client_options& o) {
+    std::string file = o.token_file;
+    if (file.empty()) {
+        if (const char* t = std::getenv("SAMBAND_TOKEN")) return t;
+        if (const char* f = std::getenv("SAMBAND_TOKEN_FILE")) file = f;
+    }
+    if (file.empty()) return {};
+    std::ifstream in(file);
+    std::string t;
+    std::getline(in, t);
+    auto colon = t.find(':');  // accept the "name:token" line of the server's file too
+    if (colon != std::string::npos) t = t.substr(colon + 1);
+    while (!t.empty() && (t.back() == '\r' || t.back() == ' ')) t.pop_back();
+    return t;
+}
+
+response call(const client_options& o, http::verb method, const std::string& target,
+              const std::string& body = {}) {
+    response r;
+    std::string url = admin_url(o);
+    auto u = boost::urls::parse_uri(url);
+    if (!u || u->scheme() != "http") {
+        r.error = "admin URL " + url + " is not an http:// URL";
+        return r;
+    }
+    std::string host = u->host(), port = u->has_port() ? std::string(u->port()) : "80";
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::resolver resolver(io);
+    beast::tcp_stream stream(io);
+    boost::system::error_code ec;
+    auto results = resolver.resolve(host, port, ec);
+    if (!ec) {
+        stream.expires_after(std::chrono::seconds(60));
+        stream.connect(results, ec);
+    }
+    if (ec) {
+        r.error = "cannot reach the Samband admin API at " + url + ": " + ec.message() +
+                  " (is `samband run` running? set --admin or SAMBAND_ADMIN)";
+        return r;
+    }
+    http::request<http::string_body> req{method, target, 11};
+    req.set(http::field::host, host);
+    req.set(http::field::user_agent, "samband-cli");
+    std::string t = token(o);
+    if (!t.empty()) req.set(http::field::authorization, "Bearer " + t);
+    if (!body.empty()) {
+        req.set(http::field::content_type, "application/json");
+        req.body() = body;
+    }
+    req.prepare_payload();
+    http::write(stream, req, ec);
+    beast::flat_buffer buf;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(256 * 1024 * 1024);
+    if (!ec) http::read(stream, buf, parser, ec);
+    if (ec) {
+        r.error = "admin API at " + url + " failed: " + ec.message();
+        return r;
+    }
+    r.status = static_cast<int>(parser.get().result_int());
+    r.body = parser.get().body();
+    return r;
+}
+
+// Prints an error answer; returns the exit status.
+int report(const response& r) {
+    if (r.status == 0) {
+        std::cerr << "samband: " << r.error << "\n";
+        return 3;
+    }
+    rapidjson::Document d;
+    d.Parse(r.body.c_str());
+    if (!d.HasParseError() && d.IsObject() && d.HasMember("error") && d["error"].IsObject()) {
+        std::cerr << "samband: " << d["error"]["message"].GetString() << " (HTTP " << r.status
+                  << ", " << d["error"]["code"].GetString() << ")\n";
+    } else {
+        std::cerr << "samband: HTTP " << r.status << ": " << r.body << "\n";
+    }
+    return 1;
+}
+
+void pretty(std::ostream& out, const std::string& json) {
+    rapidjson::Document d;
+    d.Parse(json.c_str());
+    if (d.HasParseError()) {
+        out << json << "\n";
+        return;
+    }
+    rapidjson::StringBuffer sb;
+    rapidjson::PrettyWriter<rapidjson::StringBuffer> w(sb);
+    d.Accept(w);
+    out << sb.GetString() << "\n";
+}
+
+std::string get_str(const rapidjson::Value& v, const char* k) {
+    auto it = v.FindMember(k);
+    if (it == v.MemberEnd()) return {};
+    if (it->value.IsString()) return it->value.GetString();
+    if (it->value.IsInt64()) return std::to_string(it->value.GetInt64());
+    if (it->value.IsBool()) return it->value.GetBool() ? "yes" : "no";
+    return {};
+}
+
+void add_common(CLI::App* cmd, client_options& o, bool json_flag = true) {
+    cmd->add_option("--admin", o.admin,
+                    "Admin API URL (default $SAMBAND_ADMIN or http://127.0.0.1:8780)");
+    cmd->add_option("--token-file", o.token_file,
+                    "Operator token file (default $SAMBAND_TOKEN_FILE; or $SAMBAND_TOKEN)");
+    if (json_flag) cmd->add_flag("--json", o.json, "Print the raw JSON answer");
+}
+
+// "2h", "30m", "7d", "45s" ago, or an ISO-8601 UTC time, or unix milliseconds.
+bool parse_since(const std::string& s, std::int64_t& out) {
+    if (s.empty()) return false;
+    char unit = s.back();
+    std::string num = s.substr(0, s.size() - 1);
+    std::int64_t mult = unit == 's'   ? 1000
+                        : unit == 'm' ? 60000
+                        : unit == 'h' ? 3600000
+                        : unit == 'd' ? 86400000
+                                      : 0;
+    if (mult && !num.empty() && num.find_first_not_of("0123456789") == std::string::npos) {
+        out = core::now_ms() - std::stoll(num) * mult;
+        return true;
+    }
+    if (s.find_first_not_of("0123456789") == std::string::npos) {
+        out = std::stoll(s);
+        return true;
+    }
+    std::tm tm{};
+    std::istringstream in(s);
+    in >> std::get_time(&tm, "%Y-%m-%dT%H:%M:%S");
+    if (in.fail()) return false;
+    out = static_cast<std::int64_t>(timegm(&tm)) * 1000;
+    return true;
+}
+
+std::string base64(const std::string& bytes) {
+    std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                            reinterpret_cast<const unsigned char*>(bytes.data()),
+                            static_cast<int>(bytes.size()));
+    out.resize(static_cast<std::size_t>(n));
+    return out;
+}
+
+int cmd_status(const client_options& o) {
+    auto r = call(o, http::verb::get, "/api/v1/status");
+    if (r.status != 200) return report(r);
+    if (o.json) {
+        pretty(std::cout, r.body);
+        return 0;
+    }
+    rapidjson::Document d;
+    d.Parse(r.body.c_str());
+    std::cout << "samband at " << admin_url(o) << ": "
+              << (d["ready"].GetBool() ? "ready" : "NOT ready") << "\n\n";
+    std::cout << std::left << std::setw(22) << "DESTINATION" << std::right;
+    for (const char* s :
+         {"pending", "in_flight", "delivered", "acknowledged", "failed", "dead", "blocked", "held"})
+        std::cout << std::setw(13) << s;
+    std::cout << std::setw(12) << "oldest(s)"
+              << "\n";
+    for (auto& dst : d["destinations"].GetArray()) {
+        std::cout << std::left << std::setw(22) << dst["destination"].GetString() << std::right;
+        for (const char* s : {"pending", "in_flight", "delivered", "acknowledged", "failed", "dead",
+                              "blocked", "held"})
+            std::cout << std::setw(13) << dst[s].GetInt64();
+        std::cout << std::setw(12) << dst["oldest_waiting_s"].GetInt64() << "\n";
+    }
+    std::cout << "\nENDPOINT              PLUGIN            KINDS            STATE\n";
+    for (auto& e : d["endpoints"].GetArray()) {
+        std::cout << std::left << std::setw(22) << get_str(e, "name") << std::setw(18)
+                  << get_str(e, "plugin") << std::setw(17) << get_str(e, "kinds")
+                  << get_str(e, "state");
+        if (!get_str(e, "failure").empty()) std::cout << ": " << get_str(e, "failure");
+        std::cout << "\n";
+    }
+    return 0;
+}
+
+void print_deliveries(const rapidjson::Value& arr) {
+    std::cout << std::left << std::setw(8) << "ID" << std::setw(38) << "EVENT" << std::setw(18)
+              << "DESTINATION" << std::setw(14) << "STATE" << std::setw(9) << "ATTEMPTS"
+              << std::setw(26) << "UPDATED"
+              << "REASON\n";
+    for (auto& d : arr.GetArray()) {
+        std::cout << std::left << std::setw(8) << get_str(d, "id") << std::setw(38)
+                  << get_str(d, "event_id") << std::setw(18) << get_str(d, "destination")
+                  << std::setw(14) << get_str(d, "state") << std::setw(9) << get_str(d, "attempts")
+                  << std::setw(26) << get_str(d, "updated_at") << get_str(d, "reason") << "\n";
+    }
+}
+
+}  // namespace
+
+void add_client_commands(CLI::App& app, std::function<void(int)> set_exit) {
+    auto o = std::make_shared<client_options>();
+
+    auto* status = app.add_subcommand("status", "Show queues per destination and endpoint health");
+    add_common(status, *o);
+    status->callback([o, set_exit] { set_exit(cmd_status(*o)); });
+
+    auto* deliveries = app.add_subcommand("deliveries", "List, show, retry or override deliveries");
+    deliveries->require_subcommand(1);
+    auto list_state = std::make_shared<std::string>();
+    auto list_dest = std::make_shared<std::string>();
+    auto list_limit = std::make_shared<int>(100);
+    auto* list =
+        deliveries->add_subcommand("list", "List deliveries (patient identifiers are never shown)");
+    list->add_option("--state", *list_state,
+                     "pending, in_flight, delivered, acknowledged, failed, dead, blocked, held");
+    list->add_option("--destination", *list_dest, "Destination endpoint");
+    list->add_option("--limit", *list_limit, "At most this many (default 100)");
+    add_common(list, *o);
+    list->callback([=] {
+        std::string target = "/api/v1/deliveries?limit=" + std::to_string(*list_limit);
+        if (!list_state->empty()) target += "&state=" + *list_state;
+        if (!list_dest->empty()) target += "&destination=" + *list_dest;
+        auto r = call(*o, http::verb::get, target);
+        if (r.status != 200) return set_exit(report(r));
+        if (o->json) {
+            std::cout << r.body << "\n";
+        } else {
+            rapidjson::Document d;
+            d.Parse(r.body.c_str());
+            print_deliveries(d);
+        }
+        set_exit(0);
+    });
+
+    auto id = std::make_shared<std::string>();
+    auto* show = deliveries->add_subcommand("show", "Show one delivery with its audit trail");
+    show->add_option("id", *id, "Delivery id")->required();
+    add_common(show, *o);
+    show->callback([=] {
+        auto r = call(*o, http::verb::get, "/api/v1/deliveries/" + *id);
+        if (r.status != 200) return set_exit(report(r));
+        pretty(std::cout, r.body);
+        set_exit(0);
+    });
+
+    auto reason = std::make_shared<std::string>();
+    auto* retry =
+        deliveries->add_subcommand("retry", "Send a dead, failed or held delivery again now");
+    retry->add_option("id", *id, "Delivery id")->required();
+    retry->add_option("--reason", *reason, "Why (kept in the audit log)");
+    add_common(retry, *o, false);
+    retry->callback([=] {
+        rapidjson::StringBuffer sb;
+        rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+        w.StartObject();
+        w.Key("reason");
+        w.String(reason->c_str());
+        w.EndObject();
+        auto r = call(*o, http::verb::post, "/api/v1/deliveries/" + *id + "/retry", sb.GetString());
+        if (r.status != 200) return set_exit(report(r));
+        std::cout << "delivery " << *id << " is pending again\n";
+        set_exit(0);
+    });
+
+    auto* ovr = deliveries->add_subcommand(
+        "override",
+        "Let a blocked or held GP delivery past the consent gate (needs a token and a reason)");
+    ovr->add_option("id", *id, "Delivery id")->required();
+    ovr->add_option("--reason", *reason, "Why (kept in the audit log)")->required();
+    add_common(ovr, *o, false);
+    ovr->callback([=] {
+        rapidjson::StringBuffer sb;
+        rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+        w.StartObject();
+        w.Key("reason");
+        w.String(reason->c_str());
+        w.EndObject();
+        auto r =
+            call(*o, http::verb::post, "/api/v1/deliveries/" + *id + "/override", sb.GetString());
+        if (r.status != 200) return set_exit(report(r));
+        std::cout << "delivery " << *id << " overridden; it is pending again\n";
+        set_exit(0);
+    });
+
+    auto dest = std::make_shared<std::string>();
+    auto since = std::make_shared<std::string>();
+    auto* replay =
+        app.add_subcommand("replay", "Send a destination's deliveries again since a time");
+    replay->add_option("--destination", *dest, "Destination endpoint")->required();
+    replay->add_option("--since", *since, "e.g. 2h, 3d, 2026-11-24T08:00:00 (UTC)")->required();
+    add_common(replay, *o, false);
+    replay->callback([=] {
+        std::int64_t ms = 0;
+        if (!parse_since(*since, ms)) {
+            std::cerr << "samband: --since " << *since
+                      << " is not a duration (2h, 3d) or an ISO-8601 time\n";
+            return set_exit(2);
+        }
+        auto r =
+            call(*o, http::verb::post, "/api/v1/replay",
+                 "{\"destination\":\"" + *dest + "\",\"since_ms\":" + std::to_string(ms) + "}");
+        if (r.status != 200) return set_exit(report(r));
+        std::cout << r.body << "\n";
+        set_exit(0);
+    });
+
+    auto file = std::make_shared<std::string>();
+    auto* send = app.add_subcommand(
+        "send", "Submit one event JSON by hand (attachments: attachments[].file)");
+    send->add_option("file", *file, "Event JSON file")->required()->check(CLI::ExistingFile);
+    add_common(send, *o, false);
+    send->callback([=] {
+        std::ifstream in(*file, std::ios::binary);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        std::string text = ss.str();
+        rapidjson::Document d;
+        d.Parse(text.c_str());
+        rapidjson::StringBuffer sb;
+        rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+        w.StartObject();
+        w.Key("envelope");
+        if (d.HasParseError()) {
+            w.String(text.c_str(),
+                     static_cast<rapidjson::SizeType>(text.size()));  // the host says why
+        } else {
+            d.Accept(w);
+        }
+        w.Key("attachments");
+        w.StartArray();
+        if (!d.HasParseError() && d.IsObject() && d.HasMember("attachments") &&
+            d["attachments"].IsArray()) {
+            for (auto& a : d["attachments"].GetArray()) {
+                if (!a.IsObject() || !a.HasMember("file") || !a["file"].IsString()) continue;
+                fs::path p = fs::path(*file).parent_path() / a["file"].GetString();
+                std::ifstream af(p, std::ios::binary);
+                if (!af) {
+                    std::cerr << "samband: attachment file " << p << " cannot be read\n";
+                    return set_exit(2);
+                }
+                std::stringstream as;
+                as << af.rdbuf();
+                w.StartObject();
+                w.Key("filename");
+                std::string fn =
+                    get_str(a, "filename").empty() ? p.filename().string() : get_str(a, "filename");
+                w.String(fn.c_str());
+                w.Key("media_type");
+                w.String(get_str(a, "media_type").c_str());
+                w.Key("content_base64");
+                std::string b = base64(as.str());
+                w.String(b.c_str(), static_cast<rapidjson::SizeType>(b.size()));
+                w.EndObject();
+            }
+        }
+        w.EndArray();
+        w.EndObject();
+        auto r = call(*o, http::verb::post, "/api/v1/events", sb.GetString());
+        if (r.status != 200 && r.status != 201) return set_exit(report(r));
+        rapidjson::Document a;
+        a.Parse(r.body.c_str());
+        std::cout << "accepted event " << get_str(a, "event_id")
+                  << (a["duplicate"].GetBool() ? " (duplicate: the first event's id)" : "") << "\n";
+        set_exit(0);
+    });
+
+    auto* errors = app.add_subcommand("errors", "List refused inputs kept in the error store");
+    add_common(errors, *o);
+    errors->callback([=] {
+        auto r = call(*o, http::verb::get, "/api/v1/errors?limit=200");
+        if (r.status != 200) return set_exit(report(r));
+        if (o->json) {
+            std::cout << r.body << "\n";
+        } else {
+            rapidjson::Document d;
+            d.Parse(r.body.c_str());
+            for (auto& e : d.GetArray())
+                std::cout << get_str(e, "id") << "  " << get_str(e, "source") << "  "
+                          << get_str(e, "reason") << "\n";
+        }
+        set_exit(0);
+    });
+}
+
+}  // namespace samband::admin

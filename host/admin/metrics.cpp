@@ -1,0 +1,102 @@
+#include "admin/metrics.hpp"
+
+#include "core/ids.hpp"
+
+#include <prometheus/text_serializer.h>
+
+#include <sstream>
+
+namespace samband::admin {
+
+namespace {
+const prometheus::Histogram::BucketBoundaries kLatencyBuckets{
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+const prometheus::Histogram::BucketBoundaries kCommitBuckets{0.0005, 0.001, 0.002, 0.005, 0.01,
+                                                             0.025,  0.05,  0.1,   0.25,  1};
+}  // namespace
+
+metrics::metrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      events_in_(prometheus::BuildCounter()
+                     .Name("samband_events_in_total")
+                     .Help("Events accepted and stored, by source endpoint and type")
+                     .Register(*registry_)),
+      events_rejected_(prometheus::BuildCounter()
+                           .Name("samband_events_rejected_total")
+                           .Help("Inputs refused and kept in the error store, by source")
+                           .Register(*registry_)),
+      transitions_(prometheus::BuildCounter()
+                       .Name("samband_delivery_transitions_total")
+                       .Help("Delivery state changes, by destination and new state")
+                       .Register(*registry_)),
+      retries_(prometheus::BuildCounter()
+                   .Name("samband_delivery_retries_total")
+                   .Help("Failed attempts that will be retried, by destination")
+                   .Register(*registry_)),
+      latency_(prometheus::BuildHistogram()
+                   .Name("samband_delivery_latency_seconds")
+                   .Help("From acceptance of the event to its delivery, by destination")
+                   .Register(*registry_)),
+      commit_(prometheus::BuildHistogram()
+                  .Name("samband_store_commit_seconds")
+                  .Help("Duration of one group commit of the store")
+                  .Register(*registry_)
+                  .Add({}, kCommitBuckets)),
+      depth_(prometheus::BuildGauge()
+                 .Name("samband_queue_depth")
+                 .Help("Deliveries waiting (pending, failed or in flight), by destination")
+                 .Register(*registry_)),
+      oldest_(prometheus::BuildGauge()
+                  .Name("samband_queue_oldest_age_seconds")
+                  .Help("Age of the oldest waiting delivery, by destination")
+                  .Register(*registry_)),
+      by_state_(prometheus::BuildGauge()
+                    .Name("samband_deliveries")
+                    .Help("Deliveries in the store, by destination and state")
+                    .Register(*registry_)) {}
+
+void metrics::event_in(std::string_view source, std::string_view type) {
+    events_in_.Add({{"source", std::string(source)}, {"type", std::string(type)}}).Increment();
+}
+void metrics::event_rejected(std::string_view source) {
+    events_rejected_.Add({{"source", std::string(source)}}).Increment();
+}
+void metrics::delivery_state(std::string_view destination, std::string_view state) {
+    transitions_.Add({{"destination", std::string(destination)}, {"state", std::string(state)}})
+        .Increment();
+}
+void metrics::retry(std::string_view destination) {
+    retries_.Add({{"destination", std::string(destination)}}).Increment();
+}
+void metrics::delivery_latency(std::string_view destination, double seconds) {
+    latency_.Add({{"destination", std::string(destination)}}, kLatencyBuckets).Observe(seconds);
+}
+void metrics::commit_latency(double seconds) {
+    commit_.Observe(seconds);
+}
+
+std::string metrics::render(store::store& st) {
+    std::lock_guard lock(mu_);
+    if (auto stats = st.stats()) {
+        std::int64_t now = core::now_ms();
+        for (const auto& s : *stats) {
+            std::map<std::string, std::string> l{{"destination", s.destination}};
+            using ds = store::delivery_state;
+            auto n = [&](ds x) { return static_cast<double>(s.by_state[static_cast<int>(x)]); };
+            depth_.Add(l).Set(n(ds::pending) + n(ds::failed) + n(ds::in_flight));
+            oldest_.Add(l).Set(s.oldest_pending_ms > 0 ? (now - s.oldest_pending_ms) / 1000.0
+                                                       : 0.0);
+            for (int i = 0; i < 8; ++i) {
+                by_state_
+                    .Add({{"destination", s.destination},
+                          {"state", std::string(store::to_string(static_cast<ds>(i)))}})
+                    .Set(static_cast<double>(s.by_state[i]));
+            }
+        }
+    }
+    std::ostringstream out;
+    prometheus::TextSerializer().Serialize(out, registry_->Collect());
+    return out.str();
+}
+
+}  // namespace samband::admin

@@ -1,0 +1,487 @@
+#include "core/daemon.hpp"
+
+#include "admin/backend.hpp"
+#include "admin/metrics.hpp"
+#include "admin/server.hpp"
+#include "codec/json.hpp"
+#include "config/config.hpp"
+#include "core/ids.hpp"
+#include "core/log.hpp"
+#include "core/pipeline.hpp"
+#include "core/runtime.hpp"
+#include "core/services.hpp"
+#include "delivery/engine.hpp"
+#include "directory/gp_directory.hpp"
+#include "ingest/ingest.hpp"
+#include "plugin/plugin_host.hpp"
+#include "router/router.hpp"
+#include "store/store.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <stdexcept>
+
+namespace samband::core {
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace asio = boost::asio;
+
+void write_ready_file(const std::string& path, const std::string& text) {
+    if (path.empty()) return;
+    std::string tmp = path + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::trunc);
+        out << text << "\n";
+    }
+    fs::rename(tmp, path);
+}
+
+class daemon final : public admin::backend {
+public:
+    explicit daemon(daemon_options opts) : opts_(std::move(opts)) {}
+
+    int run() {
+        auto loaded = config::load_config(opts_.config_path);
+        if (!loaded.cfg) {
+            throw std::runtime_error("config " + opts_.config_path + " has errors:\n" +
+                                     config::format_errors(opts_.config_path, loaded.errors));
+        }
+        cfg_ = std::make_shared<config::config>(std::move(*loaded.cfg));
+        apply_log_settings(*cfg_);
+        log_.info("start", "samband " SAMBAND_VERSION " starting",
+                  {{"config", opts_.config_path}, {"node", cfg_->node.name}});
+
+        // The store first: nothing is accepted before it is open and recovered.
+        store::sqlite_options so;
+        so.path = cfg_->store.path;
+        so.synchronous_full = cfg_->store.synchronous != "normal";
+        fs::create_directories(fs::path(so.path).parent_path());
+        store_ = store::open_sqlite(so);
+        store_->on_fatal([this](std::string reason) {
+            log_.error("store.fatal", "storage I/O error; exiting for a clean restart: " + reason);
+            asio::post(io_, [this] {
+                exit_code_ = 3;
+                shutdown();
+            });
+        });
+        auto recovered = store_->recover_in_flight();
+        if (!recovered)
+            throw std::runtime_error("store recovery failed: " + recovered.error().message());
+        log_.info("store.open", "store ready",
+                  {{"path", so.path}, {"recovered_in_flight", std::to_string(*recovered)}});
+
+        schemas_ = codec::schema_set::load_dir(cfg_->schemas_dir);
+        log_.info("schemas", "event schemas loaded",
+                  {{"dir", cfg_->schemas_dir}, {"count", std::to_string(schemas_.size())}});
+        gp_ = open_gp_directory(*cfg_, log_);
+
+        ingest::options io;
+        io.lim.max_event_bytes = cfg_->limits.max_event_bytes;
+        io.lim.max_attachment_bytes = cfg_->limits.max_attachment_bytes;
+        io.lim.max_attachments = cfg_->limits.max_attachments;
+        io.allow_synthetic_ids = cfg_->identifiers.allow_synthetic;
+        ingest_ = std::make_unique<ingest::ingest>(*store_, schemas_, io, log_);
+
+        engine_ = std::make_unique<delivery::engine>(
+            *store_, log_, handles_, [this](const std::string& sha) { return blob_path(sha); });
+        services_ = std::make_unique<daemon_services>(log_, *ingest_, *engine_, handles_, *store_,
+                                                      secret_sources(*cfg_));
+
+        // Plugins and endpoints; a plugin that fails to load skips its endpoint, never the host.
+        rt_ = build_runtime(*cfg_, registry_, *services_, log_);
+        install_routes(*cfg_);
+        for (auto& [name, ep] : rt_->endpoints) {
+            if (ep.inst && (ep.inst->plugin().kinds & SAMBAND_KIND_SINK))
+                engine_->set_destination(name, ep.inst.get(), ep.pol);
+        }
+        engine_->set_prepare([this](const store::delivery_row& row, const store::event_row& ev) {
+            return prepare(row, ev);
+        });
+        ingest_->set_observers(
+            {[this](std::string_view src, std::string_view type) { metrics_.event_in(src, type); },
+             [this](std::string_view src, std::string_view) { metrics_.event_rejected(src); },
+             [this] { engine_->kick(); },
+             [this](const std::string& treatment) { regate(treatment); }});
+        engine_->set_observers(
+            {[this](const std::string& d, store::delivery_state s) {
+                 metrics_.delivery_state(d, store::to_string(s));
+             },
+             [this](const std::string& d) { metrics_.retry(d); },
+             [this](const std::string& d, double s) { metrics_.delivery_latency(d, s); }});
+        store_->on_commit([this](double s, std::size_t) { metrics_.commit_latency(s); });
+
+        start_admin();
+        engine_->start();
+        start_endpoints(*rt_, log_);  // sinks and transforms first, sources last
+        schedule_retention();
+
+        asio::signal_set signals(io_, SIGTERM, SIGINT, SIGHUP);
+        std::function<void(boost::system::error_code, int)> on_signal =
+            [&](boost::system::error_code ec, int sig) {
+                if (ec) return;
+                if (sig == SIGHUP) {
+                    reload();
+                    signals.async_wait(on_signal);
+                    return;
+                }
+                log_.info("stop", sig == SIGTERM ? "SIGTERM: stopping" : "SIGINT: stopping");
+                shutdown();
+            };
+        signals.async_wait(on_signal);
+        ready_.store(true);
+        write_ready_file(opts_.ready_file, admin_address_);
+        log_.info("ready", "samband is running", {{"admin", admin_address_}});
+        io_.run();
+        log_.info("stop", "samband stopped", {{"exit", std::to_string(exit_code_)}});
+        return exit_code_;
+    }
+
+private:
+    void apply_log_settings(const config::config& c) {
+        log_level l = log_level::info;
+        if (parse_log_level(c.log.level, l)) log_.set_level(l);
+    }
+
+    std::string blob_path(const std::string& sha) const {
+        if (!store_) return {};
+        return store_->blob_path(sha);
+    }
+
+    void install_routes(const config::config& c) {
+        auto r = std::make_shared<router::router>(c.routes);
+        {
+            std::lock_guard lock(mu_);
+            router_ = r;
+            plans_.clear();
+            for (const auto& route : c.routes)
+                plans_[route.name] = {route.transforms, route.recipient};
+        }
+        ingest_->set_routes([r](std::string_view source, const rapidjson::Document& env) {
+            std::vector<store::new_delivery> out;
+            for (auto& m : r->route(source, env)) {
+                bool seen = false;
+                for (const auto& d : out) seen = seen || d.destination == m.destination;
+                if (seen) continue;  // one delivery per destination, whatever routes match
+                store::new_delivery d;
+                d.destination = m.destination;
+                d.route = m.route;
+                out.push_back(std::move(d));
+            }
+            return out;
+        });
+    }
+
+    delivery::prepared prepare(const store::delivery_row& row, const store::event_row& ev) {
+        route_plan plan;
+        {
+            std::lock_guard lock(mu_);
+            auto it = plans_.find(row.route);
+            if (it != plans_.end()) plan = it->second;
+        }
+        pipeline_input in;
+        in.envelope_json = ev.envelope_json;
+        for (const auto& a : ev.attachments)
+            in.attachments.push_back({a.id, a.filename, a.media_type, a.sha256, {}, a.size, 0});
+        if (plan.recipient == "gp") {
+            if (!ev.treatment_id.empty()) {
+                auto hist = store_->events_of_treatment(ev.treatment_id);
+                if (!hist) {
+                    delivery::prepared p;
+                    p.what = delivery::prepared::action::retry;
+                    p.reason = "store read failed: " + hist.error().message();
+                    return p;
+                }
+                for (auto& h : *hist) in.history_json.push_back(std::move(h.envelope_json));
+            } else {
+                in.history_json.push_back(ev.envelope_json);
+            }
+            auto audit = store_->list_audit("delivery:" + std::to_string(row.id), 1000);
+            if (audit) {
+                for (const auto& a : *audit)
+                    in.overridden = in.overridden || a.action == "gate.override";
+            }
+        }
+        return run_pipeline(plan, in, gp_.get(), [this](const std::string& name) {
+            return rt_ ? rt_->instance(name) : nullptr;
+        });
+    }
+
+    void start_admin() {
+        admin::server_options ao;
+        ao.listen = cfg_->admin.listen;
+        ao.token_file = cfg_->admin.token_file;
+        auto srv = std::make_shared<admin::server>(ao, *this);
+        admin_address_ = srv->address();
+        srv->start();
+        admin_ = srv;
+        log_.info("admin", "admin API listening", {{"address", admin_address_}});
+    }
+    void stop_admin() {
+        if (admin_) admin_->stop();
+    }
+
+    // ---- admin::backend ----
+    store::store& store() override { return *store_; }
+    bool ready(std::string& why) override {
+        if (!ready_.load()) {
+            why = stopping_ ? "stopping" : "starting";
+            return false;
+        }
+        return true;
+    }
+    std::string metrics_text() override { return metrics_.render(*store_); }
+    std::vector<admin::endpoint_info> endpoints() override {
+        std::vector<admin::endpoint_info> out;
+        engine_->run_sync([&] {
+            for (const auto& [name, ep] : rt_->endpoints) {
+                admin::endpoint_info e;
+                e.name = name;
+                e.plugin = ep.inst ? ep.inst->plugin().name : ep.plugin_ref;
+                e.version = ep.inst ? ep.inst->plugin().version : "";
+                e.kinds = ep.inst ? ep.inst->plugin().kinds : 0;
+                e.stuck = ep.inst && ep.inst->stuck();
+                e.state = !ep.inst ? "failed" : e.stuck ? "stuck" : "running";
+                e.failure = ep.failure;
+                out.push_back(std::move(e));
+            }
+        });
+        return out;
+    }
+    std::vector<admin::plugin_info> plugins() override {
+        std::vector<admin::plugin_info> out;
+        for (const auto* p : registry_.list())
+            out.push_back({p->name, p->version, p->description, p->path, p->abi_version, p->kinds,
+                           p->capabilities});
+        return out;
+    }
+    boost::system::result<void, std::string> retry_delivery(std::int64_t id,
+                                                            const std::string& actor,
+                                                            const std::string& reason) override {
+        auto d = store_->get_delivery(id);
+        if (!d) return "store read failed: " + d.error().message();
+        if (!*d) return "no delivery " + std::to_string(id);
+        auto st = (*d)->state;
+        if (st == store::delivery_state::blocked)
+            return "delivery " + std::to_string(id) +
+                   " is blocked by the consent gate; only an override (with a reason) can send it";
+        if (st != store::delivery_state::dead && st != store::delivery_state::failed &&
+            st != store::delivery_state::held)
+            return "delivery " + std::to_string(id) + " is " + std::string(store::to_string(st)) +
+                   "; only dead, failed or held deliveries can be retried";
+        return set_pending(id, actor, "retry by " + actor + ": " + reason);
+    }
+    boost::system::result<void, std::string> override_delivery(std::int64_t id,
+                                                               const std::string& actor,
+                                                               const std::string& reason) override {
+        auto d = store_->get_delivery(id);
+        if (!d) return "store read failed: " + d.error().message();
+        if (!*d) return "no delivery " + std::to_string(id);
+        auto st = (*d)->state;
+        if (st != store::delivery_state::blocked && st != store::delivery_state::held)
+            return "delivery " + std::to_string(id) + " is " + std::string(store::to_string(st)) +
+                   "; only blocked or held deliveries can be overridden";
+        store_->audit(actor, "gate.override", "delivery:" + std::to_string(id), reason);
+        log_.warn("gate.override", "consent gate overridden by an operator",
+                  {{"delivery", std::to_string(id)}, {"actor", actor}, {"reason", reason}});
+        return set_pending(id, actor, "override by " + actor + ": " + reason);
+    }
+    boost::system::result<std::size_t, std::string> replay(const std::string& destination,
+                                                           std::int64_t since_ms,
+                                                           const std::string& actor) override {
+        auto n = store_->replay(destination, since_ms, actor);
+        if (!n) return "store error: " + n.error().message();
+        engine_->kick();
+        return *n;
+    }
+    void submit(plugin::submission sub,
+                std::function<void(const plugin::submit_result&)> done) override {
+        ingest_->submit("api", std::move(sub), std::move(done));
+    }
+
+    // A consent change: held and blocked GP deliveries of the treatment go back through the gate.
+    void regate(const std::string& treatment) {
+        auto ds = store_->deliveries_of_treatment(treatment);
+        if (!ds) return;
+        std::vector<store::delivery_update> ups;
+        for (const auto& d : *ds) {
+            if (d.state != store::delivery_state::held && d.state != store::delivery_state::blocked)
+                continue;
+            store::delivery_update u;
+            u.delivery_id = d.id;
+            u.state = store::delivery_state::pending;
+            u.reason = "consent changed; the gate decides again";
+            u.actor = "gate";
+            ups.push_back(u);
+        }
+        if (ups.empty()) return;
+        log_.info("gate.recheck", "consent changed; gated deliveries re-evaluate",
+                  {{"count", std::to_string(ups.size())}});
+        store_->update(std::move(ups), [this](boost::system::error_code) { engine_->kick(); });
+    }
+
+    boost::system::result<void, std::string> set_pending(std::int64_t id, const std::string& actor,
+                                                         const std::string& reason) {
+        store::delivery_update u;
+        u.delivery_id = id;
+        u.state = store::delivery_state::pending;
+        u.reason = reason;
+        u.actor = actor;
+        std::promise<boost::system::error_code> p;
+        auto f = p.get_future();
+        store_->update({u}, [&p](boost::system::error_code ec) { p.set_value(ec); });
+        auto ec = f.get();
+        if (ec) return "store error: " + ec.message();
+        engine_->kick();
+        return {};
+    }
+
+    void reload() {
+        log_.info("reload", "SIGHUP: reloading config", {{"config", opts_.config_path}});
+        auto loaded = config::load_config(opts_.config_path);
+        if (!loaded.cfg) {
+            log_.error("reload", "reload refused; the running config stays",
+                       {{"errors", config::format_errors(opts_.config_path, loaded.errors)}});
+            return;
+        }
+        auto next = std::make_shared<config::config>(std::move(*loaded.cfg));
+        // Build new instances for added or changed endpoints before touching anything live.
+        auto changes = plan_endpoint_changes(*rt_, *next);
+        std::string why;
+        auto fresh = create_endpoints(changes.create, *next, registry_, *services_, log_, why);
+        if (!why.empty()) {
+            log_.error("reload", "reload refused; the running config stays", {{"errors", why}});
+            return;
+        }
+        for (auto& [name, ep] : fresh) {
+            auto st = ep.inst->start();
+            if (!st.ok()) {
+                log_.error("reload", "reload refused; the running config stays",
+                           {{"errors", "endpoint " + name + ": start failed: " + st.message}});
+                return;
+            }
+        }
+        // Swap: engine destinations on the engine thread, then routes, then retire old ones.
+        std::vector<std::unique_ptr<plugin::instance>> retired;
+        engine_->run_sync([&] {
+            for (const auto& name : changes.remove) engine_->remove_destination(name);
+            for (auto& [name, ep] : fresh) {
+                auto old = rt_->endpoints.find(name);
+                if (old != rt_->endpoints.end() && old->second.inst)
+                    retired.push_back(std::move(old->second.inst));
+                rt_->endpoints[name] = std::move(ep);
+            }
+            for (const auto& name : changes.remove) {
+                auto old = rt_->endpoints.find(name);
+                if (old != rt_->endpoints.end()) {
+                    if (old->second.inst) retired.push_back(std::move(old->second.inst));
+                    rt_->endpoints.erase(old);
+                }
+            }
+            for (auto& [name, ep] : rt_->endpoints) {
+                auto cit = next->endpoints.find(name);
+                if (cit != next->endpoints.end()) ep.pol = to_policy(cit->second.policy);
+                if (ep.inst && (ep.inst->plugin().kinds & SAMBAND_KIND_SINK))
+                    engine_->set_destination(name, ep.inst.get(), ep.pol);
+            }
+        });
+        install_routes(*next);
+        apply_log_settings(*next);
+        {
+            std::lock_guard lock(mu_);
+            cfg_ = next;
+        }
+        for (auto& inst : retired) inst->stop();
+        engine_->kick();
+        log_.info("reload", "reload applied",
+                  {{"endpoints", std::to_string(rt_->endpoints.size())},
+                   {"routes", std::to_string(next->routes.size())}});
+    }
+
+    void schedule_retention() {
+        retention_.expires_after(std::chrono::seconds(10));
+        retention_.async_wait([this](boost::system::error_code ec) {
+            if (ec) return;
+            std::int64_t days = cfg_->store.retention_days;
+            auto n = store_->prune(now_ms() - days * 86400000LL);
+            if (n && *n > 0)
+                log_.info("retention", "pruned delivered events", {{"count", std::to_string(*n)}});
+            retention_.expires_after(std::chrono::hours(1));
+            schedule_retention_next();
+        });
+    }
+    void schedule_retention_next() {
+        retention_.async_wait([this](boost::system::error_code ec) {
+            if (ec) return;
+            schedule_retention();
+        });
+    }
+
+    void shutdown() {
+        if (stopping_) return;
+        stopping_ = true;
+        ready_.store(false);
+        retention_.cancel();
+        // 1. Stop intake: sources stop, later submits get RETRY.
+        ingest_->stop_intake();
+        stop_endpoints(*rt_, SAMBAND_KIND_SOURCE, log_);
+        // 2. Finish in-flight deliveries (or hand them back to pending).
+        engine_->stop_dispatch(std::chrono::seconds(10));
+        // 3. Stop sinks and transforms; flush the store.
+        stop_endpoints(*rt_, SAMBAND_KIND_SINK | SAMBAND_KIND_TRANSFORM, log_);
+        store_->flush();
+        engine_->shutdown();
+        stop_admin();
+        io_.stop();
+    }
+
+    daemon_options opts_;
+    logger log_;
+    asio::io_context io_;
+    asio::steady_timer retention_{io_};
+    std::mutex mu_;
+    std::shared_ptr<config::config> cfg_;
+    std::unique_ptr<store::store> store_;
+    codec::schema_set schemas_;
+    std::unique_ptr<directory::gp_directory> gp_;
+    std::unique_ptr<ingest::ingest> ingest_;
+    delivery::attachment_handles handles_;
+    std::unique_ptr<delivery::engine> engine_;
+    std::unique_ptr<daemon_services> services_;
+    plugin::registry registry_;
+    std::unique_ptr<runtime> rt_;
+    std::shared_ptr<router::router> router_;
+    std::map<std::string, route_plan> plans_;
+    std::string admin_address_;
+    std::shared_ptr<admin::server> admin_;
+    admin::metrics metrics_;
+    std::atomic<bool> ready_{false};
+    bool stopping_ = false;
+    int exit_code_ = 0;
+};
+
+}  // namespace
+
+int run_daemon(const daemon_options& opts) {
+    // Relative paths in endpoint configs (inboxes, outboxes) are relative to the config file.
+    daemon_options o = opts;
+    if (!o.ready_file.empty()) o.ready_file = fs::absolute(o.ready_file).string();
+    fs::path cfg = fs::absolute(o.config_path);
+    o.config_path = cfg.string();
+    std::error_code ec;
+    fs::current_path(cfg.parent_path(), ec);
+    if (ec)
+        throw std::runtime_error("cannot enter the config directory " + cfg.parent_path().string());
+    daemon d(o);
+    return d.run();
+}
+
+}  // namespace samband::core

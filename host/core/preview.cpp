@@ -1,0 +1,239 @@
+#include "core/preview.hpp"
+
+#include "codec/json.hpp"
+#include "config/config.hpp"
+#include "core/ids.hpp"
+#include "core/log.hpp"
+#include "core/pipeline.hpp"
+#include "core/runtime.hpp"
+#include "ingest/ingest.hpp"
+#include "router/router.hpp"
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+namespace samband::core {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Host services for preview: nothing is stored or sent; attachments are read from files.
+class preview_services final : public plugin::host_services {
+public:
+    explicit preview_services(logger& log) : log_(log) {}
+    std::uint64_t add_file(const std::string& path) {
+        std::lock_guard lock(mu_);
+        files_[next_] = path;
+        return next_++;
+    }
+    bool log_enabled(std::string_view, samband_log_level l) override {
+        return log_.enabled(static_cast<log_level>(std::clamp(l, 0, 4)));
+    }
+    void log(std::string_view ep, samband_log_level l, std::string_view m) override {
+        log_.log(static_cast<log_level>(std::clamp(l, 0, 4)), "plugin", m, {{"endpoint", ep}});
+    }
+    std::optional<std::string> secret(std::string_view, std::string_view) override {
+        return std::nullopt;  // preview never needs to authenticate anywhere
+    }
+    samband_status submit(std::string_view, plugin::submission,
+                          std::function<void(const plugin::submit_result&)>) override {
+        return SAMBAND_RETRY;
+    }
+    void complete(std::string_view, std::uint64_t, plugin::completion) override {}
+    void receipt(std::string_view, std::string_view, std::int32_t, std::string_view) override {}
+    boost::system::result<std::size_t> read_attachment(std::uint64_t handle, std::uint64_t offset,
+                                                       std::uint8_t* out,
+                                                       std::size_t cap) override {
+        std::string path;
+        {
+            std::lock_guard lock(mu_);
+            auto it = files_.find(handle);
+            if (it == files_.end())
+                return boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
+            path = it->second;
+        }
+        std::ifstream in(path, std::ios::binary);
+        in.seekg(static_cast<std::streamoff>(offset));
+        in.read(reinterpret_cast<char*>(out), static_cast<std::streamsize>(cap));
+        return static_cast<std::size_t>(in.gcount());
+    }
+
+private:
+    logger& log_;
+    std::mutex mu_;
+    std::map<std::uint64_t, std::string> files_;
+    std::uint64_t next_ = 1;
+};
+
+std::string read_all(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+}  // namespace
+
+int run_preview(const preview_options& opts, std::ostream& out, std::ostream& err) {
+    fs::path event_path = fs::absolute(opts.event_path);
+    fs::path out_dir = fs::absolute(opts.out_dir);
+    auto loaded = config::load_config(opts.config_path);
+    if (!loaded.cfg) {
+        err << config::format_errors(opts.config_path, loaded.errors);
+        return 2;
+    }
+    const config::config& cfg = *loaded.cfg;
+    std::error_code ec;
+    fs::current_path(cfg.base_dir, ec);
+    if (!fs::exists(event_path)) {
+        err << "samband preview: no event file " << event_path << "\n";
+        return 1;
+    }
+    logger log(log_level::warn);
+    log.set_sink(stderr);
+
+    codec::schema_set schemas = codec::schema_set::load_dir(cfg.schemas_dir);
+    ingest::options io;
+    io.lim.max_event_bytes = cfg.limits.max_event_bytes;
+    io.lim.max_attachment_bytes = cfg.limits.max_attachment_bytes;
+    io.lim.max_attachments = cfg.limits.max_attachments;
+    io.allow_synthetic_ids = cfg.identifiers.allow_synthetic;
+
+    // Attachments named in the event (attachments[].file, relative to the event file).
+    std::string text = read_all(event_path);
+    std::vector<store::attachment_input> atts;
+    if (auto raw = codec::parse_json(text); raw && raw->IsObject() &&
+                                            raw->HasMember("attachments") &&
+                                            (*raw)["attachments"].IsArray()) {
+        for (auto& a : (*raw)["attachments"].GetArray()) {
+            if (!a.IsObject() || !a.HasMember("file") || !a["file"].IsString()) continue;
+            store::attachment_input in;
+            in.path = (event_path.parent_path() / a["file"].GetString()).string();
+            in.meta.filename = a.HasMember("filename") && a["filename"].IsString()
+                                   ? a["filename"].GetString()
+                                   : fs::path(in.path).filename().string();
+            in.meta.media_type = a.HasMember("media_type") && a["media_type"].IsString()
+                                     ? a["media_type"].GetString()
+                                     : "";
+            atts.push_back(std::move(in));
+        }
+    }
+    std::string source = opts.source.empty() ? "preview" : opts.source;
+    auto doc = ingest::validate_envelope(schemas, io, source, text, &atts);
+    if (!doc) {
+        out << "INVALID  the event would be refused: " << doc.error() << "\n";
+        return 1;
+    }
+    router::router rt(cfg.routes);
+    auto matches = rt.route(source, *doc);
+    if (matches.empty()) {
+        out << "NO ROUTE  no route matches this event (type " << codec::string_at(*doc, "/type")
+            << ", source " << source << ")\n";
+        return 0;
+    }
+    std::unique_ptr<directory::gp_directory> gp = open_gp_directory(cfg, log);
+    plugin::registry reg;
+    preview_services svc(log);
+    // Only the endpoints the matching routes use, created but never started: nothing is sent.
+    std::map<std::string, std::unique_ptr<plugin::instance>> instances;
+    auto get = [&](const std::string& name) -> plugin::instance* {
+        if (auto it = instances.find(name); it != instances.end()) return it->second.get();
+        auto cit = cfg.endpoints.find(name);
+        if (cit == cfg.endpoints.end()) return nullptr;
+        std::string why;
+        std::string file = find_plugin_file(cfg, cit->second.plugin, reg, why);
+        if (file.empty()) {
+            err << "endpoint " << name << ": " << why << "\n";
+            return nullptr;
+        }
+        auto lp = reg.load(file);
+        if (!lp) {
+            err << "endpoint " << name << ": " << lp.error().reason << "\n";
+            return nullptr;
+        }
+        auto inst = plugin::instance::create(**lp, name, cit->second.config_json, svc);
+        if (!inst) {
+            err << inst.error() << "\n";
+            return nullptr;
+        }
+        return (instances[name] = std::move(*inst)).get();
+    };
+
+    fs::create_directories(out_dir);
+    std::string envelope = codec::to_json(*doc);
+    std::vector<plugin::attachment_ref> refs;
+    for (const auto& a : atts)
+        refs.push_back({a.meta.id, a.meta.filename, a.meta.media_type, a.meta.sha256, a.path,
+                        a.meta.size, svc.add_file(a.path)});
+    int status = 0;
+    int n = 0;
+    for (const auto& m : matches) {
+        const config::route* route = nullptr;
+        for (const auto& r : cfg.routes)
+            if (r.name == m.route) route = &r;
+        route_plan plan{route->transforms, route->recipient};
+        pipeline_input in;
+        in.envelope_json = envelope;
+        in.attachments = refs;
+        in.history_json.push_back(envelope);  // preview sees this event alone, no store
+        auto prep = run_pipeline(plan, in, gp.get(), get);
+        using act = delivery::prepared::action;
+        if (prep.what == act::hold) {
+            out << "HELD     " << m.destination << " (route " << m.route << "): " << prep.reason
+                << "\n";
+            continue;
+        }
+        if (prep.what == act::block) {
+            out << "BLOCKED  " << m.destination << " (route " << m.route << "): " << prep.reason
+                << "\n";
+            continue;
+        }
+        if (prep.what != act::send) {
+            out << "FAILED   " << m.destination << " (route " << m.route << "): " << prep.reason
+                << "\n";
+            status = 1;
+            continue;
+        }
+        plugin::instance* sink = get(m.destination);
+        if (!sink) {
+            out << "FAILED   " << m.destination << ": the sink cannot be loaded\n";
+            status = 1;
+            continue;
+        }
+        plugin::delivery_ref ref;
+        ref.token = 0;
+        ref.delivery_id = "preview-" + std::to_string(++n);
+        ref.event_id = std::string(codec::string_at(*doc, "/id"));
+        ref.destination = m.destination;
+        ref.attempt = 1;
+        ref.deadline_unix_ms = now_ms() + 30000;
+        ref.event = prep.event;
+        std::string name, bytes, note;
+        if (sink->can_render()) {
+            auto r = sink->render(ref);
+            if (!r) {
+                out << "FAILED   " << m.destination << ": render: " << r.error().message << "\n";
+                status = 1;
+                continue;
+            }
+            bytes = r->bytes;
+            std::string ext = fs::path(r->name).extension().string();
+            name = m.destination + (ext.empty() ? ".out" : ext);
+        } else {
+            bytes = ref.event.envelope_json;
+            name = m.destination + ".event.json";
+            note = " (the sink offers no render: this is the event it would get)";
+        }
+        std::ofstream f(out_dir / name, std::ios::binary | std::ios::trunc);
+        f << bytes;
+        out << "SEND     " << m.destination << " (route " << m.route << ") → "
+            << (out_dir / name).string() << " (" << bytes.size() << " bytes)" << note << "\n";
+    }
+    return status;
+}
+
+}  // namespace samband::core

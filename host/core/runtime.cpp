@@ -1,0 +1,179 @@
+#include "core/runtime.hpp"
+
+#include <algorithm>
+#include <filesystem>
+
+namespace samband::core {
+
+namespace fs = std::filesystem;
+
+delivery::policy to_policy(const config::policy& p) {
+    delivery::policy out;
+    out.max_attempts = p.max_attempts;
+    out.backoff_base_ms = p.backoff_base_ms;
+    out.backoff_max_ms = p.backoff_max_ms;
+    out.attempt_timeout_ms = p.attempt_timeout_ms;
+    out.concurrency = std::max(1, p.concurrency);
+    out.receipt_window_s = p.receipt_window_s;
+    return out;
+}
+
+std::map<std::string, secret_source> secret_sources(const config::config& c) {
+    std::map<std::string, secret_source> out;
+    for (const auto& [name, ref] : c.secrets) out[name] = secret_source{ref.file, ref.env};
+    return out;
+}
+
+std::string find_plugin_file(const config::config& c, const std::string& ref, plugin::registry& reg,
+                             std::string& why) {
+    if (ref.find('/') != std::string::npos || (ref.size() > 3 && ref.ends_with(".so"))) {
+        if (fs::exists(ref)) return ref;
+        why = "plugin file " + ref + " does not exist";
+        return {};
+    }
+    std::string under = ref;
+    std::replace(under.begin(), under.end(), '-', '_');
+    for (const auto& dir : c.plugin_dirs) {
+        for (const auto& cand : {"samband_plugin_" + ref + ".so", "samband_plugin_" + under + ".so",
+                                 ref + ".so", under + ".so"}) {
+            fs::path p = fs::path(dir) / cand;
+            if (fs::exists(p)) return p.string();
+        }
+    }
+    // Last resort: a .so in the plugin dirs whose descriptor carries the name.
+    for (const auto& dir : c.plugin_dirs) {
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(dir, ec)) {
+            if (e.path().extension() != ".so") continue;
+            auto r = reg.load(e.path().string());
+            if (r && (*r)->name == ref) return e.path().string();
+        }
+    }
+    std::string dirs;
+    for (const auto& d : c.plugin_dirs) dirs += (dirs.empty() ? "" : ", ") + d;
+    why = "no plugin named \"" + ref + "\" in the plugin dirs (" + dirs + ")";
+    return {};
+}
+
+namespace {
+
+live_endpoint make_endpoint(const std::string& name, const config::endpoint_config& ec,
+                            const config::config& c, plugin::registry& reg,
+                            plugin::host_services& services, logger& log) {
+    live_endpoint ep;
+    ep.name = name;
+    ep.plugin_ref = ec.plugin.empty() ? ec.path : ec.plugin;
+    ep.config_json = ec.config_json;
+    ep.pol = to_policy(ec.policy);
+    std::string why;
+    std::string file = find_plugin_file(c, ep.plugin_ref, reg, why);
+    if (file.empty()) {
+        ep.failure = why;
+        log.error("plugin.load", "endpoint skipped: " + why, {{"endpoint", name}});
+        return ep;
+    }
+    auto loaded = reg.load(file);
+    if (!loaded) {
+        ep.failure = loaded.error().reason;
+        log.error("plugin.load", "endpoint skipped: " + loaded.error().reason,
+                  {{"endpoint", name}, {"file", file}});
+        return ep;
+    }
+    auto inst = plugin::instance::create(**loaded, name, ec.config_json, services);
+    if (!inst) {
+        ep.failure = inst.error();
+        log.error("plugin.create", "endpoint skipped: " + inst.error(),
+                  {{"endpoint", name}, {"file", file}});
+        return ep;
+    }
+    ep.inst = std::move(*inst);
+    log.info("plugin.create", "endpoint created",
+             {{"endpoint", name},
+              {"plugin", (*loaded)->name},
+              {"version", (*loaded)->version},
+              {"file", file}});
+    return ep;
+}
+
+}  // namespace
+
+std::unique_ptr<runtime> build_runtime(const config::config& c, plugin::registry& reg,
+                                       plugin::host_services& services, logger& log) {
+    auto rt = std::make_unique<runtime>();
+    for (const auto& [name, ec] : c.endpoints)
+        rt->endpoints[name] = make_endpoint(name, ec, c, reg, services, log);
+    return rt;
+}
+
+std::map<std::string, live_endpoint> create_endpoints(const std::vector<std::string>& names,
+                                                      const config::config& c,
+                                                      plugin::registry& reg,
+                                                      plugin::host_services& services, logger& log,
+                                                      std::string& why) {
+    std::map<std::string, live_endpoint> out;
+    for (const auto& name : names) {
+        auto it = c.endpoints.find(name);
+        if (it == c.endpoints.end()) continue;
+        auto ep = make_endpoint(name, it->second, c, reg, services, log);
+        if (!ep.inst) {
+            why = "endpoint " + name + ": " + ep.failure;
+            return {};
+        }
+        out[name] = std::move(ep);
+    }
+    return out;
+}
+
+endpoint_changes plan_endpoint_changes(const runtime& rt, const config::config& next) {
+    endpoint_changes ch;
+    for (const auto& [name, ec] : next.endpoints) {
+        auto it = rt.endpoints.find(name);
+        std::string ref = ec.plugin.empty() ? ec.path : ec.plugin;
+        if (it == rt.endpoints.end() || it->second.plugin_ref != ref ||
+            it->second.config_json != ec.config_json || !it->second.inst) {
+            ch.create.push_back(name);
+        }
+    }
+    for (const auto& [name, ep] : rt.endpoints) {
+        if (!next.endpoints.count(name)) ch.remove.push_back(name);
+    }
+    return ch;
+}
+
+void start_endpoints(runtime& rt, logger& log) {
+    for (int pass = 0; pass < 2; ++pass) {
+        for (auto& [name, ep] : rt.endpoints) {
+            if (!ep.inst) continue;
+            bool source = ep.inst->plugin().kinds & SAMBAND_KIND_SOURCE;
+            if ((pass == 0) == source) continue;  // pass 0: sinks/transforms; pass 1: sources
+            auto r = ep.inst->start();
+            if (!r.ok()) {
+                ep.failure = "start failed: " + r.message;
+                log.error("plugin.start", ep.failure, {{"endpoint", name}});
+                ep.inst->stop();
+                ep.inst.reset();
+            }
+        }
+    }
+}
+
+void stop_endpoints(runtime& rt, std::uint32_t kinds, logger& log) {
+    for (auto& [name, ep] : rt.endpoints) {
+        if (ep.inst && (ep.inst->plugin().kinds & kinds)) {
+            log.debug("plugin.stop", "stopping endpoint", {{"endpoint", name}});
+            ep.inst->stop();
+        }
+    }
+}
+
+std::unique_ptr<directory::gp_directory> open_gp_directory(const config::config& c, logger& log) {
+    if (!c.gp_directory || c.gp_directory->path.empty()) {
+        log.info("gp_directory", "no GP directory configured; GP routes hold until one is");
+        return nullptr;
+    }
+    auto dir = directory::open_file_directory(c.gp_directory->path);
+    log.info("gp_directory", "GP directory loaded", {{"path", c.gp_directory->path}});
+    return directory::with_cache(std::move(dir), std::chrono::seconds(c.gp_directory->cache_ttl_s));
+}
+
+}  // namespace samband::core

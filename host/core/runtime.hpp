@@ -1,0 +1,71 @@
+// The live endpoints of one config: plugin instances built from the endpoint list.
+#pragma once
+
+#include "config/config.hpp"
+#include "core/log.hpp"
+#include "core/services.hpp"
+#include "delivery/engine.hpp"
+#include "directory/gp_directory.hpp"
+#include "plugin/plugin_host.hpp"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace samband::core {
+
+struct live_endpoint {
+    std::string name;
+    std::string plugin_ref;   // as configured (name or path)
+    std::string config_json;  // as given to create()
+    delivery::policy pol;
+    std::unique_ptr<plugin::instance> inst;  // null when it failed to load or create
+    std::string failure;                     // why it is not running
+};
+
+struct runtime {
+    std::map<std::string, live_endpoint> endpoints;
+    plugin::instance* instance(const std::string& name) const {
+        auto it = endpoints.find(name);
+        return it == endpoints.end() ? nullptr : it->second.inst.get();
+    }
+};
+
+delivery::policy to_policy(const config::policy& p);
+std::map<std::string, secret_source> secret_sources(const config::config& c);
+
+// Finds the .so for a plugin reference: an explicit path, or samband_plugin_<name>.so (with
+// '-' as '_' too) or <name>.so in the plugin dirs, else any .so there whose descriptor has that
+// name. Empty when none; `why` says where it looked.
+std::string find_plugin_file(const config::config& c, const std::string& ref, plugin::registry& reg,
+                             std::string& why);
+
+// Loads plugins and creates every endpoint's instance. Failures are logged (file and reason)
+// and leave that endpoint without an instance; the host keeps running.
+std::unique_ptr<runtime> build_runtime(const config::config& c, plugin::registry& reg,
+                                       plugin::host_services& services, logger& log);
+
+// Creates instances for the named endpoints only; on any failure `why` names it and the
+// result should be discarded (used by reload, which must be all or nothing).
+std::map<std::string, live_endpoint> create_endpoints(const std::vector<std::string>& names,
+                                                      const config::config& c,
+                                                      plugin::registry& reg,
+                                                      plugin::host_services& services, logger& log,
+                                                      std::string& why);
+
+struct endpoint_changes {
+    std::vector<std::string> create;  // new, or plugin/config changed
+    std::vector<std::string> remove;  // no longer configured
+};
+endpoint_changes plan_endpoint_changes(const runtime& rt, const config::config& next);
+
+// Starts sinks and transforms, then sources. A failing start is logged and the endpoint stopped.
+void start_endpoints(runtime& rt, logger& log);
+// Stops every running endpoint whose plugin has any of the `kinds` bits.
+void stop_endpoints(runtime& rt, std::uint32_t kinds, logger& log);
+
+// The configured GP directory (file, cached), or null when none is configured.
+std::unique_ptr<directory::gp_directory> open_gp_directory(const config::config& c, logger& log);
+
+}  // namespace samband::core

@@ -1,0 +1,343 @@
+#include "plugin/check.hpp"
+
+#include "core/ids.hpp"
+#include "core/log.hpp"
+#include "plugin/plugin_host.hpp"
+
+#include <rapidjson/document.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+namespace samband::plugin {
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+const char* kSampleEvent =
+    R"({"schema":"samband.event/1","id":"0192f7c8-0000-7000-8000-000000000001","type":"rph.assessment.scored",)"
+    R"("source":"check","idempotency_key":"check:1","occurred_at":"2026-11-24T10:15:00+01:00",)"
+    R"("subject":{"fnr":"14839134623","name":{"given":"Kari","family":"Nordmann"}},)"
+    R"("data":{"treatment_id":"check-1","instrument":"PHQ-9","score":12,"administered_at":"2026-11-24"},)"
+    R"("attachments":[]})";
+
+// Records what the plugin does through the host API.
+class check_services final : public host_services {
+public:
+    std::mutex mu;
+    std::condition_variable cv;
+    std::map<std::uint64_t, std::vector<completion>> completions;
+    std::vector<std::string> logs;
+    int submissions = 0;
+    std::map<std::uint64_t, std::string> files;
+
+    bool log_enabled(std::string_view, samband_log_level) override { return true; }
+    void log(std::string_view, samband_log_level, std::string_view m) override {
+        std::lock_guard lock(mu);
+        logs.emplace_back(m);
+    }
+    std::optional<std::string> secret(std::string_view, std::string_view name) override {
+        if (const char* v = std::getenv(("SAMBAND_CHECK_SECRET_" + std::string(name)).c_str()))
+            return std::string(v);
+        return std::nullopt;
+    }
+    samband_status submit(std::string_view, submission,
+                          std::function<void(const submit_result&)> done) override {
+        int n;
+        {
+            std::lock_guard lock(mu);
+            n = ++submissions;
+        }
+        // The temporary store: accept at once with a fresh id, as after a commit.
+        std::thread([done, n] {
+            submit_result r;
+            r.status = SAMBAND_OK;
+            r.event_id = "check-event-" + std::to_string(n);
+            done(r);
+        }).detach();
+        return SAMBAND_OK;
+    }
+    void complete(std::string_view, std::uint64_t token, completion c) override {
+        std::lock_guard lock(mu);
+        completions[token].push_back(std::move(c));
+        cv.notify_all();
+    }
+    void receipt(std::string_view, std::string_view, std::int32_t, std::string_view) override {}
+    boost::system::result<std::size_t> read_attachment(std::uint64_t handle, std::uint64_t offset,
+                                                       std::uint8_t* out,
+                                                       std::size_t cap) override {
+        std::string path;
+        {
+            std::lock_guard lock(mu);
+            auto it = files.find(handle);
+            if (it == files.end())
+                return boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
+            path = it->second;
+        }
+        std::ifstream in(path, std::ios::binary);
+        in.seekg(static_cast<std::streamoff>(offset));
+        in.read(reinterpret_cast<char*>(out), static_cast<std::streamsize>(cap));
+        return static_cast<std::size_t>(in.gcount());
+    }
+    // Waits until `token` has at least one completion, or the timeout.
+    std::vector<completion> wait(std::uint64_t token, std::chrono::milliseconds timeout) {
+        std::unique_lock lock(mu);
+        cv.wait_for(lock, timeout, [&] { return !completions[token].empty(); });
+        return completions[token];
+    }
+};
+
+struct row {
+    bool pass;
+    std::string what;
+};
+
+std::string kinds_text(std::uint32_t k) {
+    std::string s;
+    if (k & SAMBAND_KIND_SOURCE) s += "source ";
+    if (k & SAMBAND_KIND_SINK) s += "sink ";
+    if (k & SAMBAND_KIND_TRANSFORM) s += "transform ";
+    return s;
+}
+
+std::string status_text(samband_status s) {
+    static const char* names[] = {"OK", "RETRY", "PERMANENT", "INVALID", "UNSUPPORTED", "INTERNAL"};
+    return (s >= 0 && s <= 5) ? names[s] : "INTERNAL";
+}
+
+}  // namespace
+
+int run_plugin_check(const std::string& so_path, const std::optional<std::string>& config_file,
+                     std::ostream& out, const std::optional<std::string>& event_file) {
+    std::vector<row> rows;
+    auto result = [&](bool pass, std::string what) { rows.push_back({pass, std::move(what)}); };
+    auto print = [&] {
+        out << "\n";
+        int failed = 0;
+        for (const auto& r : rows) {
+            out << (r.pass ? "PASS  " : "FAIL  ") << r.what << "\n";
+            failed += r.pass ? 0 : 1;
+        }
+        out << "\n" << (rows.size() - failed) << " passed, " << failed << " failed\n";
+        return failed == 0 ? 0 : 1;
+    };
+
+    std::string config = "{}";
+    if (config_file) {
+        std::ifstream in(*config_file);
+        if (!in) {
+            out << "samband plugin check: cannot read config file " << *config_file << "\n";
+            return 2;
+        }
+        std::stringstream ss;
+        ss << in.rdbuf();
+        config = ss.str();
+    }
+    std::string sample = kSampleEvent;
+    if (event_file) {
+        std::ifstream in(*event_file);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        sample = ss.str();
+    }
+
+    out << "samband plugin check " << so_path << "\n";
+    registry reg;
+    auto loaded = reg.load(so_path);
+    if (!loaded) {
+        result(false, "load: " + loaded.error().reason);
+        return print();
+    }
+    const loaded_plugin& p = **loaded;
+    out << "  name:         " << p.name << "\n"
+        << "  version:      " << p.version << "\n"
+        << "  description:  " << p.description << "\n"
+        << "  ABI:          " << SAMBAND_ABI_MAJOR_OF(p.abi_version) << "."
+        << SAMBAND_ABI_MINOR_OF(p.abi_version) << " (host " << SAMBAND_ABI_MAJOR << "."
+        << SAMBAND_ABI_MINOR << ")\n"
+        << "  kinds:        " << kinds_text(p.kinds) << "\n"
+        << "  capabilities: " << ((p.capabilities & SAMBAND_CAP_RENDER) ? "render " : "")
+        << ((p.capabilities & SAMBAND_CAP_RECEIPTS) ? "receipts " : "")
+        << ((p.capabilities & SAMBAND_CAP_IDEMPOTENT_SINK) ? "idempotent " : "")
+        << ((p.capabilities & SAMBAND_CAP_STREAMS_ATTACHMENTS) ? "streams-attachments " : "")
+        << "\n";
+    result(true, "load: entry point, ABI window, struct sizes, required callbacks");
+
+    check_services svc;
+    instance_options io;
+    io.call_timeout = 5s;
+    auto inst = instance::create(p, "check", config, svc, io);
+    if (!inst) {
+        result(false, "create: " + inst.error());
+        return print();
+    }
+    result(true, "create with the given config");
+    auto st = (*inst)->start();
+    result(st.ok(), st.ok() ? "start" : "start: " + status_text(st.status) + ": " + st.message);
+    if (!st.ok()) return print();
+
+    std::uint64_t token = 1;
+    auto make = [&](const std::string& delivery_id, bool with_attachment) {
+        delivery_ref d;
+        d.token = token++;
+        d.delivery_id = delivery_id;
+        d.event_id = "0192f7c8-0000-7000-8000-000000000001";
+        d.destination = "check";
+        d.attempt = 1;
+        d.deadline_unix_ms = core::now_ms() + 5000;
+        d.event.envelope_json = sample;
+        if (with_attachment) {
+            fs::path f = fs::temp_directory_path() /
+                         ("samband-check-" + std::to_string(::getpid()) + ".pdf");
+            std::ofstream(f, std::ios::binary)
+                << "%PDF-1.4\n% samband plugin check attachment\n%%EOF\n";
+            attachment_ref a;
+            a.id = "a1";
+            a.filename = "vedlegg.pdf";
+            a.media_type = "application/pdf";
+            a.size = fs::file_size(f);
+            std::ifstream in(f, std::ios::binary);
+            std::stringstream ss;
+            ss << in.rdbuf();
+            a.sha256_hex = core::sha256_hex(ss.str());
+            a.path = f.string();
+            {
+                std::lock_guard lock(svc.mu);
+                svc.files[token] = f.string();
+            }
+            a.handle = token;
+            d.event.attachments.push_back(a);
+        }
+        return d;
+    };
+    // Delivers and waits; returns the completions (empty when refused at once or none came).
+    auto deliver_once = [&](const delivery_ref& d, std::string label,
+                            std::string* external) -> bool {
+        auto r = (*inst)->deliver(d);
+        if (!r.ok()) {
+            result(true, label + ": refused at once with " + status_text(r.status) + " (" +
+                             r.message + ")");
+            return true;
+        }
+        auto cs = svc.wait(d.token, 6s);
+        std::this_thread::sleep_for(100ms);  // a second completion would be a bug
+        {
+            std::lock_guard lock(svc.mu);
+            cs = svc.completions[d.token];
+        }
+        if (cs.empty()) {
+            result(false, label + ": accepted but never completed within the deadline");
+            return false;
+        }
+        if (cs.size() > 1) {
+            result(false,
+                   label + ": completed " + std::to_string(cs.size()) + " times (must be once)");
+            return false;
+        }
+        if (external) *external = cs[0].external_id;
+        result(
+            true,
+            label + ": completed once with " + status_text(cs[0].status) +
+                (cs[0].external_id.empty() ? "" : " (external id \"" + cs[0].external_id + "\")") +
+                (cs[0].message.empty() ? "" : ": " + cs[0].message));
+        return true;
+    };
+
+    if (p.kinds & SAMBAND_KIND_SINK) {
+        deliver_once(make("check-1", false), "sink: delivery without attachment", nullptr);
+        deliver_once(make("check-2", true), "sink: delivery with an attachment", nullptr);
+        std::string e1, e2;
+        deliver_once(make("check-3", false), "sink: a delivery", &e1);
+        deliver_once(make("check-3", false), "sink: the same delivery again", &e2);
+        if (!e1.empty() || !e2.empty())
+            result(e1 == e2, e1 == e2 ? "sink: a repeat keeps the external id \"" + e1 + "\""
+                                      : "sink: a repeat changed the external id (\"" + e1 +
+                                            "\" then \"" + e2 + "\")");
+        if ((*inst)->can_render()) {
+            auto d = make("check-4", true);
+            auto r1 = (*inst)->render(d), r2 = (*inst)->render(d);
+            if (!r1 || !r2) {
+                result(false,
+                       "sink: render failed: " + (!r1 ? r1.error().message : r2.error().message));
+            } else {
+                result(r1->bytes == r2->bytes,
+                       r1->bytes == r2->bytes
+                           ? "sink: render is deterministic (" + std::to_string(r1->bytes.size()) +
+                                 " bytes)"
+                           : "sink: render gave different bytes for the same delivery");
+                std::lock_guard lock(svc.mu);
+                result(svc.completions[d.token].empty(), "sink: render sends nothing");
+            }
+        }
+    }
+    if (p.kinds & SAMBAND_KIND_TRANSFORM) {
+        event_ref e;
+        e.envelope_json = sample;
+        auto r = (*inst)->transform(e);
+        if (r) {
+            rapidjson::Document d;
+            d.Parse(r->c_str());
+            result(!d.HasParseError() && d.IsObject(),
+                   d.HasParseError() ? "transform: valid event → output is not a JSON object"
+                                     : "transform: valid event → an event (" +
+                                           std::to_string(r->size()) + " bytes)");
+        } else {
+            result(r.error().status != SAMBAND_INTERNAL,
+                   "transform: valid sample event rejected with " + status_text(r.error().status) +
+                       ": " + r.error().message);
+        }
+        event_ref bad;
+        bad.envelope_json = "this is { not JSON";
+        auto rb = (*inst)->transform(bad);
+        result(!rb && !rb.error().message.empty() && rb.error().status != SAMBAND_INTERNAL,
+               rb ? "transform: invalid event was NOT rejected"
+                  : "transform: invalid event rejected with " + status_text(rb.error().status) +
+                        ": " + rb.error().message);
+    }
+    if (p.kinds & SAMBAND_KIND_SOURCE) {
+        std::this_thread::sleep_for(1500ms);
+        std::lock_guard lock(svc.mu);
+        result(true, "source: ran 1.5 s against a temporary store (" +
+                         std::to_string(svc.submissions) + " submissions, each accepted)");
+    }
+    // A delivery while stopping must still complete (OK or RETRY) by the end of stop().
+    std::uint64_t stopping_token = 0;
+    if (p.kinds & SAMBAND_KIND_SINK) {
+        auto d = make("check-5", false);
+        stopping_token = d.token;
+        auto r = (*inst)->deliver(d);
+        if (!r.ok()) stopping_token = 0;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    (*inst)->stop();
+    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - t0);
+    result(!(*inst)->stuck(), "stop returned in " + std::to_string(took.count()) + " ms");
+    if (stopping_token) {
+        auto cs = svc.wait(stopping_token, 2s);
+        result(cs.size() == 1, cs.size() == 1
+                                   ? "sink: a delivery accepted while stopping completed with " +
+                                         status_text(cs[0].status)
+                                   : "sink: a delivery accepted while stopping completed " +
+                                         std::to_string(cs.size()) + " times");
+    }
+    inst->reset();
+    result(true, "destroy");
+    {
+        std::lock_guard lock(svc.mu);
+        out << "  log lines:    " << svc.logs.size() << " (identifiers masked by the host)\n";
+    }
+    return print();
+}
+
+}  // namespace samband::plugin
