@@ -1,0 +1,392 @@
+// The file plugin: watches an inbox folder (source) and writes deliveries into an outbox (sink).
+//
+// Inbox convention (write-then-rename): a writer puts attachment files in place first, then
+// writes the event as NAME.json.tmp (or any name starting with '.') and renames it to NAME.json.
+// Only *.json files are read; the event lists its attachments as attachments[].file (relative
+// file names in the inbox). After the host's answer the files move to done/ (accepted) or to
+// error/ with NAME.json.reason (refused); a RETRY leaves them for the next scan.
+//
+// Outbox: each delivery becomes NAME.json (the event as delivered) with its attachments beside it
+// as NAME.<filename>, each written to a temporary file, fsynced and renamed, so a reader never
+// sees half a file. NAME comes from the delivery id, so a repeat replaces, never adds.
+#include <samband/sdk.hpp>
+
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+namespace {
+
+namespace fs = std::filesystem;
+using samband::sdk::error;
+using samband::sdk::log_level;
+
+std::string read_file(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+bool fsync_dir(const fs::path& dir) {
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return false;
+    bool ok = ::fsync(fd) == 0;
+    ::close(fd);
+    return ok;
+}
+
+// Writes `target` atomically from chunks produced by `fill` (tmp, fsync, rename).
+bool write_atomic(const fs::path& target,
+                  const std::function<bool(const std::function<bool(std::string_view)>&)>& fill) {
+    fs::path tmp = target.parent_path() / ("." + target.filename().string() + ".tmp");
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return false;
+    auto write_all = [&](std::string_view s) {
+        while (!s.empty()) {
+            ssize_t n = ::write(fd, s.data(), s.size());
+            if (n <= 0) return false;
+            s.remove_prefix(static_cast<std::size_t>(n));
+        }
+        return true;
+    };
+    bool ok = fill(write_all) && ::fsync(fd) == 0;
+    ok = (::close(fd) == 0) && ok;
+    std::error_code ec;
+    if (ok) fs::rename(tmp, target, ec);
+    if (!ok || ec) {
+        fs::remove(tmp, ec);
+        return false;
+    }
+    return true;
+}
+
+// FNV-1a 64: a stable content fingerprint for derived idempotency keys.
+std::string fingerprint(std::string_view s) {
+    std::uint64_t h = 1469598103934665603ull;
+    for (unsigned char c : s) {
+        h ^= c;
+        h *= 1099511628211ull;
+    }
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+    return buf;
+}
+
+std::string safe_name(std::string s) {
+    for (char& c : s)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'))
+            c = '_';
+    if (s.empty() || s[0] == '.') s = "_" + s;
+    return s;
+}
+
+class file_plugin {
+public:
+    static constexpr const char* name = "file";
+    static constexpr const char* version = "0.1.0";
+    static constexpr const char* description =
+        "Files: an inbox folder as a source (write-then-rename) and an atomic outbox as a sink";
+    static constexpr bool is_source = true;
+    static constexpr std::uint32_t capabilities =
+        SAMBAND_CAP_IDEMPOTENT_SINK | SAMBAND_CAP_STREAMS_ATTACHMENTS;
+
+    file_plugin(samband::sdk::host h, std::string_view config) : host_(h) {
+        rapidjson::Document d;
+        d.Parse(config.data(), config.size());
+        if (d.HasParseError() || !d.IsObject())
+            throw error(SAMBAND_INVALID, "file plugin: config must be a JSON object");
+        auto str = [&](const char* k) {
+            auto it = d.FindMember(k);
+            if (it == d.MemberEnd()) return std::string();
+            if (!it->value.IsString())
+                throw error(SAMBAND_INVALID,
+                            std::string("file plugin: \"") + k + "\" must be a string");
+            return std::string(it->value.GetString());
+        };
+        inbox_ = str("inbox");
+        outbox_ = str("outbox");
+        naming_ = str("naming");
+        if (naming_.empty()) naming_ = "{destination}-{delivery_id}";
+        std::string on_done = str("on_done");
+        delete_done_ = on_done == "delete";
+        if (!on_done.empty() && on_done != "move" && on_done != "delete")
+            throw error(SAMBAND_INVALID, "file plugin: \"on_done\" must be \"move\" or \"delete\"");
+        if (d.HasMember("poll_ms")) {
+            if (!d["poll_ms"].IsInt() || d["poll_ms"].GetInt() < 10)
+                throw error(SAMBAND_INVALID, "file plugin: \"poll_ms\" must be an integer >= 10");
+            poll_ms_ = d["poll_ms"].GetInt();
+        }
+        if (d.HasMember("window")) {
+            if (!d["window"].IsInt() || d["window"].GetInt() < 1)
+                throw error(SAMBAND_INVALID, "file plugin: \"window\" must be a positive integer");
+            window_ = static_cast<std::size_t>(d["window"].GetInt());
+        }
+        if (inbox_.empty() && outbox_.empty())
+            throw error(SAMBAND_INVALID,
+                        "file plugin: give \"inbox\" (a source), \"outbox\" (a sink) or both");
+        std::error_code ec;
+        for (const auto& dir : {inbox_, outbox_}) {
+            if (dir.empty()) continue;
+            fs::create_directories(dir, ec);
+            if (ec)
+                throw error(SAMBAND_INVALID,
+                            "file plugin: cannot create folder " + dir + ": " + ec.message());
+        }
+        if (!inbox_.empty()) {
+            fs::create_directories(fs::path(inbox_) / "done", ec);
+            fs::create_directories(fs::path(inbox_) / "error", ec);
+        }
+    }
+
+    ~file_plugin() { stop(); }
+
+    void start() {
+        if (inbox_.empty() || running_) return;
+        running_ = true;
+        watcher_ = std::thread([this] { watch(); });
+    }
+
+    void stop() {
+        {
+            std::lock_guard lock(mu_);
+            if (!running_) return;
+            running_ = false;
+        }
+        cv_.notify_all();
+        if (watcher_.joinable()) watcher_.join();
+        // Wait briefly for answers to submissions already made (their files stay if none comes).
+        std::unique_lock lock(mu_);
+        cv_.wait_for(lock, std::chrono::seconds(5),
+                     [&] { return in_flight_.empty() || answers_.size() >= in_flight_.size(); });
+        process_answers(lock);
+    }
+
+    void deliver(samband::sdk::delivery d) {
+        if (outbox_.empty()) {
+            d.fail("this file endpoint has no outbox (it is a source only)");
+            return;
+        }
+        std::string base = file_base(d.destination(), d.id());
+        fs::path dir(outbox_);
+        for (const auto& a : d.event().attachments) {
+            fs::path target = dir / (base + "." + safe_name(std::string(a.filename)));
+            bool ok = write_atomic(target, [&](const std::function<bool(std::string_view)>& w) {
+                bool good = true;
+                samband_status st =
+                    host_.read_attachment(a, [&](std::string_view c) { good = good && w(c); });
+                return st == SAMBAND_OK && good;
+            });
+            if (!ok) {
+                d.retry("cannot write attachment " + target.string());
+                return;
+            }
+        }
+        fs::path json = dir / (base + ".json");
+        std::string_view env = d.event().envelope_json;
+        if (!write_atomic(json,
+                          [&](const std::function<bool(std::string_view)>& w) { return w(env); }) ||
+            !fsync_dir(dir)) {
+            d.retry("cannot write " + json.string());
+            return;
+        }
+        d.succeed(json.filename().string());
+    }
+
+    samband::sdk::rendered render(const samband::sdk::delivery_view& v) {
+        return {std::string(v.event.envelope_json), file_base(v.destination, v.id) + ".json"};
+    }
+
+private:
+    std::string file_base(std::string_view destination, std::string_view delivery_id) const {
+        std::string out = naming_;
+        auto replace = [&](const std::string& key, std::string_view val) {
+            for (auto p = out.find(key); p != std::string::npos; p = out.find(key))
+                out.replace(p, key.size(), val);
+        };
+        replace("{destination}", destination);
+        replace("{delivery_id}", delivery_id);
+        return safe_name(out);
+    }
+
+    struct answer {
+        std::string file;
+        std::vector<std::string> attachments;
+        samband::sdk::submit_result result;
+    };
+
+    void watch() {
+        std::unique_lock lock(mu_);
+        while (running_) {
+            process_answers(lock);
+            lock.unlock();
+            scan();
+            lock.lock();
+            cv_.wait_for(lock, std::chrono::milliseconds(poll_ms_),
+                         [&] { return !running_ || !answers_.empty(); });
+        }
+    }
+
+    void process_answers(std::unique_lock<std::mutex>& lock) {
+        std::deque<answer> todo;
+        todo.swap(answers_);
+        lock.unlock();
+        for (auto& a : todo) finish(a);
+        lock.lock();
+        for (auto& a : todo) in_flight_.erase(a.file);
+    }
+
+    void finish(const answer& a) {
+        fs::path in(inbox_);
+        std::error_code ec;
+        if (a.result.status == SAMBAND_OK) {
+            if (delete_done_) {
+                for (const auto& f : a.attachments) fs::remove(in / f, ec);
+                fs::remove(in / a.file, ec);
+            } else {
+                for (const auto& f : a.attachments) fs::rename(in / f, in / "done" / f, ec);
+                fs::rename(in / a.file, in / "done" / a.file, ec);
+            }
+            host_.log(log_level::debug, "taken " + a.file + " as event " + a.result.event_id +
+                                            (a.result.duplicate ? " (duplicate)" : ""));
+        } else if (a.result.status == SAMBAND_RETRY) {
+            host_.log(log_level::warn, "host asked to retry " + a.file + ": " + a.result.message);
+        } else {
+            for (const auto& f : a.attachments) fs::rename(in / f, in / "error" / f, ec);
+            std::string reason =
+                a.result.message.empty() ? "refused by the host" : a.result.message;
+            write_atomic(
+                in / "error" / (a.file + ".reason"),
+                [&](const std::function<bool(std::string_view)>& w) { return w(reason + "\n"); });
+            fs::rename(in / a.file, in / "error" / a.file, ec);
+            host_.log(log_level::warn, "refused " + a.file + ": " + reason);
+        }
+    }
+
+    void scan() {
+        std::vector<std::string> names;
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(inbox_, ec)) {
+            if (!e.is_regular_file(ec)) continue;
+            std::string n = e.path().filename().string();
+            if (n.empty() || n[0] == '.' || n.size() < 6 || n.substr(n.size() - 5) != ".json")
+                continue;
+            names.push_back(n);
+        }
+        std::sort(names.begin(), names.end());
+        for (const auto& n : names) {
+            {
+                std::lock_guard lock(mu_);
+                if (!running_ || in_flight_.size() >= window_) return;
+                if (in_flight_.count(n)) continue;
+                in_flight_.insert(n);
+            }
+            submit_file(n);
+        }
+    }
+
+    void submit_file(const std::string& n) {
+        fs::path path = fs::path(inbox_) / n;
+        std::string text = read_file(path);
+        std::vector<samband::sdk::submit_attachment> atts;
+        std::vector<std::string> att_files;
+        rapidjson::Document d;
+        d.Parse(text.c_str(), text.size());
+        if (!d.HasParseError() && d.IsObject()) {
+            bool changed = false;
+            if (!d.HasMember("idempotency_key")) {
+                std::string key = "file:" + n + ":" + fingerprint(text);
+                d.AddMember("idempotency_key", rapidjson::Value(key.c_str(), d.GetAllocator()),
+                            d.GetAllocator());
+                changed = true;
+            }
+            if (d.HasMember("attachments") && d["attachments"].IsArray()) {
+                for (auto& a : d["attachments"].GetArray()) {
+                    if (!a.IsObject() || !a.HasMember("file") || !a["file"].IsString()) continue;
+                    std::string f = a["file"].GetString();
+                    if (f.find('/') != std::string::npos || f.empty() || f[0] == '.') {
+                        push_answer({n,
+                                     {},
+                                     {SAMBAND_INVALID,
+                                      {},
+                                      false,
+                                      "attachment file name \"" + f +
+                                          "\" must be a plain file name in the inbox"}});
+                        return;
+                    }
+                    if (!fs::exists(fs::path(inbox_) / f)) {
+                        push_answer({n,
+                                     {},
+                                     {SAMBAND_INVALID,
+                                      {},
+                                      false,
+                                      "attachment file " + f + " is not in the inbox"}});
+                        return;
+                    }
+                    samband::sdk::submit_attachment sa;
+                    sa.filename = a.HasMember("filename") && a["filename"].IsString()
+                                      ? a["filename"].GetString()
+                                      : f;
+                    sa.media_type = a.HasMember("media_type") && a["media_type"].IsString()
+                                        ? a["media_type"].GetString()
+                                        : "";
+                    sa.path = fs::absolute(fs::path(inbox_) / f).string();
+                    atts.push_back(std::move(sa));
+                    att_files.push_back(f);
+                }
+            }
+            if (changed) {
+                rapidjson::StringBuffer sb;
+                rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+                d.Accept(w);
+                text = sb.GetString();
+            }
+        }
+        samband_status st =
+            host_.submit(text, atts, [this, n, att_files](const samband::sdk::submit_result& r) {
+                push_answer({n, att_files, r});
+            });
+        if (st != SAMBAND_OK) {
+            std::lock_guard lock(mu_);
+            in_flight_.erase(n);  // try again on the next scan
+        }
+    }
+
+    void push_answer(answer a) {
+        {
+            std::lock_guard lock(mu_);
+            answers_.push_back(std::move(a));
+        }
+        cv_.notify_all();
+    }
+
+    samband::sdk::host host_;
+    std::string inbox_, outbox_, naming_;
+    bool delete_done_ = false;
+    int poll_ms_ = 200;
+    std::size_t window_ = 256;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool running_ = false;
+    std::set<std::string> in_flight_;
+    std::deque<answer> answers_;
+    std::thread watcher_;
+};
+
+}  // namespace
+
+SAMBAND_PLUGIN(file_plugin)
