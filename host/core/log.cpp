@@ -1,5 +1,7 @@
 #include "core/log.hpp"
 
+#include <samband/identifiers.hpp>
+
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -7,21 +9,7 @@
 namespace samband::core {
 
 std::string mask_identifiers(std::string_view text) {
-    std::string out(text);
-    std::size_t i = 0;
-    while (i < out.size()) {
-        if (out[i] < '0' || out[i] > '9') {
-            ++i;
-            continue;
-        }
-        std::size_t j = i;
-        while (j < out.size() && out[j] >= '0' && out[j] <= '9') ++j;
-        if (j - i == 11) {
-            for (std::size_t k = i + 6; k < j; ++k) out[k] = '*';
-        }
-        i = j;
-    }
-    return out;
+    return ident::mask(text);
 }
 
 std::string_view to_string(log_level l) noexcept {

@@ -33,6 +33,49 @@ std::string check_person_id(std::string_view field, std::string_view id, bool al
 #endif
 }
 
+// Instrument-specific ranges (RPH.md): PHQ-9 0–27, GAD-7 0–21, integers.
+std::string check_score(const std::string& where, const rapidjson::Value& v) {
+    if (!v.IsObject()) return {};
+    auto ins = v.FindMember("instrument");
+    auto sc = v.FindMember("score");
+    if (ins == v.MemberEnd() || sc == v.MemberEnd() || !ins->value.IsString() ||
+        !sc->value.IsNumber())
+        return {};
+    std::string instrument = ins->value.GetString();
+    double score = sc->value.GetDouble();
+    int max = instrument == "PHQ-9" ? 27 : instrument == "GAD-7" ? 21 : -1;
+    if (max < 0) return {};
+    if (score != static_cast<int>(score))
+        return where + "/score: " + instrument + " scores are whole numbers";
+    if (score < 0 || score > max)
+        return where + "/score: " + std::to_string(static_cast<int>(score)) +
+               " is out of range for " + instrument + " (0–" + std::to_string(max) + ")";
+    return {};
+}
+
+std::string check_scores(const std::string& where, const rapidjson::Value* arr) {
+    if (!arr || !arr->IsArray()) return {};
+    for (rapidjson::SizeType i = 0; i < arr->Size(); ++i) {
+        std::string e = check_score(where + "/" + std::to_string(i), (*arr)[i]);
+        if (!e.empty()) return e;
+    }
+    return {};
+}
+
+// Checks the schema cannot express: score ranges per instrument.
+std::string check_rph(const std::string& type, const rapidjson::Value& data) {
+    auto get = [&](const char* ptr) { return rapidjson::Pointer(ptr).Get(data); };
+    if (type == "rph.assessment.scored") return check_score("/data", data);
+    if (type == "rph.treatment.started")
+        return check_scores("/data/assessment/scores", get("/assessment/scores"));
+    if (type == "rph.session.attended") return check_scores("/data/scores", get("/scores"));
+    if (type == "rph.treatment.ended") {
+        std::string e = check_scores("/data/scores/start", get("/scores/start"));
+        return e.empty() ? check_scores("/data/scores/end", get("/scores/end")) : e;
+    }
+    return {};
+}
+
 }  // namespace
 
 ingest::ingest(store::store& st, const codec::schema_set& schemas, options opts, core::logger& log)
@@ -79,12 +122,17 @@ boost::system::result<rapidjson::Document, std::string> validate_envelope(
     if (type_it == doc.MemberEnd() || !type_it->value.IsString())
         return std::string("/type: required string field is missing");
     std::string type = type_it->value.GetString();
-    if (!schemas_.has(type)) return "/type: unknown event type \"" + type + "\"";
+    if (!schemas_.has(type) || type == "samband.event")
+        return "/type: unknown event type \"" + type + "\"";
     auto data_it = doc.FindMember("data");
     if (data_it == doc.MemberEnd()) return std::string("/data: required field is missing");
     if (auto err = schemas_.validate(type, data_it->value)) return "/data" + *err;
+    if (std::string e = check_rph(type, data_it->value); !e.empty()) return e;
 
     auto subj = doc.FindMember("subject");
+    if (subj == doc.MemberEnd() || !subj->value.IsObject() ||
+        (!subj->value.HasMember("fnr") && !subj->value.HasMember("dnr")))
+        return std::string("/subject: the patient needs a fødselsnummer (fnr) or D-number (dnr)");
     if (subj != doc.MemberEnd() && subj->value.IsObject()) {
         for (const char* f : {"fnr", "dnr"}) {
             auto idv = subj->value.FindMember(f);
