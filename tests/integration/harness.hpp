@@ -1,0 +1,237 @@
+// Integration-test harness: starts the real samband daemon on 127.0.0.1:0 and talks to it.
+#pragma once
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <rapidjson/document.h>
+
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace samband::test {
+
+namespace fs = std::filesystem;
+
+inline std::string env_or(const char* name, const std::string& fallback) {
+    const char* v = std::getenv(name);
+    return v ? std::string(v) : fallback;
+}
+
+inline std::string read_file(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+inline void write_file(const fs::path& p, const std::string& text) {
+    fs::create_directories(p.parent_path());
+    std::ofstream out(p, std::ios::binary | std::ios::trunc);
+    out << text;
+}
+
+// Writes `text` as `dir/name` by the inbox convention: write "name.tmp", then rename.
+inline void drop_file(const fs::path& dir, const std::string& name, const std::string& text) {
+    fs::create_directories(dir);
+    write_file(dir / (name + ".tmp"), text);
+    fs::rename(dir / (name + ".tmp"), dir / name);
+}
+
+// Polls `pred` every 20 ms until it holds or `timeout` passes.
+inline bool wait_for(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return pred();
+}
+
+struct http_response {
+    int status = 0;
+    std::string body;
+};
+
+// One HTTP/1.1 request to host:port. status 0 = could not connect.
+inline http_response http(const std::string& hostport, const std::string& method,
+                          const std::string& target, const std::string& body = {},
+                          const std::string& token = {}) {
+    namespace beast = boost::beast;
+    namespace http = beast::http;
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::resolver resolver(io);
+    auto colon = hostport.rfind(':');
+    beast::tcp_stream stream(io);
+    boost::system::error_code ec;
+    auto results = resolver.resolve(hostport.substr(0, colon), hostport.substr(colon + 1), ec);
+    if (ec) return {};
+    stream.connect(results, ec);
+    if (ec) return {};
+    http::request<http::string_body> req{http::string_to_verb(method), target, 11};
+    req.set(http::field::host, hostport);
+    if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
+    if (!body.empty()) {
+        req.set(http::field::content_type, "application/json");
+        req.body() = body;
+        req.prepare_payload();
+    }
+    http::write(stream, req, ec);
+    if (ec) return {};
+    beast::flat_buffer buf;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(64 * 1024 * 1024);
+    http::read(stream, buf, parser, ec);
+    if (ec) return {};
+    return {static_cast<int>(parser.get().result_int()), parser.get().body()};
+}
+
+// Runs a command, returns its exit status and stdout+stderr.
+inline std::pair<int, std::string> run_command(const std::string& cmd) {
+    std::string out;
+    FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+    if (!p) return {-1, {}};
+    char buf[4096];
+    std::size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    int st = pclose(p);
+    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+// The real daemon as a child process.
+class daemon_process {
+public:
+    daemon_process(fs::path config, fs::path workdir)
+        : config_(std::move(config)), workdir_(std::move(workdir)) {}
+    ~daemon_process() {
+        if (pid_ > 0) kill9();
+    }
+
+    static std::string binary() { return env_or("SAMBAND_BIN", "samband"); }
+
+    // Starts `samband run` and waits until it wrote its ready file.
+    bool start(std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+        fs::path ready = workdir_ / "ready";
+        fs::remove(ready);
+        std::string log = (workdir_ / "daemon.log").string();
+        pid_ = fork();
+        if (pid_ == 0) {
+            int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+            dup2(fd, 1);
+            dup2(fd, 2);
+            std::string bin = binary();
+            std::string cfg = config_.string(), rf = ready.string();
+            execl(bin.c_str(), bin.c_str(), "run", "-c", cfg.c_str(), "--ready-file", rf.c_str(),
+                  static_cast<char*>(nullptr));
+            _exit(127);
+        }
+        bool ok = wait_for(
+            [&] {
+                int st;
+                if (waitpid(pid_, &st, WNOHANG) == pid_) {
+                    pid_ = -1;
+                    return true;
+                }
+                return fs::exists(ready) && read_file(ready).find('\n') != std::string::npos;
+            },
+            timeout);
+        if (!ok || pid_ < 0) return false;
+        admin_ = read_file(ready);
+        while (!admin_.empty() && (admin_.back() == '\n' || admin_.back() == '\r'))
+            admin_.pop_back();
+        return true;
+    }
+
+    // SIGTERM and wait; returns the exit status (or -1).
+    int stop(std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+        if (pid_ <= 0) return -1;
+        ::kill(pid_, SIGTERM);
+        return wait_exit(timeout);
+    }
+    void kill9() {
+        if (pid_ <= 0) return;
+        ::kill(pid_, SIGKILL);
+        int st;
+        waitpid(pid_, &st, 0);
+        pid_ = -1;
+    }
+    void signal(int sig) { ::kill(pid_, sig); }
+    bool running() {
+        if (pid_ <= 0) return false;
+        int st;
+        return waitpid(pid_, &st, WNOHANG) == 0;
+    }
+    int wait_exit(std::chrono::milliseconds timeout) {
+        int code = -1;
+        bool done = wait_for(
+            [&] {
+                int st;
+                pid_t r = waitpid(pid_, &st, WNOHANG);
+                if (r == pid_) {
+                    code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+                    return true;
+                }
+                return false;
+            },
+            timeout);
+        if (!done) kill9();
+        pid_ = -1;
+        return code;
+    }
+
+    const std::string& admin() const { return admin_; }
+    std::string log() const { return read_file(workdir_ / "daemon.log"); }
+    http_response get(const std::string& target) const { return http(admin_, "GET", target); }
+    http_response post(const std::string& target, const std::string& body = "{}",
+                       const std::string& token = {}) const {
+        return http(admin_, "POST", target, body, token);
+    }
+    // Runs a samband CLI command against this daemon.
+    std::pair<int, std::string> cli(const std::string& args) const {
+        return run_command(binary() + " " + args + " --admin http://" + admin_);
+    }
+
+private:
+    fs::path config_, workdir_;
+    pid_t pid_ = -1;
+    std::string admin_;
+};
+
+// A fresh temporary directory per test, removed afterwards unless SAMBAND_KEEP_TMP is set.
+class temp_dir {
+public:
+    temp_dir() {
+        std::string tmpl = (fs::temp_directory_path() / "samband-it-XXXXXX").string();
+        std::vector<char> buf(tmpl.begin(), tmpl.end());
+        buf.push_back('\0');
+        path_ = mkdtemp(buf.data());
+    }
+    ~temp_dir() {
+        if (!std::getenv("SAMBAND_KEEP_TMP")) {
+            std::error_code ec;
+            fs::remove_all(path_, ec);
+        }
+    }
+    const fs::path& path() const { return path_; }
+
+private:
+    fs::path path_;
+};
+
+}  // namespace samband::test
