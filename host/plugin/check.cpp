@@ -175,7 +175,7 @@ int run_plugin_check(const std::string& so_path, const std::optional<std::string
 
     check_services svc;
     instance_options io;
-    io.call_timeout = 5s;
+    io.call_timeout = 2s;
     auto inst = instance::create(p, "check", config, svc, io);
     if (!inst) {
         result(false, "create: " + inst.error());

@@ -286,6 +286,11 @@ struct instance::impl {
     std::thread worker;
     std::atomic<bool> stuck{false};
 
+    // Once the instance is gone while a call is still blocked, the impl is leaked on purpose and
+    // the trampolines stop reaching the host (the services may be gone too).
+    std::recursive_mutex svc_mu;  // recursive: a callback may log from inside submit()
+    bool detached = false;
+
     // Deliveries the plugin holds (until it completes them).
     std::mutex dmu;
     std::unordered_map<std::uint64_t, std::shared_ptr<c_delivery>> held;
@@ -315,11 +320,24 @@ struct instance::impl {
             quit = true;
         }
         cv.notify_all();
-        if (stuck.load()) {
-            worker.detach();  // a call never returned: leave the thread rather than hang
-        } else if (worker.joinable()) {
-            worker.join();
+        if (worker.joinable()) worker.join();
+    }
+
+    // Cuts the plugin off from the host; returns true when the impl must be leaked because a
+    // call is still blocked inside the plugin.
+    bool detach_from_host() {
+        {
+            std::lock_guard lock(svc_mu);
+            detached = true;
         }
+        if (!stuck.load()) return false;
+        {
+            std::lock_guard lock(mu);
+            quit = true;
+        }
+        cv.notify_all();
+        worker.detach();
+        return true;
     }
 
     void run() {
@@ -381,6 +399,15 @@ struct instance::impl {
 
     static impl* me(void* ctx) { return static_cast<impl*>(ctx); }
 
+    // Runs `fn` with the host's services unless the instance was detached from them.
+    template <class F, class R>
+    static R with_host(void* ctx, R fallback, F&& fn) {
+        impl* self = me(ctx);
+        std::lock_guard lock(self->svc_mu);
+        if (self->detached) return fallback;
+        return fn(self);
+    }
+
     static void t_error_set(samband_error* err, samband_str text) {
         if (!err) return;
         try {
@@ -391,21 +418,28 @@ struct instance::impl {
     }
     static int32_t t_log_enabled(void* ctx, samband_log_level level) {
         try {
-            return me(ctx)->svc.log_enabled(me(ctx)->endpoint, level) ? 1 : 0;
+            return with_host(ctx, int32_t{0}, [&](impl* self) {
+                return self->svc.log_enabled(self->endpoint, level) ? int32_t{1} : int32_t{0};
+            });
         } catch (...) {
             return 0;
         }
     }
     static void t_log(void* ctx, samband_log_level level, samband_str message) {
         try {
-            me(ctx)->svc.log(me(ctx)->endpoint, level, core::mask_identifiers(view(message)));
+            with_host(ctx, 0, [&](impl* self) {
+                self->svc.log(self->endpoint, level, core::mask_identifiers(view(message)));
+                return 0;
+            });
         } catch (...) {
         }
     }
     static samband_status t_get_secret(void* ctx, samband_str name, samband_secret_fn fn,
                                        void* user) {
         try {
-            auto s = me(ctx)->svc.secret(me(ctx)->endpoint, view(name));
+            auto s = with_host(ctx, std::optional<std::string>(), [&](impl* self) {
+                return self->svc.secret(self->endpoint, view(name));
+            });
             if (!s) return SAMBAND_INVALID;
             if (fn)
                 fn(user, samband_buffer{reinterpret_cast<const uint8_t*>(s->data()), s->size()});
@@ -432,17 +466,19 @@ struct instance::impl {
                     c.bytes.assign(reinterpret_cast<const char*>(a.bytes.data), a.bytes.size);
                 s.attachments.push_back(std::move(c));
             }
-            return me(ctx)->svc.submit(me(ctx)->endpoint, std::move(s),
-                                       [done, user](const submit_result& r) {
-                                           if (!done) return;
-                                           samband_submit_result c{};
-                                           c.struct_size = sizeof c;
-                                           c.status = r.status;
-                                           c.event_id = str(r.event_id);
-                                           c.duplicate = r.duplicate ? 1 : 0;
-                                           c.message = str(r.message);
-                                           done(user, &c);
-                                       });
+            return with_host(ctx, samband_status{SAMBAND_RETRY}, [&](impl* self) {
+                return self->svc.submit(self->endpoint, std::move(s),
+                                        [done, user](const submit_result& r) {
+                                            if (!done) return;
+                                            samband_submit_result c{};
+                                            c.struct_size = sizeof c;
+                                            c.status = r.status;
+                                            c.event_id = str(r.event_id);
+                                            c.duplicate = r.duplicate ? 1 : 0;
+                                            c.message = str(r.message);
+                                            done(user, &c);
+                                        });
+            });
         } catch (...) {
             return SAMBAND_INTERNAL;
         }
@@ -455,8 +491,11 @@ struct instance::impl {
                 out.external_id = view(c->external_id);
                 out.message = view(c->message);
             }
+            with_host(ctx, 0, [&](impl* self) {
+                self->svc.complete(self->endpoint, token, std::move(out));
+                return 0;
+            });
             impl* self = me(ctx);
-            self->svc.complete(self->endpoint, token, std::move(out));
             std::lock_guard lock(self->dmu);
             self->held.erase(token);
         } catch (...) {
@@ -465,17 +504,22 @@ struct instance::impl {
     static void t_receipt(void* ctx, const samband_receipt* r) {
         try {
             if (!r) return;
-            me(ctx)->svc.receipt(me(ctx)->endpoint, view(r->external_id), r->kind, view(r->text));
+            with_host(ctx, 0, [&](impl* self) {
+                self->svc.receipt(self->endpoint, view(r->external_id), r->kind, view(r->text));
+                return 0;
+            });
         } catch (...) {
         }
     }
     static samband_status t_attachment_read(void* ctx, uint64_t handle, uint64_t offset,
                                             uint8_t* out, size_t capacity, size_t* read) {
         try {
-            auto r = me(ctx)->svc.read_attachment(handle, offset, out, capacity);
-            if (!r) return SAMBAND_INVALID;
-            if (read) *read = *r;
-            return SAMBAND_OK;
+            return with_host(ctx, samband_status{SAMBAND_INVALID}, [&](impl* self) {
+                auto r = self->svc.read_attachment(handle, offset, out, capacity);
+                if (!r) return samband_status{SAMBAND_INVALID};
+                if (read) *read = *r;
+                return samband_status{SAMBAND_OK};
+            });
         } catch (...) {
             return SAMBAND_INTERNAL;
         }
@@ -532,7 +576,14 @@ boost::system::result<std::unique_ptr<instance>, std::string> instance::create(
 
 instance::~instance() {
     stop();
-    if (impl_->self && !impl_->stuck.load()) {
+    if (impl_->stuck.load()) {
+        impl_->svc.log(impl_->endpoint, SAMBAND_LOG_ERROR,
+                       "plugin " + impl_->plugin.name + " endpoint " + impl_->endpoint +
+                           ": a call is still blocked; the instance is abandoned, not destroyed");
+        if (impl_->detach_from_host()) (void)impl_.release();  // leaked on purpose
+        return;
+    }
+    if (impl_->self) {
         impl* raw = impl_.get();
         raw->call(
             "destroy",

@@ -192,27 +192,49 @@ private:
 };
 
 // One delivery handed to a sink. Move it to where the work happens and complete it exactly once
-// with succeed/retry/fail; if it is destroyed uncompleted it completes as RETRY.
+// with succeed/retry/fail; if it is destroyed uncompleted it completes as RETRY. If deliver()
+// throws, the SDK reports the exception's text instead (no completion follows).
 class delivery {
 public:
-    delivery(const samband_host_api* api, const samband_delivery* d)
-        : api_(api), d_(d), event_(event_view::from(d->event)) {}
+    // Shared by the copies a delivery moves through, so the SDK can see how a call ended.
+    struct call_state {
+        bool in_call = true;    // deliver() has not returned yet
+        bool orphaned = false;  // destroyed by an exception inside deliver(), uncompleted
+    };
+
+    delivery(const samband_host_api* api, const samband_delivery* d,
+             std::shared_ptr<call_state> st = nullptr)
+        : api_(api),
+          d_(d),
+          event_(event_view::from(d->event)),
+          state_(std::move(st)),
+          unwinding_(std::uncaught_exceptions()) {}
     delivery(delivery&& o) noexcept
         : api_(std::exchange(o.api_, nullptr)),
           d_(std::exchange(o.d_, nullptr)),
-          event_(std::move(o.event_)) {}
+          event_(std::move(o.event_)),
+          state_(std::move(o.state_)),
+          unwinding_(std::uncaught_exceptions()) {}
     delivery& operator=(delivery&& o) noexcept {
         if (this != &o) {
             finish(SAMBAND_RETRY, {}, "delivery dropped by the plugin");
             api_ = std::exchange(o.api_, nullptr);
             d_ = std::exchange(o.d_, nullptr);
             event_ = std::move(o.event_);
+            state_ = std::move(o.state_);
+            unwinding_ = std::uncaught_exceptions();
         }
         return *this;
     }
     delivery(const delivery&) = delete;
     delivery& operator=(const delivery&) = delete;
-    ~delivery() { finish(SAMBAND_RETRY, {}, "delivery dropped by the plugin"); }
+    ~delivery() {
+        if (d_ && state_ && state_->in_call && std::uncaught_exceptions() > unwinding_) {
+            state_->orphaned = true;  // the SDK reports the exception; no completion here
+            return;
+        }
+        finish(SAMBAND_RETRY, {}, "delivery dropped by the plugin");
+    }
 
     std::string_view id() const { return to_view(d_->delivery_id); }
     std::string_view event_id() const { return to_view(d_->event_id); }
@@ -248,6 +270,8 @@ private:
     const samband_host_api* api_;
     const samband_delivery* d_;
     event_view event_;
+    std::shared_ptr<call_state> state_;
+    int unwinding_;
 };
 
 // A read-only view of a delivery, for render().
@@ -364,17 +388,19 @@ struct adapter {
                                   samband_error* err) noexcept {
         auto* inst = static_cast<instance<P>*>(self);
         if constexpr (is_sink<P>) {
+            auto state = std::make_shared<delivery::call_state>();
             std::optional<delivery> local;
             samband_status st = guarded(inst->api, err, [&] {
-                local.emplace(inst->api, d);
+                local.emplace(inst->api, d, state);
                 inst->plugin->deliver(std::move(*local));
                 return SAMBAND_OK;
             });
+            state->in_call = false;
             if (st != SAMBAND_OK && local) {
                 if (local->pending()) {
                     // deliver threw before handing the delivery on: the status tells the host.
                     local->release();
-                } else {
+                } else if (!state->orphaned) {
                     // It threw after handing it on: that copy still completes, so accept here.
                     host(inst->api).log(log_level::error,
                                         "deliver threw after taking the delivery");

@@ -1,0 +1,248 @@
+// The host's behaviour for every ABI failure mode, the frozen-header compat plugin, and the
+// conformance kit (`samband plugin check`) on fixtures and in-tree plugins.
+#include "plugin/check.hpp"
+#include "plugin/plugin_host.hpp"
+
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+namespace samband::plugin {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string fixture(const std::string& name) {
+    return std::string(ABI_FIXTURE_DIR) + "/" + name + ".so";
+}
+
+class recording_services final : public host_services {
+public:
+    std::mutex mu;
+    std::vector<std::string> logs;
+    std::vector<std::pair<std::uint64_t, completion>> completions;
+
+    bool log_enabled(std::string_view, samband_log_level) override { return true; }
+    void log(std::string_view, samband_log_level, std::string_view m) override {
+        std::lock_guard lock(mu);
+        logs.emplace_back(m);
+    }
+    std::optional<std::string> secret(std::string_view, std::string_view) override {
+        return std::nullopt;
+    }
+    samband_status submit(std::string_view, submission,
+                          std::function<void(const submit_result&)>) override {
+        return SAMBAND_RETRY;
+    }
+    void complete(std::string_view, std::uint64_t t, completion c) override {
+        std::lock_guard lock(mu);
+        completions.emplace_back(t, std::move(c));
+    }
+    void receipt(std::string_view, std::string_view, std::int32_t, std::string_view) override {}
+    boost::system::result<std::size_t> read_attachment(std::uint64_t, std::uint64_t, std::uint8_t*,
+                                                       std::size_t) override {
+        return std::size_t{0};
+    }
+};
+
+std::string load_failure_of(const std::string& name) {
+    registry reg;
+    auto r = reg.load(fixture(name));
+    EXPECT_FALSE(r) << name << " loaded but should not";
+    return r ? std::string() : r.error().reason;
+}
+
+TEST(abi_loader, library_without_entry_point_is_refused_naming_the_entry) {
+    EXPECT_NE(load_failure_of("fixture_no_entry").find("no entry point"), std::string::npos);
+}
+
+TEST(abi_loader, major_version_mismatch_is_refused) {
+    std::string why = load_failure_of("fixture_major_mismatch");
+    EXPECT_NE(why.find("ABI 2.0"), std::string::npos) << why;
+    EXPECT_NE(why.find("major versions must match"), std::string::npos) << why;
+}
+
+TEST(abi_loader, newer_minor_than_host_is_refused) {
+    std::string why = load_failure_of("fixture_newer_minor");
+    EXPECT_NE(why.find("needs ABI 1.5"), std::string::npos) << why;
+}
+
+TEST(abi_loader, truncated_struct_size_is_refused) {
+    std::string why = load_failure_of("fixture_truncated");
+    EXPECT_NE(why.find("struct_size 24"), std::string::npos) << why;
+    EXPECT_NE(why.find("truncated"), std::string::npos) << why;
+}
+
+TEST(abi_loader, missing_required_callback_is_refused) {
+    EXPECT_NE(load_failure_of("fixture_missing_callback").find("missing required callback stop"),
+              std::string::npos);
+}
+
+TEST(abi_loader, duplicate_plugin_name_is_refused_naming_both_files) {
+    registry reg;
+    ASSERT_TRUE(reg.load(fixture("compat_1_0")));
+    fs::path copy = fs::temp_directory_path() / "samband-compat-copy.so";
+    fs::copy_file(fixture("compat_1_0"), copy, fs::copy_options::overwrite_existing);
+    auto r = reg.load(copy.string());
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().reason.find("already loaded from"), std::string::npos) << r.error().reason;
+    fs::remove(copy);
+}
+
+TEST(abi_loader, nonexistent_file_is_a_clear_failure_not_a_crash) {
+    registry reg;
+    auto r = reg.load("/nonexistent/plugin.so");
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().reason.find("cannot load"), std::string::npos);
+}
+
+TEST(abi_instance, create_failure_reports_the_plugins_reason) {
+    registry reg;
+    auto p = reg.load(fixture("fixture_create_fails"));
+    ASSERT_TRUE(p) << p.error().reason;
+    recording_services svc;
+    auto inst = instance::create(**p, "ep", "{}", svc);
+    ASSERT_FALSE(inst);
+    EXPECT_NE(inst.error().find("INVALID"), std::string::npos) << inst.error();
+    EXPECT_NE(inst.error().find("endpoint_url"), std::string::npos) << inst.error();
+}
+
+delivery_ref sample_delivery(std::uint64_t token) {
+    delivery_ref d;
+    d.token = token;
+    d.delivery_id = std::to_string(token);
+    d.event_id = "e";
+    d.destination = "ep";
+    d.event.envelope_json = "{}";
+    return d;
+}
+
+TEST(abi_instance, exception_through_the_sdk_becomes_internal_with_its_text) {
+    registry reg;
+    auto p = reg.load(fixture("fixture_throws"));
+    ASSERT_TRUE(p) << p.error().reason;
+    recording_services svc;
+    auto inst = instance::create(**p, "ep", "{}", svc);
+    ASSERT_TRUE(inst);
+    auto r = (*inst)->deliver(sample_delivery(1));
+    EXPECT_EQ(r.status, SAMBAND_INTERNAL);
+    EXPECT_NE(r.message.find("boom in deliver"), std::string::npos) << r.message;
+    auto t = (*inst)->transform(event_ref{"{}", {}});
+    ASSERT_FALSE(t);
+    EXPECT_EQ(t.error().status, SAMBAND_INTERNAL);
+    EXPECT_NE(t.error().message.find("unknown exception"), std::string::npos);
+    EXPECT_TRUE(svc.completions.empty()) << "no completion may follow a refused delivery";
+}
+
+TEST(abi_instance, callback_blocking_past_its_deadline_does_not_block_the_host) {
+    registry reg;
+    auto p = reg.load(fixture("fixture_blocks"));
+    ASSERT_TRUE(p) << p.error().reason;
+    recording_services svc;
+    instance_options o;
+    o.call_timeout = std::chrono::milliseconds(300);
+    auto inst = instance::create(**p, "ep", "{}", svc, o);
+    ASSERT_TRUE(inst);
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = (*inst)->deliver(sample_delivery(1));
+    auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_EQ(r.status, SAMBAND_RETRY);
+    EXPECT_NE(r.message.find("blocked past its deadline of 300 ms"), std::string::npos)
+        << r.message;
+    EXPECT_LT(took, std::chrono::milliseconds(2500));  // well before the plugin's 3 s sleep ends
+    EXPECT_TRUE((*inst)->stuck());
+    auto r2 = (*inst)->deliver(sample_delivery(2));
+    EXPECT_EQ(r2.status, SAMBAND_RETRY);
+    EXPECT_NE(r2.message.find("still blocked"), std::string::npos) << r2.message;
+}
+
+TEST(abi_instance, logged_fodselsnummer_is_masked_by_the_host) {
+    registry reg;
+    auto p = reg.load(fixture("fixture_logs_fnr"));
+    ASSERT_TRUE(p) << p.error().reason;
+    recording_services svc;
+    auto inst = instance::create(**p, "ep", "{}", svc);
+    ASSERT_TRUE(inst);
+    ASSERT_TRUE((*inst)->start().ok());
+    ASSERT_EQ(svc.logs.size(), 1u);
+    EXPECT_EQ(svc.logs[0].find("14839134623"), std::string::npos) << svc.logs[0];
+    EXPECT_NE(svc.logs[0].find("148391*****"), std::string::npos) << svc.logs[0];
+}
+
+TEST(abi_compat, plugin_built_from_the_frozen_1_0_header_loads_and_passes_the_check) {
+    std::ostringstream out;
+    int rc = run_plugin_check(fixture("compat_1_0"), std::nullopt, out);
+    EXPECT_EQ(rc, 0) << out.str();
+    EXPECT_NE(out.str().find("compat-1-0"), std::string::npos);
+}
+
+std::pair<int, std::string> check_cli(const std::string& so, const std::string& config_json = {}) {
+    std::string cmd = std::string(SAMBAND_BIN) + " plugin check " + so;
+    if (!config_json.empty()) {
+        fs::path cfg =
+            fs::temp_directory_path() / ("samband-check-" + fs::path(so).stem().string() + ".json");
+        std::ofstream(cfg) << config_json;
+        cmd += " --config " + cfg.string();
+    }
+    std::string out;
+    FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+    char buf[4096];
+    std::size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    int st = pclose(p);
+    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+TEST(abi_check_cli, every_fixture_fails_with_its_specific_reason) {
+    std::vector<std::pair<std::string, std::string>> cases = {
+        {"fixture_no_entry", "no entry point"},
+        {"fixture_major_mismatch", "major versions must match"},
+        {"fixture_newer_minor", "needs ABI 1.5"},
+        {"fixture_truncated", "truncated"},
+        {"fixture_missing_callback", "missing required callback stop"},
+        {"fixture_create_fails", "endpoint_url"},
+        {"fixture_throws", "boom in deliver"},
+        {"fixture_blocks", "blocked past its deadline"},
+    };
+    for (const auto& [name, reason] : cases) {
+        auto [rc, out] = check_cli(fixture(name));
+        EXPECT_NE(rc, 0) << name << "\n" << out;
+        EXPECT_NE(out.find("FAIL"), std::string::npos) << name << "\n" << out;
+        EXPECT_NE(out.find(reason), std::string::npos) << name << "\n" << out;
+    }
+}
+
+TEST(abi_check_cli, in_tree_plugins_pass) {
+    fs::path tmp = fs::temp_directory_path() / "samband-check-outbox";
+    fs::create_directories(tmp);
+    std::string dir = SAMBAND_PLUGIN_DIR;
+    std::vector<std::pair<std::string, std::string>> plugins = {
+        {"samband_plugin_file", "{\"outbox\": \"" + tmp.string() + "\"}"},
+        {"samband_plugin_fixture_sink",
+         "{\"record_file\": \"" + (tmp / "record.jsonl").string() + "\"}"},
+        {"samband_plugin_bench_sink", "{}"},
+    };
+    for (const auto& extra : {"samband_plugin_rph", "samband_plugin_example_vendor"}) {
+        if (fs::exists(dir + "/" + extra + ".so")) {
+            std::string cfg = std::string(extra) == "samband_plugin_example_vendor"
+                                  ? "{\"folder\": \"" + tmp.string() + "\"}"
+                                  : "{}";
+            plugins.push_back({extra, cfg});
+        }
+    }
+    for (const auto& [name, cfg] : plugins) {
+        auto [rc, out] = check_cli(dir + "/" + name + ".so", cfg);
+        EXPECT_EQ(rc, 0) << name << "\n" << out;
+    }
+    fs::remove_all(tmp);
+}
+
+}  // namespace
+}  // namespace samband::plugin
