@@ -1,4 +1,5 @@
-/* The Samband plugin ABI 1.0: the stable C contract between the samband host and adapter plugins. */
+/* The Samband plugin ABI 1.0: the stable C contract between the samband host and adapter plugins.
+ */
 #ifndef SAMBAND_PLUGIN_H
 #define SAMBAND_PLUGIN_H
 
@@ -8,8 +9,8 @@
  *  - Every struct starts with `uint32_t struct_size` (sizeof as the writer compiled it). Readers
  *    accept any size >= the 1.0 size and read only the fields that fit (SAMBAND_HAS_FIELD).
  *  - Structs and function tables only ever grow at the end; a changed function is added as `_v2`.
- *  - Buffers are {data,size}; each pointer says who owns it (OWNERSHIP:) and each callback says which
- *    thread calls it (THREAD:).
+ *  - Buffers are {data,size}; each pointer says who owns it (OWNERSHIP:) and each callback says
+ * which thread calls it (THREAD:).
  *  - Status codes are a closed set; a reader treats an unknown code as SAMBAND_INTERNAL.
  */
 
@@ -25,10 +26,10 @@ extern "C" {
 #define SAMBAND_ABI_MAJOR 1
 #define SAMBAND_ABI_MINOR 0
 /* A version as one number: major in the high 16 bits, minor in the low 16 bits. */
-#define SAMBAND_ABI_MAKE(major, minor) ((((uint32_t)(major)) << 16) | ((uint32_t)(minor) & 0xffffu))
+#define SAMBAND_ABI_MAKE(major, minor) ((((uint32_t)(major)) << 16) | ((uint32_t)(minor)&0xffffu))
 #define SAMBAND_ABI_VERSION SAMBAND_ABI_MAKE(SAMBAND_ABI_MAJOR, SAMBAND_ABI_MINOR)
 #define SAMBAND_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
-#define SAMBAND_ABI_MINOR_OF(v) ((uint32_t)(v) & 0xffffu)
+#define SAMBAND_ABI_MINOR_OF(v) ((uint32_t)(v)&0xffffu)
 
 /* True when a struct of the given struct_size holds `field` of `type`. */
 #define SAMBAND_HAS_FIELD(ptr, type, field) \
@@ -81,9 +82,9 @@ typedef int32_t samband_log_level;
 #define SAMBAND_KIND_TRANSFORM 0x4u
 
 /* Capability bits a plugin declares in its descriptor. Unknown bits are ignored by the host. */
-#define SAMBAND_CAP_RENDER 0x1u           /* sink offers render() */
-#define SAMBAND_CAP_RECEIPTS 0x2u         /* sink may report receipts for earlier external ids */
-#define SAMBAND_CAP_IDEMPOTENT_SINK 0x4u  /* a repeat of a delivery replaces, never duplicates */
+#define SAMBAND_CAP_RENDER 0x1u              /* sink offers render() */
+#define SAMBAND_CAP_RECEIPTS 0x2u            /* sink may report receipts for earlier external ids */
+#define SAMBAND_CAP_IDEMPOTENT_SINK 0x4u     /* a repeat of a delivery replaces, never duplicates */
 #define SAMBAND_CAP_STREAMS_ATTACHMENTS 0x8u /* reads attachments in chunks, never whole */
 
 /* ---- attachments, events, deliveries ----------------------------------------------------- */
@@ -116,13 +117,14 @@ typedef struct samband_event {
  * (or, for render(), for the duration of the call). THREAD: n/a. */
 typedef struct samband_delivery {
     uint32_t struct_size;
-    uint64_t token;           /* completion token: pass to host->complete exactly once */
-    samband_str delivery_id;  /* stable across attempts: derive external ids (MsgId) from it */
+    uint64_t token;          /* completion token: pass to host->complete exactly once */
+    samband_str delivery_id; /* stable across attempts: derive external ids (MsgId) from it */
     samband_str event_id;
-    samband_str destination;  /* the endpoint name of this sink instance */
-    uint32_t attempt;         /* 1 for the first attempt */
-    int64_t deadline_unix_ms; /* complete before this, or the host counts the attempt as timed out */
-    samband_event event;      /* the event after the route's transforms */
+    samband_str destination; /* the endpoint name of this sink instance */
+    uint32_t attempt;        /* 1 for the first attempt */
+    int64_t
+        deadline_unix_ms; /* complete before this, or the host counts the attempt as timed out */
+    samband_event event;  /* the event after the route's transforms */
 } samband_delivery;
 
 /* ---- what a plugin reports back ---------------------------------------------------------- */
@@ -131,15 +133,16 @@ typedef struct samband_delivery {
  * OWNERSHIP: plugin-owned, borrowed for the call (the host copies what it keeps). THREAD: n/a. */
 typedef struct samband_completion {
     uint32_t struct_size;
-    samband_status status;   /* OK, RETRY or PERMANENT (INVALID counts as PERMANENT) */
-    samband_str external_id; /* on OK: the id the receiver knows it by (for receipts); may be empty */
-    samband_str message;     /* on failure: why, for the operator (no patient data) */
+    samband_status status; /* OK, RETRY or PERMANENT (INVALID counts as PERMANENT) */
+    samband_str
+        external_id;     /* on OK: the id the receiver knows it by (for receipts); may be empty */
+    samband_str message; /* on failure: why, for the operator (no patient data) */
 } samband_completion;
 
 /* Receipt kinds for samband_receipt.kind. */
-#define SAMBAND_RECEIPT_ACK 1      /* receiver accepted (Apprec OK, AA) */
-#define SAMBAND_RECEIPT_REJECT 2   /* receiver rejected (Apprec Avvist, AR/AE) */
-#define SAMBAND_RECEIPT_WARNING 3  /* accepted with warnings (Apprec status 3) */
+#define SAMBAND_RECEIPT_ACK 1     /* receiver accepted (Apprec OK, AA) */
+#define SAMBAND_RECEIPT_REJECT 2  /* receiver rejected (Apprec Avvist, AR/AE) */
+#define SAMBAND_RECEIPT_WARNING 3 /* accepted with warnings (Apprec status 3) */
 
 /* A receipt for an earlier delivery, correlated by its external id.
  * OWNERSHIP: plugin-owned, borrowed for the call. THREAD: n/a. */
@@ -176,9 +179,9 @@ typedef struct samband_submission {
 typedef struct samband_submit_result {
     uint32_t struct_size;
     samband_status status;
-    samband_str event_id;  /* on OK: the stored event's id (the first one's for a duplicate) */
-    int32_t duplicate;     /* 1 when (source, idempotency_key) was seen before */
-    samband_str message;   /* on failure: why */
+    samband_str event_id; /* on OK: the stored event's id (the first one's for a duplicate) */
+    int32_t duplicate;    /* 1 when (source, idempotency_key) was seen before */
+    samband_str message;  /* on failure: why */
 } samband_submit_result;
 
 /* Called once per submission with its result.
@@ -201,13 +204,15 @@ typedef struct samband_transform_out samband_transform_out;
 /* ---- the host API given to each plugin instance ------------------------------------------ */
 
 /* Services the host offers one plugin instance.
- * OWNERSHIP: host-owned; valid from create() until destroy() returns. THREAD: each function says. */
+ * OWNERSHIP: host-owned; valid from create() until destroy() returns. THREAD: each function says.
+ */
 typedef struct samband_host_api {
     uint32_t struct_size;
     uint32_t abi_version; /* the host's SAMBAND_ABI_VERSION */
     void* ctx;            /* pass as the first argument of every call below */
 
-    /* Copies `text` as the error of the current call. THREAD: the thread of the call that got `err`. */
+    /* Copies `text` as the error of the current call. THREAD: the thread of the call that got
+     * `err`. */
     void (*error_set)(samband_error* err, samband_str text);
 
     /* Whether `level` is logged now (skip building messages that would be dropped). THREAD: any. */
@@ -216,7 +221,8 @@ typedef struct samband_host_api {
     void (*log)(void* ctx, samband_log_level level, samband_str message);
 
     /* Looks up a secret by name (from a file or the environment as the operator configured it);
-     * calls `fn` with its bytes before returning. Returns OK, or INVALID if unknown. THREAD: any. */
+     * calls `fn` with its bytes before returning. Returns OK, or INVALID if unknown. THREAD: any.
+     */
     samband_status (*get_secret)(void* ctx, samband_str name, samband_secret_fn fn, void* user);
 
     /* SOURCE: submits an event. Returns OK when taken: then `done` is called exactly once with
@@ -233,7 +239,8 @@ typedef struct samband_host_api {
     void (*receipt)(void* ctx, const samband_receipt* receipt);
 
     /* Reads up to `capacity` bytes of an attachment from `offset` into `out`; `*read` gets the
-     * count (0 at the end). Valid while the event or delivery holding the handle is. THREAD: any. */
+     * count (0 at the end). Valid while the event or delivery holding the handle is. THREAD: any.
+     */
     samband_status (*attachment_read)(void* ctx, uint64_t handle, uint64_t offset, uint8_t* out,
                                       size_t capacity, size_t* read);
 
@@ -280,8 +287,8 @@ typedef struct samband_transform_api {
     /* Returns OK after calling transform_emit once, or INVALID/PERMANENT with a reason (the event
      * is rejected for this route), or RETRY. REQUIRED. THREAD: any host thread, possibly
      * concurrently: must be thread-safe for one instance. */
-    samband_status (*transform)(void* instance, const samband_event* in,
-                                samband_transform_out* out, samband_error* err);
+    samband_status (*transform)(void* instance, const samband_event* in, samband_transform_out* out,
+                                samband_error* err);
 } samband_transform_api;
 
 /* What a plugin is. Returned by samband_plugin_entry.

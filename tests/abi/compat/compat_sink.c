@@ -24,8 +24,12 @@ static samband_status c_start(void* self, samband_error* err) {
     (void)err;
     return SAMBAND_OK;
 }
-static void c_stop(void* self) { (void)self; }
-static void c_destroy(void* self) { (void)self; }
+static void c_stop(void* self) {
+    (void)self;
+}
+static void c_destroy(void* self) {
+    (void)self;
+}
 
 /* Completes at once; the external id is derived from the delivery id, so repeats keep it. */
 static samband_status c_deliver(void* self, const samband_delivery* d, samband_error* err) {
@@ -56,9 +60,20 @@ static samband_status c_render(void* self, const samband_delivery* d, samband_re
 
 static const samband_sink_api sink = {sizeof(samband_sink_api), c_deliver, c_render};
 static const samband_plugin_descriptor descriptor = {
-    sizeof(samband_plugin_descriptor), SAMBAND_ABI_VERSION, "compat-1-0", "1.0.0",
-    "A C sink built from the frozen ABI 1.0 header", SAMBAND_KIND_SINK, SAMBAND_CAP_RENDER,
-    c_create, c_start, c_stop, c_destroy, 0, &sink, 0};
+    sizeof(samband_plugin_descriptor),
+    SAMBAND_ABI_VERSION,
+    "compat-1-0",
+    "1.0.0",
+    "A C sink built from the frozen ABI 1.0 header",
+    SAMBAND_KIND_SINK,
+    SAMBAND_CAP_RENDER,
+    c_create,
+    c_start,
+    c_stop,
+    c_destroy,
+    0,
+    &sink,
+    0};
 
 SAMBAND_EXPORT samband_status samband_plugin_entry(uint32_t host_abi,
                                                    const samband_plugin_descriptor** out) {
