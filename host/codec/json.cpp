@@ -162,7 +162,11 @@ std::optional<std::string> schema_set::validate(const std::string& name,
               (ty != schema_node->MemberEnd() ? to_json(ty->value) : std::string("another type")) +
               ", got " + value_text(*doc_node);
     } else if (keyword == "additionalProperties") {
-        msg = "unknown field (not allowed here)";
+        const auto& ptr = validator.GetInvalidDocumentPointer();
+        std::size_t n = ptr.GetTokenCount();
+        std::string key =
+            n ? std::string(ptr.GetTokens()[n - 1].name, ptr.GetTokens()[n - 1].length) : "";
+        return where + ": unknown field \"" + key + "\" (not allowed here)";
     } else if ((keyword == "maxLength" || keyword == "minLength" || keyword == "pattern") &&
                schema_node && doc_node) {
         auto k = schema_node->FindMember(keyword.c_str());

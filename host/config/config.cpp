@@ -39,9 +39,12 @@ std::string json_text(const Value& v) {
 std::string escape_pointer_token(const std::string& t) {
     std::string out;
     for (char c : t) {
-        if (c == '~') out += "~0";
-        else if (c == '/') out += "~1";
-        else out += c;
+        if (c == '~')
+            out += "~0";
+        else if (c == '/')
+            out += "~1";
+        else
+            out += c;
     }
     return out;
 }
@@ -67,6 +70,33 @@ struct schemas {
         props["routes"].RemoveMember("items");
         top_source_ = std::make_unique<rapidjson::Document>(std::move(top_doc));
         top = std::make_unique<rapidjson::SchemaDocument>(*top_source_);
+        // One wrapper per top-level property, referring into a copy of the whole schema.
+        for (auto& p : source["properties"].GetObject()) {
+            auto d = std::make_unique<rapidjson::Document>();
+            d->CopyFrom(source, d->GetAllocator());
+            auto& pp = (*d)["properties"][p.name.GetString()];
+            if (std::string(p.name.GetString()) == "endpoints" ||
+                std::string(p.name.GetString()) == "secrets")
+                pp.RemoveMember("additionalProperties");
+            if (std::string(p.name.GetString()) == "routes") pp.RemoveMember("items");
+            d->RemoveMember("required");
+            d->RemoveMember("additionalProperties");
+            d->RemoveMember("properties");
+            rapidjson::Value props_copy;
+            props_copy.CopyFrom(source["properties"], d->GetAllocator());
+            (*d).AddMember("properties", props_copy, d->GetAllocator());
+            auto& pp2 = (*d)["properties"][p.name.GetString()];
+            if (std::string(p.name.GetString()) == "endpoints" ||
+                std::string(p.name.GetString()) == "secrets")
+                pp2.RemoveMember("additionalProperties");
+            if (std::string(p.name.GetString()) == "routes") pp2.RemoveMember("items");
+            std::string ref = std::string("#/properties/") + p.name.GetString();
+            d->AddMember("$ref", rapidjson::Value(ref.c_str(), d->GetAllocator()),
+                         d->GetAllocator());
+            auto sd = std::make_unique<rapidjson::SchemaDocument>(*d);
+            parts[std::string("property:") + p.name.GetString()] = {std::move(d), std::move(sd)};
+            (void)pp;
+        }
         for (const char* part : {"endpoint", "route", "secret"}) {
             auto d = std::make_unique<rapidjson::Document>();
             d->SetObject();
@@ -93,19 +123,19 @@ std::string describe(const rapidjson::SchemaValidator& v, const rapidjson::Docum
     std::string kw = v.GetInvalidSchemaKeyword();
     const Value* sn = v.GetInvalidSchemaPointer().Get(schema_doc);
     const Value* dn = v.GetInvalidDocumentPointer().Get(doc);
-    if (kw == "additionalProperties" && sn && dn && dn->IsObject()) {
+    if (kw == "additionalProperties" && sn) {
         auto props = sn->FindMember("properties");
         std::set<std::string> known;
         if (props != sn->MemberEnd() && props->value.IsObject())
             for (auto& m : props->value.GetObject()) known.insert(m.name.GetString());
-        for (auto& m : dn->GetObject()) {
-            if (!known.count(m.name.GetString())) {
-                std::string list;
-                for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-                return std::string("unknown key \"") + m.name.GetString() + "\" (known: " + list + ")";
-            }
-        }
-        return "unknown key";
+        std::string list;
+        for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+        // RapidJSON points at the unknown member itself; its name is the pointer's last token.
+        const auto& ptr = v.GetInvalidDocumentPointer();
+        std::size_t n = ptr.GetTokenCount();
+        std::string key =
+            n ? std::string(ptr.GetTokens()[n - 1].name, ptr.GetTokens()[n - 1].length) : "";
+        return "unknown key \"" + key + "\" (known: " + list + ")";
     }
     if (kw == "required" && sn && dn && dn->IsObject()) {
         auto req = sn->FindMember("required");
@@ -121,13 +151,15 @@ std::string describe(const rapidjson::SchemaValidator& v, const rapidjson::Docum
         return json_text(*dn) + " is not one of " + json_text((*sn)["enum"]);
     }
     if ((kw == "minimum" || kw == "maximum") && sn && dn) {
-        return json_text(*dn) + (kw == "minimum" ? " is below the minimum " : " is above the maximum ") +
+        return json_text(*dn) +
+               (kw == "minimum" ? " is below the minimum " : " is above the maximum ") +
                json_text((*sn)[kw.c_str()]);
     }
     if (kw == "pattern" && sn && dn) {
         return json_text(*dn) + " does not match the pattern " + json_text((*sn)["pattern"]);
     }
-    if (kw == "minItems" && sn) return "must have at least " + json_text((*sn)["minItems"]) + " item(s)";
+    if (kw == "minItems" && sn)
+        return "must have at least " + json_text((*sn)["minItems"]) + " item(s)";
     if (kw == "minLength" && dn) return "must not be empty";
     return "fails the schema rule \"" + kw + "\"";
 }
@@ -149,10 +181,14 @@ std::string resolve(const std::string& base, const std::string& p) {
 std::string glob_to_regex(const std::string& g) {
     std::string r;
     for (char c : g) {
-        if (c == '*') r += ".*";
-        else if (c == '?') r += '.';
-        else if (std::string("\\^$.|+()[]{}").find(c) != std::string::npos) r += std::string("\\") + c;
-        else r += c;
+        if (c == '*')
+            r += ".*";
+        else if (c == '?')
+            r += '.';
+        else if (std::string("\\^$.|+()[]{}").find(c) != std::string::npos)
+            r += std::string("\\") + c;
+        else
+            r += c;
     }
     return r;
 }
@@ -183,7 +219,7 @@ config_result parse_config(const std::string& text, const std::string& file,
     }
     rapidjson::Document doc;
     doc.Parse<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag>(text.c_str(),
-                                                                                    text.size());
+                                                                                   text.size());
     if (doc.HasParseError()) {
         std::size_t off = doc.GetErrorOffset(), line = 1, col = 1;
         for (std::size_t i = 0; i < off && i < text.size(); ++i) {
@@ -200,8 +236,31 @@ config_result parse_config(const std::string& text, const std::string& file,
         return res;
     }
     const schemas& s = built_in();
-    validate_part(*s.top, *s.top_source_, doc, "", errs);
-    if (!doc.IsObject()) return res;
+    if (!doc.IsObject()) {
+        errs.push_back({"", "the config must be a JSON object"});
+        return res;
+    }
+    // Each top-level key is validated on its own, so one run names every section's errors
+    // (RapidJSON 1.1's validator stops at the first error).
+    const Value& props = s.source["properties"];
+    for (auto& m : doc.GetObject()) {
+        std::string key = m.name.GetString();
+        if (!props.HasMember(key.c_str())) {
+            std::string list;
+            for (auto& p : props.GetObject())
+                list += (list.empty() ? "" : ", ") + std::string(p.name.GetString());
+            errs.push_back({"/" + escape_pointer_token(key),
+                            "unknown key \"" + key + "\" (known: " + list + ")"});
+            continue;
+        }
+        auto part = s.parts.find("property:" + key);
+        if (part != s.parts.end())
+            validate_part(*part->second.second, *part->second.first, m.value,
+                          "/" + escape_pointer_token(key), errs);
+    }
+    for (auto& r : s.source["required"].GetArray())
+        if (!doc.HasMember(r.GetString()))
+            errs.push_back({"", std::string("required key \"") + r.GetString() + "\" is missing"});
 
     auto obj = [&](const char* k) -> const Value* {
         auto it = doc.FindMember(k);
@@ -213,8 +272,8 @@ config_result parse_config(const std::string& text, const std::string& file,
             std::string prefix = "/endpoints/" + escape_pointer_token(name);
             static const std::regex name_re("^[a-z0-9][a-z0-9_.-]*$");
             if (!std::regex_match(name, name_re))
-                errs.push_back({prefix, "endpoint name \"" + name +
-                                            "\" must match [a-z0-9][a-z0-9_.-]*"});
+                errs.push_back(
+                    {prefix, "endpoint name \"" + name + "\" must match [a-z0-9][a-z0-9_.-]*"});
             validate_part(*s.parts.at("endpoint").second, *s.parts.at("endpoint").first, m.value,
                           prefix, errs);
         }
@@ -243,7 +302,8 @@ config_result parse_config(const std::string& text, const std::string& file,
     c.base_dir = base_dir;
     auto str = [](const Value& o, const char* k, std::string def) {
         auto it = o.FindMember(k);
-        return it != o.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString()) : def;
+        return it != o.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString())
+                                                           : def;
     };
     auto i64 = [](const Value& o, const char* k, std::int64_t def) {
         auto it = o.FindMember(k);
@@ -268,7 +328,8 @@ config_result parse_config(const std::string& text, const std::string& file,
     }
     auto pd = doc.FindMember("plugin_dirs");
     if (pd != doc.MemberEnd()) {
-        for (auto& d : pd->value.GetArray()) c.plugin_dirs.push_back(resolve(base_dir, d.GetString()));
+        for (auto& d : pd->value.GetArray())
+            c.plugin_dirs.push_back(resolve(base_dir, d.GetString()));
     } else {
         c.plugin_dirs.push_back(SAMBAND_PLUGINDIR);
     }
@@ -276,8 +337,8 @@ config_result parse_config(const std::string& text, const std::string& file,
     if (const Value* l = obj("limits")) {
         c.limits.max_event_bytes = static_cast<std::size_t>(
             i64(*l, "max_event_bytes", static_cast<std::int64_t>(c.limits.max_event_bytes)));
-        c.limits.max_attachment_bytes = static_cast<std::uint64_t>(
-            i64(*l, "max_attachment_bytes", static_cast<std::int64_t>(c.limits.max_attachment_bytes)));
+        c.limits.max_attachment_bytes = static_cast<std::uint64_t>(i64(
+            *l, "max_attachment_bytes", static_cast<std::int64_t>(c.limits.max_attachment_bytes)));
         c.limits.max_attachments = static_cast<std::size_t>(
             i64(*l, "max_attachments", static_cast<std::int64_t>(c.limits.max_attachments)));
     }
@@ -290,7 +351,8 @@ config_result parse_config(const std::string& text, const std::string& file,
         gc.kind = str(*g, "kind", gc.kind);
         gc.path = resolve(base_dir, str(*g, "path", ""));
         gc.cache_ttl_s = i64(*g, "cache_ttl_s", gc.cache_ttl_s);
-        if (gc.path.empty()) errs.push_back({"/gp_directory/path", "a file directory needs a path"});
+        if (gc.path.empty())
+            errs.push_back({"/gp_directory/path", "a file directory needs a path"});
         c.gp_directory = gc;
     }
     if (const Value* secs = obj("secrets")) {
@@ -315,8 +377,9 @@ config_result parse_config(const std::string& text, const std::string& file,
             e.policy.concurrency = static_cast<int>(i64(p, "concurrency", e.policy.concurrency));
             e.policy.receipt_window_s = i64(p, "receipt_window_s", e.policy.receipt_window_s);
             if (e.policy.backoff_max_ms < e.policy.backoff_base_ms)
-                errs.push_back({"/endpoints/" + escape_pointer_token(e.name) + "/policy/backoff_max_ms",
-                                "must not be smaller than backoff_base_ms"});
+                errs.push_back(
+                    {"/endpoints/" + escape_pointer_token(e.name) + "/policy/backoff_max_ms",
+                     "must not be smaller than backoff_base_ms"});
         }
         c.endpoints[e.name] = std::move(e);
     }
@@ -368,8 +431,9 @@ config_result parse_config(const std::string& text, const std::string& file,
                     ++ops;
                 }
                 if (ops != 1)
-                    errs.push_back({prefix + "/match/where",
-                                    "each predicate needs exactly one of equals, not_equals, in, exists"});
+                    errs.push_back(
+                        {prefix + "/match/where",
+                         "each predicate needs exactly one of equals, not_equals, in, exists"});
                 rt.where.push_back(std::move(pr));
             }
         }

@@ -1,0 +1,97 @@
+// Ingest validation: envelope and per-type schemas, identifiers, limits, ranges — each refusal
+// names the field and the check.
+#include "ingest/ingest.hpp"
+#include "codec/json.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace samband::ingest {
+namespace {
+
+namespace fs = std::filesystem;
+
+class ingest_validation : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        schemas_ = new codec::schema_set(
+            codec::schema_set::load_dir(std::string(SAMBAND_SOURCE_DIR) + "/config/schemas"));
+    }
+    static void TearDownTestSuite() { delete schemas_; }
+    std::string why(const std::string& json, options o = synthetic()) {
+        auto r = validate_envelope(*schemas_, o, "epj", json, nullptr);
+        return r ? std::string() : r.error();
+    }
+    static options synthetic() {
+        options o;
+        o.allow_synthetic_ids = true;
+        return o;
+    }
+    static std::string demo(const std::string& name) {
+        std::ifstream in(std::string(SAMBAND_SOURCE_DIR) + "/config/demo/events/" + name);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        return ss.str();
+    }
+    static codec::schema_set* schemas_;
+};
+codec::schema_set* ingest_validation::schemas_ = nullptr;
+
+TEST_F(ingest_validation, every_demo_event_is_valid) {
+    for (const auto& e :
+         fs::directory_iterator(std::string(SAMBAND_SOURCE_DIR) + "/config/demo/events")) {
+        if (e.path().extension() != ".json") continue;
+        EXPECT_EQ(why(demo(e.path().filename().string())), "") << e.path();
+    }
+}
+
+TEST_F(ingest_validation, accepted_envelope_gets_id_source_and_schema) {
+    auto r = validate_envelope(*schemas_, synthetic(), "epj", demo("03-kari-score.json"), nullptr);
+    ASSERT_TRUE(r) << r.error();
+    EXPECT_EQ(codec::string_at(*r, "/source"), "epj");
+    EXPECT_EQ(codec::string_at(*r, "/id").size(), 36u);
+}
+
+TEST_F(ingest_validation, each_bad_input_is_refused_naming_the_problem) {
+    std::string start = demo("02-kari-start.json");
+    rapidjson::Document sd;
+    sd.Parse(start.c_str());
+    sd["data"].RemoveMember("consent_gp");
+    std::string no_consent = codec::to_json(sd);
+    EXPECT_EQ(why(no_consent), "/data/consent_gp: required field is missing");
+
+    std::string score = demo("03-kari-score.json");
+    std::string high = score;
+    high.replace(high.find("\"score\": 11"), 11, "\"score\": 31");
+    EXPECT_EQ(why(high), "/data/score: 31 is out of range for PHQ-9 (0–27)");
+
+    std::string badfnr = score;
+    badfnr.replace(badfnr.find("14839134623"), 11, "14839134624");
+    EXPECT_EQ(why(badfnr), "/subject/fnr: fødselsnummer: check digit k2 is wrong");
+
+    EXPECT_NE(why(score, options{}).find("synthetic test number"), std::string::npos);
+
+    std::string wrongtype = score;
+    wrongtype.replace(wrongtype.find("\"score\": 11"), 11, "\"score\": \"11\"");
+    EXPECT_NE(why(wrongtype).find("/data/score: wrong type"), std::string::npos) << why(wrongtype);
+
+    std::string unknown = score;
+    unknown.replace(unknown.find("rph.assessment.scored"), 21, "rph.assessment.guess");
+    EXPECT_EQ(why(unknown), "/type: unknown event type \"rph.assessment.guess\"");
+
+    EXPECT_NE(why("{\"type\": ").find("malformed JSON"), std::string::npos);
+    EXPECT_NE(why(std::string(200, '[')).find("nested deeper than 64"), std::string::npos);
+    options small = synthetic();
+    small.lim.max_event_bytes = 100;
+    EXPECT_NE(why(score, small).find("over the limit of 100"), std::string::npos);
+
+    std::string nosubject = score;
+    nosubject.replace(nosubject.find("\"fnr\""), 5, "\"xyz\"");
+    EXPECT_NE(why(nosubject).find("/subject"), std::string::npos) << why(nosubject);
+}
+
+}  // namespace
+}  // namespace samband::ingest

@@ -1,0 +1,248 @@
+// The SQLite store: durability contract, dedupe, ordering, audit chain, retention, migrations.
+#include "store/store.hpp"
+#include "core/ids.hpp"
+
+#include <sqlite3.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <future>
+
+namespace samband::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+class store_test : public ::testing::Test {
+protected:
+    void SetUp() override {
+        dir_ = fs::temp_directory_path() / ("samband-store-" + core::uuid_v7());
+        fs::create_directories(dir_);
+        open();
+    }
+    void TearDown() override {
+        st_.reset();
+        fs::remove_all(dir_);
+    }
+    void open() {
+        st_.reset();
+        sqlite_options o;
+        o.path = (dir_ / "s.db").string();
+        st_ = open_sqlite(o);
+    }
+    new_event ev(const std::string& key, const std::string& order_key = "p1",
+                 std::vector<std::string> dests = {"gp"}) {
+        new_event e;
+        e.id = core::uuid_v7();
+        e.source = "epj";
+        e.idempotency_key = key;
+        e.type = "rph.treatment.started";
+        e.order_key = order_key;
+        e.treatment_id = "T-" + order_key;
+        e.envelope_json = R"({"type":"rph.treatment.started","k":")" + key + "\"}";
+        for (auto& d : dests) e.deliveries.push_back({d, "r", delivery_state::pending, ""});
+        return e;
+    }
+    submit_outcome submit(new_event e) {
+        std::promise<std::pair<boost::system::error_code, submit_outcome>> p;
+        st_->submit(std::move(e), [&](boost::system::error_code ec, submit_outcome o) {
+            p.set_value({ec, o});
+        });
+        auto r = p.get_future().get();
+        EXPECT_FALSE(r.first) << r.first.message();
+        return r.second;
+    }
+    void update(delivery_update u) {
+        std::promise<boost::system::error_code> p;
+        st_->update({u}, [&](boost::system::error_code ec) { p.set_value(ec); });
+        EXPECT_FALSE(p.get_future().get());
+    }
+    fs::path dir_;
+    std::unique_ptr<store> st_;
+};
+
+TEST_F(store_test, submitted_event_is_readable_with_its_envelope) {
+    auto e = ev("k1");
+    std::string id = e.id;
+    auto out = submit(std::move(e));
+    EXPECT_EQ(out.event_id, id);
+    EXPECT_FALSE(out.duplicate);
+    auto got = st_->get_event(id);
+    ASSERT_TRUE(got && *got);
+    EXPECT_NE((*got)->envelope_json.find("\"k\":\"k1\""), std::string::npos);
+    EXPECT_EQ((*got)->source, "epj");
+}
+
+TEST_F(store_test, handler_runs_only_after_the_commit_is_visible_to_another_connection) {
+    auto e = ev("visible");
+    std::string id = e.id;
+    std::promise<int> seen;
+    st_->submit(std::move(e), [&](boost::system::error_code, submit_outcome) {
+        sqlite3* db = nullptr;
+        sqlite3_open_v2((dir_ / "s.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+        sqlite3_stmt* q = nullptr;
+        sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM events WHERE id = ?", -1, &q, nullptr);
+        sqlite3_bind_text(q, 1, id.c_str(), -1, SQLITE_TRANSIENT);
+        sqlite3_step(q);
+        int n = sqlite3_column_int(q, 0);
+        sqlite3_finalize(q);
+        sqlite3_close(db);
+        seen.set_value(n);
+    });
+    EXPECT_EQ(seen.get_future().get(), 1);
+}
+
+TEST_F(store_test, duplicate_key_returns_the_first_id_and_stores_once_even_in_one_batch) {
+    auto a = ev("same"), b = ev("same");
+    std::string first = a.id;
+    std::promise<submit_outcome> pa, pb;
+    st_->submit(std::move(a),
+                [&](boost::system::error_code, submit_outcome o) { pa.set_value(o); });
+    st_->submit(std::move(b),
+                [&](boost::system::error_code, submit_outcome o) { pb.set_value(o); });
+    auto oa = pa.get_future().get(), ob = pb.get_future().get();
+    EXPECT_EQ(oa.event_id, first);
+    EXPECT_EQ(ob.event_id, first);
+    EXPECT_TRUE(ob.duplicate);
+    delivery_query q;
+    auto ds = st_->list_deliveries(q);
+    ASSERT_TRUE(ds);
+    EXPECT_EQ(ds->size(), 1u);
+}
+
+TEST_F(store_test, an_earlier_waiting_delivery_blocks_later_ones_of_the_same_patient_only) {
+    submit(ev("a1", "patientA"));
+    submit(ev("a2", "patientA"));
+    submit(ev("b1", "patientB"));
+    auto first = st_->claim_due("gp", core::now_ms(), 10);
+    ASSERT_TRUE(first);
+    ASSERT_EQ(first->size(), 2u);  // a1 and b1; a2 waits behind a1
+    EXPECT_EQ((*first)[0].order_key, "patientA");
+    EXPECT_EQ((*first)[1].order_key, "patientB");
+    EXPECT_TRUE(st_->claim_due("gp", core::now_ms(), 10)->empty()) << "claimed twice";
+    // a1 fails and backs off: a2 still waits (order kept), and is not due.
+    update({(*first)[0].id, delivery_state::failed, "timeout", "", core::now_ms() + 60000, true, 0,
+            "engine"});
+    EXPECT_TRUE(st_->claim_due("gp", core::now_ms(), 10)->empty());
+    update({(*first)[0].id, delivery_state::delivered, "", "ext-1", 0, true, 0, "engine"});
+    auto next = st_->claim_due("gp", core::now_ms(), 10);
+    ASSERT_EQ(next->size(), 1u);
+    auto row = st_->get_delivery((*first)[0].id);
+    EXPECT_EQ((*row)->attempts, 2);
+    EXPECT_EQ((*row)->external_id, "ext-1");
+    auto found = st_->find_by_external_id("gp", "ext-1");
+    ASSERT_TRUE(found && *found);
+    EXPECT_EQ(**found, (*first)[0].id);
+}
+
+TEST_F(store_test, in_flight_deliveries_go_back_to_pending_after_a_restart) {
+    submit(ev("r1"));
+    ASSERT_EQ(st_->claim_due("gp", core::now_ms(), 10)->size(), 1u);
+    open();  // a restart
+    auto n = st_->recover_in_flight();
+    ASSERT_TRUE(n);
+    EXPECT_EQ(*n, 1u);
+    EXPECT_EQ(st_->claim_due("gp", core::now_ms(), 10)->size(), 1u);
+}
+
+TEST_F(store_test, audit_chain_verifies_and_detects_tampering) {
+    submit(ev("t1"));
+    submit(ev("t2"));
+    st_->flush();
+    auto ok = st_->verify_audit_chain();
+    ASSERT_TRUE(ok);
+    EXPECT_FALSE(*ok);
+    sqlite3* db = nullptr;
+    sqlite3_open((dir_ / "s.db").c_str(), &db);
+    sqlite3_exec(db, "UPDATE audit SET detail = 'forged' WHERE id = 1", nullptr, nullptr, nullptr);
+    sqlite3_close(db);
+    auto bad = st_->verify_audit_chain();
+    ASSERT_TRUE(bad && *bad);
+    EXPECT_EQ(**bad, 1);
+}
+
+TEST_F(store_test, attachments_are_content_addressed_streamed_and_read_in_chunks) {
+    fs::path f = dir_ / "big.pdf";
+    std::string bytes;
+    for (int i = 0; i < 300000; ++i) bytes += static_cast<char>(i * 7);
+    std::ofstream(f, std::ios::binary) << bytes;
+    std::string sha = core::sha256_hex(bytes);
+    for (const char* key : {"att1", "att2"}) {
+        auto e = ev(key);
+        attachment_input a;
+        a.meta = {"a1", "henvisning.pdf", "application/pdf", sha, bytes.size()};
+        a.path = f.string();
+        e.attachments.push_back(a);
+        submit(std::move(e));
+    }
+    std::size_t blobs = 0;
+    for (auto& p : fs::recursive_directory_iterator(dir_ / "s.db.blobs"))
+        if (p.is_regular_file()) ++blobs;
+    EXPECT_EQ(blobs, 1u);
+    std::string back;
+    std::vector<std::uint8_t> buf(65536);
+    for (;;) {
+        auto n = st_->read_attachment(sha, back.size(), buf.data(), buf.size());
+        ASSERT_TRUE(n);
+        if (*n == 0) break;
+        back.append(reinterpret_cast<char*>(buf.data()), *n);
+    }
+    EXPECT_EQ(back, bytes);
+}
+
+TEST_F(store_test, retention_prunes_delivered_events_and_keeps_dead_ones) {
+    auto a = ev("p-done"), b = ev("p-dead", "p2");
+    std::string da = a.id, db = b.id;
+    submit(std::move(a));
+    submit(std::move(b));
+    auto claimed = st_->claim_due("gp", core::now_ms(), 10);
+    ASSERT_EQ(claimed->size(), 2u);
+    update({(*claimed)[0].id, delivery_state::delivered, "", "x", 0, true, 0, "engine"});
+    update({(*claimed)[1].id, delivery_state::dead, "refused", "", 0, true, 0, "engine"});
+    auto n = st_->prune(core::now_ms() + 1000);
+    ASSERT_TRUE(n);
+    EXPECT_EQ(*n, 1u);
+    EXPECT_FALSE(*st_->get_event(da));
+    EXPECT_TRUE(*st_->get_event(db));
+    EXPECT_FALSE(*st_->verify_audit_chain());
+}
+
+TEST_F(store_test, a_store_from_a_newer_samband_is_refused_with_a_clear_message) {
+    st_.reset();
+    sqlite3* db = nullptr;
+    sqlite3_open((dir_ / "s.db").c_str(), &db);
+    sqlite3_exec(db, "UPDATE schema_version SET version = 99", nullptr, nullptr, nullptr);
+    sqlite3_close(db);
+    sqlite_options o;
+    o.path = (dir_ / "s.db").string();
+    try {
+        open_sqlite(o);
+        FAIL() << "opened a newer store";
+    } catch (const std::runtime_error& e) {
+        EXPECT_NE(std::string(e.what()).find("schema version 99"), std::string::npos) << e.what();
+    }
+}
+
+TEST_F(store_test, list_filters_by_state_and_destination_and_pages) {
+    for (int i = 0; i < 5; ++i)
+        submit(ev("l" + std::to_string(i), "p" + std::to_string(i), {"gp", "epj"}));
+    delivery_query q;
+    q.destination = "epj";
+    q.limit = 2;
+    auto page1 = st_->list_deliveries(q);
+    ASSERT_EQ(page1->size(), 2u);
+    q.after_id = page1->back().id;
+    auto page2 = st_->list_deliveries(q);
+    ASSERT_EQ(page2->size(), 2u);
+    EXPECT_GT(page2->front().id, page1->back().id);
+    q = {};
+    q.state = delivery_state::pending;
+    EXPECT_EQ(st_->list_deliveries(q)->size(), 10u);
+    auto stats = st_->stats();
+    ASSERT_EQ(stats->size(), 2u);
+}
+
+}  // namespace
+}  // namespace samband::store
