@@ -29,20 +29,27 @@ std::string consent_state(const std::vector<treatment_event>& history) {
     return state;
 }
 
-// Latest objection to the end note: "objected", "none" or empty (unknown).
+// The objection to the end note: "objected", "none" or empty (unknown). An objection — recorded
+// by rph.consent.changed or by the end note's own `objection` — stands until a later explicit
+// objection_withdrawn; an end note saying "none" never clears an earlier objection.
 std::string objection_state(const std::vector<treatment_event>& history) {
-    std::string state;
+    bool objected = false, said_none = false;
     for (const auto& e : history) {
         if (e.type == "rph.treatment.ended") {
             auto v = str(e.data, "objection");
-            if (!v.empty()) state = std::string(v);
+            if (v == "objected") objected = true;
+            if (v == "none") said_none = true;
         } else if (e.type == "rph.consent.changed") {
             auto c = str(e.data, "change");
-            if (c == "objection_recorded") state = "objected";
-            if (c == "objection_withdrawn") state = "none";
+            if (c == "objection_recorded") objected = true;
+            if (c == "objection_withdrawn") {
+                objected = false;
+                said_none = true;
+            }
         }
     }
-    return state;
+    if (objected) return "objected";
+    return said_none ? "none" : "";
 }
 
 }  // namespace

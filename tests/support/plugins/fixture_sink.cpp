@@ -104,10 +104,17 @@ public:
 private:
     void finish(samband::sdk::delivery& d, const std::string& outcome, const std::string& message) {
         std::string ext = "fx-" + std::string(d.id());
+        // The event type, for tests (a cheap scan; the envelope is compact JSON from the host).
+        std::string type;
+        std::string_view env = d.event().envelope_json;
+        if (auto p = env.find("\"type\":\""); p != std::string_view::npos) {
+            auto e = env.find('"', p + 8);
+            if (e != std::string_view::npos) type = std::string(env.substr(p + 8, e - p - 8));
+        }
         std::string line = "{\"delivery_id\":\"" + std::string(d.id()) + "\",\"event_id\":\"" +
                            std::string(d.event_id()) +
                            "\",\"attempt\":" + std::to_string(d.attempt()) + ",\"external_id\":\"" +
-                           ext + "\",\"outcome\":\"" + outcome +
+                           ext + "\",\"outcome\":\"" + outcome + "\",\"type\":\"" + type +
                            "\",\"at_ms\":" + std::to_string(now_ms()) + "}\n";
         // One write per line with O_APPEND: whole lines even when the daemon is killed.
         if (::write(fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {

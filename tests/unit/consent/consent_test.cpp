@@ -65,6 +65,17 @@ TEST(consent_gate, end_note_goes_unless_the_patient_objected) {
         << "an objection recorded after the note was queued must stop it";
 }
 
+TEST(consent_gate, an_end_note_saying_none_does_not_clear_an_earlier_objection) {
+    auto d = empty_data();
+    history h;
+    h.add("rph.treatment.started", "{}")
+        .add("rph.consent.changed", R"({"change": "objection_recorded"})")
+        .add("rph.treatment.ended", R"({"objection": "none"})");
+    EXPECT_EQ(decide("rph.treatment.ended", d, h.events, false).what, verdict::block);
+    h.add("rph.consent.changed", R"({"change": "objection_withdrawn"})");
+    EXPECT_EQ(decide("rph.treatment.ended", d, h.events, false).what, verdict::send);
+}
+
 TEST(consent_gate, end_note_without_a_start_note_is_held) {
     auto d = empty_data();
     history h;
