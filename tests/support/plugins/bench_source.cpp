@@ -1,6 +1,6 @@
 // A source for benchmarks: submits `count` events of `size_bytes` with at most `window` awaiting
 // their commit, spread over many synthetic patients, and writes a JSON report at the end.
-//   config: {"count": N, "size_bytes": 8192, "window": 256, "patients": 5000,
+//   config: {"count": N, "size_bytes": 8192, "window": 256, "patients": 5000, "rate_per_s": 0,
 //            "type": "rph.assessment.scored", "report_file": "PATH", "run": "r1"}
 #include <samband/sdk.hpp>
 
@@ -67,6 +67,7 @@ public:
         count_ = i("count", 10000);
         size_ = i("size_bytes", 8192);
         window_ = i("window", 256);
+        rate_ = i("rate_per_s", 0);
         patients_ = std::max(1, i("patients", 5000));
         if (d.HasMember("report_file") && d["report_file"].IsString())
             report_ = d["report_file"].GetString();
@@ -91,6 +92,11 @@ private:
         lat_.assign(count_, 0);
         std::int64_t t0 = now_ns();
         for (int n = 0; n < count_ && !stop_; ++n) {
+            if (rate_ > 0) {  // paced: event n leaves at t0 + n / rate
+                std::int64_t due = t0 + static_cast<std::int64_t>(n) * 1000000000LL / rate_;
+                std::int64_t wait = due - now_ns();
+                if (wait > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(wait));
+            }
             {
                 std::unique_lock lock(mu_);
                 cv_.wait(lock, [&] { return stop_ || outstanding_ < window_; });
@@ -153,7 +159,7 @@ private:
     }
 
     samband::sdk::host host_;
-    int count_, size_, window_, patients_;
+    int count_, size_, window_, patients_, rate_ = 0;
     std::string report_, run_ = "r";
     std::atomic<bool> stop_{false};
     std::mutex mu_;
