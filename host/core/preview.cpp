@@ -122,7 +122,22 @@ int run_preview(const preview_options& opts, std::ostream& out, std::ostream& er
             atts.push_back(std::move(in));
         }
     }
-    std::string source = opts.source.empty() ? "preview" : opts.source;
+    plugin::registry reg;
+    // The event is previewed as coming from --source, else from the first source endpoint.
+    std::string source = opts.source;
+    for (auto it = cfg.endpoints.begin(); source.empty() && it != cfg.endpoints.end(); ++it) {
+        std::string why;
+        std::string file = find_plugin_file(cfg, it->second.plugin, reg, why);
+        if (file.empty()) continue;
+        auto lp = reg.load(file);
+        bool destination = false;  // a source+sink plugin used as a destination is no source here
+        for (const auto& r : cfg.routes)
+            for (const auto& t : r.to) destination = destination || t == it->first;
+        if (lp && ((*lp)->kinds & SAMBAND_KIND_SOURCE) && !destination) source = it->first;
+    }
+    if (source.empty()) source = "preview";
+    out << "preview of " << event_path.filename().string() << " as coming from endpoint " << source
+        << "\n";
     auto doc = ingest::validate_envelope(schemas, io, source, text, &atts);
     if (!doc) {
         out << "INVALID  the event would be refused: " << doc.error() << "\n";
@@ -136,7 +151,6 @@ int run_preview(const preview_options& opts, std::ostream& out, std::ostream& er
         return 0;
     }
     std::unique_ptr<directory::gp_directory> gp = open_gp_directory(cfg, log);
-    plugin::registry reg;
     preview_services svc(log);
     // Only the endpoints the matching routes use, created but never started: nothing is sent.
     std::map<std::string, std::unique_ptr<plugin::instance>> instances;

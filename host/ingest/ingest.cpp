@@ -298,8 +298,8 @@ void ingest::submit(std::string_view source, plugin::submission sub,
                 log_.info("ingest.duplicate", "duplicate idempotency key; first event kept",
                           {{"event", out.event_id}, {"source", src}});
             } else {
-                log_.debug("ingest.accepted", "event stored",
-                           {{"event", out.event_id}, {"source", src}, {"type", type}});
+                log_.info("ingest.accepted", "event stored",
+                          {{"event", out.event_id}, {"source", src}, {"type", type}});
                 if (obs.accepted) obs.accepted(src, type);
             }
         }

@@ -10,7 +10,7 @@ namespace samband::test {
 namespace {
 
 std::string demo_event(const std::string& name) {
-    return read_file(fs::path(env_or("SAMBAND_SOURCE_DIR", ".")) / "config/demo/events" / name);
+    return read_file(fs::path(source_dir()) / "config/demo/events" / name);
 }
 
 std::string objection(const std::string& treatment, const std::string& key,
@@ -43,11 +43,11 @@ class consent_test : public ::testing::Test {
 protected:
     void SetUp() override {
         root_ = tmp_.path();
-        std::string src = env_or("SAMBAND_SOURCE_DIR", ".");
+        std::string src = source_dir();
         write_file(root_ / "samband.json", R"({
   "store": {"kind": "sqlite", "path": "var/samband.db"},
   "admin": {"listen": "127.0.0.1:0", "token_file": "tokens"},
-  "plugin_dirs": [")" + env_or("SAMBAND_PLUGIN_DIR", "build/plugins") +
+  "plugin_dirs": [")" + plugin_dir() +
                                                R"("],
   "schemas_dir": ")" + src + R"(/config/schemas",
   "identifiers": {"allow_synthetic": true},

@@ -74,8 +74,8 @@ protected:
     }
 
     std::string config_text(int max_attempts = 6, int concurrency = 8) const {
-        std::string plugins = env_or("SAMBAND_PLUGIN_DIR", "build/plugins");
-        std::string schemas = env_or("SAMBAND_SOURCE_DIR", ".") + "/config/schemas";
+        std::string plugins = plugin_dir();
+        std::string schemas = source_dir() + "/config/schemas";
         return R"({
   "node": {"name": "it"},
   "store": {"kind": "sqlite", "path": "var/samband.db", "retention_days": 30},

@@ -34,6 +34,14 @@ inline std::string env_or(const char* name, const std::string& fallback) {
     return v ? std::string(v) : fallback;
 }
 
+// Where the build put things (compiled in; the environment may override for manual runs).
+inline std::string plugin_dir() {
+    return env_or("SAMBAND_PLUGIN_DIR", SAMBAND_PLUGIN_DIR_DEFAULT);
+}
+inline std::string source_dir() {
+    return env_or("SAMBAND_SOURCE_DIR", SAMBAND_SOURCE_DIR_DEFAULT);
+}
+
 inline std::string read_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
     std::stringstream ss;
@@ -123,7 +131,7 @@ public:
         if (pid_ > 0) kill9();
     }
 
-    static std::string binary() { return env_or("SAMBAND_BIN", "samband"); }
+    static std::string binary() { return env_or("SAMBAND_BIN", SAMBAND_BIN_DEFAULT); }
 
     // Starts `samband run` and waits until it wrote its ready file.
     bool start(std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
@@ -139,6 +147,8 @@ public:
             std::string cfg = config_.string(), rf = ready.string();
             execl(bin.c_str(), bin.c_str(), "run", "-c", cfg.c_str(), "--ready-file", rf.c_str(),
                   static_cast<char*>(nullptr));
+            std::string msg = "harness: cannot execute " + bin + "\n";
+            (void)!::write(2, msg.data(), msg.size());
             _exit(127);
         }
         bool ok = wait_for(
@@ -171,7 +181,9 @@ public:
         waitpid(pid_, &st, 0);
         pid_ = -1;
     }
-    void signal(int sig) { ::kill(pid_, sig); }
+    void signal(int sig) {
+        if (pid_ > 0) ::kill(pid_, sig);  // never kill(-1, …): that signals every process
+    }
     bool running() {
         if (pid_ <= 0) return false;
         int st;
