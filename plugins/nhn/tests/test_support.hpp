@@ -5,9 +5,17 @@
 
 #include <cstdint>
 #include <fstream>
+#include <ostream>
 #include <sstream>
 #include <string>
 #include <vector>
+
+namespace samband::nhn {
+// Readable codes in GoogleTest failure messages.
+inline void PrintTo(codec_errc code, std::ostream* os) {
+    *os << to_string(code);
+}
+}  // namespace samband::nhn
 
 namespace samband::nhn::test {
 
