@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <unistd.h>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 namespace samband::nhn {
 namespace {
@@ -265,6 +267,30 @@ TEST(NhnSerializer, MessageWithoutReceiverPersonGoesToTheOffice) {
     auto in = the_codec().parse(msg->xml).value();
     EXPECT_EQ(in.header.receiver.her_id, "9900100");
     EXPECT_TRUE(in.header.receiver.person_her_id.empty());
+}
+
+TEST(NhnSerializer, OneCodecServesManyThreads) {
+    auto pdf = read_bytes(shared("samples/small.pdf"));
+    const std::string incoming =
+        read_file(shared("samples/dialogmelding/1.1/helsefaglig-dialog/samsvar-test-message.xml"));
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 40; ++i) {
+                outgoing_attachment a{"", "vedlegg.pdf", "application/pdf", pdf};
+                auto o = options("d-" + std::to_string(t) + "-" + std::to_string(i));
+                auto msg = the_codec().serialize(start_note(), std::span(&a, 1), o);
+                if (!msg || msg->msg_id != o.msg_id) ++failures;
+                auto in = the_codec().parse(incoming);
+                if (!in || in->attachments.size() != 1) ++failures;
+                auto bad = the_codec().parse("<MsgHead>");
+                if (bad) ++failures;
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(failures.load(), 0);
 }
 
 // Cross-check with the reference tool a receiver would use.
