@@ -37,6 +37,7 @@ std::string clean_message(const char* msg) {
 struct parse_state {
     const parse_limits* limits = nullptr;
     unsigned depth = 0;
+    std::size_t nodes = 0;
     std::optional<codec_error> refused;      // our own reason to stop
     std::optional<codec_error> first_error;  // libxml2's first error
     int last_line = 0;
@@ -62,6 +63,12 @@ void on_start(void* ctx, const xmlChar* localname, const xmlChar* prefix, const 
     if (++st->depth > st->limits->max_depth) {
         refuse(ctx, codec_errc::too_deep,
                "element nesting deeper than " + std::to_string(st->limits->max_depth));
+        return;
+    }
+    st->nodes += 1 + static_cast<std::size_t>(nb_attributes);
+    if (st->nodes > st->limits->max_nodes) {
+        refuse(ctx, codec_errc::too_large,
+               "more than " + std::to_string(st->limits->max_nodes) + " elements and attributes");
         return;
     }
     for (int i = 0; i < nb_attributes; ++i) {

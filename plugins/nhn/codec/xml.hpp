@@ -20,6 +20,8 @@ struct parse_limits {
     std::size_t max_bytes = 20 * 1024 * 1024;  // whole document, checked before parsing
     unsigned max_depth = 64;                   // element nesting (MsgHead needs about 12)
     std::size_t max_attribute_bytes = 64 * 1024;
+    // Elements + attributes: bounds the tree's memory (20 MB of "<a/>" would be 5 million nodes).
+    std::size_t max_nodes = 200 * 1000;
 };
 
 struct xml_doc_free {

@@ -84,6 +84,13 @@ TEST(NhnHostile, DeepNestingIsRefused) {
     expect_refused(xml, codec_errc::too_deep, "deeper than 64");
 }
 
+TEST(NhnHostile, MillionsOfSmallElementsAreRefused) {
+    std::string xml = R"(<MsgHead xmlns="http://www.kith.no/xmlstds/msghead/2006-05-24">)";
+    for (int i = 0; i < 300 * 1000; ++i) xml += "<a/>";
+    xml += "</MsgHead>";
+    expect_refused(xml, codec_errc::too_large, "more than 200000 elements and attributes");
+}
+
 TEST(NhnHostile, WrongRootNamespaceIsRefused) {
     std::string xml = read_file(shared(valid_message_path));
     const std::string ns(names::msghead_ns);
