@@ -351,8 +351,27 @@ config_result parse_config(const std::string& text, const std::string& file,
         gc.kind = str(*g, "kind", gc.kind);
         gc.path = resolve(base_dir, str(*g, "path", ""));
         gc.cache_ttl_s = i64(*g, "cache_ttl_s", gc.cache_ttl_s);
-        if (gc.path.empty())
+        gc.url = str(*g, "url", "");
+        gc.username = str(*g, "username", "");
+        gc.password_secret = str(*g, "password_secret", "");
+        gc.names_file = resolve(base_dir, str(*g, "names_file", ""));
+        gc.ca_file = resolve(base_dir, str(*g, "ca_file", ""));
+        gc.timeout_ms = i64(*g, "timeout_ms", gc.timeout_ms);
+        if (gc.kind == "file" && gc.path.empty())
             errs.push_back({"/gp_directory/path", "a file directory needs a path"});
+        if (gc.kind == "fastlegeregisteret") {
+            if (gc.url.empty())
+                errs.push_back({"/gp_directory/url", "the Fastlegeregisteret needs a url"});
+            if (gc.username.empty() || gc.password_secret.empty())
+                errs.push_back(
+                    {"/gp_directory", "the Fastlegeregisteret needs username and password_secret"});
+            auto secs = doc.FindMember("secrets");
+            if (!gc.password_secret.empty() &&
+                (secs == doc.MemberEnd() || !secs->value.HasMember(gc.password_secret.c_str())))
+                errs.push_back(
+                    {"/gp_directory/password_secret",
+                     "unknown secret \"" + gc.password_secret + "\" (define it under secrets)"});
+        }
         c.gp_directory = gc;
     }
     if (const Value* secs = obj("secrets")) {

@@ -37,7 +37,9 @@ struct identifiers_config {
 };
 struct gp_directory_config {
     std::string kind = "file";
-    std::string path;
+    std::string path;                                                 // file
+    std::string url, username, password_secret, names_file, ca_file;  // fastlegeregisteret
+    std::int64_t timeout_ms = 10000;
     std::int64_t cache_ttl_s = 3600;
 };
 struct secret_ref {
@@ -65,7 +67,7 @@ struct predicate {
     enum class op { equals, not_equals, in, exists };
     std::string path;
     op what = op::exists;
-    std::string value_json;               // equals / not_equals: the JSON value
+    std::string value_json;                // equals / not_equals: the JSON value
     std::vector<std::string> values_json;  // in
     bool exists = true;
 };

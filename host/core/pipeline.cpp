@@ -66,13 +66,13 @@ std::string add_recipient(rapidjson::Document& env, directory::gp_directory* gp)
 delivery::prepared run_pipeline(
     const route_plan& plan, const pipeline_input& in, directory::gp_directory* gp,
     const std::function<plugin::instance*(const std::string&)>& find_instance) {
-    auto parsed = codec::parse_json(in.envelope_json);
-    if (!parsed)
-        return stop_with(action::dead, "stored event is not valid JSON: " + parsed.error());
-    rapidjson::Document env = std::move(*parsed);
     std::string out_json = in.envelope_json;
 
     if (plan.recipient == "gp") {
+        auto parsed = codec::parse_json(in.envelope_json);
+        if (!parsed)
+            return stop_with(action::dead, "stored event is not valid JSON: " + parsed.error());
+        rapidjson::Document env = std::move(*parsed);
         std::string type(codec::string_at(env, "/type"));
         // The gate sees every event of the treatment received so far, oldest first.
         std::vector<rapidjson::Document> docs;

@@ -1,7 +1,11 @@
 #include "core/runtime.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+
+#include "directory/fastlegeregisteret.hpp"
 
 namespace samband::core {
 
@@ -167,13 +171,40 @@ void stop_endpoints(runtime& rt, std::uint32_t kinds, logger& log) {
 }
 
 std::unique_ptr<directory::gp_directory> open_gp_directory(const config::config& c, logger& log) {
-    if (!c.gp_directory || c.gp_directory->path.empty()) {
+    if (!c.gp_directory) {
         log.info("gp_directory", "no GP directory configured; GP routes hold until one is");
         return nullptr;
     }
-    auto dir = directory::open_file_directory(c.gp_directory->path);
-    log.info("gp_directory", "GP directory loaded", {{"path", c.gp_directory->path}});
-    return directory::with_cache(std::move(dir), std::chrono::seconds(c.gp_directory->cache_ttl_s));
+    const auto& g = *c.gp_directory;
+    std::unique_ptr<directory::gp_directory> dir;
+    if (g.kind == "fastlegeregisteret") {
+        directory::flr_options o;
+        o.url = g.url;
+        o.username = g.username;
+        o.timeout = std::chrono::milliseconds(g.timeout_ms);
+        o.ca_file = g.ca_file;
+        auto it = c.secrets.find(g.password_secret);
+        if (it != c.secrets.end()) {
+            if (!it->second.env.empty()) {
+                const char* v = std::getenv(it->second.env.c_str());
+                if (v) o.password = v;
+            } else {
+                std::ifstream in(it->second.file);
+                std::getline(in, o.password);
+            }
+        }
+        if (o.password.empty())
+            throw std::runtime_error("gp_directory: the secret \"" + g.password_secret +
+                                     "\" is empty or unreadable");
+        std::unique_ptr<directory::gp_directory> names;
+        if (!g.names_file.empty()) names = directory::open_file_directory(g.names_file);
+        dir = directory::open_fastlegeregisteret(o, std::move(names));
+        log.info("gp_directory", "Fastlegeregisteret client ready", {{"url", g.url}});
+    } else {
+        dir = directory::open_file_directory(g.path);
+        log.info("gp_directory", "GP directory loaded", {{"path", g.path}});
+    }
+    return directory::with_cache(std::move(dir), std::chrono::seconds(g.cache_ttl_s));
 }
 
 }  // namespace samband::core

@@ -300,7 +300,9 @@ void engine::finish(std::uint64_t token, plugin::completion c) {
     }
     if (obs_.state) obs_.state(a.destination, u.state);
     apply({u});
-    if (dit != dests_.end()) pump(dit->second);
+    // Claim the next ones in one batch for all completions that arrive together (a claim is a
+    // store round trip; one per completion would cap throughput at the commit rate).
+    kick();
 }
 
 void engine::apply(std::vector<store::delivery_update> ups) {

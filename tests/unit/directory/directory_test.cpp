@@ -1,0 +1,178 @@
+// GP resolution: the local directory file, the cache, and the Fastlegeregisteret SOAP client
+// against a fake server on 127.0.0.1 answering with NHN's sample responses.
+#include "directory/fastlegeregisteret.hpp"
+#include "directory/gp_directory.hpp"
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace samband::directory {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = boost::asio::ip::tcp;
+
+std::string sample(const std::string& name) {
+    std::ifstream in(std::string(SAMBAND_SHARED_DIR) +
+                     "/standards/nhn/registries/fastlegeregisteret-client/" + name);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+const std::string kDirectory = std::string(SAMBAND_SOURCE_DIR) + "/config/demo/directory.json";
+
+TEST(gp_directory_file, finds_the_patients_gp_with_office_and_says_when_there_is_none) {
+    auto d = open_file_directory(kDirectory);
+    auto g = d->find_gp("14839134623");
+    ASSERT_TRUE(g && *g);
+    EXPECT_EQ((*g)->gp_her_id, "9900101");
+    EXPECT_EQ((*g)->gp_family_name, "Fastlege");
+    EXPECT_EQ((*g)->office_her_id, "9900100");
+    EXPECT_EQ((*g)->office_name, "Fjordlegene legesenter");
+    auto none = d->find_gp("21826210262");  // Per Ås has no GP in the directory
+    ASSERT_TRUE(none);
+    EXPECT_FALSE(*none);
+    EXPECT_THROW(open_file_directory("/nonexistent.json"), std::runtime_error);
+}
+
+class counting : public gp_directory {
+public:
+    std::atomic<int> calls{0};
+    boost::system::result<std::optional<gp_info>, std::string> find_gp(std::string_view) override {
+        ++calls;
+        return std::optional<gp_info>(gp_info{"1", "", "", "", "2", "", ""});
+    }
+    boost::system::result<std::optional<gp_info>, std::string> find_by_her_id(
+        std::string_view) override {
+        return std::optional<gp_info>();
+    }
+};
+
+TEST(gp_directory_cache, answers_from_the_cache_until_expiry) {
+    auto inner = std::make_unique<counting>();
+    counting* raw = inner.get();
+    auto now = std::chrono::steady_clock::now();
+    auto cached = with_cache(std::move(inner), std::chrono::seconds(60), [&] { return now; });
+    cached->find_gp("x");
+    cached->find_gp("x");
+    EXPECT_EQ(raw->calls.load(), 1);
+    now += std::chrono::seconds(61);
+    cached->find_gp("x");
+    EXPECT_EQ(raw->calls.load(), 2);
+}
+
+TEST(fastlegeregisteret, parses_the_answer_the_no_gp_fault_and_other_faults) {
+    auto ok = parse_flr_response(sample("get-patient-gp.xml"));
+    ASSERT_TRUE(ok) << ok.error();
+    EXPECT_EQ(ok->gp_her_id.value_or(""), "4657988");
+    auto none = parse_flr_response(sample("get-patient-gp-not-found.xml"));
+    ASSERT_TRUE(none) << none.error();
+    EXPECT_FALSE(none->gp_her_id);
+    auto bad = parse_flr_response(sample("get-patient-gp-invalid-nin.xml"));
+    ASSERT_FALSE(bad);
+    EXPECT_NE(bad.error().find("patientNin er ugyldig"), std::string::npos) << bad.error();
+    EXPECT_FALSE(parse_flr_response("<not xml"));
+    EXPECT_FALSE(
+        parse_flr_response("<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><x>&e;</x>"));
+}
+
+// A fake Fastlegeregisteret: answers each request from the samples by the patient number asked.
+class fake_flr {
+public:
+    fake_flr() : acceptor_(io_, tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0)) {
+        thread_ = std::thread([this] { serve(); });
+    }
+    ~fake_flr() {
+        stop_ = true;
+        boost::system::error_code ec;
+        tcp::socket s(io_);
+        s.connect(acceptor_.local_endpoint(), ec);
+        thread_.join();
+    }
+    std::string url() const {
+        return "http://127.0.0.1:" + std::to_string(acceptor_.local_endpoint().port()) +
+               "/v2/flr/Basic";
+    }
+    std::atomic<int> requests{0};
+    std::string last_auth, last_action, last_body;
+
+private:
+    void serve() {
+        while (!stop_) {
+            tcp::socket sock(io_);
+            boost::system::error_code ec;
+            acceptor_.accept(sock, ec);
+            if (stop_ || ec) continue;
+            beast::flat_buffer buf;
+            http::request<http::string_body> req;
+            http::read(sock, buf, req, ec);
+            if (ec) continue;
+            ++requests;
+            last_auth = std::string(req[http::field::authorization]);
+            last_action = std::string(req["SOAPAction"]);
+            last_body = req.body();
+            std::string file = last_body.find("14839134623") != std::string::npos
+                                   ? "get-patient-gp.xml"
+                               : last_body.find("21826210262") != std::string::npos
+                                   ? "get-patient-gp-not-found.xml"
+                                   : "get-patient-gp-invalid-nin.xml";
+            http::response<http::string_body> res{file == "get-patient-gp.xml"
+                                                      ? http::status::ok
+                                                      : http::status::internal_server_error,
+                                                  11};
+            res.set(http::field::content_type, "application/soap+xml; charset=utf-8");
+            res.body() = sample(file);
+            res.prepare_payload();
+            http::write(sock, res, ec);
+        }
+    }
+    boost::asio::io_context io_;
+    tcp::acceptor acceptor_;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
+
+TEST(fastlegeregisteret, client_asks_with_basic_auth_and_soap_action_and_completes_names_locally) {
+    fake_flr server;
+    flr_options o;
+    o.url = server.url();
+    o.username = "samband-test";
+    o.password = "not-a-real-password";
+    // The sample answers HER-id 4657988; the local file completes names only for its own HER-ids.
+    auto dir = with_cache(open_fastlegeregisteret(o, open_file_directory(kDirectory)),
+                          std::chrono::seconds(60));
+    auto g = dir->find_gp("14839134623");
+    ASSERT_TRUE(g) << g.error();
+    ASSERT_TRUE(*g);
+    EXPECT_EQ((*g)->gp_her_id, "4657988");
+    EXPECT_EQ(server.last_auth, "Basic c2FtYmFuZC10ZXN0Om5vdC1hLXJlYWwtcGFzc3dvcmQ=");
+    EXPECT_NE(server.last_action.find("IFlrReadOperations/GetPatientGPDetails"), std::string::npos);
+    EXPECT_NE(server.last_body.find("<patientNin>14839134623</patientNin>"), std::string::npos);
+    dir->find_gp("14839134623");
+    EXPECT_EQ(server.requests.load(), 1) << "the second lookup must come from the cache";
+    auto none = dir->find_gp("21826210262");
+    ASSERT_TRUE(none) << none.error();
+    EXPECT_FALSE(*none);
+    auto bad = dir->find_gp("00000000000");
+    ASSERT_FALSE(bad);
+    EXPECT_NE(bad.error().find("ugyldig"), std::string::npos) << bad.error();
+}
+
+TEST(fastlegeregisteret, refuses_plain_http_except_on_loopback) {
+    flr_options o;
+    o.url = "http://flr.example.org/v2/flr/Basic";
+    EXPECT_THROW(open_fastlegeregisteret(o, nullptr), std::runtime_error);
+}
+
+}  // namespace
+}  // namespace samband::directory
