@@ -210,9 +210,14 @@ private:
                     in.overridden = in.overridden || a.action == "gate.override";
             }
         }
-        return run_pipeline(plan, in, gp_.get(), [this](const std::string& name) {
+        auto prepared = run_pipeline(plan, in, gp_.get(), [this](const std::string& name) {
             return rt_ ? rt_->instance(name) : nullptr;
         });
+        // Every gate decision is in the audit log; held/blocked ones come with their state change.
+        if (plan.recipient == "gp" && prepared.what == delivery::prepared::action::send)
+            store_->audit("gate", "gate.send", "delivery:" + std::to_string(row.id),
+                          prepared.reason);
+        return prepared;
     }
 
     void start_admin() {

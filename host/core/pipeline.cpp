@@ -67,6 +67,7 @@ delivery::prepared run_pipeline(
     const route_plan& plan, const pipeline_input& in, directory::gp_directory* gp,
     const std::function<plugin::instance*(const std::string&)>& find_instance) {
     std::string out_json = in.envelope_json;
+    std::string gate_reason;
 
     if (plan.recipient == "gp") {
         auto parsed = codec::parse_json(in.envelope_json);
@@ -94,6 +95,7 @@ delivery::prepared run_pipeline(
         consent::decision dec = consent::decide(type, data, history, in.overridden);
         if (dec.what == consent::verdict::hold) return stop_with(action::hold, dec.reason);
         if (dec.what == consent::verdict::block) return stop_with(action::block, dec.reason);
+        gate_reason = dec.reason;
         std::string why = add_recipient(env, gp);
         if (!why.empty()) return stop_with(action::hold, why);
         out_json = codec::to_json(env);
@@ -116,6 +118,7 @@ delivery::prepared run_pipeline(
     }
     delivery::prepared p;
     p.what = action::send;
+    p.reason = gate_reason;  // why the gate let it pass (audited by the caller)
     p.event = std::move(ev);
     return p;
 }

@@ -321,6 +321,11 @@ void engine::on_receipt(const std::string& endpoint, std::string external_id, st
                      text = std::move(text)] {
         store_.record_receipt({endpoint, external_id, kind, text}, {});
         auto found = store_.find_by_external_id(endpoint, external_id);
+        if (found && !*found) {
+            // A receipt can overtake the commit of its own delivery: wait for the writer once.
+            store_.flush();
+            found = store_.find_by_external_id(endpoint, external_id);
+        }
         if (!found || !*found) {
             log_.warn("receipt.unmatched", "receipt for an unknown external id",
                       {{"endpoint", endpoint}, {"external_id", external_id}});

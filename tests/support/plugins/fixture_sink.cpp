@@ -1,7 +1,8 @@
 // A sink for tests that fails on command: reads a control file on every delivery and records
 // every completed attempt as one JSON line.
 //   control: {"mode": "ok" | "fail_times" | "permanent" | "slow" | "hang",
-//             "times": N, "delay_ms": M, "message": "..."}   (absent = ok)
+//             "times": N, "delay_ms": M, "message": "...",
+//             "receipt": "ack" | "reject" | "warning"}   (absent = ok; receipt: sent after success)
 //   record:  {"delivery_id", "event_id", "attempt", "external_id", "outcome", "at_ms"} per line
 #include <samband/sdk.hpp>
 
@@ -65,7 +66,7 @@ public:
     }
 
     void deliver(samband::sdk::delivery d) {
-        std::string mode = "ok", message = "fixture failure";
+        std::string mode = "ok", message = "fixture failure", receipt;
         int times = 0, delay = 0;
         if (!control_.empty()) {
             std::ifstream in(control_);
@@ -80,6 +81,8 @@ public:
                     delay = c["delay_ms"].GetInt();
                 if (c.HasMember("message") && c["message"].IsString())
                     message = c["message"].GetString();
+                if (c.HasMember("receipt") && c["receipt"].IsString())
+                    receipt = c["receipt"].GetString();
             }
         }
         if (mode == "fail_times" && static_cast<int>(d.attempt()) <= times)
@@ -98,7 +101,14 @@ public:
             });
             return;
         }
+        std::string ext = "fx-" + std::string(d.id());
         finish(d, "ok", {});
+        // Like an Apprec arriving later for the message this delivery sent.
+        if (receipt == "ack") host_.receipt(ext, SAMBAND_RECEIPT_ACK, "OK");
+        if (receipt == "warning")
+            host_.receipt(ext, SAMBAND_RECEIPT_WARNING, "3: OK, feil i delmelding");
+        if (receipt == "reject")
+            host_.receipt(ext, SAMBAND_RECEIPT_REJECT, "8221:E21 Mottaker finnes ikke");
     }
 
 private:
