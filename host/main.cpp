@@ -37,17 +37,21 @@ int main(int argc, char** argv) {
         [&] { exit_code = samband::config::check_config_command(check_cfg, std::cout); });
 
     // samband plugin check
-    std::string plugin_path, plugin_cfg;
+    std::string plugin_path, plugin_cfg, plugin_event;
     auto* plugin = app.add_subcommand("plugin", "Work with plugins");
     plugin->require_subcommand(1);
     auto* plugin_check = plugin->add_subcommand(
         "check", "Conformance kit: load a plugin as the daemon does and run its battery");
     plugin_check->add_option("path", plugin_path, "The plugin (.so)")->required();
     plugin_check->add_option("--config", plugin_cfg, "The plugin's config JSON file");
+    plugin_check->add_option("--event", plugin_event,
+                             "A sample event envelope for the battery (default: a PHQ-9 score)");
     plugin_check->callback([&] {
         std::optional<std::string> cfg;
         if (!plugin_cfg.empty()) cfg = plugin_cfg;
-        exit_code = samband::plugin::run_plugin_check(plugin_path, cfg, std::cout);
+        std::optional<std::string> ev;
+        if (!plugin_event.empty()) ev = plugin_event;
+        exit_code = samband::plugin::run_plugin_check(plugin_path, cfg, std::cout, ev);
     });
 
     // samband preview

@@ -1,0 +1,361 @@
+// The nhn plugin: Norsk Helsenett messaging. A sink that turns rendered notes into MsgHead 1.2 +
+// Dialogmelding 1.1 (validated against the official schemas before anything leaves) and a source
+// that reads incoming messages and Apprec receipts, over a file catalogue shared with a local
+// message server (the EDI 2.0 REST transport is the next step; see docs/nhn.md).
+//
+//   config: {"xsd_dir": "…/nhn/xsd", "out_dir": "…", "in_dir": "…", "poll_ms": 500,
+//            "own": {"name": "Testby kommune", "her_id": "9900001",
+//                    "dept_name": "Rask psykisk helsehjelp", "dept_her_id": "9900011"},
+//            "receiver_message_types": {"9900100": "DIALOG_HELSEFAGLIG"}, "request_apprec": true}
+#include "nhn/codec/codec.hpp"
+
+#include <samband/sdk.hpp>
+
+#include <rapidjson/document.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+namespace {
+
+namespace fs = std::filesystem;
+using samband::sdk::error;
+using samband::sdk::log_level;
+namespace nhn = samband::nhn;
+
+std::string read_file(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+// tmp → fsync → rename → fsync dir: a message server never sees half a file.
+bool write_atomic(const fs::path& target, std::string_view bytes) {
+    fs::path tmp = target.parent_path() / ("." + target.filename().string() + ".tmp");
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return false;
+    const char* p = bytes.data();
+    std::size_t n = bytes.size();
+    bool ok = true;
+    while (n > 0 && ok) {
+        ssize_t w = ::write(fd, p, n);
+        ok = w > 0;
+        if (ok) {
+            p += w;
+            n -= static_cast<std::size_t>(w);
+        }
+    }
+    ok = ok && ::fsync(fd) == 0;
+    ok = (::close(fd) == 0) && ok;
+    std::error_code ec;
+    if (ok) fs::rename(tmp, target, ec);
+    if (!ok || ec) {
+        fs::remove(tmp, ec);
+        return false;
+    }
+    int dfd = ::open(target.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        ::fsync(dfd);
+        ::close(dfd);
+    }
+    return true;
+}
+
+std::string str(const rapidjson::Value& o, const char* k) {
+    auto it = o.FindMember(k);
+    return it != o.MemberEnd() && it->value.IsString() ? it->value.GetString() : std::string();
+}
+
+class nhn_plugin {
+public:
+    static constexpr const char* name = "nhn";
+    static constexpr const char* version = "0.1.0";
+    static constexpr const char* description =
+        "Norsk Helsenett: MsgHead 1.2 + Dialogmelding 1.1 with attachments, Apprec (file "
+        "catalogue)";
+    static constexpr bool is_source = true;
+    static constexpr std::uint32_t capabilities =
+        SAMBAND_CAP_RECEIPTS | SAMBAND_CAP_IDEMPOTENT_SINK;
+
+    nhn_plugin(samband::sdk::host h, std::string_view config)
+        : host_(h), codec_(make_codec(config)) {
+        rapidjson::Document d;
+        d.Parse(config.data(), config.size());
+        out_dir_ = str(d, "out_dir");
+        in_dir_ = str(d, "in_dir");
+        if (out_dir_.empty())
+            throw error(SAMBAND_INVALID, "nhn: config needs \"out_dir\" (the outgoing catalogue)");
+        if (d.HasMember("poll_ms") && d["poll_ms"].IsInt())
+            poll_ms_ = std::max(20, d["poll_ms"].GetInt());
+        if (d.HasMember("request_apprec") && d["request_apprec"].IsBool())
+            request_apprec_ = d["request_apprec"].GetBool();
+        if (d.HasMember("own") && d["own"].IsObject()) {
+            const auto& o = d["own"];
+            own_.name = str(o, "name");
+            own_.her_id = str(o, "her_id");
+            own_.dept_name = str(o, "dept_name");
+            own_.dept_her_id = str(o, "dept_her_id");
+        }
+        if (d.HasMember("receiver_message_types") && d["receiver_message_types"].IsObject()) {
+            for (auto& m : d["receiver_message_types"].GetObject())
+                if (m.value.IsString()) receiver_types_[m.name.GetString()] = m.value.GetString();
+        }
+        std::error_code ec;
+        for (const auto& dir : {out_dir_, in_dir_}) {
+            if (dir.empty()) continue;
+            fs::create_directories(dir, ec);
+            if (ec) throw error(SAMBAND_INVALID, "nhn: cannot create " + dir + ": " + ec.message());
+        }
+        if (!in_dir_.empty()) {
+            fs::create_directories(fs::path(in_dir_) / "done", ec);
+            fs::create_directories(fs::path(in_dir_) / "error", ec);
+        }
+    }
+    ~nhn_plugin() { stop(); }
+
+    void start() {
+        if (in_dir_.empty() || running_) return;
+        running_ = true;
+        reader_ = std::thread([this] { read_loop(); });
+    }
+    void stop() {
+        {
+            std::lock_guard lock(mu_);
+            if (!running_) return;
+            running_ = false;
+        }
+        cv_.notify_all();
+        if (reader_.joinable()) reader_.join();
+    }
+
+    void deliver(samband::sdk::delivery d) {
+        auto msg = serialize(d.id(), d.event());
+        if (!msg) {
+            // An invalid message is never sent: permanent, with the schema error.
+            d.fail("nhn: the message would not be valid, not sent: " + msg.error().what());
+            return;
+        }
+        fs::path file = fs::path(out_dir_) / (msg->msg_id + ".xml");
+        if (!write_atomic(file, msg->xml)) {
+            d.retry("nhn: cannot write " + file.string());
+            return;
+        }
+        host_.log(log_level::info,
+                  "message " + msg->msg_id + " (" + msg->message_type + ") written");
+        d.succeed(msg->msg_id);  // the MsgId: Apprecs name it as OriginalMsgId
+    }
+
+    samband::sdk::rendered render(const samband::sdk::delivery_view& v) {
+        auto msg = serialize(v.id, v.event);
+        if (!msg)
+            throw error(SAMBAND_PERMANENT,
+                        "nhn: the message would not be valid: " + msg.error().what());
+        return {msg->xml, msg->msg_id + ".xml"};
+    }
+
+private:
+    static nhn::codec make_codec(std::string_view config) {
+        rapidjson::Document d;
+        d.Parse(config.data(), config.size());
+        if (d.HasParseError() || !d.IsObject())
+            throw error(SAMBAND_INVALID, "nhn: config must be a JSON object");
+        std::string xsd = str(d, "xsd_dir");
+        if (xsd.empty())
+            throw error(SAMBAND_INVALID, "nhn: config needs \"xsd_dir\" (the official schemas)");
+        try {
+            return nhn::codec(nhn::codec_config{xsd, {}});
+        } catch (const std::exception& e) {
+            throw error(SAMBAND_INVALID, std::string("nhn: schemas in ") + xsd + ": " + e.what());
+        }
+    }
+
+    nhn::codec_result<nhn::serialized_message> serialize(std::string_view delivery_id,
+                                                         const samband::sdk::event_view& ev) {
+        std::vector<std::string> blobs;
+        blobs.reserve(ev.attachments.size());
+        std::vector<nhn::outgoing_attachment> atts;
+        for (const auto& a : ev.attachments) {
+            auto bytes = host_.attachment_bytes(a);
+            if (!bytes)
+                return nhn::make_error(nhn::codec_errc::internal,
+                                       "cannot read attachment " + std::string(a.filename));
+            blobs.push_back(std::move(*bytes));
+        }
+        for (std::size_t i = 0; i < ev.attachments.size(); ++i) {
+            const auto& a = ev.attachments[i];
+            atts.push_back(
+                {std::string(a.id), std::string(a.filename), std::string(a.media_type),
+                 std::span<const std::uint8_t>(
+                     reinterpret_cast<const std::uint8_t*>(blobs[i].data()), blobs[i].size())});
+        }
+        nhn::serialize_options o;
+        o.msg_id = nhn::derive_uuid("samband-delivery:" +
+                                    std::string(delivery_id));  // same on every retry
+        o.request_apprec = request_apprec_;
+        rapidjson::Document env;
+        env.Parse(ev.envelope_json.data(), ev.envelope_json.size());
+        if (!env.HasParseError() && env.IsObject() && env.HasMember("note")) {
+            const auto& note = env["note"];
+            if (note.HasMember("receiver") && note["receiver"].HasMember("organisation")) {
+                auto it = receiver_types_.find(str(note["receiver"]["organisation"], "her_id"));
+                if (it != receiver_types_.end()) o.receiver_message_type = it->second;
+            }
+        }
+        return codec_.serialize_json(ev.envelope_json, atts, o);
+    }
+
+    void read_loop() {
+        std::unique_lock lock(mu_);
+        while (running_) {
+            lock.unlock();
+            scan();
+            lock.lock();
+            cv_.wait_for(lock, std::chrono::milliseconds(poll_ms_), [&] { return !running_; });
+        }
+    }
+
+    void move_to(const fs::path& file, const char* where, const std::string& reason = {}) {
+        std::error_code ec;
+        fs::path dir = fs::path(in_dir_) / where;
+        if (!reason.empty())
+            write_atomic(dir / (file.filename().string() + ".reason"), reason + "\n");
+        fs::rename(file, dir / file.filename(), ec);
+    }
+
+    void send_apprec(const nhn::apprec_request& req) {
+        auto xml = codec_.make_apprec(req);
+        if (!xml) {
+            host_.log(log_level::error, "cannot build an Apprec for " + req.original_msg_id + ": " +
+                                            xml.error().what());
+            return;
+        }
+        write_atomic(fs::path(out_dir_) / ("apprec-" + req.original_msg_id + ".xml"), *xml);
+    }
+
+    nhn::apprec_request our_side(nhn::apprec_request r) {
+        if (!own_.her_id.empty()) r.sender = own_;
+        return r;
+    }
+
+    void scan() {
+        std::vector<fs::path> files;
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(in_dir_, ec)) {
+            std::string n = e.path().filename().string();
+            if (!e.is_regular_file(ec) || n.empty() || n[0] == '.' ||
+                e.path().extension() != ".xml")
+                continue;
+            {
+                std::lock_guard lock(mu_);
+                if (in_flight_.count(n)) continue;
+            }
+            files.push_back(e.path());
+        }
+        std::sort(files.begin(), files.end());
+        for (const auto& f : files) take(f);
+    }
+
+    void take(const fs::path& file) {
+        std::string xml = read_file(file);
+        auto header = codec_.peek(xml);
+        if (!header) {
+            // Unreadable: no MsgId to answer; kept with the reason for the operator.
+            host_.log(log_level::warn, "unreadable message " + file.filename().string() + ": " +
+                                           header.error().what());
+            move_to(file, "error", header.error().what());
+            return;
+        }
+        if (header->msg_type == "APPREC") {
+            auto r = codec_.parse_receipt(xml);
+            if (!r) {
+                move_to(file, "error", r.error().what());
+                return;
+            }
+            std::int32_t kind = r->status == nhn::apprec_status::ok ? SAMBAND_RECEIPT_ACK
+                                : r->status == nhn::apprec_status::rejected
+                                    ? SAMBAND_RECEIPT_REJECT
+                                    : SAMBAND_RECEIPT_WARNING;
+            std::string text = r->status_dn;
+            for (const auto& e : r->errors)
+                text += "; " + e.code_system + ":" + e.code + " " + e.text +
+                        (e.detail.empty() ? "" : " (" + e.detail + ")");
+            host_.receipt(r->original_msg_id, kind, text);
+            move_to(file, "done");
+            return;
+        }
+        auto m = codec_.parse(xml);
+        if (!m) {
+            send_apprec(our_side(nhn::apprec_for(*header, nhn::apprec_status::rejected,
+                                                 {nhn::apprec_error_for(m.error())})));
+            move_to(file, "error", m.error().what());
+            return;
+        }
+        nhn::event_context ctx;
+        if (m->ref_to_parent)
+            ctx.treatment_id = *m->ref_to_parent;  // answers carry our request's id
+        auto ev = nhn::to_event_json(*m, ctx);
+        if (!ev) {
+            send_apprec(our_side(nhn::apprec_for(*header, nhn::apprec_status::rejected,
+                                                 {nhn::apprec_error_for(ev.error())})));
+            move_to(file, "error", ev.error().what());
+            return;
+        }
+        std::vector<samband::sdk::submit_attachment> atts;
+        for (const auto& a : m->attachments)
+            atts.push_back(
+                {a.filename, a.mime_type, std::string(a.bytes.begin(), a.bytes.end()), {}});
+        std::string n = file.filename().string();
+        {
+            std::lock_guard lock(mu_);
+            in_flight_.insert(n);
+        }
+        auto hdr = *header;
+        samband_status st =
+            host_.submit(*ev, atts, [this, file, hdr, n](const samband::sdk::submit_result& r) {
+                if (r.status == SAMBAND_OK) {
+                    send_apprec(our_side(nhn::apprec_for(hdr, nhn::apprec_status::ok)));
+                    move_to(file, "done");
+                } else if (r.status == SAMBAND_INVALID) {
+                    send_apprec(our_side(nhn::apprec_for(
+                        hdr, nhn::apprec_status::rejected,
+                        {nhn::make_apprec_error(nhn::apprec_codes::annen_feil, r.message)})));
+                    move_to(file, "error", r.message);
+                }
+                std::lock_guard lock(mu_);
+                in_flight_.erase(n);
+            });
+        if (st != SAMBAND_OK) {
+            std::lock_guard lock(mu_);
+            in_flight_.erase(n);
+        }
+    }
+
+    samband::sdk::host host_;
+    nhn::codec codec_;
+    std::string out_dir_, in_dir_;
+    int poll_ms_ = 500;
+    bool request_apprec_ = true;
+    nhn::apprec_party own_;
+    std::map<std::string, std::string> receiver_types_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool running_ = false;
+    std::set<std::string> in_flight_;
+    std::thread reader_;
+};
+
+}  // namespace
+
+SAMBAND_PLUGIN(nhn_plugin)
