@@ -249,6 +249,16 @@ private:
         return r;
     }
 
+    void report_receipt(const nhn::receipt& r) {
+        std::int32_t kind = r.status == nhn::apprec_status::ok         ? SAMBAND_RECEIPT_ACK
+                            : r.status == nhn::apprec_status::rejected ? SAMBAND_RECEIPT_REJECT
+                                                                       : SAMBAND_RECEIPT_WARNING;
+        std::string text = r.status_dn;
+        for (const auto& e : r.errors)
+            text += "; " + e.code + " " + e.text + (e.detail.empty() ? "" : " (" + e.detail + ")");
+        host_.receipt(r.original_msg_id, kind, text);
+    }
+
     void scan() {
         std::vector<fs::path> files;
         std::error_code ec;
@@ -270,6 +280,14 @@ private:
     void take(const fs::path& file) {
         std::string xml = read_file(file);
         auto header = codec_.peek(xml);
+        if (!header && header.error().code == nhn::codec_errc::wrong_root) {
+            // Apprec 1.0/1.1 travel as their own document (root AppRec), not inside a MsgHead.
+            if (auto r = codec_.parse_receipt(xml)) {
+                report_receipt(*r);
+                move_to(file, "done");
+                return;
+            }
+        }
         if (!header) {
             // Unreadable: no MsgId to answer; kept with the reason for the operator.
             host_.log(log_level::warn, "unreadable message " + file.filename().string() + ": " +
@@ -283,15 +301,7 @@ private:
                 move_to(file, "error", r.error().what());
                 return;
             }
-            std::int32_t kind = r->status == nhn::apprec_status::ok ? SAMBAND_RECEIPT_ACK
-                                : r->status == nhn::apprec_status::rejected
-                                    ? SAMBAND_RECEIPT_REJECT
-                                    : SAMBAND_RECEIPT_WARNING;
-            std::string text = r->status_dn;
-            for (const auto& e : r->errors)
-                text += "; " + e.code_system + ":" + e.code + " " + e.text +
-                        (e.detail.empty() ? "" : " (" + e.detail + ")");
-            host_.receipt(r->original_msg_id, kind, text);
+            report_receipt(*r);
             move_to(file, "done");
             return;
         }
