@@ -25,11 +25,7 @@ namespace fs = std::filesystem;
 class preview_services final : public plugin::host_services {
 public:
     explicit preview_services(logger& log) : log_(log) {}
-    std::uint64_t add_file(const std::string& path) {
-        std::lock_guard lock(mu_);
-        files_[next_] = path;
-        return next_++;
-    }
+    std::uint64_t add_file(const std::string& path) { return files_.add(path); }
     bool log_enabled(std::string_view, samband_log_level l) override {
         return log_.enabled(static_cast<log_level>(std::clamp(l, 0, 4)));
     }
@@ -48,25 +44,12 @@ public:
     boost::system::result<std::size_t> read_attachment(std::uint64_t handle, std::uint64_t offset,
                                                        std::uint8_t* out,
                                                        std::size_t cap) override {
-        std::string path;
-        {
-            std::lock_guard lock(mu_);
-            auto it = files_.find(handle);
-            if (it == files_.end())
-                return boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
-            path = it->second;
-        }
-        std::ifstream in(path, std::ios::binary);
-        in.seekg(static_cast<std::streamoff>(offset));
-        in.read(reinterpret_cast<char*>(out), static_cast<std::streamsize>(cap));
-        return static_cast<std::size_t>(in.gcount());
+        return files_.read(handle, offset, out, cap);
     }
 
 private:
     logger& log_;
-    std::mutex mu_;
-    std::map<std::uint64_t, std::string> files_;
-    std::uint64_t next_ = 1;
+    plugin::attachment_files files_;
 };
 
 std::string read_all(const fs::path& p) {

@@ -39,7 +39,7 @@ public:
     std::map<std::uint64_t, std::vector<completion>> completions;
     std::vector<std::string> logs;
     int submissions = 0;
-    std::map<std::uint64_t, std::string> files;
+    attachment_files files_;
 
     bool log_enabled(std::string_view, samband_log_level) override { return true; }
     void log(std::string_view, samband_log_level, std::string_view m) override {
@@ -76,18 +76,7 @@ public:
     boost::system::result<std::size_t> read_attachment(std::uint64_t handle, std::uint64_t offset,
                                                        std::uint8_t* out,
                                                        std::size_t cap) override {
-        std::string path;
-        {
-            std::lock_guard lock(mu);
-            auto it = files.find(handle);
-            if (it == files.end())
-                return boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
-            path = it->second;
-        }
-        std::ifstream in(path, std::ios::binary);
-        in.seekg(static_cast<std::streamoff>(offset));
-        in.read(reinterpret_cast<char*>(out), static_cast<std::streamsize>(cap));
-        return static_cast<std::size_t>(in.gcount());
+        return files_.read(handle, offset, out, cap);
     }
     // Waits until `token` has at least one completion, or the timeout.
     std::vector<completion> wait(std::uint64_t token, std::chrono::milliseconds timeout) {
@@ -211,11 +200,7 @@ int run_plugin_check(const std::string& so_path, const std::optional<std::string
             ss << in.rdbuf();
             a.sha256_hex = core::sha256_hex(ss.str());
             a.path = f.string();
-            {
-                std::lock_guard lock(svc.mu);
-                svc.files[token] = f.string();
-            }
-            a.handle = token;
+            a.handle = svc.files_.add(f.string());
             d.event.attachments.push_back(a);
         }
         return d;

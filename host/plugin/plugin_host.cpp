@@ -10,6 +10,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <fstream>
 #include <future>
 #include <map>
 #include <mutex>
@@ -205,9 +206,55 @@ std::vector<const loaded_plugin*> registry::list() const {
     return out;
 }
 
+// ---- attachment files -----------------------------------------------------------------------
+
+std::uint64_t attachment_files::add(std::string path) {
+    std::lock_guard lock(mu_);
+    files_[next_] = std::move(path);
+    return next_++;
+}
+
+boost::system::result<std::size_t> attachment_files::read(std::uint64_t handle,
+                                                          std::uint64_t offset, std::uint8_t* out,
+                                                          std::size_t capacity) const {
+    std::string path;
+    {
+        std::lock_guard lock(mu_);
+        auto it = files_.find(handle);
+        if (it == files_.end())
+            return boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
+        path = it->second;
+    }
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        return boost::system::errc::make_error_code(boost::system::errc::no_such_file_or_directory);
+    in.seekg(static_cast<std::streamoff>(offset));
+    in.read(reinterpret_cast<char*>(out), static_cast<std::streamsize>(capacity));
+    return static_cast<std::size_t>(in.gcount());
+}
+
 // ---- instance -------------------------------------------------------------------------------
 
 namespace {
+
+// The C views of attachments; they point into `refs`, which must outlive them.
+std::vector<samband_attachment> to_c(const std::vector<attachment_ref>& refs) {
+    std::vector<samband_attachment> out;
+    out.reserve(refs.size());
+    for (const auto& a : refs) {
+        samband_attachment c{};
+        c.struct_size = sizeof c;
+        c.id = str(a.id);
+        c.filename = str(a.filename);
+        c.media_type = str(a.media_type);
+        c.sha256_hex = str(a.sha256_hex);
+        c.size = a.size;
+        c.path = str(a.path);
+        c.handle = a.handle;
+        out.push_back(c);
+    }
+    return out;
+}
 
 // The C view of a delivery, alive from deliver() until the plugin completes it.
 struct c_delivery {
@@ -216,18 +263,7 @@ struct c_delivery {
     samband_delivery d{};
 
     explicit c_delivery(const delivery_ref& r) : ref(r) {
-        for (const auto& a : ref.event.attachments) {
-            samband_attachment c{};
-            c.struct_size = sizeof c;
-            c.id = str(a.id);
-            c.filename = str(a.filename);
-            c.media_type = str(a.media_type);
-            c.sha256_hex = str(a.sha256_hex);
-            c.size = a.size;
-            c.path = str(a.path);
-            c.handle = a.handle;
-            atts.push_back(c);
-        }
+        atts = to_c(ref.event.attachments);
         d.struct_size = sizeof d;
         d.token = ref.token;
         d.delivery_id = str(ref.delivery_id);
@@ -247,18 +283,7 @@ struct c_event {
     std::vector<samband_attachment> atts;
     samband_event e{};
     explicit c_event(const event_ref& r) : ref(r) {
-        for (const auto& a : ref.attachments) {
-            samband_attachment c{};
-            c.struct_size = sizeof c;
-            c.id = str(a.id);
-            c.filename = str(a.filename);
-            c.media_type = str(a.media_type);
-            c.sha256_hex = str(a.sha256_hex);
-            c.size = a.size;
-            c.path = str(a.path);
-            c.handle = a.handle;
-            atts.push_back(c);
-        }
+        atts = to_c(ref.attachments);
         e.struct_size = sizeof e;
         e.envelope_json = str(ref.envelope_json);
         e.attachments = atts.data();

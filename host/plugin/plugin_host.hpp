@@ -9,9 +9,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace samband::plugin {
@@ -133,6 +135,20 @@ struct delivery_ref {
 struct rendered {
     std::string bytes;
     std::string name;
+};
+
+// Attachment bytes kept in files and offered by handle (preview and the conformance kit, where
+// nothing is stored). THREAD: safe from any thread.
+class attachment_files {
+public:
+    std::uint64_t add(std::string path);
+    boost::system::result<std::size_t> read(std::uint64_t handle, std::uint64_t offset,
+                                            std::uint8_t* out, std::size_t capacity) const;
+
+private:
+    mutable std::mutex mu_;
+    std::uint64_t next_ = 1;
+    std::unordered_map<std::uint64_t, std::string> files_;
 };
 
 struct instance_options {
