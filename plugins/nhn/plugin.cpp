@@ -7,6 +7,7 @@
 //            "own": {"name": "Testby kommune", "her_id": "9900001",
 //                    "dept_name": "Rask psykisk helsehjelp", "dept_her_id": "9900011"},
 //            "receiver_message_types": {"9900100": "DIALOG_HELSEFAGLIG"}, "request_apprec": true}
+#include "edi_client.hpp"
 #include "nhn/codec/codec.hpp"
 
 #include <samband/sdk.hpp>
@@ -19,10 +20,13 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -95,8 +99,46 @@ public:
         d.Parse(config.data(), config.size());
         out_dir_ = str(d, "out_dir");
         in_dir_ = str(d, "in_dir");
-        if (out_dir_.empty())
-            throw error(SAMBAND_INVALID, "nhn: config needs \"out_dir\" (the outgoing catalogue)");
+        std::string transport = str(d, "transport");
+        if (transport == "edi2") {
+            if (!d.HasMember("edi2") || !d["edi2"].IsObject())
+                throw error(SAMBAND_INVALID, "nhn: transport edi2 needs an \"edi2\" object");
+            const auto& e = d["edi2"];
+            nhn::edi::client_options o;
+            o.token_url = str(e, "token_url");
+            o.audience = str(e, "audience");
+            o.api_base = str(e, "api_base");
+            o.client_id = str(e, "client_id");
+            o.scope = str(e, "scope");
+            if (!str(e, "api_version").empty()) o.api_version = str(e, "api_version");
+            if (!str(e, "source_system").empty()) o.source_system = str(e, "source_system");
+            o.ca_file = str(e, "ca_file");
+            if (e.HasMember("timeout_ms") && e["timeout_ms"].IsInt())
+                o.timeout = std::chrono::milliseconds(e["timeout_ms"].GetInt());
+            o.allow_plain_http_loopback = e.HasMember("allow_plain_http_loopback") &&
+                                          e["allow_plain_http_loopback"].IsBool() &&
+                                          e["allow_plain_http_loopback"].GetBool();
+            std::string key_secret = str(e, "key_secret");
+            if (key_secret.empty())
+                throw error(SAMBAND_INVALID,
+                            "nhn: edi2 needs \"key_secret\" (the HelseID key, a host secret)");
+            auto key = host_.secret(key_secret);
+            if (!key)
+                throw error(SAMBAND_INVALID,
+                            "nhn: the secret \"" + key_secret + "\" is not configured");
+            o.private_key_pem = std::move(*key);
+            if (e.HasMember("poll_her_id") && e["poll_her_id"].IsInt64())
+                poll_her_id_ = e["poll_her_id"].GetInt64();
+            try {
+                edi_ = std::make_unique<nhn::edi::client>(std::move(o));
+            } catch (const std::exception& ex) {
+                throw error(SAMBAND_INVALID, std::string("nhn: edi2: ") + ex.what());
+            }
+        } else if (out_dir_.empty()) {
+            throw error(SAMBAND_INVALID,
+                        "nhn: config needs \"out_dir\" (the outgoing catalogue) or \"transport\": "
+                        "\"edi2\"");
+        }
         if (d.HasMember("poll_ms") && d["poll_ms"].IsInt())
             poll_ms_ = std::max(20, d["poll_ms"].GetInt());
         if (d.HasMember("request_apprec") && d["request_apprec"].IsBool())
@@ -126,9 +168,11 @@ public:
     ~nhn_plugin() { stop(); }
 
     void start() {
-        if (in_dir_.empty() || running_) return;
+        if (running_) return;
         running_ = true;
-        reader_ = std::thread([this] { read_loop(); });
+        if (edi_) sender_ = std::thread([this] { send_loop(); });
+        if (!in_dir_.empty() || (edi_ && poll_her_id_))
+            reader_ = std::thread([this] { read_loop(); });
     }
     void stop() {
         {
@@ -138,6 +182,13 @@ public:
         }
         cv_.notify_all();
         if (reader_.joinable()) reader_.join();
+        if (sender_.joinable()) sender_.join();
+        std::deque<samband::sdk::delivery> rest;
+        {
+            std::lock_guard lock(mu_);
+            rest.swap(queue_);
+        }
+        for (auto& d : rest) d.retry("nhn: stopping");
     }
 
     void deliver(samband::sdk::delivery d) {
@@ -145,6 +196,14 @@ public:
         if (!msg) {
             // An invalid message is never sent: permanent, with the schema error.
             d.fail("nhn: the message would not be valid, not sent: " + msg.error().what());
+            return;
+        }
+        if (edi_) {  // HTTP is slow: the send thread does it, the host is not blocked
+            {
+                std::lock_guard lock(mu_);
+                queue_.push_back(std::move(d));
+            }
+            cv_.notify_all();
             return;
         }
         fs::path file = fs::path(out_dir_) / (msg->msg_id + ".xml");
@@ -216,11 +275,100 @@ private:
         return codec_.serialize_json(ev.envelope_json, atts, o);
     }
 
+    void send_loop() {
+        for (;;) {
+            std::optional<samband::sdk::delivery> d;
+            {
+                std::unique_lock lock(mu_);
+                cv_.wait(lock, [&] { return !running_ || !queue_.empty(); });
+                if (!running_) return;
+                d.emplace(std::move(queue_.front()));
+                queue_.pop_front();
+            }
+            send_edi(*d);
+        }
+    }
+
+    void send_edi(samband::sdk::delivery& d) {
+        auto msg = serialize(d.id(), d.event());
+        if (!msg)
+            return d.fail("nhn: the message would not be valid, not sent: " + msg.error().what());
+        for (int tries = 0;; ++tries) {
+            auto o = edi_->send(msg->xml);
+            if (o.what == nhn::edi::outcome::kind::ok) {
+                host_.log(log_level::info,
+                          "message " + msg->msg_id + " sent over EDI 2.0 as " + o.body);
+                return d.succeed(msg->msg_id);
+            }
+            if (o.what == nhn::edi::outcome::kind::permanent)
+                return d.fail("nhn: EDI 2.0 refused the message: " + o.message);
+            // Honour Retry-After within this attempt's deadline; otherwise the host retries later.
+            std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count();
+            if (tries < 3 && o.retry_after_s > 0 &&
+                now_ms + o.retry_after_s * 1000 + 1000 < d.deadline_unix_ms()) {
+                std::unique_lock lock(mu_);
+                cv_.wait_for(lock, std::chrono::seconds(o.retry_after_s),
+                             [&] { return !running_; });
+                if (!running_) return d.retry("nhn: stopping");
+                continue;
+            }
+            return d.retry("nhn: EDI 2.0: " + o.message);
+        }
+    }
+
+    void poll_edi() {
+        std::vector<nhn::edi::inbox_message> list;
+        auto o = edi_->list_unread(poll_her_id_, list);
+        if (o.what != nhn::edi::outcome::kind::ok) {
+            host_.log(log_level::warn, "EDI 2.0 poll failed: " + o.message);
+            return;
+        }
+        for (const auto& m : list) {
+            {
+                std::lock_guard lock(mu_);
+                if (in_flight_.count(m.id)) continue;
+            }
+            std::string xml;
+            auto f = edi_->fetch(m.id, xml);
+            if (f.what != nhn::edi::outcome::kind::ok) {
+                host_.log(log_level::warn, "EDI 2.0 fetch of " + m.id + " failed: " + f.message);
+                continue;
+            }
+            std::string id = m.id;
+            std::int64_t her = m.receiver_her_id;
+            incoming in;
+            in.name = id;
+            in.apprec = [this, id](const nhn::apprec_request& r) {
+                std::vector<std::pair<std::string, std::string>> errs;
+                for (const auto& e : r.errors)
+                    errs.push_back({e.code, e.detail.empty() ? e.text : e.detail});
+                std::string st = r.status == nhn::apprec_status::ok ? "Ok"
+                                 : r.status == nhn::apprec_status::rejected
+                                     ? "Rejected"
+                                     : "OkErrorInMessagePart";
+                auto a = edi_->send_apprec(id, poll_her_id_, st, errs);
+                if (a.what != nhn::edi::outcome::kind::ok)
+                    host_.log(log_level::warn,
+                              "EDI 2.0 Apprec for " + id + " failed: " + a.message);
+            };
+            in.finish = [this, id, her](bool, const std::string&) {
+                auto r = edi_->mark_read(id, her);
+                if (r.what != nhn::edi::outcome::kind::ok)
+                    host_.log(log_level::warn,
+                              "EDI 2.0 mark read of " + id + " failed: " + r.message);
+            };
+            take_xml(xml, std::move(in));
+        }
+    }
+
     void read_loop() {
         std::unique_lock lock(mu_);
         while (running_) {
             lock.unlock();
-            scan();
+            if (!in_dir_.empty()) scan();
+            if (edi_ && poll_her_id_) poll_edi();
             lock.lock();
             cv_.wait_for(lock, std::chrono::milliseconds(poll_ms_), [&] { return !running_; });
         }
@@ -277,71 +425,80 @@ private:
         for (const auto& f : files) take(f);
     }
 
+    // Where an incoming document came from, how to answer it and what to do once it is handled.
+    struct incoming {
+        std::string name;
+        std::function<void(const nhn::apprec_request&)> apprec;
+        std::function<void(bool ok, const std::string& reason)> finish;
+    };
+
     void take(const fs::path& file) {
-        std::string xml = read_file(file);
+        incoming in;
+        in.name = file.filename().string();
+        in.apprec = [this](const nhn::apprec_request& r) { send_apprec(r); };
+        in.finish = [this, file](bool ok, const std::string& reason) {
+            move_to(file, ok ? "done" : "error", reason);
+        };
+        take_xml(read_file(file), std::move(in));
+    }
+
+    void take_xml(const std::string& xml, incoming in) {
         auto header = codec_.peek(xml);
         if (!header && header.error().code == nhn::codec_errc::wrong_root) {
             // Apprec 1.0/1.1 travel as their own document (root AppRec), not inside a MsgHead.
             if (auto r = codec_.parse_receipt(xml)) {
                 report_receipt(*r);
-                move_to(file, "done");
-                return;
+                return in.finish(true, {});
             }
         }
         if (!header) {
             // Unreadable: no MsgId to answer; kept with the reason for the operator.
-            host_.log(log_level::warn, "unreadable message " + file.filename().string() + ": " +
-                                           header.error().what());
-            move_to(file, "error", header.error().what());
-            return;
+            host_.log(log_level::warn,
+                      "unreadable message " + in.name + ": " + header.error().what());
+            return in.finish(false, header.error().what());
         }
         if (header->msg_type == "APPREC") {
             auto r = codec_.parse_receipt(xml);
-            if (!r) {
-                move_to(file, "error", r.error().what());
-                return;
-            }
+            if (!r) return in.finish(false, r.error().what());
             report_receipt(*r);
-            move_to(file, "done");
-            return;
+            return in.finish(true, {});
         }
         auto m = codec_.parse(xml);
         if (!m) {
-            send_apprec(our_side(nhn::apprec_for(*header, nhn::apprec_status::rejected,
-                                                 {nhn::apprec_error_for(m.error())})));
-            move_to(file, "error", m.error().what());
-            return;
+            in.apprec(our_side(nhn::apprec_for(*header, nhn::apprec_status::rejected,
+                                               {nhn::apprec_error_for(m.error())})));
+            return in.finish(false, m.error().what());
         }
         nhn::event_context ctx;
         if (m->ref_to_parent)
             ctx.treatment_id = *m->ref_to_parent;  // answers carry our request's id
         auto ev = nhn::to_event_json(*m, ctx);
         if (!ev) {
-            send_apprec(our_side(nhn::apprec_for(*header, nhn::apprec_status::rejected,
-                                                 {nhn::apprec_error_for(ev.error())})));
-            move_to(file, "error", ev.error().what());
-            return;
+            in.apprec(our_side(nhn::apprec_for(*header, nhn::apprec_status::rejected,
+                                               {nhn::apprec_error_for(ev.error())})));
+            return in.finish(false, ev.error().what());
         }
         std::vector<samband::sdk::submit_attachment> atts;
         for (const auto& a : m->attachments)
             atts.push_back(
                 {a.filename, a.mime_type, std::string(a.bytes.begin(), a.bytes.end()), {}});
-        std::string n = file.filename().string();
+        std::string n = in.name;
         {
             std::lock_guard lock(mu_);
             in_flight_.insert(n);
         }
         auto hdr = *header;
+        auto shared = std::make_shared<incoming>(std::move(in));
         samband_status st =
-            host_.submit(*ev, atts, [this, file, hdr, n](const samband::sdk::submit_result& r) {
+            host_.submit(*ev, atts, [this, shared, hdr, n](const samband::sdk::submit_result& r) {
                 if (r.status == SAMBAND_OK) {
-                    send_apprec(our_side(nhn::apprec_for(hdr, nhn::apprec_status::ok)));
-                    move_to(file, "done");
+                    shared->apprec(our_side(nhn::apprec_for(hdr, nhn::apprec_status::ok)));
+                    shared->finish(true, {});
                 } else if (r.status == SAMBAND_INVALID) {
-                    send_apprec(our_side(nhn::apprec_for(
+                    shared->apprec(our_side(nhn::apprec_for(
                         hdr, nhn::apprec_status::rejected,
                         {nhn::make_apprec_error(nhn::apprec_codes::annen_feil, r.message)})));
-                    move_to(file, "error", r.message);
+                    shared->finish(false, r.message);
                 }
                 std::lock_guard lock(mu_);
                 in_flight_.erase(n);
@@ -364,6 +521,10 @@ private:
     bool running_ = false;
     std::set<std::string> in_flight_;
     std::thread reader_;
+    std::unique_ptr<nhn::edi::client> edi_;
+    std::int64_t poll_her_id_ = 0;
+    std::deque<samband::sdk::delivery> queue_;
+    std::thread sender_;
 };
 
 }  // namespace

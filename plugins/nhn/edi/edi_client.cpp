@@ -122,7 +122,8 @@ answer request(const client_options& o, const std::string& method, const std::st
         return a;
     }
     http::request<http::string_body> req{http::string_to_verb(method), target, 11};
-    req.set(http::field::host, host);
+    bool default_port = (https && port == "443") || (!https && port == "80");
+    req.set(http::field::host, default_port ? host : host + ":" + port);
     req.set(http::field::user_agent, "samband-nhn");
     for (const auto& [k, v] : headers) req.set(k, v);
     req.body() = body;
@@ -364,6 +365,9 @@ outcome client::fetch_token() {
             continue;
         outcome o = classify(a, now);
         if (o.what != outcome::kind::ok) {
+            // Without a token nothing is sent; a clinical message is retried, not given up, while
+            // the operator fixes the client registration (the message names the cause).
+            o.what = outcome::kind::retry;
             o.message = "HelseID token: " + o.message;
             return o;
         }
