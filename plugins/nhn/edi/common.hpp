@@ -13,9 +13,9 @@ namespace samband::nhn::edi {
 
 // Wall clock used for JWT times (iat/nbf/exp), token expiry and Retry-After dates. Injectable so
 // tests can move time; network deadlines always use std::chrono::steady_clock.
-using clock_fn = std::function<std::chrono::system_clock::time_point()>;
+using wall_clock_fn = std::function<std::chrono::system_clock::time_point()>;
 
-inline clock_fn system_clock_fn() {
+inline wall_clock_fn system_clock_fn() {
     return [] { return std::chrono::system_clock::now(); };
 }
 

@@ -62,7 +62,7 @@ endpoint_url parse_token_url(const std::string& url) {
     return *u;
 }
 
-signing_key load_client_key(const helseid_config& c, const log_fn& log) {
+jws_key load_client_key(const helseid_config& c, const log_fn& log) {
     if (c.key_file.empty()) throw std::runtime_error("helseid.key_file is required");
     std::error_code ec;
     const auto st = std::filesystem::status(c.key_file, ec);
@@ -73,17 +73,17 @@ signing_key load_client_key(const helseid_config& c, const log_fn& log) {
                                         " is accessible to group/others; chmod 600 it");
         }
     }
-    return signing_key::load_pem_file(c.key_file, alg_from_config(c.signing_alg));
+    return jws_key::load_pem_file(c.key_file, alg_from_config(c.signing_alg));
 }
 
-signing_key load_dpop_key(const helseid_config& c) {
-    if (c.dpop_key_file.empty()) return signing_key::generate_p256();
-    return signing_key::load_pem_file(c.dpop_key_file);
+jws_key load_dpop_key(const helseid_config& c) {
+    if (c.dpop_key_file.empty()) return jws_key::generate_p256();
+    return jws_key::load_pem_file(c.dpop_key_file);
 }
 
 }  // namespace
 
-token_client::token_client(helseid_config config, clock_fn clock, log_fn log)
+token_client::token_client(helseid_config config, wall_clock_fn clock, log_fn log)
     : config_(std::move(config)),
       clock_(clock ? std::move(clock) : system_clock_fn()),
       log_(std::move(log)),

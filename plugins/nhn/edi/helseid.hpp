@@ -54,7 +54,7 @@ struct access_token {
 class token_client {
 public:
     // Loads keys and checks the config; throws std::runtime_error naming what is wrong.
-    token_client(helseid_config config, clock_fn clock, log_fn log);
+    token_client(helseid_config config, wall_clock_fn clock, log_fn log);
     ~token_client();
 
     // A token valid for at least a little longer, from the cache or from HelseID. Handles one
@@ -75,20 +75,20 @@ public:
 
     // How many token requests went to HelseID (nonce retries included).
     std::uint64_t token_requests() const { return token_requests_.load(); }
-    const signing_key& dpop_key() const { return dpop_key_; }
-    const clock_fn& clock() const { return clock_; }
+    const jws_key& dpop_key() const { return dpop_key_; }
+    const wall_clock_fn& clock() const { return clock_; }
 
 private:
     result<access_token> request_token(std::chrono::steady_clock::time_point deadline);
 
     helseid_config config_;
-    clock_fn clock_;
+    wall_clock_fn clock_;
     log_fn log_;
     endpoint_url token_url_;
     std::string audience_;
     std::string key_id_;
-    signing_key client_key_;
-    signing_key dpop_key_;
+    jws_key client_key_;
+    jws_key dpop_key_;
     http_client http_;
 
     mutable std::mutex mutex_;  // guards cached_ and nonce_

@@ -190,16 +190,16 @@ std::optional<jws_alg> parse_jws_alg(std::string_view name) {
     return std::nullopt;
 }
 
-void signing_key::pkey_deleter::operator()(EVP_PKEY* p) const {
+void jws_key::pkey_deleter::operator()(EVP_PKEY* p) const {
     EVP_PKEY_free(p);
 }
 
-signing_key::signing_key(signing_key&&) noexcept = default;
-signing_key& signing_key::operator=(signing_key&&) noexcept = default;
-signing_key::~signing_key() = default;
+jws_key::jws_key(jws_key&&) noexcept = default;
+jws_key& jws_key::operator=(jws_key&&) noexcept = default;
+jws_key::~jws_key() = default;
 
-signing_key::signing_key(std::unique_ptr<EVP_PKEY, pkey_deleter> key, std::optional<jws_alg> alg,
-                         std::string_view what)
+jws_key::jws_key(std::unique_ptr<EVP_PKEY, pkey_deleter> key, std::optional<jws_alg> alg,
+                 std::string_view what)
     : key_(std::move(key)) {
     const EVP_PKEY* k = key_.get();
     if (EVP_PKEY_is_a(k, "RSA")) {
@@ -238,7 +238,7 @@ signing_key::signing_key(std::unique_ptr<EVP_PKEY, pkey_deleter> key, std::optio
     }
 }
 
-signing_key signing_key::from_pem(std::string_view pem, std::optional<jws_alg> alg) {
+jws_key jws_key::from_pem(std::string_view pem, std::optional<jws_alg> alg) {
     std::unique_ptr<BIO, decltype(&BIO_free)> bio(
         BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), &BIO_free);
     if (!bio) throw std::runtime_error("out of memory reading a PEM key");
@@ -248,11 +248,10 @@ signing_key signing_key::from_pem(std::string_view pem, std::optional<jws_alg> a
         throw std::runtime_error(
             "not an unencrypted PEM private key (PKCS#8 or traditional RSA/EC)");
     }
-    return signing_key(std::unique_ptr<EVP_PKEY, pkey_deleter>(raw), alg, "private key");
+    return jws_key(std::unique_ptr<EVP_PKEY, pkey_deleter>(raw), alg, "private key");
 }
 
-signing_key signing_key::load_pem_file(const std::filesystem::path& path,
-                                       std::optional<jws_alg> alg) {
+jws_key jws_key::load_pem_file(const std::filesystem::path& path, std::optional<jws_alg> alg) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw std::runtime_error("cannot open key file " + path.string());
     std::ostringstream ss;
@@ -268,20 +267,18 @@ signing_key signing_key::load_pem_file(const std::filesystem::path& path,
     }
 }
 
-signing_key signing_key::generate_p256() {
+jws_key jws_key::generate_p256() {
     EVP_PKEY* raw = EVP_EC_gen("P-256");
     if (!raw) throw std::runtime_error("cannot generate a P-256 key: " + openssl_error());
-    return signing_key(std::unique_ptr<EVP_PKEY, pkey_deleter>(raw), jws_alg::es256,
-                       "generated key");
+    return jws_key(std::unique_ptr<EVP_PKEY, pkey_deleter>(raw), jws_alg::es256, "generated key");
 }
 
-std::string signing_key::thumbprint() const {
+std::string jws_key::thumbprint() const {
     const auto digest = sha256(public_jwk_);
     return base64url_encode(digest);
 }
 
-std::string signing_key::sign_jwt(std::string_view header_json,
-                                  std::string_view claims_json) const {
+std::string jws_key::sign_jwt(std::string_view header_json, std::string_view claims_json) const {
     std::string input = base64url_encode(header_json);
     input.push_back('.');
     input += base64url_encode(claims_json);

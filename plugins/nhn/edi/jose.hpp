@@ -39,19 +39,19 @@ std::optional<jws_alg> parse_jws_alg(std::string_view name);
 
 // A private key that signs JWTs. RSA keys (>= 2048 bits) sign RS256 or PS256, EC P-256 keys ES256.
 // THREAD: const members may be called from several threads at once.
-class signing_key {
+class jws_key {
 public:
     // Loads a PEM private key (PKCS#8 or traditional, unencrypted). `alg` empty: RS256 for RSA,
     // ES256 for EC. Throws std::runtime_error naming the path (never the contents) on failure.
-    static signing_key load_pem_file(const std::filesystem::path& path,
-                                     std::optional<jws_alg> alg = std::nullopt);
-    static signing_key from_pem(std::string_view pem, std::optional<jws_alg> alg = std::nullopt);
+    static jws_key load_pem_file(const std::filesystem::path& path,
+                                 std::optional<jws_alg> alg = std::nullopt);
+    static jws_key from_pem(std::string_view pem, std::optional<jws_alg> alg = std::nullopt);
     // A fresh EC P-256 key (ES256), e.g. an in-memory DPoP key.
-    static signing_key generate_p256();
+    static jws_key generate_p256();
 
-    signing_key(signing_key&&) noexcept;
-    signing_key& operator=(signing_key&&) noexcept;
-    ~signing_key();
+    jws_key(jws_key&&) noexcept;
+    jws_key& operator=(jws_key&&) noexcept;
+    ~jws_key();
 
     jws_alg alg() const { return alg_; }
     // The public key as a JWK with only the RFC 7638 members in lexicographic order and no
@@ -68,8 +68,8 @@ private:
     struct pkey_deleter {
         void operator()(EVP_PKEY* p) const;
     };
-    signing_key(std::unique_ptr<EVP_PKEY, pkey_deleter> key, std::optional<jws_alg> alg,
-                std::string_view what);
+    jws_key(std::unique_ptr<EVP_PKEY, pkey_deleter> key, std::optional<jws_alg> alg,
+            std::string_view what);
 
     std::unique_ptr<EVP_PKEY, pkey_deleter> key_;
     jws_alg alg_ = jws_alg::rs256;
