@@ -33,6 +33,10 @@ metrics::metrics()
                    .Name("samband_delivery_retries_total")
                    .Help("Failed attempts that will be retried, by destination")
                    .Register(*registry_)),
+      overdue_(prometheus::BuildCounter()
+                   .Name("samband_receipts_overdue_total")
+                   .Help("Deliveries with no receipt (Apprec) within the window, by destination")
+                   .Register(*registry_)),
       latency_(prometheus::BuildHistogram()
                    .Name("samband_delivery_latency_seconds")
                    .Help("From acceptance of the event to its delivery, by destination")
@@ -73,6 +77,9 @@ void metrics::delivery_latency(std::string_view destination, double seconds) {
 }
 void metrics::commit_latency(double seconds) {
     commit_.Observe(seconds);
+}
+void metrics::receipt_overdue(std::string_view destination) {
+    overdue_.Add({{"destination", std::string(destination)}}).Increment();
 }
 
 std::string metrics::render(store::store& st) {

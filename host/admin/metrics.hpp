@@ -26,6 +26,7 @@ public:
     void retry(std::string_view destination);
     void delivery_latency(std::string_view destination, double seconds);
     void commit_latency(double seconds);
+    void receipt_overdue(std::string_view destination);
     // The text exposition, with queue gauges read from the store at scrape time.
     std::string render(store::store& st);
 
@@ -35,6 +36,7 @@ private:
     prometheus::Family<prometheus::Counter>& events_rejected_;
     prometheus::Family<prometheus::Counter>& transitions_;
     prometheus::Family<prometheus::Counter>& retries_;
+    prometheus::Family<prometheus::Counter>& overdue_;
     prometheus::Family<prometheus::Histogram>& latency_;
     prometheus::Histogram& commit_;
     prometheus::Family<prometheus::Gauge>& depth_;

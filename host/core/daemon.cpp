@@ -11,6 +11,7 @@
 #include "core/runtime.hpp"
 #include "core/services.hpp"
 #include "delivery/engine.hpp"
+#include "delivery/receipt_window.hpp"
 #include "directory/gp_directory.hpp"
 #include "ingest/ingest.hpp"
 #include "plugin/plugin_host.hpp"
@@ -22,6 +23,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -123,6 +125,7 @@ public:
         engine_->start();
         start_endpoints(*rt_, log_);  // sinks and transforms first, sources last
         schedule_retention();
+        schedule_receipt_check();
 
         asio::signal_set signals(io_, SIGTERM, SIGINT, SIGHUP);
         std::function<void(boost::system::error_code, int)> on_signal =
@@ -430,11 +433,49 @@ private:
         });
     }
 
+    // No receipt within the protocol's window (Apprec: 96 h) raises an alert: one error log line,
+    // an audit row and a metric per delivery, for sinks that report receipts.
+    void schedule_receipt_check() {
+        std::int64_t min_window = 0;
+        for (const auto& [name, ep] : rt_->endpoints) {
+            if (!ep.inst || !(ep.inst->plugin().capabilities & SAMBAND_CAP_RECEIPTS)) continue;
+            if (min_window == 0 || ep.pol.receipt_window_s < min_window)
+                min_window = ep.pol.receipt_window_s;
+        }
+        if (min_window == 0) return;
+        auto every = std::chrono::seconds(std::clamp<std::int64_t>(min_window / 4, 1, 60));
+        receipts_.expires_after(every);
+        receipts_.async_wait([this](boost::system::error_code ec) {
+            if (ec || stopping_) return;
+            check_receipts(now_ms());
+            schedule_receipt_check();
+        });
+    }
+
+    void check_receipts(std::int64_t now) {
+        for (const auto& [name, ep] : rt_->endpoints) {
+            if (!ep.inst || !(ep.inst->plugin().capabilities & SAMBAND_CAP_RECEIPTS)) continue;
+            auto rows = delivery::overdue_receipts(*store_, name, ep.pol.receipt_window_s, now);
+            if (!rows) continue;
+            for (const auto& r : receipt_alerts_.fresh(std::move(*rows))) {
+                std::string why = "no receipt within " + std::to_string(ep.pol.receipt_window_s) +
+                                  " s of delivery (external id " + r.external_id + ")";
+                log_.error("receipt.overdue", why,
+                           {{"delivery", std::to_string(r.id)},
+                            {"event", r.event_id},
+                            {"endpoint", name}});
+                store_->audit("engine", "receipt.overdue", "delivery:" + std::to_string(r.id), why);
+                metrics_.receipt_overdue(name);
+            }
+        }
+    }
+
     void shutdown() {
         if (stopping_) return;
         stopping_ = true;
         ready_.store(false);
         retention_.cancel();
+        receipts_.cancel();
         // 1. Stop intake: sources stop, later submits get RETRY.
         ingest_->stop_intake();
         stop_endpoints(*rt_, SAMBAND_KIND_SOURCE, log_);
@@ -452,6 +493,8 @@ private:
     logger log_;
     asio::io_context io_;
     asio::steady_timer retention_{io_};
+    asio::steady_timer receipts_{io_};
+    delivery::receipt_alerts receipt_alerts_;
     std::mutex mu_;
     std::shared_ptr<config::config> cfg_;
     std::unique_ptr<store::store> store_;

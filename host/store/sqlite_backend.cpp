@@ -396,6 +396,7 @@ public:
         if (!dq.destination.empty()) sql += " AND d.destination = ?3";
         if (!dq.event_id.empty()) sql += " AND e.id = ?4";
         if (dq.since_ms > 0) sql += " AND d.created_ms >= ?5";
+        if (dq.updated_before_ms > 0) sql += " AND d.updated_ms < ?7";
         sql += " ORDER BY d.id LIMIT ?6";
         auto& q = rdb_.prepare(sql);
         q.bind(1, dq.after_id);
@@ -404,6 +405,7 @@ public:
         if (!dq.event_id.empty()) q.bind(4, dq.event_id);
         if (dq.since_ms > 0) q.bind(5, dq.since_ms);
         q.bind(6, static_cast<std::int64_t>(dq.limit));
+        if (dq.updated_before_ms > 0) q.bind(7, dq.updated_before_ms);
         std::vector<delivery_row> out;
         while (q.step()) out.push_back(read_delivery(q));
         q.reset();

@@ -145,7 +145,8 @@ struct delivery_query {
     std::string event_id;     // empty = all
     std::int64_t since_ms = 0;
     std::size_t limit = 100;
-    std::int64_t after_id = 0;  // paging
+    std::int64_t after_id = 0;           // paging
+    std::int64_t updated_before_ms = 0;  // only rows last changed before this (0 = any)
 };
 
 struct destination_stats {

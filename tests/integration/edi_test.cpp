@@ -188,6 +188,42 @@ TEST_F(edi_test, server_faults_end_delivered_never_lost_or_doubled) {
     EXPECT_EQ(d.stop(), 0);
 }
 
+TEST_F(edi_test, a_slow_answer_times_out_and_the_retry_keeps_the_msg_id) {
+    // 3 s > the client's 2 s timeout: the first attempt is abandoned and retried. The server may
+    // then hold the message twice, but as a repeat the receiver recognises (the same MsgId).
+    fake_->post("/_test/faults", R"([{"delay_ms":3000,"count":1}])");
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_start_note("slow1", false);
+    ASSERT_TRUE(
+        wait_for([&] { return state(d).rfind("delivered", 0) == 0; }, std::chrono::seconds(30)))
+        << state(d) << "\n"
+        << d.log();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // let the slow request finish
+    std::set<std::string> ids;
+    for (const auto& x : sent_xml()) ids.insert(codec_->parse(x)->header.msg_id);
+    EXPECT_EQ(ids.size(), 1u);
+    EXPECT_GE(sent_xml().size(), 1u);
+    EXPECT_EQ(d.stop(), 0);
+}
+
+TEST_F(edi_test, no_apprec_within_the_window_raises_an_alert) {
+    // A 2 s receipt window instead of 96 h (the window is per destination policy).
+    std::string cfg = read_file(root_ / "samband.json");
+    cfg.replace(cfg.find("\"attempt_timeout_ms\": 10000"), 27,
+                "\"attempt_timeout_ms\": 10000, \"receipt_window_s\": 2");
+    write_file(root_ / "samband.json", cfg);
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_start_note("w1", false);
+    ASSERT_TRUE(wait_for([&] { return d.log().find("step=receipt.overdue") != std::string::npos; },
+                         std::chrono::seconds(15)))
+        << d.log();
+    EXPECT_NE(d.get("/metrics").body.find("samband_receipts_overdue_total{destination=\"nhn\"} 1"),
+              std::string::npos);
+    EXPECT_EQ(d.stop(), 0);
+}
+
 TEST_F(edi_test, a_4xx_goes_dead_with_the_servers_message) {
     fake_->post("/_test/faults",
                 R"([{"status":400,"count":1,"message":"Mottaker 9900101 har ikke tjenesten"}])");

@@ -1,6 +1,7 @@
 // The SQLite store: durability contract, dedupe, ordering, audit chain, retention, migrations.
 #include "store/store.hpp"
 #include "core/ids.hpp"
+#include "delivery/receipt_window.hpp"
 
 #include <sqlite3.h>
 
@@ -242,6 +243,23 @@ TEST_F(store_test, list_filters_by_state_and_destination_and_pages) {
     EXPECT_EQ(st_->list_deliveries(q)->size(), 10u);
     auto stats = st_->stats();
     ASSERT_EQ(stats->size(), 2u);
+}
+
+TEST_F(store_test, a_delivery_without_a_receipt_is_overdue_only_after_the_window_and_alerts_once) {
+    submit(ev("w1"));
+    auto c = st_->claim_due("gp", core::now_ms(), 10);
+    ASSERT_EQ(c->size(), 1u);
+    update({(*c)[0].id, delivery_state::delivered, "", "msg-1", 0, true, 0, "engine"});
+    std::int64_t now = core::now_ms();
+    const std::int64_t window = 96 * 3600;  // Apprec: 96 hours
+    EXPECT_TRUE(delivery::overdue_receipts(*st_, "gp", window, now + 95 * 3600 * 1000LL)->empty());
+    auto late = delivery::overdue_receipts(*st_, "gp", window, now + 97 * 3600 * 1000LL);
+    ASSERT_EQ(late->size(), 1u);
+    delivery::receipt_alerts alerts;
+    EXPECT_EQ(alerts.fresh(*late).size(), 1u);
+    EXPECT_TRUE(alerts.fresh(*late).empty()) << "one alert per delivery";
+    update({(*c)[0].id, delivery_state::acknowledged, "", "", 0, false, 0, "receipt"});
+    EXPECT_TRUE(delivery::overdue_receipts(*st_, "gp", window, now + 97 * 3600 * 1000LL)->empty());
 }
 
 }  // namespace
