@@ -7,10 +7,14 @@ namespace samband::router {
 std::regex compile_glob(const std::string& glob) {
     std::string r;
     for (char c : glob) {
-        if (c == '*') r += ".*";
-        else if (c == '?') r += '.';
-        else if (std::string("\\^$.|+()[]{}").find(c) != std::string::npos) r += std::string("\\") + c;
-        else r += c;
+        if (c == '*')
+            r += ".*";
+        else if (c == '?')
+            r += '.';
+        else if (std::string("\\^$.|+()[]{}").find(c) != std::string::npos)
+            r += std::string("\\") + c;
+        else
+            r += c;
     }
     return std::regex(r, std::regex::optimize);
 }
@@ -59,9 +63,15 @@ std::vector<route_match> router::route(std::string_view source,
         for (const auto& p : r.where) {
             const rapidjson::Value* v = rapidjson::Pointer(p.pointer.c_str()).Get(envelope);
             switch (p.what) {
-                case config::predicate::op::exists: ok = (v != nullptr) == p.exists; break;
-                case config::predicate::op::equals: ok = v && *v == p.value; break;
-                case config::predicate::op::not_equals: ok = !v || !(*v == p.value); break;
+                case config::predicate::op::exists:
+                    ok = (v != nullptr) == p.exists;
+                    break;
+                case config::predicate::op::equals:
+                    ok = v && *v == p.value;
+                    break;
+                case config::predicate::op::not_equals:
+                    ok = !v || !(*v == p.value);
+                    break;
                 case config::predicate::op::in: {
                     ok = false;
                     for (const auto& x : p.values) ok = ok || (v && *v == x);

@@ -29,7 +29,7 @@ private:
     struct compiled_predicate {
         std::string pointer;
         config::predicate::op what;
-        rapidjson::Document value;                 // equals / not_equals
+        rapidjson::Document value;                // equals / not_equals
         std::vector<rapidjson::Document> values;  // in
         bool exists = true;
     };
