@@ -8,8 +8,6 @@
 #include <boost/beast/http.hpp>
 #include <boost/url/parse.hpp>
 
-#include <openssl/evp.h>
-
 #include <rapidjson/document.h>
 #include <rapidjson/prettywriter.h>
 #include <rapidjson/stringbuffer.h>
@@ -186,15 +184,6 @@ bool parse_since(const std::string& s, std::int64_t& out) {
     if (in.fail()) return false;
     out = static_cast<std::int64_t>(timegm(&tm)) * 1000;
     return true;
-}
-
-std::string base64(const std::string& bytes) {
-    std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                            reinterpret_cast<const unsigned char*>(bytes.data()),
-                            static_cast<int>(bytes.size()));
-    out.resize(static_cast<std::size_t>(n));
-    return out;
 }
 
 int cmd_status(const client_options& o) {
@@ -398,7 +387,7 @@ void add_client_commands(CLI::App& app, std::function<void(int)> set_exit) {
                 w.Key("media_type");
                 w.String(get_str(a, "media_type").c_str());
                 w.Key("content_base64");
-                std::string b = base64(as.str());
+                std::string b = core::base64_encode(as.str());
                 w.String(b.c_str(), static_cast<rapidjson::SizeType>(b.size()));
                 w.EndObject();
             }

@@ -8,8 +8,6 @@
 #include <boost/beast/http.hpp>
 #include <boost/url/parse.hpp>
 
-#include <openssl/evp.h>
-
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -88,27 +86,6 @@ std::string kinds_text(std::uint32_t k) {
 
 bool is_loopback(const std::string& host) {
     return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
-}
-
-std::string base64_decode(const std::string& in, bool& ok) {
-    std::string clean;
-    for (char c : in)
-        if (!std::isspace(static_cast<unsigned char>(c))) clean += c;
-    ok = clean.size() % 4 == 0;
-    if (!ok) return {};
-    std::string out(clean.size() / 4 * 3, '\0');
-    int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                            reinterpret_cast<const unsigned char*>(clean.data()),
-                            static_cast<int>(clean.size()));
-    if (n < 0) {
-        ok = false;
-        return {};
-    }
-    std::size_t pad = 0;
-    if (!clean.empty() && clean.back() == '=') ++pad;
-    if (clean.size() > 1 && clean[clean.size() - 2] == '=') ++pad;
-    out.resize(static_cast<std::size_t>(n) - pad);
-    return out;
 }
 
 std::int64_t parse_i64(std::string_view s, bool& ok) {
@@ -624,9 +601,9 @@ struct server::impl {
                 at.media_type = a.HasMember("media_type") && a["media_type"].IsString()
                                     ? a["media_type"].GetString()
                                     : "";
-                bool ok = true;
-                at.bytes = base64_decode(a["content_base64"].GetString(), ok);
-                if (!ok)
+                auto bytes = core::base64_decode(a["content_base64"].GetString());
+                if (bytes) at.bytes = std::move(*bytes);
+                if (!bytes)
                     return error_reply(http::status::bad_request, "bad_base64",
                                        "attachment " + at.filename + " is not valid base64");
                 sub.attachments.push_back(std::move(at));

@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -45,6 +46,32 @@ std::string sha256_hex(std::string_view data) {
         out += hex[md[i] >> 4];
         out += hex[md[i] & 0xf];
     }
+    return out;
+}
+
+std::string base64_encode(std::string_view bytes) {
+    std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                            reinterpret_cast<const unsigned char*>(bytes.data()),
+                            static_cast<int>(bytes.size()));
+    out.resize(static_cast<std::size_t>(n));
+    return out;
+}
+
+std::optional<std::string> base64_decode(std::string_view text) {
+    std::string clean;
+    for (char c : text)
+        if (!std::isspace(static_cast<unsigned char>(c))) clean += c;
+    if (clean.size() % 4 != 0) return std::nullopt;
+    std::string out(clean.size() / 4 * 3, '\0');
+    int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                            reinterpret_cast<const unsigned char*>(clean.data()),
+                            static_cast<int>(clean.size()));
+    if (n < 0) return std::nullopt;
+    std::size_t pad = 0;
+    if (!clean.empty() && clean.back() == '=') ++pad;
+    if (clean.size() > 1 && clean[clean.size() - 2] == '=') ++pad;
+    out.resize(static_cast<std::size_t>(n) - pad);
     return out;
 }
 

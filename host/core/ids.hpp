@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -13,6 +14,9 @@ std::int64_t now_ms() noexcept;
 std::string uuid_v7();
 // Lowercase hex SHA-256 of `data`.
 std::string sha256_hex(std::string_view data);
+// Standard base64 (RFC 4648) of bytes, and back; decode fails (nullopt) on malformed input.
+std::string base64_encode(std::string_view bytes);
+std::optional<std::string> base64_decode(std::string_view text);
 // ISO-8601 UTC with milliseconds, e.g. "2026-11-24T10:15:00.123Z".
 std::string iso8601_ms(std::int64_t unix_ms);
 

@@ -11,7 +11,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
-#include <openssl/evp.h>
+#include "core/ids.hpp"
 
 #include <cstring>
 
@@ -47,15 +47,6 @@ std::string xml_escape(std::string_view s) {
                 out += c;
         }
     }
-    return out;
-}
-
-std::string base64(std::string_view in) {
-    std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                            reinterpret_cast<const unsigned char*>(in.data()),
-                            static_cast<int>(in.size()));
-    out.resize(static_cast<std::size_t>(n));
     return out;
 }
 
@@ -144,7 +135,7 @@ private:
         req.set(http::field::content_type, "text/xml; charset=utf-8");
         req.set("SOAPAction", std::string("\"") + kAction + "\"");
         req.set(http::field::authorization,
-                "Basic " + base64(opts_.username + ":" + opts_.password));
+                "Basic " + core::base64_encode(opts_.username + ":" + opts_.password));
         req.body() = body;
         req.prepare_payload();
         boost::system::error_code ec;
