@@ -42,9 +42,10 @@ bool is_ip_literal(const std::string& host) {
 
 template <class Stream>
 asio::awaitable<void> exchange(Stream& stream, http_request& req, http_response& res,
-                               std::size_t body_limit, boost::system::error_code& ec) {
+                               std::size_t body_limit, boost::system::error_code& ec,
+                               const bool& abandoned) {
     co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return;
+    if (ec || abandoned) co_return;
     beast::flat_buffer buffer;
     buffer.reserve(read_buffer_reserve);
     http::response_parser<http::string_body> parser;
@@ -183,15 +184,17 @@ boost::system::result<http_response> http_client::send(
     boost::system::error_code ec;
     http_response res;
     bool done = false;
+    bool abandoned = false;  // set at the deadline: the coroutine starts nothing new after it
     std::exception_ptr failure_ptr;
 
     auto run = [&]() -> asio::awaitable<void> {
         auto token = asio::redirect_error(asio::use_awaitable, ec);
+        if (abandoned) co_return;
         const auto endpoints =
             co_await resolver.async_resolve(origin_.host, std::to_string(origin_.port), token);
-        if (ec) co_return;
+        if (ec || abandoned) co_return;
         co_await lowest.async_connect(endpoints, token);
-        if (ec) co_return;
+        if (ec || abandoned) co_return;
         if (secure) {
             if (!is_ip_literal(origin_.host) &&
                 !SSL_set_tlsext_host_name(secure->native_handle(), origin_.host.c_str())) {
@@ -203,10 +206,10 @@ boost::system::result<http_response> http_client::send(
                 secure->set_verify_callback(asio::ssl::host_name_verification(origin_.host));
             }
             co_await secure->async_handshake(asio::ssl::stream_base::client, token);
-            if (ec) co_return;
-            co_await exchange(*secure, req, res, max_response_bytes_, ec);
+            if (ec || abandoned) co_return;
+            co_await exchange(*secure, req, res, max_response_bytes_, ec, abandoned);
         } else {
-            co_await exchange(*plain, req, res, max_response_bytes_, ec);
+            co_await exchange(*plain, req, res, max_response_bytes_, ec, abandoned);
         }
     };
     asio::co_spawn(ioc, run(), [&](std::exception_ptr e) {
@@ -216,6 +219,7 @@ boost::system::result<http_response> http_client::send(
     ioc.run_until(deadline);
     if (!done) {
         // Deadline passed: abandon the exchange, let the coroutine unwind, report a timeout.
+        abandoned = true;
         resolver.cancel();
         boost::system::error_code ignored;
         lowest.socket().close(ignored);

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
+#include <boost/beast/core/error.hpp>
 
 #include <atomic>
 #include <ctime>
@@ -392,4 +393,15 @@ TEST_F(EdiTransportRsa, WrongClientKeyIsAPermanentTokenFailure) {
     EXPECT_EQ(r.error().kind, edi::failure_kind::permanent);
     EXPECT_NE(r.error().message.find("invalid_client"), std::string::npos);
     EXPECT_NE(r.error().message.find("bad signature"), std::string::npos);
+}
+
+TEST_F(EdiTransportRsa, APassedDeadlineSendsNothing) {
+    edi::tls_options tls;
+    tls.allow_plain_http_loopback = true;
+    edi::http_client c(*edi::parse_endpoint_url(server_->base_url()), tls, nullptr);
+    edi::http_request req{boost::beast::http::verb::get, "/Messages", 11};
+    const auto r = c.send(std::move(req), std::chrono::steady_clock::now() - 1s);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error(), boost::beast::error::timeout);
+    EXPECT_EQ(server_->stats()["requests"].Size(), 0u);
 }
