@@ -7,8 +7,9 @@
 //            "own": {"name": "Testby kommune", "her_id": "9900001",
 //                    "dept_name": "Rask psykisk helsehjelp", "dept_her_id": "9900011"},
 //            "receiver_message_types": {"9900100": "DIALOG_HELSEFAGLIG"}, "request_apprec": true}
-#include "edi_client.hpp"
 #include "nhn/codec/codec.hpp"
+#include "nhn/edi/client.hpp"
+#include "nhn/edi/helseid.hpp"
 
 #include <samband/sdk.hpp>
 
@@ -104,20 +105,23 @@ public:
             if (!d.HasMember("edi2") || !d["edi2"].IsObject())
                 throw error(SAMBAND_INVALID, "nhn: transport edi2 needs an \"edi2\" object");
             const auto& e = d["edi2"];
-            nhn::edi::client_options o;
-            o.token_url = str(e, "token_url");
-            o.audience = str(e, "audience");
-            o.api_base = str(e, "api_base");
-            o.client_id = str(e, "client_id");
-            o.scope = str(e, "scope");
-            if (!str(e, "api_version").empty()) o.api_version = str(e, "api_version");
-            if (!str(e, "source_system").empty()) o.source_system = str(e, "source_system");
-            o.ca_file = str(e, "ca_file");
+            nhn::edi::helseid_config h;
+            h.token_endpoint = str(e, "token_url");
+            h.audience = str(e, "audience").empty() ? h.token_endpoint : str(e, "audience");
+            h.client_id = str(e, "client_id");
+            if (!str(e, "scope").empty()) h.scope = str(e, "scope");
+            h.signing_alg = str(e, "signing_alg");
+            nhn::edi::edi_config c;
+            c.base_url = str(e, "api_base");
+            if (!str(e, "api_version").empty()) c.api_version = str(e, "api_version");
+            if (!str(e, "source_system").empty()) c.source_system = str(e, "source_system");
             if (e.HasMember("timeout_ms") && e["timeout_ms"].IsInt())
-                o.timeout = std::chrono::milliseconds(e["timeout_ms"].GetInt());
-            o.allow_plain_http_loopback = e.HasMember("allow_plain_http_loopback") &&
-                                          e["allow_plain_http_loopback"].IsBool() &&
-                                          e["allow_plain_http_loopback"].GetBool();
+                c.timeout = std::chrono::milliseconds(e["timeout_ms"].GetInt());
+            c.tls.ca_file = str(e, "ca_file");
+            c.tls.allow_plain_http_loopback = e.HasMember("allow_plain_http_loopback") &&
+                                              e["allow_plain_http_loopback"].IsBool() &&
+                                              e["allow_plain_http_loopback"].GetBool();
+            h.tls = c.tls;
             std::string key_secret = str(e, "key_secret");
             if (key_secret.empty())
                 throw error(SAMBAND_INVALID,
@@ -126,11 +130,21 @@ public:
             if (!key)
                 throw error(SAMBAND_INVALID,
                             "nhn: the secret \"" + key_secret + "\" is not configured");
-            o.private_key_pem = std::move(*key);
+            h.key_pem = std::move(*key);
             if (e.HasMember("poll_her_id") && e["poll_her_id"].IsInt64())
                 poll_her_id_ = e["poll_her_id"].GetInt64();
+            timeout_ = c.timeout;
             try {
-                edi_ = std::make_unique<nhn::edi::client>(std::move(o));
+                auto log = [this](nhn::edi::log_level l, std::string_view m) {
+                    host_.log(l == nhn::edi::log_level::error     ? log_level::error
+                              : l == nhn::edi::log_level::warning ? log_level::warn
+                              : l == nhn::edi::log_level::info    ? log_level::info
+                                                                  : log_level::debug,
+                              m);
+                };
+                auto tokens = std::make_shared<nhn::edi::token_client>(
+                    std::move(h), nhn::edi::wall_clock_fn{}, log);
+                edi_ = std::make_unique<nhn::edi::edi_client>(std::move(c), tokens, log);
             } catch (const std::exception& ex) {
                 throw error(SAMBAND_INVALID, std::string("nhn: edi2: ") + ex.what());
             }
@@ -294,72 +308,74 @@ private:
         if (!msg)
             return d.fail("nhn: the message would not be valid, not sent: " + msg.error().what());
         for (int tries = 0;; ++tries) {
-            auto o = edi_->send(msg->xml);
-            if (o.what == nhn::edi::outcome::kind::ok) {
+            auto sent = edi_->send_message(msg->xml);
+            if (sent) {
                 host_.log(log_level::info,
-                          "message " + msg->msg_id + " sent over EDI 2.0 as " + o.body);
+                          "message " + msg->msg_id + " sent over EDI 2.0 as " + *sent);
                 return d.succeed(msg->msg_id);
             }
-            if (o.what == nhn::edi::outcome::kind::permanent)
-                return d.fail("nhn: EDI 2.0 refused the message: " + o.message);
+            const auto& f = sent.error();
+            if (f.kind == nhn::edi::failure_kind::permanent)
+                return d.fail("nhn: EDI 2.0 refused the message: " + f.message);
             // Honour Retry-After within this attempt's deadline; otherwise the host retries later.
             std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                       std::chrono::system_clock::now().time_since_epoch())
                                       .count();
-            if (tries < 3 && o.retry_after_s > 0 &&
-                now_ms + o.retry_after_s * 1000 + 1000 < d.deadline_unix_ms()) {
+            std::int64_t after = f.retry_after.count();
+            if (tries < 3 && after > 0 && now_ms + after * 1000 + 1000 < d.deadline_unix_ms()) {
                 std::unique_lock lock(mu_);
-                cv_.wait_for(lock, std::chrono::seconds(o.retry_after_s),
-                             [&] { return !running_; });
+                cv_.wait_for(lock, std::chrono::seconds(after), [&] { return !running_; });
                 if (!running_) return d.retry("nhn: stopping");
                 continue;
             }
-            return d.retry("nhn: EDI 2.0: " + o.message);
+            return d.retry("nhn: EDI 2.0: " + f.message);
         }
     }
 
     void poll_edi() {
-        std::vector<nhn::edi::inbox_message> list;
-        auto o = edi_->list_unread(poll_her_id_, list);
-        if (o.what != nhn::edi::outcome::kind::ok) {
-            host_.log(log_level::warn, "EDI 2.0 poll failed: " + o.message);
+        nhn::edi::poll_query q;
+        q.receiver_her_ids = {static_cast<int>(poll_her_id_)};
+        auto list = edi_->poll_unread(q);
+        if (!list) {
+            host_.log(log_level::warn, "EDI 2.0 poll failed: " + list.error().message);
             return;
         }
-        for (const auto& m : list) {
+        for (const auto& m : *list) {
             {
                 std::lock_guard lock(mu_);
                 if (in_flight_.count(m.id)) continue;
             }
-            std::string xml;
-            auto f = edi_->fetch(m.id, xml);
-            if (f.what != nhn::edi::outcome::kind::ok) {
-                host_.log(log_level::warn, "EDI 2.0 fetch of " + m.id + " failed: " + f.message);
+            auto xml = edi_->business_document(m.id);
+            if (!xml) {
+                host_.log(log_level::warn,
+                          "EDI 2.0 fetch of " + m.id + " failed: " + xml.error().message);
                 continue;
             }
             std::string id = m.id;
-            std::int64_t her = m.receiver_her_id;
+            int her = m.receiver_her_id ? m.receiver_her_id : static_cast<int>(poll_her_id_);
             incoming in;
             in.name = id;
             in.apprec = [this, id](const nhn::apprec_request& r) {
-                std::vector<std::pair<std::string, std::string>> errs;
+                nhn::edi::outgoing_apprec a;
+                a.status = r.status == nhn::apprec_status::ok ? nhn::edi::apprec_status::ok
+                           : r.status == nhn::apprec_status::rejected
+                               ? nhn::edi::apprec_status::rejected
+                               : nhn::edi::apprec_status::ok_error_in_message_part;
                 for (const auto& e : r.errors)
-                    errs.push_back({e.code, e.detail.empty() ? e.text : e.detail});
-                std::string st = r.status == nhn::apprec_status::ok ? "Ok"
-                                 : r.status == nhn::apprec_status::rejected
-                                     ? "Rejected"
-                                     : "OkErrorInMessagePart";
-                auto a = edi_->send_apprec(id, poll_her_id_, st, errs);
-                if (a.what != nhn::edi::outcome::kind::ok)
+                    a.errors.push_back(
+                        {e.code, e.detail.empty() ? e.text : e.detail, e.text, e.code_system});
+                auto sent = edi_->send_apprec(id, static_cast<int>(poll_her_id_), a);
+                if (!sent)
                     host_.log(log_level::warn,
-                              "EDI 2.0 Apprec for " + id + " failed: " + a.message);
+                              "EDI 2.0 Apprec for " + id + " failed: " + sent.error().message);
             };
             in.finish = [this, id, her](bool, const std::string&) {
                 auto r = edi_->mark_read(id, her);
-                if (r.what != nhn::edi::outcome::kind::ok)
+                if (!r)
                     host_.log(log_level::warn,
-                              "EDI 2.0 mark read of " + id + " failed: " + r.message);
+                              "EDI 2.0 mark read of " + id + " failed: " + r.error().message);
             };
-            take_xml(xml, std::move(in));
+            take_xml(*xml, std::move(in));
         }
     }
 
@@ -521,7 +537,8 @@ private:
     bool running_ = false;
     std::set<std::string> in_flight_;
     std::thread reader_;
-    std::unique_ptr<nhn::edi::client> edi_;
+    std::unique_ptr<nhn::edi::edi_client> edi_;
+    std::chrono::milliseconds timeout_{30000};
     std::int64_t poll_her_id_ = 0;
     std::deque<samband::sdk::delivery> queue_;
     std::thread sender_;

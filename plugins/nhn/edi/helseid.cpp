@@ -63,6 +63,7 @@ endpoint_url parse_token_url(const std::string& url) {
 }
 
 jws_key load_client_key(const helseid_config& c, const log_fn& log) {
+    if (!c.key_pem.empty()) return jws_key::from_pem(c.key_pem, alg_from_config(c.signing_alg));
     if (c.key_file.empty()) throw std::runtime_error("helseid.key_file is required");
     std::error_code ec;
     const auto st = std::filesystem::status(c.key_file, ec);

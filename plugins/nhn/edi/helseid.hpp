@@ -27,6 +27,9 @@ struct helseid_config {
     // PEM private key registered for the client (RSA >= 2048 or EC P-256). A secret: read once
     // at start, never logged.
     std::filesystem::path key_file;
+    // The same key as PEM text, when it comes from the host's secret store (the plugin ABI's
+    // get_secret) rather than a file. Wins over key_file. A secret: never logged.
+    std::string key_pem;
     // `kid` of the client assertion header. Empty: the key's RFC 7638 thumbprint.
     std::string key_id;
     // "RS256" (default for RSA), "PS256", or "ES256" (EC keys). Empty: chosen from the key.
