@@ -112,7 +112,7 @@ void BM_SerializeValidate_Pdf200KB(benchmark::State& state) {
 BENCHMARK(BM_SerializeValidate_Pdf200KB);
 
 void BM_ParseValidate_IncomingSample(benchmark::State& state) {
-    const std::string xml = read_file(std::string(NHN_SHARED_DIR) +
+    const std::string xml = read_file(std::string(NHN_TEST_DATA_DIR) +
                                       "/samples/dialogmelding/1.1/helsefaglig-dialog/"
                                       "samsvar-test-message.xml");
     for (auto _ : state) {
@@ -141,7 +141,7 @@ BENCHMARK(BM_ParseValidate_Incoming200KB);
 
 void BM_ParseValidate_Apprec(benchmark::State& state) {
     const std::string xml =
-        read_file(std::string(NHN_SHARED_DIR) + "/samples/app-rec/1.1/example-avvist.xml");
+        read_file(std::string(NHN_TEST_DATA_DIR) + "/samples/app-rec/1.1/example-avvist.xml");
     for (auto _ : state) {
         auto r = the_codec().parse_receipt(xml);
         if (!r) state.SkipWithError(r.error().what().c_str());

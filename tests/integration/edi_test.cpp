@@ -2,6 +2,7 @@
 // (Node.js on 127.0.0.1): signed client assertion and DPoP on every call, token caching, faults
 // (500, 429 with Retry-After, a dropped connection, a 400) that end delivered or dead — never lost
 // or doubled — and incoming messages with Apprecs both ways.
+#include <samband_test/tools.hpp>
 #include "harness.hpp"
 
 #include "nhn/codec/codec.hpp"
@@ -80,6 +81,7 @@ protected:
     void write_config(bool poll) {
         root_ = tmp_.path();
         if (fake_) return write_samband_json(poll);
+        SAMBAND_REQUIRE_TOOL("node");
         auto [rc, out] = run_command("openssl ecparam -name prime256v1 -genkey -noout -out " +
                                      (root_ / "key.pem").string() + " && openssl ec -in " +
                                      (root_ / "key.pem").string() + " -pubout -out " +
@@ -285,7 +287,7 @@ TEST_F(edi_test,
         wait_for([&] { return state(d).rfind("acknowledged", 0) == 0; }, std::chrono::seconds(10)))
         << state(d);
     // An incoming referral: stored as an event, answered with an Apprec Ok, marked read.
-    fs::path dir = fs::path(source_dir()) / "../shared/standards/nhn/samples/dialogmelding";
+    fs::path dir = fs::path(source_dir()) / "tests/data/nhn/samples/dialogmelding";
     std::string xml;
     for (auto& e : fs::recursive_directory_iterator(dir)) {
         if (e.path().extension() != ".xml") continue;

@@ -2,6 +2,7 @@
 // MsgHead that validates against the official schemas and carries the PDF bit-exact; an Apprec OK
 // acknowledges it; an Avvist makes it dead with the receiver's reason; an incoming message
 // becomes an event and is answered with an Apprec.
+#include <samband_test/tools.hpp>
 #include "harness.hpp"
 
 #include "nhn/codec/codec.hpp"
@@ -101,6 +102,7 @@ TEST_F(nhn_test, start_note_with_a_pdf_leaves_valid_and_an_apprec_ok_acknowledge
         << d.log();
     fs::path msg = sent_message();
     // Validates as a receiver would, with the official schemas and no network.
+    SAMBAND_REQUIRE_TOOL("xmllint");
     auto [rc, out] = run_command("xmllint --noout --nonet --schema " + source_dir() +
                                  "/plugins/nhn/xsd/all-messages.xsd " + msg.string());
     EXPECT_EQ(rc, 0) << out;
@@ -144,8 +146,7 @@ TEST_F(nhn_test, apprec_avvist_makes_the_delivery_dead_with_the_8221_reason) {
 TEST_F(nhn_test, incoming_referral_becomes_an_event_and_gets_an_apprec_ok_and_garbage_gets_none) {
     daemon_process d(root_ / "samband.json", root_);
     ASSERT_TRUE(d.start()) << d.log();
-    fs::path sample = fs::path(env_or("SAMBAND_SHARED_DIR", source_dir() + "/../shared")) /
-                      "standards/nhn/samples/dialogmelding";
+    fs::path sample = fs::path(source_dir()) / "tests/data/nhn/samples/dialogmelding";
     fs::path pick;
     for (auto& e : fs::recursive_directory_iterator(sample)) {
         if (e.path().extension() != ".xml") continue;

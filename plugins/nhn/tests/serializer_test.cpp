@@ -2,6 +2,7 @@
 #include "test_support.hpp"
 
 #include <gtest/gtest.h>
+#include <samband_test/tools.hpp>
 
 #include <unistd.h>
 #include <atomic>
@@ -295,7 +296,7 @@ TEST(NhnSerializer, OneCodecServesManyThreads) {
 
 // Cross-check with the reference tool a receiver would use.
 int run_xmllint(const std::string& xml) {
-    std::string xmllint = NHN_XMLLINT;
+    std::string xmllint = samband::testing::find_tool("xmllint");
     if (xmllint.empty()) return -1;
     auto path = std::filesystem::temp_directory_path() /
                 ("nhn-xmllint-" + std::to_string(::getpid()) + ".xml");
@@ -311,7 +312,7 @@ int run_xmllint(const std::string& xml) {
 }
 
 TEST(NhnSerializer, XmllintAcceptsTheOutputAndRefusesABrokenOne) {
-    if (std::string(NHN_XMLLINT).empty()) GTEST_SKIP() << "xmllint not installed";
+    SAMBAND_REQUIRE_TOOL("xmllint");
     auto pdf = read_bytes(shared("samples/small.pdf"));
     auto note = parse_rendered_note(start_note_json("14839134623", "FNR", "",
                                                     pdf_meta(pdf.size(), small_pdf_sha256)))

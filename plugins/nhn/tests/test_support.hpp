@@ -33,7 +33,7 @@ inline std::vector<std::uint8_t> read_bytes(const std::string& path) {
 }
 
 inline std::string shared(const std::string& rel) {
-    return std::string(NHN_SHARED_DIR) + "/" + rel;
+    return std::string(NHN_TEST_DATA_DIR) + "/" + rel;
 }
 
 inline const codec& the_codec() {

@@ -22,8 +22,10 @@ namespace http = beast::http;
 using tcp = boost::asio::ip::tcp;
 
 std::string sample(const std::string& name) {
-    std::ifstream in(std::string(SAMBAND_SHARED_DIR) +
-                     "/standards/nhn/registries/fastlegeregisteret-client/" + name);
+    const std::string path =
+        std::string(SAMBAND_TEST_DATA_DIR) + "/nhn/registries/fastlegeregisteret-client/" + name;
+    std::ifstream in(path);
+    if (!in) ADD_FAILURE() << "test data missing: " << path;
     std::stringstream ss;
     ss << in.rdbuf();
     return ss.str();

@@ -11,7 +11,9 @@ namespace samband::ident {
 namespace {
 
 TEST(ident, synthetic_test_patients_pass_only_when_synthetic_numbers_are_allowed) {
-    std::ifstream in(std::string(SAMBAND_SOURCE_DIR) + "/../shared/testdata/patients.json");
+    const std::string path = std::string(SAMBAND_SOURCE_DIR) + "/tests/data/testdata/patients.json";
+    std::ifstream in(path);
+    ASSERT_TRUE(in) << "test data missing: " << path;
     std::stringstream ss;
     ss << in.rdbuf();
     std::string text = ss.str();

@@ -50,11 +50,6 @@ void write_key_pair(const fs::path& dir, key_type type) {
     std::fclose(f);
 }
 
-bool node_available() {
-    return std::string(NHN_EDI_NODE).find("NOTFOUND") == std::string::npos &&
-           fs::exists(NHN_EDI_NODE) && fs::exists(NHN_EDI_FAKE_SERVER);
-}
-
 fake_server::fake_server(const fs::path& public_key, const std::string& client_id) {
     int out[2];
     if (pipe(out) != 0) throw std::runtime_error("pipe failed");
@@ -64,8 +59,8 @@ fake_server::fake_server(const fs::path& public_key, const std::string& client_i
         dup2(out[1], STDOUT_FILENO);
         close(out[0]);
         close(out[1]);
-        execl(NHN_EDI_NODE, NHN_EDI_NODE, NHN_EDI_FAKE_SERVER, "--client-id", client_id.c_str(),
-              "--client-key", public_key.c_str(), static_cast<char*>(nullptr));
+        execlp("node", "node", NHN_EDI_FAKE_SERVER, "--client-id", client_id.c_str(),
+               "--client-key", public_key.c_str(), static_cast<char*>(nullptr));
         _exit(127);
     }
     close(out[1]);

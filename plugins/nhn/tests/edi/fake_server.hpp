@@ -49,6 +49,5 @@ private:
 };
 
 // True when node and the server script exist (tests skip otherwise).
-bool node_available();
 
 }  // namespace samband::nhn::edi::test

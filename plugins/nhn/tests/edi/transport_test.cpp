@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
 #include <boost/beast/core/error.hpp>
+#include <samband_test/tools.hpp>
 
 #include <atomic>
 #include <ctime>
@@ -62,7 +63,7 @@ std::string json_string(const std::string& s) {
 class EdiTransport : public ::testing::TestWithParam<std::pair<test::key_type, std::string>> {
 protected:
     void SetUp() override {
-        if (!test::node_available()) GTEST_SKIP() << "node or the fake server script is missing";
+        SAMBAND_REQUIRE_TOOL("node");
         const auto [type, alg] = param();
         test::write_key_pair(dir_.path, type);
         server_.emplace(dir_.path / "public.pem", client_id);
