@@ -79,7 +79,7 @@ std::string iso8601_ms(std::int64_t unix_ms) {
     std::time_t secs = static_cast<std::time_t>(unix_ms / 1000);
     std::tm tm{};
     gmtime_r(&secs, &tm);
-    char buf[32];
+    char buf[64];  // room for any int the format could print, so GCC sees no truncation
     std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                   static_cast<int>(unix_ms % 1000));

@@ -1,5 +1,7 @@
 #include "core/log.hpp"
 
+#include "core/ids.hpp"
+
 #include <samband/identifiers.hpp>
 
 #include <chrono>
@@ -97,13 +99,7 @@ void logger::log(log_level l, std::string_view step, std::string_view msg,
     if (!enabled(l)) return;
     auto now = std::chrono::system_clock::now();
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-    std::time_t secs = static_cast<std::time_t>(ms / 1000);
-    std::tm tm{};
-    gmtime_r(&secs, &tm);
-    char ts[32];
-    std::snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                  static_cast<int>(ms % 1000));
+    const std::string ts = iso8601_ms(ms);
     std::string line;
     line.reserve(256);
     if (json_) line += '{';

@@ -478,10 +478,17 @@ struct adapter {
         return &desc;
     }
 
+    // A host whose minor version is older than the one this plugin was built against.
+    // (Through a named constant: a literal 0 would make GCC warn that the test is always false.)
+    static constexpr std::uint32_t built_minor = SAMBAND_ABI_MINOR;
+    static constexpr bool older_than_built(std::uint32_t host_minor) noexcept {
+        return host_minor < built_minor;
+    }
+
     static samband_status entry(std::uint32_t host_abi,
                                 const samband_plugin_descriptor** out) noexcept {
         if (SAMBAND_ABI_MAJOR_OF(host_abi) != SAMBAND_ABI_MAJOR) return SAMBAND_UNSUPPORTED;
-        if (SAMBAND_ABI_MINOR_OF(host_abi) < SAMBAND_ABI_MINOR) return SAMBAND_UNSUPPORTED;
+        if (older_than_built(SAMBAND_ABI_MINOR_OF(host_abi))) return SAMBAND_UNSUPPORTED;
         *out = descriptor();
         return SAMBAND_OK;
     }

@@ -74,8 +74,8 @@ struct outgoing_apprec {
 // Query of GET /Messages.
 struct poll_query {
     std::vector<int> receiver_her_ids;  // required, one or more
-    std::optional<int> sender_her_id;
-    std::string business_document_id;
+    std::optional<int> sender_her_id{};
+    std::string business_document_id{};
     bool include_metadata = true;
     int messages_to_fetch = 10;  // 1-100
 };

@@ -342,11 +342,11 @@ struct test_delivery {
         uint64_t size;
         uint64_t handle;
     };
-    std::vector<att> atts;
+    std::vector<att> atts{};
     uint32_t attempt = 1;
     uint64_t token = 1;
 
-    std::vector<samband_attachment> c_atts;
+    std::vector<samband_attachment> c_atts{};
     samband_delivery c{};
 
     const samband_delivery* get() {
