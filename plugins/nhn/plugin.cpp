@@ -15,6 +15,7 @@
 
 #include <rapidjson/document.h>
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -239,14 +240,36 @@ public:
     }
 
 private:
+    // The schemas that ship with the plugin: beside it in the build tree (plugins/nhn/xsd), then
+    // relative to its installed location (lib/…/samband/plugins → share/samband/nhn/xsd), then the
+    // install prefix it was built for. "" when none holds all-messages.xsd.
+    static std::string installed_xsd_dir() {
+        Dl_info info{};
+        std::vector<fs::path> candidates;
+        if (dladdr(reinterpret_cast<void*>(&installed_xsd_dir), &info) != 0 && info.dli_fname) {
+            fs::path here = fs::path(info.dli_fname).parent_path();
+            candidates.push_back(here / "nhn" / "xsd");
+            candidates.push_back(here / NHN_XSD_RELATIVE_TO_PLUGIN);
+        }
+        candidates.push_back(NHN_XSD_INSTALL_DIR);
+        std::error_code ec;
+        for (const auto& c : candidates)
+            if (fs::exists(c / "all-messages.xsd", ec)) return fs::weakly_canonical(c, ec).string();
+        return {};
+    }
+
     static nhn::codec make_codec(std::string_view config) {
         rapidjson::Document d;
         d.Parse(config.data(), config.size());
         if (d.HasParseError() || !d.IsObject())
             throw error(SAMBAND_INVALID, "nhn: config must be a JSON object");
         std::string xsd = str(d, "xsd_dir");
+        if (xsd.empty()) xsd = installed_xsd_dir();
         if (xsd.empty())
-            throw error(SAMBAND_INVALID, "nhn: config needs \"xsd_dir\" (the official schemas)");
+            throw error(
+                SAMBAND_INVALID,
+                "nhn: the official schemas were not found beside the plugin (nhn/xsd) or in "
+                "the install prefix (" NHN_XSD_INSTALL_DIR "); set \"xsd_dir\"");
         try {
             return nhn::codec(nhn::codec_config{xsd, {}});
         } catch (const std::exception& e) {
