@@ -37,6 +37,10 @@ metrics::metrics()
                    .Name("samband_receipts_overdue_total")
                    .Help("Deliveries with no receipt (Apprec) within the window, by destination")
                    .Register(*registry_)),
+      late_(prometheus::BuildCounter()
+                .Name("samband_late_completions_total")
+                .Help("Completions after their attempt ended (kind late, double or unknown)")
+                .Register(*registry_)),
       latency_(prometheus::BuildHistogram()
                    .Name("samband_delivery_latency_seconds")
                    .Help("From acceptance of the event to its delivery, by destination")
@@ -77,6 +81,9 @@ void metrics::delivery_latency(std::string_view destination, double seconds) {
 }
 void metrics::commit_latency(double seconds) {
     commit_.Observe(seconds);
+}
+void metrics::late_completion(std::string_view destination, std::string_view kind) {
+    late_.Add({{"destination", std::string(destination)}, {"kind", std::string(kind)}}).Increment();
 }
 void metrics::receipt_overdue(std::string_view destination) {
     overdue_.Add({{"destination", std::string(destination)}}).Increment();

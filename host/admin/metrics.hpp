@@ -27,6 +27,7 @@ public:
     void delivery_latency(std::string_view destination, double seconds);
     void commit_latency(double seconds);
     void receipt_overdue(std::string_view destination);
+    void late_completion(std::string_view destination, std::string_view kind);
     // The text exposition, with queue gauges read from the store at scrape time.
     std::string render(store::store& st);
 
@@ -37,6 +38,7 @@ private:
     prometheus::Family<prometheus::Counter>& transitions_;
     prometheus::Family<prometheus::Counter>& retries_;
     prometheus::Family<prometheus::Counter>& overdue_;
+    prometheus::Family<prometheus::Counter>& late_;
     prometheus::Family<prometheus::Histogram>& latency_;
     prometheus::Histogram& commit_;
     prometheus::Family<prometheus::Gauge>& depth_;

@@ -118,7 +118,10 @@ public:
                  metrics_.delivery_state(d, store::to_string(s));
              },
              [this](const std::string& d) { metrics_.retry(d); },
-             [this](const std::string& d, double s) { metrics_.delivery_latency(d, s); }});
+             [this](const std::string& d, double s) { metrics_.delivery_latency(d, s); },
+             [this](const std::string& d, const char* kind) {
+                 metrics_.late_completion(d, kind);
+             }});
         store_->on_commit([this](double s, std::size_t) { metrics_.commit_latency(s); });
 
         start_admin();
@@ -207,11 +210,7 @@ private:
             } else {
                 in.history_json.push_back(ev.envelope_json);
             }
-            auto audit = store_->list_audit("delivery:" + std::to_string(row.id), 1000);
-            if (audit) {
-                for (const auto& a : *audit)
-                    in.overridden = in.overridden || a.action == "gate.override";
-            }
+            in.overridden = row.overridden;
         }
         auto prepared = run_pipeline(plan, in, gp_.get(), [this](const std::string& name) {
             return rt_ ? rt_->instance(name) : nullptr;
@@ -285,7 +284,7 @@ private:
             st != store::delivery_state::held)
             return "delivery " + std::to_string(id) + " is " + std::string(store::to_string(st)) +
                    "; only dead, failed or held deliveries can be retried";
-        return set_pending(id, actor, "retry by " + actor + ": " + reason);
+        return set_pending(id, actor, "retry by " + actor + ": " + reason, false);
     }
     boost::system::result<void, std::string> override_delivery(std::int64_t id,
                                                                const std::string& actor,
@@ -297,10 +296,9 @@ private:
         if (st != store::delivery_state::blocked && st != store::delivery_state::held)
             return "delivery " + std::to_string(id) + " is " + std::string(store::to_string(st)) +
                    "; only blocked or held deliveries can be overridden";
-        store_->audit(actor, "gate.override", "delivery:" + std::to_string(id), reason);
         log_.warn("gate.override", "consent gate overridden by an operator",
                   {{"delivery", std::to_string(id)}, {"actor", actor}, {"reason", reason}});
-        return set_pending(id, actor, "override by " + actor + ": " + reason);
+        return set_pending(id, actor, "override by " + actor + ": " + reason, true);
     }
     boost::system::result<std::size_t, std::string> replay(const std::string& destination,
                                                            std::int64_t since_ms,
@@ -337,12 +335,15 @@ private:
     }
 
     boost::system::result<void, std::string> set_pending(std::int64_t id, const std::string& actor,
-                                                         const std::string& reason) {
+                                                         const std::string& reason,
+                                                         bool override_gate) {
         store::delivery_update u;
         u.delivery_id = id;
         u.state = store::delivery_state::pending;
         u.reason = reason;
         u.actor = actor;
+        u.override_gate = override_gate;  // a typed fact the gate reads (and an audit row)
+        u.renew_attempts = true;          // an operator's retry gets a fresh attempt budget
         std::promise<boost::system::error_code> p;
         auto f = p.get_future();
         store_->update({u}, [&p](boost::system::error_code ec) { p.set_value(ec); });

@@ -116,14 +116,26 @@ void engine::pump(destination& d) {
     if (!dispatching_.load() || !d.sink) return;
     while (d.in_flight < d.pol.concurrency && !d.sink->stuck()) {
         std::size_t want = static_cast<std::size_t>(d.pol.concurrency - d.in_flight);
-        auto rows = store_.claim_due(d.name, core::now_ms(), std::min<std::size_t>(want, 256));
+        auto rows = store_.claim_due(d.name, core::now_ms(), std::min<std::size_t>(want, 256),
+                                     d.pol.max_attempts);
         if (!rows) {
             log_.error("deliver.claim", "store read failed: " + rows.error().message(),
                        {{"endpoint", d.name}});
             return;
         }
         if (rows->empty()) return;
-        for (auto& r : *rows) start_attempt(d, std::move(r));
+        for (auto& r : *rows) {
+            if (r.state == delivery_state::dead) {  // its attempts were used up by crashes
+                log_.error("deliver.dead", r.reason,
+                           {{"delivery", std::to_string(r.id)},
+                            {"event", r.event_id},
+                            {"endpoint", d.name},
+                            {"attempts", std::to_string(r.attempts)}});
+                if (obs_.state) obs_.state(d.name, delivery_state::dead);
+                continue;
+            }
+            start_attempt(d, std::move(r));
+        }
     }
 }
 
@@ -139,6 +151,7 @@ void engine::start_attempt(destination& d, store::delivery_row row) {
         u.state = ev ? delivery_state::dead : delivery_state::pending;
         u.reason = why;
         u.next_attempt_ms = core::now_ms() + 1000;
+        u.hand_back = true;  // no plugin saw it
         apply({u});
         return;
     }
@@ -157,6 +170,7 @@ void engine::start_attempt(destination& d, store::delivery_row row) {
         u.delivery_id = row.id;
         u.reason = prep.reason;
         u.actor = "gate";
+        u.hand_back = true;  // decided before any sink saw it: not an attempt
         switch (prep.what) {
             case prepared::action::hold:
                 u.state = delivery_state::held;
@@ -171,7 +185,7 @@ void engine::start_attempt(destination& d, store::delivery_row row) {
             default:
                 u.state = delivery_state::failed;
                 u.actor = "engine";
-                u.next_attempt_ms = core::now_ms() + backoff_ms(d.pol, row.attempts + 1, rng_);
+                u.next_attempt_ms = core::now_ms() + backoff_ms(d.pol, row.attempts, rng_);
         }
         log_.info("deliver.prepare", prep.reason,
                   {{"delivery", did},
@@ -194,7 +208,7 @@ void engine::start_attempt(destination& d, store::delivery_row row) {
     ref->delivery_id = did;
     ref->event_id = row.event_id;
     ref->destination = d.name;
-    ref->attempt = static_cast<std::uint32_t>(row.attempts + 1);
+    ref->attempt = static_cast<std::uint32_t>(row.attempts);  // counted by the claim
     ref->deadline_unix_ms = a.started_ms + d.pol.attempt_timeout_ms;
     ref->event = std::move(prep.event);
     for (auto& att : ref->event.attachments) {
@@ -209,6 +223,7 @@ void engine::start_attempt(destination& d, store::delivery_row row) {
         if (ec) return;
         finish(token, {SAMBAND_RETRY, {}, "attempt timed out after " + std::to_string(ms) + " ms"});
     });
+    by_delivery_[row.id] = token;
     attempts_.emplace(token, std::move(a));
     ++d.in_flight;
     ++in_flight_total_;
@@ -224,19 +239,78 @@ void engine::start_attempt(destination& d, store::delivery_row row) {
 }
 
 void engine::on_complete(const std::string& endpoint, std::uint64_t token, plugin::completion c) {
-    (void)endpoint;
-    asio::post(io_, [this, token, c = std::move(c)]() mutable { finish(token, std::move(c)); });
+    asio::post(io_, [this, endpoint, token, c = std::move(c)]() mutable {
+        if (attempts_.count(token))
+            finish(token, std::move(c));
+        else
+            late(endpoint, token, std::move(c));
+    });
+}
+
+void engine::remember_ended(std::uint64_t token, const attempt& a, bool ok, std::string how) {
+    ended_[token] = {a.row.id, a.row.event_id, a.destination, a.row.attempts, ok, std::move(how)};
+    ended_order_.push_back(token);
+    while (ended_order_.size() > kEndedKept) {
+        ended_.erase(ended_order_.front());
+        ended_order_.pop_front();
+    }
+}
+
+// A completion for an attempt that had already ended (timed out, failed, or completed once):
+// evidence, never dropped. A late OK makes the delivery "delivered (late)", whatever it shows now.
+void engine::late(const std::string& endpoint, std::uint64_t token, plugin::completion c) {
+    bool ok = c.status == SAMBAND_OK;
+    auto it = ended_.find(token);
+    if (it == ended_.end()) {
+        log_.warn("deliver.late", "completion for an unknown attempt (too old or never started)",
+                  {{"endpoint", endpoint},
+                   {"token", std::to_string(token)},
+                   {"status", ok ? "ok" : "failed"},
+                   {"message", c.message}});
+        if (obs_.late) obs_.late(endpoint, "unknown");
+        return;
+    }
+    ended_attempt& e = it->second;
+    std::string did = std::to_string(e.delivery_id);
+    const char* kind = e.ok ? "double" : "late";
+    std::string what = "attempt " + std::to_string(e.attempt) + " completed " +
+                       (ok ? std::string("OK") : "with failure: " + c.message) +
+                       " after it had ended (" + e.how + ")";
+    if (!c.external_id.empty()) what += " external_id=" + c.external_id;
+    log_.warn(
+        "deliver.late", what,
+        {{"delivery", did}, {"event", e.event_id}, {"endpoint", e.destination}, {"kind", kind}});
+    store_.audit("engine", e.ok ? "delivery.double_completion" : "delivery.late_completion",
+                 "delivery:" + did, what);
+    if (obs_.late) obs_.late(e.destination, kind);
+    if (!ok || e.ok) return;
+    e.ok = true;
+    e.how = "delivered late";
+    auto cur = by_delivery_.find(e.delivery_id);
+    if (cur != by_delivery_.end()) {
+        // A retry is in flight: its outcome may not hide that the receiver already has it.
+        auto at = attempts_.find(cur->second);
+        if (at != attempts_.end()) {
+            at->second.delivered_late = "delivered late by attempt " + std::to_string(e.attempt);
+            at->second.late_external_id = c.external_id;
+            return;
+        }
+    }
+    store::delivery_update u;
+    u.delivery_id = e.delivery_id;
+    u.state = delivery_state::delivered;
+    u.external_id = c.external_id;
+    u.reason = "delivered late: " + what;
+    if (obs_.state) obs_.state(e.destination, u.state);
+    apply({u});
 }
 
 void engine::finish(std::uint64_t token, plugin::completion c) {
     auto it = attempts_.find(token);
-    if (it == attempts_.end()) {
-        log_.debug("deliver.late", "completion for an attempt that already ended (ignored)",
-                   {{"token", std::to_string(token)}});
-        return;
-    }
+    if (it == attempts_.end()) return;
     attempt a = std::move(it->second);
     attempts_.erase(it);
+    by_delivery_.erase(a.row.id);
     a.timer->cancel();
     for (auto h : a.handles) handles_.remove(h);
     --in_flight_total_;
@@ -250,21 +324,39 @@ void engine::finish(std::uint64_t token, plugin::completion c) {
     std::string did = std::to_string(a.row.id);
     store::delivery_update u;
     u.delivery_id = a.row.id;
-    u.count_attempt = true;
-    u.attempt_started_ms = a.started_ms;
-    int attempt_no = a.row.attempts + 1;
+    int attempt_no = a.row.attempts;  // counted at the claim
+    int used = attempt_no - a.row.attempts_base;
+    u.closes_attempt = attempt_no;
     samband_status st = c.status;
     if (st < SAMBAND_OK || st > SAMBAND_INTERNAL) st = SAMBAND_INTERNAL;
+    remember_ended(token, a, st == SAMBAND_OK,
+                   st == SAMBAND_OK ? "delivered" : "ended: " + c.message);
 
-    if (!dispatching_.load() && st != SAMBAND_OK) {
+    if (!a.delivered_late.empty() && st != SAMBAND_OK) {
+        // An earlier attempt of this delivery answered OK meanwhile: it is delivered.
+        u.state = delivery_state::delivered;
+        u.external_id = a.late_external_id;
+        u.reason =
+            a.delivered_late + "; attempt " + std::to_string(attempt_no) + " failed: " + c.message;
+    } else if (!dispatching_.load() && st != SAMBAND_OK) {
         // Stopping: hand it back for the next start, without counting a failure.
         u.state = delivery_state::pending;
-        u.count_attempt = false;
+        u.closes_attempt = 0;
+        u.hand_back = true;
         u.reason = "handed back at shutdown: " + c.message;
     } else if (st == SAMBAND_OK) {
         u.state = delivery_state::delivered;
         u.external_id = c.external_id;
         u.reason.clear();
+        if (!a.delivered_late.empty()) {
+            // Both attempts reached the receiver: keep it as evidence.
+            u.reason = "delivered twice: " + a.delivered_late + " and by attempt " +
+                       std::to_string(attempt_no);
+            store_.audit("engine", "delivery.double_completion", "delivery:" + did, u.reason);
+            log_.warn("deliver.late", u.reason,
+                      {{"delivery", did}, {"endpoint", a.destination}, {"kind", "double"}});
+            if (obs_.late) obs_.late(a.destination, "double");
+        }
         if (obs_.latency && a.received_ms > 0)
             obs_.latency(a.destination, static_cast<double>(now - a.received_ms) / 1000.0);
         log_.info("deliver.done", "delivered",
@@ -274,9 +366,9 @@ void engine::finish(std::uint64_t token, plugin::completion c) {
                    {"attempt", std::to_string(attempt_no)},
                    {"external_id", c.external_id}});
     } else if (st == SAMBAND_RETRY || st == SAMBAND_INTERNAL) {
-        if (attempt_no >= pol.max_attempts) {
+        if (used >= pol.max_attempts) {
             u.state = delivery_state::dead;
-            u.reason = "gave up after " + std::to_string(attempt_no) + " attempts: " + c.message;
+            u.reason = "gave up after " + std::to_string(used) + " attempts: " + c.message;
         } else {
             u.state = delivery_state::failed;
             u.reason = c.message;
@@ -341,6 +433,18 @@ void engine::on_receipt(const std::string& endpoint, std::string external_id, st
             u.state = delivery_state::acknowledged;
             u.reason = kind == SAMBAND_RECEIPT_WARNING ? "acknowledged with warnings: " + text : "";
         }
+        auto cur = store_.get_delivery(u.delivery_id);
+        if (cur && *cur && !store::transition_allowed((*cur)->state, u.state)) {
+            std::string why = "receipt ignored: delivery is " +
+                              std::string(store::to_string((*cur)->state)) + ", not delivered";
+            log_.warn("receipt.ignored", why,
+                      {{"delivery", std::to_string(u.delivery_id)},
+                       {"endpoint", endpoint},
+                       {"external_id", external_id}});
+            store_.audit("receipt", "receipt.ignored", "delivery:" + std::to_string(u.delivery_id),
+                         why + " (" + text + ")");
+            return;
+        }
         log_.info("receipt", std::string(store::to_string(u.state)),
                   {{"delivery", std::to_string(u.delivery_id)},
                    {"endpoint", endpoint},
@@ -365,10 +469,12 @@ void engine::stop_dispatch(std::chrono::milliseconds grace) {
             store::delivery_update u;
             u.delivery_id = a.row.id;
             u.state = delivery_state::pending;
+            u.hand_back = true;
             u.reason = "handed back at shutdown";
             ups.push_back(u);
         }
         attempts_.clear();
+        by_delivery_.clear();
         in_flight_total_.store(0);
         if (!ups.empty()) store_.update(std::move(ups), {});
     });

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -49,6 +50,8 @@ struct engine_observers {
     std::function<void(const std::string& dest, store::delivery_state s)> state;
     std::function<void(const std::string& dest)> retry;
     std::function<void(const std::string& dest, double seconds)> latency;
+    // A completion after its attempt ended: kind "late", "double" or "unknown".
+    std::function<void(const std::string& dest, const char* kind)> late;
 };
 
 // Maps attachment handles given to plugins onto stored blobs. THREAD: safe from any thread.
@@ -109,12 +112,26 @@ private:
         std::unique_ptr<boost::asio::steady_timer> timer;
         std::vector<std::uint64_t> handles;
         std::shared_ptr<plugin::delivery_ref> ref;  // kept alive until completion
+        std::string delivered_late;    // set when an earlier attempt answered OK meanwhile
+        std::string late_external_id;  // its external id
     };
+    // An attempt that ended, kept (bounded) to recognise late and double completions.
+    struct ended_attempt {
+        std::int64_t delivery_id = 0;
+        std::string event_id;
+        std::string destination;
+        int attempt = 0;
+        bool ok = false;
+        std::string how;
+    };
+    static constexpr std::size_t kEndedKept = 65536;
 
     void pump_all();
     void pump(destination& d);
     void start_attempt(destination& d, store::delivery_row row);
     void finish(std::uint64_t token, plugin::completion c);
+    void late(const std::string& endpoint, std::uint64_t token, plugin::completion c);
+    void remember_ended(std::uint64_t token, const attempt& a, bool ok, std::string how);
     void apply(std::vector<store::delivery_update> ups);
     void schedule_tick();
 
@@ -131,6 +148,9 @@ private:
     boost::asio::steady_timer tick_;
     std::map<std::string, destination> dests_;
     std::unordered_map<std::uint64_t, attempt> attempts_;
+    std::unordered_map<std::int64_t, std::uint64_t> by_delivery_;  // delivery id → token in flight
+    std::unordered_map<std::uint64_t, ended_attempt> ended_;
+    std::deque<std::uint64_t> ended_order_;
     std::uint64_t next_token_ = 1;
     std::atomic<bool> kick_pending_{false};
     std::atomic<bool> dispatching_{true};

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <thread>
+#include <unordered_map>
 
 namespace samband::store {
 
@@ -45,11 +46,40 @@ std::string_view to_string(delivery_state s) noexcept {
 }
 
 std::optional<delivery_state> parse_delivery_state(std::string_view s) noexcept {
-    for (int i = 0; i < 8; ++i) {
-        auto st = static_cast<delivery_state>(i);
+    for (auto st : all_delivery_states)
         if (to_string(st) == s) return st;
-    }
     return std::nullopt;
+}
+
+std::optional<delivery_state> from_code(std::int64_t c) noexcept {
+    for (auto st : all_delivery_states)
+        if (code(st) == c) return st;
+    return std::nullopt;
+}
+
+bool transition_allowed(delivery_state from, delivery_state to) noexcept {
+    using enum delivery_state;
+    switch (from) {
+        case pending:
+            return to == in_flight || to == held || to == blocked || to == dead || to == failed ||
+                   to == pending || to == delivered;
+        case in_flight:
+            return to == delivered || to == failed || to == dead || to == pending || to == held ||
+                   to == blocked;
+        case failed:
+            return to == in_flight || to == pending || to == dead || to == delivered;
+        case delivered:
+            return to == acknowledged || to == dead || to == pending;
+        case acknowledged:
+            return to == pending;
+        case dead:
+            return to == pending || to == delivered;
+        case held:
+            return to == pending || to == blocked;
+        case blocked:
+            return to == pending || to == held;
+    }
+    return false;
 }
 
 namespace {
@@ -57,7 +87,7 @@ namespace {
 // The columns read_delivery() expects, in order.
 #define DELIVERY_COLUMNS                                                                  \
     "d.id, e.id, d.destination, d.route, d.state, d.attempts, d.next_ms, d.external_id, " \
-    "d.reason, d.order_key, e.type, d.created_ms, d.updated_ms"
+    "d.reason, d.order_key, e.type, d.created_ms, d.updated_ms, d.overridden, d.attempts_base"
 
 // Versioned migrations: index i brings the schema from version i to i+1. Append only.
 const char* const kMigrations[] = {
@@ -113,6 +143,15 @@ CREATE INDEX audit_subject ON audit(subject, id);
 CREATE TABLE errors(
   id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL,
   idempotency_key TEXT NOT NULL DEFAULT '', payload TEXT NOT NULL);
+)sql",
+    // 2: attempts are opened at their claim (outcome 'open') and closed by the engine or, after a
+    // crash, by recovery ('died'); the override is a column, not an audit-text search;
+    // attempts_base is where the current attempt budget starts (an operator retry renews it).
+    R"sql(
+ALTER TABLE attempts ADD COLUMN outcome TEXT NOT NULL DEFAULT 'closed';
+ALTER TABLE deliveries ADD COLUMN overridden INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE deliveries ADD COLUMN attempts_base INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX attempts_open ON attempts(delivery_id) WHERE outcome = 'open';
 )sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
@@ -224,9 +263,15 @@ public:
 
     void submit(new_event ev, submit_handler done) override {
         // Blobs are written and fsynced by the caller's thread, before the commit that names them.
+        // Each blob is referenced (blob_refs_) from before it is written until after that commit,
+        // so retention never deletes it as an orphan in between.
+        std::vector<std::string> shas;
+        for (const auto& a : ev.attachments) shas.push_back(a.meta.sha256);
+        ref_blobs(shas, +1);
         for (const auto& a : ev.attachments) {
             std::string err;
             if (!write_blob(blob_file(a.meta.sha256), a, err)) {
+                ref_blobs(shas, -1);
                 done(io_error(), {});
                 return;
             }
@@ -234,7 +279,10 @@ public:
         auto e = std::make_shared<new_event>(std::move(ev));
         auto out = std::make_shared<submit_outcome>();
         enqueue(job{[this, e, out](db& d) { do_submit(d, *e, *out); },
-                    [done = std::move(done), out](error_code ec) { done(ec, *out); }});
+                    [this, done = std::move(done), out, shas = std::move(shas)](error_code ec) {
+                        ref_blobs(shas, -1);
+                        done(ec, *out);
+                    }});
     }
 
     void record_error(error_record rec, std::function<void(error_code)> done) override {
@@ -281,30 +329,14 @@ public:
 
     boost::system::result<std::vector<delivery_row>> claim_due(std::string_view destination,
                                                                std::int64_t now_ms,
-                                                               std::size_t limit) override {
+                                                               std::size_t limit,
+                                                               int max_attempts) override {
         auto rows = std::make_shared<std::vector<delivery_row>>();
         std::string dest(destination);
         std::promise<error_code> p;
         auto f = p.get_future();
-        enqueue(job{[this, rows, dest, now_ms, limit](db& d) {
-                        auto& q = d.prepare(
-                            "SELECT " DELIVERY_COLUMNS
-                            " FROM deliveries d JOIN events e ON "
-                            "e.seq = d.event_seq WHERE d.destination = ?1 AND d.state IN (0, 4) "
-                            "AND d.next_ms <= ?2 AND NOT EXISTS (SELECT 1 FROM deliveries p "
-                            "WHERE p.destination = d.destination AND p.order_key = d.order_key "
-                            "AND p.id < d.id AND p.state IN (0, 1, 4, 7)) ORDER BY d.id LIMIT ?3");
-                        q.bind(1, dest).bind(2, now_ms).bind(3, static_cast<std::int64_t>(limit));
-                        while (q.step()) rows->push_back(read_delivery(q));
-                        q.reset();
-                        auto& up = d.prepare(
-                            "UPDATE deliveries SET state = 1, updated_ms = ? WHERE id = ?");
-                        std::int64_t now = core::now_ms();
-                        for (auto& r : *rows) {
-                            up.bind(1, now).bind(2, r.id);
-                            up.exec();
-                            r.state = delivery_state::in_flight;
-                        }
+        enqueue(job{[this, rows, dest, now_ms, limit, max_attempts](db& d) {
+                        do_claim(d, dest, now_ms, limit, max_attempts, *rows);
                     },
                     [&p](error_code ec) { p.set_value(ec); }});
         error_code ec = f.get();
@@ -316,123 +348,137 @@ public:
 
     boost::system::result<std::vector<std::pair<std::int64_t, error_record>>> list_errors(
         std::size_t limit) override {
-        std::lock_guard lock(rmu_);
-        std::vector<std::pair<std::int64_t, error_record>> out;
-        auto& q = rdb_.prepare(
-            "SELECT id, source, reason, payload, idempotency_key FROM errors ORDER BY id DESC "
-            "LIMIT ?");
-        q.bind(1, static_cast<std::int64_t>(limit));
-        while (q.step()) {
-            error_record r{q.text(1), q.text(2), q.text(3), q.text(4)};
-            out.emplace_back(q.i64(0), std::move(r));
-        }
-        q.reset();
-        return out;
+        return read([&] {
+            std::vector<std::pair<std::int64_t, error_record>> out;
+            auto& q = rdb_.prepare(
+                "SELECT id, source, reason, payload, idempotency_key FROM errors ORDER BY id DESC "
+                "LIMIT ?");
+            q.bind(1, static_cast<std::int64_t>(limit));
+            while (q.step()) {
+                error_record r{q.text(1), q.text(2), q.text(3), q.text(4)};
+                out.emplace_back(q.i64(0), std::move(r));
+            }
+            q.reset();
+            return out;
+        });
     }
 
     boost::system::result<std::optional<std::int64_t>> find_by_external_id(
         std::string_view destination, std::string_view external_id) override {
-        std::lock_guard lock(rmu_);
-        auto& q = rdb_.prepare(
-            "SELECT id FROM deliveries WHERE destination = ? AND external_id = ? ORDER BY id DESC "
-            "LIMIT 1");
-        q.bind(1, destination).bind(2, external_id);
-        std::optional<std::int64_t> out;
-        if (q.step()) out = q.i64(0);
-        q.reset();
-        return out;
+        return read([&] {
+            auto& q = rdb_.prepare(
+                "SELECT id FROM deliveries WHERE destination = ? AND external_id = ? ORDER BY id "
+                "DESC "
+                "LIMIT 1");
+            q.bind(1, destination).bind(2, external_id);
+            std::optional<std::int64_t> out;
+            if (q.step()) out = q.i64(0);
+            q.reset();
+            return out;
+        });
     }
 
     boost::system::result<std::optional<event_row>> get_event(std::string_view id) override {
-        std::lock_guard lock(rmu_);
-        auto& q = rdb_.prepare(
-            "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, e.treatment_id, "
-            "e.order_key, e.received_ms FROM events e JOIN payloads p ON p.event_seq = e.seq "
-            "WHERE e.id = ?");
-        q.bind(1, id);
-        std::optional<event_row> out;
-        std::int64_t seq = 0;
-        if (q.step()) {
-            seq = q.i64(0);
-            out = read_event(q);
-        }
-        q.reset();
-        if (out) load_attachments(seq, *out);
-        return out;
+        return read([&] {
+            auto& q = rdb_.prepare(
+                "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, "
+                "e.treatment_id, "
+                "e.order_key, e.received_ms FROM events e JOIN payloads p ON p.event_seq = e.seq "
+                "WHERE e.id = ?");
+            q.bind(1, id);
+            std::optional<event_row> out;
+            std::int64_t seq = 0;
+            if (q.step()) {
+                seq = q.i64(0);
+                out = read_event(q);
+            }
+            q.reset();
+            if (out) load_attachments(seq, *out);
+            return out;
+        });
     }
 
     boost::system::result<std::vector<event_row>> events_of_treatment(
         std::string_view treatment_id) override {
-        std::lock_guard lock(rmu_);
-        auto& q = rdb_.prepare(
-            "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, e.treatment_id, "
-            "e.order_key, e.received_ms FROM events e JOIN payloads p ON p.event_seq = e.seq "
-            "WHERE e.treatment_id = ? ORDER BY e.seq LIMIT 1000");
-        q.bind(1, treatment_id);
-        std::vector<event_row> out;
-        while (q.step()) out.push_back(read_event(q));
-        q.reset();
-        return out;
+        // The whole history: the gate decides on all of it (no row limit).
+        return read([&] {
+            auto& q = rdb_.prepare(
+                "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, "
+                "e.treatment_id, "
+                "e.order_key, e.received_ms FROM events e JOIN payloads p ON p.event_seq = e.seq "
+                "WHERE e.treatment_id = ? ORDER BY e.seq");
+            q.bind(1, treatment_id);
+            std::vector<event_row> out;
+            while (q.step()) out.push_back(read_event(q));
+            q.reset();
+            return out;
+        });
     }
 
     boost::system::result<std::optional<delivery_row>> get_delivery(std::int64_t id) override {
-        std::lock_guard lock(rmu_);
-        auto& q = rdb_.prepare("SELECT " DELIVERY_COLUMNS
-                               " FROM deliveries d JOIN events e ON e.seq = d.event_seq "
-                               "WHERE d.id = ?");
-        q.bind(1, id);
-        std::optional<delivery_row> out;
-        if (q.step()) out = read_delivery(q);
-        q.reset();
-        return out;
+        return read([&] {
+            auto& q = rdb_.prepare("SELECT " DELIVERY_COLUMNS
+                                   " FROM deliveries d JOIN events e ON e.seq = d.event_seq "
+                                   "WHERE d.id = ?");
+            q.bind(1, id);
+            std::optional<delivery_row> out;
+            if (q.step()) out = read_delivery(q);
+            q.reset();
+            return out;
+        });
     }
 
     boost::system::result<std::vector<delivery_row>> list_deliveries(
         const delivery_query& dq) override {
-        std::lock_guard lock(rmu_);
-        std::string sql = "SELECT " DELIVERY_COLUMNS
-                          " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id > ?1";
-        if (dq.state) sql += " AND d.state = ?2";
-        if (!dq.destination.empty()) sql += " AND d.destination = ?3";
-        if (!dq.event_id.empty()) sql += " AND e.id = ?4";
-        if (dq.since_ms > 0) sql += " AND d.created_ms >= ?5";
-        if (dq.updated_before_ms > 0) sql += " AND d.updated_ms < ?7";
-        sql += " ORDER BY d.id LIMIT ?6";
-        auto& q = rdb_.prepare(sql);
-        q.bind(1, dq.after_id);
-        if (dq.state) q.bind(2, static_cast<std::int64_t>(*dq.state));
-        if (!dq.destination.empty()) q.bind(3, dq.destination);
-        if (!dq.event_id.empty()) q.bind(4, dq.event_id);
-        if (dq.since_ms > 0) q.bind(5, dq.since_ms);
-        q.bind(6, static_cast<std::int64_t>(dq.limit));
-        if (dq.updated_before_ms > 0) q.bind(7, dq.updated_before_ms);
-        std::vector<delivery_row> out;
-        while (q.step()) out.push_back(read_delivery(q));
-        q.reset();
-        return out;
+        return read([&] {
+            std::string sql =
+                "SELECT " DELIVERY_COLUMNS
+                " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id > ?1";
+            if (dq.state) sql += " AND d.state = ?2";
+            if (!dq.destination.empty()) sql += " AND d.destination = ?3";
+            if (!dq.event_id.empty()) sql += " AND e.id = ?4";
+            if (dq.since_ms > 0) sql += " AND d.created_ms >= ?5";
+            if (dq.updated_before_ms > 0) sql += " AND d.updated_ms < ?7";
+            sql += " ORDER BY d.id LIMIT ?6";
+            auto& q = rdb_.prepare(sql);
+            q.bind(1, dq.after_id);
+            if (dq.state) q.bind(2, code(*dq.state));
+            if (!dq.destination.empty()) q.bind(3, dq.destination);
+            if (!dq.event_id.empty()) q.bind(4, dq.event_id);
+            if (dq.since_ms > 0) q.bind(5, dq.since_ms);
+            q.bind(6, static_cast<std::int64_t>(dq.limit));
+            if (dq.updated_before_ms > 0) q.bind(7, dq.updated_before_ms);
+            std::vector<delivery_row> out;
+            while (q.step()) out.push_back(read_delivery(q));
+            q.reset();
+            return out;
+        });
     }
 
     boost::system::result<std::vector<destination_stats>> stats() override {
-        std::lock_guard lock(rmu_);
-        std::map<std::string, destination_stats> by;
-        auto& q = rdb_.prepare(
-            "SELECT destination, state, COUNT(*), MIN(created_ms) FROM deliveries GROUP BY "
-            "destination, state");
-        while (q.step()) {
-            auto& s = by[q.text(0)];
-            s.destination = q.text(0);
-            int st = static_cast<int>(q.i64(1));
-            if (st >= 0 && st < 8) s.by_state[st] = q.i64(2);
-            if (st == 0 || st == 4 || st == 1) {
-                std::int64_t oldest = q.i64(3);
-                if (s.oldest_pending_ms == 0 || oldest < s.oldest_pending_ms)
-                    s.oldest_pending_ms = oldest;
+        return read([&] {
+            std::map<std::string, destination_stats> by;
+            auto& q = rdb_.prepare(
+                "SELECT destination, state, COUNT(*), MIN(created_ms) FROM deliveries GROUP BY "
+                "destination, state");
+            while (q.step()) {
+                auto& s = by[q.text(0)];
+                s.destination = q.text(0);
+                auto st = from_code(q.i64(1));
+                if (!st) continue;
+                s.by_state[code(*st)] = q.i64(2);
+                if (*st == delivery_state::pending || *st == delivery_state::failed ||
+                    *st == delivery_state::in_flight) {
+                    std::int64_t oldest = q.i64(3);
+                    if (s.oldest_pending_ms == 0 || oldest < s.oldest_pending_ms)
+                        s.oldest_pending_ms = oldest;
+                }
             }
-        }
-        q.reset();
-        std::vector<destination_stats> out;
-        for (auto& [k, v] : by) out.push_back(v);
-        return out;
+            q.reset();
+            std::vector<destination_stats> out;
+            for (auto& [k, v] : by) out.push_back(v);
+            return out;
+        });
     }
 
     boost::system::result<std::size_t> read_attachment(std::string_view sha256,
@@ -457,60 +503,71 @@ public:
 
     boost::system::result<std::vector<delivery_row>> deliveries_of_treatment(
         std::string_view treatment_id) override {
-        std::lock_guard lock(rmu_);
-        auto& q = rdb_.prepare("SELECT " DELIVERY_COLUMNS
-                               " FROM deliveries d JOIN events e ON e.seq = d.event_seq "
-                               "WHERE e.treatment_id = ? ORDER BY d.id");
-        q.bind(1, treatment_id);
-        std::vector<delivery_row> out;
-        while (q.step()) out.push_back(read_delivery(q));
-        q.reset();
-        return out;
+        return read([&] {
+            auto& q = rdb_.prepare("SELECT " DELIVERY_COLUMNS
+                                   " FROM deliveries d JOIN events e ON e.seq = d.event_seq "
+                                   "WHERE e.treatment_id = ? ORDER BY d.id");
+            q.bind(1, treatment_id);
+            std::vector<delivery_row> out;
+            while (q.step()) out.push_back(read_delivery(q));
+            q.reset();
+            return out;
+        });
     }
 
     boost::system::result<std::vector<audit_row>> list_audit(std::string_view subject,
                                                              std::size_t limit) override {
-        std::lock_guard lock(rmu_);
-        auto& q = subject.empty()
-                      ? rdb_.prepare(
-                            "SELECT id, at_ms, actor, action, subject, detail, hash FROM "
-                            "audit ORDER BY id DESC LIMIT ?2")
-                      : rdb_.prepare(
-                            "SELECT id, at_ms, actor, action, subject, detail, hash FROM "
-                            "audit WHERE subject = ?1 ORDER BY id LIMIT ?2");
-        if (!subject.empty()) q.bind(1, subject);
-        q.bind(2, static_cast<std::int64_t>(limit));
-        std::vector<audit_row> out;
-        while (q.step())
-            out.push_back(
-                {q.i64(0), q.i64(1), q.text(2), q.text(3), q.text(4), q.text(5), q.text(6)});
-        q.reset();
-        return out;
+        return read([&] {
+            auto& q = subject.empty()
+                          ? rdb_.prepare(
+                                "SELECT id, at_ms, actor, action, subject, detail, hash FROM "
+                                "audit ORDER BY id DESC LIMIT ?2")
+                          : rdb_.prepare(
+                                "SELECT id, at_ms, actor, action, subject, detail, hash FROM "
+                                "audit WHERE subject = ?1 ORDER BY id LIMIT ?2");
+            if (!subject.empty()) q.bind(1, subject);
+            q.bind(2, static_cast<std::int64_t>(limit));
+            std::vector<audit_row> out;
+            while (q.step())
+                out.push_back(
+                    {q.i64(0), q.i64(1), q.text(2), q.text(3), q.text(4), q.text(5), q.text(6)});
+            q.reset();
+            return out;
+        });
     }
 
     boost::system::result<std::optional<std::int64_t>> verify_audit_chain() override {
-        std::lock_guard lock(rmu_);
-        auto& q = rdb_.prepare(
-            "SELECT id, at_ms, actor, action, subject, detail, hash FROM audit ORDER BY id");
-        std::string prev;
-        std::optional<std::int64_t> broken;
-        while (q.step()) {
-            std::string h = chain_hash(prev, q.i64(1), q.text(2), q.text(3), q.text(4), q.text(5));
-            if (h != q.text(6)) {
-                broken = q.i64(0);
-                break;
+        return read([&] {
+            auto& q = rdb_.prepare(
+                "SELECT id, at_ms, actor, action, subject, detail, hash FROM audit ORDER BY id");
+            std::string prev;
+            std::optional<std::int64_t> broken;
+            while (q.step()) {
+                std::string h =
+                    chain_hash(prev, q.i64(1), q.text(2), q.text(3), q.text(4), q.text(5));
+                if (h != q.text(6)) {
+                    broken = q.i64(0);
+                    break;
+                }
+                prev = h;
             }
-            prev = h;
-        }
-        q.reset();
-        return broken;
+            q.reset();
+            return broken;
+        });
     }
 
     boost::system::result<std::size_t> recover_in_flight() override {
         return run_sync([](db& d) {
+            // The attempts open at the crash stay counted: a delivery that kills the process
+            // ends dead after max_attempts of them instead of crashing it forever.
+            auto& at = d.prepare(
+                "UPDATE attempts SET outcome = 'died', ended_ms = ?1, reason = 'the process ended "
+                "during this attempt' WHERE outcome = 'open'");
+            at.bind(1, core::now_ms());
+            at.exec();
             auto& st = d.prepare(
-                "UPDATE deliveries SET state = 0, reason = 'recovered after restart (was in "
-                "flight)' WHERE state = 1");
+                "UPDATE deliveries SET state = 0, reason = 'the process ended during attempt ' || "
+                "attempts || '; recovered after restart' WHERE state = 1");
             st.exec();
             return static_cast<std::size_t>(d.changes());
         });
@@ -545,11 +602,19 @@ public:
             auto& orphans = d.prepare(
                 "SELECT b.sha256 FROM prune_blobs b WHERE NOT EXISTS (SELECT 1 FROM attachments a "
                 "WHERE a.sha256 = b.sha256)");
-            while (orphans.step()) {
-                std::error_code ec;
-                fs::remove(blob_file(orphans.text(0)), ec);
-            }
+            std::vector<std::string> gone;
+            while (orphans.step()) gone.push_back(orphans.text(0));
             orphans.reset();
+            // Files go only after the commit (a rolled-back prune keeps them), and only when no
+            // submit holds a reference to the same bytes (its rows may be in a later commit).
+            after_commit([this, gone = std::move(gone)] {
+                std::lock_guard lock(blob_mu_);
+                for (const auto& sha : gone) {
+                    if (blob_refs_.count(sha)) continue;
+                    std::error_code ec;
+                    fs::remove(blob_file(sha), ec);
+                }
+            });
             add_audit(d, "retention", "events.pruned", "store", std::to_string(n) + " events");
             return n;
         });
@@ -560,8 +625,9 @@ public:
         std::string dest(destination);
         return run_sync([this, dest, since_ms, actor](db& d) {
             auto& st = d.prepare(
-                "UPDATE deliveries SET state = 0, next_ms = 0, updated_ms = ?3, reason = 'replay "
-                "by ' || ?4 WHERE destination = ?1 AND created_ms >= ?2 AND state IN (2, 3, 5)");
+                "UPDATE deliveries SET state = 0, next_ms = 0, updated_ms = ?3, attempts_base = "
+                "attempts, reason = 'replay by ' || ?4 WHERE destination = ?1 AND created_ms >= ?2 "
+                "AND state IN (2, 3, 5)");
             st.bind(1, dest).bind(2, since_ms).bind(3, core::now_ms()).bind(4, actor);
             st.exec();
             std::size_t n = static_cast<std::size_t>(d.changes());
@@ -718,35 +784,112 @@ private:
         out.duplicate = false;
     }
 
+    // Writer thread: selects the due deliveries of `dest` and opens one counted attempt each.
+    void do_claim(db& d, const std::string& dest, std::int64_t now_ms, std::size_t limit,
+                  int max_attempts, std::vector<delivery_row>& rows) {
+        auto& q = d.prepare("SELECT " DELIVERY_COLUMNS
+                            " FROM deliveries d JOIN events e ON "
+                            "e.seq = d.event_seq WHERE d.destination = ?1 AND d.state IN (0, 4) "
+                            "AND d.next_ms <= ?2 AND NOT EXISTS (SELECT 1 FROM deliveries p "
+                            "WHERE p.destination = d.destination AND p.order_key = d.order_key "
+                            "AND p.id < d.id AND p.state IN (0, 1, 4, 7)) ORDER BY d.id LIMIT ?3");
+        q.bind(1, dest).bind(2, now_ms).bind(3, static_cast<std::int64_t>(limit));
+        while (q.step()) rows.push_back(read_delivery(q));
+        q.reset();
+        std::int64_t now = core::now_ms();
+        auto& up = d.prepare(
+            "UPDATE deliveries SET state = 1, attempts = attempts + 1, updated_ms = ? WHERE id = "
+            "?");
+        auto& open = d.prepare(
+            "INSERT OR REPLACE INTO attempts(delivery_id, n, started_ms, ended_ms, state, reason, "
+            "outcome) VALUES(?, ?, ?, 0, 1, '', 'open')");
+        for (auto& r : rows) {
+            if (max_attempts > 0 && r.attempts - r.attempts_base >= max_attempts) {
+                exhaust(d, r, now);
+                continue;
+            }
+            up.bind(1, now).bind(2, r.id);
+            up.exec();
+            r.attempts += 1;
+            open.bind(1, r.id).bind(2, r.attempts).bind(3, now);
+            open.exec();
+            r.state = delivery_state::in_flight;
+        }
+    }
+
+    // A due delivery that already used its attempts: only when the process died during them
+    // (or max_attempts was lowered). It goes dead, saying so, without reaching a plugin again.
+    void exhaust(db& d, delivery_row& r, std::int64_t now) {
+        auto& c = d.prepare(
+            "SELECT COUNT(*) FROM attempts WHERE delivery_id = ? AND n > ? AND outcome = 'died'");
+        c.bind(1, r.id).bind(2, r.attempts_base);
+        std::int64_t died = c.step() ? c.i64(0) : 0;
+        c.reset();
+        int used = r.attempts - r.attempts_base;
+        std::string why = died == used
+                              ? "the process died during " + std::to_string(used) + " attempts"
+                              : "gave up after " + std::to_string(used) +
+                                    " attempts; the process died during " + std::to_string(died) +
+                                    " of them";
+        auto& st =
+            d.prepare("UPDATE deliveries SET state = 5, reason = ?, updated_ms = ? WHERE id = ?");
+        st.bind(1, why).bind(2, now).bind(3, r.id);
+        st.exec();
+        add_audit(d, "engine", "delivery.dead", "delivery:" + std::to_string(r.id), "dead: " + why);
+        r.state = delivery_state::dead;
+        r.reason = why;
+    }
+
     void do_update(db& d, const delivery_update& u) {
         std::int64_t now = core::now_ms();
-        if (u.count_attempt) {
-            auto& cur = d.prepare("SELECT attempts FROM deliveries WHERE id = ?");
-            cur.bind(1, u.delivery_id);
-            std::int64_t n = cur.step() ? cur.i64(0) + 1 : 1;
-            cur.reset();
+        std::string subject = "delivery:" + std::to_string(u.delivery_id);
+        auto& cur = d.prepare("SELECT state FROM deliveries WHERE id = ?");
+        cur.bind(1, u.delivery_id);
+        std::optional<delivery_state> from;
+        bool found = cur.step();
+        if (found) from = from_code(cur.i64(0));
+        cur.reset();
+        if (!found) return;
+        if (!from || !transition_allowed(*from, u.state)) {
+            add_audit(d, u.actor, "delivery.transition_refused", subject,
+                      std::string(from ? to_string(*from) : "unknown") + " -> " +
+                          std::string(to_string(u.state)) +
+                          (u.reason.empty() ? "" : ": " + u.reason));
+            return;
+        }
+        if (u.closes_attempt > 0) {
             auto& at = d.prepare(
-                "INSERT OR REPLACE INTO attempts(delivery_id, n, started_ms, ended_ms, state, "
-                "reason) VALUES(?,?,?,?,?,?)");
-            at.bind(1, u.delivery_id).bind(2, n).bind(3, u.attempt_started_ms).bind(4, now);
-            at.bind(5, static_cast<std::int64_t>(u.state)).bind(6, u.reason);
+                "UPDATE attempts SET ended_ms = ?1, state = ?2, reason = ?3, outcome = ?4 WHERE "
+                "delivery_id = ?5 AND n = ?6");
+            at.bind(1, now).bind(2, code(u.state)).bind(3, u.reason);
+            at.bind(4, std::string(to_string(u.state))).bind(5, u.delivery_id);
+            at.bind(6, u.closes_attempt);
             at.exec();
+        }
+        if (u.hand_back) {
+            auto& del =
+                d.prepare("DELETE FROM attempts WHERE delivery_id = ? AND outcome = 'open'");
+            del.bind(1, u.delivery_id);
+            del.exec();
         }
         auto& st = d.prepare(
             "UPDATE deliveries SET state = ?1, reason = ?2, next_ms = ?3, updated_ms = ?4, "
-            "attempts = attempts + ?5, external_id = COALESCE(NULLIF(?6, ''), external_id) "
-            "WHERE id = ?7");
-        st.bind(1, static_cast<std::int64_t>(u.state)).bind(2, u.reason).bind(3, u.next_attempt_ms);
+            "attempts = MAX(attempts - ?5, 0), external_id = COALESCE(NULLIF(?6, ''), "
+            "external_id), overridden = MAX(overridden, ?8), attempts_base = CASE WHEN ?9 THEN "
+            "attempts ELSE attempts_base END WHERE id = ?7");
+        st.bind(1, code(u.state)).bind(2, u.reason).bind(3, u.next_attempt_ms);
         st.bind(4, now)
-            .bind(5, u.count_attempt ? 1 : 0)
+            .bind(5, u.hand_back ? 1 : 0)
             .bind(6, u.external_id)
-            .bind(7, u.delivery_id);
+            .bind(7, u.delivery_id)
+            .bind(8, u.override_gate ? 1 : 0)
+            .bind(9, u.renew_attempts ? 1 : 0);
         st.exec();
+        if (u.override_gate) add_audit(d, u.actor, "gate.override", subject, u.reason);
         std::string detail(to_string(u.state));
         if (!u.reason.empty()) detail += ": " + u.reason;
         if (!u.external_id.empty()) detail += " external_id=" + u.external_id;
-        add_audit(d, u.actor, "delivery." + std::string(to_string(u.state)),
-                  "delivery:" + std::to_string(u.delivery_id), detail);
+        add_audit(d, u.actor, "delivery." + std::string(to_string(u.state)), subject, detail);
     }
 
     static delivery_row read_delivery(stmt& q) {
@@ -755,7 +898,11 @@ private:
         r.event_id = q.text(1);
         r.destination = q.text(2);
         r.route = q.text(3);
-        r.state = static_cast<delivery_state>(q.i64(4));
+        auto st = from_code(q.i64(4));
+        if (!st)
+            throw std::runtime_error("delivery " + std::to_string(r.id) + " has state code " +
+                                     std::to_string(q.i64(4)) + " that this samband does not know");
+        r.state = *st;
         r.attempts = static_cast<std::int32_t>(q.i64(5));
         r.next_attempt_ms = q.i64(6);
         r.external_id = q.text(7);
@@ -764,6 +911,8 @@ private:
         r.event_type = q.text(10);
         r.created_ms = q.i64(11);
         r.updated_ms = q.i64(12);
+        r.overridden = q.i64(13) != 0;
+        r.attempts_base = static_cast<std::int32_t>(q.i64(14));
         return r;
     }
 
@@ -790,6 +939,36 @@ private:
                 {q.text(0), q.text(1), q.text(2), q.text(3), static_cast<std::uint64_t>(q.i64(4))});
         }
         q.reset();
+    }
+
+    // Runs a read on the read connection; a storage error becomes an error code, never a throw.
+    template <class F>
+    auto read(F fn) -> boost::system::result<decltype(fn())> {
+        std::lock_guard lock(rmu_);
+        try {
+            return fn();
+        } catch (const sqlite_error& e) {
+            rdb_.reset_all();
+            int primary = e.code() & 0xff;
+            if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) return busy_error();
+            return io_error();
+        } catch (const std::exception&) {
+            rdb_.reset_all();
+            return io_error();
+        }
+    }
+
+    // Writer thread, inside a job: `fn` runs after the commit that holds the job (dropped when
+    // the job rolls back).
+    void after_commit(std::function<void()> fn) { job_after_.push_back(std::move(fn)); }
+
+    void ref_blobs(const std::vector<std::string>& shas, int delta) {
+        std::lock_guard lock(blob_mu_);
+        for (const auto& sha : shas) {
+            int& n = blob_refs_[sha];
+            n += delta;
+            if (n <= 0) blob_refs_.erase(sha);
+        }
     }
 
     template <class F>
@@ -836,25 +1015,60 @@ private:
             error_code ec;
             std::string fatal;
             pending_hash_ = last_hash_;
+            // One savepoint per job: a job that fails rolls back alone and gets its own error;
+            // the others commit. A fatal I/O error or a failed commit fails the whole batch.
+            std::vector<error_code> job_ec(batch.size());
+            std::vector<std::function<void()>> after;
             try {
                 wdb_.exec("BEGIN IMMEDIATE;");
-                for (auto& j : batch) j.run(wdb_);
+                for (std::size_t i = 0; i < batch.size(); ++i) {
+                    std::string hash_before = pending_hash_;
+                    job_after_.clear();
+                    wdb_.exec("SAVEPOINT job;");
+                    try {
+                        batch[i].run(wdb_);
+                        wdb_.exec("RELEASE job;");
+                        for (auto& f : job_after_) after.push_back(std::move(f));
+                    } catch (const sqlite_error& e) {
+                        if (is_fatal(e.code())) throw;
+                        wdb_.reset_all();
+                        wdb_.exec("ROLLBACK TO job; RELEASE job;");
+                        pending_hash_ = hash_before;
+                        int primary = e.code() & 0xff;
+                        job_ec[i] = primary == SQLITE_CONSTRAINT
+                                        ? boost::system::errc::make_error_code(
+                                              boost::system::errc::invalid_argument)
+                                        : busy_error();
+                    } catch (const std::exception&) {
+                        wdb_.reset_all();
+                        wdb_.exec("ROLLBACK TO job; RELEASE job;");
+                        pending_hash_ = hash_before;
+                        job_ec[i] = boost::system::errc::make_error_code(
+                            boost::system::errc::invalid_argument);
+                    }
+                }
+                job_after_.clear();
                 wdb_.exec("COMMIT;");
                 last_hash_ = pending_hash_;
             } catch (const sqlite_error& e) {
+                wdb_.reset_all();
                 try {
                     wdb_.exec("ROLLBACK;");
                 } catch (...) {
                 }
                 ec = is_fatal(e.code()) ? io_error() : busy_error();
                 if (is_fatal(e.code())) fatal = e.what();
+                after.clear();
             } catch (const std::exception& e) {
+                wdb_.reset_all();
                 try {
                     wdb_.exec("ROLLBACK;");
                 } catch (...) {
                 }
                 ec = busy_error();
+                after.clear();
             }
+            for (auto& f : after) f();
             double secs =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             std::function<void(double, std::size_t)> commit_cb;
@@ -866,8 +1080,8 @@ private:
                 if (!fatal.empty()) failed_ = true;
             }
             if (!ec && commit_cb) commit_cb(secs, batch.size());
-            for (auto& j : batch) {
-                if (j.done) j.done(ec);
+            for (std::size_t i = 0; i < batch.size(); ++i) {
+                if (batch[i].done) batch[i].done(ec ? ec : job_ec[i]);
             }
             if (!fatal.empty()) {
                 if (fatal_cb) fatal_cb(fatal);
@@ -896,6 +1110,9 @@ private:
     std::string last_hash_, pending_hash_;
     std::function<void(double, std::size_t)> on_commit_;
     std::function<void(std::string)> on_fatal_;
+    std::vector<std::function<void()>> job_after_;  // writer thread
+    std::mutex blob_mu_;
+    std::unordered_map<std::string, int> blob_refs_;  // blobs written for a submit not committed
     std::thread writer_;
 };
 

@@ -123,6 +123,10 @@ public:
         if (it == cache_.end()) it = cache_.emplace(sql, std::make_unique<stmt>(db_, sql)).first;
         return *it->second;
     }
+    // Resets every cached statement (after an error left one mid-step).
+    void reset_all() {
+        for (auto& [sql, st] : cache_) st->reset();
+    }
     std::int64_t last_rowid() const { return sqlite3_last_insert_rowid(db_); }
     int changes() const { return sqlite3_changes(db_); }
     sqlite3* raw() const { return db_; }

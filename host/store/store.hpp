@@ -15,19 +15,42 @@
 namespace samband::store {
 
 // DESIGN §5: pending → in_flight → delivered → acknowledged; failed (retrying); dead; blocked;
-// held.
-enum class delivery_state {
-    pending,
-    in_flight,
-    delivered,
-    acknowledged,
-    failed,
-    dead,
-    blocked,
-    held
+// held. The values are the codes stored in the database: they are fixed, never reordered or
+// reused (a new state gets a new code); read_delivery() checks them with from_code().
+enum class delivery_state : std::int32_t {
+    pending = 0,
+    in_flight = 1,
+    delivered = 2,
+    acknowledged = 3,
+    failed = 4,
+    dead = 5,
+    blocked = 6,
+    held = 7
 };
+inline constexpr delivery_state all_delivery_states[] = {
+    delivery_state::pending,      delivery_state::in_flight, delivery_state::delivered,
+    delivery_state::acknowledged, delivery_state::failed,    delivery_state::dead,
+    delivery_state::blocked,      delivery_state::held};
 std::string_view to_string(delivery_state s) noexcept;
 std::optional<delivery_state> parse_delivery_state(std::string_view s) noexcept;
+constexpr std::int32_t code(delivery_state s) noexcept {
+    return static_cast<std::int32_t>(s);
+}
+// The state stored as `c`, or nullopt for a code this samband does not know.
+std::optional<delivery_state> from_code(std::int64_t c) noexcept;
+
+// The one transition table of a delivery, used by the store (which refuses and audits any other
+// change), the engine, the gate, receipts and the operator API.
+//   pending      → in_flight (claim), held/blocked (gate), dead (exhausted), failed,
+//                  delivered (late completion)
+//   in_flight    → delivered, failed, dead, pending (handed back / restart), held, blocked
+//   failed       → in_flight, pending (operator retry), dead, delivered (late completion)
+//   delivered    → acknowledged, dead (receipt reject), pending (replay)
+//   acknowledged → pending (replay)
+//   dead         → pending (retry, replay), delivered (late completion)
+//   held         → pending (retry, override, consent change), blocked
+//   blocked      → pending (override, consent change), held
+bool transition_allowed(delivery_state from, delivery_state to) noexcept;
 
 // An attachment as stored (bytes content-addressed by sha256).
 struct attachment_meta {
@@ -98,6 +121,8 @@ struct delivery_row {
     std::string event_type;
     std::int64_t created_ms = 0;
     std::int64_t updated_ms = 0;
+    bool overridden = false;         // an operator overrode the consent gate for this delivery
+    std::int32_t attempts_base = 0;  // attempts before the current budget (operator retry/replay)
 };
 
 // A stored event with its attachments' metadata.
@@ -114,15 +139,19 @@ struct event_row {
 };
 
 // A state change of a delivery, with the attempt it closes (if any), written with an audit row.
+// A change the transition table does not allow is not applied; it is audited as refused.
 struct delivery_update {
     std::int64_t delivery_id = 0;
     delivery_state state = delivery_state::pending;
     std::string reason;
-    std::string external_id;              // set on delivered
-    std::int64_t next_attempt_ms = 0;     // for failed/pending
-    bool count_attempt = false;           // true when this closes an attempt (attempts += 1)
-    std::int64_t attempt_started_ms = 0;  // for the attempt row
-    std::string actor = "engine";         // who: engine, operator:<name>, receipt, gate
+    std::string external_id;           // set on delivered
+    std::int64_t next_attempt_ms = 0;  // for failed/pending
+    std::int32_t closes_attempt =
+        0;                         // the attempt (counted at its claim) this update ends; 0: none
+    bool hand_back = false;        // the attempt ends uncounted (shutdown): attempts -= 1
+    std::string actor = "engine";  // who: engine, operator:<name>, receipt, gate
+    bool override_gate = false;    // records the operator's override of the consent gate
+    bool renew_attempts = false;   // an operator retry: a fresh budget of max_attempts
 };
 
 struct receipt_record {
@@ -174,12 +203,17 @@ public:
     // Delivery engine: up to `limit` deliveries of `destination` that are due (pending or failed
     // with next_attempt_ms <= now_ms), oldest first, skipping any whose order_key has an earlier
     // delivery to the same destination in pending, in_flight, failed or held. Marks them
-    // in_flight in a write transaction of the writer thread and returns after its commit.
+    // in_flight and counts the attempt (attempts += 1, an open attempt row) in a write
+    // transaction of the writer thread, and returns after its commit: an attempt is durable
+    // before any plugin sees it. A delivery that already used `max_attempts` (only possible when
+    // the process died during them) is moved to dead instead and returned with state dead and
+    // the reason ("the process died during N attempts").
     virtual boost::system::result<std::vector<delivery_row>> claim_due(std::string_view destination,
                                                                        std::int64_t now_ms,
-                                                                       std::size_t limit) = 0;
-    // Applies state changes (batched into the next commit, each with an attempt row if
-    // count_attempt, and an audit row). `done` after the commit (may be empty).
+                                                                       std::size_t limit,
+                                                                       int max_attempts) = 0;
+    // Applies state changes (batched into the next commit, each closing its attempt row if
+    // closes_attempt, and an audit row). `done` after the commit (may be empty).
     virtual void update(std::vector<delivery_update> updates,
                         std::function<void(boost::system::error_code)> done) = 0;
 
@@ -189,7 +223,7 @@ public:
     virtual void record_receipt(receipt_record r,
                                 std::function<void(boost::system::error_code)> done) = 0;
 
-    // Reads.
+    // Reads. Every read reports a storage error as an error code, never by throwing.
     virtual boost::system::result<std::optional<event_row>> get_event(std::string_view id) = 0;
     virtual boost::system::result<std::optional<delivery_row>> get_delivery(std::int64_t id) = 0;
     virtual boost::system::result<std::vector<delivery_row>> list_deliveries(
@@ -218,7 +252,8 @@ public:
     // Checks the audit hash chain; returns the id of the first broken row, or nullopt if intact.
     virtual boost::system::result<std::optional<std::int64_t>> verify_audit_chain() = 0;
 
-    // Start-up: in_flight → pending (crash recovery); returns how many were reset.
+    // Start-up: in_flight → pending (crash recovery), closing their open attempts as "died" (they
+    // stay counted); returns how many were reset.
     virtual boost::system::result<std::size_t> recover_in_flight() = 0;
     // Retention: deletes events whose deliveries are all delivered/acknowledged and older than
     // `older_than_ms`; dead/held/blocked are kept. Returns the number of events pruned.

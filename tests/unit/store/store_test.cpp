@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <thread>
 
 namespace samband::store {
 namespace {
@@ -117,21 +118,23 @@ TEST_F(store_test, an_earlier_waiting_delivery_blocks_later_ones_of_the_same_pat
     submit(ev("a1", "patientA"));
     submit(ev("a2", "patientA"));
     submit(ev("b1", "patientB"));
-    auto first = st_->claim_due("gp", core::now_ms(), 10);
+    auto first = st_->claim_due("gp", core::now_ms(), 10, 5);
     ASSERT_TRUE(first);
     ASSERT_EQ(first->size(), 2u);  // a1 and b1; a2 waits behind a1
     EXPECT_EQ((*first)[0].order_key, "patientA");
     EXPECT_EQ((*first)[1].order_key, "patientB");
-    EXPECT_TRUE(st_->claim_due("gp", core::now_ms(), 10)->empty()) << "claimed twice";
+    EXPECT_TRUE(st_->claim_due("gp", core::now_ms(), 10, 5)->empty()) << "claimed twice";
     // a1 fails and backs off: a2 still waits (order kept), and is not due.
-    update({(*first)[0].id, delivery_state::failed, "timeout", "", core::now_ms() + 60000, true, 0,
-            "engine"});
-    EXPECT_TRUE(st_->claim_due("gp", core::now_ms(), 10)->empty());
-    update({(*first)[0].id, delivery_state::delivered, "", "ext-1", 0, true, 0, "engine"});
-    auto next = st_->claim_due("gp", core::now_ms(), 10);
+    update({(*first)[0].id, delivery_state::failed, "timeout", "", core::now_ms() + 60000, 1});
+    EXPECT_TRUE(st_->claim_due("gp", core::now_ms(), 10, 5)->empty());
+    EXPECT_EQ((*st_->get_delivery((*first)[0].id))->attempts, 1) << "counted at the claim";
+    update({(*first)[0].id, delivery_state::in_flight, "", "", 0, 0});  // as a second claim would
+    update({(*first)[0].id, delivery_state::delivered, "", "ext-1", 0, 1});
+    auto next = st_->claim_due("gp", core::now_ms(), 10, 5);
     ASSERT_EQ(next->size(), 1u);
     auto row = st_->get_delivery((*first)[0].id);
-    EXPECT_EQ((*row)->attempts, 2);
+    EXPECT_EQ((*row)->state, delivery_state::delivered);
+    EXPECT_EQ((*row)->attempts, 1);
     EXPECT_EQ((*row)->external_id, "ext-1");
     auto found = st_->find_by_external_id("gp", "ext-1");
     ASSERT_TRUE(found && *found);
@@ -140,12 +143,12 @@ TEST_F(store_test, an_earlier_waiting_delivery_blocks_later_ones_of_the_same_pat
 
 TEST_F(store_test, in_flight_deliveries_go_back_to_pending_after_a_restart) {
     submit(ev("r1"));
-    ASSERT_EQ(st_->claim_due("gp", core::now_ms(), 10)->size(), 1u);
+    ASSERT_EQ(st_->claim_due("gp", core::now_ms(), 10, 5)->size(), 1u);
     open();  // a restart
     auto n = st_->recover_in_flight();
     ASSERT_TRUE(n);
     EXPECT_EQ(*n, 1u);
-    EXPECT_EQ(st_->claim_due("gp", core::now_ms(), 10)->size(), 1u);
+    EXPECT_EQ(st_->claim_due("gp", core::now_ms(), 10, 5)->size(), 1u);
 }
 
 TEST_F(store_test, audit_chain_verifies_and_detects_tampering) {
@@ -198,10 +201,10 @@ TEST_F(store_test, retention_prunes_delivered_events_and_keeps_dead_ones) {
     std::string da = a.id, db = b.id;
     submit(std::move(a));
     submit(std::move(b));
-    auto claimed = st_->claim_due("gp", core::now_ms(), 10);
+    auto claimed = st_->claim_due("gp", core::now_ms(), 10, 5);
     ASSERT_EQ(claimed->size(), 2u);
-    update({(*claimed)[0].id, delivery_state::delivered, "", "x", 0, true, 0, "engine"});
-    update({(*claimed)[1].id, delivery_state::dead, "refused", "", 0, true, 0, "engine"});
+    update({(*claimed)[0].id, delivery_state::delivered, "", "x", 0, 1});
+    update({(*claimed)[1].id, delivery_state::dead, "refused", "", 0, 1});
     auto n = st_->prune(core::now_ms() + 1000);
     ASSERT_TRUE(n);
     EXPECT_EQ(*n, 1u);
@@ -247,9 +250,9 @@ TEST_F(store_test, list_filters_by_state_and_destination_and_pages) {
 
 TEST_F(store_test, a_delivery_without_a_receipt_is_overdue_only_after_the_window_and_alerts_once) {
     submit(ev("w1"));
-    auto c = st_->claim_due("gp", core::now_ms(), 10);
+    auto c = st_->claim_due("gp", core::now_ms(), 10, 5);
     ASSERT_EQ(c->size(), 1u);
-    update({(*c)[0].id, delivery_state::delivered, "", "msg-1", 0, true, 0, "engine"});
+    update({(*c)[0].id, delivery_state::delivered, "", "msg-1", 0, 1});
     std::int64_t now = core::now_ms();
     const std::int64_t window = 96 * 3600;  // Apprec: 96 hours
     EXPECT_TRUE(delivery::overdue_receipts(*st_, "gp", window, now + 95 * 3600 * 1000LL)->empty());
@@ -258,8 +261,168 @@ TEST_F(store_test, a_delivery_without_a_receipt_is_overdue_only_after_the_window
     delivery::receipt_alerts alerts;
     EXPECT_EQ(alerts.fresh(*late).size(), 1u);
     EXPECT_TRUE(alerts.fresh(*late).empty()) << "one alert per delivery";
-    update({(*c)[0].id, delivery_state::acknowledged, "", "", 0, false, 0, "receipt"});
+    delivery_update ack;
+    ack.delivery_id = (*c)[0].id;
+    ack.state = delivery_state::acknowledged;
+    ack.actor = "receipt";
+    update(ack);
     EXPECT_TRUE(delivery::overdue_receipts(*st_, "gp", window, now + 97 * 3600 * 1000LL)->empty());
+}
+
+TEST_F(store_test, an_attempt_is_counted_at_its_claim_and_a_crash_loop_ends_dead) {
+    submit(ev("crash"));
+    const int max_attempts = 3;
+    for (int i = 1; i <= max_attempts; ++i) {
+        auto c = st_->claim_due("gp", core::now_ms(), 10, max_attempts);
+        ASSERT_EQ(c->size(), 1u) << "claim " << i;
+        EXPECT_EQ((*c)[0].attempts, i) << "the attempt is durable before any plugin sees it";
+        EXPECT_EQ((*c)[0].state, delivery_state::in_flight);
+        open();  // the plugin killed the process: no completion is ever written
+        ASSERT_EQ(*st_->recover_in_flight(), 1u);
+    }
+    auto last = st_->claim_due("gp", core::now_ms(), 10, max_attempts);
+    ASSERT_EQ(last->size(), 1u);
+    EXPECT_EQ((*last)[0].state, delivery_state::dead) << "not handed to the plugin a 4th time";
+    EXPECT_EQ((*last)[0].reason, "the process died during 3 attempts");
+    auto row = st_->get_delivery((*last)[0].id);
+    EXPECT_EQ((*row)->state, delivery_state::dead);
+    EXPECT_EQ((*row)->reason, "the process died during 3 attempts");
+    EXPECT_TRUE(st_->claim_due("gp", core::now_ms(), 10, max_attempts)->empty());
+    // An operator retry renews the budget: the delivery is tried again.
+    delivery_update retry;
+    retry.delivery_id = (*last)[0].id;
+    retry.state = delivery_state::pending;
+    retry.actor = "operator:test";
+    retry.renew_attempts = true;
+    update(retry);
+    auto again = st_->claim_due("gp", core::now_ms(), 10, max_attempts);
+    ASSERT_EQ(again->size(), 1u);
+    EXPECT_EQ((*again)[0].state, delivery_state::in_flight);
+    EXPECT_EQ((*again)[0].attempts, 4);
+}
+
+TEST_F(store_test, a_handed_back_attempt_is_not_counted) {
+    submit(ev("back"));
+    auto c = st_->claim_due("gp", core::now_ms(), 10, 1);
+    ASSERT_EQ(c->size(), 1u);
+    delivery_update u;
+    u.delivery_id = (*c)[0].id;
+    u.state = delivery_state::pending;
+    u.hand_back = true;
+    update(u);
+    EXPECT_EQ((*st_->get_delivery(u.delivery_id))->attempts, 0);
+    auto again = st_->claim_due("gp", core::now_ms(), 10, 1);
+    ASSERT_EQ(again->size(), 1u);
+    EXPECT_EQ((*again)[0].state, delivery_state::in_flight) << "max_attempts 1 still allows one";
+}
+
+TEST_F(store_test, a_transition_outside_the_table_is_refused_and_audited) {
+    submit(ev("tr"));
+    auto c = st_->claim_due("gp", core::now_ms(), 10, 5);
+    ASSERT_EQ(c->size(), 1u);
+    std::int64_t id = (*c)[0].id;
+    delivery_update ack;  // a receipt for something not delivered yet
+    ack.delivery_id = id;
+    ack.state = delivery_state::acknowledged;
+    ack.actor = "receipt";
+    update(ack);
+    EXPECT_EQ((*st_->get_delivery(id))->state, delivery_state::in_flight);
+    auto audit = st_->list_audit("delivery:" + std::to_string(id), 100);
+    ASSERT_TRUE(audit);
+    ASSERT_FALSE(audit->empty());
+    EXPECT_EQ(audit->back().action, "delivery.transition_refused");
+    EXPECT_EQ(audit->back().detail, "in_flight -> acknowledged");
+    EXPECT_FALSE(*st_->verify_audit_chain());
+    EXPECT_FALSE(transition_allowed(delivery_state::held, delivery_state::in_flight));
+    EXPECT_TRUE(transition_allowed(delivery_state::dead, delivery_state::delivered));
+}
+
+TEST_F(store_test, states_are_stored_as_fixed_codes_and_an_unknown_code_is_an_error) {
+    EXPECT_EQ(code(delivery_state::pending), 0);
+    EXPECT_EQ(code(delivery_state::dead), 5);
+    EXPECT_EQ(code(delivery_state::held), 7);
+    for (auto st : all_delivery_states) {
+        EXPECT_EQ(from_code(code(st)), st);
+        EXPECT_EQ(parse_delivery_state(to_string(st)), st);
+    }
+    submit(ev("code"));
+    st_->flush();
+    sqlite3* db = nullptr;
+    sqlite3_open((dir_ / "s.db").c_str(), &db);
+    sqlite3_exec(db, "UPDATE deliveries SET state = 42", nullptr, nullptr, nullptr);
+    sqlite3_close(db);
+    auto got = st_->get_delivery(1);
+    EXPECT_FALSE(got) << "a read error, not a throw and not a made-up state";
+    auto listed = st_->list_deliveries({});
+    EXPECT_FALSE(listed);
+    // The read connection still works afterwards.
+    EXPECT_TRUE(st_->list_errors(10));
+}
+
+TEST_F(store_test, a_bad_job_in_a_group_commit_fails_alone) {
+    // Two submits with the same event id in one batch: the second violates UNIQUE(id) and
+    // rolls back to its savepoint; the first and a third one commit.
+    auto a = ev("sp-a"), b = ev("sp-b"), c = ev("sp-c");
+    b.id = a.id;
+    std::string ida = a.id, idc = c.id;
+    std::promise<boost::system::error_code> pa, pb, pc;
+    st_->submit(std::move(a),
+                [&](boost::system::error_code ec, submit_outcome) { pa.set_value(ec); });
+    st_->submit(std::move(b),
+                [&](boost::system::error_code ec, submit_outcome) { pb.set_value(ec); });
+    st_->submit(std::move(c),
+                [&](boost::system::error_code ec, submit_outcome) { pc.set_value(ec); });
+    EXPECT_FALSE(pa.get_future().get());
+    EXPECT_TRUE(pb.get_future().get()) << "the bad job reports its own error";
+    EXPECT_FALSE(pc.get_future().get());
+    EXPECT_TRUE(*st_->get_event(ida));
+    EXPECT_TRUE(*st_->get_event(idc));
+    auto ds = st_->list_deliveries({});
+    ASSERT_TRUE(ds);
+    EXPECT_EQ(ds->size(), 2u) << "nothing of the bad job is left";
+    EXPECT_FALSE(*st_->verify_audit_chain()) << "the rolled-back job left no hole in the chain";
+}
+
+TEST_F(store_test, retention_keeps_a_blob_that_a_submit_in_progress_names) {
+    std::string bytes = "%PDF-1.4 shared bytes";
+    std::string sha = core::sha256_hex(bytes);
+    auto with_blob = [&](const std::string& key) {
+        auto e = ev(key, key);
+        attachment_input a;
+        a.meta = {"a1", "x.pdf", "application/pdf", sha, bytes.size()};
+        a.bytes = bytes;
+        e.attachments.push_back(a);
+        return e;
+    };
+    submit(with_blob("old"));
+    auto c = st_->claim_due("gp", core::now_ms(), 10, 5);
+    ASSERT_EQ(c->size(), 1u);
+    update({(*c)[0].id, delivery_state::delivered, "", "x", 0, 1});
+    fs::path blob = st_->blob_path(sha);
+    ASSERT_TRUE(fs::exists(blob));
+    // Many rounds of a submit naming the same bytes racing a prune of the only other user.
+    for (int round = 0; round < 20; ++round) {
+        auto e = with_blob("new" + std::to_string(round));
+        std::string id = e.id;
+        std::promise<void> stored;
+        std::thread t([&] {
+            st_->submit(std::move(e),
+                        [&](boost::system::error_code, submit_outcome) { stored.set_value(); });
+        });
+        auto n = st_->prune(core::now_ms() + 1000);
+        ASSERT_TRUE(n);
+        t.join();
+        stored.get_future().wait();
+        auto got = st_->get_event(id);
+        ASSERT_TRUE(got && *got);
+        ASSERT_TRUE(fs::exists(blob)) << "round " << round << ": a stored event lost its blob";
+        auto d = st_->list_deliveries({});
+        for (const auto& r : *d) {
+            if (r.state != delivery_state::pending) continue;
+            auto cl = st_->claim_due("gp", core::now_ms(), 10, 5);
+            for (const auto& x : *cl) update({x.id, delivery_state::delivered, "", "x", 0, 1});
+        }
+    }
 }
 
 }  // namespace
