@@ -30,6 +30,26 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/plugins/example-vendor/
 install(FILES ${PROJECT_SOURCE_DIR}/config/schemas/samband.event.json
   DESTINATION ${CMAKE_INSTALL_DATADIR}/samband-dev COMPONENT dev OPTIONAL)
 
+# Debian's copyright file and a changelog (gzip -9n, as policy asks) in each package's doc folder.
+set(pkg_changelog ${PROJECT_BINARY_DIR}/package/changelog)
+file(WRITE ${pkg_changelog} "samband (${PROJECT_VERSION}) unstable; urgency=medium
+
+  * Built from the Samband source tree by scripts/package; see README.md.
+
+ -- Samband maintainers <samband@example.invalid>  Mon, 30 Nov 2026 12:00:00 +0000
+")
+find_program(GZIP_PROGRAM gzip REQUIRED)
+add_custom_command(OUTPUT ${pkg_changelog}.gz
+  COMMAND ${GZIP_PROGRAM} -9nkf ${pkg_changelog} DEPENDS ${pkg_changelog})
+add_custom_target(samband_package_changelog ALL DEPENDS ${pkg_changelog}.gz)
+foreach(component_dir runtime:samband dev:samband-dev)
+  string(REPLACE ":" ";" parts ${component_dir})
+  list(GET parts 0 component)
+  list(GET parts 1 docdir)
+  install(FILES ${pkg_changelog}.gz ${PROJECT_SOURCE_DIR}/config/package/copyright
+    DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/${docdir} COMPONENT ${component})
+endforeach()
+
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME samband)
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
@@ -52,15 +72,17 @@ set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_EXTRA
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 set(CPACK_COMPONENT_RUNTIME_DESCRIPTION
   "Integration engine for Rask psykisk helsehjelp (RPH)
- Samband routes RPH events between the municipality's EPJ, GPs over Norsk Helsenett
- (MsgHead + Dialogmelding, Apprec, EDI 2.0) and other systems, durably: the daemon, its
- plugins, the event schemas and NHN's XSDs, a hardened systemd unit and a starting config.")
+ Samband routes RPH events between the municipality's EPJ, GPs over
+ Norsk Helsenett (MsgHead + Dialogmelding, Apprec, EDI 2.0) and other
+ systems, durably: the daemon, its plugins, the event schemas, NHN's
+ XSDs, a hardened systemd unit and a starting config.")
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME samband-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_DEV_PACKAGE_RECOMMENDS "cmake, g++, rapidjson-dev")
 set(CPACK_COMPONENT_DEV_DESCRIPTION
   "Plugin SDK for the Samband integration engine
- The plain C plugin ABI (samband/plugin.h), the header-only C++ SDK, their CMake package
- (find_package(SambandPluginApi)), the conformance kit samband-plugin-check and the plugin guide
- with an example plugin. Install only this to build and check an adapter plugin.")
+ The plain C plugin ABI (samband/plugin.h), the header-only C++ SDK,
+ their CMake package (find_package(SambandPluginApi)), the conformance
+ kit samband-plugin-check, and the plugin guide with an example plugin.
+ Install only this to build and check an adapter plugin.")
 include(CPack)
