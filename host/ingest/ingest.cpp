@@ -234,6 +234,18 @@ void ingest::submit(std::string_view source, plugin::submission sub,
         done({SAMBAND_RETRY, {}, false, "samband is busy (store queue full); submit again later"});
         return;
     }
+    // A source's own refusal (a row it could not map): kept in the error store with its reason.
+    if (sub.envelope_json.find("\"samband.input.rejected\"") != std::string::npos) {
+        if (auto p = codec::parse_json(sub.envelope_json, opts_.lim.max_depth);
+            p && p->IsObject() && codec::string_at(*p, "/type") == "samband.input.rejected") {
+            std::string reason(codec::string_at(*p, "/rejected/reason"));
+            std::string input(codec::string_at(*p, "/rejected/input"));
+            std::string key(codec::string_at(*p, "/idempotency_key"));
+            if (reason.empty()) reason = "refused by the source (no reason given)";
+            reject(source, std::move(reason), std::move(input), std::move(key), std::move(done));
+            return;
+        }
+    }
     std::vector<store::attachment_input> atts;
     atts.reserve(sub.attachments.size());
     for (auto& a : sub.attachments) {

@@ -1,0 +1,203 @@
+// The csv plugin in the real daemon: a Norwegian spreadsheet in, bad rows to the error store with
+// line and column, no duplicates on re-import, hostile files refused, and the export read back by
+// an independent reader (Python's csv module, strict=True).
+#include "harness.hpp"
+
+#include <rapidjson/document.h>
+
+namespace samband::test {
+namespace {
+
+class csv_test : public ::testing::Test {
+protected:
+    void SetUp() override {
+        root_ = tmp_.path();
+        write_file(root_ / "samband.json", R"({
+  "node": {"name": "it-csv"},
+  "store": {"kind": "sqlite", "path": "var/samband.db", "retention_days": 30},
+  "admin": {"listen": "127.0.0.1:0"},
+  "log": {"level": "info"},
+  "plugin_dirs": [")" + plugin_dir() + R"("],
+  "identifiers": {"allow_synthetic": true},
+  "schemas_dir": ")" + source_dir() + R"(/config/schemas",
+  "endpoints": {
+    "sheets": {"plugin": "csv", "config": {
+      "inbox": "csv-in", "poll_ms": 50, "type": "rph.session.attended",
+      "fields": {
+        "/subject/fnr": {"column": "Fødselsnummer"},
+        "/occurred_at": {"column": "Dato", "as": "date"},
+        "/data/treatment_id": {"column": "Behandling"},
+        "/data/session_at": {"column": "dato", "as": "date"},
+        "/data/kind": {"column": "Type", "map": {"Individuell": "individuell", "Gruppe": "gruppe"}},
+        "/data/attended": {"column": "Møtt", "as": "boolean"},
+        "/data/content": {"column": "Notat", "optional": true}
+      }}},
+    "export": {"plugin": "csv", "config": {
+      "outbox": "csv-out", "prefix": "oppmote", "rotate_seconds": 1,
+      "columns": [{"header": "Behandling", "pointer": "/data/treatment_id"},
+                  {"header": "Dato", "pointer": "/data/session_at", "as": "date"},
+                  {"header": "Type", "pointer": "/data/kind"},
+                  {"header": "Møtt", "pointer": "/data/attended"},
+                  {"header": "Notat", "pointer": "/data/content"}]},
+      "policy": {"max_attempts": 3, "backoff_base_ms": 100, "backoff_max_ms": 1000,
+                 "attempt_timeout_ms": 5000, "concurrency": 4}}
+  },
+  "routes": [{"name": "sessions", "match": {"type": "rph.*", "source": "sheets"}, "to": ["export"]}]
+})");
+    }
+
+    // The rows of every rotated export file, read by Python's csv module (strict=True).
+    std::vector<std::vector<std::string>> exported() {
+        std::vector<std::vector<std::string>> rows;
+        std::error_code ec;
+        std::vector<fs::path> files;
+        for (auto& e : fs::directory_iterator(root_ / "csv-out", ec))
+            if (e.path().filename().string().rfind("oppmote-", 0) == 0) files.push_back(e.path());
+        std::sort(files.begin(), files.end());
+        for (const auto& f : files) {
+            auto [st, out] = run_command("python3 " + source_dir() +
+                                         "/plugins/csv/tests/check_csv.py " + f.string());
+            EXPECT_EQ(st, 0) << f << ": " << out;
+            rapidjson::Document d;
+            d.Parse(out.c_str());
+            if (d.HasParseError() || !d.IsArray() || d.Empty()) {
+                ADD_FAILURE() << "unreadable export " << f << ": " << out;
+                continue;
+            }
+            EXPECT_EQ(std::string(d[0][0].GetString()), "Hendelse");
+            for (rapidjson::SizeType i = 1; i < d.Size(); ++i) {
+                std::vector<std::string> r;
+                for (auto& c : d[i].GetArray()) r.push_back(c.GetString());
+                rows.push_back(r);
+            }
+        }
+        return rows;
+    }
+
+    temp_dir tmp_;
+    fs::path root_;
+};
+
+// Five good rows (one with a quoted newline, æøå), three bad ones on lines 5, 7 and 9.
+const std::string kSheet =
+    "\xEF\xBB\xBF"
+    "Fødselsnummer;Behandling;Dato;Type;Møtt;Notat\r\n"
+    "14839134623;b-1;24.11.2026;Individuell;ja;Første samtale\r\n"
+    "02918502265;b-2;25.11.2026;Gruppe;Ja;\"Gikk bra.\r\nNeste gang: pust; søvn\"\r\n"
+    "28860370052;b-3;31.02.2026;Individuell;ja;\r\n"
+    "09817045860;b-4;26.11.2026;individuell;nei;Avlyst, møtte ikke\r\n"
+    "30899926664;b-5;27.11.2026;Individuell;kanskje;\r\n"
+    "05920763059;b-6;1.12.2026;Gruppe;ja;Øvelse på å roe ned\r\n"
+    ";b-7;02.12.2026;Individuell;ja;\r\n"
+    "21826210262;b-8;03.12.2026;Individuell;ja;\"Sa \"\"takk\"\"\"\r\n";
+
+TEST_F(csv_test, bad_rows_go_to_the_error_store_the_rest_is_imported_once) {
+    auto d = std::make_unique<daemon_process>(root_ / "samband.json", root_);
+    ASSERT_TRUE(d->start()) << d->log();
+    drop_file(root_ / "csv-in", "oppmote.csv", kSheet);
+    ASSERT_TRUE(wait_for([&] { return fs::exists(root_ / "csv-in" / "done" / "oppmote.csv"); },
+                         std::chrono::seconds(20)))
+        << d->log();
+
+    // Three refusals, each naming file, line, column and reason.
+    auto r = d->get("/api/v1/errors?limit=100");
+    ASSERT_EQ(r.status, 200) << r.body;
+    rapidjson::Document errs;
+    errs.Parse(r.body.c_str());
+    ASSERT_TRUE(errs.IsArray()) << r.body;
+    ASSERT_EQ(errs.Size(), 3u) << r.body;
+    std::string all;
+    for (auto& e : errs.GetArray()) all += std::string(e["reason"].GetString()) + "\n";
+    EXPECT_NE(all.find("oppmote.csv line 5 column 3 (Dato): \"31.02.2026\" is not a date"),
+              std::string::npos)
+        << all;
+    EXPECT_NE(all.find("oppmote.csv line 7 column 5 (Møtt): \"kanskje\" is not ja/nei"),
+              std::string::npos)
+        << all;
+    EXPECT_NE(all.find("oppmote.csv line 9 column 1 (Fødselsnummer): empty"), std::string::npos)
+        << all;
+    EXPECT_NE(d->log().find("oppmote.csv: 8 rows: 5 imported, 0 already known, 3 refused"),
+              std::string::npos)
+        << d->log();
+
+    // The five good rows come out of the export sink, readable by Python's strict reader.
+    std::vector<std::vector<std::string>> rows;
+    ASSERT_TRUE(wait_for([&] { return (rows = exported()).size() >= 5; }, std::chrono::seconds(20)))
+        << d->log();
+    ASSERT_EQ(rows.size(), 5u);
+    std::map<std::string, std::vector<std::string>> by_treatment;
+    for (auto& row : rows) {
+        ASSERT_EQ(row.size(), 6u);
+        by_treatment[row[1]] = row;
+    }
+    EXPECT_EQ(by_treatment["b-1"][2], "24.11.2026");
+    EXPECT_EQ(by_treatment["b-2"][5], "Gikk bra.\r\nNeste gang: pust; søvn");
+    EXPECT_EQ(by_treatment["b-4"][4], "nei");
+    EXPECT_EQ(by_treatment["b-6"][2], "01.12.2026");
+    EXPECT_EQ(by_treatment["b-6"][5], "Øvelse på å roe ned");
+    EXPECT_EQ(by_treatment["b-8"][5], "Sa \"takk\"");
+
+    // The same rows again (another file name): nothing new is stored.
+    drop_file(root_ / "csv-in", "oppmote-kopi.csv", kSheet);
+    ASSERT_TRUE(wait_for([&] { return fs::exists(root_ / "csv-in" / "done" / "oppmote-kopi.csv"); },
+                         std::chrono::seconds(20)))
+        << d->log();
+    EXPECT_NE(d->log().find("oppmote-kopi.csv: 8 rows: 0 imported, 5 already known, 3 refused"),
+              std::string::npos)
+        << d->log();
+    EXPECT_EQ(d->stop(), 0);
+    EXPECT_EQ(exported().size(), 5u);
+}
+
+TEST_F(csv_test, hostile_files_are_refused_with_a_reason) {
+    auto d = std::make_unique<daemon_process>(root_ / "samband.json", root_);
+    ASSERT_TRUE(d->start()) << d->log();
+    fs::path in = root_ / "csv-in";
+    {
+        // 1 GB (sparse): refused by its size before a byte is read.
+        std::ofstream(in / ".big.csv.tmp").put('x');
+        fs::resize_file(in / ".big.csv.tmp", 1ull << 30);
+        fs::rename(in / ".big.csv.tmp", in / "big.csv");
+    }
+    drop_file(in, "junk.csv",
+              std::string("\x7f"
+                          "ELF\x02\x01\x01\x00\x00\x00junk",
+                          14));
+    drop_file(in, "open.csv",
+              "Fødselsnummer;Behandling;Dato;Type;Møtt;Notat\r\n"
+              "14839134623;b-1;24.11.2026;Individuell;ja;\"never closed\r\n4;5\r\n");
+    drop_file(in, "header.csv", "Fnr;Behandling\r\n14839134623;b-1\r\n");
+    std::string cols(1'000'000, ';');
+    drop_file(in, "wide.csv", cols + "\r\n");
+    for (const char* f : {"big.csv", "junk.csv", "open.csv", "header.csv", "wide.csv"}) {
+        ASSERT_TRUE(
+            wait_for([&] { return fs::exists(in / "error" / (std::string(f) + ".reason")); },
+                     std::chrono::seconds(20)))
+            << f << "\n"
+            << d->log();
+    }
+    auto reason = [&](const char* f) {
+        return read_file(in / "error" / (std::string(f) + ".reason"));
+    };
+    EXPECT_NE(reason("big.csv").find("1073741824 bytes, over the limit"), std::string::npos);
+    EXPECT_NE(reason("junk.csv").find("binary data: control byte 0x02 at byte 4"),
+              std::string::npos)
+        << reason("junk.csv");
+    EXPECT_NE(reason("open.csv").find("line 2 column 6: unterminated quoted field"),
+              std::string::npos)
+        << reason("open.csv");
+    EXPECT_NE(reason("header.csv").find("has no column \"Fødselsnummer\""), std::string::npos)
+        << reason("header.csv");
+    EXPECT_NE(reason("wide.csv").find("more than 1000 columns"), std::string::npos)
+        << reason("wide.csv");
+    // Each refusal is also in the error store; nothing was imported.
+    auto r = d->get("/api/v1/errors?limit=100");
+    rapidjson::Document errs;
+    errs.Parse(r.body.c_str());
+    ASSERT_TRUE(errs.IsArray()) << r.body;
+    EXPECT_EQ(errs.Size(), 5u) << r.body;
+    EXPECT_EQ(d->stop(), 0);
+}
+
+}  // namespace
+}  // namespace samband::test
