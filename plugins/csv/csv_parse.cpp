@@ -305,7 +305,7 @@ std::string parse_date(std::string_view s) {
     bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     int max = kDays[m - 1] + (m == 2 && leap ? 1 : 0);
     if (d > max) return {};
-    char out[11];
+    char out[32];
     std::snprintf(out, sizeof out, "%04d-%02d-%02d", y, m, d);
     return out;
 }
