@@ -1,0 +1,763 @@
+// The HL7 v2 plugin: an MLLP listener (source, ACK only after the store committed the event) and
+// an MLLP client (sink, waits for the ACK within a deadline), with the RPH mappings.
+#include "hl7v2/codec/ack.hpp"
+#include "hl7v2/codec/mapping.hpp"
+#include "hl7v2/codec/message.hpp"
+#include "hl7v2/codec/mllp.hpp"
+
+#include <samband/sdk.hpp>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+
+#include <rapidjson/document.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using samband::sdk::error;
+using samband::sdk::log_level;
+namespace h7 = samband::hl7v2;
+using clock_type = std::chrono::steady_clock;
+
+// Reads the endpoint config; every mistake throws with the key's name.
+struct config {
+    // source
+    std::string listen;  // host:port
+    std::string port_file;
+    std::size_t max_connections = 64;
+    std::size_t max_frame_bytes = 16u * 1024 * 1024;
+    std::chrono::milliseconds idle_timeout{300000};
+    std::chrono::milliseconds frame_timeout{30000};
+    h7::parse_options parse;
+    h7::inbound_options inbound;
+    h7::ack_options ack;
+    // sink
+    std::string connect;  // host:port
+    std::chrono::milliseconds ack_timeout{10000};
+    std::chrono::milliseconds connect_timeout{5000};
+    h7::outbound_options outbound;
+
+    explicit config(std::string_view text) {
+        rapidjson::Document doc;
+        doc.Parse(text.data(), text.size());
+        if (doc.HasParseError() || !doc.IsObject())
+            throw error(SAMBAND_INVALID, "hl7v2: config must be a JSON object");
+        const rapidjson::Value& d = doc;  // const iterators: no C++20 reversed-operator ambiguity
+        static const char* known[] = {"listen",
+                                      "port_file",
+                                      "max_connections",
+                                      "max_frame_bytes",
+                                      "idle_timeout_ms",
+                                      "frame_timeout_ms",
+                                      "max_segments",
+                                      "max_fields",
+                                      "default_charset",
+                                      "allow_synthetic_ids",
+                                      "session_kind",
+                                      "sending_application",
+                                      "sending_facility",
+                                      "connect",
+                                      "ack_timeout_ms",
+                                      "connect_timeout_ms",
+                                      "receiving_application",
+                                      "receiving_facility",
+                                      "version",
+                                      "charset",
+                                      "processing_id",
+                                      "tls"};
+        for (auto it = d.MemberBegin(); it != d.MemberEnd(); ++it) {
+            std::string k = it->name.GetString();
+            if (std::find(std::begin(known), std::end(known), k) == std::end(known))
+                throw error(SAMBAND_INVALID, "hl7v2: unknown config key \"" + k + "\"");
+        }
+        auto str = [&](const char* k, std::string fallback = {}) {
+            auto it = d.FindMember(k);
+            if (it == d.MemberEnd()) return fallback;
+            if (!it->value.IsString())
+                throw error(SAMBAND_INVALID, std::string("hl7v2: \"") + k + "\" must be a string");
+            return std::string(it->value.GetString());
+        };
+        auto num = [&](const char* k, std::uint64_t fallback, std::uint64_t min,
+                       std::uint64_t max) {
+            auto it = d.FindMember(k);
+            if (it == d.MemberEnd()) return fallback;
+            if (!it->value.IsUint64() || it->value.GetUint64() < min || it->value.GetUint64() > max)
+                throw error(SAMBAND_INVALID,
+                            std::string("hl7v2: \"") + k + "\" must be an integer from " +
+                                std::to_string(min) + " to " + std::to_string(max));
+            return it->value.GetUint64();
+        };
+        auto boolean = [&](const char* k, bool fallback) {
+            auto it = d.FindMember(k);
+            if (it == d.MemberEnd()) return fallback;
+            if (!it->value.IsBool())
+                throw error(SAMBAND_INVALID,
+                            std::string("hl7v2: \"") + k + "\" must be true or false");
+            return it->value.GetBool();
+        };
+        if (d.HasMember("tls"))
+            throw error(SAMBAND_INVALID,
+                        "hl7v2: \"tls\" is not supported yet; terminate TLS in front of the "
+                        "listener (stunnel) or use a VPN");
+        listen = str("listen");
+        connect = str("connect");
+        if (listen.empty() == connect.empty())
+            throw error(SAMBAND_INVALID,
+                        "hl7v2: give \"listen\" (an MLLP source) or \"connect\" (an MLLP sink)");
+        port_file = str("port_file");
+        max_connections = num("max_connections", 64, 1, 10000);
+        max_frame_bytes = num("max_frame_bytes", 16u << 20, 1024, 256u << 20);
+        parse.lim.max_message_bytes = max_frame_bytes;
+        idle_timeout = std::chrono::milliseconds(num("idle_timeout_ms", 300000, 100, 86400000));
+        frame_timeout = std::chrono::milliseconds(num("frame_timeout_ms", 30000, 100, 3600000));
+        parse.lim.max_segments = num("max_segments", 5000, 2, 1000000);
+        parse.lim.max_fields = num("max_fields", 1000, 10, 100000);
+        auto cs =
+            h7::charset_from_msh18(str("default_charset", "UNICODE UTF-8"), h7::charset::utf8);
+        if (!cs)
+            throw error(SAMBAND_INVALID,
+                        "hl7v2: \"default_charset\" must be \"UNICODE UTF-8\" or \"8859/1\"");
+        parse.default_charset = *cs;
+        inbound.allow_synthetic_ids = boolean("allow_synthetic_ids", false);
+        inbound.session_kind = str("session_kind", "individuell");
+        inbound.max_attachment_bytes = max_frame_bytes;
+        ack.sending_application = str("sending_application", "SAMBAND");
+        ack.sending_facility = str("sending_facility");
+        ack_timeout = std::chrono::milliseconds(num("ack_timeout_ms", 10000, 10, 3600000));
+        connect_timeout = std::chrono::milliseconds(num("connect_timeout_ms", 5000, 10, 600000));
+        outbound.sending_application = ack.sending_application;
+        outbound.sending_facility = ack.sending_facility;
+        outbound.receiving_application = str("receiving_application");
+        outbound.receiving_facility = str("receiving_facility");
+        outbound.version = str("version", "2.5");
+        if (outbound.version != "2.3" && outbound.version != "2.3.1" && outbound.version != "2.4" &&
+            outbound.version != "2.5" && outbound.version != "2.5.1")
+            throw error(SAMBAND_INVALID,
+                        "hl7v2: \"version\" must be 2.3, 2.3.1, 2.4, 2.5 or 2.5.1");
+        auto ocs = h7::charset_from_msh18(str("charset", "UNICODE UTF-8"), h7::charset::utf8);
+        if (!ocs || *ocs == h7::charset::ascii)
+            throw error(SAMBAND_INVALID,
+                        "hl7v2: \"charset\" must be \"UNICODE UTF-8\" or \"8859/1\"");
+        outbound.chars = *ocs;
+        outbound.processing_id = str("processing_id", "P");
+    }
+};
+
+std::pair<std::string, std::string> split_hostport(const std::string& hp, const char* key) {
+    auto colon = hp.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == hp.size())
+        throw error(SAMBAND_INVALID, std::string("hl7v2: \"") + key + "\" must be host:port");
+    return {hp.substr(0, colon), hp.substr(colon + 1)};
+}
+
+std::string dtm_now() {
+    std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y%m%d%H%M%S+0000", &tm);
+    return buf;
+}
+
+// The io thread and a guard that keeps late host callbacks from touching a stopped plugin.
+struct runtime {
+    asio::io_context io;
+    std::mutex mu;
+    bool running = true;
+    std::size_t open_sessions = 0;  // io thread only
+
+    template <class F>
+    void post(F&& f) {
+        std::lock_guard lock(mu);
+        if (running) asio::post(io, std::forward<F>(f));
+    }
+};
+
+// One MLLP connection of the listener. All members are touched on the io thread only.
+class session : public std::enable_shared_from_this<session> {
+public:
+    session(tcp::socket sock, std::shared_ptr<runtime> rt, const config& cfg,
+            samband::sdk::host host)
+        : sock_(std::move(sock)),
+          timer_(rt->io),
+          rt_(std::move(rt)),
+          cfg_(cfg),
+          host_(host),
+          reader_(cfg.max_frame_bytes) {
+        ++rt_->open_sessions;
+        buf_.resize(64 * 1024);
+    }
+    ~session() { --rt_->open_sessions; }
+
+    void start() {
+        last_read_ = clock_type::now();
+        arm_timer();
+        read();
+    }
+
+private:
+    struct slot {
+        bool ready = false;
+        std::string bytes;  // the framed ACK; empty = none wanted
+        bool close_after = false;
+    };
+
+    void read() {
+        auto self = shared_from_this();
+        sock_.async_read_some(asio::buffer(buf_),
+                              [self](boost::system::error_code ec, std::size_t n) {
+                                  if (ec) return self->close();
+                                  self->last_read_ = clock_type::now();
+                                  if (self->closing_)
+                                      return self->read();  // after a refusal: read and discard
+                                  self->reader_.feed(std::string_view(self->buf_.data(), n));
+                                  self->drain();
+                                  if (self->reader_.in_frame() && !self->frame_started_)
+                                      self->frame_started_ = clock_type::now();
+                                  self->read();
+                              });
+    }
+
+    // Takes every complete frame, until the input ends or is refused.
+    void drain() {
+        std::string frame;
+        while (!closing_) {
+            switch (reader_.next(frame)) {
+                case h7::mllp::reader::status::need_more:
+                    return;
+                case h7::mllp::reader::status::frame:
+                    frame_started_.reset();
+                    handle(frame);
+                    break;
+                case h7::mllp::reader::status::junk:
+                    refuse(frame + " bytes outside an MLLP frame (a frame starts with 0x0B)");
+                    return;
+                case h7::mllp::reader::status::too_large:
+                    refuse("the frame exceeds max_frame_bytes (" +
+                           std::to_string(cfg_.max_frame_bytes) + ")");
+                    return;
+            }
+        }
+    }
+
+    // A protocol error: an AR without MSA-2, then the connection closes.
+    void refuse(const std::string& why) {
+        host_.log(log_level::warn, "hl7v2: refused a connection's input: " + why);
+        h7::parse_error e{h7::hl7_error::segment_sequence, why, {}, 0, 0, 0};
+        auto ack = h7::build_ack(nullptr, h7::ack_code::AR, why, &e, cfg_.ack);
+        slots_.push_back({true, h7::mllp::frame(h7::serialize(ack)), true});
+        closing_ = true;
+        flush();
+    }
+
+    void handle(const std::string& frame) {
+        slots_.push_back({});
+        std::size_t index = base_ + slots_.size() - 1;
+        auto parsed = h7::parse(frame, cfg_.parse);
+        if (!parsed) {
+            const auto& e = parsed.error();
+            host_.log(log_level::warn, "hl7v2: message refused: " + e.describe());
+            answer_error(index, nullptr, h7::outcome::rejected, e);
+            return;
+        }
+        auto msg = std::make_shared<h7::message>(std::move(*parsed));
+        auto events = h7::map_inbound(*msg, cfg_.inbound);
+        if (!events) {
+            const auto& e = events.error();
+            bool reject = e.code == h7::hl7_error::unsupported_message_type ||
+                          e.code == h7::hl7_error::unsupported_event ||
+                          e.code == h7::hl7_error::unsupported_version;
+            host_.log(log_level::warn, "hl7v2: message " + std::string(msg->control_id()) +
+                                           " refused: " + e.describe());
+            answer_error(index, msg.get(), reject ? h7::outcome::rejected : h7::outcome::error, e);
+            return;
+        }
+        // Submit every event; answer when the host has answered for all of them.
+        auto state = std::make_shared<pending>();
+        state->left = events->size();
+        auto self = shared_from_this();
+        for (auto& ev : *events) {
+            std::vector<samband::sdk::submit_attachment> atts;
+            for (auto& a : ev.attachments)
+                atts.push_back(
+                    {std::move(a.filename), std::move(a.media_type), std::move(a.bytes), {}});
+            auto rt = rt_;
+            samband_status st =
+                host_.submit(ev.envelope_json, atts, [rt, self, state, msg, index](const auto& r) {
+                    rt->post(
+                        [self, state, msg, index, r] { self->submitted(index, msg, state, r); });
+                });
+            if (st != SAMBAND_OK) {
+                samband::sdk::submit_result r;
+                r.status = SAMBAND_RETRY;
+                r.message = "the host cannot take the message now";
+                submitted(index, msg, state, r);
+            }
+        }
+    }
+
+    struct pending {
+        std::size_t left = 0;
+        samband_status worst = SAMBAND_OK;
+        std::string message;
+    };
+
+    void submitted(std::size_t index, const std::shared_ptr<h7::message>& msg,
+                   const std::shared_ptr<pending>& state, const samband::sdk::submit_result& r) {
+        if (r.status != SAMBAND_OK && state->worst == SAMBAND_OK) {
+            state->worst = r.status;
+            state->message = r.message;
+        }
+        if (--state->left > 0) return;
+        if (state->worst == SAMBAND_OK) {
+            auto ack = h7::build_ack(msg.get(), h7::ack_code_for(*msg, h7::outcome::accepted), {},
+                                     nullptr, cfg_.ack);
+            fill(index, h7::ack_wanted(*msg, h7::outcome::accepted)
+                            ? h7::mllp::frame(h7::serialize(ack))
+                            : std::string());
+            return;
+        }
+        std::string why = state->worst == SAMBAND_RETRY
+                              ? "not stored now, send again: " + state->message
+                              : "refused by Samband: " + state->message;
+        host_.log(log_level::warn,
+                  "hl7v2: message " + std::string(msg->control_id()) + " not taken: " + why);
+        h7::parse_error e{
+            state->worst == SAMBAND_RETRY ? h7::hl7_error::internal : h7::hl7_error::data_type,
+            why,
+            {},
+            0,
+            0,
+            0};
+        answer_error(index, msg.get(), h7::outcome::error, e);
+    }
+
+    void answer_error(std::size_t index, const h7::message* msg, h7::outcome o,
+                      const h7::parse_error& e) {
+        h7::ack_code code =
+            msg ? h7::ack_code_for(*msg, o)
+                : (o == h7::outcome::rejected ? h7::ack_code::AR : h7::ack_code::AE);
+        std::string text = e.describe();
+        auto ack = h7::build_ack(msg, code, text, &e, cfg_.ack);
+        bool wanted = !msg || h7::ack_wanted(*msg, o);
+        fill(index, wanted ? h7::mllp::frame(h7::serialize(ack)) : std::string());
+    }
+
+    void fill(std::size_t index, std::string bytes) {
+        if (index < base_ || index - base_ >= slots_.size()) return;
+        auto& s = slots_[index - base_];
+        s.ready = true;
+        s.bytes = std::move(bytes);
+        flush();
+    }
+
+    // Writes ready ACKs in the order their messages came.
+    void flush() {
+        if (writing_) return;
+        while (!slots_.empty() && slots_.front().ready && slots_.front().bytes.empty() &&
+               !slots_.front().close_after) {
+            slots_.pop_front();
+            ++base_;
+        }
+        if (slots_.empty() || !slots_.front().ready) return;
+        writing_ = true;
+        auto self = shared_from_this();
+        asio::async_write(sock_, asio::buffer(slots_.front().bytes),
+                          [self](boost::system::error_code ec, std::size_t) {
+                              self->writing_ = false;
+                              bool close_after = self->slots_.front().close_after;
+                              self->slots_.pop_front();
+                              ++self->base_;
+                              if (ec) return self->close();
+                              if (close_after) {
+                                  // Let the peer read the refusal: stop sending, discard what
+                                  // it still sends, close when it does or after 2 s.
+                                  boost::system::error_code ignore;
+                                  self->sock_.shutdown(tcp::socket::shutdown_send, ignore);
+                                  self->linger_until_ = clock_type::now() + std::chrono::seconds(2);
+                                  return;
+                              }
+                              self->flush();
+                          });
+    }
+
+    void arm_timer() {
+        auto self = shared_from_this();
+        timer_.expires_after(std::chrono::milliseconds(100));
+        timer_.async_wait([self](boost::system::error_code ec) {
+            if (ec || self->closed_) return;
+            auto now = clock_type::now();
+            if (self->linger_until_ && now > *self->linger_until_) return self->close();
+            if (self->frame_started_ && now - *self->frame_started_ > self->cfg_.frame_timeout) {
+                self->host_.log(log_level::warn,
+                                "hl7v2: a frame was not finished within frame_timeout_ms; "
+                                "closing the connection");
+                return self->close();
+            }
+            bool idle = self->slots_.empty() && !self->reader_.in_frame();
+            if (idle && now - self->last_read_ > self->cfg_.idle_timeout) {
+                self->host_.log(log_level::debug, "hl7v2: idle connection closed");
+                return self->close();
+            }
+            self->arm_timer();
+        });
+    }
+
+    void close() {
+        if (closed_) return;
+        closed_ = true;
+        boost::system::error_code ec;
+        sock_.shutdown(tcp::socket::shutdown_both, ec);
+        sock_.close(ec);
+        timer_.cancel();
+    }
+
+    tcp::socket sock_;
+    asio::steady_timer timer_;
+    std::shared_ptr<runtime> rt_;
+    const config& cfg_;
+    samband::sdk::host host_;
+    h7::mllp::reader reader_;
+    std::vector<char> buf_;
+    std::deque<slot> slots_;
+    std::size_t base_ = 0;  // the index of slots_.front()
+    bool writing_ = false, closing_ = false, closed_ = false;
+    clock_type::time_point last_read_;
+    std::optional<clock_type::time_point> frame_started_;
+    std::optional<clock_type::time_point> linger_until_;
+};
+
+// The sink's one connection: deliveries go one at a time, each waiting for its ACK.
+class mllp_client {
+public:
+    mllp_client(std::shared_ptr<runtime> rt, const config& cfg, samband::sdk::host host)
+        : rt_(std::move(rt)),
+          cfg_(cfg),
+          host_(host),
+          sock_(rt_->io),
+          timer_(rt_->io),
+          reader_(cfg.max_frame_bytes) {
+        buf_.resize(64 * 1024);
+    }
+
+    struct job {
+        samband::sdk::delivery d;
+        std::string control_id;
+        std::string bytes;  // framed
+    };
+
+    void enqueue(job j) {
+        queue_.push_back(std::move(j));
+        if (!busy_) next();
+    }
+
+    void fail_all(const std::string& why) {
+        for (auto& j : queue_) j.d.retry(why);
+        queue_.clear();
+    }
+
+private:
+    void next() {
+        if (queue_.empty()) {
+            busy_ = false;
+            return;
+        }
+        busy_ = true;
+        if (!sock_.is_open()) return connect();
+        send();
+    }
+
+    void connect() {
+        auto [host, port] = split_hostport(cfg_.connect, "connect");
+        tcp::resolver res(rt_->io);
+        boost::system::error_code ec;
+        auto eps = res.resolve(host, port, ec);
+        if (ec) return finish_retry("cannot resolve " + cfg_.connect + ": " + ec.message());
+        arm(cfg_.connect_timeout);
+        asio::async_connect(sock_, eps, [this](boost::system::error_code ec, const tcp::endpoint&) {
+            timer_.cancel();
+            if (ec) return finish_retry("cannot connect to " + cfg_.connect + ": " + ec.message());
+            reader_ = h7::mllp::reader(cfg_.max_frame_bytes);
+            send();
+        });
+    }
+
+    void send() {
+        arm(cfg_.ack_timeout);
+        asio::async_write(sock_, asio::buffer(queue_.front().bytes),
+                          [this](boost::system::error_code ec, std::size_t) {
+                              if (ec) return finish_retry("send failed: " + ec.message());
+                              read_ack();
+                          });
+    }
+
+    void read_ack() {
+        std::string frame;
+        for (;;) {
+            auto st = reader_.next(frame);
+            if (st == h7::mllp::reader::status::frame) {
+                if (on_ack(frame)) return;
+                continue;  // an ACK for something else: keep reading
+            }
+            if (st != h7::mllp::reader::status::need_more)
+                return finish_retry("the peer sent bytes that are not an MLLP frame");
+            break;
+        }
+        sock_.async_read_some(asio::buffer(buf_), [this](boost::system::error_code ec,
+                                                         std::size_t n) {
+            if (ec)
+                return finish_retry("connection lost while waiting for the ACK: " + ec.message());
+            reader_.feed(std::string_view(buf_.data(), n));
+            read_ack();
+        });
+    }
+
+    // True when this frame settled the current delivery.
+    bool on_ack(const std::string& frame) {
+        auto m = h7::parse(frame);
+        if (!m) {
+            finish_retry("the ACK cannot be read: " + m.error().describe());
+            return true;
+        }
+        auto info = h7::read_ack(*m);
+        if (!info) {
+            finish_retry("the answer is not an ACK: " + info.error().describe());
+            return true;
+        }
+        job& j = queue_.front();
+        if (info->control_id != j.control_id) {
+            host_.log(log_level::warn, "hl7v2: ignored an ACK for " + info->control_id +
+                                           " while waiting for " + j.control_id);
+            return false;
+        }
+        timer_.cancel();
+        switch (info->code) {
+            case h7::ack_code::AA:
+            case h7::ack_code::CA:
+                j.d.succeed(j.control_id);
+                break;
+            case h7::ack_code::AR:
+            case h7::ack_code::CR:
+                j.d.fail("the receiver rejected the message (" +
+                         std::string(h7::to_string(info->code)) + "): " + info->text);
+                break;
+            default:
+                j.d.retry("the receiver answered " + std::string(h7::to_string(info->code)) + ": " +
+                          info->text);
+        }
+        queue_.pop_front();
+        next();
+        return true;
+    }
+
+    void arm(std::chrono::milliseconds ms) {
+        timer_.expires_after(ms);
+        timer_.async_wait([this](boost::system::error_code ec) {
+            if (ec) return;
+            boost::system::error_code ignore;
+            sock_.close(ignore);  // the pending operation completes with an error
+            timed_out_ = true;
+        });
+    }
+
+    void finish_retry(const std::string& why) {
+        timer_.cancel();
+        boost::system::error_code ignore;
+        sock_.close(ignore);
+        std::string text = timed_out_ ? "no ACK within the deadline (" + why + ")" : why;
+        timed_out_ = false;
+        if (!queue_.empty()) {
+            queue_.front().d.retry(text);
+            queue_.pop_front();
+        }
+        host_.log(log_level::warn, "hl7v2: " + text);
+        next();
+    }
+
+    std::shared_ptr<runtime> rt_;
+    const config& cfg_;
+    samband::sdk::host host_;
+    tcp::socket sock_;
+    asio::steady_timer timer_;
+    h7::mllp::reader reader_;
+    std::vector<char> buf_;
+    std::deque<job> queue_;
+    bool busy_ = false;
+    bool timed_out_ = false;
+};
+
+// The MSH-10 for a delivery: its id, cut and hashed to 20 characters where the version says so.
+std::string control_id_for(std::string_view delivery_id, const std::string& version) {
+    if (version == "2.5" || version == "2.5.1" || delivery_id.size() <= 20)
+        return std::string(delivery_id.substr(0, 199));
+    std::uint64_t h = 1469598103934665603ull;
+    for (unsigned char c : delivery_id) h = (h ^ c) * 1099511628211ull;
+    char buf[21];
+    std::snprintf(buf, sizeof buf, "S%019llu",
+                  static_cast<unsigned long long>(h % 10000000000000000000ull));
+    return buf;
+}
+
+class hl7v2_plugin {
+public:
+    static constexpr const char* name = "hl7v2";
+    static constexpr const char* version = "0.1.0";
+    static constexpr const char* description =
+        "HL7 v2 over MLLP: a listener that ACKs after commit, and a sender that waits for the ACK";
+    static constexpr bool is_source = true;
+    static constexpr std::uint32_t capabilities = SAMBAND_CAP_IDEMPOTENT_SINK;
+
+    hl7v2_plugin(samband::sdk::host h, std::string_view config_text)
+        : host_(h), cfg_(config_text), rt_(std::make_shared<runtime>()) {
+        if (!cfg_.listen.empty()) split_hostport(cfg_.listen, "listen");
+        if (!cfg_.connect.empty()) split_hostport(cfg_.connect, "connect");
+    }
+
+    ~hl7v2_plugin() { stop(); }
+
+    void start() {
+        if (!cfg_.listen.empty()) {
+            auto [host, port] = split_hostport(cfg_.listen, "listen");
+            boost::system::error_code ec;
+            auto addr = asio::ip::make_address(host, ec);
+            if (ec) throw error(SAMBAND_INVALID, "hl7v2: \"listen\" host must be an IP address");
+            acceptor_.emplace(rt_->io);
+            tcp::endpoint ep(addr, static_cast<unsigned short>(std::stoi(port)));
+            acceptor_->open(ep.protocol(), ec);
+            if (!ec) acceptor_->set_option(tcp::acceptor::reuse_address(true), ec);
+            if (!ec) acceptor_->bind(ep, ec);
+            if (!ec) acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+            if (ec)
+                throw error(SAMBAND_INVALID,
+                            "hl7v2: cannot listen on " + cfg_.listen + ": " + ec.message());
+            unsigned short bound = acceptor_->local_endpoint().port();
+            host_.log(log_level::info,
+                      "hl7v2: listening for MLLP on " + host + ":" + std::to_string(bound));
+            if (!cfg_.port_file.empty()) {
+                std::string tmp = cfg_.port_file + ".tmp";
+                std::ofstream(tmp) << bound << "\n";
+                std::rename(tmp.c_str(), cfg_.port_file.c_str());
+            }
+            accept();
+        } else {
+            client_ = std::make_unique<mllp_client>(rt_, cfg_, host_);
+        }
+        work_.emplace(asio::make_work_guard(rt_->io));
+        thread_ = std::thread([rt = rt_] { rt->io.run(); });
+    }
+
+    void stop() {
+        {
+            std::lock_guard lock(rt_->mu);
+            if (!rt_->running) return;
+        }
+        if (client_) {
+            // Complete every queued delivery (RETRY) on the io thread, then stop.
+            std::promise<void> done;
+            auto f = done.get_future();
+            rt_->post([this, &done] {
+                client_->fail_all("the endpoint is stopping");
+                done.set_value();
+            });
+            if (thread_.joinable()) f.wait_for(std::chrono::seconds(5));
+        }
+        {
+            std::lock_guard lock(rt_->mu);
+            rt_->running = false;
+        }
+        work_.reset();
+        rt_->io.stop();
+        if (thread_.joinable()) thread_.join();
+    }
+
+    void deliver(samband::sdk::delivery d) {
+        if (!client_) {
+            d.fail("this hl7v2 endpoint is a listener (source), not a sink");
+            return;
+        }
+        std::vector<h7::outbound_attachment> atts;
+        for (const auto& a : d.event().attachments) {
+            auto bytes = host_.attachment_bytes(a);
+            if (!bytes) {
+                d.retry("cannot read attachment " + std::string(a.filename));
+                return;
+            }
+            atts.push_back({std::string(a.filename), std::string(a.media_type), std::move(*bytes)});
+        }
+        std::string cid = control_id_for(d.id(), cfg_.outbound.version);
+        auto m = h7::map_outbound(d.event().envelope_json, atts, cid, dtm_now(), cfg_.outbound);
+        if (!m) {
+            d.fail("cannot map the event to HL7 v2: " + m.error().describe());
+            return;
+        }
+        auto j = std::make_shared<mllp_client::job>(
+            mllp_client::job{std::move(d), cid, h7::mllp::frame(h7::serialize(*m))});
+        rt_->post([this, j] { client_->enqueue(std::move(*j)); });
+    }
+
+    samband::sdk::rendered render(const samband::sdk::delivery_view& v) {
+        std::vector<h7::outbound_attachment> atts;
+        for (const auto& a : v.event.attachments) {
+            auto bytes = host_.attachment_bytes(a);
+            atts.push_back({std::string(a.filename), std::string(a.media_type),
+                            bytes ? std::move(*bytes) : std::string()});
+        }
+        std::string cid = control_id_for(v.id, cfg_.outbound.version);
+        auto m = h7::map_outbound(v.event.envelope_json, atts, cid, dtm_now(), cfg_.outbound);
+        if (!m) throw error(SAMBAND_INVALID, "hl7v2: " + m.error().describe());
+        std::string text = h7::serialize(*m);
+        for (auto& c : text)
+            if (c == '\r') c = '\n';  // readable in a preview; the wire uses \r
+        return {text, cid + ".hl7"};
+    }
+
+private:
+    void accept() {
+        acceptor_->async_accept([this](boost::system::error_code ec, tcp::socket sock) {
+            if (ec) {
+                if (ec == asio::error::operation_aborted) return;
+                host_.log(log_level::warn, "hl7v2: accept failed: " + ec.message());
+                return accept();
+            }
+            if (rt_->open_sessions >= cfg_.max_connections) {
+                host_.log(log_level::warn, "hl7v2: max_connections reached; a connection closed");
+                boost::system::error_code ignore;
+                sock.close(ignore);
+            } else {
+                sock.set_option(tcp::no_delay(true), ec);
+                std::make_shared<session>(std::move(sock), rt_, cfg_, host_)->start();
+            }
+            accept();
+        });
+    }
+
+    samband::sdk::host host_;
+    config cfg_;
+    std::shared_ptr<runtime> rt_;
+    std::optional<tcp::acceptor> acceptor_;
+    std::unique_ptr<mllp_client> client_;
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+    std::thread thread_;
+};
+
+}  // namespace
+
+SAMBAND_PLUGIN(hl7v2_plugin)
