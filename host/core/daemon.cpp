@@ -378,9 +378,10 @@ private:
                 return;
             }
         }
-        // Swap: engine destinations on the engine thread, then routes, then retire old ones.
+        // Swap: engine destinations on the engine thread while no worker uses an instance, then
+        // routes, then retire old ones.
         std::vector<std::unique_ptr<plugin::instance>> retired;
-        engine_->run_sync([&] {
+        engine_->run_quiet([&] {
             for (const auto& name : changes.remove) engine_->remove_destination(name);
             for (auto& [name, ep] : fresh) {
                 auto old = rt_->endpoints.find(name);

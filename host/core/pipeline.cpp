@@ -97,7 +97,11 @@ delivery::prepared run_pipeline(
         if (dec.what == consent::verdict::block) return stop_with(action::block, dec.reason);
         gate_reason = dec.reason;
         std::string why = add_recipient(env, gp);
-        if (!why.empty()) return stop_with(action::hold, why);
+        // A lookup that failed (timeout, register down) is retried with backoff; a patient with
+        // no GP, or no directory at all, holds for an operator.
+        if (!why.empty())
+            return stop_with(why.rfind("GP lookup failed", 0) == 0 ? action::retry : action::hold,
+                             why);
         out_json = codec::to_json(env);
     }
 

@@ -54,11 +54,34 @@ engine::~engine() {
     shutdown();
 }
 
+engine::workers::workers(int threads)
+    : pool(static_cast<std::size_t>(std::clamp(threads, 1, 4))), calls(pool.get_executor()) {}
+
 void engine::set_destination(const std::string& name, plugin::instance* sink, policy p) {
     auto& d = dests_[name];
     d.name = name;
     d.sink = sink;
     d.pol = p;
+    if (!d.worker) d.worker = std::make_unique<workers>(p.concurrency);
+}
+
+void engine::run_quiet(std::function<void()> fn) {
+    holding_.store(true);
+    // Work is only ever added on the engine thread, so "none outstanding" checked there holds
+    // while `fn` runs.
+    for (bool done = false; !done;) {
+        {
+            std::unique_lock lock(quiet_mu_);
+            quiet_cv_.wait(lock, [this] { return worker_jobs_.load() == 0; });
+        }
+        run_sync([&] {
+            if (worker_jobs_.load() != 0) return;
+            fn();
+            done = true;
+        });
+    }
+    holding_.store(false);
+    kick();
 }
 
 void engine::remove_destination(const std::string& name) {
@@ -79,6 +102,9 @@ void engine::shutdown() {
     work_.reset();
     io_.stop();
     thread_.join();
+    // Workers finish what they run (a lookup or call ends at its own deadline); results posted
+    // to the stopped engine are dropped: their deliveries were handed back by stop_dispatch.
+    for (auto& [name, d] : dests_) d.worker->pool.join();
 }
 
 void engine::run_sync(std::function<void()> fn) {
@@ -113,7 +139,7 @@ void engine::pump_all() {
 }
 
 void engine::pump(destination& d) {
-    if (!dispatching_.load() || !d.sink) return;
+    if (!dispatching_.load() || holding_.load() || !d.sink) return;
     while (d.in_flight < d.pol.concurrency && !d.sink->stuck()) {
         std::size_t want = static_cast<std::size_t>(d.pol.concurrency - d.in_flight);
         auto rows = store_.claim_due(d.name, core::now_ms(), std::min<std::size_t>(want, 256),
@@ -134,38 +160,77 @@ void engine::pump(destination& d) {
                 if (obs_.state) obs_.state(d.name, delivery_state::dead);
                 continue;
             }
-            start_attempt(d, std::move(r));
+            begin(d, std::move(r));
         }
     }
 }
 
-void engine::start_attempt(destination& d, store::delivery_row row) {
-    std::string did = std::to_string(row.id);
-    auto ev = store_.get_event(row.event_id);
-    if (!ev || !*ev) {
-        std::string why = !ev ? "store read failed: " + ev.error().message()
-                              : std::string("event not found in the store");
-        log_.error("deliver.load", why, {{"delivery", did}, {"event", row.event_id}});
+// Prepare (event load, gate, GP lookup, transforms) runs on the destination's own workers: a
+// lookup or transform that hangs (until its own deadline) delays only this destination.
+void engine::begin(destination& d, store::delivery_row row) {
+    std::uint64_t token = next_token_++;
+    ++d.in_flight;
+    ++in_flight_total_;
+    ++worker_jobs_;
+    preparing_.emplace(token, row);
+    asio::post(d.worker->pool, [this, token, row = std::move(row), dname = d.name]() mutable {
+        prepared prep;
+        std::int64_t received_ms = 0;
+        auto ev = store_.get_event(row.event_id);
+        if (!ev) {
+            prep.what = prepared::action::retry;
+            prep.reason = "store read failed: " + ev.error().message();
+        } else if (!*ev) {
+            prep.what = prepared::action::dead;
+            prep.reason = "event not found in the store";
+        } else {
+            received_ms = (*ev)->received_ms;
+            if (prepare_) {
+                prep = prepare_(row, **ev);
+            } else {
+                prep.event.envelope_json = (*ev)->envelope_json;
+                for (const auto& a : (*ev)->attachments) {
+                    prep.event.attachments.push_back(
+                        {a.id, a.filename, a.media_type, a.sha256, {}, a.size, 0});
+                }
+            }
+        }
+        asio::post(io_, [this, token, received_ms, prep = std::move(prep)]() mutable {
+            on_prepared(token, received_ms, std::move(prep));
+        });
+        worker_done();
+    });
+}
+
+void engine::worker_done() {
+    std::lock_guard lock(quiet_mu_);
+    --worker_jobs_;
+    quiet_cv_.notify_all();
+}
+
+void engine::on_prepared(std::uint64_t token, std::int64_t received_ms, prepared prep) {
+    auto pit = preparing_.find(token);
+    if (pit == preparing_.end()) return;  // handed back at shutdown meanwhile
+    store::delivery_row row = std::move(pit->second);
+    preparing_.erase(pit);
+    auto dit = dests_.find(row.destination);
+    if (dit == dests_.end() || !dispatching_.load()) {
+        --in_flight_total_;
+        if (dit != dests_.end()) --dit->second.in_flight;
         store::delivery_update u;
         u.delivery_id = row.id;
-        u.state = ev ? delivery_state::dead : delivery_state::pending;
-        u.reason = why;
-        u.next_attempt_ms = core::now_ms() + 1000;
-        u.hand_back = true;  // no plugin saw it
+        u.state = delivery_state::pending;
+        u.hand_back = true;
+        u.reason =
+            dit == dests_.end() ? "destination removed; handed back" : "handed back at shutdown";
         apply({u});
         return;
     }
-    prepared prep;
-    if (prepare_) {
-        prep = prepare_(row, **ev);
-    } else {
-        prep.event.envelope_json = (*ev)->envelope_json;
-        for (const auto& a : (*ev)->attachments) {
-            prep.event.attachments.push_back(
-                {a.id, a.filename, a.media_type, a.sha256, {}, a.size, 0});
-        }
-    }
+    destination& d = dit->second;
+    std::string did = std::to_string(row.id);
     if (prep.what != prepared::action::send) {
+        --d.in_flight;
+        --in_flight_total_;
         store::delivery_update u;
         u.delivery_id = row.id;
         u.reason = prep.reason;
@@ -194,15 +259,15 @@ void engine::start_attempt(destination& d, store::delivery_row row) {
                    {"state", store::to_string(u.state)}});
         if (obs_.state) obs_.state(d.name, u.state);
         apply({u});
+        kick();
         return;
     }
 
-    std::uint64_t token = next_token_++;
     attempt a;
     a.row = row;
     a.destination = d.name;
     a.started_ms = core::now_ms();
-    a.received_ms = (*ev)->received_ms;
+    a.received_ms = received_ms;
     auto ref = std::make_shared<plugin::delivery_ref>();
     ref->token = token;
     ref->delivery_id = did;
@@ -225,17 +290,23 @@ void engine::start_attempt(destination& d, store::delivery_row row) {
     });
     by_delivery_[row.id] = token;
     attempts_.emplace(token, std::move(a));
-    ++d.in_flight;
-    ++in_flight_total_;
     if (obs_.state) obs_.state(d.name, delivery_state::in_flight);
     log_.debug("deliver.send", "handing delivery to sink",
                {{"delivery", did},
                 {"event", row.event_id},
                 {"endpoint", d.name},
                 {"attempt", std::to_string(ref->attempt)}});
-
-    plugin::call_result r = d.sink->deliver(*ref);
-    if (!r.ok()) finish(token, {r.status, {}, r.message});
+    // deliver() is called on the destination's strand: one call at a time per instance, never
+    // on the engine thread (a sink that blocks there stalls only itself; the attempt's timer
+    // still fires).
+    ++worker_jobs_;
+    asio::post(d.worker->calls, [this, token, sink = d.sink, ref] {
+        plugin::call_result r = sink->deliver(*ref);
+        if (!r.ok()) {
+            asio::post(io_, [this, token, r] { finish(token, {r.status, {}, r.message}); });
+        }
+        worker_done();
+    });
 }
 
 void engine::on_complete(const std::string& endpoint, std::uint64_t token, plugin::completion c) {
@@ -475,6 +546,15 @@ void engine::stop_dispatch(std::chrono::milliseconds grace) {
         }
         attempts_.clear();
         by_delivery_.clear();
+        for (auto& [token, row] : preparing_) {
+            store::delivery_update u;
+            u.delivery_id = row.id;
+            u.state = delivery_state::pending;
+            u.hand_back = true;
+            u.reason = "handed back at shutdown";
+            ups.push_back(u);
+        }
+        preparing_.clear();
         in_flight_total_.store(0);
         if (!ups.empty()) store_.update(std::move(ups), {});
     });

@@ -8,8 +8,12 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -95,14 +99,25 @@ public:
 
     // Runs `fn` on the engine thread and waits for it. THREAD: not the engine thread.
     void run_sync(std::function<void()> fn);
+    // As run_sync, once no worker runs a prepare or a deliver() call (so `fn` may replace or
+    // retire plugin instances and routes they use). Waits at most for the deadlines of those
+    // calls. THREAD: not the engine thread.
+    void run_quiet(std::function<void()> fn);
     std::size_t in_flight() const { return in_flight_total_.load(); }
 
 private:
+    // A destination's own threads: prepares run on the pool, deliver() calls on the strand.
+    struct workers {
+        explicit workers(int threads);
+        boost::asio::thread_pool pool;
+        boost::asio::strand<boost::asio::thread_pool::executor_type> calls;
+    };
     struct destination {
         std::string name;
         plugin::instance* sink = nullptr;
         policy pol;
-        int in_flight = 0;
+        int in_flight = 0;  // preparing or sent
+        std::unique_ptr<workers> worker;
     };
     struct attempt {
         store::delivery_row row;
@@ -128,7 +143,9 @@ private:
 
     void pump_all();
     void pump(destination& d);
-    void start_attempt(destination& d, store::delivery_row row);
+    void begin(destination& d, store::delivery_row row);
+    void on_prepared(std::uint64_t token, std::int64_t received_ms, prepared prep);
+    void worker_done();
     void finish(std::uint64_t token, plugin::completion c);
     void late(const std::string& endpoint, std::uint64_t token, plugin::completion c);
     void remember_ended(std::uint64_t token, const attempt& a, bool ok, std::string how);
@@ -150,6 +167,11 @@ private:
     std::unordered_map<std::uint64_t, attempt> attempts_;
     std::unordered_map<std::int64_t, std::uint64_t> by_delivery_;  // delivery id → token in flight
     std::unordered_map<std::uint64_t, ended_attempt> ended_;
+    std::unordered_map<std::uint64_t, store::delivery_row> preparing_;  // token → claimed row
+    std::atomic<int> worker_jobs_{0};   // prepares and deliver() calls queued or running
+    std::atomic<bool> holding_{false};  // run_quiet: start no new work
+    std::mutex quiet_mu_;
+    std::condition_variable quiet_cv_;
     std::deque<std::uint64_t> ended_order_;
     std::uint64_t next_token_ = 1;
     std::atomic<bool> kick_pending_{false};

@@ -1,8 +1,12 @@
 #include "directory/fastlegeregisteret.hpp"
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -14,6 +18,7 @@
 #include "core/ids.hpp"
 
 #include <cstring>
+#include <optional>
 
 namespace samband::directory {
 
@@ -128,8 +133,10 @@ public:
     }
 
 private:
+    // One request/answer on a connected stream, as asynchronous operations: the deadline timer
+    // of post() cancels them (blocking Beast calls would ignore any timeout).
     template <class Stream>
-    transport exchange(Stream& stream, const std::string& body) {
+    asio::awaitable<transport> exchange(Stream& stream, const std::string& body) {
         http::request<http::string_body> req{http::verb::post, target_, 11};
         req.set(http::field::host, host_);
         req.set(http::field::content_type, "text/xml; charset=utf-8");
@@ -139,51 +146,99 @@ private:
         req.body() = body;
         req.prepare_payload();
         boost::system::error_code ec;
-        http::write(stream, req, ec);
-        if (ec) return transport_error{"Fastlegeregisteret: sending failed: " + ec.message()};
+        auto tok = asio::redirect_error(asio::use_awaitable, ec);
+        co_await http::async_write(stream, req, tok);
+        if (ec) co_return transport_error{"Fastlegeregisteret: sending failed: " + ec.message()};
         beast::flat_buffer buf;
         http::response_parser<http::string_body> parser;
         parser.body_limit(kMaxAnswer);
-        http::read(stream, buf, parser, ec);
-        if (ec) return transport_error{"Fastlegeregisteret: no answer: " + ec.message()};
+        co_await http::async_read(stream, buf, parser, tok);
+        if (ec) co_return transport_error{"Fastlegeregisteret: no answer: " + ec.message()};
         auto status = parser.get().result_int();
         if (status == 401 || status == 403)
-            return transport_error{"Fastlegeregisteret refused the credentials (HTTP " +
-                                   std::to_string(status) + ")"};
+            co_return transport_error{"Fastlegeregisteret refused the credentials (HTTP " +
+                                      std::to_string(status) + ")"};
         // SOAP faults come with HTTP 500 and are read like any answer.
         if (status != 200 && status != 500)
-            return transport_error{"Fastlegeregisteret answered HTTP " + std::to_string(status)};
-        return transport(boost::system::in_place_value, parser.get().body());
+            co_return transport_error{"Fastlegeregisteret answered HTTP " + std::to_string(status)};
+        co_return transport(boost::system::in_place_value, parser.get().body());
     }
 
+    asio::awaitable<transport> plain(asio::ip::tcp::resolver& resolver, beast::tcp_stream& stream,
+                                     const std::string& body) {
+        boost::system::error_code ec;
+        auto tok = asio::redirect_error(asio::use_awaitable, ec);
+        auto results = co_await resolver.async_resolve(host_, port_, tok);
+        if (ec)
+            co_return transport_error{"Fastlegeregisteret: cannot resolve " + host_ + ": " +
+                                      ec.message()};
+        co_await stream.async_connect(results, tok);
+        if (ec) co_return transport_error{"Fastlegeregisteret: cannot connect: " + ec.message()};
+        co_return co_await exchange(stream, body);
+    }
+
+    asio::awaitable<transport> tls(asio::ip::tcp::resolver& resolver,
+                                   beast::ssl_stream<beast::tcp_stream>& stream,
+                                   const std::string& body) {
+        boost::system::error_code ec;
+        auto tok = asio::redirect_error(asio::use_awaitable, ec);
+        auto results = co_await resolver.async_resolve(host_, port_, tok);
+        if (ec)
+            co_return transport_error{"Fastlegeregisteret: cannot resolve " + host_ + ": " +
+                                      ec.message()};
+        co_await beast::get_lowest_layer(stream).async_connect(results, tok);
+        if (!ec) co_await stream.async_handshake(asio::ssl::stream_base::client, tok);
+        if (ec)
+            co_return transport_error{"Fastlegeregisteret: TLS connection failed: " + ec.message()};
+        co_return co_await exchange(stream, body);
+    }
+
+    // The whole lookup (resolve, connect, TLS, request, answer) has one deadline, opts_.timeout:
+    // when it passes, the timer closes the socket and the lookup fails naming the timeout.
     transport post(const std::string& body) {
         asio::io_context io;
         asio::ip::tcp::resolver resolver(io);
-        boost::system::error_code ec;
-        auto results = resolver.resolve(host_, port_, ec);
-        if (ec)
-            return transport_error{"Fastlegeregisteret: cannot resolve " + host_ + ": " +
-                                   ec.message()};
+        asio::steady_timer deadline(io);
+        bool timed_out = false;
+        std::optional<transport> out;
+        auto run = [&](auto& stream, auto op) {
+            deadline.expires_after(opts_.timeout);
+            deadline.async_wait([&](boost::system::error_code ec) {
+                if (ec) return;
+                timed_out = true;
+                resolver.cancel();
+                boost::system::error_code ignored;
+                beast::get_lowest_layer(stream).socket().close(ignored);
+            });
+            asio::co_spawn(io, std::move(op), [&](std::exception_ptr e, transport r) {
+                deadline.cancel();
+                if (e)
+                    out = transport_error{"Fastlegeregisteret: lookup failed"};
+                else
+                    out = std::move(r);
+            });
+            io.run();
+        };
         if (!https_) {
             beast::tcp_stream stream(io);
-            stream.expires_after(opts_.timeout);
-            stream.connect(results, ec);
-            if (ec) return transport_error{"Fastlegeregisteret: cannot connect: " + ec.message()};
-            return exchange(stream, body);
+            run(stream, plain(resolver, stream, body));
+        } else {
+            boost::system::error_code ec;
+            asio::ssl::context ctx(asio::ssl::context::tls_client);
+            ctx.set_default_verify_paths();
+            if (!opts_.ca_file.empty()) ctx.load_verify_file(opts_.ca_file, ec);
+            ctx.set_verify_mode(opts_.verify_tls ? asio::ssl::verify_peer : asio::ssl::verify_none);
+            beast::ssl_stream<beast::tcp_stream> stream(io, ctx);
+            if (opts_.verify_tls)
+                stream.set_verify_callback(asio::ssl::host_name_verification(host_));
+            SSL_set_tlsext_host_name(stream.native_handle(), host_.c_str());
+            run(stream, tls(resolver, stream, body));
         }
-        asio::ssl::context ctx(asio::ssl::context::tls_client);
-        ctx.set_default_verify_paths();
-        if (!opts_.ca_file.empty()) ctx.load_verify_file(opts_.ca_file, ec);
-        ctx.set_verify_mode(opts_.verify_tls ? asio::ssl::verify_peer : asio::ssl::verify_none);
-        beast::ssl_stream<beast::tcp_stream> stream(io, ctx);
-        if (opts_.verify_tls) stream.set_verify_callback(asio::ssl::host_name_verification(host_));
-        SSL_set_tlsext_host_name(stream.native_handle(), host_.c_str());
-        beast::get_lowest_layer(stream).expires_after(opts_.timeout);
-        beast::get_lowest_layer(stream).connect(results, ec);
-        if (!ec) stream.handshake(asio::ssl::stream_base::client, ec);
-        if (ec)
-            return transport_error{"Fastlegeregisteret: TLS connection failed: " + ec.message()};
-        return exchange(stream, body);
+        if (timed_out)
+            return transport_error{"Fastlegeregisteret: no answer within " +
+                                   std::to_string(opts_.timeout.count()) + " ms (timeout)"};
+        if (!out) return transport_error{"Fastlegeregisteret: lookup did not complete"};
+        return std::move(*out);
     }
 
     flr_options opts_;

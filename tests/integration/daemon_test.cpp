@@ -245,8 +245,15 @@ TEST_F(daemon_test, permanent_failure_goes_dead_then_operator_retry_delivers) {
         },
         std::chrono::seconds(20)))
         << d->log();
-    auto show = d->cli("deliveries show " + id + " --json");
-    EXPECT_NE(show.second.find("delivered"), std::string::npos) << show.second;
+    // The sink records before it completes: the state follows with the next commit.
+    std::pair<int, std::string> show;
+    EXPECT_TRUE(wait_for(
+        [&] {
+            show = d->cli("deliveries show " + id + " --json");
+            return show.second.find("\"delivered\"") != std::string::npos;
+        },
+        std::chrono::seconds(10)))
+        << show.second;
     EXPECT_EQ(d->stop(), 0);
 }
 

@@ -170,6 +170,25 @@ TEST(fastlegeregisteret, client_asks_with_basic_auth_and_soap_action_and_complet
     EXPECT_NE(bad.error().find("ugyldig"), std::string::npos) << bad.error();
 }
 
+TEST(fastlegeregisteret, a_register_that_never_answers_fails_at_the_configured_timeout) {
+    // A listening socket that never accepts: the connection and the request go through (the
+    // kernel's backlog), the answer never comes.
+    boost::asio::io_context io;
+    tcp::acceptor silent(io, tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0));
+    flr_options o;
+    o.url = "http://127.0.0.1:" + std::to_string(silent.local_endpoint().port()) + "/v2/flr/Basic";
+    o.timeout = std::chrono::milliseconds(1000);
+    auto dir = open_fastlegeregisteret(o, nullptr);
+    auto t0 = std::chrono::steady_clock::now();
+    auto g = dir->find_gp("14839134623");
+    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - t0);
+    ASSERT_FALSE(g);
+    EXPECT_NE(g.error().find("no answer within 1000 ms"), std::string::npos) << g.error();
+    EXPECT_GE(took.count(), 900) << "fired early";
+    EXPECT_LE(took.count(), 1100) << "fired late (configured 1000 ms, ±10 %)";
+}
+
 TEST(fastlegeregisteret, refuses_plain_http_except_on_loopback) {
     flr_options o;
     o.url = "http://flr.example.org/v2/flr/Basic";

@@ -1,0 +1,156 @@
+// The delivery engine end to end: a GP register that never answers costs its own destination
+// the configured timeout (±10 %), while another destination keeps delivering (issue 10).
+#include "harness.hpp"
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include <atomic>
+#include <mutex>
+
+namespace samband::test {
+namespace {
+
+using tcp = boost::asio::ip::tcp;
+
+// A Fastlegeregisteret that accepts connections and never answers. It notes when each
+// connection came and when the client gave up on it (closed it).
+class silent_register {
+public:
+    silent_register()
+        : acceptor_(io_, tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0)) {
+        thread_ = std::thread([this] { serve(); });
+    }
+    ~silent_register() {
+        stop_ = true;
+        boost::system::error_code ec;
+        tcp::socket s(io_);
+        s.connect(acceptor_.local_endpoint(), ec);
+        thread_.join();
+        for (auto& t : readers_) t.join();
+    }
+    std::string url() const {
+        return "http://127.0.0.1:" + std::to_string(acceptor_.local_endpoint().port()) +
+               "/v2/flr/Basic";
+    }
+    // Durations from accept to the client's close, in ms (for connections that were closed).
+    std::vector<std::int64_t> held_ms() {
+        std::lock_guard lock(mu_);
+        return held_;
+    }
+    int connections() const { return connections_.load(); }
+
+private:
+    void serve() {
+        while (!stop_) {
+            auto sock = std::make_shared<tcp::socket>(io_);
+            boost::system::error_code ec;
+            acceptor_.accept(*sock, ec);
+            if (stop_ || ec) continue;
+            ++connections_;
+            auto at = std::chrono::steady_clock::now();
+            readers_.emplace_back([this, sock, at] {
+                char buf[4096];
+                boost::system::error_code rec;
+                while (!rec) sock->read_some(boost::asio::buffer(buf), rec);  // until closed
+                auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::steady_clock::now() - at)
+                              .count();
+                std::lock_guard lock(mu_);
+                if (!stop_) held_.push_back(ms);
+            });
+        }
+    }
+    boost::asio::io_context io_;
+    tcp::acceptor acceptor_;
+    std::atomic<bool> stop_{false};
+    std::atomic<int> connections_{0};
+    std::thread thread_;
+    std::vector<std::thread> readers_;
+    std::mutex mu_;
+    std::vector<std::int64_t> held_;
+};
+
+std::string event(int i) {
+    std::string e = read_file(fs::path(source_dir()) / "config/demo/events/02-kari-start.json");
+    std::string key = "\"gerica:start-1001\"";
+    e.replace(e.find(key), key.size(), "\"engine-test-" + std::to_string(i) + "\"");
+    return e;
+}
+
+int lines(const fs::path& p, const std::string& needle) {
+    std::istringstream in(read_file(p));
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) n += line.find(needle) != std::string::npos;
+    return n;
+}
+
+TEST(engine, a_gp_register_that_never_answers_times_out_on_time_while_others_deliver) {
+    silent_register flr;
+    temp_dir tmp;
+    fs::path root = tmp.path();
+    const int timeout_ms = 2000;
+    write_file(root / "flr-password", "not-a-real-password\n");
+    write_file(root / "samband.json", R"({
+  "store": {"kind": "sqlite", "path": "var/samband.db"},
+  "admin": {"listen": "127.0.0.1:0", "token_file": "tokens"},
+  "plugin_dirs": [")" + plugin_dir() + R"("],
+  "schemas_dir": ")" + source_dir() + R"(/config/schemas",
+  "identifiers": {"allow_synthetic": true},
+  "secrets": {"flr": {"file": "flr-password"}},
+  "gp_directory": {"kind": "fastlegeregisteret", "url": ")" +
+                                          flr.url() +
+                                          R"(", "username": "samband-test",
+                   "password_secret": "flr", "timeout_ms": )" +
+                                          std::to_string(timeout_ms) + R"(},
+  "endpoints": {
+    "epj": {"plugin": "file", "config": {"inbox": "inbox", "poll_ms": 20}},
+    "gp": {"plugin": "fixture-sink", "config": {"record_file": "gp.jsonl"},
+           "policy": {"backoff_base_ms": 60000, "backoff_max_ms": 60000}},
+    "journal": {"plugin": "fixture-sink", "config": {"record_file": "journal.jsonl"}}
+  },
+  "routes": [
+    {"name": "to-gp", "match": {"type": "rph.treatment.*"}, "to": ["gp"], "recipient": "gp"},
+    {"name": "to-journal", "match": {"type": "rph.treatment.*"}, "to": ["journal"]}
+  ]
+})");
+    write_file(root / "tokens", "ops:0123456789abcdef0123\n");
+    daemon_process d(root / "samband.json", root);
+    ASSERT_TRUE(d.start()) << d.log();
+
+    // Five events, each for the same patient: the GP delivery of the first waits on the
+    // register; every journal delivery goes on meanwhile.
+    for (int i = 0; i < 5; ++i) drop_file(root / "inbox", std::to_string(i) + ".json", event(i));
+    ASSERT_TRUE(wait_for([&] { return flr.connections() >= 1; }, std::chrono::seconds(10)))
+        << d.log();
+    auto asked = std::chrono::steady_clock::now();
+    ASSERT_TRUE(wait_for([&] { return lines(root / "journal.jsonl", "\"outcome\":\"ok\"") == 5; },
+                         std::chrono::seconds(10)))
+        << d.log();
+    auto journal_done = std::chrono::steady_clock::now();
+    EXPECT_TRUE(flr.held_ms().empty()) << "the journal waited for the GP register's timeout";
+    EXPECT_LT(std::chrono::duration_cast<std::chrono::milliseconds>(journal_done - asked).count(),
+              timeout_ms)
+        << "the journal deliveries waited on the GP lookup";
+
+    // The lookup ends at the configured time, ±10 %, and the GP delivery says why.
+    ASSERT_TRUE(wait_for([&] { return !flr.held_ms().empty(); }, std::chrono::seconds(10)))
+        << d.log();
+    auto held = flr.held_ms().front();
+    EXPECT_GE(held, timeout_ms * 9 / 10) << "timed out early";
+    EXPECT_LE(held, timeout_ms * 11 / 10) << "timed out late";
+    std::string out;
+    ASSERT_TRUE(wait_for(
+        [&] {
+            out = d.cli("deliveries list --json").second;
+            return out.find("no answer within 2000 ms") != std::string::npos;
+        },
+        std::chrono::seconds(5)))
+        << out << d.log();
+    EXPECT_NE(out.find("\"failed\""), std::string::npos) << "a lookup timeout is retried: " << out;
+    EXPECT_EQ(lines(root / "gp.jsonl", "outcome"), 0) << "nothing reached the GP sink";
+    EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
+}  // namespace
+}  // namespace samband::test
