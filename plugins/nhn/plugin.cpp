@@ -17,7 +17,11 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <atomic>
@@ -40,11 +44,45 @@ using samband::sdk::error;
 using samband::sdk::log_level;
 namespace nhn = samband::nhn;
 
-std::string read_file(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
+// Reads a catalogue file after checking its size with fstat on the open descriptor: a file over
+// `max` is refused without reading a byte of it (and without racing a rename between check and
+// read). The reason names the size, never the content.
+// Returns false with `reason` (naming the size, never the content) when it refuses.
+bool read_bounded(const fs::path& p, std::size_t max, std::string& out, std::string& reason) {
+    int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        reason = std::string("cannot open: ") + std::strerror(errno);
+        return false;
+    }
+    struct fd_closer {
+        int fd;
+        ~fd_closer() { ::close(fd); }
+    } closer{fd};
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        reason = "not a regular file";
+        return false;
+    }
+    auto size = static_cast<std::uint64_t>(st.st_size);
+    if (size > max) {
+        reason = "file of " + std::to_string(size) + " bytes is over the limit of " +
+                 std::to_string(max) + " bytes; not read";
+        return false;
+    }
+    out.assign(static_cast<std::size_t>(size), '\0');
+    std::size_t got = 0;
+    while (got < out.size()) {
+        ssize_t r = ::read(fd, out.data() + got, out.size() - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            reason = std::string("cannot read: ") + std::strerror(errno);
+            return false;
+        }
+        if (r == 0) break;
+        got += static_cast<std::size_t>(r);
+    }
+    out.resize(got);
+    return true;
 }
 
 // tmp → fsync → rename → fsync dir: a message server never sees half a file.
@@ -83,6 +121,9 @@ std::string str(const rapidjson::Value& o, const char* k) {
     auto it = o.FindMember(k);
     return it != o.MemberEnd() && it->value.IsString() ? it->value.GetString() : std::string();
 }
+
+// The codec's document limit (parse_limits::max_bytes): a catalogue file over it is not read.
+constexpr std::size_t max_document_bytes = 20 * 1024 * 1024;
 
 class nhn_plugin {
 public:
@@ -123,32 +164,18 @@ public:
                                               e["allow_plain_http_loopback"].IsBool() &&
                                               e["allow_plain_http_loopback"].GetBool();
             h.tls = c.tls;
-            std::string key_secret = str(e, "key_secret");
-            if (key_secret.empty())
+            key_secret_ = str(e, "key_secret");
+            if (key_secret_.empty())
                 throw error(SAMBAND_INVALID,
                             "nhn: edi2 needs \"key_secret\" (the HelseID key, a host secret)");
-            auto key = host_.secret(key_secret);
-            if (!key)
-                throw error(SAMBAND_INVALID,
-                            "nhn: the secret \"" + key_secret + "\" is not configured");
-            h.key_pem = std::move(*key);
             if (e.HasMember("poll_her_id") && e["poll_her_id"].IsInt64())
                 poll_her_id_ = e["poll_her_id"].GetInt64();
             timeout_ = c.timeout;
-            try {
-                auto log = [this](nhn::edi::log_level l, std::string_view m) {
-                    host_.log(l == nhn::edi::log_level::error     ? log_level::error
-                              : l == nhn::edi::log_level::warning ? log_level::warn
-                              : l == nhn::edi::log_level::info    ? log_level::info
-                                                                  : log_level::debug,
-                              m);
-                };
-                auto tokens = std::make_shared<nhn::edi::token_client>(
-                    std::move(h), nhn::edi::wall_clock_fn{}, log);
-                edi_ = std::make_unique<nhn::edi::edi_client>(std::move(c), tokens, log);
-            } catch (const std::exception& ex) {
-                throw error(SAMBAND_INVALID, std::string("nhn: edi2: ") + ex.what());
-            }
+            // The key is fetched and the client built in start(): rendering (preview) needs
+            // neither, and a preview has no secrets.
+            helseid_cfg_ = std::move(h);
+            edi_cfg_ = std::move(c);
+            use_edi_ = true;
         } else if (out_dir_.empty()) {
             throw error(SAMBAND_INVALID,
                         "nhn: config needs \"out_dir\" (the outgoing catalogue) or \"transport\": "
@@ -184,6 +211,7 @@ public:
 
     void start() {
         if (running_) return;
+        if (use_edi_ && !edi_) make_edi_client();
         running_ = true;
         if (edi_) sender_ = std::thread([this] { send_loop(); });
         if (!in_dir_.empty() || (edi_ && poll_her_id_))
@@ -207,13 +235,13 @@ public:
     }
 
     void deliver(samband::sdk::delivery d) {
-        auto msg = serialize(d.id(), d.event());
+        auto msg = serialize(msg_id_for(d.event_id(), d.destination(), d.id()), d.event());
         if (!msg) {
             // An invalid message is never sent: permanent, with the schema error.
             d.fail("nhn: the message would not be valid, not sent: " + msg.error().what());
             return;
         }
-        if (edi_) {  // HTTP is slow: the send thread does it, the host is not blocked
+        if (use_edi_) {  // HTTP is slow: the send thread does it, the host is not blocked
             {
                 std::lock_guard lock(mu_);
                 queue_.push_back(std::move(d));
@@ -232,7 +260,7 @@ public:
     }
 
     samband::sdk::rendered render(const samband::sdk::delivery_view& v) {
-        auto msg = serialize(v.id, v.event);
+        auto msg = serialize(msg_id_for(v.event_id, v.destination, v.id), v.event);
         if (!msg)
             throw error(SAMBAND_PERMANENT,
                         "nhn: the message would not be valid: " + msg.error().what());
@@ -258,6 +286,29 @@ private:
         return {};
     }
 
+    void make_edi_client() {
+        auto key = host_.secret(key_secret_);
+        if (!key)
+            throw error(SAMBAND_INVALID,
+                        "nhn: the secret \"" + key_secret_ + "\" is not configured");
+        nhn::edi::helseid_config h = *helseid_cfg_;
+        h.key_pem = std::move(*key);
+        try {
+            auto log = [this](nhn::edi::log_level l, std::string_view m) {
+                host_.log(l == nhn::edi::log_level::error     ? log_level::error
+                          : l == nhn::edi::log_level::warning ? log_level::warn
+                          : l == nhn::edi::log_level::info    ? log_level::info
+                                                              : log_level::debug,
+                          m);
+            };
+            auto tokens = std::make_shared<nhn::edi::token_client>(std::move(h),
+                                                                   nhn::edi::wall_clock_fn{}, log);
+            edi_ = std::make_unique<nhn::edi::edi_client>(*edi_cfg_, tokens, log);
+        } catch (const std::exception& ex) {
+            throw error(SAMBAND_INVALID, std::string("nhn: edi2: ") + ex.what());
+        }
+    }
+
     static nhn::codec make_codec(std::string_view config) {
         rapidjson::Document d;
         d.Parse(config.data(), config.size());
@@ -277,7 +328,19 @@ private:
         }
     }
 
-    nhn::codec_result<nhn::serialized_message> serialize(std::string_view delivery_id,
+    // The MsgId of a delivery: a name-based UUID of the event's id (a UUIDv7, unique across
+    // stores and installations) and the destination, so it is the same on every retry of the
+    // delivery and never repeats after a reinstall or in another store, where the per-store
+    // delivery number does. The delivery id is only a fallback for an event without an id.
+    static std::string msg_id_for(std::string_view event_id, std::string_view destination,
+                                  std::string_view delivery_id) {
+        if (event_id.empty())
+            return nhn::derive_uuid("samband-delivery:" + std::string(delivery_id));
+        return nhn::derive_uuid("samband-msg:" + std::string(event_id) + "/" +
+                                std::string(destination));
+    }
+
+    nhn::codec_result<nhn::serialized_message> serialize(const std::string& msg_id,
                                                          const samband::sdk::event_view& ev) {
         std::vector<std::string> blobs;
         blobs.reserve(ev.attachments.size());
@@ -297,8 +360,7 @@ private:
                      reinterpret_cast<const std::uint8_t*>(blobs[i].data()), blobs[i].size())});
         }
         nhn::serialize_options o;
-        o.msg_id = nhn::derive_uuid("samband-delivery:" +
-                                    std::string(delivery_id));  // same on every retry
+        o.msg_id = msg_id;
         o.request_apprec = request_apprec_;
         rapidjson::Document env;
         env.Parse(ev.envelope_json.data(), ev.envelope_json.size());
@@ -327,7 +389,7 @@ private:
     }
 
     void send_edi(samband::sdk::delivery& d) {
-        auto msg = serialize(d.id(), d.event());
+        auto msg = serialize(msg_id_for(d.event_id(), d.destination(), d.id()), d.event());
         if (!msg)
             return d.fail("nhn: the message would not be valid, not sent: " + msg.error().what());
         for (int tries = 0;; ++tries) {
@@ -478,7 +540,12 @@ private:
         in.finish = [this, file](bool ok, const std::string& reason) {
             move_to(file, ok ? "done" : "error", reason);
         };
-        take_xml(read_file(file), std::move(in));
+        std::string xml, reason;
+        if (!read_bounded(file, max_document_bytes, xml, reason)) {
+            host_.log(log_level::warn, "refused " + in.name + ": " + reason);
+            return in.finish(false, reason);
+        }
+        take_xml(xml, std::move(in));
     }
 
     void take_xml(const std::string& xml, incoming in) {
@@ -561,6 +628,10 @@ private:
     std::set<std::string> in_flight_;
     std::thread reader_;
     std::unique_ptr<nhn::edi::edi_client> edi_;
+    bool use_edi_ = false;
+    std::string key_secret_;
+    std::optional<nhn::edi::helseid_config> helseid_cfg_;
+    std::optional<nhn::edi::edi_config> edi_cfg_;
     std::chrono::milliseconds timeout_{30000};
     std::int64_t poll_her_id_ = 0;
     std::deque<samband::sdk::delivery> queue_;

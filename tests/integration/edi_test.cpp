@@ -26,7 +26,7 @@ public:
         if (pid_ == 0) {
             dup2(out[1], 1);
             close(out[0]);
-            std::string script = source_dir() + "/tests/support/fake-edi/transport-server.js";
+            std::string script = source_dir() + "/tests/support/fake-edi/server.js";
             execlp("node", "node", script.c_str(), "--client-id", "samband-test", "--client-key",
                    public_key.c_str(), static_cast<char*>(nullptr));
             _exit(127);
@@ -169,6 +169,28 @@ protected:
     std::unique_ptr<fake_edi> fake_;
     std::unique_ptr<nhn::codec> codec_;
 };
+
+// Rendering needs no secret: preview shows the exact XML of an EDI 2.0 destination although a
+// preview is given no secrets at all, and nothing is sent.
+TEST_F(edi_test, preview_renders_an_edi2_destination_without_secrets) {
+    fs::path out = root_ / "preview";
+    auto [code, text] = run_command(
+        daemon_process::binary() + " preview -c " + (root_ / "samband.json").string() + " " +
+        (fs::path(source_dir()) / "config/demo/events/02-kari-start.json").string() + " --out " +
+        out.string() + " 2>&1");
+    ASSERT_EQ(code, 0) << text;
+    std::string xml;
+    for (auto& e : fs::recursive_directory_iterator(out))
+        if (e.path().extension() == ".xml") xml = read_file(e.path());
+    ASSERT_FALSE(xml.empty()) << text;
+    auto parsed = codec_->parse(xml);
+    ASSERT_TRUE(parsed) << parsed.error().what();
+    EXPECT_EQ(parsed->header.msg_type, "DIALOG_HELSEFAGLIG");
+    EXPECT_TRUE(sent_xml().empty()) << "preview must send nothing";
+    rapidjson::Document st;
+    st.Parse(fake_->get("/_test/stats").body.c_str());
+    EXPECT_EQ(st["token_requests"].GetInt(), 0);
+}
 
 TEST_F(edi_test, start_note_with_a_pdf_arrives_valid_and_bit_exact_with_one_cached_token) {
     daemon_process d(root_ / "samband.json", root_);

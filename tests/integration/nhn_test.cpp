@@ -9,6 +9,12 @@
 
 #include <rapidjson/document.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+
 namespace samband::test {
 namespace {
 
@@ -193,6 +199,81 @@ TEST_F(nhn_test, incoming_referral_becomes_an_event_and_gets_an_apprec_ok_and_ga
         apprec = apprec || e.path().filename().string().rfind("apprec-", 0) == 0;
     EXPECT_TRUE(apprec) << "every readable incoming business message is answered with an Apprec";
     EXPECT_TRUE(d.running());
+    EXPECT_EQ(d.stop(), 0);
+}
+
+// Issue 11: the per-store delivery number repeats in every fresh store; the MsgId must not.
+TEST_F(nhn_test, msg_ids_never_repeat_across_two_fresh_stores) {
+    std::vector<std::string> all;
+    std::size_t per_run = 0;
+    for (int run = 0; run < 2; ++run) {
+        temp_dir tmp;
+        fs::path root = tmp.path();
+        fs::copy_file(root_ / "samband.json", root / "samband.json");
+        fs::create_directories(root / "inbox");
+        daemon_process d(root / "samband.json", root);
+        ASSERT_TRUE(d.start()) << d.log();
+        std::vector<fs::path> events;
+        for (auto& e : fs::directory_iterator(fs::path(source_dir()) / "config/demo/events"))
+            events.push_back(e.path());
+        std::sort(events.begin(), events.end());
+        for (const auto& e : events) {
+            if (e.extension() != ".json") {
+                fs::copy_file(e, root / "inbox" / e.filename());
+                continue;
+            }
+            drop_file(root / "inbox", e.filename().string(), read_file(e));
+        }
+        // Settled: every event taken, and no nhn delivery pending, in flight or failed.
+        auto settled = [&] {
+            std::error_code ec;
+            for (auto& e : fs::directory_iterator(root / "inbox", ec))
+                if (e.path().extension() == ".json") return false;
+            auto r = d.get("/api/v1/deliveries?destination=nhn");
+            return !r.body.empty() && r.body.find("\"pending\"") == std::string::npos &&
+                   r.body.find("\"in_flight\"") == std::string::npos &&
+                   r.body.find("\"failed\"") == std::string::npos;
+        };
+        ASSERT_TRUE(wait_for(settled, std::chrono::seconds(30))) << d.log();
+        std::vector<std::string> ids;
+        for (auto& e : fs::directory_iterator(root / "nhn-out")) {
+            auto m = codec_->parse(read_file(e.path()));
+            ASSERT_TRUE(m) << e.path() << ": " << m.error().what();
+            ids.push_back(m->header.msg_id);
+        }
+        ASSERT_GE(ids.size(), 3u) << "the demo sends several notes to the GP";
+        if (run == 0) per_run = ids.size();
+        EXPECT_EQ(ids.size(), per_run) << "both runs send the same notes";
+        all.insert(all.end(), ids.begin(), ids.end());
+        EXPECT_EQ(d.stop(), 0);
+    }
+    std::set<std::string> unique(all.begin(), all.end());
+    EXPECT_EQ(unique.size(), all.size()) << "a MsgId was used twice across two fresh stores";
+}
+
+// A file over the size limit is refused by its size alone (never read: this one is a sparse
+// 512 MB file) and the files after it are handled as usual.
+TEST_F(nhn_test, an_oversized_file_is_refused_unread_and_does_not_stall_other_input) {
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    fs::create_directories(root_ / "nhn-in");
+    {
+        fs::path tmp = root_ / "nhn-in/.a-huge.xml";
+        int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ASSERT_GE(fd, 0);
+        ASSERT_EQ(::ftruncate(fd, 512LL * 1024 * 1024), 0);
+        ::close(fd);
+        fs::rename(tmp, root_ / "nhn-in/a-huge.xml");
+    }
+    drop_file(root_ / "nhn-in", "b-garbage.xml", "<MsgHead><oops");
+    ASSERT_TRUE(wait_for([&] { return fs::exists(root_ / "nhn-in/error/b-garbage.xml.reason"); },
+                         std::chrono::seconds(10)))
+        << d.log();
+    ASSERT_TRUE(fs::exists(root_ / "nhn-in/error/a-huge.xml.reason"));
+    std::string reason = read_file(root_ / "nhn-in/error/a-huge.xml.reason");
+    EXPECT_NE(reason.find("536870912 bytes is over the limit of 20971520 bytes; not read"),
+              std::string::npos)
+        << reason;
     EXPECT_EQ(d.stop(), 0);
 }
 

@@ -155,6 +155,57 @@ std::optional<codec_error> check_encoding(std::string_view bytes) {
                       1);
 }
 
+// Counts the attributes of every start tag in one linear pass over the raw bytes (an '=' outside
+// a quoted value inside a tag), skipping comments, processing instructions and CDATA sections.
+// Only refuses: a document it lets through is still parsed and checked in full by libxml2.
+std::optional<codec_error> check_attribute_counts(std::string_view b, std::size_t max) {
+    const std::size_t n = b.size();
+    std::size_t i = 0;
+    int line = 1;
+    auto skip_to = [&](std::string_view end) {
+        std::size_t at = b.find(end, i);
+        i = at == std::string_view::npos ? n : at + end.size();
+    };
+    while (i < n) {
+        std::size_t lt = b.find('<', i);
+        if (lt == std::string_view::npos) break;
+        i = lt + 1;
+        if (b.compare(i, 3, "!--") == 0) {
+            skip_to("-->");
+            continue;
+        }
+        if (b.compare(i, 8, "![CDATA[") == 0) {
+            skip_to("]]>");
+            continue;
+        }
+        if (i < n && (b[i] == '?' || b[i] == '!' || b[i] == '/')) {
+            skip_to(">");
+            continue;
+        }
+        std::size_t count = 0;
+        char quote = 0;
+        for (; i < n; ++i) {
+            char c = b[i];
+            if (quote != 0) {
+                if (c == quote) quote = 0;
+            } else if (c == '"' || c == '\'') {
+                quote = c;
+            } else if (c == '=') {
+                if (++count > max) {
+                    line = 1 + static_cast<int>(std::count(b.begin(), b.begin() + lt, '\n'));
+                    return make_error(
+                        codec_errc::too_large,
+                        "an element with more than " + std::to_string(max) + " attributes", line);
+                }
+            } else if (c == '>') {
+                ++i;
+                break;
+            }
+        }
+    }
+    return std::nullopt;
+}
+
 struct ctxt_free {
     void operator()(xmlParserCtxt* c) const noexcept { xmlFreeParserCtxt(c); }
 };
@@ -218,6 +269,7 @@ codec_result<xml_doc_ptr> parse_xml(std::string_view bytes, const parse_limits& 
     if (bytes.size() > static_cast<std::size_t>(INT32_MAX))
         return make_error(codec_errc::too_large, "document over 2 GB");
     if (auto e = check_encoding(bytes)) return *e;
+    if (auto e = check_attribute_counts(bytes, limits.max_attributes_per_element)) return *e;
 
     std::unique_ptr<xmlParserCtxt, ctxt_free> ctxt(
         xmlCreateMemoryParserCtxt(bytes.data(), static_cast<int>(bytes.size())));

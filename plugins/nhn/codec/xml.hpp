@@ -22,6 +22,10 @@ struct parse_limits {
     std::size_t max_attribute_bytes = 64 * 1024;
     // Elements + attributes: bounds the tree's memory (20 MB of "<a/>" would be 5 million nodes).
     std::size_t max_nodes = 200 * 1000;
+    // Attributes on one element, counted in a linear pre-scan before libxml2 sees the bytes:
+    // libxml2 checks each new attribute of a start tag against all earlier ones (quadratic), so
+    // without this one element with 200,000 attributes takes minutes to refuse.
+    std::size_t max_attributes_per_element = 256;
 };
 
 struct xml_doc_free {

@@ -84,6 +84,31 @@ TEST(NhnHostile, DeepNestingIsRefused) {
     expect_refused(xml, codec_errc::too_deep, "deeper than 64");
 }
 
+TEST(NhnHostile, TwoHundredThousandAttributesOnOneElementAreRefusedBeforeLibxml2) {
+    // libxml2 checks attribute names pairwise: parsed, this document takes minutes. The linear
+    // pre-scan refuses it before libxml2 sees it (bench_nhn_codec measures the time).
+    std::string xml = R"(<MsgHead xmlns="http://www.kith.no/xmlstds/msghead/2006-05-24"><a)";
+    for (int i = 0; i < 200 * 1000; ++i) xml += " a" + std::to_string(i) + "=\"x\"";
+    xml += "/></MsgHead>";
+    expect_refused(xml, codec_errc::too_large, "an element with more than 256 attributes");
+}
+
+TEST(NhnHostile, AttributeCountIgnoresEqualsSignsInValuesCommentsAndText) {
+    // '=' inside quoted values, comments, CDATA and text are not attributes: only the real count
+    // matters, so the parser proceeds to the schema check (which refuses the unknown element).
+    std::string many(1000, '=');
+    std::string xml = R"(<MsgHead xmlns="http://www.kith.no/xmlstds/msghead/2006-05-24" )"
+                      R"(x=")" +
+                      many + R"(>" y=')" + many + R"('><!-- )" + many + " -->" + many +
+                      "<![CDATA[" + many + "]]></MsgHead>";
+    auto m = parse_message(the_codec().schemas(), xml, {});
+    ASSERT_FALSE(m);
+    EXPECT_NE(m.error().code, codec_errc::too_large) << m.error().what();
+    parse_limits one;
+    one.max_attributes_per_element = 1;
+    expect_refused(xml, codec_errc::too_large, "more than 1 attributes", one);
+}
+
 TEST(NhnHostile, MillionsOfSmallElementsAreRefused) {
     std::string xml = R"(<MsgHead xmlns="http://www.kith.no/xmlstds/msghead/2006-05-24">)";
     for (int i = 0; i < 300 * 1000; ++i) xml += "<a/>";

@@ -24,7 +24,7 @@ enum class key_type { rsa, ec };
 // Generates a fresh key pair with OpenSSL and writes private.pem (0600) and public.pem.
 void write_key_pair(const std::filesystem::path& dir, key_type type);
 
-// The fake server, started with `node transport-server.js` on 127.0.0.1 port 0; stopped (SIGTERM,
+// The fake server, started with `node server.js` on 127.0.0.1 port 0; stopped (SIGTERM,
 // then SIGKILL) by the destructor.
 class fake_server {
 public:
