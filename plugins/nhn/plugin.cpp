@@ -6,14 +6,18 @@
 //   config: {"xsd_dir": "…/nhn/xsd", "out_dir": "…", "in_dir": "…", "poll_ms": 500,
 //            "own": {"name": "Testby kommune", "her_id": "9900001",
 //                    "dept_name": "Rask psykisk helsehjelp", "dept_her_id": "9900011"},
-//            "receiver_message_types": {"9900100": "DIALOG_HELSEFAGLIG"}, "request_apprec": true}
+//            "receiver_message_types": {"9900100": "DIALOG_HELSEFAGLIG"}, "request_apprec": true,
+//            "state_dir": "nhn-state", "allow_synthetic_ids": true}
 #include "nhn/codec/codec.hpp"
 #include "nhn/edi/client.hpp"
 #include "nhn/edi/helseid.hpp"
 
+#include <samband/identifiers.hpp>
 #include <samband/sdk.hpp>
 
 #include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -24,6 +28,7 @@
 #include <cstring>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -122,6 +127,102 @@ std::string str(const rapidjson::Value& o, const char* k) {
     return it != o.MemberEnd() && it->value.IsString() ? it->value.GetString() : std::string();
 }
 
+// One message we sent: what an Apprec is checked against and an answer is linked to.
+struct sent_record {
+    std::string msg_id, event_id, destination, treatment_id;
+    std::string office_her_id, gp_her_id;  // whom it went to: only they may send its Apprec
+    std::string edi_id;                    // EDI 2.0: the server's id of the sent message
+    bool receipt = false;                  // an Apprec was applied (EDI 2.0 stops polling)
+};
+
+// The messages we sent, kept in `state_dir`/sent.jsonl: one JSON object per line, appended and
+// fsynced before the message leaves, so an Apprec can always be checked against its message and
+// an answer linked to its note, across restarts. A later line for the same MsgId adds to it.
+class sent_ledger {
+public:
+    explicit sent_ledger(fs::path file) : file_(std::move(file)) {
+        std::ifstream in(file_);
+        std::string line;
+        while (std::getline(in, line)) {
+            rapidjson::Document d;
+            d.Parse(line.data(), line.size());
+            if (d.HasParseError() || !d.IsObject()) continue;  // a torn last line after a crash
+            sent_record r;
+            r.msg_id = str(d, "msg_id");
+            if (r.msg_id.empty()) continue;
+            auto& cur = records_[r.msg_id];
+            cur.msg_id = r.msg_id;
+            for (auto [k, f] : fields())
+                if (auto v = str(d, k); !v.empty()) cur.*f = v;
+            if (d.HasMember("receipt") && d["receipt"].IsBool() && d["receipt"].GetBool())
+                cur.receipt = true;
+        }
+    }
+
+    // Appends `r` durably; false when it could not be written (the caller retries).
+    bool add(const sent_record& r) {
+        rapidjson::StringBuffer sb;
+        rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+        w.StartObject();
+        w.Key("msg_id");
+        w.String(r.msg_id);
+        for (auto [k, f] : fields()) {
+            if ((r.*f).empty()) continue;
+            w.Key(k);
+            w.String(r.*f);
+        }
+        if (r.receipt) {
+            w.Key("receipt");
+            w.Bool(true);
+        }
+        w.EndObject();
+        std::string line = std::string(sb.GetString(), sb.GetSize()) + "\n";
+        std::lock_guard lock(mu_);
+        int fd = ::open(file_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (fd < 0) return false;
+        bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+        ok = ::fsync(fd) == 0 && ok;
+        ok = ::close(fd) == 0 && ok;
+        if (!ok) return false;
+        auto& cur = records_[r.msg_id];
+        cur.msg_id = r.msg_id;
+        for (auto [k, f] : fields())
+            if (!(r.*f).empty()) cur.*f = r.*f;
+        cur.receipt = cur.receipt || r.receipt;
+        return true;
+    }
+
+    std::optional<sent_record> find(const std::string& msg_id) const {
+        std::lock_guard lock(mu_);
+        auto it = records_.find(msg_id);
+        if (it == records_.end()) return std::nullopt;
+        return it->second;
+    }
+
+    // Sent over EDI 2.0 and still without an applied Apprec.
+    std::vector<sent_record> awaiting_receipt() const {
+        std::lock_guard lock(mu_);
+        std::vector<sent_record> out;
+        for (const auto& [id, r] : records_)
+            if (!r.edi_id.empty() && !r.receipt) out.push_back(r);
+        return out;
+    }
+
+private:
+    static std::array<std::pair<const char*, std::string sent_record::*>, 6> fields() {
+        return {{{"event_id", &sent_record::event_id},
+                 {"destination", &sent_record::destination},
+                 {"treatment_id", &sent_record::treatment_id},
+                 {"office_her_id", &sent_record::office_her_id},
+                 {"gp_her_id", &sent_record::gp_her_id},
+                 {"edi_id", &sent_record::edi_id}}};
+    }
+
+    fs::path file_;
+    mutable std::mutex mu_;
+    std::map<std::string, sent_record> records_;
+};
+
 // The codec's document limit (parse_limits::max_bytes): a catalogue file over it is not read.
 constexpr std::size_t max_document_bytes = 20 * 1024 * 1024;
 
@@ -196,6 +297,10 @@ public:
             for (auto& m : d["receiver_message_types"].GetObject())
                 if (m.value.IsString()) receiver_types_[m.name.GetString()] = m.value.GetString();
         }
+        state_dir_ = str(d, "state_dir");
+        if (state_dir_.empty()) state_dir_ = "nhn-state";
+        if (d.HasMember("allow_synthetic_ids") && d["allow_synthetic_ids"].IsBool())
+            allow_synthetic_ = d["allow_synthetic_ids"].GetBool();
         std::error_code ec;
         for (const auto& dir : {out_dir_, in_dir_}) {
             if (dir.empty()) continue;
@@ -205,6 +310,7 @@ public:
         if (!in_dir_.empty()) {
             fs::create_directories(fs::path(in_dir_) / "done", ec);
             fs::create_directories(fs::path(in_dir_) / "error", ec);
+            fs::create_directories(fs::path(in_dir_) / "unlinked", ec);
         }
     }
     ~nhn_plugin() { stop(); }
@@ -212,6 +318,16 @@ public:
     void start() {
         if (running_) return;
         if (use_edi_ && !edi_) make_edi_client();
+        if (!ledger_) {
+            std::error_code ec;
+            for (const char* sub : {"", "error", "unlinked"}) {
+                fs::create_directories(fs::path(state_dir_) / sub, ec);
+                if (ec)
+                    throw error(SAMBAND_INVALID, "nhn: cannot create the state folder " +
+                                                     state_dir_ + ": " + ec.message());
+            }
+            ledger_ = std::make_unique<sent_ledger>(fs::path(state_dir_) / "sent.jsonl");
+        }
         running_ = true;
         if (edi_) sender_ = std::thread([this] { send_loop(); });
         if (!in_dir_.empty() || (edi_ && poll_her_id_))
@@ -249,6 +365,8 @@ public:
             cv_.notify_all();
             return;
         }
+        if (!record_sent(d, msg->msg_id))
+            return d.retry("nhn: cannot record the message in " + state_dir_);
         fs::path file = fs::path(out_dir_) / (msg->msg_id + ".xml");
         if (!write_atomic(file, msg->xml)) {
             d.retry("nhn: cannot write " + file.string());
@@ -268,6 +386,31 @@ public:
     }
 
 private:
+    // Records whom the message goes to and which event and treatment it belongs to, before it
+    // leaves (an Apprec or answer may come back at once).
+    bool record_sent(samband::sdk::delivery& d, const std::string& msg_id) {
+        sent_record r;
+        r.msg_id = msg_id;
+        r.event_id = std::string(d.event_id());
+        r.destination = std::string(d.destination());
+        const auto& ev = d.event();
+        rapidjson::Document env;
+        env.Parse(ev.envelope_json.data(), ev.envelope_json.size());
+        if (!env.HasParseError() && env.IsObject()) {
+            if (env.HasMember("data") && env["data"].IsObject())
+                r.treatment_id = str(env["data"], "treatment_id");
+            if (env.HasMember("note") && env["note"].IsObject() &&
+                env["note"].HasMember("receiver") && env["note"]["receiver"].IsObject()) {
+                const auto& rc = env["note"]["receiver"];
+                if (rc.HasMember("organisation") && rc["organisation"].IsObject())
+                    r.office_her_id = str(rc["organisation"], "her_id");
+                if (rc.HasMember("person") && rc["person"].IsObject())
+                    r.gp_her_id = str(rc["person"], "her_id");
+            }
+        }
+        return ledger_->add(r);
+    }
+
     // The schemas that ship with the plugin: beside it in the build tree (plugins/nhn/xsd), then
     // relative to its installed location (lib/…/samband/plugins → share/samband/nhn/xsd), then the
     // install prefix it was built for. "" when none holds all-messages.xsd.
@@ -392,11 +535,18 @@ private:
         auto msg = serialize(msg_id_for(d.event_id(), d.destination(), d.id()), d.event());
         if (!msg)
             return d.fail("nhn: the message would not be valid, not sent: " + msg.error().what());
+        if (!record_sent(d, msg->msg_id))
+            return d.retry("nhn: cannot record the message in " + state_dir_);
         for (int tries = 0;; ++tries) {
             auto sent = edi_->send_message(msg->xml);
             if (sent) {
                 host_.log(log_level::info,
                           "message " + msg->msg_id + " sent over EDI 2.0 as " + *sent);
+                sent_record r;
+                r.msg_id = msg->msg_id;
+                r.edi_id = *sent;
+                if (!ledger_->add(r))  // sent anyway: its Apprec still arrives as a document
+                    host_.log(log_level::error, "cannot record the EDI 2.0 id of " + msg->msg_id);
                 return d.succeed(msg->msg_id);
             }
             const auto& f = sent.error();
@@ -454,7 +604,14 @@ private:
                     host_.log(log_level::warn,
                               "EDI 2.0 Apprec for " + id + " failed: " + sent.error().message);
             };
-            in.finish = [this, id, her](bool, const std::string&) {
+            auto doc = std::make_shared<std::string>(*xml);
+            in.finish = [this, id, her, doc](outcome o, const std::string& reason) {
+                if (o != outcome::done) {
+                    fs::path dir =
+                        fs::path(state_dir_) / (o == outcome::error ? "error" : "unlinked");
+                    write_atomic(dir / (id + ".xml"), *doc);
+                    write_atomic(dir / (id + ".xml.reason"), reason + "\n");
+                }
                 auto r = edi_->mark_read(id, her);
                 if (!r)
                     host_.log(log_level::warn,
@@ -498,6 +655,32 @@ private:
         return r;
     }
 
+    // An Apprec changes a delivery only when it answers a MsgId we sent and comes from the party
+    // that message went to (the office or the GP, by HER-id). Otherwise the reason, for the error
+    // store; empty when it was applied.
+    std::string apply_receipt(const nhn::receipt& r) {
+        auto sent = ledger_->find(r.original_msg_id);
+        auto who = [&] {
+            std::string s = r.sender.her_id.empty() ? "no HER-id" : "HER-id " + r.sender.her_id;
+            if (!r.sender.dept_her_id.empty()) s += "/" + r.sender.dept_her_id;
+            if (!r.sender.person_her_id.empty()) s += "/" + r.sender.person_her_id;
+            return s;
+        };
+        if (!sent)
+            return "Apprec from " + who() + " for MsgId " + r.original_msg_id +
+                   ", which we never sent: not applied";
+        if (!r.sender.has_her_id(sent->office_her_id) && !r.sender.has_her_id(sent->gp_her_id))
+            return "Apprec from " + who() + " for MsgId " + r.original_msg_id +
+                   ", which went to office " + sent->office_her_id +
+                   (sent->gp_her_id.empty() ? "" : " / GP " + sent->gp_her_id) + ": not applied";
+        report_receipt(r);
+        sent_record done;
+        done.msg_id = r.original_msg_id;
+        done.receipt = true;
+        ledger_->add(done);
+        return {};
+    }
+
     void report_receipt(const nhn::receipt& r) {
         std::int32_t kind = r.status == nhn::apprec_status::ok         ? SAMBAND_RECEIPT_ACK
                             : r.status == nhn::apprec_status::rejected ? SAMBAND_RECEIPT_REJECT
@@ -527,62 +710,119 @@ private:
     }
 
     // Where an incoming document came from, how to answer it and what to do once it is handled.
+    enum class outcome { done, error, unlinked };
     struct incoming {
         std::string name;
         std::function<void(const nhn::apprec_request&)> apprec;
-        std::function<void(bool ok, const std::string& reason)> finish;
+        std::function<void(outcome, const std::string& reason)> finish;
     };
 
     void take(const fs::path& file) {
         incoming in;
         in.name = file.filename().string();
         in.apprec = [this](const nhn::apprec_request& r) { send_apprec(r); };
-        in.finish = [this, file](bool ok, const std::string& reason) {
-            move_to(file, ok ? "done" : "error", reason);
+        in.finish = [this, file](outcome o, const std::string& reason) {
+            move_to(file,
+                    o == outcome::done    ? "done"
+                    : o == outcome::error ? "error"
+                                          : "unlinked",
+                    reason);
         };
         std::string xml, reason;
         if (!read_bounded(file, max_document_bytes, xml, reason)) {
             host_.log(log_level::warn, "refused " + in.name + ": " + reason);
-            return in.finish(false, reason);
+            return in.finish(outcome::error, reason);
         }
         take_xml(xml, std::move(in));
+    }
+
+    // A refusal: kept with the reason (error store) and answered with an Apprec Avvist when the
+    // sender can be addressed. Reasons come from our checks and the codec, never from payload.
+    void refuse(incoming& in, const nhn::message_header* h, nhn::apprec_error e,
+                const std::string& reason) {
+        host_.log(log_level::warn, "refused " + in.name + ": " + reason);
+        if (h != nullptr && !h->msg_id.empty() && !h->sender.her_id.empty())
+            in.apprec(our_side(nhn::apprec_for(*h, nhn::apprec_status::rejected, {std::move(e)})));
+        in.finish(outcome::error, reason);
+    }
+
+    void take_receipt(const std::string& xml, incoming& in) {
+        auto r = codec_.parse_receipt(xml);
+        if (!r) {
+            host_.log(log_level::warn, "unreadable Apprec " + in.name + ": " + r.error().what());
+            return in.finish(outcome::error, r.error().what());
+        }
+        std::string why = apply_receipt(*r);
+        if (!why.empty()) {
+            host_.log(log_level::warn, in.name + ": " + why);
+            return in.finish(outcome::error, why);
+        }
+        in.finish(outcome::done, {});
     }
 
     void take_xml(const std::string& xml, incoming in) {
         auto header = codec_.peek(xml);
         if (!header && header.error().code == nhn::codec_errc::wrong_root) {
             // Apprec 1.0/1.1 travel as their own document (root AppRec), not inside a MsgHead.
-            if (auto r = codec_.parse_receipt(xml)) {
-                report_receipt(*r);
-                return in.finish(true, {});
-            }
+            if (xml.find("AppRec") != std::string::npos && codec_.parse_receipt(xml))
+                return take_receipt(xml, in);
+            // A MsgHead in another namespace: its header is still readable, so the sender gets T10.
+            std::string foreign;
+            auto h = nhn::peek_header_any_namespace(xml, foreign);
+            if (h && !foreign.empty())
+                return refuse(in, &*h, nhn::apprec_error_for(header.error()),
+                              header.error().what());
         }
         if (!header) {
             // Unreadable: no MsgId to answer; kept with the reason for the operator.
-            host_.log(log_level::warn,
-                      "unreadable message " + in.name + ": " + header.error().what());
-            return in.finish(false, header.error().what());
+            return refuse(in, nullptr, {}, header.error().what());
         }
-        if (header->msg_type == "APPREC") {
-            auto r = codec_.parse_receipt(xml);
-            if (!r) return in.finish(false, r.error().what());
-            report_receipt(*r);
-            return in.finish(true, {});
-        }
+        if (header->msg_type == "APPREC") return take_receipt(xml, in);
         auto m = codec_.parse(xml);
-        if (!m) {
-            in.apprec(our_side(nhn::apprec_for(*header, nhn::apprec_status::rejected,
-                                               {nhn::apprec_error_for(m.error())})));
-            return in.finish(false, m.error().what());
+        if (!m) return refuse(in, &*header, nhn::apprec_error_for(m.error()), m.error().what());
+        if (m->patient_id.empty())
+            return refuse(in, &*header, nhn::make_apprec_error(nhn::apprec_codes::fnr_mangler),
+                          "the message names no patient");
+        samband::ident::person_id_options id_opts;
+        id_opts.allow_synthetic = allow_synthetic_;
+        if (auto c = samband::ident::check_person_id(m->patient_id, id_opts); !c) {
+            std::string why = "patient " + samband::ident::mask(c.reason);
+            return refuse(in, &*header, nhn::make_apprec_error(nhn::apprec_codes::fnr_feil, why),
+                          why);
         }
+        // Link the message to the note it answers: RefToParent, else RefToConversation.
         nhn::event_context ctx;
-        if (m->ref_to_parent)
-            ctx.treatment_id = *m->ref_to_parent;  // answers carry our request's id
+        std::optional<sent_record> parent;
+        for (const auto& ref : {m->ref_to_parent, m->ref_to_conversation}) {
+            if (parent || !ref || ref->empty()) continue;
+            parent = ledger_->find(*ref);
+        }
+        if (parent) ctx.treatment_id = parent->treatment_id;
+        if (header->msg_type == "DIALOG_SVAR" && (!parent || parent->treatment_id.empty())) {
+            // An answer to nothing we sent (or to a note without a treatment): kept and flagged
+            // for a person, never given a made-up treatment. The GP gets Apprec OK: it arrived.
+            std::string why =
+                "unlinked answer: RefToParent " + m->ref_to_parent.value_or("(none)") +
+                " / RefToConversation " + m->ref_to_conversation.value_or("(none)") +
+                (parent ? " names a note without a treatment" : " is no MsgId we sent");
+            host_.log(log_level::warn, in.name + ": " + why);
+            in.apprec(our_side(nhn::apprec_for(*header, nhn::apprec_status::ok)));
+            return in.finish(outcome::unlinked, why);
+        }
         auto ev = nhn::to_event_json(*m, ctx);
-        if (!ev) {
-            in.apprec(our_side(nhn::apprec_for(*header, nhn::apprec_status::rejected,
-                                               {nhn::apprec_error_for(ev.error())})));
-            return in.finish(false, ev.error().what());
+        if (!ev) return refuse(in, &*header, nhn::apprec_error_for(ev.error()), ev.error().what());
+        std::string event_json = *ev;
+        if (parent && !parent->event_id.empty() && header->msg_type == "DIALOG_SVAR") {
+            // The event this answers, beside its treatment.
+            rapidjson::Document d;
+            d.Parse(event_json.c_str());
+            d["data"].AddMember("answers_event_id",
+                                rapidjson::Value(parent->event_id.c_str(), d.GetAllocator()),
+                                d.GetAllocator());
+            rapidjson::StringBuffer sb;
+            rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+            d.Accept(w);
+            event_json.assign(sb.GetString(), sb.GetSize());
         }
         std::vector<samband::sdk::submit_attachment> atts;
         for (const auto& a : m->attachments)
@@ -595,16 +835,25 @@ private:
         }
         auto hdr = *header;
         auto shared = std::make_shared<incoming>(std::move(in));
-        samband_status st =
-            host_.submit(*ev, atts, [this, shared, hdr, n](const samband::sdk::submit_result& r) {
+        samband_status st = host_.submit(
+            event_json, atts, [this, shared, hdr, n](const samband::sdk::submit_result& r) {
                 if (r.status == SAMBAND_OK) {
                     shared->apprec(our_side(nhn::apprec_for(hdr, nhn::apprec_status::ok)));
-                    shared->finish(true, {});
+                    shared->finish(outcome::done, {});
                 } else if (r.status == SAMBAND_INVALID) {
+                    // The host refused the event (kept in its error store). A refused patient
+                    // number is E31; anything else X99. The host's reason names fields, not data.
+                    std::string why = samband::ident::mask(r.message);
+                    if (why.size() > 500) why.resize(500);
+                    bool patient = why.find("fødselsnummer") != std::string::npos ||
+                                   why.find("D-number") != std::string::npos ||
+                                   why.find("subject") != std::string::npos;
                     shared->apprec(our_side(nhn::apprec_for(
                         hdr, nhn::apprec_status::rejected,
-                        {nhn::make_apprec_error(nhn::apprec_codes::annen_feil, r.message)})));
-                    shared->finish(false, r.message);
+                        {nhn::make_apprec_error(
+                            patient ? nhn::apprec_codes::fnr_feil : nhn::apprec_codes::annen_feil,
+                            why)})));
+                    shared->finish(outcome::error, why);
                 }
                 std::lock_guard lock(mu_);
                 in_flight_.erase(n);
@@ -628,6 +877,9 @@ private:
     std::set<std::string> in_flight_;
     std::thread reader_;
     std::unique_ptr<nhn::edi::edi_client> edi_;
+    std::string state_dir_;
+    bool allow_synthetic_ = true;
+    std::unique_ptr<sent_ledger> ledger_;
     bool use_edi_ = false;
     std::string key_secret_;
     std::optional<nhn::edi::helseid_config> helseid_cfg_;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 #include <set>
 
 namespace samband::test {
@@ -44,7 +45,8 @@ protected:
   "routes": [
     {"name": "gp", "match": {"type": "rph.treatment.*", "source": "epj"}, "transforms": ["notes"],
      "to": ["nhn"], "recipient": "gp"},
-    {"name": "from-gp", "match": {"type": "rph.referral.received", "source": "nhn"}, "to": ["journal"]}
+    {"name": "from-gp", "match": {"type": "rph.referral.received", "source": "nhn"}, "to": ["journal"]},
+    {"name": "answers", "match": {"type": "rph.info.replied", "source": "nhn"}, "to": ["journal"]}
   ]
 })");
         codec_ = std::make_unique<nhn::codec>(nhn::codec_config{src + "/plugins/nhn/xsd", {}});
@@ -92,6 +94,39 @@ protected:
         ASSERT_TRUE(xml) << xml.error().what();
         ASSERT_EQ(req.original_msg_id, msg_id);
         drop_file(root_ / "nhn-in", "apprec.xml", *xml);
+    }
+
+    // A GP's answer (DIALOG_SVAR, from the shared sample) to `ref`, about `patient`.
+    static std::string answer_to(const std::string& ref, const std::string& msg_id,
+                                 const std::string& patient = "14839134623") {
+        std::string xml = read_file(fs::path(source_dir()) /
+                                    "tests/data/nhn/samples/dialogmelding/1.0/foresporsel-og-svar/"
+                                    "dialog-svar-webmed-test.xml");
+        auto swap = [&](const std::string& from, const std::string& to) {
+            for (auto p = xml.find(from); p != std::string::npos; p = xml.find(from, p + to.size()))
+                xml.replace(p, from.size(), to);
+        };
+        swap("4f77040c-3610-4d17-bef1-76994ab2726b", ref);
+        swap("a748bb20-4e0f-4922-9b06-ec2c101eb9c1", msg_id);
+        swap("15720255178", patient);
+        return xml;
+    }
+
+    // Our Apprec answering `msg_id`, parsed (empty optional when there is none yet).
+    std::optional<nhn::receipt> our_apprec(const std::string& msg_id) {
+        fs::path f = root_ / "nhn-out" / ("apprec-" + msg_id + ".xml");
+        if (!fs::exists(f)) return std::nullopt;
+        auto r = codec_->parse_receipt(read_file(f));
+        if (!r) return std::nullopt;
+        return *r;
+    }
+
+    std::vector<std::string> journal() {
+        std::vector<std::string> out;
+        std::error_code ec;
+        for (auto& e : fs::directory_iterator(root_ / "journal", ec))
+            if (e.path().extension() == ".json") out.push_back(read_file(e.path()));
+        return out;
     }
 
     temp_dir tmp_;
@@ -199,6 +234,137 @@ TEST_F(nhn_test, incoming_referral_becomes_an_event_and_gets_an_apprec_ok_and_ga
         apprec = apprec || e.path().filename().string().rfind("apprec-", 0) == 0;
     EXPECT_TRUE(apprec) << "every readable incoming business message is answered with an Apprec";
     EXPECT_TRUE(d.running());
+    EXPECT_EQ(d.stop(), 0);
+}
+
+// Only the party the note went to may acknowledge or reject it, and only for a MsgId we sent:
+// anything else changes no delivery and is kept in error/ with the reason.
+TEST_F(nhn_test, apprecs_from_another_party_or_for_an_unknown_msg_id_change_nothing) {
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_start_note_with_pdf();
+    ASSERT_TRUE(
+        wait_for([&] { return delivery_state(d) == "delivered"; }, std::chrono::seconds(15)))
+        << d.log();
+    auto sent = codec_->parse(read_file(sent_message()));
+    ASSERT_TRUE(sent);
+    auto avvist = [&](nhn::message_header h) {
+        auto req =
+            nhn::apprec_for(h, nhn::apprec_status::rejected,
+                            {nhn::make_apprec_error(nhn::apprec_codes::mottaker_finnes_ikke)});
+        return codec_->make_apprec(req).value();
+    };
+    nhn::message_header stranger = sent->header;
+    stranger.receiver.her_id = "9900999";  // an office the note never went to
+    stranger.receiver.unit_her_id.clear();
+    stranger.receiver.person_her_id.clear();
+    drop_file(root_ / "nhn-in", "a-stranger.xml", avvist(stranger));
+    nhn::message_header unknown = sent->header;
+    unknown.msg_id = "00000000-0000-4000-8000-000000000001";
+    drop_file(root_ / "nhn-in", "b-unknown.xml", avvist(unknown));
+    ASSERT_TRUE(wait_for([&] { return fs::exists(root_ / "nhn-in/error/b-unknown.xml.reason"); },
+                         std::chrono::seconds(10)))
+        << d.log();
+    std::string r1 = read_file(root_ / "nhn-in/error/a-stranger.xml.reason");
+    EXPECT_NE(r1.find("Apprec from HER-id 9900999"), std::string::npos) << r1;
+    EXPECT_NE(r1.find("which went to office 9900100 / GP 9900101: not applied"), std::string::npos)
+        << r1;
+    std::string r2 = read_file(root_ / "nhn-in/error/b-unknown.xml.reason");
+    EXPECT_NE(r2.find("00000000-0000-4000-8000-000000000001, which we never sent"),
+              std::string::npos)
+        << r2;
+    EXPECT_EQ(delivery_state(d), "delivered");
+    // The GP itself (the person, not the office) may answer.
+    nhn::message_header gp = sent->header;
+    gp.receiver.her_id = "9900555";
+    gp.receiver.person_her_id = "9900101";
+    auto ok = codec_->make_apprec(nhn::apprec_for(gp, nhn::apprec_status::ok)).value();
+    drop_file(root_ / "nhn-in", "c-gp.xml", ok);
+    EXPECT_TRUE(
+        wait_for([&] { return delivery_state(d) == "acknowledged"; }, std::chrono::seconds(10)))
+        << d.log();
+    EXPECT_EQ(d.stop(), 0);
+}
+
+// A GP's answer is linked through RefToParent to the note it answers: that note's treatment and
+// event. An answer to a MsgId we never sent is kept in unlinked/ and flagged, with no treatment.
+TEST_F(nhn_test, answers_are_linked_to_the_note_they_answer_and_unlinked_ones_are_kept) {
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_start_note_with_pdf();
+    ASSERT_TRUE(
+        wait_for([&] { return delivery_state(d) == "delivered"; }, std::chrono::seconds(15)))
+        << d.log();
+    auto sent = codec_->parse(read_file(sent_message()));
+    ASSERT_TRUE(sent);
+    auto list = d.get("/api/v1/deliveries?destination=nhn");
+    rapidjson::Document dl;
+    dl.Parse(list.body.c_str());
+    ASSERT_TRUE(dl.IsArray() && !dl.Empty()) << list.body;
+    std::string event_id = dl[0]["event_id"].GetString();
+
+    drop_file(root_ / "nhn-in", "answer.xml",
+              answer_to(sent->header.msg_id, "11111111-1111-4111-8111-111111111111"));
+    drop_file(
+        root_ / "nhn-in", "stray.xml",
+        answer_to("22222222-2222-4222-8222-222222222222", "33333333-3333-4333-8333-333333333333"));
+    ASSERT_TRUE(wait_for([&] { return journal().size() == 1; }, std::chrono::seconds(10)))
+        << d.log();
+    rapidjson::Document ev;
+    ev.Parse(journal()[0].c_str());
+    ASSERT_TRUE(ev.IsObject());
+    EXPECT_STREQ(ev["type"].GetString(), "rph.info.replied");
+    EXPECT_STREQ(ev["data"]["treatment_id"].GetString(), "T-1001");
+    EXPECT_EQ(std::string(ev["data"]["answers_event_id"].GetString()), event_id);
+    EXPECT_EQ(std::string(ev["data"]["in_reply_to"].GetString()), sent->header.msg_id);
+    ASSERT_TRUE(wait_for([&] { return fs::exists(root_ / "nhn-in/unlinked/stray.xml.reason"); },
+                         std::chrono::seconds(10)))
+        << d.log();
+    std::string why = read_file(root_ / "nhn-in/unlinked/stray.xml.reason");
+    EXPECT_NE(why.find("unlinked answer: RefToParent 22222222-2222-4222-8222-222222222222"),
+              std::string::npos)
+        << why;
+    EXPECT_EQ(journal().size(), 1u) << "an unlinked answer is never submitted with a treatment";
+    auto a = our_apprec("33333333-3333-4333-8333-333333333333");
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->status, nhn::apprec_status::ok) << "it arrived and is kept for a person";
+    EXPECT_EQ(d.stop(), 0);
+}
+
+// Every refusal is visible: kept in error/ with the reason and answered with the right 8221 code
+// (E31 for a bad fødselsnummer, T10 for a MsgHead in the wrong namespace), addressed to the
+// office and the GP as the MsgHead named them; reasons never quote the payload.
+TEST_F(nhn_test, refusals_are_answered_with_e31_and_t10_and_kept_with_the_reason) {
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_file(root_ / "nhn-in", "bad-fnr.xml",
+              answer_to("x", "44444444-4444-4444-8444-444444444444", "14839134624"));
+    std::string ns = "http://www.kith.no/xmlstds/msghead/2006-05-24";
+    std::string wrong = answer_to("x", "55555555-5555-4555-8555-555555555555");
+    for (auto p = wrong.find(ns); p != std::string::npos; p = wrong.find(ns, p))
+        wrong.replace(p, ns.size(), "http://www.kith.no/xmlstds/msghead/2004-11-21");
+    drop_file(root_ / "nhn-in", "wrong-ns.xml", wrong);
+    ASSERT_TRUE(wait_for(
+        [&] {
+            return our_apprec("44444444-4444-4444-8444-444444444444") &&
+                   our_apprec("55555555-5555-4555-8555-555555555555") &&
+                   fs::exists(root_ / "nhn-in/error/bad-fnr.xml.reason") &&
+                   fs::exists(root_ / "nhn-in/error/wrong-ns.xml.reason");
+        },
+        std::chrono::seconds(10)))
+        << d.log();
+    auto e31 = *our_apprec("44444444-4444-4444-8444-444444444444");
+    EXPECT_EQ(e31.status, nhn::apprec_status::rejected);
+    ASSERT_EQ(e31.errors.size(), 1u);
+    EXPECT_EQ(e31.errors[0].code, "E31");
+    EXPECT_EQ(e31.errors[0].detail.find("14839134624"), std::string::npos) << "never the number";
+    EXPECT_EQ(e31.receiver.her_id, "8142952");         // the office that sent it
+    EXPECT_EQ(e31.receiver.person_her_id, "8143025");  // and the GP, as the MsgHead named them
+    auto t10 = *our_apprec("55555555-5555-4555-8555-555555555555");
+    ASSERT_EQ(t10.errors.size(), 1u);
+    EXPECT_EQ(t10.errors[0].code, "T10");
+    EXPECT_EQ(read_file(root_ / "nhn-in/error/bad-fnr.xml.reason").find("14839134624"),
+              std::string::npos);
     EXPECT_EQ(d.stop(), 0);
 }
 

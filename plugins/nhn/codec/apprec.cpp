@@ -25,6 +25,11 @@ apprec_party read_party(const xmlNode* holder, const std::string& ns) {
         if (attr(child(dept, "TypeId", ns), "V") == "HER")
             p.dept_her_id = child_text(dept, "Id", ns);
     }
+    if (const xmlNode* person = child(inst, "HCPerson", ns)) {
+        p.person_name = child_text(person, "Name", ns);
+        if (attr(child(person, "TypeId", ns), "V") == "HER")
+            p.person_her_id = child_text(person, "Id", ns);
+    }
     return p;
 }
 
@@ -41,6 +46,12 @@ void write_party(xmlNodePtr parent, xmlNsPtr ns, const char* name, const apprec_
         if (!p.dept_name.empty()) add_text(dept, ns, "Name", p.dept_name);
         add_text(dept, ns, "Id", p.dept_her_id);
         add_code(dept, ns, "TypeId", "HER", "HER-id");
+    }
+    if (!p.person_her_id.empty()) {
+        xmlNodePtr person = add(inst, ns, "HCPerson");
+        if (!p.person_name.empty()) add_text(person, ns, "Name", p.person_name);
+        add_text(person, ns, "Id", p.person_her_id);
+        add_code(person, ns, "TypeId", "HER", "HER-id");
     }
 }
 
@@ -138,10 +149,20 @@ apprec_error apprec_error_for(const codec_error& e) {
 apprec_request apprec_for(const message_header& h, apprec_status status,
                           std::vector<apprec_error> errors) {
     apprec_request r;
-    r.sender = {h.receiver.name, h.receiver.her_id,    h.receiver.her_id,
-                "HER",           h.receiver.unit_name, h.receiver.unit_her_id};
-    r.receiver = {h.sender.name, h.sender.her_id,    h.sender.her_id,
-                  "HER",         h.sender.unit_name, h.sender.unit_her_id};
+    auto party_of = [](const party& p) {
+        apprec_party a;
+        a.name = p.name;
+        a.her_id = p.her_id;
+        a.id = p.her_id;
+        a.id_type = "HER";
+        a.dept_name = p.unit_name;
+        a.dept_her_id = p.unit_her_id;
+        a.person_name = p.person_name;
+        a.person_her_id = p.person_her_id;
+        return a;
+    };
+    r.sender = party_of(h.receiver);
+    r.receiver = party_of(h.sender);
     r.status = status;
     r.errors = std::move(errors);
     r.original_msg_id = h.msg_id;

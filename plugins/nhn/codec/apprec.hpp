@@ -27,13 +27,20 @@ struct apprec_error {
     std::string detail;       // Error/@OT
 };
 
-struct apprec_party {  // Sender/HCP/Inst (and its first Dept)
+struct apprec_party {  // Sender/HCP/Inst (and its first Dept and HCPerson)
     std::string name;
     std::string her_id;   // Inst/Id when Inst/TypeId V="HER"
     std::string id;       // Inst/Id whatever its type
     std::string id_type;  // Inst/TypeId/@V (HER, ENH, ...)
     std::string dept_name;
     std::string dept_her_id;
+    std::string person_name;    // Inst/HCPerson/Name (e.g. the GP)
+    std::string person_her_id;  // Inst/HCPerson/Id when its TypeId V="HER"
+
+    // Whether `her` is one of this party's HER-ids (institution, department or person).
+    bool has_her_id(std::string_view her) const {
+        return !her.empty() && (her == her_id || her == dept_her_id || her == person_her_id);
+    }
 };
 
 struct receipt {
@@ -69,7 +76,9 @@ struct apprec_request {
     std::string original_issue_date;   // xs:dateTime; empty: gen_date
 };
 
-// An Apprec request answering `header` (sender and receiver swapped), with status and errors.
+// An Apprec request answering `header` (sender and receiver swapped, each with organisation,
+// unit and person as the MsgHead named them: the GP as well as the office), with status and
+// errors.
 apprec_request apprec_for(const message_header& header, apprec_status status,
                           std::vector<apprec_error> errors = {});
 

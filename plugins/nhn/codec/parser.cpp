@@ -4,6 +4,8 @@
 #include "nhn/codec/names.hpp"
 #include "nhn/codec/xml_nav.hpp"
 
+#include <vector>
+
 namespace samband::nhn {
 
 using namespace detail;
@@ -157,6 +159,36 @@ codec_result<message_header> peek_header(std::string_view xml, const parse_limit
     auto root = check_root(doc->get(), "MsgHead", {nm::msghead_ns});
     if (!root) return root.error();
     return read_header(*root);
+}
+
+codec_result<message_header> peek_header_any_namespace(std::string_view xml,
+                                                       std::string& foreign_namespace,
+                                                       const parse_limits& limits) {
+    foreign_namespace.clear();
+    auto doc = parse_xml(xml, limits);
+    if (!doc) return doc.error();
+    xmlNode* root = xmlDocGetRootElement(doc->get());
+    auto checked = check_root(doc->get(), "MsgHead", {nm::msghead_ns});
+    if (checked) return read_header(*checked);
+    if (std::string(reinterpret_cast<const char*>(root->name)) != "MsgHead") return checked.error();
+    // Move every element of the root's namespace into the MsgHead 1.2 namespace, then read the
+    // header as usual. Only the header is read; the message is refused in any case.
+    foreign_namespace = ns_of(root);
+    const xmlChar* foreign = root->ns != nullptr ? root->ns->href : nullptr;
+    xmlNsPtr mh = xmlNewNs(root, reinterpret_cast<const xmlChar*>(nm::msghead_ns.data()),
+                           reinterpret_cast<const xmlChar*>("samband-mh"));
+    if (mh == nullptr) return checked.error();
+    std::vector<xmlNode*> todo{root};
+    while (!todo.empty()) {
+        xmlNode* n = todo.back();
+        todo.pop_back();
+        if (n->type != XML_ELEMENT_NODE) continue;
+        bool same = foreign == nullptr ? n->ns == nullptr
+                                       : n->ns != nullptr && xmlStrEqual(n->ns->href, foreign);
+        if (same) n->ns = mh;
+        for (xmlNode* c = n->children; c != nullptr; c = c->next) todo.push_back(c);
+    }
+    return read_header(root);
 }
 
 codec_result<incoming_message> parse_message(const schema_set& schemas, std::string_view xml,

@@ -83,4 +83,11 @@ codec_result<incoming_message> parse_message(const schema_set& schemas, std::str
 // negative Apprec (T02) can still name the MsgId it answers. Fields it cannot find stay empty.
 codec_result<message_header> peek_header(std::string_view xml, const parse_limits& limits = {});
 
+// Like peek_header, but also reads the header of a MsgHead root in another namespace (a wrong or
+// outdated MsgHead version), so the sender can be told T10 "Støtter ikke meldingsformatet".
+// `foreign_namespace` is set to that namespace, empty when it was the right one.
+codec_result<message_header> peek_header_any_namespace(std::string_view xml,
+                                                       std::string& foreign_namespace,
+                                                       const parse_limits& limits = {});
+
 }  // namespace samband::nhn

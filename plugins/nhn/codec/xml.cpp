@@ -238,12 +238,31 @@ struct validation_collector {
     std::optional<codec_error> first;
 };
 
+// libxml2 quotes the offending value in validation messages ("Element 'X': 'value' is not a valid
+// value of ...", "The value 'value' is not accepted by the pattern ..."). A value may be patient
+// data or attachment base64, and these messages go into reasons, logs and Apprecs: the value is
+// replaced by "(value withheld)"; element, attribute and type names stay.
+std::string withhold_values(std::string m) {
+    for (std::string_view lead : {std::string_view("': '"), std::string_view("The value '")}) {
+        std::size_t at = 0;
+        while ((at = m.find(lead, at)) != std::string::npos) {
+            std::size_t open = at + lead.size() - 1;
+            std::size_t close = m.find('\'', open + 1);
+            if (close == std::string::npos) close = m.size() - 1;
+            m.replace(open, close - open + 1, "(value withheld)");
+            at = open;
+        }
+    }
+    return m;
+}
+
 void on_validation_error(void* data, xmlErrorPtr err) {
     if (err == nullptr || err->level < XML_ERR_ERROR) return;
     auto* c = static_cast<validation_collector*>(data);
     ++c->count;
     if (!c->first)
-        c->first = make_error(codec_errc::schema_invalid, clean_message(err->message), err->line);
+        c->first = make_error(codec_errc::schema_invalid,
+                              withhold_values(clean_message(err->message)), err->line);
 }
 
 struct schema_parser_errors {

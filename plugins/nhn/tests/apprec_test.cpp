@@ -121,6 +121,27 @@ TEST(NhnApprec, OkApprecWeBuildValidatesAndAnswersTheMessage) {
     EXPECT_EQ(the_codec().make_apprec(req).value(), *xml);
 }
 
+TEST(NhnApprec, OurApprecAddressesTheGpAsWellAsTheOffice) {
+    auto in = the_codec()
+                  .parse(read_file(shared(
+                      "samples/dialogmelding/1.0/foresporsel-og-svar/dialog-svar-webmed-test.xml")))
+                  .value();
+    message_header h = in.header;
+    h.sender.person_name = "Lege Legesen";
+    h.sender.person_her_id = "9900105";
+    auto xml = the_codec().make_apprec(apprec_for(h, apprec_status::ok));
+    ASSERT_TRUE(xml) << xml.error().what();
+    auto r = the_codec().parse_receipt(*xml);
+    ASSERT_TRUE(r) << r.error().what();
+    EXPECT_EQ(r->receiver.her_id, "8142952");         // the office
+    EXPECT_EQ(r->receiver.person_her_id, "9900105");  // and the GP, as the MsgHead named them
+    EXPECT_EQ(r->receiver.person_name, "Lege Legesen");
+    EXPECT_TRUE(r->receiver.has_her_id("9900105"));
+    EXPECT_TRUE(r->receiver.has_her_id("8142952"));
+    EXPECT_FALSE(r->receiver.has_her_id("8142987"));
+    EXPECT_FALSE(r->receiver.has_her_id(""));
+}
+
 TEST(NhnApprec, SchemaInvalidMessageGetsAvvistWithT02) {
     std::string bad =
         read_file(shared("samples/dialogmelding/1.1/helsefaglig-dialog/samsvar-test-message.xml"));

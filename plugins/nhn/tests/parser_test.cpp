@@ -185,5 +185,22 @@ TEST(NhnParser, PeekHeaderReadsAMessageThatDoesNotValidate) {
     EXPECT_EQ(h->sender.unit_her_id, "8094866");
 }
 
+TEST(NhnParser, HeaderOfAMsgHeadInAnotherNamespaceIsReadForTheT10Answer) {
+    std::string xml = read_file(shared(dm11));
+    const std::string ns(names::msghead_ns);
+    for (auto at = xml.find(ns); at != std::string::npos; at = xml.find(ns, at))
+        xml.replace(at, ns.size(), "http://www.kith.no/xmlstds/msghead/2004-11-21");
+    EXPECT_EQ(the_codec().peek(xml).error().code, codec_errc::wrong_root);
+    std::string foreign;
+    auto h = peek_header_any_namespace(xml, foreign);
+    ASSERT_TRUE(h) << h.error().what();
+    EXPECT_EQ(foreign, "http://www.kith.no/xmlstds/msghead/2004-11-21");
+    EXPECT_EQ(h->msg_id, "615aba81-6a88-41d1-a9f5-90b28cfc8b73");
+    EXPECT_EQ(h->sender.unit_her_id, "8094866");
+    EXPECT_EQ(apprec_error_for(the_codec().parse(xml).error()).code, "T10");
+    // Another root element is still just the wrong root, with no header.
+    EXPECT_FALSE(peek_header_any_namespace("<Other/>", foreign));
+}
+
 }  // namespace
 }  // namespace samband::nhn

@@ -234,6 +234,10 @@ TEST(NhnSerializer, SchemaViolationIsRefusedWithLineAndMessage) {
     EXPECT_GT(msg.error().line, 1);
     EXPECT_NE(msg.error().message.find("GenDate"), std::string::npos) << msg.error().message;
     EXPECT_NE(msg.error().message.find("dateTime"), std::string::npos) << msg.error().message;
+    // The value itself (it may be patient data or attachment base64) is never quoted.
+    EXPECT_EQ(msg.error().message.find("yesterday"), std::string::npos) << msg.error().message;
+    EXPECT_NE(msg.error().message.find("(value withheld)"), std::string::npos)
+        << msg.error().message;
     // The unvalidated builder shows the bytes that were refused.
     auto raw = build_note_xml(start_note(), {}, o);
     ASSERT_TRUE(raw);
