@@ -1,7 +1,7 @@
 // The nhn plugin: Norsk Helsenett messaging. A sink that turns rendered notes into MsgHead 1.2 +
 // Dialogmelding 1.1 (validated against the official schemas before anything leaves) and a source
 // that reads incoming messages and Apprec receipts, over a file catalogue shared with a local
-// message server (the EDI 2.0 REST transport is the next step; see docs/nhn.md).
+// message server or over EDI 2.0 with HelseID (see docs/nhn.md).
 //
 //   config: {"xsd_dir": "…/nhn/xsd", "out_dir": "…", "in_dir": "…", "poll_ms": 500,
 //            "own": {"name": "Testby kommune", "her_id": "9900001",
@@ -269,6 +269,10 @@ public:
             if (key_secret_.empty())
                 throw error(SAMBAND_INVALID,
                             "nhn: edi2 needs \"key_secret\" (the HelseID key, a host secret)");
+            if (e.HasMember("receipt_poll_ms") && e["receipt_poll_ms"].IsInt())
+                receipt_poll_ms_ = std::max(20, e["receipt_poll_ms"].GetInt());
+            if (e.HasMember("receipt_batch") && e["receipt_batch"].IsInt())
+                receipt_batch_ = static_cast<std::size_t>(std::max(1, e["receipt_batch"].GetInt()));
             if (e.HasMember("poll_her_id") && e["poll_her_id"].IsInt64())
                 poll_her_id_ = e["poll_her_id"].GetInt64();
             timeout_ = c.timeout;
@@ -330,8 +334,7 @@ public:
         }
         running_ = true;
         if (edi_) sender_ = std::thread([this] { send_loop(); });
-        if (!in_dir_.empty() || (edi_ && poll_her_id_))
-            reader_ = std::thread([this] { read_loop(); });
+        if (!in_dir_.empty() || edi_) reader_ = std::thread([this] { read_loop(); });
     }
     void stop() {
         {
@@ -621,12 +624,77 @@ private:
         }
     }
 
+    static std::int64_t now_ms() {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    }
+
+    // EDI 2.0 receipts: for each message sent and not yet acknowledged, GET /Messages/{id}/apprec
+    // — at most `receipt_batch` per round, each message first after `receipt_poll_ms` and then
+    // with its interval doubling up to 32 times that — and map an answer as a catalogue Apprec:
+    // only from a receiver the message went to (office or GP), else kept in state_dir/error.
+    void poll_receipts() {
+        const std::int64_t now = now_ms();
+        std::size_t asked = 0;
+        for (const auto& r : ledger_->awaiting_receipt()) {
+            if (receipt_refused_.count(r.msg_id)) continue;
+            auto& c = receipt_checks_[r.msg_id];
+            if (c.interval_ms == 0) {
+                c.interval_ms = receipt_poll_ms_;
+                c.next_ms = now + c.interval_ms;
+            }
+            if (c.next_ms > now) continue;
+            if (asked++ >= receipt_batch_) break;
+            c.interval_ms = std::min<std::int64_t>(c.interval_ms * 2, 32LL * receipt_poll_ms_);
+            c.next_ms = now + c.interval_ms;
+            auto list = edi_->apprec(r.edi_id);
+            if (!list) {
+                host_.log(log_level::warn, "EDI 2.0 Apprec of " + r.msg_id + " (" + r.edi_id +
+                                               ") not read: " + list.error().message);
+                continue;
+            }
+            for (const auto& a : *list) {
+                if (a.status.empty()) continue;  // none yet
+                std::string her = std::to_string(a.receiver_her_id);
+                if (her != r.office_her_id && her != r.gp_her_id) {
+                    std::string why = "EDI 2.0 Apprec from HER-id " + her + " for MsgId " +
+                                      r.msg_id + ", which went to office " + r.office_her_id +
+                                      (r.gp_her_id.empty() ? "" : " / GP " + r.gp_her_id) +
+                                      ": not applied";
+                    host_.log(log_level::warn, why);
+                    write_atomic(fs::path(state_dir_) / "error" / (r.edi_id + ".apprec.reason"),
+                                 why + "\n");
+                    receipt_refused_.insert(r.msg_id);
+                    continue;
+                }
+                std::int32_t kind = a.status == "Ok"         ? SAMBAND_RECEIPT_ACK
+                                    : a.status == "Rejected" ? SAMBAND_RECEIPT_REJECT
+                                                             : SAMBAND_RECEIPT_WARNING;
+                std::string text = a.status == "Ok"         ? "OK"
+                                   : a.status == "Rejected" ? "Avvist"
+                                                            : "OK, feil i delmelding";
+                for (const auto& e : a.errors)
+                    text += "; " + e.error_code + " " + e.description +
+                            (e.details.empty() ? "" : " (" + e.details + ")");
+                host_.receipt(r.msg_id, kind, text);
+                sent_record done;
+                done.msg_id = r.msg_id;
+                done.receipt = true;
+                ledger_->add(done);
+                receipt_checks_.erase(r.msg_id);
+                break;
+            }
+        }
+    }
+
     void read_loop() {
         std::unique_lock lock(mu_);
         while (running_) {
             lock.unlock();
             if (!in_dir_.empty()) scan();
             if (edi_ && poll_her_id_) poll_edi();
+            if (edi_) poll_receipts();
             lock.lock();
             cv_.wait_for(lock, std::chrono::milliseconds(poll_ms_), [&] { return !running_; });
         }
@@ -878,6 +946,14 @@ private:
     std::thread reader_;
     std::unique_ptr<nhn::edi::edi_client> edi_;
     std::string state_dir_;
+    int receipt_poll_ms_ = 60000;
+    std::size_t receipt_batch_ = 50;
+    struct receipt_check {
+        std::int64_t next_ms = 0;
+        std::int64_t interval_ms = 0;
+    };
+    std::map<std::string, receipt_check> receipt_checks_;  // reader thread only
+    std::set<std::string> receipt_refused_;                // reader thread only
     bool allow_synthetic_ = true;
     std::unique_ptr<sent_ledger> ledger_;
     bool use_edi_ = false;

@@ -120,6 +120,7 @@ protected:
                                         R"(",
                      "client_id": "samband-test", "scope": "nhn:msh/api", "key_secret": "helseid-key",
                      )" + std::string(poll ? "\"poll_her_id\": 9900011, " : "") +
+                                        extra_edi2_ +
                                         R"("allow_plain_http_loopback": true, "timeout_ms": 2000}},
             "policy": {"max_attempts": 8, "backoff_base_ms": 200, "backoff_max_ms": 1000, "attempt_timeout_ms": 10000}},
     "journal": {"plugin": "file", "config": {"outbox": "journal"}}
@@ -164,6 +165,7 @@ protected:
         return std::string(doc[0]["state"].GetString()) + ": " + doc[0]["reason"].GetString();
     }
 
+    std::string extra_edi2_;  // more "edi2" settings, each followed by ", "
     temp_dir tmp_;
     fs::path root_;
     std::unique_ptr<fake_edi> fake_;
@@ -344,6 +346,60 @@ TEST_F(edi_test,
         },
         std::chrono::seconds(10)));
     EXPECT_EQ(d.stop(), 0);
+}
+
+// Receipts over EDI 2.0 without any Apprec document: the plugin asks GET /Messages/{id}/apprec for
+// what it sent. An Apprec from a HER-id the message never went to changes nothing (kept with the
+// reason); the GP's Avvist makes the delivery dead with its 8221 code, and polling then stops.
+TEST_F(edi_test, receipts_are_polled_for_sent_messages_and_checked_against_the_receiver) {
+    extra_edi2_ = R"("receipt_poll_ms": 100, "receipt_batch": 10, )";
+    write_samband_json(false);
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_start_note("r1", false);
+    ASSERT_TRUE(
+        wait_for([&] { return sent_xml().size() == 1 && state(d).rfind("delivered", 0) == 0; },
+                 std::chrono::seconds(15)))
+        << state(d) << d.log();
+    rapidjson::Document msgs;
+    msgs.Parse(fake_->get("/_test/messages").body.c_str());
+    std::string id = msgs[0]["id"].GetString();
+    auto apprec_calls = [&] {
+        rapidjson::Document st;
+        st.Parse(fake_->get("/_test/stats").body.c_str());
+        int n = 0;
+        for (auto& r : st["requests"].GetArray())
+            n += std::string(r.GetString()) == "GET /Messages/" + id + "/apprec";
+        return n;
+    };
+    ASSERT_TRUE(wait_for([&] { return apprec_calls() >= 1; }, std::chrono::seconds(10)))
+        << "the plugin asks for the Apprec of what it sent";
+    fake_->post("/_test/apprec/" + id,
+                R"({"receiverHerId": 9900777, "appRecStatus": "Rejected", "appRecErrorList": [
+                     {"errorCode": "E21", "description": "Mottaker finnes ikke", "details": "x"}]})");
+    ASSERT_TRUE(
+        wait_for([&] { return fs::exists(root_ / ("nhn-state/error/" + id + ".apprec.reason")); },
+                 std::chrono::seconds(10)))
+        << d.log();
+    std::string why = read_file(root_ / ("nhn-state/error/" + id + ".apprec.reason"));
+    EXPECT_NE(why.find("from HER-id 9900777"), std::string::npos) << why;
+    EXPECT_EQ(state(d).rfind("delivered", 0), 0u) << state(d);
+    EXPECT_EQ(d.stop(), 0);
+
+    // Restarted (the ledger is on disk): the GP's own Avvist applies.
+    fake_->post("/_test/apprec/" + id,
+                R"([{"receiverHerId": 9900777, "appRecStatus": null},
+                    {"receiverHerId": 9900101, "appRecStatus": "Rejected", "appRecErrorList": [
+                     {"errorCode": "E21", "description": "Mottaker finnes ikke", "details": "ukjent"}]}])");
+    daemon_process d2(root_ / "samband.json", root_);
+    ASSERT_TRUE(d2.start()) << d2.log();
+    ASSERT_TRUE(wait_for([&] { return state(d2).rfind("dead", 0) == 0; }, std::chrono::seconds(15)))
+        << state(d2) << d2.log();
+    EXPECT_NE(state(d2).find("E21 Mottaker finnes ikke"), std::string::npos) << state(d2);
+    int after = apprec_calls();
+    // Acknowledged or dead: no more polling for it (a second round would have asked by now).
+    ASSERT_FALSE(wait_for([&] { return apprec_calls() > after; }, std::chrono::milliseconds(1500)));
+    EXPECT_EQ(d2.stop(), 0);
 }
 
 }  // namespace
