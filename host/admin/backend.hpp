@@ -1,6 +1,8 @@
 // What the admin API needs from the daemon: the store, the endpoints, and operator actions.
 #pragma once
 
+#include "core/error.hpp"
+
 #include "plugin/plugin_host.hpp"
 #include "store/store.hpp"
 
@@ -34,15 +36,13 @@ public:
     virtual std::vector<endpoint_info> endpoints() = 0;
     virtual std::vector<plugin_info> plugins() = 0;
     // dead, failed or held → pending now. The error names why not (unknown id, wrong state).
-    virtual boost::system::result<void, std::string> retry_delivery(std::int64_t id,
-                                                                    const std::string& actor,
-                                                                    const std::string& reason) = 0;
+    virtual core::result<void> retry_delivery(std::int64_t id, const std::string& actor,
+                                              const std::string& reason) = 0;
     // Lets a blocked or held GP delivery past the consent gate (audited with actor and reason).
-    virtual boost::system::result<void, std::string> override_delivery(
-        std::int64_t id, const std::string& actor, const std::string& reason) = 0;
-    virtual boost::system::result<std::size_t, std::string> replay(const std::string& destination,
-                                                                   std::int64_t since_ms,
-                                                                   const std::string& actor) = 0;
+    virtual core::result<void> override_delivery(std::int64_t id, const std::string& actor,
+                                                 const std::string& reason) = 0;
+    virtual core::result<std::size_t> replay(const std::string& destination, std::int64_t since_ms,
+                                             const std::string& actor) = 0;
     // Submits an event as the "api" source; `done` after the commit (or with the refusal).
     virtual void submit(plugin::submission sub,
                         std::function<void(const plugin::submit_result&)> done) = 0;

@@ -1,5 +1,6 @@
 #include "admin/server.hpp"
 
+#include "core/error.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
 
@@ -48,6 +49,12 @@ reply error_reply(http::status st, std::string_view code, std::string_view messa
     w.EndObject();
     w.EndObject();
     return {st, sb.GetString()};
+}
+
+// The one mapping from the host's error kinds to HTTP (core/error.hpp); the code is the kind.
+reply error_reply(const core::error& e) {
+    return error_reply(static_cast<http::status>(core::http_status(e.kind)),
+                       core::to_string(e.kind), e.message);
 }
 
 void kv(json_writer& w, const char* k, const std::string& v) {
@@ -488,8 +495,7 @@ struct server::impl {
         if (!ok)
             return error_reply(http::status::bad_request, "bad_id", "delivery ids are numbers");
         auto d = be.store().get_delivery(id);
-        if (!d)
-            return error_reply(http::status::internal_server_error, "store", d.error().message());
+        if (!d) return error_reply(core::from_store(d.error(), "store read failed"));
         if (!*d) return error_reply(http::status::not_found, "not_found", "no delivery " + sid);
         rapidjson::StringBuffer sb;
         json_writer w(sb);
@@ -541,14 +547,10 @@ struct server::impl {
                 return error_reply(http::status::bad_request, "reason_required",
                                    "an override needs a reason");
             auto r = be.override_delivery(id, who, reason);
-            if (!r) return error_reply(http::status::conflict, "not_overridable", r.error());
+            if (!r) return error_reply(r.error());
         } else {
             auto r = be.retry_delivery(id, who, reason.empty() ? "operator retry" : reason);
-            if (!r) {
-                bool missing = r.error().find("no delivery") != std::string::npos;
-                return error_reply(missing ? http::status::not_found : http::status::conflict,
-                                   missing ? "not_found" : "not_retryable", r.error());
-            }
+            if (!r) return error_reply(r.error());
         }
         return {http::status::ok, "{\"id\":" + sid + ",\"state\":\"pending\"}"};
     }
@@ -565,7 +567,7 @@ struct server::impl {
             return error_reply(http::status::bad_request, "bad_body",
                                "expected {\"destination\": \"name\", \"since_ms\": unix-ms}");
         auto r = be.replay(d["destination"].GetString(), d["since_ms"].GetInt64(), who);
-        if (!r) return error_reply(http::status::conflict, "replay_failed", r.error());
+        if (!r) return error_reply(r.error());
         return {http::status::ok, "{\"replayed\":" + std::to_string(*r) + "}"};
     }
 

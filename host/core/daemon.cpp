@@ -1,4 +1,5 @@
 #include "core/daemon.hpp"
+#include "core/error.hpp"
 
 #include "admin/backend.hpp"
 #include "admin/metrics.hpp"
@@ -270,41 +271,44 @@ private:
                            p->capabilities});
         return out;
     }
-    boost::system::result<void, std::string> retry_delivery(std::int64_t id,
-                                                            const std::string& actor,
-                                                            const std::string& reason) override {
+    core::result<void> retry_delivery(std::int64_t id, const std::string& actor,
+                                      const std::string& reason) override {
         auto d = store_->get_delivery(id);
-        if (!d) return "store read failed: " + d.error().message();
-        if (!*d) return "no delivery " + std::to_string(id);
+        if (!d) return from_store(d.error(), "store read failed");
+        if (!*d) return error{error_kind::not_found, "no delivery " + std::to_string(id)};
         auto st = (*d)->state;
         if (st == store::delivery_state::blocked)
-            return "delivery " + std::to_string(id) +
-                   " is blocked by the consent gate; only an override (with a reason) can send it";
+            return error{error_kind::conflict,
+                         "delivery " + std::to_string(id) +
+                             " is blocked by the consent gate; only an override (with a reason) "
+                             "can send it"};
         if (st != store::delivery_state::dead && st != store::delivery_state::failed &&
             st != store::delivery_state::held)
-            return "delivery " + std::to_string(id) + " is " + std::string(store::to_string(st)) +
-                   "; only dead, failed or held deliveries can be retried";
+            return error{error_kind::conflict,
+                         "delivery " + std::to_string(id) + " is " +
+                             std::string(store::to_string(st)) +
+                             "; only dead, failed or held deliveries can be retried"};
         return set_pending(id, actor, "retry by " + actor + ": " + reason, false);
     }
-    boost::system::result<void, std::string> override_delivery(std::int64_t id,
-                                                               const std::string& actor,
-                                                               const std::string& reason) override {
+    core::result<void> override_delivery(std::int64_t id, const std::string& actor,
+                                         const std::string& reason) override {
         auto d = store_->get_delivery(id);
-        if (!d) return "store read failed: " + d.error().message();
-        if (!*d) return "no delivery " + std::to_string(id);
+        if (!d) return from_store(d.error(), "store read failed");
+        if (!*d) return error{error_kind::not_found, "no delivery " + std::to_string(id)};
         auto st = (*d)->state;
         if (st != store::delivery_state::blocked && st != store::delivery_state::held)
-            return "delivery " + std::to_string(id) + " is " + std::string(store::to_string(st)) +
-                   "; only blocked or held deliveries can be overridden";
+            return error{error_kind::conflict,
+                         "delivery " + std::to_string(id) + " is " +
+                             std::string(store::to_string(st)) +
+                             "; only blocked or held deliveries can be overridden"};
         log_.warn("gate.override", "consent gate overridden by an operator",
                   {{"delivery", std::to_string(id)}, {"actor", actor}, {"reason", reason}});
         return set_pending(id, actor, "override by " + actor + ": " + reason, true);
     }
-    boost::system::result<std::size_t, std::string> replay(const std::string& destination,
-                                                           std::int64_t since_ms,
-                                                           const std::string& actor) override {
+    core::result<std::size_t> replay(const std::string& destination, std::int64_t since_ms,
+                                     const std::string& actor) override {
         auto n = store_->replay(destination, since_ms, actor);
-        if (!n) return "store error: " + n.error().message();
+        if (!n) return from_store(n.error(), "store error");
         engine_->kick();
         return *n;
     }
@@ -334,9 +338,8 @@ private:
         store_->update(std::move(ups), [this](boost::system::error_code) { engine_->kick(); });
     }
 
-    boost::system::result<void, std::string> set_pending(std::int64_t id, const std::string& actor,
-                                                         const std::string& reason,
-                                                         bool override_gate) {
+    core::result<void> set_pending(std::int64_t id, const std::string& actor,
+                                   const std::string& reason, bool override_gate) {
         store::delivery_update u;
         u.delivery_id = id;
         u.state = store::delivery_state::pending;
@@ -348,7 +351,7 @@ private:
         auto f = p.get_future();
         store_->update({u}, [&p](boost::system::error_code ec) { p.set_value(ec); });
         auto ec = f.get();
-        if (ec) return "store error: " + ec.message();
+        if (ec) return from_store(ec, "store error");
         engine_->kick();
         return {};
     }

@@ -152,5 +152,44 @@ TEST(engine, a_gp_register_that_never_answers_times_out_on_time_while_others_del
     EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
+// One error model: the API answers by the error's kind (not by searching its text).
+TEST(engine, operator_actions_answer_by_error_kind) {
+    temp_dir tmp;
+    fs::path root = tmp.path();
+    write_file(root / "samband.json", R"({
+  "store": {"kind": "sqlite", "path": "var/samband.db"},
+  "admin": {"listen": "127.0.0.1:0", "token_file": "tokens"},
+  "plugin_dirs": [")" + plugin_dir() + R"("],
+  "schemas_dir": ")" + source_dir() + R"(/config/schemas",
+  "identifiers": {"allow_synthetic": true},
+  "endpoints": {
+    "epj": {"plugin": "file", "config": {"inbox": "inbox", "poll_ms": 20}},
+    "journal": {"plugin": "fixture-sink", "config": {"record_file": "journal.jsonl"}}
+  },
+  "routes": [{"name": "to-journal", "match": {"type": "rph.treatment.*"}, "to": ["journal"]}]
+})");
+    write_file(root / "tokens", "ops:0123456789abcdef0123\n");
+    daemon_process d(root / "samband.json", root);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_file(root / "inbox", "0.json", event(0));
+    ASSERT_TRUE(wait_for(
+        [&] {
+            return d.get("/api/v1/deliveries/1").body.find("\"delivered\"") != std::string::npos;
+        },
+        std::chrono::seconds(10)))
+        << d.log();
+    const std::string token = "0123456789abcdef0123";
+    auto delivered = d.post("/api/v1/deliveries/1/retry", R"({"reason":"again"})", token);
+    EXPECT_EQ(delivered.status, 409) << delivered.body;
+    EXPECT_NE(delivered.body.find("\"code\":\"conflict\""), std::string::npos) << delivered.body;
+    EXPECT_NE(delivered.body.find("only dead, failed or held"), std::string::npos);
+    auto missing = d.post("/api/v1/deliveries/999/retry", R"({"reason":"again"})", token);
+    EXPECT_EQ(missing.status, 404) << missing.body;
+    EXPECT_NE(missing.body.find("\"code\":\"not_found\""), std::string::npos) << missing.body;
+    auto not_gated = d.post("/api/v1/deliveries/1/override", R"({"reason":"why not"})", token);
+    EXPECT_EQ(not_gated.status, 409) << not_gated.body;
+    EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
 }  // namespace
 }  // namespace samband::test
