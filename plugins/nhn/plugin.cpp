@@ -8,9 +8,11 @@
 //                    "dept_name": "Rask psykisk helsehjelp", "dept_her_id": "9900011"},
 //            "receiver_message_types": {"9900100": "DIALOG_HELSEFAGLIG"}, "request_apprec": true,
 //            "state_dir": "nhn-state", "allow_synthetic_ids": true}
+#include "nhn/codec/adresseregisteret.hpp"
 #include "nhn/codec/codec.hpp"
 #include "nhn/edi/client.hpp"
 #include "nhn/edi/helseid.hpp"
+#include "nhn/edi/http.hpp"
 
 #include <samband/identifiers.hpp>
 #include <samband/sdk.hpp>
@@ -223,6 +225,118 @@ private:
     std::map<std::string, sent_record> records_;
 };
 
+// Whether a receiver (HER-id) can take messages, from the Adresseregisteret (SOAP), cached, with
+// a local file as fallback when the register cannot be reached:
+//   {"parties": [{"her_id": "9900101", "name": "…", "active": true, "valid": true,
+//                 "edi_address": true}]}
+class ar_lookup {
+public:
+    struct verdict {
+        bool known = false;  // false: neither the register nor the file could say (retry later)
+        bool can_receive = false;
+        std::string reason;  // why not, or why unknown
+    };
+
+    ar_lookup(const std::string& url, nhn::edi::tls_options tls, std::chrono::milliseconds timeout,
+              std::chrono::seconds cache_for, const std::string& file, std::string auth,
+              nhn::edi::log_fn log)
+        : timeout_(timeout), cache_for_(cache_for), auth_(std::move(auth)) {
+        if (!url.empty()) {
+            auto u = nhn::edi::parse_endpoint_url(url);
+            if (!u) throw std::runtime_error("adresseregisteret.url is not an http(s) URL: " + url);
+            url_ = *u;
+            http_ =
+                std::make_unique<nhn::edi::http_client>(*u, tls, std::move(log), 4u * 1024 * 1024);
+        }
+        if (!file.empty()) {
+            std::ifstream in(file);
+            if (!in) throw std::runtime_error("cannot read adresseregisteret.file " + file);
+            std::stringstream ss;
+            ss << in.rdbuf();
+            rapidjson::Document d;
+            d.Parse(ss.str().c_str());
+            if (d.HasParseError() || !d.IsObject() || !d.HasMember("parties") ||
+                !d["parties"].IsArray())
+                throw std::runtime_error("adresseregisteret.file " + file +
+                                         ": expected {\"parties\": [...]}");
+            for (const auto& p : d["parties"].GetArray()) {
+                if (!p.IsObject()) continue;
+                nhn::ar::communication_party c;
+                c.her_id = str(p, "her_id");
+                c.name = str(p, "name");
+                auto flag = [&](const char* k) {
+                    return p.HasMember(k) && p[k].IsBool() && p[k].GetBool();
+                };
+                c.active = flag("active");
+                c.valid_communication_party = flag("valid");
+                c.has_edi_address = flag("edi_address");
+                if (!c.her_id.empty()) file_[c.her_id] = c;
+            }
+        }
+    }
+
+    verdict check(const std::string& her_id) {
+        auto now = std::chrono::steady_clock::now();
+        {
+            std::lock_guard lock(mu_);
+            auto it = cache_.find(her_id);
+            if (it != cache_.end() && it->second.first > now) return it->second.second;
+        }
+        verdict v;
+        std::string failure;
+        if (http_) {
+            namespace http = boost::beast::http;
+            nhn::edi::http_request req{http::verb::post, url_.path, 11};
+            req.set(http::field::content_type, "application/soap+xml; charset=utf-8; action=\"" +
+                                                   std::string(nhn::ar::soap_action) + "\"");
+            if (!auth_.empty()) req.set(http::field::authorization, auth_);
+            req.body() = nhn::ar::details_request(her_id);
+            auto res = http_->send(std::move(req), now + timeout_);
+            if (!res) {
+                failure = "Adresseregisteret not reached: " + res.error().message();
+            } else {
+                auto a = nhn::ar::parse_details_response(res->body());
+                if (!a) {
+                    failure = "Adresseregisteret answer (HTTP " +
+                              std::to_string(res->result_int()) + "): " + a.error().what();
+                } else {
+                    v.known = true;
+                    if (!a->found)
+                        v.reason = "HER-id " + her_id + " does not exist in the Adresseregisteret";
+                    else
+                        v.can_receive = a->party.can_receive(&v.reason);
+                }
+            }
+        }
+        if (!v.known) {
+            auto it = file_.find(her_id);
+            if (it != file_.end()) {
+                v.known = true;
+                v.can_receive = it->second.can_receive(&v.reason);
+                if (!v.reason.empty()) v.reason += " (local file)";
+            } else {
+                v.reason =
+                    failure.empty() ? "HER-id " + her_id + " is not in the local file" : failure;
+            }
+        }
+        if (v.known) {
+            std::lock_guard lock(mu_);
+            cache_[her_id] = {now + cache_for_, v};
+        }
+        return v;
+    }
+
+private:
+    nhn::edi::endpoint_url url_;
+    std::unique_ptr<nhn::edi::http_client> http_;
+    std::chrono::milliseconds timeout_;
+    std::chrono::seconds cache_for_;
+    std::string auth_;
+    std::map<std::string, nhn::ar::communication_party> file_;
+    std::mutex mu_;
+    std::map<std::string, std::pair<std::chrono::steady_clock::time_point, verdict>> cache_;
+};
+
 // The codec's document limit (parse_limits::max_bytes): a catalogue file over it is not read.
 constexpr std::size_t max_document_bytes = 20 * 1024 * 1024;
 
@@ -301,6 +415,39 @@ public:
             for (auto& m : d["receiver_message_types"].GetObject())
                 if (m.value.IsString()) receiver_types_[m.name.GetString()] = m.value.GetString();
         }
+        if (d.HasMember("adresseregisteret") && d["adresseregisteret"].IsObject()) {
+            const auto& a = d["adresseregisteret"];
+            nhn::edi::tls_options tls;
+            tls.ca_file = str(a, "ca_file");
+            tls.allow_plain_http_loopback = a.HasMember("allow_plain_http_loopback") &&
+                                            a["allow_plain_http_loopback"].IsBool() &&
+                                            a["allow_plain_http_loopback"].GetBool();
+            auto ms = [&](const char* k, int def) {
+                return a.HasMember(k) && a[k].IsInt() ? a[k].GetInt() : def;
+            };
+            std::string auth;  // Basic: username + a host secret, only when configured
+            if (!str(a, "username").empty() && !str(a, "password_secret").empty()) {
+                auto pw = host_.secret(str(a, "password_secret"));
+                if (pw) {
+                    std::string up = str(a, "username") + ":" + *pw;
+                    auth = "Basic " +
+                           nhn::base64_encode(std::span<const std::uint8_t>(
+                               reinterpret_cast<const std::uint8_t*>(up.data()), up.size()));
+                }
+            }
+            if (str(a, "url").empty() && str(a, "file").empty())
+                throw error(SAMBAND_INVALID, "nhn: adresseregisteret needs \"url\" or \"file\"");
+            try {
+                ar_ = std::make_unique<ar_lookup>(
+                    str(a, "url"), tls, std::chrono::milliseconds(ms("timeout_ms", 10000)),
+                    std::chrono::seconds(ms("cache_s", 3600)), str(a, "file"), auth,
+                    [this](nhn::edi::log_level, std::string_view m) {
+                        host_.log(log_level::debug, m);
+                    });
+            } catch (const std::exception& ex) {
+                throw error(SAMBAND_INVALID, std::string("nhn: ") + ex.what());
+            }
+        }
         state_dir_ = str(d, "state_dir");
         if (state_dir_.empty()) state_dir_ = "nhn-state";
         if (d.HasMember("allow_synthetic_ids") && d["allow_synthetic_ids"].IsBool())
@@ -353,7 +500,37 @@ public:
         for (auto& d : rest) d.retry("nhn: stopping");
     }
 
+    // The Adresseregisteret's word on the receiver (the GP when named, else the office): false
+    // when the delivery was completed here (cannot receive: dead with the reason; unknown: retry).
+    bool receiver_can_take(samband::sdk::delivery& d) {
+        if (!ar_) return true;
+        rapidjson::Document env;
+        env.Parse(d.event().envelope_json.data(), d.event().envelope_json.size());
+        std::string her;
+        if (!env.HasParseError() && env.IsObject() && env.HasMember("note") &&
+            env["note"].IsObject() && env["note"].HasMember("receiver") &&
+            env["note"]["receiver"].IsObject()) {
+            const auto& rc = env["note"]["receiver"];
+            if (rc.HasMember("person") && rc["person"].IsObject())
+                her = str(rc["person"], "her_id");
+            if (her.empty() && rc.HasMember("organisation") && rc["organisation"].IsObject())
+                her = str(rc["organisation"], "her_id");
+        }
+        if (her.empty()) return true;  // the codec refuses a note without a receiver
+        auto v = ar_->check(her);
+        if (!v.known) {
+            d.retry("nhn: receiver not checked: " + v.reason);
+            return false;
+        }
+        if (!v.can_receive) {
+            d.fail("nhn: the receiver cannot take the message: " + v.reason);
+            return false;
+        }
+        return true;
+    }
+
     void deliver(samband::sdk::delivery d) {
+        if (!use_edi_ && !receiver_can_take(d)) return;
         auto msg = serialize(msg_id_for(d.event_id(), d.destination(), d.id()), d.event());
         if (!msg) {
             // An invalid message is never sent: permanent, with the schema error.
@@ -535,6 +712,7 @@ private:
     }
 
     void send_edi(samband::sdk::delivery& d) {
+        if (!receiver_can_take(d)) return;
         auto msg = serialize(msg_id_for(d.event_id(), d.destination(), d.id()), d.event());
         if (!msg)
             return d.fail("nhn: the message would not be valid, not sent: " + msg.error().what());
@@ -946,6 +1124,7 @@ private:
     std::thread reader_;
     std::unique_ptr<nhn::edi::edi_client> edi_;
     std::string state_dir_;
+    std::unique_ptr<ar_lookup> ar_;
     int receipt_poll_ms_ = 60000;
     std::size_t receipt_batch_ = 50;
     struct receipt_check {

@@ -10,6 +10,8 @@
 #include <rapidjson/document.h>
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -365,6 +367,91 @@ TEST_F(nhn_test, refusals_are_answered_with_e31_and_t10_and_kept_with_the_reason
     EXPECT_EQ(t10.errors[0].code, "T10");
     EXPECT_EQ(read_file(root_ / "nhn-in/error/bad-fnr.xml.reason").find("14839134624"),
               std::string::npos);
+    EXPECT_EQ(d.stop(), 0);
+}
+
+// The fake Adresseregisteret (tests/support/fake-ar/server.py) as a child process.
+class fake_ar {
+public:
+    explicit fake_ar(const std::vector<std::string>& args) {
+        int out[2];
+        if (pipe(out) != 0) return;
+        pid_ = fork();
+        if (pid_ == 0) {
+            dup2(out[1], 1);
+            close(out[0]);
+            std::string script = source_dir() + "/tests/support/fake-ar/server.py";
+            std::vector<char*> argv{const_cast<char*>("python3"), script.data()};
+            for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+            argv.push_back(nullptr);
+            execvp("python3", argv.data());
+            _exit(127);
+        }
+        close(out[1]);
+        FILE* f = fdopen(out[0], "r");
+        char line[128] = {0};
+        if (f && fgets(line, sizeof line, f) && std::sscanf(line, "LISTENING %d", &port_) != 1)
+            port_ = 0;
+        if (f) fclose(f);
+    }
+    ~fake_ar() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGTERM);
+            int st;
+            waitpid(pid_, &st, 0);
+        }
+    }
+    int port() const { return port_; }
+
+private:
+    pid_t pid_ = -1;
+    int port_ = 0;
+};
+
+// With the Adresseregisteret configured, a note to a receiver the register says cannot take
+// messages is not sent: the delivery ends with the register's reason. When the register cannot
+// be reached, the local file decides.
+TEST_F(nhn_test, the_adresseregisteret_decides_whether_the_receiver_can_take_the_message) {
+    std::string ar_dir = source_dir() + "/tests/data/nhn/registries/adresseregisteret-client/";
+    fake_ar ar({"9900101=" + ar_dir + "get-communication-party-details-organzation-response.xml",
+                "--default", ar_dir + "get-communication-party-details-not-found-response.xml"});
+    ASSERT_GT(ar.port(), 0) << "the fake Adresseregisteret did not start (python3?)";
+    auto configure = [&](const std::string& ar_json) {
+        std::string cfg = read_file(root_ / "samband.json");
+        auto at = cfg.find(R"("in_dir": "nhn-in",)");
+        cfg.insert(at, R"("adresseregisteret": )" + ar_json + ", ");
+        write_file(root_ / "samband.json", cfg);
+    };
+    std::string original = read_file(root_ / "samband.json");
+    configure(R"({"url": "http://127.0.0.1:)" + std::to_string(ar.port()) +
+              R"(/ar", "allow_plain_http_loopback": true, "timeout_ms": 2000})");
+    {
+        daemon_process d(root_ / "samband.json", root_);
+        ASSERT_TRUE(d.start()) << d.log();
+        drop_start_note_with_pdf();
+        ASSERT_TRUE(wait_for([&] { return delivery_state(d) == "dead"; }, std::chrono::seconds(15)))
+            << delivery_state(d) << d.log();
+        auto list = d.get("/api/v1/deliveries?destination=nhn");
+        EXPECT_NE(list.body.find("is not a valid communication party"), std::string::npos)
+            << list.body;
+        EXPECT_FALSE(fs::exists(root_ / "nhn-out") && !sent_message().empty())
+            << "nothing is sent to a receiver that cannot take it";
+        EXPECT_EQ(d.stop(), 0);
+    }
+    // The register unreachable (a closed port): the local file says the GP can receive.
+    fs::remove_all(root_ / "var");
+    write_file(root_ / "ar.json",
+               R"({"parties": [{"her_id": "9900101", "name": "Lise Fastlege", "active": true,
+                                "valid": true, "edi_address": true}]})");
+    write_file(root_ / "samband.json", original);
+    configure(R"({"url": "http://127.0.0.1:1/ar", "allow_plain_http_loopback": true,
+                  "timeout_ms": 500, "file": "ar.json"})");
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_start_note_with_pdf();
+    EXPECT_TRUE(
+        wait_for([&] { return delivery_state(d) == "delivered"; }, std::chrono::seconds(15)))
+        << delivery_state(d) << d.log();
     EXPECT_EQ(d.stop(), 0);
 }
 
