@@ -449,7 +449,12 @@ public:
             }
         }
         state_dir_ = str(d, "state_dir");
-        if (state_dir_.empty()) state_dir_ = "nhn-state";
+        if (state_dir_.empty()) {
+            // Beside the outgoing catalogue (never inside the config's folder when the catalogue
+            // is elsewhere), else relative to the config's folder.
+            fs::path base = out_dir_.empty() ? fs::path() : fs::path(out_dir_).parent_path();
+            state_dir_ = (base / "nhn-state").string();
+        }
         if (d.HasMember("allow_synthetic_ids") && d["allow_synthetic_ids"].IsBool())
             allow_synthetic_ = d["allow_synthetic_ids"].GetBool();
         std::error_code ec;
