@@ -348,6 +348,43 @@ TEST_F(edi_test,
     EXPECT_EQ(d.stop(), 0);
 }
 
+// Over EDI 2.0 a refused document is kept too: an Apprec from an office the note never went to
+// changes nothing, is written to state_dir/error with the reason, and is marked read.
+TEST_F(edi_test, a_stranger_apprec_over_edi_is_kept_with_the_reason_and_changes_nothing) {
+    write_config(true);
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_start_note("s1", false);
+    ASSERT_TRUE(
+        wait_for([&] { return sent_xml().size() == 1 && state(d).rfind("delivered", 0) == 0; },
+                 std::chrono::seconds(15)));
+    auto parsed = codec_->parse(sent_xml()[0]);
+    ASSERT_TRUE(parsed);
+    nhn::message_header h = parsed->header;
+    h.receiver.her_id = "9900999";
+    h.receiver.unit_her_id.clear();
+    h.receiver.person_her_id.clear();
+    auto apprec = codec_->make_apprec(
+        nhn::apprec_for(h, nhn::apprec_status::rejected,
+                        {nhn::make_apprec_error(nhn::apprec_codes::mottaker_finnes_ikke)}));
+    ASSERT_TRUE(apprec);
+    rapidjson::Document id;
+    id.Parse(fake_->to_inbox(*apprec, true).body.c_str());
+    ASSERT_TRUE(id.IsObject());
+    fs::path reason =
+        root_ / "nhn-state/error" / (std::string(id["id"].GetString()) + ".xml.reason");
+    ASSERT_TRUE(wait_for([&] { return fs::exists(reason); }, std::chrono::seconds(10))) << d.log();
+    EXPECT_NE(read_file(reason).find("Apprec from HER-id 9900999"), std::string::npos)
+        << read_file(reason);
+    EXPECT_TRUE(
+        fs::exists(root_ / "nhn-state/error" / (std::string(id["id"].GetString()) + ".xml")));
+    EXPECT_TRUE(wait_for(
+        [&] { return fake_->get("/_test/inbox").body.find("\"read\":false") == std::string::npos; },
+        std::chrono::seconds(10)));
+    EXPECT_EQ(state(d).rfind("delivered", 0), 0u) << state(d);
+    EXPECT_EQ(d.stop(), 0);
+}
+
 // Receipts over EDI 2.0 without any Apprec document: the plugin asks GET /Messages/{id}/apprec for
 // what it sent. An Apprec from a HER-id the message never went to changes nothing (kept with the
 // reason); the GP's Avvist makes the delivery dead with its 8221 code, and polling then stops.
