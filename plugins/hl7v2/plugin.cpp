@@ -12,6 +12,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
@@ -54,6 +55,10 @@ struct config {
     std::chrono::milliseconds ack_timeout{10000};
     std::chrono::milliseconds connect_timeout{5000};
     h7::outbound_options outbound;
+    // TLS (both sides): file paths; keys stay in files, never in the config text.
+    bool tls = false;
+    std::string tls_cert_file, tls_key_file, tls_ca_file, tls_server_name;
+    bool tls_require_client_cert = true;
 
     explicit config(std::string_view text) {
         rapidjson::Document doc;
@@ -113,10 +118,6 @@ struct config {
                             std::string("hl7v2: \"") + k + "\" must be true or false");
             return it->value.GetBool();
         };
-        if (d.HasMember("tls"))
-            throw error(SAMBAND_INVALID,
-                        "hl7v2: \"tls\" is not supported yet; terminate TLS in front of the "
-                        "listener (stunnel) or use a VPN");
         listen = str("listen");
         connect = str("connect");
         if (listen.empty() == connect.empty())
@@ -158,6 +159,49 @@ struct config {
                         "hl7v2: \"charset\" must be \"UNICODE UTF-8\" or \"8859/1\"");
         outbound.chars = *ocs;
         outbound.processing_id = str("processing_id", "P");
+        if (d.HasMember("tls")) read_tls(d["tls"]);
+    }
+
+    void read_tls(const rapidjson::Value& t) {
+        if (!t.IsObject()) throw error(SAMBAND_INVALID, "hl7v2: \"tls\" must be an object");
+        static const char* known[] = {"cert_file", "key_file", "ca_file", "require_client_cert",
+                                      "server_name"};
+        for (auto it = t.MemberBegin(); it != t.MemberEnd(); ++it) {
+            std::string k = it->name.GetString();
+            if (std::find(std::begin(known), std::end(known), k) == std::end(known))
+                throw error(SAMBAND_INVALID, "hl7v2: unknown key \"tls." + k + "\"");
+        }
+        auto str = [&](const char* k) {
+            if (!t.HasMember(k)) return std::string();
+            if (!t[k].IsString())
+                throw error(SAMBAND_INVALID,
+                            std::string("hl7v2: \"tls.") + k + "\" must be a string");
+            return std::string(t[k].GetString());
+        };
+        tls = true;
+        tls_cert_file = str("cert_file");
+        tls_key_file = str("key_file");
+        tls_ca_file = str("ca_file");
+        tls_server_name = str("server_name");
+        if (t.HasMember("require_client_cert")) {
+            if (!t["require_client_cert"].IsBool())
+                throw error(SAMBAND_INVALID,
+                            "hl7v2: \"tls.require_client_cert\" must be true or false");
+            tls_require_client_cert = t["require_client_cert"].GetBool();
+        }
+        if (tls_cert_file.empty() != tls_key_file.empty())
+            throw error(SAMBAND_INVALID, "hl7v2: give both \"tls.cert_file\" and \"tls.key_file\"");
+        if (!listen.empty() && tls_cert_file.empty())
+            throw error(SAMBAND_INVALID,
+                        "hl7v2: a TLS listener needs \"tls.cert_file\" and \"tls.key_file\"");
+        if (!listen.empty() && tls_require_client_cert && tls_ca_file.empty())
+            throw error(
+                SAMBAND_INVALID,
+                "hl7v2: \"tls.require_client_cert\" needs \"tls.ca_file\" (the CAs that sign "
+                "client certificates)");
+        if (!connect.empty() && tls_ca_file.empty())
+            throw error(SAMBAND_INVALID,
+                        "hl7v2: a TLS sender needs \"tls.ca_file\" to check the server");
     }
 };
 
@@ -177,6 +221,73 @@ std::string dtm_now() {
     return buf;
 }
 
+using tls_stream = asio::ssl::stream<tcp::socket>;
+
+// Builds the TLS context from the config; a bad file throws with its name.
+std::unique_ptr<asio::ssl::context> make_tls_context(const config& c, bool server) {
+    auto ctx = std::make_unique<asio::ssl::context>(server ? asio::ssl::context::tls_server
+                                                           : asio::ssl::context::tls_client);
+    ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                     asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                     asio::ssl::context::no_tlsv1_1);
+    boost::system::error_code ec;
+    auto need = [&](const char* what, const std::string& file) {
+        if (ec)
+            throw error(SAMBAND_INVALID, std::string("hl7v2: cannot load ") + what + " " + file +
+                                             ": " + ec.message());
+    };
+    if (!c.tls_cert_file.empty()) {
+        ctx->use_certificate_chain_file(c.tls_cert_file, ec);
+        need("tls.cert_file", c.tls_cert_file);
+        ctx->use_private_key_file(c.tls_key_file, asio::ssl::context::pem, ec);
+        need("tls.key_file", c.tls_key_file);
+    }
+    if (!c.tls_ca_file.empty()) {
+        ctx->load_verify_file(c.tls_ca_file, ec);
+        need("tls.ca_file", c.tls_ca_file);
+    }
+    if (server) {
+        if (c.tls_require_client_cert)
+            ctx->set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
+        else
+            ctx->set_verify_mode(asio::ssl::verify_none);
+    } else {
+        ctx->set_verify_mode(asio::ssl::verify_peer);
+    }
+    return ctx;
+}
+
+// A TCP connection, with or without TLS over it.
+class mllp_stream {
+public:
+    explicit mllp_stream(tcp::socket s) : tcp_(std::move(s)) {}
+    mllp_stream(tcp::socket s, asio::ssl::context& ctx)
+        : tls_(std::make_unique<tls_stream>(std::move(s), ctx)) {}
+
+    bool tls() const { return tls_ != nullptr; }
+    tls_stream& tls_layer() { return *tls_; }
+    tcp::socket& socket() { return tls_ ? tls_->next_layer() : *tcp_; }
+
+    template <class Buffer, class Handler>
+    void async_read_some(const Buffer& b, Handler&& h) {
+        if (tls_)
+            tls_->async_read_some(b, std::forward<Handler>(h));
+        else
+            tcp_->async_read_some(b, std::forward<Handler>(h));
+    }
+    template <class Buffer, class Handler>
+    void async_write(const Buffer& b, Handler&& h) {
+        if (tls_)
+            asio::async_write(*tls_, b, std::forward<Handler>(h));
+        else
+            asio::async_write(*tcp_, b, std::forward<Handler>(h));
+    }
+
+private:
+    std::optional<tcp::socket> tcp_;
+    std::unique_ptr<tls_stream> tls_;
+};
+
 // The io thread and a guard that keeps late host callbacks from touching a stopped plugin.
 struct runtime {
     asio::io_context io;
@@ -194,7 +305,7 @@ struct runtime {
 // One MLLP connection of the listener. All members are touched on the io thread only.
 class session : public std::enable_shared_from_this<session> {
 public:
-    session(tcp::socket sock, std::shared_ptr<runtime> rt, const config& cfg,
+    session(mllp_stream sock, std::shared_ptr<runtime> rt, const config& cfg,
             samband::sdk::host host)
         : sock_(std::move(sock)),
           timer_(rt->io),
@@ -210,7 +321,19 @@ public:
     void start() {
         last_read_ = clock_type::now();
         arm_timer();
-        read();
+        if (!sock_.tls()) return read();
+        frame_started_ = clock_type::now();  // the handshake must finish within frame_timeout_ms
+        auto self = shared_from_this();
+        sock_.tls_layer().async_handshake(
+            asio::ssl::stream_base::server, [self](boost::system::error_code ec) {
+                if (ec) {
+                    self->host_.log(log_level::warn,
+                                    "hl7v2: TLS handshake refused: " + ec.message());
+                    return self->close();
+                }
+                self->frame_started_.reset();
+                self->read();
+            });
     }
 
 private:
@@ -380,7 +503,7 @@ private:
         if (slots_.empty() || !slots_.front().ready) return;
         writing_ = true;
         auto self = shared_from_this();
-        asio::async_write(sock_, asio::buffer(slots_.front().bytes),
+        sock_.async_write(asio::buffer(slots_.front().bytes),
                           [self](boost::system::error_code ec, std::size_t) {
                               self->writing_ = false;
                               bool close_after = self->slots_.front().close_after;
@@ -391,7 +514,7 @@ private:
                                   // Let the peer read the refusal: stop sending, discard what
                                   // it still sends, close when it does or after 2 s.
                                   boost::system::error_code ignore;
-                                  self->sock_.shutdown(tcp::socket::shutdown_send, ignore);
+                                  self->sock_.socket().shutdown(tcp::socket::shutdown_send, ignore);
                                   self->linger_until_ = clock_type::now() + std::chrono::seconds(2);
                                   return;
                               }
@@ -425,12 +548,12 @@ private:
         if (closed_) return;
         closed_ = true;
         boost::system::error_code ec;
-        sock_.shutdown(tcp::socket::shutdown_both, ec);
-        sock_.close(ec);
+        sock_.socket().shutdown(tcp::socket::shutdown_both, ec);
+        sock_.socket().close(ec);
         timer_.cancel();
     }
 
-    tcp::socket sock_;
+    mllp_stream sock_;
     asio::steady_timer timer_;
     std::shared_ptr<runtime> rt_;
     const config& cfg_;
@@ -452,7 +575,7 @@ public:
         : rt_(std::move(rt)),
           cfg_(cfg),
           host_(host),
-          sock_(rt_->io),
+          tls_ctx_(cfg.tls ? make_tls_context(cfg, false) : nullptr),
           timer_(rt_->io),
           reader_(cfg.max_frame_bytes) {
         buf_.resize(64 * 1024);
@@ -481,7 +604,7 @@ private:
             return;
         }
         busy_ = true;
-        if (!sock_.is_open()) return connect();
+        if (!sock_ || !sock_->socket().is_open()) return connect();
         send();
     }
 
@@ -492,21 +615,44 @@ private:
         auto eps = res.resolve(host, port, ec);
         if (ec) return finish_retry("cannot resolve " + cfg_.connect + ": " + ec.message());
         arm(cfg_.connect_timeout);
-        asio::async_connect(sock_, eps, [this](boost::system::error_code ec, const tcp::endpoint&) {
-            timer_.cancel();
-            if (ec) return finish_retry("cannot connect to " + cfg_.connect + ": " + ec.message());
-            reader_ = h7::mllp::reader(cfg_.max_frame_bytes);
-            send();
-        });
+        sock_.reset();
+        raw_ = std::make_unique<tcp::socket>(rt_->io);
+        asio::async_connect(
+            *raw_, eps, [this, host = host](boost::system::error_code ec, const tcp::endpoint&) {
+                if (ec) {
+                    timer_.cancel();
+                    return finish_retry("cannot connect to " + cfg_.connect + ": " + ec.message());
+                }
+                reader_ = h7::mllp::reader(cfg_.max_frame_bytes);
+                raw_->set_option(tcp::no_delay(true), ec);
+                if (!tls_ctx_) {
+                    timer_.cancel();
+                    sock_.emplace(std::move(*raw_));
+                    return send();
+                }
+                sock_.emplace(std::move(*raw_), *tls_ctx_);
+                std::string name = cfg_.tls_server_name.empty() ? host : cfg_.tls_server_name;
+                auto& t = sock_->tls_layer();
+                SSL_set_tlsext_host_name(t.native_handle(), name.c_str());
+                t.set_verify_callback(asio::ssl::host_name_verification(name));
+                t.async_handshake(asio::ssl::stream_base::client,
+                                  [this](boost::system::error_code ec) {
+                                      timer_.cancel();
+                                      if (ec)
+                                          return finish_retry("TLS handshake with " + cfg_.connect +
+                                                              ": " + ec.message());
+                                      send();
+                                  });
+            });
     }
 
     void send() {
         arm(cfg_.ack_timeout);
-        asio::async_write(sock_, asio::buffer(queue_.front().bytes),
-                          [this](boost::system::error_code ec, std::size_t) {
-                              if (ec) return finish_retry("send failed: " + ec.message());
-                              read_ack();
-                          });
+        sock_->async_write(asio::buffer(queue_.front().bytes),
+                           [this](boost::system::error_code ec, std::size_t) {
+                               if (ec) return finish_retry("send failed: " + ec.message());
+                               read_ack();
+                           });
     }
 
     void read_ack() {
@@ -521,8 +667,8 @@ private:
                 return finish_retry("the peer sent bytes that are not an MLLP frame");
             break;
         }
-        sock_.async_read_some(asio::buffer(buf_), [this](boost::system::error_code ec,
-                                                         std::size_t n) {
+        sock_->async_read_some(asio::buffer(buf_), [this](boost::system::error_code ec,
+                                                          std::size_t n) {
             if (ec)
                 return finish_retry("connection lost while waiting for the ACK: " + ec.message());
             reader_.feed(std::string_view(buf_.data(), n));
@@ -573,15 +719,14 @@ private:
         timer_.async_wait([this](boost::system::error_code ec) {
             if (ec) return;
             boost::system::error_code ignore;
-            sock_.close(ignore);  // the pending operation completes with an error
+            close_socket();  // the pending operation completes with an error
             timed_out_ = true;
         });
     }
 
     void finish_retry(const std::string& why) {
         timer_.cancel();
-        boost::system::error_code ignore;
-        sock_.close(ignore);
+        close_socket();
         std::string text = timed_out_ ? "no ACK within the deadline (" + why + ")" : why;
         timed_out_ = false;
         if (!queue_.empty()) {
@@ -592,10 +737,18 @@ private:
         next();
     }
 
+    void close_socket() {
+        boost::system::error_code ignore;
+        if (raw_ && raw_->is_open()) raw_->close(ignore);
+        if (sock_) sock_->socket().close(ignore);
+    }
+
     std::shared_ptr<runtime> rt_;
     const config& cfg_;
     samband::sdk::host host_;
-    tcp::socket sock_;
+    std::unique_ptr<asio::ssl::context> tls_ctx_;
+    std::unique_ptr<tcp::socket> raw_;
+    std::optional<mllp_stream> sock_;
     asio::steady_timer timer_;
     h7::mllp::reader reader_;
     std::vector<char> buf_;
@@ -629,6 +782,9 @@ public:
         : host_(h), cfg_(config_text), rt_(std::make_shared<runtime>()) {
         if (!cfg_.listen.empty()) split_hostport(cfg_.listen, "listen");
         if (!cfg_.connect.empty()) split_hostport(cfg_.connect, "connect");
+        if (cfg_.tls && !cfg_.listen.empty()) tls_ctx_ = make_tls_context(cfg_, true);
+        if (cfg_.tls && !cfg_.connect.empty())
+            make_tls_context(cfg_, false);  // check the files now
     }
 
     ~hl7v2_plugin() { stop(); }
@@ -743,7 +899,9 @@ private:
                 sock.close(ignore);
             } else {
                 sock.set_option(tcp::no_delay(true), ec);
-                std::make_shared<session>(std::move(sock), rt_, cfg_, host_)->start();
+                auto stream = tls_ctx_ ? mllp_stream(std::move(sock), *tls_ctx_)
+                                       : mllp_stream(std::move(sock));
+                std::make_shared<session>(std::move(stream), rt_, cfg_, host_)->start();
             }
             accept();
         });
@@ -752,6 +910,7 @@ private:
     samband::sdk::host host_;
     config cfg_;
     std::shared_ptr<runtime> rt_;
+    std::unique_ptr<asio::ssl::context> tls_ctx_;
     std::optional<tcp::acceptor> acceptor_;
     std::unique_ptr<mllp_client> client_;
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;

@@ -11,6 +11,11 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <boost/asio/connect.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/write.hpp>
+
 #include <random>
 #include <set>
 
@@ -511,6 +516,134 @@ TEST_F(hl7v2_sink_test, an_ar_makes_the_delivery_dead_with_the_peers_answer) {
         << delivery_state(*d) << d->log();
     EXPECT_EQ(peer_log().size(), 1u) << "a rejection is not retried";
     EXPECT_NE(delivery_state(*d).find("rejected"), std::string::npos) << delivery_state(*d);
+}
+
+// Throwaway TLS material for one test: a CA, a server certificate for 127.0.0.1/localhost and a
+// client certificate, made with the openssl command.
+struct tls_files {
+    fs::path ca, server_cert, server_key, client_cert, client_key, other_cert, other_key;
+    explicit tls_files(const fs::path& dir) {
+        ca = dir / "ca.pem";
+        server_cert = dir / "server.pem", server_key = dir / "server.key";
+        client_cert = dir / "client.pem", client_key = dir / "client.key";
+        other_cert = dir / "other.pem", other_key = dir / "other.key";
+        write_file(dir / "san.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+        std::string d = dir.string();
+        std::string cmd =
+            "cd " + d +
+            " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "
+            "ca.key -out ca.pem -days 1 -subj /CN=test-ca"
+            " && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key"
+            " -out server.csr -subj /CN=localhost"
+            " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out "
+            "server.pem -days 1 -extfile san.ext"
+            " && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout client.key"
+            " -out client.csr -subj /CN=client"
+            " && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out "
+            "client.pem -days 1"
+            // a self-signed certificate from no CA the server trusts
+            " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "
+            "other.key -out other.pem -days 1 -subj /CN=stranger";
+        auto [rc, out] = run_command("(" + cmd + ")");
+        EXPECT_EQ(rc, 0) << out;
+    }
+};
+
+// Sends one message over TLS; returns the ACK frame, or nullopt when the handshake or the read
+// failed (a refused client certificate).
+std::optional<std::string> tls_send(int port, const std::string& msg, const tls_files& f,
+                                    bool with_cert, bool trusted_cert = true) {
+    namespace asio = boost::asio;
+    asio::io_context io;
+    asio::ssl::context ctx(asio::ssl::context::tls_client);
+    ctx.load_verify_file(f.ca.string());
+    ctx.set_verify_mode(asio::ssl::verify_peer);
+    if (with_cert) {
+        ctx.use_certificate_chain_file((trusted_cert ? f.client_cert : f.other_cert).string());
+        ctx.use_private_key_file((trusted_cert ? f.client_key : f.other_key).string(),
+                                 asio::ssl::context::pem);
+    }
+    asio::ssl::stream<asio::ip::tcp::socket> s(io, ctx);
+    boost::system::error_code ec;
+    s.next_layer().connect({asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)},
+                           ec);
+    if (ec) return std::nullopt;
+    s.handshake(asio::ssl::stream_base::client, ec);
+    if (ec) return std::nullopt;
+    asio::write(s, asio::buffer(h7::mllp::frame(msg)), ec);
+    if (ec) return std::nullopt;
+    h7::mllp::reader r(1 << 20);
+    std::string out;
+    char buf[4096];
+    for (;;) {
+        std::size_t n = s.read_some(asio::buffer(buf), ec);
+        if (ec) return std::nullopt;
+        r.feed(std::string_view(buf, n));
+        if (r.next(out) == h7::mllp::reader::status::frame) return out;
+    }
+}
+
+TEST_F(hl7v2_daemon_test, tls_listener_takes_only_clients_with_a_trusted_certificate) {
+    tls_files f(root_);
+    write_config(R"(,
+    "tlsin": {"plugin": "hl7v2", "config": {"listen": "127.0.0.1:0", "port_file": "tls.port",
+              "allow_synthetic_ids": true,
+              "tls": {"cert_file": ")" +
+                     f.server_cert.string() + R"(", "key_file": ")" + f.server_key.string() +
+                     R"(", "ca_file": ")" + f.ca.string() + R"("}}})",
+                 R"(,
+    {"name": "tls", "match": {"type": "rph.*", "source": "tlsin"}, "to": ["epj"]})");
+    auto d = start();
+    ASSERT_TRUE(wait_for([&] { return fs::exists(root_ / "tls.port"); }, std::chrono::seconds(10)));
+    int port = std::stoi(read_file(root_ / "tls.port"));
+    std::string msg = referral("TLS1", kFnr, base64("%PDF-1.4 tls"));
+    EXPECT_FALSE(tls_send(port, msg, f, false)) << "no client certificate: refused";
+    EXPECT_FALSE(tls_send(port, msg, f, true, false)) << "an untrusted certificate: refused";
+    EXPECT_EQ(deliveries_to(*d, "epj"), 0u);
+    auto a = ack_of(tls_send(port, msg, f, true));
+    EXPECT_EQ(a.code, h7::ack_code::AA) << a.text << d->log();
+    EXPECT_EQ(deliveries_to(*d, "epj"), 1u);
+    // A plain-text sender cannot talk to the TLS listener either.
+    mllp_conn plain(port);
+    ASSERT_TRUE(plain.send(msg));
+    EXPECT_FALSE(plain.read(std::chrono::seconds(3)));
+}
+
+TEST_F(hl7v2_sink_test, sends_over_tls_with_a_client_certificate) {
+    tls_files f(root_);
+    peer_pid_ = fork();
+    if (peer_pid_ == 0) {
+        std::string script = std::string(SAMBAND_HL7V2_TESTS_DIR) + "/peers/hl7_server.py";
+        std::string pf = (root_ / "peer.port").string(), log = (root_ / "peer.log").string();
+        execl(kPython, kPython, script.c_str(), "--port-file", pf.c_str(), "--log", log.c_str(),
+              "--answers", "AA", "--tls-cert", f.server_cert.c_str(), "--tls-key",
+              f.server_key.c_str(), "--tls-ca", f.ca.c_str(), static_cast<char*>(nullptr));
+        _exit(127);
+    }
+    ASSERT_TRUE(
+        wait_for([&] { return fs::exists(root_ / "peer.port"); }, std::chrono::seconds(15)));
+    peer_port_ = std::stoi(read_file(root_ / "peer.port"));
+    write_config(R"(,
+    "gp": {"plugin": "hl7v2", "config": {"connect": "127.0.0.1:)" +
+                     std::to_string(peer_port_) + R"(", "ack_timeout_ms": 3000,
+           "tls": {"ca_file": ")" +
+                     f.ca.string() + R"(", "cert_file": ")" + f.client_cert.string() +
+                     R"(", "key_file": ")" + f.client_key.string() +
+                     R"(", "server_name": "localhost"}},
+           "policy": {"max_attempts": 5, "backoff_base_ms": 100, "backoff_max_ms": 300,
+                      "attempt_timeout_ms": 10000}})",
+                 R"(,
+    {"name": "scores", "match": {"type": "rph.assessment.scored", "source": "lab"},
+     "to": ["gp"]})");
+    auto d = start();
+    mllp_conn c(port_);
+    ASSERT_TRUE(c.send(score_message("T1")));
+    EXPECT_EQ(ack_of(c.read()).code, h7::ack_code::AA);
+    ASSERT_TRUE(
+        wait_for([&] { return delivery_state(*d).find("\"delivered\"") != std::string::npos; },
+                 std::chrono::seconds(30)))
+        << delivery_state(*d) << d->log();
+    EXPECT_EQ(peer_log().size(), 1u);
 }
 
 }  // namespace

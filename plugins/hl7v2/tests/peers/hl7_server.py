@@ -8,6 +8,7 @@ port to --port-file once it listens on 127.0.0.1:0.
 import argparse
 import asyncio
 import os
+import ssl
 
 import hl7
 import hl7.mllp
@@ -19,6 +20,9 @@ def main():
     p.add_argument("--log", required=True)
     p.add_argument("--answers", default="AA")
     p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--tls-ca", help="require client certificates signed by this CA")
     a = p.parse_args()
     answers = a.answers.split(",")
     count = [0]
@@ -41,9 +45,17 @@ def main():
         finally:
             writer.close()
 
+    ctx = None
+    if a.tls_cert:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+        if a.tls_ca:
+            ctx.load_verify_locations(a.tls_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+
     async def run():
         server = await hl7.mllp.start_hl7_server(
-            handle, host="127.0.0.1", port=0, encoding=a.encoding)
+            handle, host="127.0.0.1", port=0, encoding=a.encoding, ssl=ctx)
         port = server.sockets[0].getsockname()[1]
         tmp = a.port_file + ".tmp"
         with open(tmp, "w") as f:
