@@ -718,9 +718,8 @@ private:
         timer_.expires_after(ms);
         timer_.async_wait([this](boost::system::error_code ec) {
             if (ec) return;
-            boost::system::error_code ignore;
-            close_socket();  // the pending operation completes with an error
             timed_out_ = true;
+            close_socket();  // the pending operation completes with an error
         });
     }
 
