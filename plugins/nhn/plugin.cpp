@@ -412,8 +412,12 @@ public:
             own_.dept_her_id = str(o, "dept_her_id");
         }
         if (d.HasMember("receiver_message_types") && d["receiver_message_types"].IsObject()) {
-            for (auto& m : d["receiver_message_types"].GetObject())
+            // By index: clang 14 in C++20 finds RapidJSON's member-iterator != ambiguous.
+            const auto& types = d["receiver_message_types"];
+            for (rapidjson::SizeType i = 0; i < types.MemberCount(); ++i) {
+                const auto& m = *(types.MemberBegin() + i);
                 if (m.value.IsString()) receiver_types_[m.name.GetString()] = m.value.GetString();
+            }
         }
         if (d.HasMember("adresseregisteret") && d["adresseregisteret"].IsObject()) {
             const auto& a = d["adresseregisteret"];
