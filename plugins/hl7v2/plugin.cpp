@@ -19,9 +19,11 @@
 #include <rapidjson/document.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <memory>
@@ -43,6 +45,7 @@ struct config {
     // source
     std::string listen;  // host:port
     std::string port_file;
+    std::string reject_dir;  // where refused messages are kept with their reason (optional)
     std::size_t max_connections = 64;
     std::size_t max_frame_bytes = 16u * 1024 * 1024;
     std::chrono::milliseconds idle_timeout{300000};
@@ -87,7 +90,8 @@ struct config {
                                       "version",
                                       "charset",
                                       "processing_id",
-                                      "tls"};
+                                      "tls",
+                                      "reject_dir"};
         for (auto it = d.MemberBegin(); it != d.MemberEnd(); ++it) {
             std::string k = it->name.GetString();
             if (std::find(std::begin(known), std::end(known), k) == std::end(known))
@@ -124,6 +128,14 @@ struct config {
             throw error(SAMBAND_INVALID,
                         "hl7v2: give \"listen\" (an MLLP source) or \"connect\" (an MLLP sink)");
         port_file = str("port_file");
+        reject_dir = str("reject_dir");
+        if (!reject_dir.empty()) {
+            std::error_code ec;
+            std::filesystem::create_directories(reject_dir, ec);
+            if (ec)
+                throw error(SAMBAND_INVALID, "hl7v2: cannot create \"reject_dir\" " + reject_dir +
+                                                 ": " + ec.message());
+        }
         max_connections = num("max_connections", 64, 1, 10000);
         max_frame_bytes = num("max_frame_bytes", 16u << 20, 1024, 256u << 20);
         parse.lim.max_message_bytes = max_frame_bytes;
@@ -398,6 +410,7 @@ private:
         if (!parsed) {
             const auto& e = parsed.error();
             host_.log(log_level::warn, "hl7v2: message refused: " + e.describe());
+            keep_refused(frame, e.describe());
             answer_error(index, nullptr, h7::outcome::rejected, e);
             return;
         }
@@ -410,6 +423,7 @@ private:
                           e.code == h7::hl7_error::unsupported_version;
             host_.log(log_level::warn, "hl7v2: message " + std::string(msg->control_id()) +
                                            " refused: " + e.describe());
+            keep_refused(frame, e.describe());
             answer_error(index, msg.get(), reject ? h7::outcome::rejected : h7::outcome::error, e);
             return;
         }
@@ -471,6 +485,29 @@ private:
             0,
             0};
         answer_error(index, msg.get(), h7::outcome::error, e);
+    }
+
+    // Keeps a refused message and its reason in reject_dir (written, then renamed into place).
+    void keep_refused(const std::string& frame, const std::string& reason) {
+        if (cfg_.reject_dir.empty()) return;
+        static std::atomic<std::uint64_t> counter{0};
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+        std::string base =
+            cfg_.reject_dir + "/" + std::to_string(ms) + "-" + std::to_string(++counter);
+        auto put = [](const std::string& path, const std::string& text) {
+            std::string tmp = path + ".tmp";
+            {
+                std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+                out << text;
+                if (!out) return false;
+            }
+            return std::rename(tmp.c_str(), path.c_str()) == 0;
+        };
+        if (!put(base + ".hl7", frame) || !put(base + ".reason", reason + "\n"))
+            host_.log(log_level::error,
+                      "hl7v2: cannot keep a refused message in " + cfg_.reject_dir);
     }
 
     void answer_error(std::size_t index, const h7::message* msg, h7::outcome o,

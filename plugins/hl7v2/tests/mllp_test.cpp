@@ -167,7 +167,7 @@ protected:
   "endpoints": {
     "lab": {"plugin": "hl7v2", "config": {"listen": "127.0.0.1:0", "port_file": "lab.port",
             "allow_synthetic_ids": true, "max_frame_bytes": 1048576, "frame_timeout_ms": 700,
-            "max_segments": 5000}},
+            "max_segments": 5000, "reject_dir": "rejected"}},
     "epj": {"plugin": "file", "config": {"outbox": "outbox"}})" +
                           extra_endpoints + R"(
   },
@@ -290,6 +290,17 @@ TEST_F(hl7v2_daemon_test, a_bad_fodselsnummer_is_refused_with_the_field_named) {
     EXPECT_NE(out.find("check digit"), std::string::npos) << out;
     EXPECT_EQ(out.find(kBadFnr), std::string::npos) << "the ACK must not echo the number";
     EXPECT_EQ(deliveries_to(*d, "epj"), 0u);
+    // Nothing is lost: the refused message is kept with its reason.
+    std::vector<fs::path> kept;
+    for (auto& e : fs::directory_iterator(root_ / "rejected"))
+        if (e.path().extension() == ".hl7") kept.push_back(e.path());
+    ASSERT_EQ(kept.size(), 1u);
+    EXPECT_NE(
+        read_file(kept[0]).find("MSH|^~\\&|GPSYS|LEGEKONTOR|SAMBAND|RPH|20261124101500||REF^I12"),
+        std::string::npos);
+    fs::path reason = kept[0];
+    reason.replace_extension(".reason");
+    EXPECT_NE(read_file(reason).find("PID-3"), std::string::npos) << read_file(reason);
 }
 
 TEST_F(hl7v2_daemon_test, iso_8859_1_message_arrives_as_utf8) {
