@@ -1,6 +1,8 @@
-// libFuzzer target for the HL7 v2 parser, batch parser, ACK reader and MLLP reader.
+// libFuzzer target for the HL7 v2 parser, batch parser, inbound mapping, ACK reader and MLLP
+// reader.
 // Build: clang++ -fsanitize=fuzzer,address,undefined (cmake -DSAMBAND_FUZZ=ON with clang).
 #include "hl7v2/codec/ack.hpp"
+#include "hl7v2/codec/mapping.hpp"
 #include "hl7v2/codec/message.hpp"
 #include "hl7v2/codec/mllp.hpp"
 
@@ -21,6 +23,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (!again) __builtin_trap();
         if (serialize(*again) != out) __builtin_trap();
         (void)read_ack(*m);
+        inbound_options io;
+        io.allow_synthetic_ids = true;
+        (void)map_inbound(*m, io);
         message ack = build_ack(&*m, ack_code::AE, "x", nullptr);
         (void)serialize(ack);
     }
