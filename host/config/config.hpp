@@ -41,6 +41,7 @@ struct gp_directory_config {
     std::string url, username, password_secret, names_file, ca_file;  // fastlegeregisteret
     std::int64_t timeout_ms = 10000;
     std::int64_t cache_ttl_s = 3600;
+    bool operator==(const gp_directory_config&) const = default;
 };
 struct secret_ref {
     std::string file;

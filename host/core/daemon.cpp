@@ -87,12 +87,7 @@ public:
                   {{"dir", cfg_->schemas_dir}, {"count", std::to_string(schemas_.size())}});
         gp_ = open_gp_directory(*cfg_, log_);
 
-        ingest::options io;
-        io.lim.max_event_bytes = cfg_->limits.max_event_bytes;
-        io.lim.max_attachment_bytes = cfg_->limits.max_attachment_bytes;
-        io.lim.max_attachments = cfg_->limits.max_attachments;
-        io.allow_synthetic_ids = cfg_->identifiers.allow_synthetic;
-        ingest_ = std::make_unique<ingest::ingest>(*store_, schemas_, io, log_);
+        ingest_ = std::make_unique<ingest::ingest>(*store_, schemas_, ingest_options(*cfg_), log_);
 
         engine_ = std::make_unique<delivery::engine>(
             *store_, log_, handles_, [this](const std::string& sha) { return blob_path(sha); });
@@ -156,6 +151,37 @@ private:
     void apply_log_settings(const config::config& c) {
         log_level l = log_level::info;
         if (parse_log_level(c.log.level, l)) log_.set_level(l);
+        log_.set_json(c.log.format == "json");
+    }
+
+    static ingest::options ingest_options(const config::config& c) {
+        ingest::options io;
+        io.lim.max_event_bytes = c.limits.max_event_bytes;
+        io.lim.max_attachment_bytes = c.limits.max_attachment_bytes;
+        io.lim.max_attachments = c.limits.max_attachments;
+        io.allow_synthetic_ids = c.identifiers.allow_synthetic;
+        return io;
+    }
+
+    // Settings a reload cannot change in a running process, by JSON path. They keep their running
+    // values (in `next` too), and the reload says which were not applied.
+    static std::vector<std::string> keep_restart_only(const config::config& running,
+                                                      config::config& next) {
+        std::vector<std::string> kept;
+        auto keep = [&](auto& field, const auto& now, const char* path) {
+            if (field == now) return;
+            kept.push_back(path);
+            field = now;
+        };
+        keep(next.store.kind, running.store.kind, "/store/kind");
+        keep(next.store.path, running.store.path, "/store/path");
+        keep(next.store.synchronous, running.store.synchronous, "/store/synchronous");
+        keep(next.admin.listen, running.admin.listen, "/admin/listen");
+        keep(next.admin.token_file, running.admin.token_file, "/admin/token_file");
+        keep(next.plugin_dirs, running.plugin_dirs, "/plugin_dirs");
+        keep(next.schemas_dir, running.schemas_dir, "/schemas_dir");
+        keep(next.node.name, running.node.name, "/node/name");
+        return kept;
     }
 
     std::string blob_path(const std::string& sha) const {
@@ -365,6 +391,19 @@ private:
             return;
         }
         auto next = std::make_shared<config::config>(std::move(*loaded.cfg));
+        auto kept = keep_restart_only(*cfg_, *next);
+        // A changed GP directory is opened before anything live changes.
+        std::unique_ptr<directory::gp_directory> gp_next;
+        bool gp_changed = next->gp_directory != cfg_->gp_directory;
+        if (gp_changed) {
+            try {
+                gp_next = open_gp_directory(*next, log_);
+            } catch (const std::exception& e) {
+                log_.error("reload", "reload refused; the running config stays",
+                           {{"errors", std::string("/gp_directory: ") + e.what()}});
+                return;
+            }
+        }
         // Build new instances for added or changed endpoints before touching anything live.
         auto changes = plan_endpoint_changes(*rt_, *next);
         std::string why;
@@ -373,7 +412,13 @@ private:
             log_.error("reload", "reload refused; the running config stays", {{"errors", why}});
             return;
         }
+        // Sinks and transforms start now; new sources only once their routes are installed.
+        std::vector<std::string> new_sources;
         for (auto& [name, ep] : fresh) {
+            if (ep.inst->plugin().kinds & SAMBAND_KIND_SOURCE) {
+                new_sources.push_back(name);
+                continue;
+            }
             auto st = ep.inst->start();
             if (!st.ok()) {
                 log_.error("reload", "reload refused; the running config stays",
@@ -405,18 +450,41 @@ private:
                 if (ep.inst && (ep.inst->plugin().kinds & SAMBAND_KIND_SINK))
                     engine_->set_destination(name, ep.inst.get(), ep.pol);
             }
+            if (gp_changed) gp_ = std::move(gp_next);  // no prepare runs while we swap
         });
         install_routes(*next);
         apply_log_settings(*next);
+        ingest_->set_options(ingest_options(*next));
         {
             std::lock_guard lock(mu_);
             cfg_ = next;
         }
         for (auto& inst : retired) inst->stop();
+        std::string failed_sources;
+        for (const auto& name : new_sources) {
+            auto& ep = rt_->endpoints[name];
+            auto st = ep.inst->start();
+            if (!st.ok()) {
+                ep.failure = "start failed: " + st.message;
+                failed_sources += (failed_sources.empty() ? "" : "; ") + ("/endpoints/" + name) +
+                                  ": start failed: " + st.message;
+            }
+        }
         engine_->kick();
-        log_.info("reload", "reload applied",
-                  {{"endpoints", std::to_string(rt_->endpoints.size())},
-                   {"routes", std::to_string(next->routes.size())}});
+        std::string not_applied;
+        for (const auto& p : kept) not_applied += (not_applied.empty() ? "" : ", ") + p;
+        if (!failed_sources.empty())
+            log_.error("reload", "reload applied, but a new source did not start",
+                       {{"errors", failed_sources}});
+        log_.info(
+            "reload",
+            kept.empty() ? "reload applied" : "reload applied except settings that need a restart",
+            {{"endpoints", std::to_string(rt_->endpoints.size())},
+             {"routes", std::to_string(next->routes.size())},
+             {"needs_restart", not_applied}});
+        if (!kept.empty())
+            log_.warn("reload", "these settings need a restart and keep their running values",
+                      {{"paths", not_applied}});
     }
 
     void schedule_retention() {

@@ -1,6 +1,7 @@
 // Structured logging: one logfmt line per step, identifiers masked, to stderr or a file.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <mutex>
@@ -25,6 +26,8 @@ class logger {
 public:
     explicit logger(log_level min = log_level::info, bool json = false);
     void set_level(log_level min) { min_ = min; }
+    // log.format: one JSON object per line (true) or logfmt.
+    void set_json(bool json) { json_ = json; }
     log_level level() const { return min_; }
     bool enabled(log_level l) const { return static_cast<int>(l) >= static_cast<int>(min_); }
 
@@ -52,7 +55,7 @@ public:
 
 private:
     log_level min_;
-    bool json_;
+    std::atomic<bool> json_;
     std::FILE* sink_;
     std::mutex mu_;
 };

@@ -86,6 +86,14 @@ void ingest::set_routes(route_fn fn) {
     routes_ = std::make_shared<route_fn>(std::move(fn));
 }
 
+void ingest::set_options(const options& o) {
+    std::lock_guard lock(mu_);
+    opts_.lim.max_event_bytes = o.lim.max_event_bytes;
+    opts_.lim.max_attachment_bytes = o.lim.max_attachment_bytes;
+    opts_.lim.max_attachments = o.lim.max_attachments;
+    opts_.allow_synthetic_ids = o.allow_synthetic_ids;
+}
+
 void ingest::set_observers(observers obs) {
     std::lock_guard lock(mu_);
     obs_ = std::move(obs);
@@ -94,7 +102,12 @@ void ingest::set_observers(observers obs) {
 boost::system::result<rapidjson::Document, std::string> ingest::validate(
     std::string_view source, std::string_view envelope_json,
     std::vector<store::attachment_input>* attachments) const {
-    return validate_envelope(schemas_, opts_, source, envelope_json, attachments);
+    options o;
+    {
+        std::lock_guard lock(mu_);
+        o = opts_;
+    }
+    return validate_envelope(schemas_, o, source, envelope_json, attachments);
 }
 
 boost::system::result<rapidjson::Document, std::string> validate_envelope(

@@ -57,6 +57,9 @@ public:
     ingest(store::store& st, const codec::schema_set& schemas, options opts, core::logger& log);
 
     void set_routes(route_fn fn);
+    // Reload: new size limits and identifier rules for the next submits (max_depth and
+    // max_pending_submits stay as built).
+    void set_options(const options& o);
     void set_observers(observers obs);
 
     // Validates and stores `sub` from endpoint `source`; `done` runs exactly once: OK after the
@@ -84,7 +87,7 @@ private:
     const codec::schema_set& schemas_;
     options opts_;
     core::logger& log_;
-    std::mutex mu_;
+    mutable std::mutex mu_;
     std::shared_ptr<route_fn> routes_;
     observers obs_;
     std::atomic<bool> stopping_{false};

@@ -191,5 +191,65 @@ TEST(engine, operator_actions_answer_by_error_kind) {
     EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
+// Honest reload: a new source starts only after its route exists; settings that need a restart
+// are named and keep their values; log.format is applied.
+TEST(engine, reload_installs_routes_before_new_sources_and_names_what_needs_a_restart) {
+    temp_dir tmp;
+    fs::path root = tmp.path();
+    auto config = [&](bool second, const std::string& store, const std::string& format) {
+        std::string sources =
+            R"("epj": {"plugin": "file", "config": {"inbox": "inbox", "poll_ms": 20}},)";
+        std::string routes =
+            R"({"name": "one", "match": {"type": "rph.*", "source": "epj"}, "to": ["journal"]})";
+        if (second) {
+            sources +=
+                R"("epj2": {"plugin": "file", "config": {"inbox": "inbox2", "poll_ms": 10}},)";
+            routes +=
+                R"(, {"name": "two", "match": {"type": "rph.*", "source": "epj2"}, "to": ["journal"]})";
+        }
+        return R"({
+  "store": {"kind": "sqlite", "path": ")" +
+               store + R"("},
+  "admin": {"listen": "127.0.0.1:0", "token_file": "tokens"},
+  "log": {"format": ")" +
+               format + R"("},
+  "plugin_dirs": [")" +
+               plugin_dir() + R"("],
+  "schemas_dir": ")" +
+               source_dir() + R"(/config/schemas",
+  "identifiers": {"allow_synthetic": true},
+  "endpoints": {)" +
+               sources + R"(
+    "journal": {"plugin": "fixture-sink", "config": {"record_file": "journal.jsonl"}}
+  },
+  "routes": [)" +
+               routes + R"(]
+})";
+    };
+    write_file(root / "samband.json", config(false, "var/samband.db", "logfmt"));
+    write_file(root / "tokens", "ops:0123456789abcdef0123\n");
+    // The new source's first event is already waiting when the reload starts it.
+    drop_file(root / "inbox2", "0.json", event(0));
+    daemon_process d(root / "samband.json", root);
+    ASSERT_TRUE(d.start()) << d.log();
+    write_file(root / "samband.json", config(true, "var/other.db", "json"));
+    d.signal(SIGHUP);
+    ASSERT_TRUE(wait_for([&] { return d.log().find("reload applied") != std::string::npos; },
+                         std::chrono::seconds(10)))
+        << d.log();
+    ASSERT_TRUE(wait_for([&] { return lines(root / "journal.jsonl", "\"outcome\":\"ok\"") == 1; },
+                         std::chrono::seconds(10)))
+        << "the new source's first event was not routed\n"
+        << d.log();
+    std::string log = d.log();
+    EXPECT_EQ(log.find("no route matches"), std::string::npos) << log;
+    EXPECT_NE(log.find("/store/path"), std::string::npos) << "the refused setting is named\n"
+                                                          << log;
+    EXPECT_FALSE(fs::exists(root / "var/other.db")) << "the store does not move on reload";
+    EXPECT_NE(log.find("{\"ts\":"), std::string::npos) << "log.format json was not applied\n"
+                                                       << log;
+    EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
 }  // namespace
 }  // namespace samband::test
