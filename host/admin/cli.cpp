@@ -12,6 +12,7 @@
 #include <rapidjson/prettywriter.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
+#include <samband/json.hpp>
 
 #include <cstdio>
 #include <cstdlib>
@@ -120,8 +121,8 @@ int report(const response& r) {
         return 3;
     }
     rapidjson::Document d;
-    d.Parse(r.body.c_str());
-    if (!d.HasParseError() && d.IsObject() && d.HasMember("error") && d["error"].IsObject()) {
+    if (json::parse(r.body, d).empty() && d.IsObject() && d.HasMember("error") &&
+        d["error"].IsObject()) {
         std::cerr << "samband: " << d["error"]["message"].GetString() << " (HTTP " << r.status
                   << ", " << d["error"]["code"].GetString() << ")\n";
     } else {
@@ -132,8 +133,7 @@ int report(const response& r) {
 
 void pretty(std::ostream& out, const std::string& json) {
     rapidjson::Document d;
-    d.Parse(json.c_str());
-    if (d.HasParseError()) {
+    if (!samband::json::parse(json, d).empty()) {
         out << json << "\n";
         return;
     }
@@ -141,6 +141,15 @@ void pretty(std::ostream& out, const std::string& json) {
     rapidjson::PrettyWriter<rapidjson::StringBuffer> w(sb);
     d.Accept(w);
     out << sb.GetString() << "\n";
+}
+
+// Parses the daemon's answer; false after saying why when it is not JSON of the expected type.
+bool read_answer(const response& r, rapidjson::Document& d, rapidjson::Type want) {
+    std::string err = json::parse(r.body, d);
+    if (err.empty() && d.GetType() == want) return true;
+    std::cerr << "samband: unreadable answer from the daemon: "
+              << (err.empty() ? std::string("unexpected JSON type") : err) << "\n";
+    return false;
 }
 
 std::string get_str(const rapidjson::Value& v, const char* k) {
@@ -194,7 +203,7 @@ int cmd_status(const client_options& o) {
         return 0;
     }
     rapidjson::Document d;
-    d.Parse(r.body.c_str());
+    if (!read_answer(r, d, rapidjson::kObjectType)) return 1;
     std::cout << "samband at " << admin_url(o) << ": "
               << (d["ready"].GetBool() ? "ready" : "NOT ready") << "\n\n";
     std::cout << std::left << std::setw(22) << "DESTINATION" << std::right;
@@ -265,7 +274,7 @@ void add_client_commands(CLI::App& app, std::function<void(int)> set_exit) {
             std::cout << r.body << "\n";
         } else {
             rapidjson::Document d;
-            d.Parse(r.body.c_str());
+            if (!read_answer(r, d, rapidjson::kArrayType)) return set_exit(1);
             print_deliveries(d);
         }
         set_exit(0);
@@ -354,12 +363,12 @@ void add_client_commands(CLI::App& app, std::function<void(int)> set_exit) {
         ss << in.rdbuf();
         std::string text = ss.str();
         rapidjson::Document d;
-        d.Parse(text.c_str());
+        const bool unparsed = !json::parse(text, d).empty();
         rapidjson::StringBuffer sb;
         rapidjson::Writer<rapidjson::StringBuffer> w(sb);
         w.StartObject();
         w.Key("envelope");
-        if (d.HasParseError()) {
+        if (unparsed) {
             w.String(text.c_str(),
                      static_cast<rapidjson::SizeType>(text.size()));  // the host says why
         } else {
@@ -367,8 +376,7 @@ void add_client_commands(CLI::App& app, std::function<void(int)> set_exit) {
         }
         w.Key("attachments");
         w.StartArray();
-        if (!d.HasParseError() && d.IsObject() && d.HasMember("attachments") &&
-            d["attachments"].IsArray()) {
+        if (!unparsed && d.IsObject() && d.HasMember("attachments") && d["attachments"].IsArray()) {
             for (auto& a : d["attachments"].GetArray()) {
                 if (!a.IsObject() || !a.HasMember("file") || !a["file"].IsString()) continue;
                 fs::path p = fs::path(*file).parent_path() / a["file"].GetString();
@@ -397,7 +405,7 @@ void add_client_commands(CLI::App& app, std::function<void(int)> set_exit) {
         auto r = call(*o, http::verb::post, "/api/v1/events", sb.GetString());
         if (r.status != 200 && r.status != 201) return set_exit(report(r));
         rapidjson::Document a;
-        a.Parse(r.body.c_str());
+        if (!read_answer(r, a, rapidjson::kObjectType)) return set_exit(1);
         std::cout << "accepted event " << get_str(a, "event_id")
                   << (a["duplicate"].GetBool() ? " (duplicate: the first event's id)" : "") << "\n";
         set_exit(0);
@@ -412,7 +420,7 @@ void add_client_commands(CLI::App& app, std::function<void(int)> set_exit) {
             std::cout << r.body << "\n";
         } else {
             rapidjson::Document d;
-            d.Parse(r.body.c_str());
+            if (!read_answer(r, d, rapidjson::kArrayType)) return set_exit(1);
             for (auto& e : d.GetArray())
                 std::cout << get_str(e, "id") << "  " << get_str(e, "source") << "  "
                           << get_str(e, "reason") << "\n";

@@ -12,6 +12,7 @@
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
+#include <samband/json.hpp>
 
 #include <condition_variable>
 #include <fstream>
@@ -521,8 +522,8 @@ struct server::impl {
 
     static std::string body_reason(const std::string& body) {
         rapidjson::Document d;
-        d.Parse(body.c_str());
-        if (d.HasParseError() || !d.IsObject() || !d.HasMember("reason") || !d["reason"].IsString())
+        if (!json::parse(body, d).empty() || !d.IsObject() || !d.HasMember("reason") ||
+            !d["reason"].IsString())
             return {};
         return d["reason"].GetString();
     }
@@ -561,8 +562,7 @@ struct server::impl {
             return error_reply(http::status::unauthorized, "unauthorized",
                                "a valid operator token is needed");
         rapidjson::Document d;
-        d.Parse(req.body().c_str());
-        if (d.HasParseError() || !d.IsObject() || !d.HasMember("destination") ||
+        if (!json::parse(req.body(), d).empty() || !d.IsObject() || !d.HasMember("destination") ||
             !d["destination"].IsString() || !d.HasMember("since_ms") || !d["since_ms"].IsInt64())
             return error_reply(http::status::bad_request, "bad_body",
                                "expected {\"destination\": \"name\", \"since_ms\": unix-ms}");
@@ -577,11 +577,16 @@ struct server::impl {
             return error_reply(http::status::unauthorized, "unauthorized",
                                "a valid operator token is needed");
         rapidjson::Document d;
-        d.Parse(req.body().c_str());
-        if (d.HasParseError() || !d.IsObject() || !d.HasMember("envelope"))
+        plugin::submission sub;
+        if (!json::parse(req.body(), d).empty()) {
+            // Not JSON (or nested too deep): ingest refuses it with the reason and keeps it in
+            // the error store, so nothing posted is lost.
+            sub.envelope_json = req.body();
+            return submitted(std::move(sub));
+        }
+        if (!d.IsObject() || !d.HasMember("envelope"))
             return error_reply(http::status::bad_request, "bad_body",
                                "expected {\"envelope\": {...}, \"attachments\": [...]}");
-        plugin::submission sub;
         if (d["envelope"].IsString()) {
             sub.envelope_json = d["envelope"].GetString();
         } else {
@@ -611,6 +616,10 @@ struct server::impl {
                 sub.attachments.push_back(std::move(at));
             }
         }
+        return submitted(std::move(sub));
+    }
+
+    reply submitted(plugin::submission sub) {
         auto p = std::make_shared<std::promise<plugin::submit_result>>();
         auto f = p->get_future();
         be.submit(std::move(sub), [p](const plugin::submit_result& r) { p->set_value(r); });

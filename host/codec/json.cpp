@@ -14,34 +14,6 @@ namespace samband::codec {
 
 namespace {
 
-// Depth of the deepest nesting outside strings; stops counting past `limit`.
-bool depth_within(std::string_view text, std::size_t limit, std::size_t& offset) {
-    std::size_t depth = 0;
-    bool in_string = false;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        char c = text[i];
-        if (in_string) {
-            if (c == '\\') {
-                ++i;
-            } else if (c == '"') {
-                in_string = false;
-            }
-            continue;
-        }
-        if (c == '"') {
-            in_string = true;
-        } else if (c == '{' || c == '[') {
-            if (++depth > limit) {
-                offset = i;
-                return false;
-            }
-        } else if (c == '}' || c == ']') {
-            if (depth > 0) --depth;
-        }
-    }
-    return true;
-}
-
 std::string value_text(const rapidjson::Value& v) {
     if (v.IsString()) return std::string("\"") + v.GetString() + "\"";
     return to_json(v);
@@ -50,32 +22,17 @@ std::string value_text(const rapidjson::Value& v) {
 }  // namespace
 
 boost::system::result<rapidjson::Document, std::string> parse_json(std::string_view text,
-                                                                   std::size_t max_depth) {
-    std::size_t at = 0;
-    if (!depth_within(text, max_depth, at)) {
-        return "JSON nested deeper than " + std::to_string(max_depth) + " levels (at offset " +
-               std::to_string(at) + ")";
-    }
+                                                                   const json::limits& lim) {
     rapidjson::Document doc;
-    doc.Parse<rapidjson::kParseStopWhenDoneFlag>(text.data(), text.size());
-    if (doc.HasParseError()) {
-        std::size_t off = doc.GetErrorOffset();
-        std::size_t line = 1, col = 1;
-        for (std::size_t i = 0; i < off && i < text.size(); ++i) {
-            if (text[i] == '\n') {
-                ++line;
-                col = 1;
-            } else {
-                ++col;
-            }
-        }
-        return std::string("malformed JSON at line ") + std::to_string(line) + " column " +
-               std::to_string(col) + ": " + rapidjson::GetParseError_En(doc.GetParseError());
-    }
-    // Only white space may follow the document.
-    std::size_t end = doc.GetErrorOffset();
-    (void)end;
+    if (std::string err = json::parse(text, doc, lim); !err.empty()) return err;
     return doc;
+}
+
+boost::system::result<rapidjson::Document, std::string> parse_json(std::string_view text,
+                                                                   std::size_t max_depth) {
+    json::limits lim;
+    lim.max_depth = max_depth;
+    return parse_json(text, lim);
 }
 
 std::string to_json(const rapidjson::Value& v) {
@@ -103,12 +60,8 @@ schema_set schema_set::load_dir(const std::string& dir) {
         ss << in.rdbuf();
         auto e = std::make_shared<schema_set::entry>();
         e->source = std::make_unique<rapidjson::Document>();
-        std::string text = ss.str();
-        e->source->Parse(text.c_str());
-        if (e->source->HasParseError()) {
-            throw std::runtime_error("schemas: " + entry.path().string() + " is not valid JSON: " +
-                                     rapidjson::GetParseError_En(e->source->GetParseError()));
-        }
+        if (std::string err = json::parse(ss.str(), *e->source); !err.empty())
+            throw std::runtime_error("schemas: " + entry.path().string() + ": " + err);
         e->schema = std::make_unique<rapidjson::SchemaDocument>(*e->source);
         out.schemas_[entry.path().stem().string()] = e;
     }

@@ -3,6 +3,7 @@
 
 #include <rapidjson/document.h>
 #include <rapidjson/schema.h>
+#include <samband/json.hpp>
 
 #include <boost/system/result.hpp>
 
@@ -14,8 +15,11 @@
 
 namespace samband::codec {
 
-// Parses `text` as one JSON document with a nesting limit (RapidJSON 1.1.0 has none of its own).
-// The error names the offset and RapidJSON's reason, or the depth.
+// The daemon's one JSON entry point (samband::json::parse: iterative, depth- and size-limited;
+// RapidJSON 1.1.0 has no depth limit of its own). Every JSON text the host reads comes through
+// here. The error names the size, the depth and its offset, or the line, column and reason.
+boost::system::result<rapidjson::Document, std::string> parse_json(std::string_view text,
+                                                                   const json::limits& lim);
 boost::system::result<rapidjson::Document, std::string> parse_json(std::string_view text,
                                                                    std::size_t max_depth = 64);
 

@@ -1,11 +1,11 @@
 #include "config/config.hpp"
 
 #include <rapidjson/document.h>
-#include <rapidjson/error/en.h>
 #include <rapidjson/pointer.h>
 #include <rapidjson/schema.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
+#include <samband/json.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -58,8 +58,8 @@ struct schemas {
         parts;
 
     schemas() {
-        source.Parse(config_schema_text());
-        if (source.HasParseError()) throw std::runtime_error("built-in config schema is not JSON");
+        if (std::string err = samband::json::parse(config_schema_text(), source); !err.empty())
+            throw std::runtime_error("built-in config schema: " + err);
         // Top level: the part collections only need the right container type here.
         rapidjson::Document top_doc;
         top_doc.CopyFrom(source, top_doc.GetAllocator());
@@ -218,21 +218,11 @@ config_result parse_config(const std::string& text, const std::string& file,
         return res;
     }
     rapidjson::Document doc;
-    doc.Parse<rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag>(text.c_str(),
-                                                                                   text.size());
-    if (doc.HasParseError()) {
-        std::size_t off = doc.GetErrorOffset(), line = 1, col = 1;
-        for (std::size_t i = 0; i < off && i < text.size(); ++i) {
-            if (text[i] == '\n') {
-                ++line;
-                col = 1;
-            } else {
-                ++col;
-            }
-        }
-        errs.push_back({"", "JSON syntax error at line " + std::to_string(line) + ", column " +
-                                std::to_string(col) + ": " +
-                                rapidjson::GetParseError_En(doc.GetParseError())});
+    samband::json::limits lim;
+    lim.max_bytes = kMaxConfigBytes;
+    lim.relaxed = true;  // people write configs: comments and trailing commas are fine
+    if (std::string err = samband::json::parse(text, doc, lim); !err.empty()) {
+        errs.push_back({"", err});
         return res;
     }
     const schemas& s = built_in();

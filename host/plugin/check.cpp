@@ -5,6 +5,7 @@
 #include "plugin/plugin_host.hpp"
 
 #include <rapidjson/document.h>
+#include <samband/json.hpp>
 
 #include <chrono>
 #include <condition_variable>
@@ -271,11 +272,11 @@ int run_plugin_check(const std::string& so_path, const std::optional<std::string
         auto r = (*inst)->transform(e);
         if (r) {
             rapidjson::Document d;
-            d.Parse(r->c_str());
-            result(!d.HasParseError() && d.IsObject(),
-                   d.HasParseError() ? "transform: valid event → output is not a JSON object"
-                                     : "transform: valid event → an event (" +
-                                           std::to_string(r->size()) + " bytes)");
+            const bool bad = !samband::json::parse(*r, d).empty();
+            result(!bad && d.IsObject(),
+                   bad ? "transform: valid event → output is not a JSON object"
+                       : "transform: valid event → an event (" + std::to_string(r->size()) +
+                             " bytes)");
         } else {
             result(r.error().status != SAMBAND_INTERNAL,
                    "transform: valid sample event rejected with " + status_text(r.error().status) +

@@ -1,6 +1,7 @@
 #include "router/router.hpp"
 
 #include <rapidjson/pointer.h>
+#include <samband/json.hpp>
 
 namespace samband::router {
 
@@ -30,10 +31,11 @@ router::router(const std::vector<config::route>& routes) {
             cp.pointer = p.path;
             cp.what = p.what;
             cp.exists = p.exists;
-            if (!p.value_json.empty()) cp.value.Parse(p.value_json.c_str());
+            // Written by the config loader from the parsed config, so always valid JSON.
+            if (!p.value_json.empty()) (void)samband::json::parse(p.value_json, cp.value);
             for (const auto& v : p.values_json) {
                 rapidjson::Document d;
-                d.Parse(v.c_str());
+                (void)samband::json::parse(v, d);
                 cp.values.push_back(std::move(d));
             }
             c.where.push_back(std::move(cp));

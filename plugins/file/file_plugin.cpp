@@ -9,6 +9,7 @@
 // Outbox: each delivery becomes NAME.json (the event as delivered) with its attachments beside it
 // as NAME.<filename>, each written to a temporary file, fsynced and renamed, so a reader never
 // sees half a file. NAME comes from the delivery id, so a repeat replaces, never adds.
+#include <samband/json.hpp>
 #include <samband/sdk.hpp>
 
 #include <rapidjson/document.h>
@@ -107,9 +108,9 @@ public:
 
     file_plugin(samband::sdk::host h, std::string_view config) : host_(h) {
         rapidjson::Document d;
-        d.Parse(config.data(), config.size());
-        if (d.HasParseError() || !d.IsObject())
-            throw error(SAMBAND_INVALID, "file plugin: config must be a JSON object");
+        if (std::string err = samband::json::parse(config, d); !err.empty() || !d.IsObject())
+            throw error(SAMBAND_INVALID, "file plugin: config must be a JSON object" +
+                                             (err.empty() ? std::string() : " (" + err + ")"));
         auto str = [&](const char* k) {
             auto it = d.FindMember(k);
             if (it == d.MemberEnd()) return std::string();
@@ -305,8 +306,9 @@ private:
         std::vector<samband::sdk::submit_attachment> atts;
         std::vector<std::string> att_files;
         rapidjson::Document d;
-        d.Parse(text.c_str(), text.size());
-        if (!d.HasParseError() && d.IsObject()) {
+        // Unreadable text goes to the host as it is: ingest refuses it with the reason and keeps
+        // it in the error store.
+        if (samband::json::parse(text, d).empty() && d.IsObject()) {
             bool changed = false;
             if (!d.HasMember("idempotency_key")) {
                 std::string key = "file:" + n + ":" + fingerprint(text);

@@ -15,6 +15,7 @@
 #include "nhn/edi/http.hpp"
 
 #include <samband/identifiers.hpp>
+#include <samband/json.hpp>
 #include <samband/sdk.hpp>
 
 #include <rapidjson/document.h>
@@ -354,7 +355,7 @@ public:
     nhn_plugin(samband::sdk::host h, std::string_view config)
         : host_(h), codec_(make_codec(config)) {
         rapidjson::Document d;
-        d.Parse(config.data(), config.size());
+        (void)samband::json::parse(config, d);  // make_codec has checked it
         out_dir_ = str(d, "out_dir");
         in_dir_ = str(d, "in_dir");
         std::string transport = str(d, "transport");
@@ -643,9 +644,9 @@ private:
 
     static nhn::codec make_codec(std::string_view config) {
         rapidjson::Document d;
-        d.Parse(config.data(), config.size());
-        if (d.HasParseError() || !d.IsObject())
-            throw error(SAMBAND_INVALID, "nhn: config must be a JSON object");
+        if (std::string err = samband::json::parse(config, d); !err.empty() || !d.IsObject())
+            throw error(SAMBAND_INVALID, "nhn: config must be a JSON object" +
+                                             (err.empty() ? std::string() : " (" + err + ")"));
         std::string xsd = str(d, "xsd_dir");
         if (xsd.empty()) xsd = installed_xsd_dir();
         if (xsd.empty())
@@ -695,8 +696,8 @@ private:
         o.msg_id = msg_id;
         o.request_apprec = request_apprec_;
         rapidjson::Document env;
-        env.Parse(ev.envelope_json.data(), ev.envelope_json.size());
-        if (!env.HasParseError() && env.IsObject() && env.HasMember("note")) {
+        if (samband::json::parse(ev.envelope_json, env).empty() && env.IsObject() &&
+            env.HasMember("note")) {
             const auto& note = env["note"];
             if (note.HasMember("receiver") && note["receiver"].HasMember("organisation")) {
                 auto it = receiver_types_.find(str(note["receiver"]["organisation"], "her_id"));

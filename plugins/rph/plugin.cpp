@@ -5,6 +5,7 @@
 //            "templates_file": "path/to/rph-templates.json"}   (all optional)
 #include "render.hpp"
 
+#include <samband/json.hpp>
 #include <samband/sdk.hpp>
 
 #include <rapidjson/document.h>
@@ -26,9 +27,9 @@ std::string str(const rapidjson::Value* o, const char* k) {
 
 samband::rph::renderer_config parse(std::string_view config) {
     rapidjson::Document d;
-    d.Parse(config.data(), config.size());
-    if (d.HasParseError() || !d.IsObject())
-        throw error(SAMBAND_INVALID, "rph: config must be a JSON object");
+    if (std::string err = samband::json::parse(config, d); !err.empty() || !d.IsObject())
+        throw error(SAMBAND_INVALID, "rph: config must be a JSON object" +
+                                         (err.empty() ? std::string() : " (" + err + ")"));
     samband::rph::renderer_config c;
     if (d.HasMember("sender") && d["sender"].IsObject()) {
         const auto& s = d["sender"];

@@ -3,6 +3,7 @@
 #include <rapidjson/pointer.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
+#include <samband/json.hpp>
 
 #include <cmath>
 #include <cstdio>
@@ -191,9 +192,9 @@ std::string score_line(std::string_view instrument, double score) {
 renderer::renderer(renderer_config cfg) : cfg_(std::move(cfg)) {
     const std::string text =
         cfg_.templates_json.empty() ? default_templates() : cfg_.templates_json;
-    templates_.Parse(text.c_str());
-    if (templates_.HasParseError() || !templates_.IsObject())
-        throw std::invalid_argument("rph templates: not a JSON object");
+    if (std::string err = samband::json::parse(text, templates_); !err.empty())
+        throw std::invalid_argument("rph templates: " + err);
+    if (!templates_.IsObject()) throw std::invalid_argument("rph templates: not a JSON object");
     for (const char* kind : {"oppstartsnotat", "avslutningsnotat", "foresporsel", "svar",
                              "henvisning", "journal_score", "journal_session"}) {
         const Value* t = member(&templates_, kind);
@@ -206,8 +207,7 @@ renderer::renderer(renderer_config cfg) : cfg_(std::move(cfg)) {
 render_result renderer::render(std::string_view envelope_json) const {
     render_result res;
     rapidjson::Document env;
-    env.Parse(envelope_json.data(), envelope_json.size());
-    if (env.HasParseError() || !env.IsObject()) {
+    if (!samband::json::parse(envelope_json, env).empty() || !env.IsObject()) {
         res.error = "the event is not a JSON object";
         return res;
     }

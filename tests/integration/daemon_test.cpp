@@ -291,6 +291,36 @@ TEST_F(daemon_test, bad_inputs_are_refused_with_specific_reasons_and_kept) {
     EXPECT_EQ(d->stop(), 0);
 }
 
+// (e2) 800 KB of nested JSON, as an inbox file and as one admin POST (RapidJSON's recursive parse
+// used to overflow the stack and kill the daemon): refused with the depth as the reason, kept in
+// the error store, and the daemon keeps working.
+TEST_F(daemon_test, deeply_nested_json_is_refused_and_the_daemon_stays_up) {
+    auto d = start();
+    const std::string nested = std::string(400 * 1024, '[') + std::string(400 * 1024, ']');
+    const std::string why = "nested deeper than 64 levels";
+    drop_file(root_ / "inbox", "nested.json", nested);
+    fs::path reason = root_ / "inbox" / "error" / "nested.json.reason";
+    ASSERT_TRUE(wait_for([&] { return fs::exists(reason); }, std::chrono::seconds(15))) << d->log();
+    EXPECT_NE(read_file(reason).find(why), std::string::npos) << read_file(reason);
+
+    auto r = d->post("/api/v1/events", "{\"envelope\":" + nested + "}");
+    EXPECT_EQ(r.status, 422) << r.body;
+    EXPECT_NE(r.body.find(why), std::string::npos) << r.body;
+    ASSERT_TRUE(d->running()) << d->log();
+
+    auto [code, out] = d->cli("errors --json");
+    EXPECT_EQ(code, 0) << out;
+    std::size_t kept = 0;
+    for (auto at = out.find(why); at != std::string::npos; at = out.find(why, at + 1)) ++kept;
+    EXPECT_EQ(kept, 2u) << out;
+
+    drop_file(root_ / "inbox", "good.json", score_event(1));
+    EXPECT_TRUE(wait_for([&] { return read_records(root_ / "record.jsonl").size() == 1; },
+                         std::chrono::seconds(15)))
+        << d->log();
+    EXPECT_EQ(d->stop(), 0);
+}
+
 // (f) SIGHUP with a broken config keeps the old config running.
 TEST_F(daemon_test, sighup_with_broken_config_keeps_the_old_one) {
     auto d = start();

@@ -1,6 +1,7 @@
 #include "nhn/edi/json.hpp"
 
 #include <rapidjson/error/en.h>
+#include <samband/json.hpp>
 
 #include <cstdio>
 
@@ -31,9 +32,9 @@ bool json_depth_ok(std::string_view text, int max_depth) {
 }
 
 bool parse_json(std::string_view text, rapidjson::Document& doc) {
-    if (!json_depth_ok(text)) return false;
-    doc.Parse<rapidjson::kParseStopWhenDoneFlag>(text.data(), text.size());
-    return !doc.HasParseError();
+    samband::json::limits lim;
+    lim.max_depth = max_json_depth;
+    return samband::json::parse(text, doc, lim).empty();
 }
 
 void append_json_string(std::string& out, std::string_view s) {

@@ -1,0 +1,124 @@
+// Depth- and size-limited JSON parsing into a RapidJSON document: the one way Samband reads JSON.
+#pragma once
+
+// Header-only; needs RapidJSON (Debian: rapidjson-dev). The host and the in-tree plugins parse
+// every JSON text through samband::json::parse, so no input can recurse the stack: the reader is
+// RapidJSON's iterative one (no recursion at all), and a SAX filter stops it when the nesting
+// passes the limit, which bounds every later recursive walk (Accept, schema validation, CopyFrom).
+
+#include <rapidjson/document.h>
+#include <rapidjson/encodedstream.h>
+#include <rapidjson/error/en.h>
+#include <rapidjson/memorystream.h>
+#include <rapidjson/reader.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace samband::json {
+
+struct limits {
+    std::size_t max_depth = 64;                 // nested objects and arrays
+    std::size_t max_bytes = 64u * 1024 * 1024;  // the whole text
+    bool relaxed = false;  // allow comments and trailing commas (files written by people)
+};
+
+namespace detail {
+
+// Forwards SAX events to the document and refuses nesting past the limit.
+struct depth_filter {
+    rapidjson::Document& doc;
+    std::size_t max_depth;
+    std::size_t depth = 0;
+    bool too_deep = false;
+
+    bool Null() { return doc.Null(); }
+    bool Bool(bool b) { return doc.Bool(b); }
+    bool Int(int i) { return doc.Int(i); }
+    bool Uint(unsigned u) { return doc.Uint(u); }
+    bool Int64(std::int64_t i) { return doc.Int64(i); }
+    bool Uint64(std::uint64_t u) { return doc.Uint64(u); }
+    bool Double(double d) { return doc.Double(d); }
+    bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) {
+        return doc.RawNumber(s, n, copy);
+    }
+    bool String(const char* s, rapidjson::SizeType n, bool copy) { return doc.String(s, n, copy); }
+    bool Key(const char* s, rapidjson::SizeType n, bool copy) { return doc.Key(s, n, copy); }
+    bool StartObject() { return enter() && doc.StartObject(); }
+    bool EndObject(rapidjson::SizeType n) {
+        --depth;
+        return doc.EndObject(n);
+    }
+    bool StartArray() { return enter() && doc.StartArray(); }
+    bool EndArray(rapidjson::SizeType n) {
+        --depth;
+        return doc.EndArray(n);
+    }
+
+private:
+    bool enter() {
+        if (++depth <= max_depth) return true;
+        too_deep = true;
+        return false;
+    }
+};
+
+template <unsigned Flags>
+std::string parse_with(std::string_view text, rapidjson::Document& doc, std::size_t max_depth) {
+    rapidjson::MemoryStream ms(text.data(), text.size());
+    rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> is(ms);
+    rapidjson::Reader reader;
+    depth_filter filter{doc, max_depth};
+    auto generate = [&](rapidjson::Document&) {
+        return !reader.Parse<Flags>(is, filter).IsError();
+    };
+    doc.SetNull();
+    doc.Populate(generate);
+    if (!reader.HasParseError()) return {};
+    std::size_t off = reader.GetErrorOffset();
+    if (filter.too_deep) {
+        return "JSON nested deeper than " + std::to_string(max_depth) + " levels (at offset " +
+               std::to_string(off) + ")";
+    }
+    std::size_t line = 1, col = 1;
+    for (std::size_t i = 0; i < off && i < text.size(); ++i) {
+        if (text[i] == '\n') {
+            ++line;
+            col = 1;
+        } else {
+            ++col;
+        }
+    }
+    doc.SetNull();
+    return "malformed JSON at line " + std::to_string(line) + " column " + std::to_string(col) +
+           ": " + rapidjson::GetParseError_En(reader.GetParseErrorCode());
+}
+
+}  // namespace detail
+
+// Parses `text` as exactly one JSON document (only white space may follow) into `doc`. Returns
+// an empty string on success, else a sentence naming the problem: the size, the depth and its
+// offset, or the line, column and RapidJSON's reason. Strings must be valid UTF-8.
+inline std::string parse(std::string_view text, rapidjson::Document& doc, const limits& lim = {}) {
+    if (text.size() > lim.max_bytes) {
+        doc.SetNull();
+        return "JSON text is " + std::to_string(text.size()) + " bytes, over the limit of " +
+               std::to_string(lim.max_bytes);
+    }
+    // A NUL byte is never valid JSON, and RapidJSON's streams would take it for the end.
+    if (auto nul = text.find('\0'); nul != std::string_view::npos) {
+        doc.SetNull();
+        return "malformed JSON: a NUL byte at offset " + std::to_string(nul);
+    }
+    constexpr unsigned base =
+        rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag;
+    if (lim.relaxed) {
+        return detail::parse_with<base | rapidjson::kParseCommentsFlag |
+                                  rapidjson::kParseTrailingCommasFlag>(text, doc, lim.max_depth);
+    }
+    return detail::parse_with<base>(text, doc, lim.max_depth);
+}
+
+}  // namespace samband::json

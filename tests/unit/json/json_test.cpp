@@ -1,0 +1,99 @@
+// The one JSON entry point: limits, exact errors, and the inputs the fuzzers found.
+#include "codec/json.hpp"
+
+#include <samband/json.hpp>
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace {
+
+std::string why(std::string_view text, samband::json::limits lim = {}) {
+    rapidjson::Document d;
+    return samband::json::parse(text, d, lim);
+}
+
+std::string nested(std::size_t depth) {
+    return std::string(depth, '[') + std::string(depth, ']');
+}
+
+TEST(Json, ParsesOneDocument) {
+    rapidjson::Document d;
+    ASSERT_EQ(samband::json::parse(R"( {"a": [1, 2.5, "x", true, null, {"b": -3}]} )", d), "");
+    ASSERT_TRUE(d.IsObject());
+    EXPECT_EQ(d["a"].Size(), 6u);
+    EXPECT_EQ(d["a"][5]["b"].GetInt(), -3);
+}
+
+TEST(Json, DepthLimitIsExact) {
+    samband::json::limits lim;
+    lim.max_depth = 5;
+    EXPECT_EQ(why(nested(5), lim), "");
+    EXPECT_EQ(why(nested(6), lim), "JSON nested deeper than 5 levels (at offset 5)");
+    EXPECT_EQ(why(R"({"a":{"b":{"c":{"d":{"e":{}}}}}})", lim),
+              "JSON nested deeper than 5 levels (at offset 25)");
+    // Brackets inside strings are not nesting.
+    EXPECT_EQ(why("[\"" + std::string(100, '[') + "\"]", lim), "");
+}
+
+TEST(Json, EightHundredKilobytesOfNestingIsRefusedWithoutRecursion) {
+    EXPECT_NE(why(nested(400 * 1024)).find("nested deeper than 64 levels"), std::string::npos);
+    EXPECT_NE(why(std::string(800 * 1024, '{')).find("malformed JSON"), std::string::npos);
+    EXPECT_NE(why(std::string(800 * 1024, '[')).find("nested deeper than 64"), std::string::npos);
+    // Unlimited depth still parses iteratively: no stack overflow on a deep but valid text.
+    samband::json::limits lim;
+    lim.max_depth = 1u << 30;
+    EXPECT_EQ(why(nested(400 * 1024), lim), "");
+}
+
+TEST(Json, SizeLimit) {
+    samband::json::limits lim;
+    lim.max_bytes = 10;
+    EXPECT_EQ(why("[1,2,3,4,5]", lim), "JSON text is 11 bytes, over the limit of 10");
+    EXPECT_EQ(why("[1,2,3,45]", lim), "");
+}
+
+TEST(Json, ErrorsNameLineColumnAndReason) {
+    EXPECT_EQ(why("{\n  \"a\": 1,\n  \"b\" 2\n}"),
+              "malformed JSON at line 3 column 7: Missing a colon after a name of object member.");
+    EXPECT_EQ(why(""), "malformed JSON at line 1 column 1: The document is empty.");
+}
+
+TEST(Json, OnlyWhiteSpaceMayFollow) {
+    EXPECT_EQ(why("{} \n"), "");
+    EXPECT_NE(why("{} {}").find("The document root must not be followed by other values"),
+              std::string::npos);
+    EXPECT_EQ(why(std::string("{}\0{}", 5)), "malformed JSON: a NUL byte at offset 2");
+}
+
+TEST(Json, StringsMustBeUtf8) {
+    EXPECT_EQ(why("[\"bl\xc3\xa5"
+                  "b\xc3\xa6r\"]"),
+              "");
+    EXPECT_NE(why("[\"\xff\"]").find("Invalid encoding in string"), std::string::npos);
+}
+
+TEST(Json, RelaxedAllowsCommentsAndTrailingCommas) {
+    const std::string text = "{\n  // a comment\n  \"a\": [1, 2,],\n}";
+    EXPECT_NE(why(text), "");
+    samband::json::limits lim;
+    lim.relaxed = true;
+    EXPECT_EQ(why(text, lim), "");
+}
+
+TEST(Json, FailureLeavesNull) {
+    rapidjson::Document d;
+    ASSERT_EQ(samband::json::parse("{\"a\":1}", d), "");
+    EXPECT_NE(samband::json::parse("{\"a\":", d), "");
+    EXPECT_TRUE(d.IsNull());
+}
+
+TEST(Json, HostEntryPointCarriesTheDepth) {
+    auto r = samband::codec::parse_json(nested(65));
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error(), "JSON nested deeper than 64 levels (at offset 64)");
+    EXPECT_TRUE(samband::codec::parse_json(nested(64)));
+}
+
+}  // namespace
