@@ -157,10 +157,7 @@ int run_plugin_check(const std::string& so_path, const std::optional<std::string
         << SAMBAND_ABI_MINOR << ")\n"
         << "  kinds:        " << kinds_text(p.kinds) << "\n"
         << "  capabilities: " << ((p.capabilities & SAMBAND_CAP_RENDER) ? "render " : "")
-        << ((p.capabilities & SAMBAND_CAP_RECEIPTS) ? "receipts " : "")
-        << ((p.capabilities & SAMBAND_CAP_IDEMPOTENT_SINK) ? "idempotent " : "")
-        << ((p.capabilities & SAMBAND_CAP_STREAMS_ATTACHMENTS) ? "streams-attachments " : "")
-        << "\n";
+        << ((p.capabilities & SAMBAND_CAP_RECEIPTS) ? "receipts " : "") << "\n";
     result(true, "load: entry point, ABI window, struct sizes, required callbacks");
 
     check_services svc;

@@ -2,6 +2,7 @@
 
 #include "core/log.hpp"
 
+#include <rapidjson/document.h>
 #include <boost/dll/shared_library.hpp>
 
 #include <dlfcn.h>
@@ -9,6 +10,8 @@
 #include <filesystem>
 
 #include <condition_variable>
+#include <cstdio>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <future>
@@ -65,13 +68,20 @@ std::string version_text(std::uint32_t v) {
 std::string view(samband_str s) {
     return s.data ? std::string(s.data, s.size) : std::string();
 }
-samband_str str(const std::string& s) {
-    return samband_str{s.data(), s.size()};
+samband_host_str str(const std::string& s) {
+    return samband_host_str{s.data(), s.size()};
+}
+
+// The struct_size the host writes for a plugin: the size its ABI minor knows, so the plugin's
+// copy (samband_copy_struct) never meets a tail it does not know. 1.0 is the only older size yet.
+std::uint32_t size_for(std::uint32_t plugin_abi, std::size_t current, std::size_t v1_0) {
+    // (The majors are equal: the loader checked.)
+    if (plugin_abi >= SAMBAND_ABI_VERSION) return static_cast<std::uint32_t>(current);
+    return static_cast<std::uint32_t>(v1_0);
 }
 
 // The oldest ABI this host still loads.
 constexpr std::uint32_t kMinimumAbi = SAMBAND_ABI_MAKE(1, 0);
-constexpr std::uint32_t kMaxStructSize = 1u << 16;
 
 }  // namespace
 
@@ -116,18 +126,27 @@ boost::system::result<const loaded_plugin*, load_failure> registry::load(const s
         SAMBAND_PLUGIN_ENTRY_NAME);
     impl_->libraries->push_back(lib);
 
-    const samband_plugin_descriptor* d = nullptr;
-    samband_status st = entry(SAMBAND_ABI_VERSION, &d);
+    const samband_plugin_descriptor* raw = nullptr;
+    samband_status st = entry(SAMBAND_ABI_VERSION, &raw);
     if (st != SAMBAND_OK)
         return fail("entry point refused host ABI " + version_text(SAMBAND_ABI_VERSION) + " (" +
                     status_name(st) + ")");
-    if (!d) return fail("entry point returned no descriptor");
-    if (d->struct_size < SAMBAND_V1_0_DESCRIPTOR_SIZE)
-        return fail("descriptor struct_size " + std::to_string(d->struct_size) +
-                    " is smaller than ABI 1.0's " + std::to_string(SAMBAND_V1_0_DESCRIPTOR_SIZE) +
-                    " (truncated struct)");
-    if (d->struct_size > kMaxStructSize)
-        return fail("descriptor struct_size " + std::to_string(d->struct_size) + " is not sane");
+    if (!raw) return fail("entry point returned no descriptor");
+    auto lp = std::make_unique<loaded_plugin>();
+    // Every table is read once, through the ABI's copy helper, into the host's own copies.
+    auto copy = [&](auto* dst, const void* src, std::size_t min, const char* what) -> std::string {
+        if (samband_copy_struct(dst, sizeof *dst, src, min) == SAMBAND_OK) return {};
+        std::uint32_t size = 0;
+        std::memcpy(&size, src, sizeof size);
+        return std::string(what) + " struct_size " + std::to_string(size) +
+               (size < min
+                    ? " is smaller than ABI 1.0's " + std::to_string(min) + " (truncated struct)"
+                    : " is not sane, or its tail beyond this host's " +
+                          std::to_string(sizeof *dst) + " bytes is not zero");
+    };
+    if (auto why = copy(&lp->desc, raw, SAMBAND_V1_0_DESCRIPTOR_SIZE, "descriptor"); !why.empty())
+        return fail(why);
+    samband_plugin_descriptor* d = &lp->desc;
     std::uint32_t v = d->abi_version;
     if (SAMBAND_ABI_MAJOR_OF(v) != SAMBAND_ABI_MAJOR)
         return fail("plugin was built for ABI " + version_text(v) + "; this host speaks ABI " +
@@ -138,9 +157,9 @@ boost::system::result<const loaded_plugin*, load_failure> registry::load(const s
     if (v < kMinimumAbi)
         return fail("plugin ABI " + version_text(v) + " is older than the minimum " +
                     version_text(kMinimumAbi));
-    static const std::regex name_re("^[a-z0-9_.-]+$");
+    static const std::regex name_re("^[a-z0-9_.-]{1,64}$");
     if (!d->name || !std::regex_match(d->name, name_re))
-        return fail("descriptor name is missing or not [a-z0-9_.-]+");
+        return fail("descriptor name is missing or not [a-z0-9_.-]{1,64}");
     if (!d->version) return fail("descriptor version is missing");
     for (auto [fn, what] : {std::pair{reinterpret_cast<const void*>(d->create), "create"},
                             std::pair{reinterpret_cast<const void*>(d->start), "start"},
@@ -151,34 +170,65 @@ boost::system::result<const loaded_plugin*, load_failure> registry::load(const s
     constexpr std::uint32_t known =
         SAMBAND_KIND_SOURCE | SAMBAND_KIND_SINK | SAMBAND_KIND_TRANSFORM;
     if ((d->kinds & known) == 0) return fail("descriptor declares no plugin kind");
+    if (d->kinds & ~known)
+        return fail("descriptor declares unknown kind bits " + std::to_string(d->kinds & ~known));
     if (d->kinds & SAMBAND_KIND_SINK) {
         if (!d->sink) return fail("declares SINK but has no sink table");
-        if (d->sink->struct_size < SAMBAND_V1_0_SINK_API_SIZE ||
-            d->sink->struct_size > kMaxStructSize)
-            return fail("sink table struct_size " + std::to_string(d->sink->struct_size) +
-                        " is smaller than ABI 1.0's " + std::to_string(SAMBAND_V1_0_SINK_API_SIZE));
-        if (!d->sink->deliver) return fail("missing required callback sink.deliver");
+        if (auto why = copy(&lp->sink, d->sink, SAMBAND_V1_0_SINK_API_SIZE, "sink table");
+            !why.empty())
+            return fail(why);
+        if (!lp->sink.deliver) return fail("missing required callback sink.deliver");
+        d->sink = &lp->sink;
+    } else if (d->sink) {
+        return fail("has a sink table but does not declare SINK");
     }
     if (d->kinds & SAMBAND_KIND_TRANSFORM) {
         if (!d->transform) return fail("declares TRANSFORM but has no transform table");
-        if (d->transform->struct_size < SAMBAND_V1_0_TRANSFORM_API_SIZE ||
-            d->transform->struct_size > kMaxStructSize)
-            return fail("transform table struct_size " + std::to_string(d->transform->struct_size) +
-                        " is too small");
-        if (!d->transform->transform) return fail("missing required callback transform.transform");
+        if (auto why = copy(&lp->transform, d->transform, SAMBAND_V1_0_TRANSFORM_API_SIZE,
+                            "transform table");
+            !why.empty())
+            return fail(why);
+        if (!lp->transform.transform) return fail("missing required callback transform.transform");
+        d->transform = &lp->transform;
+    } else if (d->transform) {
+        return fail("has a transform table but does not declare TRANSFORM");
     }
     if (d->kinds & SAMBAND_KIND_SOURCE) {
         if (!d->source) return fail("declares SOURCE but has no source table");
-        if (d->source->struct_size < SAMBAND_V1_0_SOURCE_API_SIZE ||
-            d->source->struct_size > kMaxStructSize)
-            return fail("source table struct_size " + std::to_string(d->source->struct_size) +
-                        " is too small");
+        if (auto why = copy(&lp->source, d->source, SAMBAND_V1_0_SOURCE_API_SIZE, "source table");
+            !why.empty())
+            return fail(why);
+        d->source = &lp->source;
+    } else if (d->source) {
+        return fail("has a source table but does not declare SOURCE");
+    }
+    // Capabilities: each bit is enforced, so an unknown one is a claim this host cannot honour.
+    constexpr std::uint32_t known_caps = SAMBAND_CAP_RENDER | SAMBAND_CAP_RECEIPTS;
+    if (d->capabilities & ~known_caps)
+        return fail("descriptor declares unknown capability bits 0x" + [&] {
+            char b[16];
+            std::snprintf(b, sizeof b, "%x", d->capabilities & ~known_caps);
+            return std::string(b);
+        }());
+    bool has_render = (d->kinds & SAMBAND_KIND_SINK) && lp->sink.render;
+    if (has_render != ((d->capabilities & SAMBAND_CAP_RENDER) != 0))
+        return fail(has_render ? "sink.render is set but SAMBAND_CAP_RENDER is not declared"
+                               : "SAMBAND_CAP_RENDER is declared but sink.render is missing");
+    if ((d->capabilities & SAMBAND_CAP_RECEIPTS) && !(d->kinds & SAMBAND_KIND_SINK))
+        return fail("SAMBAND_CAP_RECEIPTS is declared by a plugin that is not a sink");
+    if (d->config_schema_json) {
+        std::string schema = d->config_schema_json;
+        rapidjson::Document doc;
+        doc.Parse(schema.data(), schema.size());
+        if (doc.HasParseError() || !doc.IsObject())
+            return fail("config_schema_json is not a JSON object (offset " +
+                        std::to_string(doc.GetErrorOffset()) + ")");
+        lp->config_schema = std::move(schema);
     }
     for (const auto& [p, other] : impl_->by_path) {
         if (other->name == d->name)
             return fail(std::string("plugin name \"") + d->name + "\" is already loaded from " + p);
     }
-    auto lp = std::make_unique<loaded_plugin>();
     lp->path = canonical;
     lp->name = d->name;
     lp->version = d->version;
@@ -186,7 +236,7 @@ boost::system::result<const loaded_plugin*, load_failure> registry::load(const s
     lp->abi_version = v;
     lp->kinds = d->kinds;
     lp->capabilities = d->capabilities;
-    lp->descriptor = d;
+    lp->descriptor = &lp->desc;
     const loaded_plugin* out = lp.get();
     impl_->by_path[canonical] = std::move(lp);
     return out;
@@ -237,58 +287,57 @@ boost::system::result<std::size_t> attachment_files::read(std::uint64_t handle,
 
 namespace {
 
-// The C views of attachments; they point into `refs`, which must outlive them.
-std::vector<samband_attachment> to_c(const std::vector<attachment_ref>& refs) {
-    std::vector<samband_attachment> out;
-    out.reserve(refs.size());
-    for (const auto& a : refs) {
-        samband_attachment c{};
-        c.struct_size = sizeof c;
-        c.id = str(a.id);
-        c.filename = str(a.filename);
-        c.media_type = str(a.media_type);
-        c.sha256_hex = str(a.sha256_hex);
-        c.size = a.size;
-        c.path = str(a.path);
-        c.handle = a.handle;
-        out.push_back(c);
+// The C view of an event, written at the plugin's ABI size; it points into `ref`.
+struct c_event_view {
+    std::vector<samband_attachment> atts;
+    std::vector<const samband_attachment*> ptrs;
+    samband_event e{};
+
+    void build(const event_ref& ref, std::uint32_t abi) {
+        atts.reserve(ref.attachments.size());
+        for (const auto& a : ref.attachments) {
+            samband_attachment c{};
+            c.struct_size = size_for(abi, sizeof c, SAMBAND_V1_0_ATTACHMENT_SIZE);
+            c.id = str(a.id);
+            c.filename = str(a.filename);
+            c.media_type = str(a.media_type);
+            c.sha256_hex = str(a.sha256_hex);
+            c.size = a.size;
+            c.path = str(a.path);
+            c.handle = a.handle;
+            atts.push_back(c);
+        }
+        for (const auto& a : atts) ptrs.push_back(&a);
+        e.struct_size = size_for(abi, sizeof e, SAMBAND_V1_0_EVENT_SIZE);
+        e.envelope_json = str(ref.envelope_json);
+        e.attachments = ptrs.data();
+        e.attachment_count = ptrs.size();
     }
-    return out;
-}
+};
 
 // The C view of a delivery, alive from deliver() until the plugin completes it.
 struct c_delivery {
     delivery_ref ref;
-    std::vector<samband_attachment> atts;
+    c_event_view ev;
     samband_delivery d{};
 
-    explicit c_delivery(const delivery_ref& r) : ref(r) {
-        atts = to_c(ref.event.attachments);
-        d.struct_size = sizeof d;
+    c_delivery(const delivery_ref& r, std::uint32_t abi) : ref(r) {
+        ev.build(ref.event, abi);
+        d.struct_size = size_for(abi, sizeof d, SAMBAND_V1_0_DELIVERY_SIZE);
         d.token = ref.token;
         d.delivery_id = str(ref.delivery_id);
         d.event_id = str(ref.event_id);
         d.destination = str(ref.destination);
         d.attempt = ref.attempt;
         d.deadline_unix_ms = ref.deadline_unix_ms;
-        d.event.struct_size = sizeof d.event;
-        d.event.envelope_json = str(ref.event.envelope_json);
-        d.event.attachments = atts.data();
-        d.event.attachment_count = atts.size();
+        d.event = &ev.e;
     }
 };
 
 struct c_event {
     event_ref ref;
-    std::vector<samband_attachment> atts;
-    samband_event e{};
-    explicit c_event(const event_ref& r) : ref(r) {
-        atts = to_c(ref.attachments);
-        e.struct_size = sizeof e;
-        e.envelope_json = str(ref.envelope_json);
-        e.attachments = atts.data();
-        e.attachment_count = atts.size();
-    }
+    c_event_view ev;
+    c_event(const event_ref& r, std::uint32_t abi) : ref(r) { ev.build(ref, abi); }
 };
 
 }  // namespace
@@ -322,7 +371,7 @@ struct instance::impl {
 
     impl(const loaded_plugin& p, std::string ep, host_services& s, instance_options o)
         : plugin(p), endpoint(std::move(ep)), svc(s), opts(o) {
-        api.struct_size = sizeof api;
+        api.struct_size = size_for(p.abi_version, sizeof api, SAMBAND_V1_0_HOST_API_SIZE);
         api.abi_version = SAMBAND_ABI_VERSION;
         api.ctx = this;
         api.error_set = &impl::t_error_set;
@@ -467,7 +516,8 @@ struct instance::impl {
             });
             if (!s) return SAMBAND_INVALID;
             if (fn)
-                fn(user, samband_buffer{reinterpret_cast<const uint8_t*>(s->data()), s->size()});
+                fn(user,
+                   samband_host_buffer{reinterpret_cast<const uint8_t*>(s->data()), s->size()});
             std::fill(s->begin(), s->end(), '\0');
             return SAMBAND_OK;
         } catch (...) {
@@ -477,63 +527,99 @@ struct instance::impl {
     static samband_status t_submit(void* ctx, const samband_submission* sub,
                                    samband_submit_done_fn done, void* user) {
         try {
-            if (!sub || sub->struct_size < SAMBAND_SIZE_UPTO(samband_submission, attachment_count))
-                return SAMBAND_INVALID;
+            samband_submission c;
+            if (samband_copy_struct(&c, sizeof c, sub, SAMBAND_V1_0_SUBMISSION_SIZE) != SAMBAND_OK)
+                return refuse(ctx, "submit: malformed submission (struct_size)");
+            if (c.attachment_count > SAMBAND_MAX_ATTACHMENTS)
+                return refuse(ctx, "submit: " + std::to_string(c.attachment_count) +
+                                       " attachments, more than the ABI's " +
+                                       std::to_string(SAMBAND_MAX_ATTACHMENTS));
+            if (c.attachment_count && !c.attachments)
+                return refuse(ctx, "submit: attachment_count without attachments");
             submission s;
-            s.envelope_json = view(sub->envelope_json);
-            for (size_t i = 0; i < sub->attachment_count; ++i) {
-                const auto& a = sub->attachments[i];
-                submission::attachment c;
-                c.filename = view(a.filename);
-                c.media_type = view(a.media_type);
-                c.path = view(a.path);
-                if (c.path.empty() && a.bytes.data)
-                    c.bytes.assign(reinterpret_cast<const char*>(a.bytes.data), a.bytes.size);
-                s.attachments.push_back(std::move(c));
+            s.envelope_json = view(c.envelope_json);
+            for (size_t i = 0; i < c.attachment_count; ++i) {
+                samband_submit_attachment a;
+                if (samband_copy_struct(&a, sizeof a, c.attachments[i],
+                                        SAMBAND_V1_0_SUBMIT_ATTACHMENT_SIZE) != SAMBAND_OK)
+                    return refuse(ctx, "submit: malformed attachment " + std::to_string(i) +
+                                           " (struct_size)");
+                submission::attachment out;
+                out.filename = view(a.filename);
+                out.media_type = view(a.media_type);
+                out.path = view(a.path);
+                if (out.path.empty() && a.bytes.data)
+                    out.bytes.assign(reinterpret_cast<const char*>(a.bytes.data), a.bytes.size);
+                s.attachments.push_back(std::move(out));
             }
+            std::uint32_t abi = me(ctx)->plugin.abi_version;
             return with_host(ctx, samband_status{SAMBAND_RETRY}, [&](impl* self) {
-                return self->svc.submit(self->endpoint, std::move(s),
-                                        [done, user](const submit_result& r) {
-                                            if (!done) return;
-                                            samband_submit_result c{};
-                                            c.struct_size = sizeof c;
-                                            c.status = r.status;
-                                            c.event_id = str(r.event_id);
-                                            c.duplicate = r.duplicate ? 1 : 0;
-                                            c.message = str(r.message);
-                                            done(user, &c);
-                                        });
+                return self->svc.submit(
+                    self->endpoint, std::move(s), [done, user, abi](const submit_result& r) {
+                        if (!done) return;
+                        samband_submit_result c{};
+                        c.struct_size = size_for(abi, sizeof c, SAMBAND_V1_0_SUBMIT_RESULT_SIZE);
+                        c.status = r.status;
+                        c.event_id = str(r.event_id);
+                        c.duplicate = r.duplicate ? 1 : 0;
+                        c.message = str(r.message);
+                        done(user, &c);
+                    });
             });
         } catch (...) {
             return SAMBAND_INTERNAL;
         }
     }
-    static void t_complete(void* ctx, uint64_t token, const samband_completion* c) {
+    // Logs why the host refused a plugin's call and returns INVALID.
+    static samband_status refuse(void* ctx, const std::string& why) {
+        with_host(ctx, 0, [&](impl* s) {
+            s->svc.log(s->endpoint, SAMBAND_LOG_ERROR, "plugin " + s->plugin.name + ": " + why);
+            return 0;
+        });
+        return SAMBAND_INVALID;
+    }
+    static samband_status t_complete(void* ctx, uint64_t token, const samband_completion* c) {
         try {
-            completion out;
-            if (c) {
-                out.status = normalise(c->status);
-                out.external_id = view(c->external_id);
-                out.message = view(c->message);
+            samband_completion in;
+            if (samband_copy_struct(&in, sizeof in, c, SAMBAND_V1_0_COMPLETION_SIZE) != SAMBAND_OK)
+                return refuse(ctx, "complete: malformed completion (struct_size) for token " +
+                                       std::to_string(token));
+            impl* self = me(ctx);
+            {
+                std::lock_guard lock(self->dmu);
+                if (self->held.erase(token) == 0)
+                    return refuse(ctx, "complete: token " + std::to_string(token) +
+                                           " is unknown or already completed");
             }
-            with_host(ctx, 0, [&](impl* self) {
-                self->svc.complete(self->endpoint, token, std::move(out));
+            completion out;
+            out.status = normalise(in.status);
+            out.external_id = view(in.external_id);
+            out.message = view(in.message);
+            with_host(ctx, 0, [&](impl* s) {
+                s->svc.complete(s->endpoint, token, std::move(out));
                 return 0;
             });
-            impl* self = me(ctx);
-            std::lock_guard lock(self->dmu);
-            self->held.erase(token);
+            return SAMBAND_OK;
         } catch (...) {
+            return SAMBAND_INTERNAL;
         }
     }
-    static void t_receipt(void* ctx, const samband_receipt* r) {
+    static samband_status t_receipt(void* ctx, const samband_receipt* r) {
         try {
-            if (!r) return;
+            if (!(me(ctx)->plugin.capabilities & SAMBAND_CAP_RECEIPTS)) {
+                refuse(ctx, "receipt: the plugin does not declare SAMBAND_CAP_RECEIPTS");
+                return SAMBAND_UNSUPPORTED;
+            }
+            samband_receipt in;
+            if (samband_copy_struct(&in, sizeof in, r, SAMBAND_V1_0_RECEIPT_SIZE) != SAMBAND_OK)
+                return refuse(ctx, "receipt: malformed receipt (struct_size)");
             with_host(ctx, 0, [&](impl* self) {
-                self->svc.receipt(self->endpoint, view(r->external_id), r->kind, view(r->text));
+                self->svc.receipt(self->endpoint, view(in.external_id), in.kind, view(in.text));
                 return 0;
             });
+            return SAMBAND_OK;
         } catch (...) {
+            return SAMBAND_INTERNAL;
         }
     }
     static samband_status t_attachment_read(void* ctx, uint64_t handle, uint64_t offset,
@@ -660,7 +746,7 @@ void instance::stop() {
 call_result instance::deliver(const delivery_ref& d) {
     impl* raw = impl_.get();
     if (!(raw->plugin.kinds & SAMBAND_KIND_SINK)) return {SAMBAND_UNSUPPORTED, "not a sink"};
-    auto cd = std::make_shared<c_delivery>(d);
+    auto cd = std::make_shared<c_delivery>(d, raw->plugin.abi_version);
     {
         std::lock_guard lock(raw->dmu);
         raw->held[d.token] = cd;  // alive until the plugin completes it
@@ -688,7 +774,7 @@ bool instance::can_render() const {
 boost::system::result<rendered, call_result> instance::render(const delivery_ref& d) {
     impl* raw = impl_.get();
     if (!can_render()) return call_result{SAMBAND_UNSUPPORTED, "plugin offers no render"};
-    auto cd = std::make_shared<c_delivery>(d);
+    auto cd = std::make_shared<c_delivery>(d, raw->plugin.abi_version);
     auto out = std::make_shared<samband_render_out>();
     auto r = raw->call(
         "render",
@@ -707,14 +793,14 @@ boost::system::result<std::string, call_result> instance::transform(const event_
     impl* raw = impl_.get();
     if (!(raw->plugin.kinds & SAMBAND_KIND_TRANSFORM))
         return call_result{SAMBAND_UNSUPPORTED, "not a transform"};
-    auto ce = std::make_shared<c_event>(e);
+    auto ce = std::make_shared<c_event>(e, raw->plugin.abi_version);
     auto out = std::make_shared<samband_transform_out>();
     auto r = raw->call(
         "transform",
         [raw, ce, out] {
             samband_error err;
             samband_status st =
-                raw->plugin.descriptor->transform->transform(raw->self, &ce->e, out.get(), &err);
+                raw->plugin.descriptor->transform->transform(raw->self, &ce->ev.e, out.get(), &err);
             call_result cr = raw->finish(st, err, "transform");
             if (cr.ok() && !out->set)
                 cr = {SAMBAND_INTERNAL, "transform returned OK without emitting an event"};

@@ -19,6 +19,8 @@
 namespace samband::plugin {
 
 // A plugin library that passed every load check. Never unloaded while the process runs.
+// The host reads the plugin's descriptor and tables once, through samband_copy_struct, and keeps
+// those checked copies: `descriptor` points at them (and at them only).
 struct loaded_plugin {
     std::string path;
     std::string name;
@@ -27,7 +29,13 @@ struct loaded_plugin {
     std::uint32_t abi_version = 0;
     std::uint32_t kinds = 0;
     std::uint32_t capabilities = 0;
+    std::string config_schema;  // the plugin's JSON Schema for endpoint configs; empty = none
     const samband_plugin_descriptor* descriptor = nullptr;
+
+    samband_plugin_descriptor desc{};
+    samband_sink_api sink{};
+    samband_transform_api transform{};
+    samband_source_api source{};
 };
 
 // Why a load failed: one line naming the file and the reason.
@@ -153,8 +161,9 @@ private:
 
 struct instance_options {
     // A call into the plugin that does not return within this is reported as timed out and
-    // the instance is marked stuck until it returns (the host never waits forever).
-    std::chrono::milliseconds call_timeout{5000};
+    // the instance is marked stuck until it returns (the host never waits forever). stop and
+    // destroy get ten times as long.
+    std::chrono::milliseconds call_timeout{SAMBAND_CALL_DEADLINE_MS};
 };
 
 // One plugin instance (an endpoint). RAII: the destructor stops and destroys it.

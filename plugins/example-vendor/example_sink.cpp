@@ -23,8 +23,6 @@ public:
     static constexpr const char* name = "example-vendor";
     static constexpr const char* version = "1.0.0";
     static constexpr const char* description = "Example vendor sink: one JSON file per delivery";
-    // A repeat of a delivery replaces the same file: tell the host.
-    static constexpr std::uint32_t capabilities = SAMBAND_CAP_IDEMPOTENT_SINK;
 
     // Called once per endpoint with its config, e.g. {"folder": "/var/lib/vendor/in"}.
     example_sink(samband::sdk::host host, std::string_view config) : host_(host) {

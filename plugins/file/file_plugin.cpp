@@ -103,8 +103,6 @@ public:
     static constexpr const char* description =
         "Files: an inbox folder as a source (write-then-rename) and an atomic outbox as a sink";
     static constexpr bool is_source = true;
-    static constexpr std::uint32_t capabilities =
-        SAMBAND_CAP_IDEMPOTENT_SINK | SAMBAND_CAP_STREAMS_ATTACHMENTS;
 
     file_plugin(samband::sdk::host h, std::string_view config) : host_(h) {
         rapidjson::Document d;

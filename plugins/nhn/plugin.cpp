@@ -349,8 +349,7 @@ public:
         "Norsk Helsenett: MsgHead 1.2 + Dialogmelding 1.1 with attachments, Apprec (file "
         "catalogue)";
     static constexpr bool is_source = true;
-    static constexpr std::uint32_t capabilities =
-        SAMBAND_CAP_RECEIPTS | SAMBAND_CAP_IDEMPOTENT_SINK;
+    static constexpr std::uint32_t capabilities = SAMBAND_CAP_RECEIPTS;
 
     nhn_plugin(samband::sdk::host h, std::string_view config)
         : host_(h), codec_(make_codec(config)) {

@@ -80,6 +80,84 @@ TEST(abi_loader, truncated_struct_size_is_refused) {
     EXPECT_NE(why.find("truncated"), std::string::npos) << why;
 }
 
+TEST(abi_loader, non_zero_tail_beyond_the_hosts_struct_is_refused) {
+    std::string why = load_failure_of("fixture_dirty_tail");
+    EXPECT_NE(
+        why.find("descriptor struct_size " + std::to_string(sizeof(samband_plugin_descriptor) + 8)),
+        std::string::npos)
+        << why;
+    EXPECT_NE(why.find("tail"), std::string::npos) << why;
+}
+
+TEST(abi_loader, unknown_capability_bit_is_refused) {
+    std::string why = load_failure_of("fixture_unknown_capability");
+    EXPECT_NE(why.find("unknown capability bits 0x4"), std::string::npos) << why;
+}
+
+TEST(abi_loader, render_capability_without_render_is_refused) {
+    std::string why = load_failure_of("fixture_render_claimed");
+    EXPECT_NE(why.find("SAMBAND_CAP_RENDER is declared but sink.render is missing"),
+              std::string::npos)
+        << why;
+}
+
+// The ABI's one copy helper, by the kernel's copy_struct_from_user rules.
+struct small_v {
+    std::uint32_t struct_size;
+    std::uint32_t a;
+};
+struct big_v {
+    std::uint32_t struct_size;
+    std::uint32_t a;
+    std::uint64_t b;
+};
+
+TEST(abi_copy_struct, an_older_writer_is_zero_filled) {
+    small_v in{sizeof(small_v), 7};
+    big_v out{99, 99, 99};
+    ASSERT_EQ(samband_copy_struct(&out, sizeof out, &in, sizeof(small_v)), SAMBAND_OK);
+    EXPECT_EQ(out.struct_size, sizeof(small_v));  // the writer's size, for SAMBAND_HAS_FIELD
+    EXPECT_EQ(out.a, 7u);
+    EXPECT_EQ(out.b, 0u);
+}
+
+TEST(abi_copy_struct, a_newer_writer_with_a_zero_tail_is_accepted) {
+    big_v in{sizeof(big_v), 7, 0};
+    small_v out{};
+    ASSERT_EQ(samband_copy_struct(&out, sizeof out, &in, sizeof(small_v)), SAMBAND_OK);
+    EXPECT_EQ(out.a, 7u);
+}
+
+TEST(abi_copy_struct, a_non_zero_unknown_tail_is_refused_and_the_reader_zeroed) {
+    big_v in{sizeof(big_v), 7, 1};
+    small_v out{1, 1};
+    EXPECT_EQ(samband_copy_struct(&out, sizeof out, &in, sizeof(small_v)), SAMBAND_INVALID);
+    EXPECT_EQ(out.a, 0u);
+}
+
+TEST(abi_copy_struct, truncated_null_and_insane_sizes_are_refused) {
+    big_v out{};
+    small_v in{sizeof(small_v), 7};
+    EXPECT_EQ(samband_copy_struct(&out, sizeof out, &in, sizeof(big_v)), SAMBAND_INVALID);
+    EXPECT_EQ(samband_copy_struct(&out, sizeof out, nullptr, sizeof(small_v)), SAMBAND_INVALID);
+    in.struct_size = SAMBAND_MAX_STRUCT_SIZE + 1;
+    EXPECT_EQ(samband_copy_struct(&out, sizeof out, &in, sizeof(small_v)), SAMBAND_INVALID);
+}
+
+// While the ABI is 1.0, the frozen copy must be the live header byte for byte.
+TEST(abi_compat, frozen_1_0_header_is_the_live_header_while_the_minor_is_0) {
+    if (SAMBAND_ABI_MINOR != 0) GTEST_SKIP() << "the live header moved on to a later minor";
+    auto read = [](const std::string& p) {
+        std::ifstream in(p, std::ios::binary);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        return ss.str();
+    };
+    std::string live = read(SAMBAND_SOURCE_DIR "/plugin-api/include/samband/plugin.h");
+    ASSERT_FALSE(live.empty());
+    EXPECT_EQ(live, read(SAMBAND_SOURCE_DIR "/tests/abi/compat/plugin-1.0/samband/plugin.h"));
+}
+
 TEST(abi_loader, missing_required_callback_is_refused) {
     EXPECT_NE(load_failure_of("fixture_missing_callback").find("missing required callback stop"),
               std::string::npos);

@@ -4,14 +4,18 @@
 #include <samband/plugin.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -36,6 +40,19 @@ inline samband_str to_str(std::string_view s) noexcept {
 inline std::string_view to_view(samband_str s) noexcept {
     return s.data ? std::string_view(s.data, s.size) : std::string_view();
 }
+inline std::string_view to_view(samband_host_str s) noexcept {
+    return s.data ? std::string_view(s.data, s.size) : std::string_view();
+}
+
+// Reads a struct the host handed over through the ABI's one copy helper (samband_copy_struct):
+// missing fields read as zero; a truncated, oversized or unknown non-zero tail throws INVALID.
+template <class T>
+T copy_in(const T* src, std::size_t min_size, const char* what) {
+    T out;
+    if (samband_copy_struct(&out, sizeof out, src, min_size) != SAMBAND_OK)
+        throw error(SAMBAND_INVALID, std::string("the host passed a malformed ") + what);
+    return out;
+}
 
 enum class log_level : samband_log_level {
     trace = SAMBAND_LOG_TRACE,
@@ -57,11 +74,16 @@ struct event_view {
     std::string_view envelope_json;
     std::vector<attachment_view> attachments;
 
-    static event_view from(const samband_event& e) {
+    // Throws sdk::error(SAMBAND_INVALID) when the host's structs are malformed.
+    static event_view from(const samband_event* in) {
+        auto e = copy_in(in, SAMBAND_V1_0_EVENT_SIZE, "event");
+        if (e.attachment_count > SAMBAND_MAX_ATTACHMENTS || (e.attachment_count && !e.attachments))
+            throw error(SAMBAND_INVALID, "the host passed a malformed attachment list");
         event_view v;
         v.envelope_json = to_view(e.envelope_json);
+        v.attachments.reserve(e.attachment_count);
         for (std::size_t i = 0; i < e.attachment_count; ++i) {
-            const samband_attachment& a = e.attachments[i];
+            auto a = copy_in(e.attachments[i], SAMBAND_V1_0_ATTACHMENT_SIZE, "attachment");
             v.attachments.push_back({to_view(a.id), to_view(a.filename), to_view(a.media_type),
                                      to_view(a.sha256_hex), to_view(a.path), a.size, a.handle});
         }
@@ -86,6 +108,7 @@ struct submit_result {
 };
 
 // The host services for one plugin instance. Cheap to copy; valid until the instance is destroyed.
+// `api` is the SDK's checked copy of the host's table (see detail::adapter::create).
 class host {
 public:
     explicit host(const samband_host_api* api) : api_(api) {}
@@ -100,7 +123,7 @@ public:
     // The named secret's bytes, or nullopt if the operator configured none.
     std::optional<std::string> secret(std::string_view name) const {
         std::optional<std::string> out;
-        auto fn = [](void* user, samband_buffer b) {
+        auto fn = [](void* user, samband_host_buffer b) {
             static_cast<std::optional<std::string>*>(user)->emplace(
                 reinterpret_cast<const char*>(b.data), b.size);
         };
@@ -113,7 +136,9 @@ public:
     samband_status submit(std::string_view envelope_json,
                           const std::vector<submit_attachment>& attachments,
                           std::function<void(const submit_result&)> done) const {
+        if (attachments.size() > SAMBAND_MAX_ATTACHMENTS) return SAMBAND_INVALID;
         std::vector<samband_submit_attachment> atts;
+        std::vector<const samband_submit_attachment*> ptrs;
         atts.reserve(attachments.size());
         for (const auto& a : attachments) {
             samband_submit_attachment s{};
@@ -125,20 +150,28 @@ public:
             s.path = to_str(a.path);
             atts.push_back(s);
         }
+        for (const auto& a : atts) ptrs.push_back(&a);
         samband_submission sub{};
         sub.struct_size = sizeof sub;
         sub.envelope_json = to_str(envelope_json);
-        sub.attachments = atts.data();
-        sub.attachment_count = atts.size();
+        sub.attachments = ptrs.data();
+        sub.attachment_count = ptrs.size();
         auto* cb = new std::function<void(const submit_result&)>(std::move(done));
         auto trampoline = [](void* user, const samband_submit_result* r) {
             std::unique_ptr<std::function<void(const submit_result&)>> f(
                 static_cast<std::function<void(const submit_result&)>*>(user));
             submit_result out;
-            out.status = r->status;
-            out.event_id = std::string(to_view(r->event_id));
-            out.duplicate = r->duplicate != 0;
-            out.message = std::string(to_view(r->message));
+            samband_submit_result c;
+            if (samband_copy_struct(&c, sizeof c, r, SAMBAND_V1_0_SUBMIT_RESULT_SIZE) ==
+                SAMBAND_OK) {
+                out.status = c.status;
+                out.event_id = std::string(to_view(c.event_id));
+                out.duplicate = c.duplicate != 0;
+                out.message = std::string(to_view(c.message));
+            } else {
+                out.status = SAMBAND_INTERNAL;
+                out.message = "the host passed a malformed submit result";
+            }
             try {
                 if (*f) (*f)(out);
             } catch (...) {
@@ -150,13 +183,15 @@ public:
     }
 
     // Reports a receipt for an earlier delivery, by the external id given at completion.
-    void receipt(std::string_view external_id, std::int32_t kind, std::string_view text) const {
+    // UNSUPPORTED unless the plugin declares SAMBAND_CAP_RECEIPTS in `capabilities`.
+    samband_status receipt(std::string_view external_id, std::int32_t kind,
+                           std::string_view text) const {
         samband_receipt r{};
         r.struct_size = sizeof r;
         r.external_id = to_str(external_id);
         r.kind = kind;
         r.text = to_str(text);
-        api_->receipt(api_->ctx, &r);
+        return api_->receipt(api_->ctx, &r);
     }
 
     // Reads an attachment in chunks: calls `chunk` with each piece until the end.
@@ -191,9 +226,9 @@ private:
     const samband_host_api* api_;
 };
 
-// One delivery handed to a sink. Move it to where the work happens and complete it exactly once
-// with succeed/retry/fail; if it is destroyed uncompleted it completes as RETRY. If deliver()
-// throws, the SDK reports the exception's text instead (no completion follows).
+// One delivery handed to a sink. Move it to where the work happens (sdk::worker does) and complete
+// it exactly once with succeed/retry/fail; if it is destroyed uncompleted it completes as RETRY.
+// If deliver() throws, the SDK reports the exception's text instead (no completion follows).
 class delivery {
 public:
     // Shared by the copies a delivery moves through, so the SDK can see how a call ended.
@@ -202,16 +237,18 @@ public:
         bool orphaned = false;  // destroyed by an exception inside deliver(), uncompleted
     };
 
+    // Throws sdk::error(SAMBAND_INVALID) when the host's structs are malformed.
     delivery(const samband_host_api* api, const samband_delivery* d,
              std::shared_ptr<call_state> st = nullptr)
-        : api_(api),
-          d_(d),
-          event_(event_view::from(d->event)),
+        : d_(copy_in(d, SAMBAND_V1_0_DELIVERY_SIZE, "delivery")),
+          event_(event_view::from(d_.event)),
           state_(std::move(st)),
-          unwinding_(std::uncaught_exceptions()) {}
+          unwinding_(std::uncaught_exceptions()) {
+        api_ = api;  // last: a delivery that failed to construct owes no completion
+    }
     delivery(delivery&& o) noexcept
         : api_(std::exchange(o.api_, nullptr)),
-          d_(std::exchange(o.d_, nullptr)),
+          d_(o.d_),
           event_(std::move(o.event_)),
           state_(std::move(o.state_)),
           unwinding_(std::uncaught_exceptions()) {}
@@ -219,7 +256,7 @@ public:
         if (this != &o) {
             finish(SAMBAND_RETRY, {}, "delivery dropped by the plugin");
             api_ = std::exchange(o.api_, nullptr);
-            d_ = std::exchange(o.d_, nullptr);
+            d_ = o.d_;
             event_ = std::move(o.event_);
             state_ = std::move(o.state_);
             unwinding_ = std::uncaught_exceptions();
@@ -229,20 +266,20 @@ public:
     delivery(const delivery&) = delete;
     delivery& operator=(const delivery&) = delete;
     ~delivery() {
-        if (d_ && state_ && state_->in_call && std::uncaught_exceptions() > unwinding_) {
+        if (api_ && state_ && state_->in_call && std::uncaught_exceptions() > unwinding_) {
             state_->orphaned = true;  // the SDK reports the exception; no completion here
             return;
         }
         finish(SAMBAND_RETRY, {}, "delivery dropped by the plugin");
     }
 
-    std::string_view id() const { return to_view(d_->delivery_id); }
-    std::string_view event_id() const { return to_view(d_->event_id); }
-    std::string_view destination() const { return to_view(d_->destination); }
-    std::uint32_t attempt() const { return d_->attempt; }
-    std::int64_t deadline_unix_ms() const { return d_->deadline_unix_ms; }
+    std::string_view id() const { return to_view(d_.delivery_id); }
+    std::string_view event_id() const { return to_view(d_.event_id); }
+    std::string_view destination() const { return to_view(d_.destination); }
+    std::uint32_t attempt() const { return d_.attempt; }
+    std::int64_t deadline_unix_ms() const { return d_.deadline_unix_ms; }
     const event_view& event() const { return event_; }
-    bool pending() const { return d_ != nullptr; }
+    bool pending() const { return api_ != nullptr; }
 
     void succeed(std::string_view external_id = {}) { finish(SAMBAND_OK, external_id, {}); }
     void retry(std::string_view why) { finish(SAMBAND_RETRY, {}, why); }
@@ -250,28 +287,113 @@ public:
 
     // Used by the SDK when deliver() threw before the delivery was handed on: the host is told
     // through the return status instead, so no completion may follow.
-    void release() noexcept { api_ = nullptr, d_ = nullptr; }
+    void release() noexcept { api_ = nullptr; }
 
 private:
     void finish(samband_status st, std::string_view external_id, std::string_view message) {
-        if (!d_) return;
+        if (!api_) return;
         samband_completion c{};
         c.struct_size = sizeof c;
         c.status = st;
         c.external_id = to_str(external_id);
         c.message = to_str(message);
-        const samband_host_api* api = api_;
-        std::uint64_t token = d_->token;
-        api_ = nullptr;
-        d_ = nullptr;
-        api->complete(api->ctx, token, &c);
+        const samband_host_api* api = std::exchange(api_, nullptr);
+        (void)api->complete(api->ctx, d_.token, &c);
     }
 
-    const samband_host_api* api_;
-    const samband_delivery* d_;
+    const samband_host_api* api_ = nullptr;
+    samband_delivery d_;
     event_view event_;
     std::shared_ptr<call_state> state_;
     int unwinding_;
+};
+
+// Runs sink work off the host's delivery thread, so deliver() returns at once (the ABI's rule).
+// deliver() hands each delivery to post(); `threads` threads run the jobs in order of arrival.
+// A full queue, or a post after stop(), completes the delivery as RETRY at once. stop() (also run
+// by the destructor) lets the running jobs finish and completes the queued ones as RETRY. A job
+// that throws completes its delivery as RETRY with the exception's text, unless it completed it.
+class worker {
+public:
+    using job = std::function<void(delivery&)>;
+
+    explicit worker(std::size_t threads = 1, std::size_t max_queue = 10000)
+        : max_queue_(max_queue) {
+        for (std::size_t i = 0; i < (threads ? threads : 1); ++i)
+            threads_.emplace_back([this] { run(); });
+    }
+    ~worker() { stop(); }
+    worker(const worker&) = delete;
+    worker& operator=(const worker&) = delete;
+
+    // Queues `fn(d)`; returns at once.
+    void post(delivery d, job fn) {
+        bool stopping = false;
+        {
+            std::lock_guard lock(mu_);
+            stopping = stopping_;
+            if (!stopping && queue_.size() < max_queue_) {
+                queue_.push_back({std::move(d), std::move(fn)});
+                cv_.notify_one();
+                return;
+            }
+        }
+        d.retry(stopping ? "the plugin is stopping" : "the plugin's work queue is full");
+    }
+
+    // Idempotent. THREAD: not from a job.
+    void stop() {
+        std::deque<item> left;
+        {
+            std::lock_guard lock(mu_);
+            if (stopping_ && threads_.empty()) return;
+            stopping_ = true;
+            left.swap(queue_);
+        }
+        cv_.notify_all();
+        for (auto& t : threads_)
+            if (t.joinable()) t.join();
+        threads_.clear();
+        for (auto& i : left) i.d.retry("the plugin stopped before sending");
+    }
+
+    std::size_t queued() const {
+        std::lock_guard lock(mu_);
+        return queue_.size();
+    }
+
+private:
+    struct item {
+        delivery d;
+        job fn;
+    };
+
+    void run() {
+        for (;;) {
+            std::optional<item> it;
+            {
+                std::unique_lock lock(mu_);
+                cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+                if (stopping_) return;
+                it.emplace(std::move(queue_.front()));
+                queue_.pop_front();
+            }
+            try {
+                it->fn(it->d);
+            } catch (const std::exception& e) {
+                it->d.retry(std::string("exception: ") + e.what());
+            } catch (...) {
+                it->d.retry("unknown exception");
+            }
+        }
+    }
+
+    mutable std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<item> queue_;
+    std::size_t max_queue_;
+    bool stopping_ = false;
+    std::vector<std::thread> threads_;
 };
 
 // A read-only view of a delivery, for render().
@@ -313,7 +435,8 @@ samband_status guarded(const samband_host_api* api, samband_error* err, F&& f) n
 
 template <class P>
 struct instance {
-    const samband_host_api* api;
+    samband_host_api host_api;    // the checked copy of the host's table
+    const samband_host_api* api;  // = &host_api
     std::unique_ptr<P> plugin;
 };
 
@@ -345,15 +468,23 @@ template <class P>
 concept has_capabilities = requires {
     { P::capabilities } -> std::convertible_to<std::uint32_t>;
 };
+template <class P>
+concept has_config_schema = requires {
+    { P::config_schema } -> std::convertible_to<const char*>;
+};
 
 template <class P>
 struct adapter {
-    static samband_status create(const samband_host_api* api, samband_str config,
+    static samband_status create(const samband_host_api* api, samband_host_str config,
                                  samband_error* err, void** out) noexcept {
-        return guarded(api, err, [&] {
-            auto inst = std::make_unique<instance<P>>();
-            inst->api = api;
-            inst->plugin = std::make_unique<P>(host(api), to_view(config));
+        auto inst = std::make_unique<instance<P>>();
+        if (samband_copy_struct(&inst->host_api, sizeof inst->host_api, api,
+                                SAMBAND_V1_0_HOST_API_SIZE) != SAMBAND_OK)
+            return SAMBAND_INVALID;  // no usable error_set to say why
+        inst->api = &inst->host_api;
+        return guarded(inst->api, err, [&] {
+            if (!out) throw error(SAMBAND_INVALID, "create called without an instance pointer");
+            inst->plugin = std::make_unique<P>(host(inst->api), to_view(config));
             *out = inst.release();
             return SAMBAND_OK;
         });
@@ -418,8 +549,9 @@ struct adapter {
         auto* inst = static_cast<instance<P>*>(self);
         if constexpr (has_render<P>) {
             return guarded(inst->api, err, [&] {
-                delivery_view v{to_view(d->delivery_id), to_view(d->event_id),
-                                to_view(d->destination), d->attempt, event_view::from(d->event)};
+                auto c = copy_in(d, SAMBAND_V1_0_DELIVERY_SIZE, "delivery");
+                delivery_view v{to_view(c.delivery_id), to_view(c.event_id), to_view(c.destination),
+                                c.attempt, event_view::from(c.event)};
                 rendered r = inst->plugin->render(v);
                 inst->api->render_write(
                     out, samband_buffer{reinterpret_cast<const std::uint8_t*>(r.bytes.data()),
@@ -437,7 +569,7 @@ struct adapter {
         auto* inst = static_cast<instance<P>*>(self);
         if constexpr (is_transform<P>) {
             return guarded(inst->api, err, [&] {
-                std::string env = inst->plugin->transform(event_view::from(*in));
+                std::string env = inst->plugin->transform(event_view::from(in));
                 inst->api->transform_emit(out, to_str(env));
                 return SAMBAND_OK;
             });
@@ -473,6 +605,7 @@ struct adapter {
             d.source = is_source<P> ? &source_api : nullptr;
             d.sink = is_sink<P> ? &sink_api : nullptr;
             d.transform = is_transform<P> ? &transform_api : nullptr;
+            if constexpr (has_config_schema<P>) d.config_schema_json = P::config_schema;
             return d;
         }();
         return &desc;
@@ -505,7 +638,9 @@ struct adapter {
 //   samband::sdk::rendered render(const samband::sdk::delivery_view&);   // optional, pure
 //   std::string transform(const samband::sdk::event_view&);  // a transform
 //   static constexpr bool is_source = true;                  // a source (submits via host)
-// and optionally void start(), void stop(), static constexpr std::uint32_t capabilities.
+// and optionally void start(), void stop(), static constexpr std::uint32_t capabilities,
+// static constexpr const char* config_schema (a JSON Schema the host checks the config against).
+// deliver() must return at once: hand the delivery to an sdk::worker member (see worker).
 #define SAMBAND_PLUGIN(P)                                                               \
     extern "C" SAMBAND_EXPORT samband_status samband_plugin_entry(                      \
         std::uint32_t host_abi_version, const samband_plugin_descriptor** descriptor) { \

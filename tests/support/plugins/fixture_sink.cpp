@@ -34,7 +34,7 @@ public:
     static constexpr const char* version = "0.1.0";
     static constexpr const char* description =
         "Test sink that fails on command and records attempts";
-    static constexpr std::uint32_t capabilities = SAMBAND_CAP_IDEMPOTENT_SINK;
+    static constexpr std::uint32_t capabilities = SAMBAND_CAP_RECEIPTS;
 
     fixture_sink(samband::sdk::host h, std::string_view config) : host_(h) {
         rapidjson::Document d;

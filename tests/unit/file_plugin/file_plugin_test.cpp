@@ -46,8 +46,8 @@ using namespace std::chrono_literals;
 std::string view(samband_str s) {
     return s.data ? std::string(s.data, s.size) : std::string();
 }
-samband_str str(const std::string& s) {
-    return samband_str{s.data(), s.size()};
+samband_host_str str(const std::string& s) {
+    return samband_host_str{s.data(), s.size()};
 }
 
 std::string read_file(const fs::path& p) {
@@ -141,13 +141,19 @@ public:
             return SAMBAND_INVALID;
         };
         api_.submit = &fake_host::t_submit;
-        api_.complete = [](void* ctx, uint64_t token, const samband_completion* c) {
+        api_.complete = [](void* ctx, uint64_t token,
+                           const samband_completion* in) -> samband_status {
             auto* self = static_cast<fake_host*>(ctx);
+            samband_completion c;
+            if (samband_copy_struct(&c, sizeof c, in, SAMBAND_V1_0_COMPLETION_SIZE) != SAMBAND_OK)
+                return SAMBAND_INVALID;
             std::lock_guard lock(self->mu_);
-            self->completions_[token].push_back(
-                {c->status, view(c->external_id), view(c->message)});
+            self->completions_[token].push_back({c.status, view(c.external_id), view(c.message)});
+            return SAMBAND_OK;
         };
-        api_.receipt = [](void*, const samband_receipt*) {};
+        api_.receipt = [](void*, const samband_receipt*) -> samband_status {
+            return SAMBAND_UNSUPPORTED;
+        };
         api_.attachment_read = &fake_host::t_attachment_read;
         api_.render_write = [](samband_render_out* o, samband_buffer b) {
             o->bytes.append(reinterpret_cast<const char*>(b.data), b.size);
@@ -237,13 +243,20 @@ public:
     }
 
 private:
-    static samband_status t_submit(void* ctx, const samband_submission* sub,
+    static samband_status t_submit(void* ctx, const samband_submission* in,
                                    samband_submit_done_fn done, void* user) {
         auto* self = static_cast<fake_host*>(ctx);
+        samband_submission sub;
+        if (samband_copy_struct(&sub, sizeof sub, in, SAMBAND_V1_0_SUBMISSION_SIZE) != SAMBAND_OK ||
+            sub.attachment_count > SAMBAND_MAX_ATTACHMENTS)
+            return SAMBAND_INVALID;
         submitted s;
-        s.envelope = view(sub->envelope_json);
-        for (std::size_t i = 0; i < sub->attachment_count; ++i) {
-            const auto& a = sub->attachments[i];
+        s.envelope = view(sub.envelope_json);
+        for (std::size_t i = 0; i < sub.attachment_count; ++i) {
+            samband_submit_attachment a;
+            if (samband_copy_struct(&a, sizeof a, sub.attachments[i],
+                                    SAMBAND_V1_0_SUBMIT_ATTACHMENT_SIZE) != SAMBAND_OK)
+                return SAMBAND_INVALID;
             submitted::attachment c{view(a.filename), view(a.media_type), view(a.path), {}};
             // The host copies before submit returns: read the file now.
             c.bytes = c.path.empty()
@@ -347,10 +360,13 @@ struct test_delivery {
     uint64_t token = 1;
 
     std::vector<samband_attachment> c_atts{};
+    std::vector<const samband_attachment*> c_ptrs{};
+    samband_event c_event{};
     samband_delivery c{};
 
     const samband_delivery* get() {
         c_atts.clear();
+        c_ptrs.clear();
         for (const auto& a : atts) {
             samband_attachment s{};
             s.struct_size = sizeof s;
@@ -361,6 +377,7 @@ struct test_delivery {
             s.handle = a.handle;
             c_atts.push_back(s);
         }
+        for (const auto& a : c_atts) c_ptrs.push_back(&a);
         c = samband_delivery{};
         c.struct_size = sizeof c;
         c.token = token;
@@ -369,10 +386,12 @@ struct test_delivery {
         c.destination = str(destination);
         c.attempt = attempt;
         c.deadline_unix_ms = 0;
-        c.event.struct_size = sizeof c.event;
-        c.event.envelope_json = str(envelope);
-        c.event.attachments = c_atts.data();
-        c.event.attachment_count = c_atts.size();
+        c_event = samband_event{};
+        c_event.struct_size = sizeof c_event;
+        c_event.envelope_json = str(envelope);
+        c_event.attachments = c_ptrs.data();
+        c_event.attachment_count = c_ptrs.size();
+        c.event = &c_event;
         return &c;
     }
 };
@@ -409,12 +428,11 @@ const std::string kEnvelope =
 
 // ---- descriptor and config --------------------------------------------------------------------
 
-TEST_F(file_plugin_test, descriptor_is_a_source_and_sink_with_idempotent_render_caps) {
+TEST_F(file_plugin_test, descriptor_is_a_source_and_sink_that_renders) {
     EXPECT_STREQ(desc_->name, "file");
     EXPECT_EQ(SAMBAND_ABI_MAJOR_OF(desc_->abi_version), SAMBAND_ABI_MAJOR);
     EXPECT_EQ(desc_->kinds, SAMBAND_KIND_SOURCE | SAMBAND_KIND_SINK);
-    EXPECT_TRUE(desc_->capabilities & SAMBAND_CAP_IDEMPOTENT_SINK);
-    EXPECT_TRUE(desc_->capabilities & SAMBAND_CAP_RENDER);
+    EXPECT_EQ(desc_->capabilities, SAMBAND_CAP_RENDER);
     ASSERT_NE(desc_->sink, nullptr);
     EXPECT_NE(desc_->sink->render, nullptr);
     EXPECT_NE(desc_->source, nullptr);
