@@ -1,12 +1,22 @@
 // A plugin built from the frozen ABI 1.0 header, loaded by the real host loader compiled against
 // a simulated ABI 1.1 whose every growable struct has extra fields (tests/abi/grown).
+#include "core/log.hpp"
 #include "plugin/plugin_host.hpp"
+
+#include <samband/identifiers.hpp>
 
 #include <gtest/gtest.h>
 
 #include <mutex>
 
 static_assert(SAMBAND_ABI_MINOR == 1, "this test must see the simulated 1.1 header");
+
+// The one piece of the daemon the loader calls (core/log.cpp brings the whole logger).
+namespace samband::core {
+std::string mask_identifiers(std::string_view text) {
+    return ident::mask(text);
+}
+}  // namespace samband::core
 
 namespace samband::plugin {
 namespace {
