@@ -142,7 +142,6 @@ public:
         "CSV: spreadsheet files imported from a folder (source) and events exported as rows of an "
         "Excel-friendly, atomically rotated CSV (sink)";
     static constexpr bool is_source = true;
-    static constexpr std::uint32_t capabilities = SAMBAND_CAP_IDEMPOTENT_SINK;
 
     csv_plugin(samband::sdk::host h, std::string_view config) : host_(h) {
         rapidjson::Document d;
