@@ -812,7 +812,6 @@ public:
     static constexpr const char* description =
         "HL7 v2 over MLLP: a listener that ACKs after commit, and a sender that waits for the ACK";
     static constexpr bool is_source = true;
-    static constexpr std::uint32_t capabilities = SAMBAND_CAP_IDEMPOTENT_SINK;
 
     hl7v2_plugin(samband::sdk::host h, std::string_view config_text)
         : host_(h), cfg_(config_text), rt_(std::make_shared<runtime>()) {
