@@ -156,8 +156,6 @@ CREATE INDEX attempts_open ON attempts(delivery_id) WHERE outcome = 'open';
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
-constexpr int kActive[] = {0, 1, 4, 7};  // states that keep later deliveries of a patient waiting
-
 bool is_fatal(int rc) {
     int primary = rc & 0xff;
     return primary == SQLITE_IOERR || primary == SQLITE_FULL || primary == SQLITE_CORRUPT ||
@@ -309,7 +307,7 @@ public:
 
     void record_receipt(receipt_record r, std::function<void(error_code)> done) override {
         auto rp = std::make_shared<receipt_record>(std::move(r));
-        enqueue(job{[this, rp](db& d) {
+        enqueue(job{[rp](db& d) {
                         auto& st = d.prepare(
                             "INSERT INTO receipts(destination, external_id, kind, text, at_ms) "
                             "VALUES(?,?,?,?,?)");

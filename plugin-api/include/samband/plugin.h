@@ -61,7 +61,7 @@ extern "C" {
 
 /* How long the host waits for create, start, deliver, render and transform to return. A call that
  * overruns is reported as timed out (RETRY for a delivery) and the instance gets no further calls
- * until it returns. `samband plugin check` uses the same deadlines. */
+ * until it returns. (`samband plugin check` still uses 2 s per call; it moves onto these.) */
 #define SAMBAND_CALL_DEADLINE_MS 5000
 /* How long the host waits for stop and destroy to return. */
 #define SAMBAND_STOP_DEADLINE_MS 50000
@@ -332,9 +332,9 @@ typedef struct samband_host_api {
     /* SINK render(): names the rendered output (e.g. "note.xml"); optional. THREAD: as above. */
     void (*render_name)(samband_render_out* out, samband_str name);
 
-    /* TRANSFORM: sets the output envelope (attachments pass through unchanged). The host validates
-     * it against samband.event.json and the event type's schema; an invalid one fails the
-     * delivery with the reason. THREAD: the transform() thread. */
+    /* TRANSFORM: sets the output envelope (attachments pass through unchanged). It must be valid
+     * against samband.event.json and the event type's schema; the host is to fail the delivery
+     * with the reason when it is not (not yet enforced). THREAD: the transform() thread. */
     void (*transform_emit)(samband_transform_out* out, samband_str envelope_json);
 } samband_host_api;
 
@@ -413,8 +413,8 @@ typedef struct samband_plugin_descriptor {
     const samband_transform_api* transform; /* non-NULL iff kinds has TRANSFORM */
 
     /* A JSON Schema (draft-04 keywords as RapidJSON checks them) for the endpoint's config, or
-     * NULL. `samband config check` and the daemon validate each endpoint's config against it
-     * before create() and name the failing JSON path. NUL-terminated, static. */
+     * NULL. For `samband config check` and the daemon to validate each endpoint's config by JSON
+     * path before create(); today's host only checks that it is a JSON object. NUL-terminated. */
     const char* config_schema_json;
 } samband_plugin_descriptor;
 
