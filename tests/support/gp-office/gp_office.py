@@ -163,7 +163,10 @@ def answer(root, us, them, pdf_name, pdf_bytes):
     foresporsel = root.find(f".//{{{DIALOG_NS}}}Foresporsel")
     tema = ""
     if foresporsel is not None:
-        t = foresporsel.find(f"{{{DIALOG_NS}}}Sporsmal") or foresporsel.find(f"{{{DIALOG_NS}}}Tema")
+        # (An Element without children is falsy: test for None, never with `or`.)
+        t = foresporsel.find(f"{{{DIALOG_NS}}}Sporsmal")
+        if t is None:
+            t = foresporsel.find(f"{{{DIALOG_NS}}}Tema")
         tema = (t.text or "").strip() if t is not None else ""
     reply = ("Svar på forespørsel om medisinske opplysninger. Pasienten har hatt lettere "
              "depressive plager i to år, ingen kjent rusproblematikk, ingen faste medisiner. "
@@ -214,6 +217,18 @@ def write_atomically(folder, name, data):
     os.rename(tmp, os.path.join(folder, name))
 
 
+def send_validated(args, name, data, schema):
+    """Writes data into Samband's in folder only if it validates: (ok, reason)."""
+    check = os.path.join(args.out, "taken", "." + name + ".check")
+    with open(check, "w", encoding="utf-8") as f:
+        f.write(data)
+    ok, reason = validate(check, args.xsd, schema)
+    os.unlink(check)
+    if ok:
+        write_atomically(args.inbox, name, data)
+    return ok, reason
+
+
 def handle(path, args, pdf_bytes, log):
     name = os.path.basename(path)
     taken = os.path.join(args.out, "taken")
@@ -237,28 +252,24 @@ def handle(path, args, pdf_bytes, log):
     us = party(info, "Receiver")
     rec = apprec(msg_type, gen_date, msg_id, us, them, ok, reason)
     rec_name = f"apprec-{msg_id}.xml"
-    tmp_check = os.path.join(args.out, "taken", "." + rec_name + ".check")
-    with open(tmp_check, "w", encoding="utf-8") as f:
-        f.write(rec)
-    rec_ok, rec_reason = validate(tmp_check, args.xsd, "apprec-v1.1.xsd")
-    os.unlink(tmp_check)
+    rec_ok, rec_reason = send_validated(args, rec_name, rec, "apprec-v1.1.xsd")
     if not rec_ok:
         log(f"{name}: our own Apprec does not validate ({rec_reason}); nothing sent")
         os.rename(path, os.path.join(taken, name))
         return
-    write_atomically(args.inbox, rec_name, rec)
     to = us.get("person_name") or us.get("name")
     verdict = "schema valid → Apprec OK" if ok else f"schema INVALID ({reason}) → Apprec Avvist T02"
     log(f"{name}: {msg_type} to {to} (HER {us.get('person_her') or us.get('her')}): {verdict}")
     if ok and msg_type == "DIALOG_FORESPORSEL":
         svar = answer(root, us, them, os.path.basename(args.pdf), pdf_bytes)
         svar_name = f"svar-{msg_id}.xml"
-        write_atomically(args.inbox, svar_name, svar)
-        svar_ok, svar_reason = validate(os.path.join(args.inbox, svar_name), args.xsd)
+        svar_ok, svar_reason = send_validated(args, svar_name, svar, "all-messages.xsd")
         if not svar_ok:
-            log(f"{name}: BUG in the simulated office: its answer does not validate: {svar_reason}")
-        log(f"{name}: the GP answers the request: DIALOG_SVAR with {os.path.basename(args.pdf)} "
-            f"({len(pdf_bytes)} bytes), RefToParent {msg_id}")
+            log(f"{name}: BUG in the simulated office: its answer does not validate "
+                f"({svar_reason}); not sent")
+        else:
+            log(f"{name}: the GP answers the request: DIALOG_SVAR with {os.path.basename(args.pdf)} "
+                f"({len(pdf_bytes)} bytes), RefToParent {msg_id}")
     os.rename(path, os.path.join(taken, name))
 
 
