@@ -5,6 +5,8 @@
 #include "plugin/plugin_host.hpp"
 
 #include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 #include <samband/json.hpp>
 
 #include <chrono>
@@ -16,6 +18,10 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <utility>
+
+#include <stdlib.h>
+#include <unistd.h>
 #include <vector>
 
 namespace samband::plugin {
@@ -100,6 +106,54 @@ std::string kinds_text(std::uint32_t k) {
     return s;
 }
 
+// The first entry of a JSON Schema's "examples", serialised; nothing when there is none.
+std::optional<std::string> first_example(const std::string& schema) {
+    rapidjson::Document d;
+    if (schema.empty() || !samband::json::parse(schema, d).empty() || !d.IsObject())
+        return std::nullopt;
+    auto it = d.FindMember("examples");
+    if (it == d.MemberEnd() || !it->value.IsArray() || it->value.Empty() ||
+        !it->value[0].IsObject())
+        return std::nullopt;
+    rapidjson::StringBuffer buf;
+    rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+    it->value[0].Accept(w);
+    return std::string(buf.GetString(), buf.GetSize());
+}
+
+// A fresh folder that is the working directory while it lives; removed with what is in it.
+class scratch_folder {
+public:
+    static boost::system::result<scratch_folder> make() {
+        std::string tmpl = (fs::temp_directory_path() / "samband-check-XXXXXX").string();
+        if (!::mkdtemp(tmpl.data()))
+            return boost::system::error_code(errno, boost::system::system_category());
+        std::error_code ec;
+        fs::path before = fs::current_path(ec);
+        if (ec) before = fs::temp_directory_path();
+        fs::current_path(tmpl, ec);
+        if (ec) {
+            fs::remove_all(tmpl, ec);
+            return boost::system::error_code(ec.value(), boost::system::system_category());
+        }
+        return scratch_folder(tmpl, before);
+    }
+    scratch_folder(scratch_folder&& o) noexcept
+        : path_(std::exchange(o.path_, {})), before_(std::move(o.before_)) {}
+    scratch_folder& operator=(scratch_folder&&) = delete;
+    ~scratch_folder() {
+        if (path_.empty()) return;
+        std::error_code ec;
+        fs::current_path(before_, ec);
+        fs::remove_all(path_, ec);
+    }
+    const fs::path& path() const { return path_; }
+
+private:
+    scratch_folder(fs::path p, fs::path before) : path_(std::move(p)), before_(std::move(before)) {}
+    fs::path path_, before_;
+};
+
 std::string status_text(samband_status s) {
     static const char* names[] = {"OK", "RETRY", "PERMANENT", "INVALID", "UNSUPPORTED", "INTERNAL"};
     return (s >= 0 && s <= 5) ? names[s] : "INTERNAL";
@@ -122,7 +176,7 @@ int run_plugin_check(const std::string& so_path, const std::optional<std::string
         return failed == 0 ? 0 : 1;
     };
 
-    std::string config = "{}";
+    std::optional<std::string> config;
     if (config_file) {
         std::ifstream in(*config_file);
         if (!in) {
@@ -136,6 +190,10 @@ int run_plugin_check(const std::string& so_path, const std::optional<std::string
     std::string sample = kSampleEvent;
     if (event_file) {
         std::ifstream in(*event_file);
+        if (!in) {
+            out << "samband plugin check: cannot read event file " << *event_file << "\n";
+            return 2;
+        }
         std::stringstream ss;
         ss << in.rdbuf();
         sample = ss.str();
@@ -160,15 +218,35 @@ int run_plugin_check(const std::string& so_path, const std::optional<std::string
         << ((p.capabilities & SAMBAND_CAP_RECEIPTS) ? "receipts " : "") << "\n";
     result(true, "load: entry point, ABI window, struct sizes, required callbacks");
 
+    // Without --config the plugin is created with its schema's first example, in a scratch
+    // folder (its relative paths land there), as a vendor's first run would.
+    std::optional<scratch_folder> scratch;
+    if (!config) {
+        if (auto example = first_example(p.config_schema)) {
+            auto made = scratch_folder::make();
+            if (!made) {
+                result(false, "create: cannot make a scratch folder: " + made.error().message());
+                return print();
+            }
+            scratch.emplace(std::move(*made));
+            config = std::move(*example);
+            out << "  config:       the schema's first example, in " << scratch->path().string()
+                << "\n";
+        } else {
+            config = "{}";
+            out << "  config:       {} (no --config, and the plugin's schema gives no example)\n";
+        }
+    }
+
     check_services svc;
     instance_options io;
     io.call_timeout = 2s;
-    auto inst = instance::create(p, "check", config, svc, io);
+    auto inst = instance::create(p, "check", *config, svc, io);
     if (!inst) {
         result(false, "create: " + inst.error());
         return print();
     }
-    result(true, "create with the given config");
+    result(true, config_file ? "create with the given config" : "create with the default config");
     auto st = (*inst)->start();
     result(st.ok(), st.ok() ? "start" : "start: " + status_text(st.status) + ": " + st.message);
     if (!st.ok()) return print();
@@ -203,11 +281,16 @@ int run_plugin_check(const std::string& so_path, const std::optional<std::string
         }
         return d;
     };
+    // Whether the sink refused the sample event for what it is (INVALID or PERMANENT) every time:
+    // then a render that refuses it the same way is consistent, not a failure.
+    bool sample_refused = true;
+    auto refusal = [](samband_status s) { return s == SAMBAND_INVALID || s == SAMBAND_PERMANENT; };
     // Delivers and waits; returns the completions (empty when refused at once or none came).
     auto deliver_once = [&](const delivery_ref& d, std::string label,
                             std::string* external) -> bool {
         auto r = (*inst)->deliver(d);
         if (!r.ok()) {
+            sample_refused = sample_refused && refusal(r.status);
             result(true, label + ": refused at once with " + status_text(r.status) + " (" +
                              r.message + ")");
             return true;
@@ -227,6 +310,7 @@ int run_plugin_check(const std::string& so_path, const std::optional<std::string
                    label + ": completed " + std::to_string(cs.size()) + " times (must be once)");
             return false;
         }
+        sample_refused = sample_refused && refusal(cs[0].status);
         if (external) *external = cs[0].external_id;
         result(
             true,
@@ -249,7 +333,12 @@ int run_plugin_check(const std::string& so_path, const std::optional<std::string
         if ((*inst)->can_render()) {
             auto d = make("check-4", true);
             auto r1 = (*inst)->render(d), r2 = (*inst)->render(d);
-            if (!r1 || !r2) {
+            if (!r1 && !r2 && sample_refused && refusal(r1.error().status) &&
+                r1.error().status == r2.error().status) {
+                result(true, "sink: render refuses the sample event as delivery did (" +
+                                 status_text(r1.error().status) + ": " + r1.error().message +
+                                 "); give --event with one it takes to check render");
+            } else if (!r1 || !r2) {
                 result(false,
                        "sink: render failed: " + (!r1 ? r1.error().message : r2.error().message));
             } else {

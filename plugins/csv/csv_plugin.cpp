@@ -142,6 +142,75 @@ public:
         "CSV: spreadsheet files imported from a folder (source) and events exported as rows of an "
         "Excel-friendly, atomically rotated CSV (sink)";
     static constexpr bool is_source = true;
+    // The endpoint config's JSON Schema; the kit creates the plugin with examples[0]
+    // (in a scratch folder) when run without --config.
+    static constexpr const char* config_schema = R"json(
+        {
+          "$schema": "https://json-schema.org/draft/2020-12/schema",
+          "title": "csv plugin endpoint config (docs/csv.md)",
+          "type": "object",
+          "anyOf": [{"required": ["inbox", "type", "fields"]}, {"required": ["outbox"]}],
+          "properties": {
+            "inbox": {"type": "string", "description": "source: folder of CSV files to import"},
+            "type": {"type": "string", "description": "source: the event type each row becomes"},
+            "fields": {
+              "type": "object",
+              "description": "source: JSON Pointer in the event -> {column|value, as, map, optional}"
+            },
+            "key_columns": {
+              "type": "array",
+              "items": {"type": "string"},
+              "description": "source: the columns whose values make a row's idempotency key"
+            },
+            "delimiter": {"enum": ["auto", ";", ",", "\t"], "default": "auto"},
+            "encoding": {"enum": ["auto", "utf-8", "windows-1252"], "default": "auto"},
+            "poll_ms": {"type": "integer", "minimum": 10},
+            "window": {"type": "integer", "minimum": 1},
+            "max_file_bytes": {"type": "integer", "minimum": 1},
+            "max_columns": {"type": "integer", "minimum": 1},
+            "max_field_bytes": {"type": "integer", "minimum": 1},
+            "outbox": {"type": "string", "description": "sink: folder of the rotated CSV files"},
+            "prefix": {"type": "string", "default": "samband"},
+            "out_delimiter": {"enum": [";", ",", "\t"], "default": ";"},
+            "bom": {"type": "boolean", "default": true},
+            "decimal_comma": {"type": "boolean", "default": true},
+            "id_header": {"type": "string", "default": "Hendelse"},
+            "rotate_rows": {"type": "integer", "minimum": 1},
+            "rotate_seconds": {"type": "integer", "minimum": 1},
+            "columns": {
+              "type": "array",
+              "items": {
+                "type": "object",
+                "required": ["header", "pointer"],
+                "properties": {
+                  "header": {"type": "string"},
+                  "pointer": {"type": "string"},
+                  "as": {"const": "date"}
+                }
+              }
+            }
+          },
+          "examples": [
+            {
+              "inbox": "csv-in",
+              "type": "rph.session.attended",
+              "fields": {
+                "/subject/fnr": {"column": "Fødselsnummer"},
+                "/occurred_at": {"column": "Dato", "as": "date"},
+                "/data/treatment_id": {"column": "Behandling"},
+                "/data/session_at": {"column": "Dato", "as": "date"},
+                "/data/attended": {"column": "Møtt", "as": "boolean"}
+              },
+              "outbox": "csv-out",
+              "prefix": "oppmote",
+              "columns": [
+                {"header": "Behandling", "pointer": "/data/treatment_id"},
+                {"header": "Dato", "pointer": "/data/session_at", "as": "date"}
+              ]
+            }
+          ]
+        }
+    )json";
 
     csv_plugin(samband::sdk::host h, std::string_view config) : host_(h) {
         rapidjson::Document d;

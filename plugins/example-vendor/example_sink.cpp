@@ -23,6 +23,23 @@ public:
     static constexpr const char* name = "example-vendor";
     static constexpr const char* version = "1.0.0";
     static constexpr const char* description = "Example vendor sink: one JSON file per delivery";
+    // The endpoint config's JSON Schema; the kit creates the plugin with examples[0]
+    // (in a scratch folder) when run without --config.
+    static constexpr const char* config_schema = R"json(
+        {
+          "$schema": "https://json-schema.org/draft/2020-12/schema",
+          "title": "example-vendor endpoint config",
+          "type": "object",
+          "required": ["folder"],
+          "properties": {
+            "folder": {
+              "type": "string",
+              "description": "where each delivery is written as a JSON file"
+            }
+          },
+          "examples": [{"folder": "vendor-in"}]
+        }
+    )json";
 
     // Called once per endpoint with its config, e.g. {"folder": "/var/lib/vendor/in"}.
     example_sink(samband::sdk::host host, std::string_view config) : host_(host) {

@@ -103,6 +103,48 @@ public:
     static constexpr const char* description =
         "Files: an inbox folder as a source (write-then-rename) and an atomic outbox as a sink";
     static constexpr bool is_source = true;
+    // The endpoint config's JSON Schema; the kit creates the plugin with examples[0]
+    // (in a scratch folder) when run without --config.
+    static constexpr const char* config_schema = R"json(
+        {
+          "$schema": "https://json-schema.org/draft/2020-12/schema",
+          "title": "file plugin endpoint config",
+          "type": "object",
+          "additionalProperties": false,
+          "anyOf": [{"required": ["inbox"]}, {"required": ["outbox"]}],
+          "properties": {
+            "inbox": {
+              "type": "string",
+              "description": "source: folder of envelope files (write-then-rename); done/ and error/ are made inside"
+            },
+            "outbox": {
+              "type": "string",
+              "description": "sink: folder where each delivery is written atomically"
+            },
+            "naming": {
+              "type": "string",
+              "default": "{destination}-{delivery_id}",
+              "description": "sink: file name pattern"
+            },
+            "on_done": {
+              "enum": ["move", "delete"],
+              "default": "move",
+              "description": "source: what happens to a file once stored"
+            },
+            "poll_ms": {
+              "type": "integer",
+              "minimum": 10,
+              "description": "source: how often the inbox is scanned"
+            },
+            "window": {
+              "type": "integer",
+              "minimum": 1,
+              "description": "source: files in flight at once"
+            }
+          },
+          "examples": [{"inbox": "inbox", "outbox": "outbox"}, {"outbox": "/var/spool/samband/out"}]
+        }
+    )json";
 
     file_plugin(samband::sdk::host h, std::string_view config) : host_(h) {
         rapidjson::Document d;

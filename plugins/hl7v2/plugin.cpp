@@ -812,6 +812,55 @@ public:
     static constexpr const char* description =
         "HL7 v2 over MLLP: a listener that ACKs after commit, and a sender that waits for the ACK";
     static constexpr bool is_source = true;
+    // The endpoint config's JSON Schema; the kit creates the plugin with examples[0]
+    // (in a scratch folder) when run without --config.
+    static constexpr const char* config_schema = R"json(
+        {
+          "$schema": "https://json-schema.org/draft/2020-12/schema",
+          "title": "hl7v2 plugin endpoint config (docs/hl7v2.md)",
+          "type": "object",
+          "additionalProperties": false,
+          "oneOf": [{"required": ["listen"]}, {"required": ["connect"]}],
+          "properties": {
+            "listen": {
+              "type": "string",
+              "description": "source: IP:port to listen on (127.0.0.1:0 picks a free port)"
+            },
+            "port_file": {"type": "string", "description": "source: write the bound port here"},
+            "reject_dir": {
+              "type": "string",
+              "description": "source: keep each refused message and its reason here"
+            },
+            "max_connections": {"type": "integer", "minimum": 1},
+            "max_frame_bytes": {"type": "integer", "minimum": 1},
+            "idle_timeout_ms": {"type": "integer", "minimum": 1},
+            "frame_timeout_ms": {"type": "integer", "minimum": 1},
+            "max_segments": {"type": "integer", "minimum": 1},
+            "max_fields": {"type": "integer", "minimum": 1},
+            "default_charset": {"enum": ["UNICODE UTF-8", "8859/1"]},
+            "allow_synthetic_ids": {"type": "boolean", "default": false},
+            "session_kind": {"type": "string"},
+            "sending_application": {"type": "string"},
+            "sending_facility": {"type": "string"},
+            "connect": {"type": "string", "description": "sink: host:port of the receiver"},
+            "ack_timeout_ms": {"type": "integer", "minimum": 1},
+            "connect_timeout_ms": {"type": "integer", "minimum": 1},
+            "receiving_application": {"type": "string"},
+            "receiving_facility": {"type": "string"},
+            "version": {"enum": ["2.3", "2.3.1", "2.4", "2.5", "2.5.1"]},
+            "charset": {"enum": ["UNICODE UTF-8", "8859/1"]},
+            "processing_id": {"type": "string"},
+            "tls": {
+              "type": "object",
+              "description": "cert_file, key_file, ca_file, server_name, require_client_cert"
+            }
+          },
+          "examples": [
+            {"connect": "127.0.0.1:9", "connect_timeout_ms": 1000, "ack_timeout_ms": 1000},
+            {"listen": "127.0.0.1:2575", "allow_synthetic_ids": true}
+          ]
+        }
+    )json";
 
     hl7v2_plugin(samband::sdk::host h, std::string_view config_text)
         : host_(h), cfg_(config_text), rt_(std::make_shared<runtime>()) {

@@ -350,6 +350,70 @@ public:
         "catalogue)";
     static constexpr bool is_source = true;
     static constexpr std::uint32_t capabilities = SAMBAND_CAP_RECEIPTS;
+    // The endpoint config's JSON Schema; the kit creates the plugin with examples[0]
+    // (in a scratch folder) when run without --config.
+    static constexpr const char* config_schema = R"json(
+        {
+          "$schema": "https://json-schema.org/draft/2020-12/schema",
+          "title": "nhn plugin endpoint config (docs/nhn.md)",
+          "type": "object",
+          "anyOf": [
+            {"required": ["out_dir"]},
+            {"required": ["transport", "edi2"], "properties": {"transport": {"const": "edi2"}}}
+          ],
+          "properties": {
+            "xsd_dir": {
+              "type": "string",
+              "description": "the MsgHead/Dialogmelding/Apprec XSDs; found beside the plugin or installed when absent"
+            },
+            "out_dir": {"type": "string", "description": "file catalogue: outgoing messages"},
+            "in_dir": {
+              "type": "string",
+              "description": "file catalogue: incoming messages and Apprecs"
+            },
+            "transport": {
+              "enum": ["catalogue", "edi2"],
+              "description": "edi2: the NHN EDI 2.0 REST API with HelseID"
+            },
+            "edi2": {
+              "type": "object",
+              "description": "token_url, api_base, client_id, scope, key_secret, poll_her_id, …"
+            },
+            "poll_ms": {"type": "integer", "minimum": 20},
+            "request_apprec": {"type": "boolean", "default": true},
+            "own": {
+              "type": "object",
+              "properties": {
+                "name": {"type": "string"},
+                "her_id": {"type": "string"},
+                "dept_name": {"type": "string"},
+                "dept_her_id": {"type": "string"}
+              }
+            },
+            "receiver_message_types": {"type": "object", "additionalProperties": {"type": "string"}},
+            "adresseregisteret": {
+              "type": "object",
+              "description": "url or file, ca_file, username, password_secret, timeout_ms, cache_s"
+            },
+            "state_dir": {"type": "string"},
+            "allow_synthetic_ids": {"type": "boolean", "default": false}
+          },
+          "examples": [
+            {
+              "out_dir": "nhn/out",
+              "in_dir": "nhn/in",
+              "state_dir": "nhn/state",
+              "own": {
+                "name": "Testby kommune",
+                "her_id": "9900001",
+                "dept_name": "Rask psykisk helsehjelp Testby",
+                "dept_her_id": "9900011"
+              },
+              "allow_synthetic_ids": true
+            }
+          ]
+        }
+    )json";
 
     nhn_plugin(samband::sdk::host h, std::string_view config)
         : host_(h), codec_(make_codec(config)) {
