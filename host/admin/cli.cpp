@@ -1,5 +1,7 @@
 #include "admin/cli.hpp"
 
+#include "report/outcomes.hpp"
+
 #include "core/ids.hpp"
 
 #include <boost/asio/connect.hpp>
@@ -408,6 +410,41 @@ void add_client_commands(CLI::App& app, std::function<void(int)> set_exit) {
         if (!read_answer(r, a, rapidjson::kObjectType)) return set_exit(1);
         std::cout << "accepted event " << get_str(a, "event_id")
                   << (a["duplicate"].GetBool() ? " (duplicate: the first event's id)" : "") << "\n";
+        set_exit(0);
+    });
+
+    auto* rep = app.add_subcommand("report", "Reports computed from the store");
+    rep->require_subcommand(1);
+    auto rep_from = std::make_shared<std::string>();
+    auto rep_to = std::make_shared<std::string>();
+    auto rep_format = std::make_shared<std::string>("md");
+    auto rep_out = std::make_shared<std::string>();
+    auto* outcomes = rep->add_subcommand(
+        "outcomes", "RPH outcomes per month (no identifiers; counts 1-4 shown as <5)");
+    outcomes->add_option("--from", *rep_from, "First month, yyyy-mm")->required();
+    outcomes->add_option("--to", *rep_to, "Last month, yyyy-mm")->required();
+    outcomes->add_option("--format", *rep_format, "md (default), csv or svg");
+    outcomes->add_option("--out", *rep_out, "Write to this file instead of standard output");
+    add_common(outcomes, *o, false);
+    outcomes->callback([=] {
+        if (auto why = report::check_arguments(*rep_from, *rep_to, *rep_format)) {
+            std::cerr << "samband: " << *why << "\n";
+            return set_exit(2);
+        }
+        auto r = call(*o, http::verb::get,
+                      "/api/v1/reports/outcomes?from=" + *rep_from + "&to=" + *rep_to +
+                          "&format=" + *rep_format);
+        if (r.status != 200) return set_exit(report(r));
+        if (rep_out->empty()) {
+            std::cout << r.body;
+        } else {
+            std::ofstream f(*rep_out, std::ios::binary | std::ios::trunc);
+            f << r.body;
+            if (!f.flush()) {
+                std::cerr << "samband: cannot write " << *rep_out << "\n";
+                return set_exit(1);
+            }
+        }
         set_exit(0);
     });
 

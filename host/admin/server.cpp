@@ -1,4 +1,5 @@
 #include "admin/server.hpp"
+#include "report/outcomes.hpp"
 
 #include "core/error.hpp"
 #include "core/ids.hpp"
@@ -283,6 +284,8 @@ struct server::impl {
             return method == http::verb::get ? plugins() : not_allowed();
         if (what == "errors" && segs.size() == 1)
             return method == http::verb::get ? errors(q) : not_allowed();
+        if (what == "reports" && segs.size() == 2 && segs[1] == "outcomes")
+            return method == http::verb::get ? outcomes(q) : not_allowed();
         if (what == "events" && segs.size() == 1)
             return method == http::verb::post ? send_event(req) : not_allowed();
         if (what == "events" && segs.size() == 2)
@@ -391,6 +394,22 @@ struct server::impl {
         }
         w.EndArray();
         return {http::status::ok, sb.GetString()};
+    }
+
+    // The outcome report: aggregates only (no identifiers), so no audit row is needed.
+    reply outcomes(std::map<std::string, std::string>& q) {
+        std::string from = q["from"], to = q["to"], format = q.count("format") ? q["format"] : "md";
+        if (auto why = report::check_arguments(from, to, format))
+            return error_reply(http::status::bad_request, "bad_argument", *why);
+        auto facts = report::load(be.store());
+        if (!facts)
+            return error_reply(http::status::internal_server_error, "store",
+                               facts.error().message());
+        std::string body = report::render(report::compute(*facts, from, to), format);
+        const char* type = format == "csv"   ? "text/csv; charset=utf-8"
+                           : format == "svg" ? "image/svg+xml"
+                                             : "text/markdown; charset=utf-8";
+        return {http::status::ok, std::move(body), type};
     }
 
     reply errors(std::map<std::string, std::string>& q) {

@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
+#include <variant>
 
 namespace samband::store {
 
@@ -411,6 +412,22 @@ public:
             q.reset();
             return out;
         });
+    }
+
+    boost::system::result<void> for_each_event(
+        std::string_view type_prefix, const std::function<void(const event_row&)>& fn) override {
+        auto r = read([&] {
+            auto& q = rdb_.prepare(
+                "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, "
+                "e.treatment_id, e.order_key, e.received_ms FROM events e JOIN payloads p ON "
+                "p.event_seq = e.seq WHERE substr(e.type, 1, length(?1)) = ?1 ORDER BY e.seq");
+            q.bind(1, type_prefix);
+            while (q.step()) fn(read_event(q));
+            q.reset();
+            return std::monostate{};
+        });
+        if (!r) return r.error();
+        return {};
     }
 
     boost::system::result<std::optional<delivery_row>> get_delivery(std::int64_t id) override {

@@ -241,6 +241,10 @@ public:
     // Every event of one treatment, oldest first (the consent gate reads them at dispatch).
     virtual boost::system::result<std::vector<event_row>> events_of_treatment(
         std::string_view treatment_id) = 0;
+    // Every stored event whose type starts with `type_prefix`, oldest first (reports).
+    virtual boost::system::result<void> for_each_event(
+        std::string_view type_prefix, const std::function<void(const event_row&)>& fn) = 0;
+
     // The host-owned file holding an attachment's bytes (read-only for plugins).
     virtual std::string blob_path(std::string_view sha256) const = 0;
 
