@@ -1,0 +1,337 @@
+// The http plugin's sink: POSTs each delivery's event to a vendor's webhook URL (see docs/http.md).
+//
+// Each delivery is sent by one of the plugin's own worker threads (deliver() only queues it, so
+// the host never waits on the network) with `Idempotency-Key: <delivery id>` (the same on every
+// attempt), the configured authentication (a bearer token or an HMAC-SHA256 signature, keys from
+// the host's secrets) and TLS verified against the system's or a configured CA. The answer
+// decides: 2xx delivered; 408, 429 and 5xx retried (a Retry-After that ends before the attempt's
+// deadline is waited out here and the request repeated with the same key, otherwise the host's
+// backoff applies); any other status is permanent, with the body's text as the reason; network
+// errors and timeouts are retried.
+#include <samband/sdk.hpp>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <rapidjson/document.h>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/url/parse.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <ctime>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+namespace {
+
+namespace net = boost::asio;
+namespace ssl = boost::asio::ssl;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using samband::sdk::error;
+using samband::sdk::log_level;
+
+std::string hex(const unsigned char* p, std::size_t n) {
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    for (std::size_t i = 0; i < n; ++i) {
+        out.push_back(digits[p[i] >> 4]);
+        out.push_back(digits[p[i] & 15]);
+    }
+    return out;
+}
+
+std::string hmac_sha256_hex(std::string_view key, std::string_view data) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+         reinterpret_cast<const unsigned char*>(data.data()), data.size(), md, &len);
+    return hex(md, len);
+}
+
+// The reply text as a reason: printable, one line, at most 300 bytes.
+std::string reason_text(std::string_view body) {
+    std::string out;
+    for (char c : body.substr(0, 300)) out.push_back(c == '\n' || c == '\r' || c == '\t' ? ' ' : c);
+    return out;
+}
+
+struct outcome {
+    int status = 0;                  // HTTP status, 0 when no answer
+    std::string text;                // body or the network error
+    std::optional<int> retry_after;  // seconds
+};
+
+class http_plugin {
+public:
+    static constexpr const char* name = "http";
+    static constexpr const char* version = "0.1.0";
+    static constexpr const char* description =
+        "HTTP webhooks: POSTs events to a vendor URL with Idempotency-Key, bearer or HMAC "
+        "authentication and verified TLS (sink)";
+    static constexpr std::uint32_t capabilities = SAMBAND_CAP_IDEMPOTENT_SINK;
+
+    http_plugin(samband::sdk::host h, std::string_view config)
+        : host_(h), ssl_(ssl::context::tls_client) {
+        rapidjson::Document d;
+        d.Parse(config.data(), config.size());
+        if (d.HasParseError() || !d.IsObject())
+            throw error(SAMBAND_INVALID, "http plugin: config must be a JSON object");
+        auto str = [&](const rapidjson::Value& o, const char* k, std::string def = {}) {
+            auto it = o.FindMember(k);
+            if (it == o.MemberEnd()) return def;
+            if (!it->value.IsString())
+                throw error(SAMBAND_INVALID,
+                            std::string("http plugin: \"") + k + "\" must be a string");
+            return std::string(it->value.GetString());
+        };
+        std::string url = str(d, "url");
+        auto u = boost::urls::parse_uri(url);
+        if (url.empty() || !u || (u->scheme() != "http" && u->scheme() != "https") ||
+            u->host().empty())
+            throw error(SAMBAND_INVALID, "http plugin: \"url\" must be an http:// or https:// URL");
+        tls_ = u->scheme() == "https";
+        host_name_ = u->host();
+        port_ = u->has_port() ? std::string(u->port()) : (tls_ ? "443" : "80");
+        target_ = std::string(u->encoded_path());
+        if (target_.empty()) target_ = "/";
+        if (u->has_query()) target_ += "?" + std::string(u->encoded_query());
+        if (!tls_ && host_name_ != "127.0.0.1" && host_name_ != "localhost" &&
+            host_name_ != "::1" &&
+            !(d.HasMember("allow_plain_http") && d["allow_plain_http"].IsBool() &&
+              d["allow_plain_http"].GetBool()))
+            throw error(SAMBAND_INVALID,
+                        "http plugin: \"url\" must be https:// (plain http only to this machine, "
+                        "or with \"allow_plain_http\": true)");
+        if (d.HasMember("timeout_ms")) {
+            if (!d["timeout_ms"].IsInt() || d["timeout_ms"].GetInt() < 100)
+                throw error(SAMBAND_INVALID,
+                            "http plugin: \"timeout_ms\" must be an integer >= 100");
+            timeout_ = std::chrono::milliseconds(d["timeout_ms"].GetInt());
+        }
+        int workers = 4;
+        if (d.HasMember("workers")) {
+            if (!d["workers"].IsInt() || d["workers"].GetInt() < 1 || d["workers"].GetInt() > 64)
+                throw error(SAMBAND_INVALID, "http plugin: \"workers\" must be 1..64");
+            workers = d["workers"].GetInt();
+        }
+        workers_ = workers;
+        if (d.HasMember("auth")) {
+            const auto& a = d["auth"];
+            if (!a.IsObject())
+                throw error(SAMBAND_INVALID, "http plugin: \"auth\" must be an object");
+            auth_ = str(a, "kind");
+            std::string secret = str(a, "secret");
+            if (auth_ != "bearer" && auth_ != "hmac")
+                throw error(SAMBAND_INVALID,
+                            "http plugin: auth.kind must be \"bearer\" or \"hmac\"");
+            if (secret.empty())
+                throw error(SAMBAND_INVALID,
+                            "http plugin: auth.secret must name a secret of the host");
+            auto value = host_.secret(secret);
+            if (!value || value->empty())
+                throw error(SAMBAND_INVALID,
+                            "http plugin: the host has no secret \"" + secret + "\"");
+            secret_ = *value;
+            while (!secret_.empty() && (secret_.back() == '\n' || secret_.back() == '\r'))
+                secret_.pop_back();
+            header_ = str(a, "header", "X-Samband-Signature");
+        }
+        if (tls_) {
+            ssl_.set_verify_mode(ssl::verify_peer);
+            std::string ca = str(d, "ca_file");
+            boost::system::error_code ec;
+            if (ca.empty())
+                ssl_.set_default_verify_paths(ec);
+            else
+                ssl_.load_verify_file(ca, ec);
+            if (ec)
+                throw error(SAMBAND_INVALID,
+                            "http plugin: cannot load CA certificates: " + ec.message());
+        }
+    }
+
+    ~http_plugin() { stop(); }
+
+    void start() {
+        std::lock_guard lock(mu_);
+        if (running_) return;
+        running_ = true;
+        for (int i = 0; i < workers_; ++i) threads_.emplace_back([this] { work(); });
+    }
+
+    void stop() {
+        {
+            std::lock_guard lock(mu_);
+            if (!running_) return;
+            running_ = false;
+        }
+        cv_.notify_all();
+        for (auto& t : threads_) t.join();
+        threads_.clear();
+        // Queued deliveries not sent: their destructors complete them as RETRY.
+        std::deque<samband::sdk::delivery> left;
+        {
+            std::lock_guard lock(mu_);
+            left.swap(queue_);
+        }
+    }
+
+    void deliver(samband::sdk::delivery d) {
+        {
+            std::lock_guard lock(mu_);
+            if (!running_) {
+                d.retry("the http endpoint is stopping");
+                return;
+            }
+            queue_.push_back(std::move(d));
+        }
+        cv_.notify_one();
+    }
+
+private:
+    void work() {
+        for (;;) {
+            std::optional<samband::sdk::delivery> d;
+            {
+                std::unique_lock lock(mu_);
+                cv_.wait(lock, [&] { return !running_ || !queue_.empty(); });
+                if (!running_) return;
+                d.emplace(std::move(queue_.front()));
+                queue_.pop_front();
+            }
+            send(*d);
+        }
+    }
+
+    void send(samband::sdk::delivery& d) {
+        std::string body(d.event().envelope_json);
+        for (int round = 0;; ++round) {
+            outcome o = post(d.id(), body);
+            if (o.status >= 200 && o.status < 300) {
+                d.succeed(d.id());
+                return;
+            }
+            bool retryable = o.status == 0 || o.status == 408 || o.status == 429 || o.status >= 500;
+            std::string why =
+                o.status ? "HTTP " + std::to_string(o.status) + ": " + reason_text(o.text) : o.text;
+            if (!retryable) {
+                d.fail(why);
+                return;
+            }
+            // Retry-After within this attempt's deadline: wait it out and repeat (same key).
+            if (o.retry_after && round < 3) {
+                auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count();
+                std::int64_t wake = now_ms + std::int64_t(*o.retry_after) * 1000;
+                if (d.deadline_unix_ms() == 0 || wake + timeout_.count() < d.deadline_unix_ms()) {
+                    std::unique_lock lock(mu_);
+                    if (cv_.wait_for(lock, std::chrono::seconds(*o.retry_after),
+                                     [&] { return !running_; })) {
+                        d.retry(why + " (stopping)");
+                        return;
+                    }
+                    continue;
+                }
+                why += " (Retry-After " + std::to_string(*o.retry_after) + " s)";
+            }
+            d.retry(why);
+            return;
+        }
+    }
+
+    template <class Stream>
+    outcome exchange(Stream& stream, http::request<http::string_body>& req) {
+        outcome o;
+        beast::error_code ec;
+        http::write(stream, req, ec);
+        if (ec) return {0, "cannot send to " + host_name_ + ": " + ec.message(), {}};
+        beast::flat_buffer buf;
+        buf.reserve(64 * 1024);
+        http::response_parser<http::string_body> parser;
+        parser.body_limit(1024 * 1024);
+        http::read(stream, buf, parser, ec);
+        if (ec) return {0, "no answer from " + host_name_ + ": " + ec.message(), {}};
+        auto& res = parser.get();
+        o.status = static_cast<int>(res.result_int());
+        o.text = res.body();
+        auto ra = res.find(http::field::retry_after);
+        if (ra != res.end()) {
+            std::string v(ra->value());
+            if (!v.empty() && v.size() < 7 &&
+                v.find_first_not_of("0123456789") == std::string::npos)
+                o.retry_after = std::stoi(v);
+        }
+        return o;
+    }
+
+    outcome post(std::string_view key, const std::string& body) {
+        http::request<http::string_body> req{http::verb::post, target_, 11};
+        req.set(http::field::host, host_name_);
+        req.set(http::field::user_agent, "samband-http/0.1");
+        req.set(http::field::content_type, "application/json");
+        req.set("Idempotency-Key", key);
+        if (auth_ == "bearer") req.set(http::field::authorization, "Bearer " + secret_);
+        if (auth_ == "hmac") {
+            std::string t = std::to_string(std::time(nullptr));
+            req.set(header_, "t=" + t + ",v1=" + hmac_sha256_hex(secret_, t + "." + body));
+        }
+        req.body() = body;
+        req.prepare_payload();
+
+        net::io_context ioc;
+        net::ip::tcp::resolver resolver(ioc);
+        beast::error_code ec;
+        auto results = resolver.resolve(host_name_, port_, ec);
+        if (ec) return {0, "cannot resolve " + host_name_ + ": " + ec.message(), {}};
+        if (!tls_) {
+            beast::tcp_stream stream(ioc);
+            stream.expires_after(timeout_);
+            stream.connect(results, ec);
+            if (ec)
+                return {
+                    0, "cannot connect to " + host_name_ + ":" + port_ + ": " + ec.message(), {}};
+            outcome o = exchange(stream, req);
+            stream.socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);
+            return o;
+        }
+        beast::ssl_stream<beast::tcp_stream> stream(ioc, ssl_);
+        if (!SSL_set_tlsext_host_name(stream.native_handle(), host_name_.c_str()))
+            return {0, "cannot set TLS server name", {}};
+        stream.set_verify_callback(ssl::host_name_verification(host_name_));
+        beast::get_lowest_layer(stream).expires_after(timeout_);
+        beast::get_lowest_layer(stream).connect(results, ec);
+        if (ec)
+            return {0, "cannot connect to " + host_name_ + ":" + port_ + ": " + ec.message(), {}};
+        stream.handshake(ssl::stream_base::client, ec);
+        if (ec) return {0, "TLS handshake with " + host_name_ + " failed: " + ec.message(), {}};
+        outcome o = exchange(stream, req);
+        stream.shutdown(ec);
+        return o;
+    }
+
+    samband::sdk::host host_;
+    ssl::context ssl_;
+    bool tls_ = false;
+    std::string host_name_, port_, target_;
+    std::chrono::milliseconds timeout_{10000};
+    int workers_ = 4;
+    std::string auth_, secret_, header_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool running_ = false;
+    std::deque<samband::sdk::delivery> queue_;
+    std::vector<std::thread> threads_;
+};
+
+}  // namespace
+
+SAMBAND_PLUGIN(http_plugin)

@@ -1,0 +1,41 @@
+// A vendor's webhook receiver for the http plugin's tests (node:http, no packages).
+// usage: node receiver.js RECORD_FILE SECRET_FILE PLAN
+//   PLAN: comma-separated statuses answered in turn, the last one repeated (e.g. "503,503,200");
+//   a 429 carries Retry-After: 1.
+// Checks the HMAC signature itself (X-Samband-Signature: t=UNIX,v1=hex(HMAC-SHA256(secret,
+// t + "." + body))) and answers 401 when it is missing or wrong. Appends one JSON line per request
+// to RECORD_FILE and prints "listening PORT" once bound to 127.0.0.1:0.
+'use strict';
+const http = require('node:http');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const [record, secretFile, plan] = process.argv.slice(2);
+const secret = fs.readFileSync(secretFile, 'utf8').trim();
+const statuses = plan.split(',').map(Number);
+let n = 0;
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    const body = Buffer.concat(chunks);
+    const sig = req.headers['x-samband-signature'] || '';
+    const m = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(sig);
+    let ok = false;
+    if (m) {
+      const want = crypto.createHmac('sha256', secret).update(m[1] + '.').update(body).digest();
+      ok = crypto.timingSafeEqual(want, Buffer.from(m[2], 'hex'));
+    }
+    const status = ok ? statuses[Math.min(n, statuses.length - 1)] : 401;
+    if (ok) n += 1;
+    fs.appendFileSync(record, JSON.stringify({
+      key: req.headers['idempotency-key'] || '', signed: ok, status,
+      type: (() => { try { return JSON.parse(body).type; } catch (e) { return ''; } })(),
+    }) + '\n');
+    const headers = {'content-type': 'text/plain'};
+    if (status === 429) headers['retry-after'] = '1';
+    res.writeHead(status, headers);
+    res.end(status === 401 ? 'signature missing or wrong' : status === 422 ? 'field subject.fnr: unknown patient' : 'ok');
+  });
+});
+server.listen(0, '127.0.0.1', () => console.log('listening ' + server.address().port));
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
