@@ -8,14 +8,19 @@
 // deadline is waited out here and the request repeated with the same key, otherwise the host's
 // backoff applies); any other status is permanent, with the body's text as the reason; network
 // errors and timeouts are retried.
+#include <samband/json.hpp>
 #include <samband/sdk.hpp>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <rapidjson/document.h>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -76,14 +81,13 @@ public:
     static constexpr const char* description =
         "HTTP webhooks: POSTs events to a vendor URL with Idempotency-Key, bearer or HMAC "
         "authentication and verified TLS (sink)";
-    static constexpr std::uint32_t capabilities = SAMBAND_CAP_IDEMPOTENT_SINK;
 
     http_plugin(samband::sdk::host h, std::string_view config)
         : host_(h), ssl_(ssl::context::tls_client) {
         rapidjson::Document d;
-        d.Parse(config.data(), config.size());
-        if (d.HasParseError() || !d.IsObject())
-            throw error(SAMBAND_INVALID, "http plugin: config must be a JSON object");
+        if (std::string err = samband::json::parse(config, d); !err.empty() || !d.IsObject())
+            throw error(SAMBAND_INVALID, "http plugin: config must be a JSON object" +
+                                             (err.empty() ? "" : ": " + err));
         auto str = [&](const rapidjson::Value& o, const char* k, std::string def = {}) {
             auto it = o.FindMember(k);
             if (it == o.MemberEnd()) return def;
@@ -249,17 +253,17 @@ private:
     }
 
     template <class Stream>
-    outcome exchange(Stream& stream, http::request<http::string_body>& req) {
-        outcome o;
-        beast::error_code ec;
-        http::write(stream, req, ec);
-        if (ec) return {0, "cannot send to " + host_name_ + ": " + ec.message(), {}};
+    static net::awaitable<void> exchange(Stream& stream, http::request<http::string_body>& req,
+                                         outcome& o, beast::error_code& ec, const bool& abandoned) {
+        co_await http::async_write(stream, req, net::redirect_error(net::use_awaitable, ec));
+        if (ec || abandoned) co_return;
         beast::flat_buffer buf;
         buf.reserve(64 * 1024);
         http::response_parser<http::string_body> parser;
         parser.body_limit(1024 * 1024);
-        http::read(stream, buf, parser, ec);
-        if (ec) return {0, "no answer from " + host_name_ + ": " + ec.message(), {}};
+        parser.header_limit(64 * 1024);
+        co_await http::async_read(stream, buf, parser, net::redirect_error(net::use_awaitable, ec));
+        if (ec) co_return;
         auto& res = parser.get();
         o.status = static_cast<int>(res.result_int());
         o.text = res.body();
@@ -270,9 +274,11 @@ private:
                 v.find_first_not_of("0123456789") == std::string::npos)
                 o.retry_after = std::stoi(v);
         }
-        return o;
     }
 
+    // One request under one deadline (timeout_ for everything: resolve, connect, TLS, write,
+    // read). Blocking Asio calls ignore expires_after, so the exchange runs as a coroutine on a
+    // private io_context that is abandoned when the deadline passes.
     outcome post(std::string_view key, const std::string& body) {
         http::request<http::string_body> req{http::verb::post, target_, 11};
         req.set(http::field::host, host_name_);
@@ -284,37 +290,76 @@ private:
             std::string t = std::to_string(std::time(nullptr));
             req.set(header_, "t=" + t + ",v1=" + hmac_sha256_hex(secret_, t + "." + body));
         }
+        req.keep_alive(false);
         req.body() = body;
         req.prepare_payload();
 
-        net::io_context ioc;
+        net::io_context ioc{1};
         net::ip::tcp::resolver resolver(ioc);
+        std::optional<beast::tcp_stream> plain;
+        std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
+        if (tls_)
+            secure.emplace(ioc, ssl_);
+        else
+            plain.emplace(ioc);
+        beast::tcp_stream& lowest = secure ? beast::get_lowest_layer(*secure) : *plain;
+
+        outcome o;
         beast::error_code ec;
-        auto results = resolver.resolve(host_name_, port_, ec);
-        if (ec) return {0, "cannot resolve " + host_name_ + ": " + ec.message(), {}};
-        if (!tls_) {
-            beast::tcp_stream stream(ioc);
-            stream.expires_after(timeout_);
-            stream.connect(results, ec);
-            if (ec)
-                return {
-                    0, "cannot connect to " + host_name_ + ":" + port_ + ": " + ec.message(), {}};
-            outcome o = exchange(stream, req);
-            stream.socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);
-            return o;
+        std::string stage = "resolve";
+        bool done = false;
+        bool abandoned = false;
+        auto run = [&]() -> net::awaitable<void> {
+            auto token = net::redirect_error(net::use_awaitable, ec);
+            auto results = co_await resolver.async_resolve(host_name_, port_, token);
+            if (ec || abandoned) co_return;
+            stage = "connect";
+            co_await lowest.async_connect(results, token);
+            if (ec || abandoned) co_return;
+            if (secure) {
+                stage = "TLS handshake";
+                boost::system::error_code literal;
+                net::ip::make_address(host_name_, literal);
+                if (literal &&
+                    !SSL_set_tlsext_host_name(secure->native_handle(), host_name_.c_str())) {
+                    ec = net::error::invalid_argument;
+                    co_return;
+                }
+                secure->set_verify_callback(ssl::host_name_verification(host_name_));
+                co_await secure->async_handshake(ssl::stream_base::client, token);
+                if (ec || abandoned) co_return;
+                stage = "exchange";
+                co_await exchange(*secure, req, o, ec, abandoned);
+            } else {
+                stage = "exchange";
+                co_await exchange(*plain, req, o, ec, abandoned);
+            }
+        };
+        std::exception_ptr failure;
+        net::co_spawn(ioc, run(), [&](std::exception_ptr e) {
+            failure = e;
+            done = true;
+        });
+        ioc.run_for(timeout_);
+        if (!done) {
+            abandoned = true;
+            resolver.cancel();
+            boost::system::error_code ignored;
+            lowest.socket().close(ignored);
+            ioc.restart();
+            ioc.run();
+            return {0,
+                    "no answer from " + host_name_ + ":" + port_ + " within " +
+                        std::to_string(timeout_.count()) + " ms (" + stage + ")",
+                    {}};
         }
-        beast::ssl_stream<beast::tcp_stream> stream(ioc, ssl_);
-        if (!SSL_set_tlsext_host_name(stream.native_handle(), host_name_.c_str()))
-            return {0, "cannot set TLS server name", {}};
-        stream.set_verify_callback(ssl::host_name_verification(host_name_));
-        beast::get_lowest_layer(stream).expires_after(timeout_);
-        beast::get_lowest_layer(stream).connect(results, ec);
+        if (failure) return {0, "request to " + host_name_ + " failed", {}};
         if (ec)
-            return {0, "cannot connect to " + host_name_ + ":" + port_ + ": " + ec.message(), {}};
-        stream.handshake(ssl::stream_base::client, ec);
-        if (ec) return {0, "TLS handshake with " + host_name_ + " failed: " + ec.message(), {}};
-        outcome o = exchange(stream, req);
-        stream.shutdown(ec);
+            return {
+                0, stage + " with " + host_name_ + ":" + port_ + " failed: " + ec.message(), {}};
+        boost::system::error_code ignored;
+        lowest.socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
+        lowest.socket().close(ignored);
         return o;
     }
 

@@ -82,7 +82,7 @@ protected:
         write_file(root_ / "hmac.key", std::to_string(rng()) + std::to_string(rng()) + "\n");
     }
 
-    void configure(int port, const std::string& key_file) {
+    void configure(int port, const std::string& key_file, int timeout_ms = 5000) {
         write_file(root_ / "samband.json", R"({
   "node": {"name": "it-http"},
   "store": {"kind": "sqlite", "path": "var/samband.db", "retention_days": 30},
@@ -97,7 +97,8 @@ protected:
     "epj": {"plugin": "file", "config": {"inbox": "inbox", "poll_ms": 50}},
     "vendor": {"plugin": "http", "config": {
       "url": "http://127.0.0.1:)" + std::to_string(port) +
-                                               R"(/hooks/samband", "timeout_ms": 5000,
+                                               R"(/hooks/samband", "timeout_ms": )" +
+                                               std::to_string(timeout_ms) + R"(,
       "auth": {"kind": "hmac", "secret": "vendor-hmac"}},
       "policy": {"max_attempts": 5, "backoff_base_ms": 100, "backoff_max_ms": 300,
                  "attempt_timeout_ms": 10000, "concurrency": 2}}
@@ -162,6 +163,27 @@ TEST_F(http_sink_test, a_429_with_retry_after_is_waited_out_within_the_attempt) 
     EXPECT_EQ(reqs[0].status, 429);
     EXPECT_EQ(reqs[1].status, 200);
     EXPECT_EQ(reqs[0].key, reqs[1].key);
+}
+
+TEST_F(http_sink_test, a_receiver_that_never_answers_times_out_and_is_retried_with_the_same_key) {
+    receiver rx(root_ / "seen.jsonl", root_ / "hmac.key", "0,200");
+    ASSERT_GT(rx.port(), 0);
+    configure(rx.port(), "hmac.key", 600);
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    auto t0 = std::chrono::steady_clock::now();
+    drop_file(root_ / "inbox", "e1.json", kEvent);
+    auto rows = delivery_in(d, "delivered");
+    ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << d.log();
+    // The plugin's own 600 ms deadline ended the first attempt, not the host's 10 s one.
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(8));
+    EXPECT_EQ(rows[0]["attempts"].GetInt64(), 2);
+    auto reqs = seen(root_ / "seen.jsonl");
+    ASSERT_EQ(reqs.size(), 2u);
+    EXPECT_EQ(reqs[0].status, 0);
+    EXPECT_EQ(reqs[1].status, 200);
+    EXPECT_EQ(reqs[0].key, reqs[1].key);
+    EXPECT_NE(d.log().find("within 600 ms"), std::string::npos) << d.log();
 }
 
 TEST_F(http_sink_test, a_4xx_is_final_with_the_receivers_text) {

@@ -1,7 +1,7 @@
 // A vendor's webhook receiver for the http plugin's tests (node:http, no packages).
 // usage: node receiver.js RECORD_FILE SECRET_FILE PLAN
 //   PLAN: comma-separated statuses answered in turn, the last one repeated (e.g. "503,503,200");
-//   a 429 carries Retry-After: 1.
+//   a 429 carries Retry-After: 1; a 0 records the request and never answers (a hung receiver).
 // Checks the HMAC signature itself (X-Samband-Signature: t=UNIX,v1=hex(HMAC-SHA256(secret,
 // t + "." + body))) and answers 401 when it is missing or wrong. Appends one JSON line per request
 // to RECORD_FILE and prints "listening PORT" once bound to 127.0.0.1:0.
@@ -31,6 +31,7 @@ const server = http.createServer((req, res) => {
       key: req.headers['idempotency-key'] || '', signed: ok, status,
       type: (() => { try { return JSON.parse(body).type; } catch (e) { return ''; } })(),
     }) + '\n');
+    if (status === 0) return;  // hang: keep the connection open, answer nothing
     const headers = {'content-type': 'text/plain'};
     if (status === 429) headers['retry-after'] = '1';
     res.writeHead(status, headers);
