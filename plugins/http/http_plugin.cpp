@@ -81,6 +81,31 @@ public:
     static constexpr const char* description =
         "HTTP webhooks: POSTs events to a vendor URL with Idempotency-Key, bearer or HMAC "
         "authentication and verified TLS (sink)";
+    // The endpoint config's JSON Schema; the kit creates the plugin with examples[0].
+    static constexpr const char* config_schema = R"json(
+        {
+          "$schema": "https://json-schema.org/draft/2020-12/schema",
+          "title": "http plugin endpoint config (docs/http.md)",
+          "type": "object",
+          "required": ["url"],
+          "properties": {
+            "url": {"type": "string", "description": "sink: the vendor's webhook (https://)"},
+            "allow_plain_http": {"type": "boolean", "default": false},
+            "ca_file": {"type": "string", "description": "sink: PEM CAs to verify the vendor"},
+            "timeout_ms": {"type": "integer", "minimum": 100, "default": 10000},
+            "workers": {"type": "integer", "minimum": 1, "maximum": 64, "default": 4},
+            "auth": {
+              "type": "object",
+              "required": ["kind", "secret"],
+              "properties": {
+                "kind": {"enum": ["bearer", "hmac"]},
+                "secret": {"type": "string", "description": "the name of a host secret"},
+                "header": {"type": "string", "default": "X-Samband-Signature"}
+              }
+            }
+          },
+          "examples": [{"url": "http://127.0.0.1:9/hooks/samband", "timeout_ms": 1000}]
+        })json";
 
     http_plugin(samband::sdk::host h, std::string_view config)
         : host_(h), ssl_(ssl::context::tls_client) {
