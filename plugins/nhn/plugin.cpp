@@ -11,8 +11,8 @@
 #include "nhn/codec/adresseregisteret.hpp"
 #include "nhn/codec/codec.hpp"
 #include "nhn/edi/client.hpp"
-#include "nhn/edi/helseid.hpp"
-#include "nhn/edi/http.hpp"
+#include "net/helseid.hpp"
+#include "net/http.hpp"
 
 #include <samband/identifiers.hpp>
 #include <samband/json.hpp>

@@ -1,8 +1,8 @@
 #include "nhn/edi/client.hpp"
 
-#include "nhn/edi/error.hpp"
-#include "nhn/edi/jose.hpp"
-#include "nhn/edi/json.hpp"
+#include "net/error.hpp"
+#include "net/jose.hpp"
+#include "net/json.hpp"
 
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/verb.hpp>
@@ -26,14 +26,16 @@ endpoint_url parse_base(const std::string& url) {
 std::optional<message_info> read_message(const rapidjson::Value& v) {
     if (!v.IsObject()) return std::nullopt;
     message_info m;
-    m.id = detail::get_string(v, "id").value_or("");
+    m.id = net::detail::get_string(v, "id").value_or("");
     if (m.id.empty()) return std::nullopt;
-    m.receiver_her_id = static_cast<int>(detail::get_int(v, "receiverHerId").value_or(0));
-    if (const auto s = detail::get_int(v, "senderHerId")) m.sender_her_id = static_cast<int>(*s);
-    m.business_document_id = detail::get_string(v, "businessDocumentId").value_or("");
-    m.business_document_gen_date = detail::get_string(v, "businessDocumentGenDate").value_or("");
-    m.content_type = detail::get_string(v, "contentType").value_or("");
-    m.is_apprec = detail::get_bool(v, "isAppRec").value_or(false);
+    m.receiver_her_id = static_cast<int>(net::detail::get_int(v, "receiverHerId").value_or(0));
+    if (const auto s = net::detail::get_int(v, "senderHerId"))
+        m.sender_her_id = static_cast<int>(*s);
+    m.business_document_id = net::detail::get_string(v, "businessDocumentId").value_or("");
+    m.business_document_gen_date =
+        net::detail::get_string(v, "businessDocumentGenDate").value_or("");
+    m.content_type = net::detail::get_string(v, "contentType").value_or("");
+    m.is_apprec = net::detail::get_bool(v, "isAppRec").value_or(false);
     return m;
 }
 
@@ -44,7 +46,7 @@ failure unreadable(std::string_view what, int status) {
 
 result<std::string> read_id(const std::string& body, int status) {
     rapidjson::Document doc;
-    if (!detail::parse_json(body, doc) || !doc.IsString() || doc.GetStringLength() == 0) {
+    if (!net::detail::parse_json(body, doc) || !doc.IsString() || doc.GetStringLength() == 0) {
         return unreadable("a message id", status);
     }
     return std::string(doc.GetString(), doc.GetStringLength());
@@ -57,16 +59,16 @@ void append_apprec_errors(std::string& out, const std::vector<apprec_error>& err
         if (!first) out += ',';
         first = false;
         out += R"({"errorCode":)";
-        detail::append_json_string(out, e.error_code);
+        net::detail::append_json_string(out, e.error_code);
         out += R"(,"details":)";
-        detail::append_json_string(out, e.details);
+        net::detail::append_json_string(out, e.details);
         if (!e.description.empty()) {
             out += R"(,"description":)";
-            detail::append_json_string(out, e.description);
+            net::detail::append_json_string(out, e.description);
         }
         if (!e.oid.empty()) {
             out += R"(,"oid":)";
-            detail::append_json_string(out, e.oid);
+            net::detail::append_json_string(out, e.oid);
         }
         out += '}';
     }
@@ -221,7 +223,7 @@ result<std::vector<message_info>> edi_client::poll_unread(const poll_query& q) {
     auto r = call(http::verb::get, path, {});
     if (!r) return r.error();
     rapidjson::Document doc;
-    if (!detail::parse_json(r->body, doc) || !doc.IsArray()) {
+    if (!net::detail::parse_json(r->body, doc) || !doc.IsArray()) {
         return unreadable("a message list", r->status);
     }
     std::vector<message_info> out;
@@ -239,7 +241,7 @@ result<message_info> edi_client::get_message(std::string_view id) {
     auto r = call(http::verb::get, "/Messages/" + std::string(id), {});
     if (!r) return r.error();
     rapidjson::Document doc;
-    if (!detail::parse_json(r->body, doc)) return unreadable("a message", r->status);
+    if (!net::detail::parse_json(r->body, doc)) return unreadable("a message", r->status);
     auto m = read_message(doc);
     if (!m) return unreadable("a message", r->status);
     return *m;
@@ -250,15 +252,16 @@ result<std::string> edi_client::business_document(std::string_view id) {
     auto r = call(http::verb::get, "/Messages/" + std::string(id) + "/business-document", {});
     if (!r) return r.error();
     rapidjson::Document doc;
-    if (!detail::parse_json(r->body, doc) || !doc.IsObject()) {
+    if (!net::detail::parse_json(r->body, doc) || !doc.IsObject()) {
         return unreadable("a business document", r->status);
     }
-    const auto encoding = detail::get_string(doc, "contentTransferEncoding").value_or("base64");
+    const auto encoding =
+        net::detail::get_string(doc, "contentTransferEncoding").value_or("base64");
     if (encoding != "base64" && encoding != "Base64" && encoding != "BASE64") {
         return permanent_failure(
             "business document in unsupported transfer encoding '" + encoding + "'", r->status);
     }
-    const auto text = detail::get_string(doc, "businessDocument");
+    const auto text = net::detail::get_string(doc, "businessDocument");
     if (!text) return unreadable("a business document", r->status);
     auto decoded = base64_decode(*text, config_.max_response_bytes);
     if (!decoded) return permanent_failure("business document is not valid base64", r->status);
@@ -279,16 +282,17 @@ result<std::vector<status_info>> edi_client::status(std::string_view id) {
     auto r = call(http::verb::get, "/Messages/" + std::string(id) + "/status", {});
     if (!r) return r.error();
     rapidjson::Document doc;
-    if (!detail::parse_json(r->body, doc) || !doc.IsArray()) {
+    if (!net::detail::parse_json(r->body, doc) || !doc.IsArray()) {
         return unreadable("a status list", r->status);
     }
     std::vector<status_info> out;
     for (const auto& v : doc.GetArray()) {
         if (!v.IsObject()) return unreadable("a status list entry", r->status);
         status_info s;
-        s.receiver_her_id = static_cast<int>(detail::get_int(v, "receiverHerId").value_or(0));
-        s.transport_delivery_state = detail::get_string(v, "transportDeliveryState").value_or("");
-        s.apprec_status = detail::get_string(v, "appRecStatus").value_or("");
+        s.receiver_her_id = static_cast<int>(net::detail::get_int(v, "receiverHerId").value_or(0));
+        s.transport_delivery_state =
+            net::detail::get_string(v, "transportDeliveryState").value_or("");
+        s.apprec_status = net::detail::get_string(v, "appRecStatus").value_or("");
         out.push_back(std::move(s));
     }
     return out;
@@ -299,22 +303,22 @@ result<std::vector<apprec_info>> edi_client::apprec(std::string_view id) {
     auto r = call(http::verb::get, "/Messages/" + std::string(id) + "/apprec", {});
     if (!r) return r.error();
     rapidjson::Document doc;
-    if (!detail::parse_json(r->body, doc) || !doc.IsArray()) {
+    if (!net::detail::parse_json(r->body, doc) || !doc.IsArray()) {
         return unreadable("an Apprec list", r->status);
     }
     std::vector<apprec_info> out;
     for (const auto& v : doc.GetArray()) {
         if (!v.IsObject()) return unreadable("an Apprec list entry", r->status);
         apprec_info a;
-        a.receiver_her_id = static_cast<int>(detail::get_int(v, "receiverHerId").value_or(0));
-        a.status = detail::get_string(v, "appRecStatus").value_or("");
+        a.receiver_her_id = static_cast<int>(net::detail::get_int(v, "receiverHerId").value_or(0));
+        a.status = net::detail::get_string(v, "appRecStatus").value_or("");
         const auto list = v.FindMember("appRecErrorList");
         if (list != v.MemberEnd() && list->value.IsArray()) {
             for (const auto& e : list->value.GetArray()) {
-                a.errors.push_back({detail::get_string(e, "errorCode").value_or(""),
-                                    detail::get_string(e, "details").value_or(""),
-                                    detail::get_string(e, "description").value_or(""),
-                                    detail::get_string(e, "oid").value_or("")});
+                a.errors.push_back({net::detail::get_string(e, "errorCode").value_or(""),
+                                    net::detail::get_string(e, "details").value_or(""),
+                                    net::detail::get_string(e, "description").value_or(""),
+                                    net::detail::get_string(e, "oid").value_or("")});
             }
         }
         out.push_back(std::move(a));

@@ -1,9 +1,9 @@
 // EDI 2.0 (NHN Meldingstjener REST API v2) transport client: send, poll, fetch, mark read, Apprec.
 #pragma once
 
-#include "nhn/edi/common.hpp"
-#include "nhn/edi/helseid.hpp"
-#include "nhn/edi/http.hpp"
+#include "net/common.hpp"
+#include "net/helseid.hpp"
+#include "net/http.hpp"
 
 #include <chrono>
 #include <memory>
@@ -15,6 +15,9 @@
 #include <vector>
 
 namespace samband::nhn::edi {
+
+// The HTTP client, HelseID and JOSE live in the shared plugin-side library (plugins/net).
+using namespace samband::net;
 
 struct edi_config {
     // e.g. https://api.tjener.test.melding.nhn.no (test, internet); a path prefix is kept.

@@ -1,7 +1,7 @@
 // Test support: throwaway keys and the Node fake EDI 2.0 + HelseID server as a child process.
 #pragma once
 
-#include "nhn/edi/http.hpp"
+#include "net/http.hpp"
 
 #include <rapidjson/document.h>
 
@@ -9,6 +9,10 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+
+namespace samband::nhn::edi {
+using namespace samband::net;  // the shared plugin-side HTTP client (plugins/net)
+}  // namespace samband::nhn::edi
 
 namespace samband::nhn::edi::test {
 

@@ -2,7 +2,7 @@
 // the send/poll/fetch/read/Apprec round trip and the retry/permanent classification of faults.
 #include "fake_server.hpp"
 #include "nhn/edi/client.hpp"
-#include "nhn/edi/jose.hpp"
+#include "net/jose.hpp"
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>

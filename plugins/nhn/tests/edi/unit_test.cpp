@@ -2,8 +2,8 @@
 // server messages, URLs, transport policy, base64, keys and JWTs.
 #include "fake_server.hpp"
 #include "nhn/edi/client.hpp"
-#include "nhn/edi/error.hpp"
-#include "nhn/edi/jose.hpp"
+#include "net/error.hpp"
+#include "net/jose.hpp"
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>

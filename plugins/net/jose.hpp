@@ -13,7 +13,7 @@
 
 typedef struct evp_pkey_st EVP_PKEY;
 
-namespace samband::nhn::edi {
+namespace samband::net {
 
 // RFC 4648 §5 without padding.
 std::string base64url_encode(std::span<const std::uint8_t> bytes);
@@ -21,7 +21,7 @@ std::string base64url_encode(std::string_view bytes);
 // Accepts unpadded or padded base64url; nullopt on any other character.
 std::optional<std::string> base64url_decode(std::string_view text);
 
-// Standard base64 with padding (EDI 2.0 business documents).
+// Standard base64 with padding (EDI 2.0 business documents, FHIR attachments).
 std::string base64_encode(std::string_view bytes);
 // Strict standard base64 (whitespace skipped); nullopt if malformed or longer than `max_decoded`.
 std::optional<std::string> base64_decode(std::string_view text, std::size_t max_decoded = SIZE_MAX);
@@ -76,4 +76,4 @@ private:
     std::string public_jwk_;
 };
 
-}  // namespace samband::nhn::edi
+}  // namespace samband::net

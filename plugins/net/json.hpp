@@ -1,4 +1,4 @@
-// Internal: bounded JSON parsing and writing helpers for the EDI 2.0 client (RapidJSON).
+// Internal: bounded JSON parsing and writing helpers for the plugin-side clients (RapidJSON).
 #pragma once
 
 #include <rapidjson/document.h>
@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-namespace samband::nhn::edi::detail {
+namespace samband::net::detail {
 
 // Debian's RapidJSON 1.1.0 has no depth limit: refuse documents nested deeper than this before
 // parsing (a cheap scan that skips strings).
@@ -28,4 +28,4 @@ std::optional<std::string> get_string(const rapidjson::Value& obj, const char* n
 std::optional<long long> get_int(const rapidjson::Value& obj, const char* name);
 std::optional<bool> get_bool(const rapidjson::Value& obj, const char* name);
 
-}  // namespace samband::nhn::edi::detail
+}  // namespace samband::net::detail

@@ -1,4 +1,4 @@
-#include "nhn/edi/jose.hpp"
+#include "net/jose.hpp"
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -15,7 +15,7 @@
 #include <stdexcept>
 #include <vector>
 
-namespace samband::nhn::edi {
+namespace samband::net {
 
 namespace {
 
@@ -329,4 +329,4 @@ std::string jws_key::sign_jwt(std::string_view header_json, std::string_view cla
     return input;
 }
 
-}  // namespace samband::nhn::edi
+}  // namespace samband::net

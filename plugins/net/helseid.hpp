@@ -2,9 +2,9 @@
 // tokens.
 #pragma once
 
-#include "nhn/edi/common.hpp"
-#include "nhn/edi/http.hpp"
-#include "nhn/edi/jose.hpp"
+#include "net/common.hpp"
+#include "net/http.hpp"
+#include "net/jose.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -14,7 +14,7 @@
 #include <string>
 #include <string_view>
 
-namespace samband::nhn::edi {
+namespace samband::net {
 
 struct helseid_config {
     // e.g. https://helseid-sts.test.nhn.no/connect/token
@@ -37,7 +37,8 @@ struct helseid_config {
     // The DPoP key (PEM). Empty: a fresh EC P-256 key is generated in memory at start (tokens are
     // bound to it, so they do not survive a restart; that is fine, they are short-lived).
     std::filesystem::path dpop_key_file;
-    // Space-separated scopes; EDI 2.0 wants nhn:msh/api.
+    // Space-separated scopes (EDI 2.0: nhn:msh/api; a FHIR server names its own, e.g.
+    // system/*.write).
     std::string scope = "nhn:msh/api";
     // Renew this long before `expires_in` runs out (at most half the token's lifetime).
     std::chrono::seconds refresh_margin{60};
@@ -101,4 +102,4 @@ private:
     std::atomic<std::uint64_t> token_requests_{0};
 };
 
-}  // namespace samband::nhn::edi
+}  // namespace samband::net

@@ -1,7 +1,7 @@
 // A small synchronous HTTP/1.1 client (Beast) with a deadline per call and verified TLS by default.
 #pragma once
 
-#include "nhn/edi/common.hpp"
+#include "net/common.hpp"
 
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/http/message.hpp>
@@ -16,7 +16,7 @@
 #include <string>
 #include <string_view>
 
-namespace samband::nhn::edi {
+namespace samband::net {
 
 // An absolute http(s) URL split into what a request needs. Hand-written rather than Boost.URL:
 // Debian's libboost_url.a is not built with -fPIC (cannot go into the MODULE plugin) and its
@@ -83,4 +83,4 @@ private:
 // A readable description of a transport error (timeout, refused, dropped, TLS) for failure.message.
 std::string describe_transport_error(const boost::system::error_code& ec);
 
-}  // namespace samband::nhn::edi
+}  // namespace samband::net

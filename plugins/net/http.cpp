@@ -1,4 +1,4 @@
-#include "nhn/edi/http.hpp"
+#include "net/http.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -23,7 +23,7 @@
 #include <optional>
 #include <stdexcept>
 
-namespace samband::nhn::edi {
+namespace samband::net {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -165,7 +165,7 @@ boost::system::result<http_response> http_client::send(
     http_request req, std::chrono::steady_clock::time_point deadline) {
     req.set(http::field::host, origin_.authority());
     if (req.find(http::field::user_agent) == req.end()) {
-        req.set(http::field::user_agent, "Samband-EDI2/1");
+        req.set(http::field::user_agent, "Samband/1");
     }
     req.keep_alive(false);
     req.prepare_payload();
@@ -248,4 +248,4 @@ std::string describe_transport_error(const boost::system::error_code& ec) {
     return ec.message();
 }
 
-}  // namespace samband::nhn::edi
+}  // namespace samband::net

@@ -1,14 +1,14 @@
 // Turns HTTP answers into ok / retry / permanent (Retry-After, server error text).
 #pragma once
 
-#include "nhn/edi/common.hpp"
+#include "net/common.hpp"
 
 #include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
 
-namespace samband::nhn::edi {
+namespace samband::net {
 
 // Parses a Retry-After value: delta-seconds, or an HTTP date (IMF-fixdate, RFC 850, asctime)
 // measured against `now`. A date in the past gives 0 s. Capped at one day. nullopt if unreadable.
@@ -25,4 +25,4 @@ std::string server_message(std::string_view body, std::size_t max_chars = 500);
 failure classify_http_failure(int status, std::string_view retry_after_header,
                               std::string_view body, std::chrono::system_clock::time_point now);
 
-}  // namespace samband::nhn::edi
+}  // namespace samband::net

@@ -1,4 +1,5 @@
-// Shared pieces of the EDI 2.0 transport: the call outcome, the injectable clock and the log hook.
+// Shared pieces of the plugin-side HTTP client: the call outcome, the injectable clock, the log
+// hook.
 #pragma once
 
 #include <boost/assert/source_location.hpp>
@@ -9,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-namespace samband::nhn::edi {
+namespace samband::net {
 
 // Wall clock used for JWT times (iat/nbf/exp), token expiry and Retry-After dates. Injectable so
 // tests can move time; network deadlines always use std::chrono::steady_clock.
@@ -53,4 +54,4 @@ inline failure permanent_failure(std::string message, int http_status = 0) {
                    std::move(message)};
 }
 
-}  // namespace samband::nhn::edi
+}  // namespace samband::net

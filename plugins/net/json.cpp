@@ -1,11 +1,11 @@
-#include "nhn/edi/json.hpp"
+#include "net/json.hpp"
 
 #include <rapidjson/error/en.h>
 #include <samband/json.hpp>
 
 #include <cstdio>
 
-namespace samband::nhn::edi::detail {
+namespace samband::net::detail {
 
 bool json_depth_ok(std::string_view text, int max_depth) {
     int depth = 0;
@@ -93,4 +93,4 @@ std::optional<bool> get_bool(const rapidjson::Value& obj, const char* name) {
     return it->value.GetBool();
 }
 
-}  // namespace samband::nhn::edi::detail
+}  // namespace samband::net::detail

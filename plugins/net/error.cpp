@@ -1,6 +1,6 @@
-#include "nhn/edi/error.hpp"
+#include "net/error.hpp"
 
-#include "nhn/edi/json.hpp"
+#include "net/json.hpp"
 
 #include <algorithm>
 #include <array>
@@ -9,10 +9,10 @@
 #include <ctime>
 #include <stdexcept>
 
-namespace samband::nhn::edi {
+namespace samband::net {
 
 void throw_exception_from_error(failure const& f, boost::source_location const&) {
-    throw std::runtime_error(f.message.empty() ? std::string("EDI 2.0 call failed") : f.message);
+    throw std::runtime_error(f.message.empty() ? std::string("the call failed") : f.message);
 }
 
 namespace {
@@ -181,4 +181,4 @@ failure classify_http_failure(int status, std::string_view retry_after_header,
     return f;
 }
 
-}  // namespace samband::nhn::edi
+}  // namespace samband::net

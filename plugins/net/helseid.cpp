@@ -1,7 +1,7 @@
-#include "nhn/edi/helseid.hpp"
+#include "net/helseid.hpp"
 
-#include "nhn/edi/error.hpp"
-#include "nhn/edi/json.hpp"
+#include "net/error.hpp"
+#include "net/json.hpp"
 
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/verb.hpp>
@@ -10,7 +10,7 @@
 #include <cctype>
 #include <stdexcept>
 
-namespace samband::nhn::edi {
+namespace samband::net {
 
 namespace http = boost::beast::http;
 
@@ -237,4 +237,4 @@ result<access_token> token_client::request_token(std::chrono::steady_clock::time
     }
 }
 
-}  // namespace samband::nhn::edi
+}  // namespace samband::net
