@@ -175,7 +175,8 @@ result<access_token> token_client::request_token(std::chrono::steady_clock::time
         http_request req{http::verb::post, token_url_.path, 11};
         req.set(http::field::content_type, "application/x-www-form-urlencoded");
         req.set(http::field::accept, "application/json");
-        req.set("DPoP", dpop_proof("POST", token_url_.without_query(), "", nonce));
+        if (config_.dpop)
+            req.set("DPoP", dpop_proof("POST", token_url_.without_query(), "", nonce));
         std::string body =
             "grant_type=client_credentials&client_id=" + form_encode(config_.client_id) +
             "&client_assertion_type=" +
@@ -221,9 +222,14 @@ result<access_token> token_client::request_token(std::chrono::steady_clock::time
         if (!value || value->empty()) {
             return retry_failure("HelseID answered without an access_token", 200);
         }
-        if (!type || !iequals(*type, "DPoP")) {
+        if (config_.dpop && (!type || !iequals(*type, "DPoP"))) {
             return permanent_failure("HelseID issued a '" + type.value_or("") +
                                          "' token, not DPoP: enable DPoP for the client",
+                                     200);
+        }
+        if (!config_.dpop && (!type || !iequals(*type, "Bearer"))) {
+            return permanent_failure("the token endpoint issued a '" + type.value_or("") +
+                                         "' token, not Bearer (set dpop for this client)",
                                      200);
         }
         const auto lifetime = std::chrono::seconds{std::max<long long>(expires_in.value_or(60), 1)};

@@ -37,6 +37,9 @@ struct helseid_config {
     // The DPoP key (PEM). Empty: a fresh EC P-256 key is generated in memory at start (tokens are
     // bound to it, so they do not survive a restart; that is fine, they are short-lived).
     std::filesystem::path dpop_key_file;
+    // DPoP-bound tokens (HelseID, EDI 2.0). false: plain Bearer tokens (SMART Backend Services
+    // servers that do not ask for DPoP); no proof is sent and a Bearer token_type is required.
+    bool dpop = true;
     // Space-separated scopes (EDI 2.0: nhn:msh/api; a FHIR server names its own, e.g.
     // system/*.write).
     std::string scope = "nhn:msh/api";
