@@ -1,0 +1,318 @@
+// The fhir plugin: RPH events out as FHIR R4 transaction Bundles (sink), and FHIR resources,
+// Bundles and $process-message in over HTTP(S) (source). See docs/fhir.md.
+//
+// Sink: each delivery becomes one transaction Bundle (fhir/bundle.hpp) of conditional creates
+// (If-None-Exist on an identifier derived from the event id), POSTed to the server's base URL, so a
+// retry or a repeat after a crash finds what the first attempt created instead of duplicating it.
+// 2xx → delivered (external id: the first entry's location); 408/425/429/5xx and transport errors
+// → retry (Retry-After honoured within the attempt's deadline); any other 4xx → dead with the
+// OperationOutcome's text. Auth: SMART Backend Services / HelseID client credentials with
+// private_key_jwt (DPoP when configured) through the shared plugin-side client (plugins/net).
+#include "fhir/bundle.hpp"
+
+#include "net/error.hpp"
+#include "net/helseid.hpp"
+#include "net/http.hpp"
+#include "net/json.hpp"
+
+#include <samband/json.hpp>
+#include <samband/sdk.hpp>
+
+#include <rapidjson/document.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace {
+
+using samband::sdk::error;
+using samband::sdk::log_level;
+namespace net = samband::net;
+namespace fhir = samband::fhir;
+namespace http = boost::beast::http;
+using rapidjson::Value;
+
+const Value* member(const Value& obj, const char* name) {
+    if (!obj.IsObject()) return nullptr;
+    auto it = obj.FindMember(name);
+    return it == obj.MemberEnd() ? nullptr : &it->value;
+}
+
+std::string get_str(const Value& obj, const char* name, const char* where) {
+    const Value* v = member(obj, name);
+    if (!v) return {};
+    if (!v->IsString())
+        throw error(SAMBAND_INVALID, std::string("fhir: ") + where + name + " must be a string");
+    return {v->GetString(), v->GetStringLength()};
+}
+bool get_bool(const Value& obj, const char* name, bool fallback, const char* where) {
+    const Value* v = member(obj, name);
+    if (!v) return fallback;
+    if (!v->IsBool())
+        throw error(SAMBAND_INVALID, std::string("fhir: ") + where + name + " must be true/false");
+    return v->GetBool();
+}
+std::int64_t get_int(const Value& obj, const char* name, std::int64_t fallback, std::int64_t lo,
+                     std::int64_t hi, const char* where) {
+    const Value* v = member(obj, name);
+    if (!v) return fallback;
+    if (!v->IsInt64() || v->GetInt64() < lo || v->GetInt64() > hi)
+        throw error(SAMBAND_INVALID, std::string("fhir: ") + where + name + " must be a whole " +
+                                         "number from " + std::to_string(lo) + " to " +
+                                         std::to_string(hi));
+    return v->GetInt64();
+}
+
+net::tls_options tls_of(const Value& cfg, const char* where) {
+    net::tls_options t;
+    if (const Value* tls = member(cfg, "tls")) {
+        if (!tls->IsObject())
+            throw error(SAMBAND_INVALID, std::string("fhir: ") + where + "tls must be an object");
+        t.ca_file = get_str(*tls, "ca_file", "tls.");
+        t.allow_plain_http_loopback = get_bool(*tls, "allow_plain_http_loopback", false, "tls.");
+    }
+    return t;
+}
+
+// The readable text of an OperationOutcome (issue[].diagnostics / details.text, with expression),
+// or the shared client's reading of any other error body.
+std::string outcome_text(std::string_view body) {
+    rapidjson::Document doc;
+    samband::json::limits lim;
+    lim.max_depth = 32;
+    lim.max_bytes = 1024 * 1024;
+    if (samband::json::parse(body, doc, lim).empty() && doc.IsObject()) {
+        const Value* rt = member(doc, "resourceType");
+        const Value* issues = member(doc, "issue");
+        if (rt && rt->IsString() && std::string_view(rt->GetString()) == "OperationOutcome" &&
+            issues && issues->IsArray()) {
+            std::string out;
+            for (const auto& i : issues->GetArray()) {
+                std::string t;
+                if (const Value* d = member(i, "details");
+                    d && member(*d, "text") && (*d)["text"].IsString())
+                    t = (*d)["text"].GetString();
+                if (const Value* g = member(i, "diagnostics"); t.empty() && g && g->IsString())
+                    t = g->GetString();
+                if (const Value* e = member(i, "expression");
+                    e && e->IsArray() && !e->Empty() && (*e)[0].IsString())
+                    t = std::string((*e)[0].GetString()) + ": " + t;
+                if (t.empty()) continue;
+                if (!out.empty()) out += "; ";
+                out += t;
+                if (out.size() > 500) break;
+            }
+            if (!out.empty()) return out.substr(0, 500);
+        }
+    }
+    return net::server_message(body);
+}
+
+class fhir_plugin {
+public:
+    static constexpr const char* name = "fhir";
+    static constexpr const char* version = "0.1.0";
+    static constexpr const char* description =
+        "FHIR R4: RPH events as transaction Bundles of conditional creates";
+    static constexpr const char* config_schema = R"({
+  "$schema": "http://json-schema.org/draft-04/schema#",
+  "type": "object",
+  "properties": {
+    "base_url": {"type": "string", "description": "sink: the FHIR server's base URL"},
+    "identifier_system": {"type": "string"},
+    "timeout_ms": {"type": "integer", "minimum": 100, "maximum": 600000},
+    "tls": {"type": "object"},
+    "auth": {"type": "object"}
+  },
+  "examples": [{"base_url": "http://127.0.0.1:8080/fhir",
+                "tls": {"allow_plain_http_loopback": true}}]
+})";
+
+    fhir_plugin(samband::sdk::host host, std::string_view config) : host_(host) {
+        rapidjson::Document cfg;
+        if (auto err = samband::json::parse(config.empty() ? "{}" : config, cfg); !err.empty())
+            throw error(SAMBAND_INVALID, "fhir: config: " + err);
+        if (!cfg.IsObject()) throw error(SAMBAND_INVALID, "fhir: config must be a JSON object");
+        auto log = [h = host_](net::log_level l, std::string_view m) {
+            h.log(l == net::log_level::error     ? log_level::error
+                  : l == net::log_level::warning ? log_level::warn
+                  : l == net::log_level::info    ? log_level::info
+                                                 : log_level::debug,
+                  std::string("fhir: ") + std::string(m));
+        };
+        options_.identifier_system = get_str(cfg, "identifier_system", "").empty()
+                                         ? options_.identifier_system
+                                         : get_str(cfg, "identifier_system", "");
+        timeout_ = std::chrono::milliseconds(get_int(cfg, "timeout_ms", 30000, 100, 600000, ""));
+        if (auto base = get_str(cfg, "base_url", ""); !base.empty()) {
+            auto u = net::parse_endpoint_url(base);
+            if (!u) throw error(SAMBAND_INVALID, "fhir: base_url is not an http(s) URL: " + base);
+            url_ = *u;
+            try {
+                http_ = std::make_unique<net::http_client>(url_, tls_of(cfg, ""), log);
+            } catch (const std::exception& e) {
+                throw error(SAMBAND_INVALID, std::string("fhir: ") + e.what());
+            }
+            if (const Value* auth = member(cfg, "auth")) tokens_ = make_tokens(*auth, cfg, log);
+        }
+    }
+
+    ~fhir_plugin() { stop(); }
+
+    void stop() {
+        {
+            std::lock_guard lock(mu_);
+            running_ = false;
+        }
+        cv_.notify_all();
+    }
+
+    void deliver(samband::sdk::delivery d) {
+        worker_.post(std::move(d), [this](samband::sdk::delivery& d) { send(d); });
+    }
+
+    samband::sdk::rendered render(const samband::sdk::delivery_view& v) {
+        auto b = build(host_, v.event);
+        if (!b) throw error(SAMBAND_INVALID, "fhir: " + b.error().text());
+        return {std::move(b->json), "bundle-" + std::string(v.id) + ".json"};
+    }
+
+private:
+    fhir::result<fhir::built_bundle> build(const samband::sdk::host& host,
+                                           const samband::sdk::event_view& ev) const {
+        std::vector<fhir::outbound_attachment> atts;
+        for (const auto& a : ev.attachments) {
+            auto bytes = host.attachment_bytes(a);
+            if (!bytes)
+                return fhir::mapping_error{"cannot read attachment " + std::string(a.filename),
+                                           "/attachments"};
+            atts.push_back({std::string(a.filename), std::string(a.media_type), std::move(*bytes)});
+        }
+        return fhir::build_bundle(ev.envelope_json, atts, options_);
+    }
+
+    std::shared_ptr<net::token_client> make_tokens(const Value& auth, const Value&,
+                                                   const net::log_fn& log) {
+        if (!auth.IsObject()) throw error(SAMBAND_INVALID, "fhir: auth must be an object");
+        net::helseid_config h;
+        h.token_endpoint = get_str(auth, "token_endpoint", "auth.");
+        h.client_id = get_str(auth, "client_id", "auth.");
+        h.audience = get_str(auth, "audience", "auth.");
+        h.scope = get_str(auth, "scope", "auth.");
+        h.key_id = get_str(auth, "key_id", "auth.");
+        h.signing_alg = get_str(auth, "signing_alg", "auth.");
+        h.dpop = get_bool(auth, "dpop", false, "auth.");
+        h.tls = tls_of(auth, "auth.");
+        dpop_ = h.dpop;
+        const std::string secret = get_str(auth, "key_secret", "auth.");
+        if (h.token_endpoint.empty() || h.client_id.empty() || secret.empty())
+            throw error(SAMBAND_INVALID,
+                        "fhir: auth needs token_endpoint, client_id and key_secret (the name of "
+                        "the secret holding the client's private key, PEM)");
+        auto pem = host_.secret(secret);
+        if (!pem) throw error(SAMBAND_INVALID, "fhir: auth.key_secret: no secret named " + secret);
+        h.key_pem = std::move(*pem);
+        try {
+            return std::make_shared<net::token_client>(std::move(h), net::system_clock_fn(), log);
+        } catch (const std::exception& e) {
+            throw error(SAMBAND_INVALID, std::string("fhir: auth: ") + e.what());
+        }
+    }
+
+    void send(samband::sdk::delivery& d) {
+        if (!http_) return d.fail("fhir: this endpoint has no base_url (it is only a source)");
+        auto b = build(host_, d.event());
+        if (!b) return d.fail("fhir: not sent: " + b.error().text());
+        for (int tries = 0;; ++tries) {
+            const auto deadline = std::chrono::steady_clock::now() + timeout_;
+            net::http_request req{http::verb::post, url_.path, 11};
+            req.set(http::field::content_type, "application/fhir+json; charset=utf-8");
+            req.set(http::field::accept, "application/fhir+json");
+            if (tokens_) {
+                auto token = tokens_->get(deadline);
+                if (!token) {
+                    const auto& f = token.error();
+                    if (f.kind == net::failure_kind::permanent)
+                        return d.fail("fhir: token: " + f.message);
+                    return d.retry("fhir: token: " + f.message);
+                }
+                if (dpop_) {
+                    req.set(http::field::authorization, "DPoP " + token->value);
+                    req.set("DPoP",
+                            tokens_->dpop_proof("POST", url_.without_query(), token->value, ""));
+                } else {
+                    req.set(http::field::authorization, "Bearer " + token->value);
+                }
+            }
+            req.body() = b->json;
+            auto sent = http_->send(std::move(req), deadline);
+            if (!sent) return d.retry("fhir: " + net::describe_transport_error(sent.error()));
+            const auto& res = *sent;
+            const int status = static_cast<int>(res.result_int());
+            if (status >= 200 && status < 300) return d.succeed(first_location(res.body(), *b));
+            if (status == 401 && tokens_) tokens_->invalidate();
+            const auto ra = res.find(http::field::retry_after);
+            auto f = net::classify_http_failure(
+                status, ra == res.end() ? std::string_view{} : std::string_view(ra->value()),
+                res.body(), std::chrono::system_clock::now());
+            const std::string why =
+                "fhir: HTTP " + std::to_string(status) + ": " + outcome_text(res.body());
+            if (status == 401 && tokens_ && tries == 0) continue;  // a fresh token, once
+            if (f.kind == net::failure_kind::permanent) return d.fail(why);
+            // Honour Retry-After within this attempt's deadline; otherwise the host retries later.
+            const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            std::chrono::system_clock::now().time_since_epoch())
+                                            .count();
+            const std::int64_t after = f.retry_after.count();
+            if (tries < 3 && after > 0 && now_ms + after * 1000 + 1000 < d.deadline_unix_ms()) {
+                std::unique_lock lock(mu_);
+                cv_.wait_for(lock, std::chrono::seconds(after), [&] { return !running_; });
+                if (!running_) return d.retry("fhir: stopping");
+                continue;
+            }
+            return d.retry(after > 0 ? why + " (Retry-After " + std::to_string(after) + " s)"
+                                     : why);
+        }
+    }
+
+    // "Communication/123" from the transaction-response's first entry, else our identifier.
+    static std::string first_location(std::string_view body, const fhir::built_bundle& b) {
+        rapidjson::Document doc;
+        samband::json::limits lim;
+        lim.max_depth = 64;
+        if (samband::json::parse(body, doc, lim).empty() && doc.IsObject()) {
+            const Value* entry = member(doc, "entry");
+            if (entry && entry->IsArray() && !entry->Empty()) {
+                const Value* resp = member((*entry)[0], "response");
+                const Value* loc = resp ? member(*resp, "location") : nullptr;
+                if (loc && loc->IsString()) {
+                    std::string l = loc->GetString();
+                    if (auto h = l.find("/_history/"); h != std::string::npos) l.resize(h);
+                    return l;
+                }
+            }
+        }
+        return b.entry_urls.empty() ? b.primary_identifier
+                                    : b.entry_urls[0] + "?identifier=" + b.primary_identifier;
+    }
+
+    samband::sdk::host host_;
+    fhir::bundle_options options_;
+    std::chrono::milliseconds timeout_{30000};
+    net::endpoint_url url_;
+    std::unique_ptr<net::http_client> http_;
+    std::shared_ptr<net::token_client> tokens_;
+    bool dpop_ = false;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool running_ = true;
+    samband::sdk::worker worker_{2};  // last: stopped (and joined) first
+};
+
+}  // namespace
+
+SAMBAND_PLUGIN(fhir_plugin)
