@@ -118,9 +118,12 @@ public:
     static constexpr const char* version = "0.1.0";
     static constexpr const char* description =
         "FHIR R4: RPH events as transaction Bundles of conditional creates";
-    static constexpr const char* config_schema = R"({
+    // The endpoint config's JSON Schema; the kit creates the plugin with examples[0].
+    static constexpr const char* config_schema = R"json({
   "$schema": "http://json-schema.org/draft-04/schema#",
+  "title": "fhir plugin endpoint config (docs/fhir.md)",
   "type": "object",
+  "additionalProperties": false,
   "properties": {
     "base_url": {"type": "string", "description": "sink: the FHIR server's base URL"},
     "identifier_system": {"type": "string"},
@@ -128,9 +131,9 @@ public:
     "tls": {"type": "object"},
     "auth": {"type": "object"}
   },
-  "examples": [{"base_url": "http://127.0.0.1:8080/fhir",
+  "examples": [{"base_url": "http://127.0.0.1:9/fhir", "timeout_ms": 1000,
                 "tls": {"allow_plain_http_loopback": true}}]
-})";
+})json";
 
     fhir_plugin(samband::sdk::host host, std::string_view config) : host_(host) {
         rapidjson::Document cfg;
