@@ -63,6 +63,12 @@ int main(int argc, char** argv) {
     preview->add_option("--out", pv.out_dir, "Directory for one file per delivery")->required();
     preview->add_option("--source", pv.source,
                         "Source endpoint to preview as (default: first source)");
+    preview->add_option("--event-id", pv.event_id,
+                        "Preview as the stored event with this id (ids and values derived from "
+                        "it, such as an NHN MsgId, then match what the daemon sends)");
+    preview->add_flag("--no-history", pv.no_history,
+                      "Let the consent gate see this event alone (default: the treatment's "
+                      "stored events too, read-only from the config's store)");
     preview->callback([&] { exit_code = samband::core::run_preview(pv, std::cout, std::cerr); });
 
     // status, deliveries, replay, send, errors: clients of the admin API.

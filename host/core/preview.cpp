@@ -8,6 +8,7 @@
 #include "core/runtime.hpp"
 #include "ingest/ingest.hpp"
 #include "router/router.hpp"
+#include "store/store.hpp"
 
 #include <filesystem>
 #include <fstream>
@@ -126,6 +127,17 @@ int run_preview(const preview_options& opts, std::ostream& out, std::ostream& er
         out << "INVALID  the event would be refused: " << doc.error() << "\n";
         return 1;
     }
+    if (!opts.event_id.empty()) {
+        // As the stored event with this id (ingest assigns ids; a sink may derive from them,
+        // e.g. the nhn MsgId).
+        (*doc)["id"].SetString(opts.event_id.c_str(),
+                               static_cast<rapidjson::SizeType>(opts.event_id.size()),
+                               doc->GetAllocator());
+    } else {
+        out << "event id: " << codec::string_at(*doc, "/id")
+            << " (made up: ingest assigns the id, so ids derived from it, such as an NHN MsgId, "
+               "will differ; --event-id previews as a stored event)\n";
+    }
     router::router rt(cfg.routes);
     auto matches = rt.route(source, *doc);
     if (matches.empty()) {
@@ -166,6 +178,37 @@ int run_preview(const preview_options& opts, std::ostream& out, std::ostream& er
     for (const auto& a : atts)
         refs.push_back({a.meta.id, a.meta.filename, a.meta.media_type, a.meta.sha256, a.path,
                         a.meta.size, svc.add_file(a.path)});
+    // The treatment's history, as the daemon's gate sees it: the stored events of the treatment
+    // (read-only, safe beside a running daemon), with this event last unless already stored.
+    std::vector<std::string> history;
+    const std::string treatment(codec::string_at(*doc, "/data/treatment_id"));
+    const std::string event_id(codec::string_at(*doc, "/id"));
+    if (!treatment.empty() && !opts.no_history && cfg.store.kind == "sqlite") {
+        auto h = store::read_treatment_history(cfg.store.path, treatment);
+        if (!h) {
+            err << "samband preview: cannot read treatment " << treatment
+                << "'s history from the store " << cfg.store.path << ": " << h.error().message()
+                << " (--no-history previews the event alone)\n";
+            return 1;
+        }
+        if (*h) {
+            history = std::move(**h);
+            out << "history: " << history.size() << " stored event(s) of treatment " << treatment
+                << " from " << cfg.store.path << " (read-only)\n";
+        } else {
+            out << "history: none (no store at " << cfg.store.path << ")\n";
+        }
+    } else if (!treatment.empty()) {
+        out << "history: none (" << (opts.no_history ? "--no-history" : "store is not sqlite")
+            << ")\n";
+    }
+    bool stored = false;
+    for (const auto& h : history)
+        if (auto d = codec::parse_json(h);
+            d && d->IsObject() && codec::string_at(*d, "/id") == event_id)
+            stored = true;
+    if (!stored) history.push_back(envelope);
+
     int status = 0;
     int n = 0;
     for (const auto& m : matches) {
@@ -176,7 +219,7 @@ int run_preview(const preview_options& opts, std::ostream& out, std::ostream& er
         pipeline_input in;
         in.envelope_json = envelope;
         in.attachments = refs;
-        in.history_json.push_back(envelope);  // preview sees this event alone, no store
+        if (plan.recipient == "gp") in.history_json = history;  // as the daemon's prepare
         auto prep = run_pipeline(plan, in, gp.get(), get);
         using act = delivery::prepared::action;
         if (prep.what == act::hold) {

@@ -11,6 +11,8 @@ struct preview_options {
     std::string event_path;
     std::string out_dir;
     std::string source;  // the endpoint the event is previewed as coming from
+    std::string event_id;     // preview as the stored event with this id (default: a fresh one)
+    bool no_history = false;  // true: the gate sees this event alone, not the store's history
 };
 
 // Returns the exit status: 0 when every step ran (blocked/held deliveries are listed, not errors),

@@ -163,6 +163,12 @@ bool is_fatal(int rc) {
            primary == SQLITE_NOTADB || primary == SQLITE_CANTOPEN;
 }
 
+// A treatment's events, oldest first: the history the consent gate decides on.
+constexpr const char* kTreatmentHistorySql =
+    "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, e.treatment_id, "
+    "e.order_key, e.received_ms FROM events e JOIN payloads p ON p.event_seq = e.seq "
+    "WHERE e.treatment_id = ? ORDER BY e.seq";
+
 error_code io_error() {
     return boost::system::errc::make_error_code(boost::system::errc::io_error);
 }
@@ -401,11 +407,7 @@ public:
         std::string_view treatment_id) override {
         // The whole history: the gate decides on all of it (no row limit).
         return read([&] {
-            auto& q = rdb_.prepare(
-                "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, "
-                "e.treatment_id, "
-                "e.order_key, e.received_ms FROM events e JOIN payloads p ON p.event_seq = e.seq "
-                "WHERE e.treatment_id = ? ORDER BY e.seq");
+            auto& q = rdb_.prepare(kTreatmentHistorySql);
             q.bind(1, treatment_id);
             std::vector<event_row> out;
             while (q.step()) out.push_back(read_event(q));
@@ -1132,6 +1134,24 @@ private:
 };
 
 }  // namespace
+
+boost::system::result<std::optional<std::vector<std::string>>> read_treatment_history(
+    const std::string& path, std::string_view treatment_id) {
+    std::error_code fec;
+    if (!fs::exists(path, fec)) return std::optional<std::vector<std::string>>();
+    try {
+        db d(path, true);
+        d.exec("PRAGMA busy_timeout = 10000;");
+        auto& q = d.prepare(kTreatmentHistorySql);
+        q.bind(1, treatment_id);
+        std::vector<std::string> out;
+        while (q.step()) out.push_back(q.text(5));
+        q.reset();
+        return std::optional<std::vector<std::string>>(std::move(out));
+    } catch (const std::exception&) {
+        return io_error();
+    }
+}
 
 std::unique_ptr<store> open_sqlite(const sqlite_options& opts) {
     if (opts.path.empty()) throw std::runtime_error("store: no path configured");

@@ -284,4 +284,10 @@ struct sqlite_options {
 // when the file cannot be opened or migrated (a start-up error).
 std::unique_ptr<store> open_sqlite(const sqlite_options& opts);
 
+// The envelopes of a treatment's stored events, oldest first, read through a read-only connection
+// (safe beside a running daemon; nothing is created or migrated). Empty optional when the store
+// file does not exist; an error when it cannot be read.
+boost::system::result<std::optional<std::vector<std::string>>> read_treatment_history(
+    const std::string& path, std::string_view treatment_id);
+
 }  // namespace samband::store
