@@ -8,6 +8,8 @@
 // deadline is waited out here and the request repeated with the same key, otherwise the host's
 // backoff applies); any other status is permanent, with the body's text as the reason; network
 // errors and timeouts are retried.
+#include "listener.hpp"
+
 #include <samband/json.hpp>
 #include <samband/sdk.hpp>
 
@@ -77,18 +79,51 @@ struct outcome {
 class http_plugin {
 public:
     static constexpr const char* name = "http";
+    static constexpr bool is_source = true;
     static constexpr const char* version = "0.1.0";
     static constexpr const char* description =
         "HTTP webhooks: POSTs events to a vendor URL with Idempotency-Key, bearer or HMAC "
-        "authentication and verified TLS (sink)";
+        "authentication and verified TLS (sink); HTTPS endpoints taking Samband envelopes or a "
+        "vendor's JSON mapped by JSON Pointer rules, 202 after commit (source)";
     // The endpoint config's JSON Schema; the kit creates the plugin with examples[0].
     static constexpr const char* config_schema = R"json(
         {
           "$schema": "https://json-schema.org/draft/2020-12/schema",
           "title": "http plugin endpoint config (docs/http.md)",
           "type": "object",
-          "required": ["url"],
+          "oneOf": [{"required": ["url"]}, {"required": ["listen"]}],
           "properties": {
+            "listen": {"type": "string", "description": "source: <ip>:<port> to serve"},
+            "port_file": {"type": "string", "description": "source: the bound port is written here"},
+            "tls": {
+              "type": "object",
+              "required": ["cert_file", "key_file"],
+              "properties": {
+                "cert_file": {"type": "string"},
+                "key_file": {"type": "string"},
+                "client_ca_file": {"type": "string", "description": "mutual TLS: required client certificates"}
+              }
+            },
+            "envelope_path": {"type": "string", "default": "/v1/events"},
+            "mappings": {
+              "type": "array",
+              "items": {
+                "type": "object",
+                "required": ["path", "type", "fields"],
+                "properties": {
+                  "path": {"type": "string"},
+                  "type": {"type": "string"},
+                  "idempotency_key": {"type": "string", "description": "JSON Pointer"},
+                  "occurred_at": {"type": "string", "description": "JSON Pointer"},
+                  "fields": {"type": "object", "description": "envelope pointer -> vendor pointer, {from, optional} or {value}"}
+                }
+              }
+            },
+            "max_header_bytes": {"type": "integer", "minimum": 1024, "default": 16384},
+            "max_body_bytes": {"type": "integer", "minimum": 1024, "default": 1048576},
+            "request_timeout_ms": {"type": "integer", "minimum": 100, "default": 10000},
+            "max_connections": {"type": "integer", "minimum": 1, "default": 512},
+            "signature_tolerance_s": {"type": "integer", "minimum": 1, "default": 300},
             "url": {"type": "string", "description": "sink: the vendor's webhook (https://)"},
             "allow_plain_http": {"type": "boolean", "default": false},
             "ca_file": {"type": "string", "description": "sink: PEM CAs to verify the vendor"},
@@ -121,37 +156,6 @@ public:
                             std::string("http plugin: \"") + k + "\" must be a string");
             return std::string(it->value.GetString());
         };
-        std::string url = str(d, "url");
-        auto u = boost::urls::parse_uri(url);
-        if (url.empty() || !u || (u->scheme() != "http" && u->scheme() != "https") ||
-            u->host().empty())
-            throw error(SAMBAND_INVALID, "http plugin: \"url\" must be an http:// or https:// URL");
-        tls_ = u->scheme() == "https";
-        host_name_ = u->host();
-        port_ = u->has_port() ? std::string(u->port()) : (tls_ ? "443" : "80");
-        target_ = std::string(u->encoded_path());
-        if (target_.empty()) target_ = "/";
-        if (u->has_query()) target_ += "?" + std::string(u->encoded_query());
-        if (!tls_ && host_name_ != "127.0.0.1" && host_name_ != "localhost" &&
-            host_name_ != "::1" &&
-            !(d.HasMember("allow_plain_http") && d["allow_plain_http"].IsBool() &&
-              d["allow_plain_http"].GetBool()))
-            throw error(SAMBAND_INVALID,
-                        "http plugin: \"url\" must be https:// (plain http only to this machine, "
-                        "or with \"allow_plain_http\": true)");
-        if (d.HasMember("timeout_ms")) {
-            if (!d["timeout_ms"].IsInt() || d["timeout_ms"].GetInt() < 100)
-                throw error(SAMBAND_INVALID,
-                            "http plugin: \"timeout_ms\" must be an integer >= 100");
-            timeout_ = std::chrono::milliseconds(d["timeout_ms"].GetInt());
-        }
-        int workers = 4;
-        if (d.HasMember("workers")) {
-            if (!d["workers"].IsInt() || d["workers"].GetInt() < 1 || d["workers"].GetInt() > 64)
-                throw error(SAMBAND_INVALID, "http plugin: \"workers\" must be 1..64");
-            workers = d["workers"].GetInt();
-        }
-        workers_ = workers;
         if (d.HasMember("auth")) {
             const auto& a = d["auth"];
             if (!a.IsObject())
@@ -173,6 +177,112 @@ public:
                 secret_.pop_back();
             header_ = str(a, "header", "X-Samband-Signature");
         }
+        auto integer = [&](const char* k, std::int64_t def, std::int64_t lo,
+                           std::int64_t hi) -> std::int64_t {
+            auto it = d.FindMember(k);
+            if (it == d.MemberEnd()) return def;
+            if (!it->value.IsInt64() || it->value.GetInt64() < lo || it->value.GetInt64() > hi)
+                throw error(SAMBAND_INVALID, std::string("http plugin: \"") + k +
+                                                 "\" must be an integer from " +
+                                                 std::to_string(lo) + " to " + std::to_string(hi));
+            return it->value.GetInt64();
+        };
+        const bool plain_ok = d.HasMember("allow_plain_http") && d["allow_plain_http"].IsBool() &&
+                              d["allow_plain_http"].GetBool();
+        if (d.HasMember("listen")) {
+            if (d.HasMember("url"))
+                throw error(SAMBAND_INVALID,
+                            "http plugin: an endpoint has \"listen\" (a source) or \"url\" (a "
+                            "sink), not both");
+            samband::http_source::config c;
+            c.listen = str(d, "listen");
+            auto colon = c.listen.rfind(':');
+            if (colon == std::string::npos || colon + 1 == c.listen.size() ||
+                c.listen.find_first_not_of("0123456789", colon + 1) != std::string::npos)
+                throw error(SAMBAND_INVALID,
+                            "http plugin: \"listen\" must be <ip>:<port>, e.g. 127.0.0.1:8443");
+            c.port_file = str(d, "port_file");
+            c.auth = auth_;
+            c.secret = secret_;
+            c.header = header_.empty() ? c.header : header_;
+            c.envelope_path = str(d, "envelope_path", c.envelope_path);
+            c.max_header_bytes =
+                static_cast<std::size_t>(integer("max_header_bytes", 16 * 1024, 1024, 1 << 20));
+            c.max_body_bytes = static_cast<std::size_t>(
+                integer("max_body_bytes", 1024 * 1024, 1024, std::int64_t{256} * 1024 * 1024));
+            c.request_timeout =
+                std::chrono::milliseconds(integer("request_timeout_ms", 10000, 100, 600000));
+            c.max_connections =
+                static_cast<std::size_t>(integer("max_connections", 512, 1, 100000));
+            c.signature_tolerance =
+                std::chrono::seconds(integer("signature_tolerance_s", 300, 1, 86400));
+            if (auto t = d.FindMember("tls"); t != d.MemberEnd()) {
+                if (!t->value.IsObject())
+                    throw error(SAMBAND_INVALID, "http plugin: \"tls\" must be an object");
+                c.tls = true;
+                c.cert_file = str(t->value, "cert_file");
+                c.key_file = str(t->value, "key_file");
+                c.client_ca_file = str(t->value, "client_ca_file");
+                if (c.cert_file.empty() || c.key_file.empty())
+                    throw error(SAMBAND_INVALID,
+                                "http plugin: tls.cert_file and tls.key_file are required");
+            }
+            std::string ip = c.listen.substr(0, colon);
+            if (!c.tls && ip != "127.0.0.1" && ip != "[::1]" && !plain_ok)
+                throw error(SAMBAND_INVALID,
+                            "http plugin: \"listen\" on " + ip +
+                                " needs \"tls\" (plain HTTP only on 127.0.0.1, or with "
+                                "\"allow_plain_http\": true)");
+            if (auto m = d.FindMember("mappings"); m != d.MemberEnd()) {
+                if (!m->value.IsArray())
+                    throw error(SAMBAND_INVALID, "http plugin: \"mappings\" must be an array");
+                for (rapidjson::SizeType i = 0; i < m->value.Size(); ++i) {
+                    try {
+                        c.mappings.push_back(samband::http_map::parse_mapping(
+                            m->value[i], "mappings[" + std::to_string(i) + "]"));
+                    } catch (const std::invalid_argument& e) {
+                        throw error(SAMBAND_INVALID, std::string("http plugin: ") + e.what());
+                    }
+                    if (c.mappings.back().path == c.envelope_path)
+                        throw error(SAMBAND_INVALID, "http plugin: mappings[" + std::to_string(i) +
+                                                         "].path is the envelope_path " +
+                                                         c.envelope_path);
+                }
+            }
+            listener_.emplace(std::move(c), host_);
+            return;
+        }
+        std::string url = str(d, "url");
+        auto u = boost::urls::parse_uri(url);
+        if (url.empty())
+            throw error(SAMBAND_INVALID,
+                        "http plugin: the config needs \"url\" (a sink) or \"listen\" (a source)");
+        if (!u || (u->scheme() != "http" && u->scheme() != "https") || u->host().empty())
+            throw error(SAMBAND_INVALID, "http plugin: \"url\" must be an http:// or https:// URL");
+        tls_ = u->scheme() == "https";
+        host_name_ = u->host();
+        port_ = u->has_port() ? std::string(u->port()) : (tls_ ? "443" : "80");
+        target_ = std::string(u->encoded_path());
+        if (target_.empty()) target_ = "/";
+        if (u->has_query()) target_ += "?" + std::string(u->encoded_query());
+        if (!tls_ && host_name_ != "127.0.0.1" && host_name_ != "localhost" &&
+            host_name_ != "::1" && !plain_ok)
+            throw error(SAMBAND_INVALID,
+                        "http plugin: \"url\" must be https:// (plain http only to this machine, "
+                        "or with \"allow_plain_http\": true)");
+        if (d.HasMember("timeout_ms")) {
+            if (!d["timeout_ms"].IsInt() || d["timeout_ms"].GetInt() < 100)
+                throw error(SAMBAND_INVALID,
+                            "http plugin: \"timeout_ms\" must be an integer >= 100");
+            timeout_ = std::chrono::milliseconds(d["timeout_ms"].GetInt());
+        }
+        int workers = 4;
+        if (d.HasMember("workers")) {
+            if (!d["workers"].IsInt() || d["workers"].GetInt() < 1 || d["workers"].GetInt() > 64)
+                throw error(SAMBAND_INVALID, "http plugin: \"workers\" must be 1..64");
+            workers = d["workers"].GetInt();
+        }
+        workers_ = workers;
         if (tls_) {
             ssl_.set_verify_mode(ssl::verify_peer);
             std::string ca = str(d, "ca_file");
@@ -190,6 +300,7 @@ public:
     ~http_plugin() { stop(); }
 
     void start() {
+        if (listener_) return listener_->start();
         std::lock_guard lock(mu_);
         if (running_) return;
         running_ = true;
@@ -197,6 +308,7 @@ public:
     }
 
     void stop() {
+        if (listener_) return listener_->stop();
         {
             std::lock_guard lock(mu_);
             if (!running_) return;
@@ -214,6 +326,10 @@ public:
     }
 
     void deliver(samband::sdk::delivery d) {
+        if (listener_) {
+            d.fail("this http endpoint is a source (\"listen\"); a sink needs \"url\"");
+            return;
+        }
         {
             std::lock_guard lock(mu_);
             if (!running_) {
@@ -400,6 +516,7 @@ private:
     bool running_ = false;
     std::deque<samband::sdk::delivery> queue_;
     std::vector<std::thread> threads_;
+    std::optional<samband::http_source::listener> listener_;  // a source endpoint
 };
 
 }  // namespace
