@@ -1,6 +1,9 @@
-// The hl7v2 plugin in the real daemon: Debian's python3-hl7 (mllp_send, an asyncio MLLP server)
-// and raw MLLP sockets against the listener (ACK after commit) and the sender (ACK deadline).
+// The hl7v2 plugin in the real daemon: Debian's python3-hl7 (mllp_send, an asyncio MLLP server),
+// @medplum/hl7 (peer/medplum.js: Hl7Client and Hl7Connection) and raw MLLP sockets against the
+// listener (ACK after commit) and the sender (ACK deadline).
 #include "harness.hpp"
+
+#include <samband_test/tools.hpp>
 
 #include "hl7v2/codec/ack.hpp"
 #include "hl7v2/codec/message.hpp"
@@ -150,7 +153,10 @@ h7::ack_info ack_of(const std::optional<std::string>& frame) {
 
 class hl7v2_daemon_test : public ::testing::Test {
 protected:
-    void SetUp() override { root_ = tmp_.path(); }
+    void SetUp() override {
+        root_ = tmp_.path();
+        SAMBAND_REQUIRE_TOOL("mllp_send");
+    }
 
     void write_config(const std::string& extra_endpoints = "",
                       const std::string& extra_routes = "") {
@@ -195,6 +201,18 @@ protected:
         write_file(f, h7::mllp::frame(message));  // mllp_send reads framed messages
         auto [rc, out] = run_command("mllp_send --port " + std::to_string(port_) + " --file " +
                                      f.string() + " 127.0.0.1");
+        EXPECT_EQ(rc, 0) << out.substr(0, 2000);
+        return out;
+    }
+
+    // @medplum/hl7's Hl7Client.sendAndWait (peer/medplum.js): returns the ACK, one segment a line.
+    std::string medplum_send(const std::string& message, const std::string& encoding = "utf8") {
+        static int n = 0;
+        fs::path f = root_ / ("medplum-" + std::to_string(++n) + ".hl7");
+        write_file(f, message);
+        auto [rc, out] = run_command("node " + std::string(HL7V2_PEER_DIR) +
+                                     "/medplum.js send --port " + std::to_string(port_) +
+                                     " --file " + f.string() + " --encoding " + encoding);
         EXPECT_EQ(rc, 0) << out.substr(0, 2000);
         return out;
     }
@@ -248,6 +266,46 @@ TEST_F(hl7v2_daemon_test, referral_with_pdf_is_acked_after_commit_and_arrives_bi
     EXPECT_STREQ(doc["data"]["from"]["hpr"].GetString(), "123456789");
     EXPECT_STREQ(doc["idempotency_key"].GetString(), "hl7v2:GPSYS:LEGEKONTOR:REF0001");
     EXPECT_EQ(d->stop(), 0);
+}
+
+TEST_F(hl7v2_daemon_test, medplum_client_referral_with_pdf_is_acked_after_commit_bit_exact) {
+    SAMBAND_REQUIRE_TOOL("node");
+    write_config();
+    auto d = start();
+    std::string pdf = sample_pdf();
+    std::string out = medplum_send(referral("REFM001", kFnr, base64(pdf)));
+    EXPECT_NE(out.find("MSA|AA|REFM001"), std::string::npos) << out << d->log();
+    EXPECT_EQ(deliveries_to(*d, "epj"), 1u);  // the ACK came after the commit
+    ASSERT_TRUE(wait_for([&] { return outbox_events().size() == 1; }, std::chrono::seconds(20)))
+        << d->log();
+    fs::path ev = outbox_events()[0];
+    EXPECT_EQ(read_file(ev.parent_path() / (ev.stem().string() + ".henvisning.pdf")), pdf);
+    // The same message again (a peer that missed the ACK resends): stored once, same answer.
+    std::string again = medplum_send(referral("REFM001", kFnr, base64(pdf)));
+    EXPECT_NE(again.find("MSA|AA|REFM001"), std::string::npos) << again;
+    EXPECT_EQ(deliveries_to(*d, "epj"), 1u);
+    EXPECT_EQ(d->stop(), 0);
+}
+
+TEST_F(hl7v2_daemon_test, medplum_client_latin1_message_arrives_as_utf8) {
+    SAMBAND_REQUIRE_TOOL("node");
+    write_config();
+    auto d = start();
+    // Written as UTF-8 here; the peer encodes it to ISO 8859-1 on the wire (--encoding latin1).
+    std::string msg = fields("SCOREM1", "ORU^R01", "|||||NOR|8859/1") + "PID|1||" + kFnr +
+                      "^^^^FNR||\xc3\x98ye\xc3\xa6r^Bj\xc3\xb8rn \xc3\x85se\r"
+                      "PV1|1|O|||||||||||||||||T-78\r"
+                      "OBX|1|NM|44261-6^PHQ-9 total score^LN||14||||||F|||20261124093000+0100\r";
+    std::string out = medplum_send(msg, "latin1");
+    EXPECT_NE(out.find("MSA|AA|SCOREM1"), std::string::npos) << out << d->log();
+    ASSERT_TRUE(wait_for([&] { return outbox_events().size() == 1; }, std::chrono::seconds(20)))
+        << d->log();
+    rapidjson::Document doc;
+    doc.Parse(read_file(outbox_events()[0]).c_str());
+    ASSERT_FALSE(doc.HasParseError());
+    EXPECT_STREQ(doc["subject"]["name"]["family"].GetString(), "\xc3\x98ye\xc3\xa6r");
+    EXPECT_STREQ(doc["subject"]["name"]["given"].GetString(), "Bj\xc3\xb8rn \xc3\x85se");
+    EXPECT_EQ(doc["data"]["score"].GetInt(), 14);
 }
 
 TEST_F(hl7v2_daemon_test, a_resent_message_is_stored_once_and_gets_the_same_ack) {
@@ -444,6 +502,20 @@ TEST_F(hl7v2_daemon_test, pipelined_messages_get_their_acks_in_order) {
 // The sink: Samband sends to python3-hl7's asyncio MLLP server.
 class hl7v2_sink_test : public hl7v2_daemon_test {
 protected:
+    // @medplum/hl7 as the receiver (peer/medplum.js serve), same interface as hl7_server.py.
+    void start_medplum_peer(const std::string& answers) {
+        peer_pid_ = fork();
+        if (peer_pid_ == 0) {
+            std::string script = std::string(HL7V2_PEER_DIR) + "/medplum.js";
+            std::string pf = (root_ / "peer.port").string(), log = (root_ / "peer.log").string();
+            execlp("node", "node", script.c_str(), "serve", "--port-file", pf.c_str(), "--log",
+                   log.c_str(), "--answers", answers.c_str(), static_cast<char*>(nullptr));
+            _exit(127);
+        }
+        ASSERT_TRUE(
+            wait_for([&] { return fs::exists(root_ / "peer.port"); }, std::chrono::seconds(15)));
+        peer_port_ = std::stoi(read_file(root_ / "peer.port"));
+    }
     void start_peer(const std::string& answers) {
         peer_pid_ = fork();
         if (peer_pid_ == 0) {
@@ -512,6 +584,26 @@ TEST_F(hl7v2_sink_test, retries_keep_msh10_and_an_aa_delivers) {
     std::string id = log[0].substr(0, log[0].find(' '));
     for (const auto& l : log) EXPECT_EQ(l.substr(0, l.find(' ')), id) << "MSH-10 changed";
     EXPECT_NE(log[0].find("ORU^R01"), std::string::npos);
+    EXPECT_NE(delivery_state(*d).find(id), std::string::npos) << "external id = MSH-10";
+}
+
+TEST_F(hl7v2_sink_test, a_medplum_receiver_sees_the_same_msh10_on_every_retry) {
+    SAMBAND_REQUIRE_TOOL("node");
+    start_medplum_peer("AE,NONE,AA");
+    write_sink_config(1000);
+    auto d = start();
+    mllp_conn c(port_);
+    ASSERT_TRUE(c.send(score_message("SM1")));
+    EXPECT_EQ(ack_of(c.read()).code, h7::ack_code::AA);
+    ASSERT_TRUE(
+        wait_for([&] { return delivery_state(*d).find("\"delivered\"") != std::string::npos; },
+                 std::chrono::seconds(30)))
+        << delivery_state(*d) << d->log();
+    auto log = peer_log();
+    ASSERT_EQ(log.size(), 3u) << "AE → retry, no ACK → retry, AA → delivered";
+    std::string id = log[0].substr(0, log[0].find(' '));
+    for (const auto& l : log) EXPECT_EQ(l.substr(0, l.find(' ')), id) << "MSH-10 changed";
+    EXPECT_NE(log[0].find("ORU^R01"), std::string::npos) << log[0];
     EXPECT_NE(delivery_state(*d).find(id), std::string::npos) << "external id = MSH-10";
 }
 
