@@ -8,7 +8,13 @@
 // → retry (Retry-After honoured within the attempt's deadline); any other 4xx → dead with the
 // OperationOutcome's text. Auth: SMART Backend Services / HelseID client credentials with
 // private_key_jwt (DPoP when configured) through the shared plugin-side client (plugins/net).
+//
+// Source ("listen"): an HTTP(S) endpoint taking FHIR resources, Bundles and $process-message
+// (fhir/inbound.hpp, fhir/listener.hpp); PHQ-9/GAD-7 QuestionnaireResponses are scored into
+// rph.assessment.scored; 200/201 only after the host committed, else 400 + OperationOutcome.
 #include "fhir/bundle.hpp"
+#include "fhir/inbound.hpp"
+#include "fhir/listener.hpp"
 
 #include "net/error.hpp"
 #include "net/helseid.hpp"
@@ -117,7 +123,9 @@ public:
     static constexpr const char* name = "fhir";
     static constexpr const char* version = "0.1.0";
     static constexpr const char* description =
-        "FHIR R4: RPH events as transaction Bundles of conditional creates";
+        "FHIR R4: RPH events as transaction Bundles of conditional creates (sink); resources, "
+        "Bundles and $process-message in over HTTP(S) (source)";
+    static constexpr bool is_source = true;
     // The endpoint config's JSON Schema; the kit creates the plugin with examples[0].
     static constexpr const char* config_schema = R"json({
   "$schema": "http://json-schema.org/draft-04/schema#",
@@ -129,7 +137,8 @@ public:
     "identifier_system": {"type": "string"},
     "timeout_ms": {"type": "integer", "minimum": 100, "maximum": 600000},
     "tls": {"type": "object"},
-    "auth": {"type": "object"}
+    "auth": {"type": "object"},
+    "listen": {"type": "object", "description": "source: address, port_file, base_path, tls, bearer_token_secrets"}
   },
   "examples": [{"base_url": "http://127.0.0.1:9/fhir", "timeout_ms": 1000,
                 "tls": {"allow_plain_http_loopback": true}}]
@@ -162,11 +171,21 @@ public:
             }
             if (const Value* auth = member(cfg, "auth")) tokens_ = make_tokens(*auth, cfg, log);
         }
+        if (const Value* listen = member(cfg, "listen"))
+            listener_cfg_ = fhir::listener_config::from_json(*listen, host_);
     }
 
     ~fhir_plugin() { stop(); }
 
+    void start() {
+        if (listener_cfg_ && !listener_) {
+            listener_ = std::make_unique<fhir::listener>(*listener_cfg_, host_);
+            listener_->start();
+        }
+    }
+
     void stop() {
+        if (listener_) listener_->stop();
         {
             std::lock_guard lock(mu_);
             running_ = false;
@@ -310,6 +329,8 @@ private:
     std::unique_ptr<net::http_client> http_;
     std::shared_ptr<net::token_client> tokens_;
     bool dpop_ = false;
+    std::optional<fhir::listener_config> listener_cfg_;
+    std::unique_ptr<fhir::listener> listener_;
     std::mutex mu_;
     std::condition_variable cv_;
     bool running_ = true;
