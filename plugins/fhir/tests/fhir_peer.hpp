@@ -30,9 +30,13 @@ inline std::pair<int, std::string> validate(const std::vector<fs::path>& files) 
 // @medplum/fhir-router behind node:http, started for a test and killed (by pid) after it.
 class fhir_server {
 public:
-    explicit fhir_server(const fs::path& workdir) : out_(workdir / "fhir-server.out") {
+    // `env`: FHIR_AUTH_PUBLIC_KEY, FHIR_AUTH_DPOP … (see server.js).
+    explicit fhir_server(const fs::path& workdir,
+                         const std::vector<std::pair<std::string, std::string>>& env = {})
+        : out_(workdir / "fhir-server.out") {
         pid_ = fork();
         if (pid_ == 0) {
+            for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
             int fd = open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
             dup2(fd, 1);
             dup2(fd, 2);
@@ -70,7 +74,7 @@ public:
     }
     // How many resources of `type` the server holds.
     int count(const std::string& type) const {
-        auto r = get("/" + type);
+        auto r = get("/__search/" + type);
         rapidjson::Document d;
         d.Parse(r.body.c_str());
         if (d.HasParseError() || !d.IsObject() || !d.HasMember("entry")) return 0;

@@ -108,14 +108,14 @@ TEST_F(fhir_sink_test, a_start_note_a_referral_with_a_pdf_and_a_score_arrive_as_
     EXPECT_EQ(server_->count("Observation"), 1);
 
     // The note's text, the GP and the patient as the server stored them.
-    auto all = server_->get("/Communication").body;
+    auto all = server_->get("/__search/Communication").body;
     EXPECT_NE(all.find("Årsak til kontakt"), std::string::npos) << all;
     EXPECT_NE(all.find("urn:oid:2.16.578.1.12.4.1.2"), std::string::npos) << all;  // GP's HER-id
-    auto obs = server_->get("/Observation?code=http://loinc.org|44261-6").body;
+    auto obs = server_->get("/__search/Observation?code=http://loinc.org|44261-6").body;
     EXPECT_NE(obs.find("\"valueInteger\":11"), std::string::npos) << obs;
     EXPECT_NE(obs.find("\"moderat\""), std::string::npos) << obs;  // 11: 10–14
     // The PDF arrives bit-exact (base64 of the demo file's bytes).
-    auto docs = server_->get("/DocumentReference").body;
+    auto docs = server_->get("/__search/DocumentReference").body;
     rapidjson::Document dr;
     dr.Parse(docs.c_str());
     ASSERT_FALSE(dr.HasParseError());
