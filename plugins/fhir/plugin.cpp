@@ -26,12 +26,22 @@
 
 #include <rapidjson/document.h>
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include <fcntl.h>
+#include <unistd.h>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 
 namespace {
 
@@ -138,7 +148,8 @@ public:
     "timeout_ms": {"type": "integer", "minimum": 100, "maximum": 600000},
     "tls": {"type": "object"},
     "auth": {"type": "object"},
-    "listen": {"type": "object", "description": "source: address, port_file, base_path, tls, bearer_token_secrets"}
+    "listen": {"type": "object", "description": "source: address, port_file, base_path, tls, bearer_token_secrets"},
+    "poll": {"type": "object", "description": "source: state_file, interval_ms, since, resource_types, allow_synthetic_ids"}
   },
   "examples": [{"base_url": "http://127.0.0.1:9/fhir", "timeout_ms": 1000,
                 "tls": {"allow_plain_http_loopback": true}}]
@@ -173,6 +184,7 @@ public:
         }
         if (const Value* listen = member(cfg, "listen"))
             listener_cfg_ = fhir::listener_config::from_json(*listen, host_);
+        if (const Value* poll = member(cfg, "poll")) read_poll(*poll);
     }
 
     ~fhir_plugin() { stop(); }
@@ -182,6 +194,7 @@ public:
             listener_ = std::make_unique<fhir::listener>(*listener_cfg_, host_);
             listener_->start();
         }
+        if (poll_ && !poll_thread_.joinable()) poll_thread_ = std::thread([this] { poll_loop(); });
     }
 
     void stop() {
@@ -191,6 +204,7 @@ public:
             running_ = false;
         }
         cv_.notify_all();
+        if (poll_thread_.joinable()) poll_thread_.join();
     }
 
     void deliver(samband::sdk::delivery d) {
@@ -301,6 +315,232 @@ private:
         }
     }
 
+    // ---- polling: new QuestionnaireResponse/Observation since a durable cursor ----------------
+
+    struct poll_config {
+        std::string state_file;
+        std::chrono::milliseconds interval{60000};
+        std::string since;
+        std::vector<std::string> types{"QuestionnaireResponse", "Observation"};
+        fhir::inbound_options inbound;
+    };
+
+    void read_poll(const Value& v) {
+        if (!v.IsObject()) throw error(SAMBAND_INVALID, "fhir: poll must be an object");
+        if (!http_) throw error(SAMBAND_INVALID, "fhir: poll needs base_url (the server to poll)");
+        poll_config c;
+        c.state_file = get_str(v, "state_file", "poll.");
+        if (c.state_file.empty())
+            throw error(SAMBAND_INVALID,
+                        "fhir: poll.state_file is required (where the cursor is kept)");
+        c.interval = std::chrono::milliseconds(
+            get_int(v, "interval_ms", 60000, 50, 24 * 3600 * 1000, "poll."));
+        c.since = get_str(v, "since", "poll.");
+        c.inbound.allow_synthetic_ids = get_bool(v, "allow_synthetic_ids", false, "poll.");
+        if (const Value* t = member(v, "resource_types")) {
+            if (!t->IsArray()) throw error(SAMBAND_INVALID, "fhir: poll.resource_types: an array");
+            c.types.clear();
+            for (const auto& x : t->GetArray()) {
+                std::string_view n = x.IsString() ? x.GetString() : "";
+                if (n != "QuestionnaireResponse" && n != "Observation")
+                    throw error(SAMBAND_INVALID,
+                                "fhir: poll.resource_types: QuestionnaireResponse "
+                                "and/or Observation");
+                c.types.emplace_back(n);
+            }
+        }
+        // The cursor survives restarts: read it now, so a broken state file stops the start.
+        std::ifstream in(c.state_file);
+        if (in) {
+            std::string text((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+            rapidjson::Document d;
+            if (auto err = samband::json::parse(text, d); !err.empty() || !d.IsObject())
+                throw error(SAMBAND_INVALID, "fhir: poll.state_file " + c.state_file +
+                                                 " is not a cursor file: " + err);
+            for (auto it = d.MemberBegin(); it != d.MemberEnd(); ++it)
+                if (it->value.IsString()) cursor_[it->name.GetString()] = it->value.GetString();
+        }
+        poll_ = std::move(c);
+    }
+
+    // Writes the cursor: a temporary file, fsync, rename, so a crash leaves the old or the new.
+    bool save_cursor() {
+        rapidjson::StringBuffer b;
+        rapidjson::Writer<rapidjson::StringBuffer> w(b);
+        w.StartObject();
+        for (const auto& [k, v] : cursor_) {
+            w.Key(k.c_str());
+            w.String(v.c_str());
+        }
+        w.EndObject();
+        const std::string tmp = poll_->state_file + ".tmp";
+        int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0) return false;
+        bool ok = ::write(fd, b.GetString(), b.GetSize()) == static_cast<ssize_t>(b.GetSize()) &&
+                  ::fsync(fd) == 0;
+        ok = ::close(fd) == 0 && ok;
+        return ok && std::rename(tmp.c_str(), poll_->state_file.c_str()) == 0;
+    }
+
+    static std::string query_encode(std::string_view v) {
+        static constexpr char hex[] = "0123456789ABCDEF";
+        std::string out;
+        for (unsigned char c : v) {
+            if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == ':' || c == '~') {
+                out.push_back(static_cast<char>(c));
+            } else {
+                out.push_back('%');
+                out.push_back(hex[c >> 4]);
+                out.push_back(hex[c & 15]);
+            }
+        }
+        return out;
+    }
+
+    void poll_loop() {
+        for (;;) {
+            for (const auto& type : poll_->types) {
+                if (!poll_type(type)) break;
+            }
+            std::unique_lock lock(mu_);
+            if (cv_.wait_for(lock, poll_->interval, [&] { return !running_; })) return;
+        }
+    }
+
+    // One page after another until a page is short; false when stopping or on trouble.
+    bool poll_type(const std::string& type) {
+        for (int page = 0; page < 100; ++page) {
+            {
+                std::lock_guard lock(mu_);
+                if (!running_) return false;
+            }
+            std::string cursor = cursor_.count(type) ? cursor_[type] : poll_->since;
+            std::string target = url_.path;
+            if (target.back() != '/') target += '/';
+            target += type + "?_sort=_lastUpdated&_count=100";
+            if (!cursor.empty()) target += "&_lastUpdated=ge" + query_encode(cursor);
+            if (type == "Observation")
+                target +=
+                    "&code=" + query_encode("http://loinc.org|44261-6,http://loinc.org|70274-6");
+            const auto deadline = std::chrono::steady_clock::now() + timeout_;
+            net::http_request req{http::verb::get, target, 11};
+            req.set(http::field::accept, "application/fhir+json");
+            if (tokens_) {
+                auto token = tokens_->get(deadline);
+                if (!token) {
+                    host_.log(log_level::warn, "fhir: poll: token: " + token.error().message);
+                    return false;
+                }
+                const std::string htu = url_.origin() + target.substr(0, target.find('?'));
+                req.set(http::field::authorization, (dpop_ ? "DPoP " : "Bearer ") + token->value);
+                if (dpop_) req.set("DPoP", tokens_->dpop_proof("GET", htu, token->value, ""));
+            }
+            auto res = http_->send(std::move(req), deadline);
+            if (!res) {
+                host_.log(log_level::warn,
+                          "fhir: poll: " + net::describe_transport_error(res.error()));
+                return false;
+            }
+            if (res->result_int() != 200) {
+                host_.log(log_level::warn, "fhir: poll " + type + ": HTTP " +
+                                               std::to_string(res->result_int()) + ": " +
+                                               outcome_text(res->body()));
+                return false;
+            }
+            auto taken = take_page(type, res->body(), cursor);
+            if (!taken) return false;
+            if (*taken < 100) return true;
+        }
+        return true;
+    }
+
+    // Submits the page's scores, waits for the commits, then moves the cursor. The entry count.
+    std::optional<std::size_t> take_page(const std::string& type, const std::string& body,
+                                         const std::string& cursor) {
+        rapidjson::Document doc;
+        samband::json::limits lim;
+        lim.max_depth = 64;
+        if (auto err = samband::json::parse(body, doc, lim); !err.empty() || !doc.IsObject()) {
+            host_.log(log_level::warn, "fhir: poll " + type + ": unreadable answer: " + err);
+            return std::nullopt;
+        }
+        const Value* entries = member(doc, "entry");
+        if (!entries || !entries->IsArray()) return std::size_t{0};
+        std::string newest = cursor;
+        std::vector<std::future<samband::sdk::submit_result>> pending;
+        for (const auto& e : entries->GetArray()) {
+            const Value* res = member(e, "resource");
+            if (!res || !res->IsObject()) continue;
+            const Value* meta = member(*res, "meta");
+            const Value* lu = meta ? member(*meta, "lastUpdated") : nullptr;
+            if (lu && lu->IsString() && newest < lu->GetString()) newest = lu->GetString();
+            const Value* rt = member(*res, "resourceType");
+            const Value* id = member(*res, "id");
+            if (!rt || !rt->IsString() || rt->GetString() != type) continue;
+            // One entry as a collection Bundle, its fullUrl the server's, for a stable key.
+            rapidjson::StringBuffer b;
+            rapidjson::Writer<rapidjson::StringBuffer> w(b);
+            w.StartObject();
+            w.Key("resourceType");
+            w.String("Bundle");
+            w.Key("type");
+            w.String("collection");
+            w.Key("entry");
+            w.StartArray();
+            w.StartObject();
+            if (id && id->IsString()) {
+                w.Key("fullUrl");
+                w.String((url_.without_query() + "/" + type + "/" + id->GetString()).c_str());
+            }
+            w.Key("resource");
+            res->Accept(w);
+            w.EndObject();
+            w.EndArray();
+            w.EndObject();
+            auto parsed = fhir::parse_incoming("", {b.GetString(), b.GetSize()}, poll_->inbound);
+            if (!parsed) {
+                host_.log(log_level::info, "fhir: poll: " + type + "/" +
+                                               (id && id->IsString() ? id->GetString() : "?") +
+                                               " not taken: " + parsed.error().text());
+                continue;
+            }
+            for (auto& ev : *parsed) {
+                auto prom = std::make_shared<std::promise<samband::sdk::submit_result>>();
+                pending.push_back(prom->get_future());
+                if (host_.submit(ev.envelope_json, {},
+                                 [prom](const samband::sdk::submit_result& r) {
+                                     prom->set_value(r);
+                                 }) != SAMBAND_OK) {
+                    samband::sdk::submit_result r;
+                    r.status = SAMBAND_RETRY;
+                    r.message = "the host did not take the event";
+                    prom->set_value(r);
+                }
+            }
+        }
+        bool all = true;
+        const auto until = std::chrono::steady_clock::now() + timeout_;
+        for (auto& f : pending) {
+            if (f.wait_until(until) != std::future_status::ready) return std::nullopt;
+            auto r = f.get();
+            if (r.status == SAMBAND_OK) continue;
+            host_.log(log_level::warn, "fhir: poll: an event was not stored: " + r.message);
+            if (r.status != SAMBAND_INVALID && r.status != SAMBAND_PERMANENT) all = false;
+        }
+        if (!all) return std::nullopt;  // the cursor stays; the next round sends them again
+        if (newest != cursor) {
+            cursor_[type] = newest;
+            if (!save_cursor()) {
+                host_.log(log_level::error, "fhir: poll: cannot write " + poll_->state_file);
+                return std::nullopt;
+            }
+        } else if (entries->Size() >= 100) {
+            return std::size_t{0};  // a full page at one instant: stop here, no endless loop
+        }
+        return static_cast<std::size_t>(entries->Size());
+    }
+
     // "Communication/123" from the transaction-response's first entry, else our identifier.
     static std::string first_location(std::string_view body, const fhir::built_bundle& b) {
         rapidjson::Document doc;
@@ -331,6 +571,9 @@ private:
     bool dpop_ = false;
     std::optional<fhir::listener_config> listener_cfg_;
     std::unique_ptr<fhir::listener> listener_;
+    std::optional<poll_config> poll_;
+    std::map<std::string, std::string> cursor_;  // THREAD: the poll thread (and the constructor)
+    std::thread poll_thread_;
     std::mutex mu_;
     std::condition_variable cv_;
     bool running_ = true;

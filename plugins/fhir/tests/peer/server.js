@@ -4,7 +4,7 @@
 // (@medplum/core validateResource), so an invalid resource is refused with 400 + OperationOutcome.
 // Test controls (not FHIR): POST /__fault {"status":503,"count":2,"retry_after":"1","hang_ms":0}
 // answers the next `count` requests with that status (or holds them `hang_ms` first);
-// GET /__stats gives {"requests":n,"posts":n,"tokens":n}; GET /__search/<Type>?… is a search
+// GET /__stats gives {"requests":n,"posts":n,"tokens":n,"last_get":url,"gets":[url…]}; GET /__search/<Type>?… is a search
 // that needs no token (the tests' own reads).
 // Auth (SMART Backend Services / HelseID style), when FHIR_AUTH_PUBLIC_KEY names the client's
 // public key (PEM): POST /token takes client credentials with a private_key_jwt assertion (the
@@ -27,7 +27,7 @@ for (const f of SEARCH_PARAMETER_BUNDLE_FILES) indexSearchParameterBundle(readJs
 
 const repo = new MemoryRepository();
 const router = new FhirRouter();
-const stats = { requests: 0, posts: 0, tokens: 0 };
+const stats = { requests: 0, posts: 0, tokens: 0, gets: [] };
 let fault = null;
 const authKey = process.env.FHIR_AUTH_PUBLIC_KEY
   ? crypto.createPublicKey(fs.readFileSync(process.env.FHIR_AUTH_PUBLIC_KEY)) : null;
@@ -143,6 +143,10 @@ const server = http.createServer((req, res) => {
       }
     }
     if (!testRead) stats.requests++;
+    if (!testRead && req.method === 'GET') {
+      stats.last_get = req.url;
+      if (stats.gets.length < 1000) stats.gets.push(req.url);
+    }
     if (req.method === 'POST') stats.posts++;
     if (authKey && !testRead) {
       try {
