@@ -239,9 +239,10 @@ private:
             }
             in.overridden = row.overridden;
         }
-        auto prepared = run_pipeline(plan, in, gp_.get(), [this](const std::string& name) {
-            return rt_ ? rt_->instance(name) : nullptr;
-        });
+        auto prepared = run_pipeline(
+            plan, in, gp_.get(),
+            [this](const std::string& name) { return rt_ ? rt_->instance(name) : nullptr; },
+            &schemas_);
         // Every gate decision is in the audit log; held/blocked ones come with their state change.
         if (plan.recipient == "gp" && prepared.what == delivery::prepared::action::send)
             store_->audit("gate", "gate.send", "delivery:" + std::to_string(row.id),

@@ -1,6 +1,7 @@
 #include "core/pipeline.hpp"
 
 #include "codec/json.hpp"
+#include "ingest/ingest.hpp"
 
 namespace samband::core {
 
@@ -63,9 +64,37 @@ std::string add_recipient(rapidjson::Document& env, directory::gp_directory* gp)
 
 }  // namespace
 
+std::string check_transform_output(const codec::schema_set& schemas, std::string_view input_id,
+                                   std::string_view output_json) {
+    auto parsed = codec::parse_json(output_json);
+    if (!parsed) return "not valid JSON: " + parsed.error();
+    rapidjson::Document doc = std::move(*parsed);
+    if (!doc.IsObject()) return "/: an event must be a JSON object";
+    // What the pipeline and transforms add to an envelope: the GP (recipient), the note for the
+    // GP and the journal entry (docs/rendered-note.md).
+    for (const char* added : {"recipient", "note", "journal"}) {
+        auto it = doc.FindMember(added);
+        if (it == doc.MemberEnd()) continue;
+        if (!it->value.IsObject()) return std::string("/") + added + ": must be an object";
+        doc.RemoveMember(added);
+    }
+    if (codec::string_at(doc, "/id") != input_id)
+        return "/id: a transform must keep the event's id (" + std::string(input_id) + ")";
+    if (schemas.has("samband.event"))
+        if (auto err = schemas.validate("samband.event", doc)) return *err;
+    std::string type(codec::string_at(doc, "/type"));
+    if (!schemas.has(type) || type == "samband.event")
+        return "/type: unknown event type \"" + type + "\"";
+    auto data = doc.FindMember("data");
+    if (data == doc.MemberEnd()) return "/data: required field is missing";
+    if (auto err = schemas.validate(type, data->value)) return "/data" + *err;
+    return ingest::check_rph(type, data->value);
+}
+
 delivery::prepared run_pipeline(
     const route_plan& plan, const pipeline_input& in, directory::gp_directory* gp,
-    const std::function<plugin::instance*(const std::string&)>& find_instance) {
+    const std::function<plugin::instance*(const std::string&)>& find_instance,
+    const codec::schema_set* schemas) {
     std::string out_json = in.envelope_json;
     std::string gate_reason;
 
@@ -117,6 +146,13 @@ delivery::prepared run_pipeline(
             if (e.status == SAMBAND_RETRY)
                 return stop_with(action::retry, "transform " + t + ": " + e.message);
             return stop_with(action::dead, "transform " + t + " rejected the event: " + e.message);
+        }
+        if (schemas) {
+            std::string input_id;
+            if (auto d = codec::parse_json(ev.envelope_json); d && d->IsObject())
+                input_id = std::string(codec::string_at(*d, "/id"));
+            if (std::string why = check_transform_output(*schemas, input_id, *r); !why.empty())
+                return stop_with(action::dead, "transform " + t + " gave an invalid event: " + why);
         }
         ev.envelope_json = std::move(*r);
     }

@@ -1,6 +1,7 @@
 // The steps between a stored event and a sink: consent gate, GP resolution, transforms.
 #pragma once
 
+#include "codec/json.hpp"
 #include "consent/gate.hpp"
 #include "delivery/engine.hpp"
 #include "directory/gp_directory.hpp"
@@ -29,9 +30,18 @@ struct pipeline_input {
 };
 
 // Runs gate → GP resolution → transforms for one delivery. `find_instance` returns the live
-// transform instance for an endpoint name (nullptr if it is not running).
+// transform instance for an endpoint name (nullptr if it is not running). With `schemas`, each
+// transform's output is checked (check_transform_output) and an invalid one ends the delivery
+// dead with the reason.
 delivery::prepared run_pipeline(
     const route_plan& plan, const pipeline_input& in, directory::gp_directory* gp,
-    const std::function<plugin::instance*(const std::string&)>& find_instance);
+    const std::function<plugin::instance*(const std::string&)>& find_instance,
+    const codec::schema_set* schemas = nullptr);
+
+// The contract of a transform's output: an envelope with the same id that validates as
+// `samband.event` with its type's data schema, plus `recipient`, `note` and `journal` objects
+// (added by the pipeline and the transforms). Empty when valid, else the reason naming the field.
+std::string check_transform_output(const codec::schema_set& schemas, std::string_view input_id,
+                                   std::string_view output_json);
 
 }  // namespace samband::core

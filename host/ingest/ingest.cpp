@@ -62,7 +62,8 @@ std::string check_scores(const std::string& where, const rapidjson::Value* arr) 
     return {};
 }
 
-// Checks the schema cannot express: score ranges per instrument.
+}  // namespace
+
 std::string check_rph(const std::string& type, const rapidjson::Value& data) {
     auto get = [&](const char* ptr) { return rapidjson::Pointer(ptr).Get(data); };
     if (type == "rph.assessment.scored") return check_score("/data", data);
@@ -75,8 +76,6 @@ std::string check_rph(const std::string& type, const rapidjson::Value& data) {
     }
     return {};
 }
-
-}  // namespace
 
 ingest::ingest(store::store& st, const codec::schema_set& schemas, options opts, core::logger& log)
     : store_(st), schemas_(schemas), opts_(opts), log_(log) {}

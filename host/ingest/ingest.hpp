@@ -45,6 +45,10 @@ struct observers {
     std::function<void(const std::string& treatment_id)> consent_changed;
 };
 
+// The RPH checks a schema cannot express (score ranges per instrument) on an event's `data`;
+// empty when fine, else the reason naming the field.
+std::string check_rph(const std::string& type, const rapidjson::Value& data);
+
 // Validates an envelope as ingest does and returns it normalised (id, source, attachment
 // metadata with sizes and hashes); the error names the field or check that failed.
 boost::system::result<rapidjson::Document, std::string> validate_envelope(
