@@ -1,6 +1,7 @@
 // samband: the command line (argv and signals only; everything else lives in samband_core).
 #include "admin/cli.hpp"
 #include "config/config.hpp"
+#include "core/config_check.hpp"
 #include "core/daemon.hpp"
 #include "core/preview.hpp"
 #include "plugin/check.hpp"
@@ -34,7 +35,7 @@ int main(int argc, char** argv) {
         config->add_subcommand("check", "Validate a config; names every error by JSON path");
     config_check->add_option("-c,--config", check_cfg, "Config file (JSON)")->required();
     config_check->callback(
-        [&] { exit_code = samband::config::check_config_command(check_cfg, std::cout); });
+        [&] { exit_code = samband::core::run_config_check(check_cfg, std::cout); });
 
     // samband plugin check
     std::string plugin_path, plugin_cfg, plugin_event;

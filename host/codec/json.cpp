@@ -48,6 +48,17 @@ std::string_view string_at(const rapidjson::Value& root, const char* ptr) {
     return std::string_view(v->GetString(), v->GetStringLength());
 }
 
+boost::system::result<void, std::string> schema_set::add(const std::string& name,
+                                                         std::string_view schema_json) {
+    auto e = std::make_shared<schema_set::entry>();
+    e->source = std::make_unique<rapidjson::Document>();
+    if (std::string err = json::parse(schema_json, *e->source); !err.empty()) return err;
+    if (!e->source->IsObject()) return std::string("a JSON Schema must be an object");
+    e->schema = std::make_unique<rapidjson::SchemaDocument>(*e->source);
+    schemas_[name] = e;
+    return {};
+}
+
 schema_set schema_set::load_dir(const std::string& dir) {
     namespace fs = std::filesystem;
     schema_set out;

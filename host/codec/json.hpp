@@ -34,6 +34,9 @@ class schema_set {
 public:
     // Loads every *.json in `dir`. Throws std::runtime_error naming the file on a bad schema.
     static schema_set load_dir(const std::string& dir);
+    // Adds (or replaces) one schema from its text; the error says why it cannot be used.
+    boost::system::result<void, std::string> add(const std::string& name,
+                                                 std::string_view schema_json);
     bool has(const std::string& name) const { return schemas_.count(name) != 0; }
     // Validates; nullopt when valid, else a sentence naming the field, e.g.
     // "/data/scores/0/score: 31 is greater than the maximum 27".

@@ -94,6 +94,10 @@ public:
         services_ = std::make_unique<daemon_services>(log_, *ingest_, *engine_, handles_, *store_,
                                                       secret_sources(*cfg_));
 
+        // An endpoint config its plugin's schema refuses is a config error, named by path.
+        if (auto bad = schema_errors(*cfg_); !bad.empty())
+            throw std::runtime_error("endpoint configs do not match their plugins' schemas:\n" +
+                                     config::format_errors(opts_.config_path, bad));
         // Plugins and endpoints; a plugin that fails to load skips its endpoint, never the host.
         rt_ = build_runtime(*cfg_, registry_, *services_, log_);
         install_routes(*cfg_);
@@ -383,6 +387,16 @@ private:
         return {};
     }
 
+    // Endpoint configs that break their plugin's schema (a plugin that is missing or does not
+    // load is not one: that endpoint is skipped and logged, the host runs on).
+    std::vector<config::config_error> schema_errors(const config::config& c) {
+        std::vector<config::config_error> bad;
+        for (auto& e : check_endpoint_configs(c, registry_))
+            if (e.path.size() < 7 || e.path.compare(e.path.size() - 7, 7, "/plugin") != 0)
+                bad.push_back(std::move(e));
+        return bad;
+    }
+
     void reload() {
         log_.info("reload", "SIGHUP: reloading config", {{"config", opts_.config_path}});
         auto loaded = config::load_config(opts_.config_path);
@@ -404,6 +418,11 @@ private:
                            {{"errors", std::string("/gp_directory: ") + e.what()}});
                 return;
             }
+        }
+        if (auto bad = schema_errors(*next); !bad.empty()) {
+            log_.error("reload", "reload refused; the running config stays",
+                       {{"errors", config::format_errors(opts_.config_path, bad)}});
+            return;
         }
         // Build new instances for added or changed endpoints before touching anything live.
         auto changes = plan_endpoint_changes(*rt_, *next);

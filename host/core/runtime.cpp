@@ -1,5 +1,7 @@
 #include "core/runtime.hpp"
 
+#include "codec/json.hpp"
+
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
@@ -26,6 +28,54 @@ std::map<std::string, secret_source> secret_sources(const config::config& c) {
     std::map<std::string, secret_source> out;
     for (const auto& [name, ref] : c.secrets) out[name] = secret_source{ref.file, ref.env};
     return out;
+}
+
+std::vector<config::config_error> check_endpoint_configs(const config::config& c,
+                                                         plugin::registry& reg) {
+    std::vector<config::config_error> errors;
+    for (const auto& [name, ep] : c.endpoints) {
+        const std::string at = "/endpoints/" + name;
+        std::string why;
+        std::string file = find_plugin_file(c, ep.plugin, reg, why);
+        if (file.empty()) {
+            errors.push_back({at + "/plugin", why});
+            continue;
+        }
+        auto lp = reg.load(file);
+        if (!lp) {
+            errors.push_back({at + "/plugin", file + ": " + lp.error().reason});
+            continue;
+        }
+        if ((*lp)->config_schema.empty()) continue;
+        codec::schema_set schema;
+        if (auto added = schema.add("config", (*lp)->config_schema); !added) {
+            errors.push_back({at + "/plugin", "plugin " + (*lp)->name +
+                                                  " publishes a config schema that cannot be "
+                                                  "used: " +
+                                                  added.error()});
+            continue;
+        }
+        rapidjson::Document cfg;
+        if (std::string err =
+                samband::json::parse(ep.config_json.empty() ? "{}" : ep.config_json, cfg);
+            !err.empty()) {
+            errors.push_back({at + "/config", err});
+            continue;
+        }
+        if (auto err = schema.validate("config", cfg)) {
+            // "/poll_ms: 5 is less than the minimum 10" → at/config/poll_ms: …
+            std::string e = *err;
+            std::string path = at + "/config";
+            if (!e.empty() && e[0] == '/') {
+                auto colon = e.find(": ");
+                std::string p = e.substr(0, colon);
+                if (p != "/") path += p;
+                e = colon == std::string::npos ? e : e.substr(colon + 2);
+            }
+            errors.push_back({path, e + " (the schema of plugin " + (*lp)->name + ")"});
+        }
+    }
+    return errors;
 }
 
 std::string find_plugin_file(const config::config& c, const std::string& ref, plugin::registry& reg,

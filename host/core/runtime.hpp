@@ -41,6 +41,13 @@ std::map<std::string, secret_source> secret_sources(const config::config& c);
 std::string find_plugin_file(const config::config& c, const std::string& ref, plugin::registry& reg,
                              std::string& why);
 
+// Checks each endpoint's config against its plugin's JSON Schema (draft-04; the descriptor's
+// config_schema_json), loading the plugins as the daemon does. One error per problem, its path
+// under /endpoints/<name>/config; a plugin that is not found or does not load is an error too.
+// A plugin without a schema is not checked here (its create() still is).
+std::vector<config::config_error> check_endpoint_configs(const config::config& c,
+                                                         plugin::registry& reg);
+
 // Loads plugins and creates every endpoint's instance. Failures are logged (file and reason)
 // and leave that endpoint without an instance; the host keeps running.
 std::unique_ptr<runtime> build_runtime(const config::config& c, plugin::registry& reg,

@@ -146,7 +146,7 @@ public:
     // (in a scratch folder) when run without --config.
     static constexpr const char* config_schema = R"json(
         {
-          "$schema": "https://json-schema.org/draft/2020-12/schema",
+          "$schema": "http://json-schema.org/draft-04/schema#",
           "title": "csv plugin endpoint config (docs/csv.md)",
           "type": "object",
           "anyOf": [{"required": ["inbox", "type", "fields"]}, {"required": ["outbox"]}],
@@ -185,7 +185,7 @@ public:
                 "properties": {
                   "header": {"type": "string"},
                   "pointer": {"type": "string"},
-                  "as": {"const": "date"}
+                  "as": {"enum": ["date"]}
                 }
               }
             }

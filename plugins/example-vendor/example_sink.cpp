@@ -27,7 +27,7 @@ public:
     // (in a scratch folder) when run without --config.
     static constexpr const char* config_schema = R"json(
         {
-          "$schema": "https://json-schema.org/draft/2020-12/schema",
+          "$schema": "http://json-schema.org/draft-04/schema#",
           "title": "example-vendor endpoint config",
           "type": "object",
           "required": ["folder"],

@@ -107,7 +107,7 @@ public:
     // (in a scratch folder) when run without --config.
     static constexpr const char* config_schema = R"json(
         {
-          "$schema": "https://json-schema.org/draft/2020-12/schema",
+          "$schema": "http://json-schema.org/draft-04/schema#",
           "title": "file plugin endpoint config",
           "type": "object",
           "additionalProperties": false,

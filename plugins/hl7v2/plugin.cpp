@@ -816,7 +816,7 @@ public:
     // (in a scratch folder) when run without --config.
     static constexpr const char* config_schema = R"json(
         {
-          "$schema": "https://json-schema.org/draft/2020-12/schema",
+          "$schema": "http://json-schema.org/draft-04/schema#",
           "title": "hl7v2 plugin endpoint config (docs/hl7v2.md)",
           "type": "object",
           "additionalProperties": false,

@@ -88,7 +88,7 @@ public:
     // The endpoint config's JSON Schema; the kit creates the plugin with examples[0].
     static constexpr const char* config_schema = R"json(
         {
-          "$schema": "https://json-schema.org/draft/2020-12/schema",
+          "$schema": "http://json-schema.org/draft-04/schema#",
           "title": "http plugin endpoint config (docs/http.md)",
           "type": "object",
           "oneOf": [{"required": ["url"]}, {"required": ["listen"]}],

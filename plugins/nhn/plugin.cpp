@@ -8,11 +8,11 @@
 //                    "dept_name": "Rask psykisk helsehjelp", "dept_her_id": "9900011"},
 //            "receiver_message_types": {"9900100": "DIALOG_HELSEFAGLIG"}, "request_apprec": true,
 //            "state_dir": "nhn-state", "allow_synthetic_ids": true}
+#include "net/helseid.hpp"
+#include "net/http.hpp"
 #include "nhn/codec/adresseregisteret.hpp"
 #include "nhn/codec/codec.hpp"
 #include "nhn/edi/client.hpp"
-#include "net/helseid.hpp"
-#include "net/http.hpp"
 
 #include <samband/identifiers.hpp>
 #include <samband/json.hpp>
@@ -354,12 +354,12 @@ public:
     // (in a scratch folder) when run without --config.
     static constexpr const char* config_schema = R"json(
         {
-          "$schema": "https://json-schema.org/draft/2020-12/schema",
+          "$schema": "http://json-schema.org/draft-04/schema#",
           "title": "nhn plugin endpoint config (docs/nhn.md)",
           "type": "object",
           "anyOf": [
             {"required": ["out_dir"]},
-            {"required": ["transport", "edi2"], "properties": {"transport": {"const": "edi2"}}}
+            {"required": ["transport", "edi2"], "properties": {"transport": {"enum": ["edi2"]}}}
           ],
           "properties": {
             "xsd_dir": {
@@ -379,7 +379,7 @@ public:
               "type": "object",
               "description": "token_url, api_base, client_id, scope, key_secret, poll_her_id, …"
             },
-            "poll_ms": {"type": "integer", "minimum": 20},
+            "poll_ms": {"type": "integer"},
             "request_apprec": {"type": "boolean", "default": true},
             "own": {
               "type": "object",
