@@ -1,5 +1,7 @@
 #include "fhir/listener.hpp"
 
+#include <samband/json.hpp>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -19,6 +21,9 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include <chrono>
 #include <cstdio>
@@ -58,6 +63,29 @@ std::uint64_t num(const rapidjson::Value& o, const char* n, std::uint64_t fallba
                                          "number from " + std::to_string(lo) + " to " +
                                          std::to_string(hi));
     return v->GetUint64();
+}
+
+// Base64 of raw bytes (for an input that is not valid UTF-8 text).
+std::string base64(std::string_view body) {
+    std::string out(4 * ((body.size() + 2) / 3) + 1, '\0');
+    const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                  reinterpret_cast<const unsigned char*>(body.data()),
+                                  static_cast<int>(body.size()));
+    out.resize(static_cast<std::size_t>(n));
+    return out;
+}
+
+std::string sha256_hex(std::string_view s) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(s.data(), s.size(), md, &len, EVP_sha256(), nullptr);
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned i = 0; i < len; ++i) {
+        out.push_back(hex[md[i] >> 4]);
+        out.push_back(hex[md[i] & 15]);
+    }
+    return out;
 }
 
 bool equal_constant_time(std::string_view a, std::string_view b) {
@@ -245,6 +273,49 @@ struct listener::impl : std::enable_shared_from_this<listener::impl> {
                          operation_outcome_info("accepted as event " + ids), version);
     }
 
+    // Keeps a refused request in the host's error store (samband.input.rejected) with its
+    // reason, and waits for the commit (bounded), so nothing refused is lost.
+    asio::awaitable<void> keep_rejected(std::string_view target, std::string_view body,
+                                        const std::string& reason) {
+        const std::string why = "POST " + cfg.base_path + std::string(target) + ": " + reason;
+        std::string text = rejection(target, body, why, std::string(body));
+        rapidjson::Document check;
+        if (!samband::json::parse(text, check).empty())  // not UTF-8 text: keep the bytes
+            text = rejection(target, body, why, "base64:" + base64(body));
+        auto timer = std::make_shared<asio::steady_timer>(ioc);
+        timer->expires_after(std::chrono::milliseconds(cfg.commit_timeout_ms));
+        auto self = shared_from_this();
+        if (host.submit(text, {}, [self, timer](const samband::sdk::submit_result&) {
+                asio::post(self->ioc, [timer] { timer->cancel(); });
+            }) != SAMBAND_OK)
+            co_return;
+        boost::system::error_code ec;
+        co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+
+    static std::string rejection(std::string_view target, std::string_view body,
+                                 const std::string& why, const std::string& input) {
+        rapidjson::StringBuffer b;
+        rapidjson::Writer<rapidjson::StringBuffer> w(b);
+        w.StartObject();
+        w.Key("schema");
+        w.String("samband.event/1");
+        w.Key("type");
+        w.String("samband.input.rejected");
+        w.Key("idempotency_key");
+        w.String(("fhir-rejected-" + sha256_hex(std::string(target) + "\n" + std::string(body)))
+                     .c_str());
+        w.Key("rejected");
+        w.StartObject();
+        w.Key("reason");
+        w.String(why.data(), static_cast<rapidjson::SizeType>(why.size()));
+        w.Key("input");
+        w.String(input.data(), static_cast<rapidjson::SizeType>(input.size()));
+        w.EndObject();
+        w.EndObject();
+        return {b.GetString(), b.GetSize()};
+    }
+
     asio::awaitable<response> handle(http::request<http::string_body>& req) {
         const unsigned v = req.version();
         if (!cfg.bearer_tokens.empty()) {
@@ -287,6 +358,7 @@ struct listener::impl : std::enable_shared_from_this<listener::impl> {
             if (host.log_enabled(log_level::info))
                 host.log(log_level::info, "fhir: refused a POST to " + std::string(target) + ": " +
                                               parsed.error().text());
+            co_await keep_rejected(target, req.body(), parsed.error().text());
             co_return refuse(http::status::bad_request, parsed.error(), v);
         }
         const bool single = target.size() > 1 && target != "/$process-message";

@@ -203,7 +203,7 @@ TEST_F(fhir_source_test, a_questionnaire_response_is_answered_201_after_commit_a
     EXPECT_EQ(count(journal(), "\"score\":14"), 1) << journal();
 }
 
-TEST_F(fhir_source_test, bad_requests_get_an_operation_outcome_and_nothing_is_stored) {
+TEST_F(fhir_source_test, bad_requests_get_an_operation_outcome_and_are_kept_in_the_error_store) {
     auto bad = post("/QuestionnaireResponse", phq9("2,2,5,2,2,1,2,1,1"));
     EXPECT_EQ(bad.status, 400) << bad.body;
     EXPECT_NE(bad.body.find("\"OperationOutcome\""), std::string::npos) << bad.body;
@@ -219,6 +219,18 @@ TEST_F(fhir_source_test, bad_requests_get_an_operation_outcome_and_nothing_is_st
     auto deep = post("", std::string(100, '[') + std::string(100, ']'));
     EXPECT_EQ(deep.status, 400) << deep.body;
     EXPECT_NE(deep.body.find("nested deeper"), std::string::npos) << deep.body;
+    // The two 400s are in the error store with their reasons (the 401s and the 413 are not: a
+    // stranger's or an oversized body is not kept).
+    auto errors = daemon_->get("/api/v1/errors?limit=100");
+    rapidjson::Document errs;
+    errs.Parse(errors.body.c_str());
+    ASSERT_TRUE(errs.IsArray()) << errors.body;
+    EXPECT_EQ(errs.Size(), 2u) << errors.body;
+    EXPECT_NE(errors.body.find("POST /fhir/QuestionnaireResponse: QuestionnaireResponse.item[2]."
+                               "answer[0].valueInteger: 5 is out of range"),
+              std::string::npos)
+        << errors.body;
+    EXPECT_NE(errors.body.find("nested deeper than 32"), std::string::npos) << errors.body;
     // The endpoint still works after all that, and only the good one is stored.
     EXPECT_EQ(post("/QuestionnaireResponse", phq9()).status, 201);
     ASSERT_TRUE(wait_for([&] { return count(journal(), "rph.assessment.scored") == 1; },
