@@ -142,17 +142,51 @@ public:
   "title": "fhir plugin endpoint config (docs/fhir.md)",
   "type": "object",
   "additionalProperties": false,
+  "definitions": {
+    "client_tls": {"type": "object", "additionalProperties": false, "properties": {
+      "ca_file": {"type": "string", "description": "extra trust anchors (PEM)"},
+      "allow_plain_http_loopback": {"type": "boolean",
+        "description": "plain http, only to 127.0.0.1 (tests)"}}}
+  },
   "properties": {
-    "base_url": {"type": "string", "description": "sink: the FHIR server's base URL"},
-    "identifier_system": {"type": "string"},
+    "base_url": {"type": "string", "description": "sink and poll: the FHIR server's base URL"},
+    "identifier_system": {"type": "string", "minLength": 1},
     "timeout_ms": {"type": "integer", "minimum": 100, "maximum": 600000},
-    "tls": {"type": "object"},
-    "auth": {"type": "object"},
-    "listen": {"type": "object", "description": "source: address, port_file, base_path, tls, bearer_token_secrets"},
-    "poll": {"type": "object", "description": "source: state_file, interval_ms, since, resource_types, allow_synthetic_ids"}
+    "tls": {"$ref": "#/definitions/client_tls"},
+    "auth": {"type": "object", "additionalProperties": false,
+      "required": ["token_endpoint", "client_id", "key_secret"],
+      "properties": {
+        "token_endpoint": {"type": "string"}, "client_id": {"type": "string"},
+        "key_secret": {"type": "string", "description": "the secret holding the PEM key"},
+        "audience": {"type": "string"}, "scope": {"type": "string"},
+        "key_id": {"type": "string"}, "signing_alg": {"enum": ["RS256", "PS256", "ES256"]},
+        "dpop": {"type": "boolean"}, "tls": {"$ref": "#/definitions/client_tls"}}},
+    "listen": {"type": "object", "additionalProperties": false, "properties": {
+      "address": {"type": "string", "description": "IP:port (127.0.0.1:0 picks a free port)"},
+      "port_file": {"type": "string"}, "base_path": {"type": "string"},
+      "max_body_bytes": {"type": "integer", "minimum": 1024},
+      "max_connections": {"type": "integer", "minimum": 1},
+      "commit_timeout_ms": {"type": "integer", "minimum": 100},
+      "max_depth": {"type": "integer", "minimum": 8, "maximum": 128},
+      "max_entries": {"type": "integer", "minimum": 1},
+      "allow_synthetic_ids": {"type": "boolean"},
+      "bearer_token_secrets": {"type": "array", "items": {"type": "string"}},
+      "tls": {"type": "object", "additionalProperties": false,
+        "required": ["cert_file", "key_file"], "properties": {
+          "cert_file": {"type": "string"}, "key_file": {"type": "string"},
+          "ca_file": {"type": "string", "description": "client certificates required"}}}}},
+    "poll": {"type": "object", "additionalProperties": false, "required": ["state_file"],
+      "properties": {
+        "state_file": {"type": "string"},
+        "interval_ms": {"type": "integer", "minimum": 50},
+        "since": {"type": "string"},
+        "allow_synthetic_ids": {"type": "boolean"},
+        "resource_types": {"type": "array",
+          "items": {"enum": ["QuestionnaireResponse", "Observation"]}}}}
   },
   "examples": [{"base_url": "http://127.0.0.1:9/fhir", "timeout_ms": 1000,
-                "tls": {"allow_plain_http_loopback": true}}]
+                "tls": {"allow_plain_http_loopback": true}},
+               {"listen": {"address": "127.0.0.1:0"}}]
 })json";
 
     fhir_plugin(samband::sdk::host host, std::string_view config) : host_(host) {
