@@ -26,7 +26,7 @@ protected:
         write_config();
     }
 
-    void write_config(int attempt_timeout_ms = 20000) {
+    void write_config(int attempt_timeout_ms = 20000, int backoff_max_ms = 1000) {
         const std::string src = source_dir();
         write_file(root_ / "samband.json", R"({
   "store": {"kind": "sqlite", "path": "var/samband.db"},
@@ -45,7 +45,9 @@ protected:
     "fhir": {"plugin": "fhir", "config": {"base_url": ")" +
                                                server_->base() + R"(",
              "tls": {"allow_plain_http_loopback": true}, "timeout_ms": 10000},
-             "policy": {"max_attempts": 20, "backoff_base_ms": 200, "backoff_max_ms": 1000,
+             "policy": {"max_attempts": 20, "backoff_base_ms": 100,
+                        "backoff_max_ms": )" + std::to_string(backoff_max_ms) +
+                                               R"(,
                         "attempt_timeout_ms": )" +
                                                std::to_string(attempt_timeout_ms) + R"(}}
   },
@@ -126,17 +128,30 @@ TEST_F(fhir_sink_test, a_start_note_a_referral_with_a_pdf_and_a_score_arrive_as_
 }
 
 TEST_F(fhir_sink_test, server_errors_and_429_are_retried_without_a_duplicate) {
-    // Two 503s, then a 429 with Retry-After: 1, then the server answers.
+    // Two 503s, then a 429 with Retry-After: 1, then the server answers. The host's backoff is
+    // at most 300 ms here, so a gap of a second after the 429 is the plugin honouring it.
+    write_config(20000, 300);
     daemon_process d(root_ / "samband.json", root_);
     ASSERT_TRUE(d.start()) << d.log();
-    ASSERT_EQ(server_->post("/__fault", R"({"status":503,"count":2})").status, 200);
-    drop_demo("03-kari-score.json");
-    ASSERT_TRUE(wait_for([&] { return stat("requests") >= 2; }, std::chrono::seconds(30)));
-    ASSERT_EQ(server_->post("/__fault", R"({"status":429,"count":1,"retry_after":"1"})").status,
+    ASSERT_EQ(server_
+                  ->post("/__fault", R"({"sequence":[{"status":503},{"status":503},
+                                            {"status":429,"retry_after":"1"}]})")
+                  .status,
               200);
+    drop_demo("03-kari-score.json");
     ASSERT_TRUE(wait_for([&] { return all_delivered(d, 1); }, std::chrono::seconds(60))) << d.log();
-    EXPECT_EQ(stat("posts"), 4);  // 503, 503, 429, 200: each attempt counted
+    EXPECT_EQ(stat("posts"), 4);  // 503, 503, 429, 200
     EXPECT_EQ(server_->count("Observation"), 1);
+    rapidjson::Document st;
+    st.Parse(server_->get("/__stats").body.c_str());
+    ASSERT_EQ(st["post_ms"].Size(), 4u);
+    const auto gap = st["post_ms"][3].GetInt64() - st["post_ms"][2].GetInt64();
+    EXPECT_GE(gap, 950) << "Retry-After: 1 was not waited out";
+    // The wait happened inside the third attempt: three attempts, not four.
+    rapidjson::Document dl;
+    dl.Parse(d.get("/api/v1/deliveries?destination=fhir").body.c_str());
+    ASSERT_TRUE(dl.IsArray() && dl.Size() == 1u);
+    EXPECT_EQ(dl[0]["attempts"].GetInt64(), 3);
 }
 
 TEST_F(fhir_sink_test, kill_9_while_the_server_holds_the_bundle_leaves_no_duplicate) {

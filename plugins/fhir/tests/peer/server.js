@@ -3,7 +3,8 @@
 // Every resource it stores is first validated against the official FHIR R4 definitions
 // (@medplum/core validateResource), so an invalid resource is refused with 400 + OperationOutcome.
 // Test controls (not FHIR): POST /__fault {"status":503,"count":2,"retry_after":"1","hang_ms":0}
-// answers the next `count` requests with that status (or holds them `hang_ms` first);
+// answers the next `count` requests with that status (or holds them `hang_ms` first), and
+// {"sequence":[{…},{…}]} the next requests one fault each, in order;
 // GET /__stats gives {"requests":n,"posts":n,"tokens":n,"last_get":url,"gets":[url…]}; GET /__search/<Type>?… is a search
 // that needs no token (the tests' own reads).
 // Auth (SMART Backend Services / HelseID style), when FHIR_AUTH_PUBLIC_KEY names the client's
@@ -27,8 +28,8 @@ for (const f of SEARCH_PARAMETER_BUNDLE_FILES) indexSearchParameterBundle(readJs
 
 const repo = new MemoryRepository();
 const router = new FhirRouter();
-const stats = { requests: 0, posts: 0, tokens: 0, gets: [] };
-let fault = null;
+const stats = { requests: 0, posts: 0, tokens: 0, gets: [], post_ms: [] };
+let faults = [];
 const authKey = process.env.FHIR_AUTH_PUBLIC_KEY
   ? crypto.createPublicKey(fs.readFileSync(process.env.FHIR_AUTH_PUBLIC_KEY)) : null;
 const clientId = process.env.FHIR_AUTH_CLIENT_ID || 'samband-test';
@@ -132,7 +133,8 @@ const server = http.createServer((req, res) => {
     const text = Buffer.concat(chunks).toString('utf8');
     if (url.pathname === '/__stats') return send(res, 200, stats);
     if (url.pathname === '/__fault') {
-      fault = JSON.parse(text);
+      const f = JSON.parse(text);
+      faults = f.sequence ? f.sequence.map((x) => ({ ...x, count: 1 })) : [f];
       return send(res, 200, { ok: true });
     }
     if (authKey && url.pathname === '/token') {
@@ -147,7 +149,10 @@ const server = http.createServer((req, res) => {
       stats.last_get = req.url;
       if (stats.gets.length < 1000) stats.gets.push(req.url);
     }
-    if (req.method === 'POST') stats.posts++;
+    if (req.method === 'POST') {
+      stats.posts++;
+      stats.post_ms.push(Date.now());
+    }
     if (authKey && !testRead) {
       try {
         checkAccess(req, url.pathname);
@@ -156,9 +161,10 @@ const server = http.createServer((req, res) => {
           code: 'login', diagnostics: String(err.message) }] });
       }
     }
-    if (fault && fault.count > 0) {
-      fault.count--;
-      const f = fault;
+    while (faults.length && !(faults[0].count > 0)) faults.shift();
+    if (faults.length) {
+      const f = faults[0];
+      f.count--;
       if (f.hang_ms) await new Promise((r) => setTimeout(r, f.hang_ms));
       if (f.status) {
         const h = f.retry_after ? { 'Retry-After': f.retry_after } : {};
