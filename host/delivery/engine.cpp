@@ -138,31 +138,66 @@ void engine::pump_all() {
     for (auto& [name, d] : dests_) pump(d);
 }
 
+// Claims what the destination has room for. The claim is a store round trip (a commit): it runs
+// on the store's thread and its rows come back to the engine thread in on_claimed, so the engine
+// thread never waits for the store. One claim per destination at a time.
 void engine::pump(destination& d) {
-    if (!dispatching_.load() || holding_.load() || !d.sink) return;
-    while (d.in_flight < d.pol.concurrency && !d.sink->stuck()) {
-        std::size_t want = static_cast<std::size_t>(d.pol.concurrency - d.in_flight);
-        auto rows = store_.claim_due(d.name, core::now_ms(), std::min<std::size_t>(want, 256),
-                                     d.pol.max_attempts);
-        if (!rows) {
-            log_.error("deliver.claim", "store read failed: " + rows.error().message(),
-                       {{"endpoint", d.name}});
-            return;
-        }
-        if (rows->empty()) return;
-        for (auto& r : *rows) {
-            if (r.state == delivery_state::dead) {  // its attempts were used up by crashes
-                log_.error("deliver.dead", r.reason,
-                           {{"delivery", std::to_string(r.id)},
-                            {"event", r.event_id},
-                            {"endpoint", d.name},
-                            {"attempts", std::to_string(r.attempts)}});
-                if (obs_.state) obs_.state(d.name, delivery_state::dead);
-                continue;
-            }
-            begin(d, std::move(r));
-        }
+    if (!dispatching_.load() || holding_.load() || !d.sink || d.claiming) return;
+    if (d.in_flight >= d.pol.concurrency || d.sink->stuck()) return;
+    std::size_t want = static_cast<std::size_t>(d.pol.concurrency - d.in_flight);
+    d.claiming = true;
+    ++claims_out_;
+    store_.claim_due_async(
+        d.name, core::now_ms(), std::min<std::size_t>(want, 256), d.pol.max_attempts,
+        [this, name = d.name](boost::system::error_code ec, std::vector<store::delivery_row> rows) {
+            asio::post(io_, [this, name, ec, rows = std::move(rows)]() mutable {
+                on_claimed(name, ec, std::move(rows));
+            });
+        });
+}
+
+void engine::on_claimed(const std::string& name, boost::system::error_code ec,
+                        std::vector<store::delivery_row> rows) {
+    --claims_out_;
+    auto dit = dests_.find(name);
+    if (dit != dests_.end()) dit->second.claiming = false;
+    if (ec) {
+        log_.error("deliver.claim", "store claim failed: " + ec.message(), {{"endpoint", name}});
+        return;  // the tick tries again
     }
+    if (dit == dests_.end() || !dispatching_.load() || holding_.load() || !dit->second.sink) {
+        // Claimed while the destination went away or the engine stopped or paused: back to
+        // pending, the attempt not counted.
+        std::vector<store::delivery_update> ups;
+        for (const auto& r : rows) {
+            if (r.state == delivery_state::dead) continue;
+            store::delivery_update u;
+            u.delivery_id = r.id;
+            u.state = delivery_state::pending;
+            u.hand_back = true;
+            u.reason = "handed back: claimed while the engine stopped or paused";
+            ups.push_back(u);
+        }
+        if (!ups.empty()) apply(std::move(ups));
+        return;
+    }
+    destination& d = dit->second;
+    bool any = false;
+    for (auto& r : rows) {
+        if (r.state == delivery_state::dead) {  // its attempts were used up by crashes
+            log_.error("deliver.dead", r.reason,
+                       {{"delivery", std::to_string(r.id)},
+                        {"event", r.event_id},
+                        {"endpoint", d.name},
+                        {"attempts", std::to_string(r.attempts)}});
+            if (obs_.state) obs_.state(d.name, delivery_state::dead);
+            continue;
+        }
+        any = true;
+        begin(d, std::move(r));
+    }
+    // More may be due: claim again while there is room (an empty claim ends the round).
+    if (!rows.empty() || any) pump(d);
 }
 
 // Prepare (event load, gate, GP lookup, transforms) runs on the destination's own workers: a
@@ -478,48 +513,68 @@ void engine::apply(std::vector<store::delivery_update> ups) {
     });
 }
 
+// The store reads and the wait for the writer run on the destination's workers; only the decided
+// update comes back to the engine thread.
 void engine::on_receipt(const std::string& endpoint, std::string external_id, std::int32_t kind,
                         std::string text) {
     asio::post(io_, [this, endpoint, external_id = std::move(external_id), kind,
-                     text = std::move(text)] {
-        store_.record_receipt({endpoint, external_id, kind, text}, {});
-        auto found = store_.find_by_external_id(endpoint, external_id);
-        if (found && !*found) {
-            // A receipt can overtake the commit of its own delivery: wait for the writer once.
-            store_.flush();
-            found = store_.find_by_external_id(endpoint, external_id);
-        }
-        if (!found || !*found) {
-            log_.warn("receipt.unmatched", "receipt for an unknown external id",
+                     text = std::move(text)]() mutable {
+        auto dit = dests_.find(endpoint);
+        if (dit == dests_.end() || !dit->second.worker) {
+            log_.warn("receipt.unmatched", "receipt from an endpoint that is not a destination",
                       {{"endpoint", endpoint}, {"external_id", external_id}});
             return;
         }
-        store::delivery_update u;
-        u.delivery_id = **found;
-        u.actor = "receipt";
-        if (kind == SAMBAND_RECEIPT_REJECT) {
-            u.state = delivery_state::dead;
-            u.reason = "rejected by the receiver: " + text;
-        } else {
-            u.state = delivery_state::acknowledged;
-            u.reason = kind == SAMBAND_RECEIPT_WARNING ? "acknowledged with warnings: " + text : "";
-        }
-        auto cur = store_.get_delivery(u.delivery_id);
-        if (cur && *cur && !store::transition_allowed((*cur)->state, u.state)) {
-            std::string why = "receipt ignored: delivery is " +
-                              std::string(store::to_string((*cur)->state)) + ", not delivered";
-            log_.warn("receipt.ignored", why,
-                      {{"delivery", std::to_string(u.delivery_id)},
-                       {"endpoint", endpoint},
-                       {"external_id", external_id}});
-            store_.audit("receipt", "receipt.ignored", "delivery:" + std::to_string(u.delivery_id),
-                         why + " (" + text + ")");
-            return;
-        }
-        log_.info("receipt", std::string(store::to_string(u.state)),
+        ++worker_jobs_;
+        asio::post(dit->second.worker->pool, [this, endpoint, external_id = std::move(external_id),
+                                              kind, text = std::move(text)] {
+            correlate_receipt(endpoint, external_id, kind, text);
+            worker_done();
+        });
+    });
+}
+
+void engine::correlate_receipt(const std::string& endpoint, const std::string& external_id,
+                               std::int32_t kind, const std::string& text) {
+    store_.record_receipt({endpoint, external_id, kind, text}, {});
+    auto found = store_.find_by_external_id(endpoint, external_id);
+    if (found && !*found) {
+        // A receipt can overtake the commit of its own delivery: wait for the writer once.
+        store_.flush();
+        found = store_.find_by_external_id(endpoint, external_id);
+    }
+    if (!found || !*found) {
+        log_.warn("receipt.unmatched", "receipt for an unknown external id",
+                  {{"endpoint", endpoint}, {"external_id", external_id}});
+        return;
+    }
+    store::delivery_update u;
+    u.delivery_id = **found;
+    u.actor = "receipt";
+    if (kind == SAMBAND_RECEIPT_REJECT) {
+        u.state = delivery_state::dead;
+        u.reason = "rejected by the receiver: " + text;
+    } else {
+        u.state = delivery_state::acknowledged;
+        u.reason = kind == SAMBAND_RECEIPT_WARNING ? "acknowledged with warnings: " + text : "";
+    }
+    auto cur = store_.get_delivery(u.delivery_id);
+    if (cur && *cur && !store::transition_allowed((*cur)->state, u.state)) {
+        std::string why = "receipt ignored: delivery is " +
+                          std::string(store::to_string((*cur)->state)) + ", not delivered";
+        log_.warn("receipt.ignored", why,
                   {{"delivery", std::to_string(u.delivery_id)},
                    {"endpoint", endpoint},
                    {"external_id", external_id}});
+        store_.audit("receipt", "receipt.ignored", "delivery:" + std::to_string(u.delivery_id),
+                     why + " (" + text + ")");
+        return;
+    }
+    log_.info("receipt", std::string(store::to_string(u.state)),
+              {{"delivery", std::to_string(u.delivery_id)},
+               {"endpoint", endpoint},
+               {"external_id", external_id}});
+    asio::post(io_, [this, endpoint, u = std::move(u)] {
         if (obs_.state) obs_.state(endpoint, u.state);
         apply({u});
     });
@@ -528,7 +583,8 @@ void engine::on_receipt(const std::string& endpoint, std::string external_id, st
 void engine::stop_dispatch(std::chrono::milliseconds grace) {
     dispatching_.store(false);
     auto until = std::chrono::steady_clock::now() + grace;
-    while (in_flight_total_.load() > 0 && std::chrono::steady_clock::now() < until) {
+    while ((in_flight_total_.load() > 0 || claims_out_.load() > 0) &&
+           std::chrono::steady_clock::now() < until) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     // Whatever is still out goes back to pending (a repeat later, never a loss).

@@ -116,7 +116,8 @@ private:
         std::string name;
         plugin::instance* sink = nullptr;
         policy pol;
-        int in_flight = 0;  // preparing or sent
+        int in_flight = 0;      // preparing or sent
+        bool claiming = false;  // a claim is at the store
         std::unique_ptr<workers> worker;
     };
     struct attempt {
@@ -143,6 +144,11 @@ private:
 
     void pump_all();
     void pump(destination& d);
+    void on_claimed(const std::string& name, boost::system::error_code ec,
+                    std::vector<store::delivery_row> rows);
+    // Matches a receipt to its delivery and decides the change. THREAD: a destination worker.
+    void correlate_receipt(const std::string& endpoint, const std::string& external_id,
+                           std::int32_t kind, const std::string& text);
     void begin(destination& d, store::delivery_row row);
     void on_prepared(std::uint64_t token, std::int64_t received_ms, prepared prep);
     void worker_done();
@@ -177,6 +183,7 @@ private:
     std::atomic<bool> kick_pending_{false};
     std::atomic<bool> dispatching_{true};
     std::atomic<std::size_t> in_flight_total_{0};
+    std::atomic<int> claims_out_{0};  // claims at the store, not yet back
     std::mt19937_64 rng_;
 };
 

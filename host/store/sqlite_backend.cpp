@@ -332,21 +332,17 @@ public:
         enqueue(job{[this, a](db& d) { add_audit(d, (*a)[0], (*a)[1], (*a)[2], (*a)[3]); }, {}});
     }
 
-    boost::system::result<std::vector<delivery_row>> claim_due(std::string_view destination,
-                                                               std::int64_t now_ms,
-                                                               std::size_t limit,
-                                                               int max_attempts) override {
+    void claim_due_async(std::string_view destination, std::int64_t now_ms, std::size_t limit,
+                         int max_attempts, claim_handler done) override {
         auto rows = std::make_shared<std::vector<delivery_row>>();
         std::string dest(destination);
-        std::promise<error_code> p;
-        auto f = p.get_future();
         enqueue(job{[this, rows, dest, now_ms, limit, max_attempts](db& d) {
                         do_claim(d, dest, now_ms, limit, max_attempts, *rows);
                     },
-                    [&p](error_code ec) { p.set_value(ec); }});
-        error_code ec = f.get();
-        if (ec) return ec;
-        return std::move(*rows);
+                    [rows, done = std::move(done)](error_code ec) {
+                        if (ec) rows->clear();
+                        done(ec, std::move(*rows));
+                    }});
     }
 
     // ---- reads (own connection) ----
@@ -1151,6 +1147,21 @@ boost::system::result<std::optional<std::vector<std::string>>> read_treatment_hi
     } catch (const std::exception&) {
         return io_error();
     }
+}
+
+boost::system::result<std::vector<delivery_row>> store::claim_due(std::string_view destination,
+                                                                  std::int64_t now_ms,
+                                                                  std::size_t limit,
+                                                                  int max_attempts) {
+    std::promise<std::pair<error_code, std::vector<delivery_row>>> p;
+    auto f = p.get_future();
+    claim_due_async(destination, now_ms, limit, max_attempts,
+                    [&p](error_code ec, std::vector<delivery_row> rows) {
+                        p.set_value({ec, std::move(rows)});
+                    });
+    auto [ec, rows] = f.get();
+    if (ec) return ec;
+    return std::move(rows);
 }
 
 std::unique_ptr<store> open_sqlite(const sqlite_options& opts) {

@@ -184,6 +184,10 @@ struct destination_stats {
     std::int64_t oldest_pending_ms = 0;  // created_ms of the oldest pending/failed, 0 if none
 };
 
+// The outcome of a claim: the claimed rows, or the error. THREAD: the store's thread.
+using claim_handler =
+    std::function<void(boost::system::error_code, std::vector<delivery_row> rows)>;
+
 // The durable store. All functions are thread-safe. Writes are group-committed on one writer
 // thread; reads use their own connection(s).
 class store {
@@ -208,10 +212,14 @@ public:
     // before any plugin sees it. A delivery that already used `max_attempts` (only possible when
     // the process died during them) is moved to dead instead and returned with state dead and
     // the reason ("the process died during N attempts").
-    virtual boost::system::result<std::vector<delivery_row>> claim_due(std::string_view destination,
-                                                                       std::int64_t now_ms,
-                                                                       std::size_t limit,
-                                                                       int max_attempts) = 0;
+    // Asynchronous: `done` runs after that commit on the store's thread (or at once, with the
+    // error, when the store has failed) with the rows.
+    virtual void claim_due_async(std::string_view destination, std::int64_t now_ms,
+                                 std::size_t limit, int max_attempts, claim_handler done) = 0;
+    // The same, waiting for the commit (tests and tools; the engine uses claim_due_async).
+    boost::system::result<std::vector<delivery_row>> claim_due(std::string_view destination,
+                                                               std::int64_t now_ms,
+                                                               std::size_t limit, int max_attempts);
     // Applies state changes (batched into the next commit, each closing its attempt row if
     // closes_attempt, and an audit row). `done` after the commit (may be empty).
     virtual void update(std::vector<delivery_update> updates,

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 namespace samband::delivery {
@@ -77,10 +78,21 @@ public:
     }
 
     // ---- what the engine uses ----
-    boost::system::result<std::vector<delivery_row>> claim_due(std::string_view destination,
-                                                               std::int64_t, std::size_t limit,
-                                                               int max_attempts) override {
-        std::lock_guard lock(mu);
+    // Claims of a destination in `parked` wait until the test releases them (a slow store).
+    std::set<std::string> parked;
+    std::vector<std::function<void()>> parked_claims;
+
+    void claim_due_async(std::string_view destination, std::int64_t, std::size_t limit,
+                         int max_attempts, ss::claim_handler done) override {
+        std::unique_lock lock(mu);
+        if (parked.count(std::string(destination))) {
+            parked_claims.push_back([this, d = std::string(destination), limit, max_attempts,
+                                     done = std::move(done)]() mutable {
+                claim_due_async(d, 0, limit, max_attempts, std::move(done));
+            });
+            cv.notify_all();
+            return;
+        }
         ++claims;
         std::vector<delivery_row> out;
         std::map<std::string, bool> busy;  // order keys with an earlier unfinished delivery
@@ -104,7 +116,18 @@ public:
             out.push_back(d);
         }
         cv.notify_all();
-        return out;
+        lock.unlock();
+        done({}, std::move(out));
+    }
+    // Answers the parked claims now.
+    void release(const std::string& destination) {
+        std::vector<std::function<void()>> run;
+        {
+            std::lock_guard lock(mu);
+            parked.erase(destination);
+            run.swap(parked_claims);
+        }
+        for (auto& f : run) f();
     }
     void update(std::vector<delivery_update> ups,
                 std::function<void(boost::system::error_code)> done) override {
@@ -440,6 +463,49 @@ TEST_F(engine_test, one_patients_deliveries_go_one_at_a_time_in_order) {
                   std::string::npos)
             << line;
     EXPECT_EQ(expect, 6);
+}
+
+TEST_F(engine_test, a_slow_store_claim_for_one_destination_does_not_stall_another) {
+    sink("slow", R"({"mode":"ok"})", fast());
+    sink("gp", R"({"mode":"ok"})", fast());
+    {
+        std::lock_guard lock(st.mu);
+        st.parked.insert("slow");
+    }
+    for (int i = 1; i <= 5; ++i) st.add(i, "slow");
+    for (int i = 6; i <= 30; ++i) st.add(i, "gp");
+    eng->start();
+    // While slow's claim is still at the store, the engine thread answers and gp delivers.
+    ASSERT_TRUE(st.wait([&] { return !st.parked_claims.empty(); }));
+    ASSERT_TRUE(st.wait([&] {
+        for (int i = 6; i <= 30; ++i)
+            if (st.rows.at(i).state != delivery_state::delivered) return false;
+        return true;
+    }));
+    eng->run_sync([] {});  // returns: the engine thread is not waiting for the store
+    for (int i = 1; i <= 5; ++i) EXPECT_EQ(st.get(i).state, delivery_state::pending) << i;
+    st.release("slow");
+    ASSERT_TRUE(st.wait([&] {
+        for (int i = 1; i <= 5; ++i)
+            if (st.rows.at(i).state != delivery_state::delivered) return false;
+        return true;
+    }));
+}
+
+TEST_F(engine_test, rows_claimed_after_dispatch_stopped_go_back_uncounted) {
+    sink("slow", R"({"mode":"ok"})", fast());
+    {
+        std::lock_guard lock(st.mu);
+        st.parked.insert("slow");
+    }
+    st.add(1, "slow");
+    eng->start();
+    ASSERT_TRUE(st.wait([&] { return !st.parked_claims.empty(); }));
+    eng->stop_dispatch(0ms);  // stops dispatching; the claim is still out
+    // The claim completes after that: its row is handed back, not delivered.
+    st.release("slow");
+    ASSERT_TRUE(st.wait([&] { return st.rows.at(1).state == delivery_state::pending; }));
+    EXPECT_EQ(st.get(1).attempts, 0);
 }
 
 TEST_F(engine_test, a_hung_destination_does_not_stall_another) {
