@@ -555,6 +555,70 @@ std::string outcome(std::string_view severity, std::string_view code, std::strin
 }
 }  // namespace
 
+std::string message_response(std::string_view request_body, std::string_view text) {
+    rapidjson::Document req;
+    samband::json::limits lim;
+    lim.max_depth = 64;
+    (void)samband::json::parse(request_body, req, lim);
+    const Value* entries = req.IsObject() ? member(req, "entry") : nullptr;
+    const Value* header = entries && entries->IsArray() && !entries->Empty()
+                              ? member((*entries)[0], "resource")
+                              : nullptr;
+    std::string request_id(header ? sv(member(*header, "id")) : std::string_view());
+    if (request_id.empty()) request_id = derived_uuid(request_body);
+    const std::string id = derived_uuid(std::string("response/") + std::string(request_body));
+    rapidjson::StringBuffer b;
+    rapidjson::Writer<rapidjson::StringBuffer> w(b);
+    auto kv = [&](const char* k, std::string_view v) {
+        w.Key(k);
+        w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+    };
+    w.StartObject();
+    kv("resourceType", "Bundle");
+    kv("id", id);
+    kv("type", "message");
+    w.Key("entry");
+    w.StartArray();
+    w.StartObject();
+    kv("fullUrl", "urn:uuid:" + id);
+    w.Key("resource");
+    w.StartObject();
+    kv("resourceType", "MessageHeader");
+    kv("id", id);
+    const Value* coding = header ? member(*header, "eventCoding") : nullptr;
+    if (coding && coding->IsObject()) {
+        w.Key("eventCoding");
+        coding->Accept(w);
+    } else if (auto uri = header ? sv(member(*header, "eventUri")) : std::string_view();
+               !uri.empty()) {
+        kv("eventUri", uri);
+    } else {
+        kv("eventUri", "urn:samband:fhir:process-message");
+    }
+    w.Key("source");
+    w.StartObject();
+    kv("name", "Samband");
+    kv("endpoint", "urn:samband:fhir");
+    w.EndObject();
+    w.Key("response");
+    w.StartObject();
+    kv("identifier", request_id);
+    kv("code", "ok");
+    w.EndObject();
+    w.EndObject();
+    w.EndObject();
+    w.StartObject();
+    kv("fullUrl", "urn:uuid:" + derived_uuid(id + "/outcome"));
+    w.Key("resource");
+    rapidjson::Document oo;
+    oo.Parse(operation_outcome_info(text).c_str());
+    oo.Accept(w);
+    w.EndObject();
+    w.EndArray();
+    w.EndObject();
+    return {b.GetString(), b.GetSize()};
+}
+
 std::string operation_outcome(const mapping_error& e, std::string_view code) {
     return outcome("error", code, e.text(), e.path);
 }

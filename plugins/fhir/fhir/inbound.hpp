@@ -38,6 +38,11 @@ struct inbound_event {
 result<std::vector<inbound_event>> parse_incoming(std::string_view target, std::string_view body,
                                                   const inbound_options& options = {});
 
+// The answer to an accepted $process-message: a message Bundle whose MessageHeader answers the
+// request's (response.identifier = its id, code ok, the same event), with `text` in an
+// informational OperationOutcome. `request_body` must be a message Bundle parse_incoming accepted.
+std::string message_response(std::string_view request_body, std::string_view text);
+
 // An OperationOutcome (severity error, code `code`) with the error's text and expression.
 std::string operation_outcome(const mapping_error& e, std::string_view code = "invalid");
 // An OperationOutcome with one information issue.

@@ -217,8 +217,9 @@ struct listener::impl : std::enable_shared_from_this<listener::impl> {
     }
 
     // Submits every event; answers once all are committed (or one is refused).
-    asio::awaitable<response> take(std::vector<inbound_event> events, bool single,
-                                   unsigned version) {
+    // `message`: the request body of a $process-message (answered with a message Bundle).
+    asio::awaitable<response> take(std::vector<inbound_event> events, bool single, unsigned version,
+                                   std::string_view message = {}) {
         struct state {
             std::size_t left;
             std::vector<submit_answer> answers;
@@ -269,6 +270,9 @@ struct listener::impl : std::enable_shared_from_this<listener::impl> {
             if (!ids.empty()) ids += ", ";
             ids += a.event_id + (a.duplicate ? " (already known)" : "");
         }
+        if (!message.empty())
+            co_return answer(http::status::ok,
+                             message_response(message, "accepted as event " + ids), version);
         co_return answer(single ? http::status::created : http::status::ok,
                          operation_outcome_info("accepted as event " + ids), version);
     }
@@ -362,7 +366,9 @@ struct listener::impl : std::enable_shared_from_this<listener::impl> {
             co_return refuse(http::status::bad_request, parsed.error(), v);
         }
         const bool single = target.size() > 1 && target != "/$process-message";
-        co_return co_await take(std::move(*parsed), single, v);
+        const std::string_view message =
+            target == "/$process-message" ? std::string_view(req.body()) : std::string_view();
+        co_return co_await take(std::move(*parsed), single, v, message);
     }
 
     template <class Stream>

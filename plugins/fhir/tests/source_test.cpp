@@ -85,6 +85,29 @@ TEST(fhir_inbound, a_message_bundle_resolves_the_patient_and_takes_a_gad7_observ
     EXPECT_EQ((*r)[0].path, "Bundle.entry[2].resource");
 }
 
+// The answer to $process-message is a valid message Bundle answering the request's header.
+TEST(fhir_inbound, the_process_message_answer_is_a_valid_response_message) {
+    SAMBAND_REQUIRE_TOOL("node");
+    const std::string body = R"({"resourceType":"Bundle","type":"message","entry":[
+      {"resource":{"resourceType":"MessageHeader","id":"req-1",
+        "eventCoding":{"system":"urn:tool","code":"score"},"source":{"endpoint":"urn:tool"}}},
+      {"resource":{"resourceType":"Observation","status":"final",
+        "code":{"coding":[{"system":"http://loinc.org","code":"44261-6"}]},
+        "subject":{"identifier":{"system":"urn:oid:2.16.578.1.12.4.1.4.1","value":"14839134623"}},
+        "basedOn":[{"identifier":{"value":"T-1"}}],"effectiveDateTime":"2026-09-22","valueInteger":3}}]})";
+    ASSERT_TRUE(parse_incoming("/$process-message", body, synthetic()));
+    const std::string answer = message_response(body, "accepted as event e-1");
+    samband::test::temp_dir tmp;
+    samband::test::write_file(tmp.path() / "answer.json", answer);
+    auto [st, out] = validate({tmp.path() / "answer.json"});
+    EXPECT_EQ(st, 0) << out << answer;
+    rapidjson::Document d;
+    d.Parse(answer.c_str());
+    EXPECT_STREQ(d["entry"][0]["resource"]["response"]["identifier"].GetString(), "req-1");
+    EXPECT_STREQ(d["entry"][0]["resource"]["response"]["code"].GetString(), "ok");
+    EXPECT_STREQ(d["entry"][0]["resource"]["eventCoding"]["code"].GetString(), "score");
+}
+
 TEST(fhir_inbound, invalid_and_hostile_input_is_refused_naming_the_element) {
     auto refused = [](std::string_view target, const std::string& body) {
         auto r = parse_incoming(target, body, synthetic());
@@ -197,6 +220,15 @@ TEST_F(fhir_source_test, a_questionnaire_response_is_answered_201_after_commit_a
         "", R"({"resourceType":"Bundle","type":"batch","entry":[{"resource":)" + phq9() + "}]}");
     EXPECT_EQ(bundle.status, 200) << bundle.body;
     EXPECT_NE(bundle.body.find("already known"), std::string::npos) << bundle.body;
+    auto message = post("/$process-message",
+                        R"({"resourceType":"Bundle","type":"message","entry":[{"resource":{
+                              "resourceType":"MessageHeader","id":"m-1","eventUri":"urn:score",
+                              "source":{"endpoint":"urn:tool"}}},{"resource":)" +
+                            phq9() + "}]}");
+    EXPECT_EQ(message.status, 200) << message.body;
+    EXPECT_NE(message.body.find(R"("response":{"identifier":"m-1","code":"ok"})"),
+              std::string::npos)
+        << message.body;
     // One event, so one delivery to the journal (a second copy would have its own).
     auto list = daemon_->get("/api/v1/deliveries?destination=journal");
     EXPECT_EQ(count(list.body, "\"event_id\""), 1) << list.body;
