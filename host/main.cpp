@@ -5,6 +5,7 @@
 #include "core/daemon.hpp"
 #include "core/preview.hpp"
 #include "plugin/check.hpp"
+#include "plugin/process.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -54,6 +55,20 @@ int main(int argc, char** argv) {
         if (!plugin_event.empty()) ev = plugin_event;
         exit_code = samband::plugin::run_plugin_check(plugin_path, cfg, std::cout, ev);
     });
+
+    // samband plugin-host: the child an isolated endpoint runs in (started by the daemon only).
+    int host_fd = -1;
+    std::uint64_t host_mem_mb = 0;
+    std::string host_plugin;
+    auto* plugin_host = app.add_subcommand(
+        "plugin-host",
+        "Run one plugin in this process for a daemon (internal: the daemon starts it)");
+    plugin_host->group("");
+    plugin_host->add_option("--socket-fd", host_fd, "The socket to the daemon")->required();
+    plugin_host->add_option("--memory-limit-mb", host_mem_mb, "RLIMIT_AS in MiB (0 = none)");
+    plugin_host->add_option("path", host_plugin, "The plugin (.so)")->required();
+    plugin_host->callback(
+        [&] { exit_code = samband::plugin::run_plugin_host(host_fd, host_plugin, host_mem_mb); });
 
     // samband preview
     samband::core::preview_options pv;

@@ -376,6 +376,12 @@ config_result parse_config(const std::string& text, const std::string& file,
         if (e.plugin.find('/') != std::string::npos) e.plugin = resolve(base_dir, e.plugin);
         auto cfg = m.value.FindMember("config");
         e.config_json = cfg != m.value.MemberEnd() ? json_text(cfg->value) : "{}";
+        e.isolation = str(m.value, "isolation", "");
+        if (auto pr = m.value.FindMember("process"); pr != m.value.MemberEnd()) {
+            e.max_crashes = static_cast<int>(i64(pr->value, "max_crashes", e.max_crashes));
+            e.crash_window_s = i64(pr->value, "crash_window_s", e.crash_window_s);
+            e.memory_limit_mb = i64(pr->value, "memory_limit_mb", e.memory_limit_mb);
+        }
         auto pol = m.value.FindMember("policy");
         if (pol != m.value.MemberEnd()) {
             const Value& p = pol->value;

@@ -62,6 +62,10 @@ struct endpoint_config {
     std::string path;         // unused alias kept for compatibility (empty)
     std::string config_json;  // the `config` object as JSON text ("{}" if absent)
     samband::config::policy policy;
+    std::string isolation;  // "process", "in-process", or "" (by where the plugin file lives)
+    int max_crashes = 5;
+    std::int64_t crash_window_s = 60;
+    std::int64_t memory_limit_mb = 2048;
 };
 // One `where` predicate on the envelope (JSON pointer `path`).
 struct predicate {

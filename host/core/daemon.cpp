@@ -288,8 +288,12 @@ private:
                 e.version = ep.inst ? ep.inst->plugin().version : "";
                 e.kinds = ep.inst ? ep.inst->plugin().kinds : 0;
                 e.stuck = ep.inst && ep.inst->stuck();
-                e.state = !ep.inst ? "failed" : e.stuck ? "stuck" : "running";
-                e.failure = ep.failure;
+                std::string quarantine = ep.inst ? ep.inst->quarantined() : std::string();
+                e.state = !ep.inst              ? "failed"
+                          : !quarantine.empty() ? "quarantined"
+                          : e.stuck             ? "stuck"
+                                                : "running";
+                e.failure = !quarantine.empty() ? quarantine : ep.failure;
                 out.push_back(std::move(e));
             }
         });

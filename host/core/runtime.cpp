@@ -99,7 +99,8 @@ std::string find_plugin_file(const config::config& c, const std::string& ref, pl
         std::error_code ec;
         for (const auto& e : fs::directory_iterator(dir, ec)) {
             if (e.path().extension() != ".so") continue;
-            auto r = reg.load(e.path().string());
+            auto r = is_samband_plugin_file(e.path().string()) ? reg.load(e.path().string())
+                                                               : reg.probe(e.path().string(), {});
             if (r && (*r)->name == ref) return e.path().string();
         }
     }
@@ -107,6 +108,16 @@ std::string find_plugin_file(const config::config& c, const std::string& ref, pl
     for (const auto& d : c.plugin_dirs) dirs += (dirs.empty() ? "" : ", ") + d;
     why = "no plugin named \"" + ref + "\" in the plugin dirs (" + dirs + ")";
     return {};
+}
+
+bool is_samband_plugin_file(const std::string& file) {
+    std::error_code ec;
+    fs::path dir = fs::weakly_canonical(file, ec).parent_path();
+    for (const char* own : {SAMBAND_PLUGINDIR, SAMBAND_BUILD_PLUGINDIR}) {
+        std::error_code ec2;
+        if (dir == fs::weakly_canonical(own, ec2)) return true;
+    }
+    return false;
 }
 
 namespace {
@@ -126,14 +137,21 @@ live_endpoint make_endpoint(const std::string& name, const config::endpoint_conf
         log.error("plugin.load", "endpoint skipped: " + why, {{"endpoint", name}});
         return ep;
     }
-    auto loaded = reg.load(file);
+    bool isolated =
+        ec.isolation == "process" || (ec.isolation.empty() && !is_samband_plugin_file(file));
+    auto loaded = isolated ? reg.probe(file, {}) : reg.load(file);
     if (!loaded) {
         ep.failure = loaded.error().reason;
         log.error("plugin.load", "endpoint skipped: " + loaded.error().reason,
                   {{"endpoint", name}, {"file", file}});
         return ep;
     }
-    auto inst = plugin::instance::create(**loaded, name, ec.config_json, services);
+    plugin::instance_options io;
+    io.isolated = isolated;
+    io.process.max_crashes = ec.max_crashes;
+    io.process.crash_window = std::chrono::seconds(ec.crash_window_s);
+    io.process.memory_limit_mb = static_cast<std::uint64_t>(ec.memory_limit_mb);
+    auto inst = plugin::instance::create(**loaded, name, ec.config_json, services, io);
     if (!inst) {
         ep.failure = inst.error();
         log.error("plugin.create", "endpoint skipped: " + inst.error(),
@@ -145,7 +163,8 @@ live_endpoint make_endpoint(const std::string& name, const config::endpoint_conf
              {{"endpoint", name},
               {"plugin", (*loaded)->name},
               {"version", (*loaded)->version},
-              {"file", file}});
+              {"file", file},
+              {"isolation", ep.inst->isolated() ? "process" : "in-process"}});
     return ep;
 }
 
@@ -184,7 +203,8 @@ endpoint_changes plan_endpoint_changes(const runtime& rt, const config::config& 
         auto it = rt.endpoints.find(name);
         std::string ref = ec.plugin.empty() ? ec.path : ec.plugin;
         if (it == rt.endpoints.end() || it->second.plugin_ref != ref ||
-            it->second.config_json != ec.config_json || !it->second.inst) {
+            it->second.config_json != ec.config_json || !it->second.inst ||
+            !it->second.inst->quarantined().empty()) {  // a reload gives it a fresh start
             ch.create.push_back(name);
         }
     }

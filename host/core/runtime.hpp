@@ -61,8 +61,12 @@ std::map<std::string, live_endpoint> create_endpoints(const std::vector<std::str
                                                       plugin::host_services& services, logger& log,
                                                       std::string& why);
 
+// True when `file` lives in samband's own plugin directory (installed or in the build tree):
+// those run in-process by default; every other plugin runs isolated in a child.
+bool is_samband_plugin_file(const std::string& file);
+
 struct endpoint_changes {
-    std::vector<std::string> create;  // new, or plugin/config changed
+    std::vector<std::string> create;  // new, plugin/config changed, or quarantined
     std::vector<std::string> remove;  // no longer configured
 };
 endpoint_changes plan_endpoint_changes(const runtime& rt, const config::config& next);

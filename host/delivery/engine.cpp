@@ -143,7 +143,9 @@ void engine::pump_all() {
 // thread never waits for the store. One claim per destination at a time.
 void engine::pump(destination& d) {
     if (!dispatching_.load() || holding_.load() || !d.sink || d.claiming) return;
-    if (d.in_flight >= d.pol.concurrency || d.sink->stuck()) return;
+    // Not while the sink cannot take deliveries (stuck, or an isolated child restarting or
+    // quarantined): no attempt is spent then.
+    if (d.in_flight >= d.pol.concurrency || !d.sink->ready()) return;
     std::size_t want = static_cast<std::size_t>(d.pol.concurrency - d.in_flight);
     d.claiming = true;
     ++claims_out_;
@@ -165,9 +167,10 @@ void engine::on_claimed(const std::string& name, boost::system::error_code ec,
         log_.error("deliver.claim", "store claim failed: " + ec.message(), {{"endpoint", name}});
         return;  // the tick tries again
     }
-    if (dit == dests_.end() || !dispatching_.load() || holding_.load() || !dit->second.sink) {
-        // Claimed while the destination went away or the engine stopped or paused: back to
-        // pending, the attempt not counted.
+    if (dit == dests_.end() || !dispatching_.load() || holding_.load() || !dit->second.sink ||
+        !dit->second.sink->ready()) {
+        // Claimed while the destination went away, its sink went down, or the engine stopped or
+        // paused: back to pending, the attempt not counted.
         std::vector<store::delivery_update> ups;
         for (const auto& r : rows) {
             if (r.state == delivery_state::dead) continue;
@@ -175,7 +178,8 @@ void engine::on_claimed(const std::string& name, boost::system::error_code ec,
             u.delivery_id = r.id;
             u.state = delivery_state::pending;
             u.hand_back = true;
-            u.reason = "handed back: claimed while the engine stopped or paused";
+            u.reason =
+                "handed back: claimed while the engine stopped or paused, or the sink was down";
             ups.push_back(u);
         }
         if (!ups.empty()) apply(std::move(ups));

@@ -7,11 +7,15 @@
 
 namespace samband::plugin {
 
-// Loads `so_path` exactly as the daemon does, prints the descriptor, runs the lifecycle and the
-// battery for its kinds, and prints a PASS/FAIL table. Returns 0 when everything passed.
-// `config_file` holds the plugin's JSON config (default "{}"); `event_file` a sample event.
+// Runs the plugin in a child `samband plugin-host` exactly as an isolated endpoint of the daemon
+// (same loader, same deadlines), prints the descriptor, runs the lifecycle and the battery for
+// its kinds, and prints a PASS/FAIL table: a crash, abort or hang is a FAIL row naming the
+// signal or the deadline, and the next check gets a fresh child. Returns 0 when everything
+// passed, 1 when a row failed, 2 when the config or event file cannot be read.
+// `config_file` holds the plugin's JSON config (default "{}"); `event_file` a sample event;
+// `host_exe` the samband binary for the child (default: this executable).
 int run_plugin_check(const std::string& so_path, const std::optional<std::string>& config_file,
-                     std::ostream& out,
-                     const std::optional<std::string>& event_file = std::nullopt);
+                     std::ostream& out, const std::optional<std::string>& event_file = std::nullopt,
+                     const std::string& host_exe = {});
 
 }  // namespace samband::plugin

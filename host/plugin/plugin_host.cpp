@@ -1,6 +1,7 @@
 #include "plugin/plugin_host.hpp"
 
 #include "core/log.hpp"
+#include "plugin/process.hpp"
 
 #include <rapidjson/document.h>
 #include <boost/dll/shared_library.hpp>
@@ -237,6 +238,36 @@ boost::system::result<const loaded_plugin*, load_failure> registry::load(const s
     lp->kinds = d->kinds;
     lp->capabilities = d->capabilities;
     lp->descriptor = &lp->desc;
+    lp->renders = (d->capabilities & SAMBAND_CAP_RENDER) != 0;
+    const loaded_plugin* out = lp.get();
+    impl_->by_path[canonical] = std::move(lp);
+    return out;
+}
+
+boost::system::result<const loaded_plugin*, load_failure> registry::probe(
+    const std::string& path, const std::string& host_exe) {
+    std::error_code fec;
+    std::string canonical = std::filesystem::weakly_canonical(path, fec).string();
+    if (canonical.empty()) canonical = path;
+    {
+        std::lock_guard lock(impl_->mu);
+        if (auto it = impl_->by_path.find(canonical); it != impl_->by_path.end())
+            return it->second.get();
+    }
+    process_options po;
+    po.host_exe = host_exe;
+    auto r = probe_in_child(canonical, po);  // not under the lock: it takes a while
+    std::lock_guard lock(impl_->mu);
+    if (!r) return load_failure{path, r.error()};
+    if (auto it = impl_->by_path.find(canonical); it != impl_->by_path.end())
+        return it->second.get();
+    for (const auto& [p, other] : impl_->by_path) {
+        if (other->name == r->name)
+            return load_failure{path,
+                                "plugin name \"" + r->name + "\" is already loaded from " + p};
+    }
+    auto lp = std::make_unique<loaded_plugin>(std::move(*r));
+    lp->path = canonical;
     const loaded_plugin* out = lp.get();
     impl_->by_path[canonical] = std::move(lp);
     return out;
@@ -659,10 +690,18 @@ struct instance::impl {
 };
 
 instance::instance(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+instance::instance(std::unique_ptr<remote_instance> r) : remote_(std::move(r)) {}
 
 boost::system::result<std::unique_ptr<instance>, std::string> instance::create(
     const loaded_plugin& plugin, std::string endpoint, std::string config_json,
     host_services& services, instance_options opts) {
+    if (opts.isolated || !plugin.descriptor) {
+        opts.isolated = true;
+        auto r = remote_instance::create(plugin, std::move(endpoint), std::move(config_json),
+                                         services, std::move(opts));
+        if (!r) return r.error();
+        return std::unique_ptr<instance>(new instance(std::move(*r)));
+    }
     auto p = std::make_unique<impl>(plugin, endpoint, services, opts);
     impl* raw = p.get();
     auto r = raw->call(
@@ -686,6 +725,7 @@ boost::system::result<std::unique_ptr<instance>, std::string> instance::create(
 }
 
 instance::~instance() {
+    if (remote_) return;  // its own destructor stops and destroys the child
     stop();
     if (impl_->stuck.load()) {
         impl_->svc.log(impl_->endpoint, SAMBAND_LOG_ERROR,
@@ -707,16 +747,36 @@ instance::~instance() {
 }
 
 const loaded_plugin& instance::plugin() const {
-    return impl_->plugin;
+    return remote_ ? remote_->plugin() : impl_->plugin;
 }
 const std::string& instance::endpoint() const {
-    return impl_->endpoint;
+    return remote_ ? remote_->endpoint() : impl_->endpoint;
 }
 bool instance::stuck() const {
-    return impl_->stuck.load();
+    return remote_ ? false : impl_->stuck.load();  // an isolated call is killed, never stuck
+}
+bool instance::ready() const {
+    return remote_ ? remote_->up() : !impl_->stuck.load();
+}
+call_result instance::destroy() {
+    if (remote_) return remote_->destroy();
+    return {SAMBAND_OK, {}};  // in-process: the destructor destroys
+}
+bool instance::wait_up(std::chrono::milliseconds timeout) {
+    return remote_ ? remote_->wait_up(timeout) : !stuck();
+}
+std::string instance::quarantined() const {
+    return remote_ ? remote_->quarantined() : std::string();
+}
+std::uint64_t instance::crashes() const {
+    return remote_ ? remote_->crashes() : 0;
+}
+std::string instance::last_crash() const {
+    return remote_ ? remote_->last_crash() : std::string();
 }
 
 call_result instance::start() {
+    if (remote_) return remote_->start();
     impl* raw = impl_.get();
     auto r = raw->call(
         "start",
@@ -731,6 +791,7 @@ call_result instance::start() {
 }
 
 void instance::stop() {
+    if (remote_) return remote_->stop();
     impl* raw = impl_.get();
     if (raw->stopped || !raw->self) return;
     raw->stopped = true;
@@ -744,6 +805,7 @@ void instance::stop() {
 }
 
 call_result instance::deliver(const delivery_ref& d) {
+    if (remote_) return remote_->deliver(d);
     impl* raw = impl_.get();
     if (!(raw->plugin.kinds & SAMBAND_KIND_SINK)) return {SAMBAND_UNSUPPORTED, "not a sink"};
     auto cd = std::make_shared<c_delivery>(d, raw->plugin.abi_version);
@@ -767,11 +829,13 @@ call_result instance::deliver(const delivery_ref& d) {
 }
 
 bool instance::can_render() const {
+    if (remote_) return (remote_->plugin().kinds & SAMBAND_KIND_SINK) && remote_->plugin().renders;
     const auto* s = impl_->plugin.descriptor->sink;
     return (impl_->plugin.kinds & SAMBAND_KIND_SINK) && s && s->render;
 }
 
 boost::system::result<rendered, call_result> instance::render(const delivery_ref& d) {
+    if (remote_) return remote_->render(d);
     impl* raw = impl_.get();
     if (!can_render()) return call_result{SAMBAND_UNSUPPORTED, "plugin offers no render"};
     auto cd = std::make_shared<c_delivery>(d, raw->plugin.abi_version);
@@ -790,6 +854,7 @@ boost::system::result<rendered, call_result> instance::render(const delivery_ref
 }
 
 boost::system::result<std::string, call_result> instance::transform(const event_ref& e) {
+    if (remote_) return remote_->transform(e);
     impl* raw = impl_.get();
     if (!(raw->plugin.kinds & SAMBAND_KIND_TRANSFORM))
         return call_result{SAMBAND_UNSUPPORTED, "not a transform"};

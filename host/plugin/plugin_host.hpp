@@ -30,7 +30,9 @@ struct loaded_plugin {
     std::uint32_t kinds = 0;
     std::uint32_t capabilities = 0;
     std::string config_schema;  // the plugin's JSON Schema for endpoint configs; empty = none
+    // Null for a plugin probed in a child (isolation "process"): it is never loaded here.
     const samband_plugin_descriptor* descriptor = nullptr;
+    bool renders = false;  // the sink table has render() (SAMBAND_CAP_RENDER)
 
     samband_plugin_descriptor desc{};
     samband_sink_api sink{};
@@ -56,6 +58,10 @@ public:
     // sizes, required callbacks, unique name. Loading the same path twice returns the first.
     // Never throws for a bad plugin; the failure says why.
     boost::system::result<const loaded_plugin*, load_failure> load(const std::string& path);
+    // Loads `path` in a throwaway `samband plugin-host` child (same checks) and records what it
+    // reported; this process never maps the library. A crash while loading is a failure.
+    boost::system::result<const loaded_plugin*, load_failure> probe(const std::string& path,
+                                                                    const std::string& host_exe);
     const loaded_plugin* find(std::string_view name) const;
     std::vector<const loaded_plugin*> list() const;
 
@@ -159,12 +165,31 @@ private:
     std::unordered_map<std::uint64_t, std::string> files_;
 };
 
+// The daemon's deadline for one call into a plugin (create, start, deliver, render, transform);
+// stop and destroy get ten times as long. The conformance kit uses the same.
+constexpr std::chrono::milliseconds kCallTimeout{SAMBAND_CALL_DEADLINE_MS};
+
+// How a plugin runs in a child `samband plugin-host` (isolation "process").
+struct process_options {
+    std::string host_exe;                           // the samband binary; empty = this executable
+    int max_crashes = 5;                            // crashes (or hangs) within `crash_window` that
+    std::chrono::milliseconds crash_window{60000};  // quarantine the endpoint
+    std::chrono::milliseconds backoff_base{200};    // restart delay, doubled per recent crash
+    std::chrono::milliseconds backoff_max{10000};
+    std::uint64_t memory_limit_mb = 2048;  // RLIMIT_AS of the child
+};
+
 struct instance_options {
     // A call into the plugin that does not return within this is reported as timed out and
     // the instance is marked stuck until it returns (the host never waits forever). stop and
-    // destroy get ten times as long.
-    std::chrono::milliseconds call_timeout{SAMBAND_CALL_DEADLINE_MS};
+    // destroy get ten times as long. An isolated instance kills its child instead, which counts
+    // as a crash.
+    std::chrono::milliseconds call_timeout{kCallTimeout};
+    bool isolated = false;  // run the plugin in a child process
+    process_options process;
 };
+
+class remote_instance;
 
 // One plugin instance (an endpoint). RAII: the destructor stops and destroys it.
 class instance {
@@ -192,11 +217,29 @@ public:
 
     // True while a call has overrun its deadline and not yet returned.
     bool stuck() const;
+    // Whether the engine should hand it deliveries now: not stuck, and (isolated) the child is up
+    // (not restarting after a crash, not quarantined), so no attempt is spent while it is down.
+    bool ready() const;
+
+    bool isolated() const { return remote_ != nullptr; }
+    // Isolated: destroys the plugin instance and ends the child now, saying how that went (a
+    // crash in destroy is a failure). In-process: the destructor destroys; this returns OK.
+    call_result destroy();
+    // Isolated: waits until the child is up again after a crash (false when quarantined or
+    // still down at the timeout). In-process: !stuck().
+    bool wait_up(std::chrono::milliseconds timeout);
+    // Isolated only: why the endpoint is quarantined (empty while it is not).
+    std::string quarantined() const;
+    // Isolated only: how often the child crashed or was killed, and the last reason.
+    std::uint64_t crashes() const;
+    std::string last_crash() const;
 
 private:
     struct impl;
     explicit instance(std::unique_ptr<impl> p);
+    explicit instance(std::unique_ptr<remote_instance> r);
     std::unique_ptr<impl> impl_;
+    std::unique_ptr<remote_instance> remote_;
 };
 
 }  // namespace samband::plugin
