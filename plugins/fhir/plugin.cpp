@@ -239,6 +239,9 @@ public:
         }
         cv_.notify_all();
         if (poll_thread_.joinable()) poll_thread_.join();
+        // Every accepted delivery is completed before stop returns (the ABI's rule): the running
+        // one finishes, queued ones complete as RETRY.
+        worker_.stop();
     }
 
     void deliver(samband::sdk::delivery d) {
