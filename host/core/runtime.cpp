@@ -41,7 +41,9 @@ std::vector<config::config_error> check_endpoint_configs(const config::config& c
             errors.push_back({at + "/plugin", why});
             continue;
         }
-        auto lp = reg.load(file);
+        // As the daemon runs it: a vendor plugin is only ever loaded in a child (its schema comes
+        // back in the child's hello), never into this process.
+        auto lp = endpoint_isolated(ep, file) ? reg.probe(file, {}) : reg.load(file);
         if (!lp) {
             errors.push_back({at + "/plugin", file + ": " + lp.error().reason});
             continue;
@@ -110,6 +112,10 @@ std::string find_plugin_file(const config::config& c, const std::string& ref, pl
     return {};
 }
 
+bool endpoint_isolated(const config::endpoint_config& ec, const std::string& file) {
+    return ec.isolation == "process" || (ec.isolation.empty() && !is_samband_plugin_file(file));
+}
+
 bool is_samband_plugin_file(const std::string& file) {
     std::error_code ec;
     fs::path dir = fs::weakly_canonical(file, ec).parent_path();
@@ -137,8 +143,7 @@ live_endpoint make_endpoint(const std::string& name, const config::endpoint_conf
         log.error("plugin.load", "endpoint skipped: " + why, {{"endpoint", name}});
         return ep;
     }
-    bool isolated =
-        ec.isolation == "process" || (ec.isolation.empty() && !is_samband_plugin_file(file));
+    bool isolated = endpoint_isolated(ec, file);
     auto loaded = isolated ? reg.probe(file, {}) : reg.load(file);
     if (!loaded) {
         ep.failure = loaded.error().reason;

@@ -41,6 +41,10 @@ std::map<std::string, secret_source> secret_sources(const config::config& c);
 std::string find_plugin_file(const config::config& c, const std::string& ref, plugin::registry& reg,
                              std::string& why);
 
+// Whether the endpoint's plugin (resolved to `file`) runs in a child: "isolation": "process", or
+// unset and the file is not in Samband's own plugin directory.
+bool endpoint_isolated(const config::endpoint_config& ec, const std::string& file);
+
 // Checks each endpoint's config against its plugin's JSON Schema (draft-04; the descriptor's
 // config_schema_json), loading the plugins as the daemon does. One error per problem, its path
 // under /endpoints/<name>/config; a plugin that is not found or does not load is an error too.

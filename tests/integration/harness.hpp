@@ -209,6 +209,7 @@ public:
 
     const std::string& admin() const { return admin_; }
     std::string log() const { return read_file(workdir_ / "daemon.log"); }
+    pid_t pid() const { return pid_; }
     http_response get(const std::string& target) const { return http(admin_, "GET", target); }
     http_response post(const std::string& target, const std::string& body = "{}",
                        const std::string& token = {}) const {

@@ -55,6 +55,10 @@ TEST(isolation_daemon, a_segfaulting_sink_beside_a_healthy_one) {
 })");
     daemon_process d(root / "samband.json", root);
     ASSERT_TRUE(d.start()) << d.log();
+    // The vendor plugin is never mapped into the daemon (not even to read its config schema).
+    std::string maps = read_file("/proc/" + std::to_string(d.pid()) + "/maps");
+    ASSERT_NE(maps.find("samband_plugin_file"), std::string::npos) << "in-tree plugins are";
+    EXPECT_EQ(maps.find("fixture_hostile"), std::string::npos) << maps;
     const int n = 20;
     for (int i = 0; i < n; ++i)
         drop_file(root / "inbox", "e" + std::to_string(i) + ".json", score_event(i));
