@@ -1,5 +1,7 @@
 #include "net/json.hpp"
 
+#include <cmath>
+
 #include <rapidjson/error/en.h>
 #include <samband/json.hpp>
 
@@ -82,7 +84,12 @@ std::optional<long long> get_int(const rapidjson::Value& obj, const char* name) 
     const auto it = obj.FindMember(name);
     if (it == obj.MemberEnd()) return std::nullopt;
     if (it->value.IsInt64()) return it->value.GetInt64();
-    if (it->value.IsDouble()) return static_cast<long long>(it->value.GetDouble());
+    if (it->value.IsDouble()) {
+        // Only a whole number a long long can hold (a cast of any other double is undefined).
+        const double d = it->value.GetDouble();
+        if (!(d >= -9.2e18 && d <= 9.2e18) || d != std::trunc(d)) return std::nullopt;
+        return static_cast<long long>(d);
+    }
     return std::nullopt;
 }
 

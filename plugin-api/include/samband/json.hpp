@@ -12,6 +12,7 @@
 #include <rapidjson/memorystream.h>
 #include <rapidjson/reader.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -33,6 +34,8 @@ struct depth_filter {
     std::size_t max_depth;
     std::size_t depth = 0;
     bool too_deep = false;
+    bool not_finite = false;
+    bool lone_surrogate = false;
 
     bool Null() { return doc.Null(); }
     bool Bool(bool b) { return doc.Bool(b); }
@@ -40,12 +43,21 @@ struct depth_filter {
     bool Uint(unsigned u) { return doc.Uint(u); }
     bool Int64(std::int64_t i) { return doc.Int64(i); }
     bool Uint64(std::uint64_t u) { return doc.Uint64(u); }
-    bool Double(double d) { return doc.Double(d); }
+    bool Double(double d) {
+        // A number past the double range (1e400) reads as infinity, which JSON cannot write back.
+        if (std::isfinite(d)) return doc.Double(d);
+        not_finite = true;
+        return false;
+    }
     bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) {
         return doc.RawNumber(s, n, copy);
     }
-    bool String(const char* s, rapidjson::SizeType n, bool copy) { return doc.String(s, n, copy); }
-    bool Key(const char* s, rapidjson::SizeType n, bool copy) { return doc.Key(s, n, copy); }
+    bool String(const char* s, rapidjson::SizeType n, bool copy) {
+        return text_ok(s, n) && doc.String(s, n, copy);
+    }
+    bool Key(const char* s, rapidjson::SizeType n, bool copy) {
+        return text_ok(s, n) && doc.Key(s, n, copy);
+    }
     bool StartObject() { return enter() && doc.StartObject(); }
     bool EndObject(rapidjson::SizeType n) {
         --depth;
@@ -58,6 +70,18 @@ struct depth_filter {
     }
 
 private:
+    // RapidJSON 1.1.0 turns a lone low-surrogate escape (\uDC00-\uDFFF) into the bytes ED B0-BF
+    // xx, which are not UTF-8: refuse it (the input bytes themselves are validated as UTF-8).
+    bool text_ok(const char* s, rapidjson::SizeType n) {
+        for (rapidjson::SizeType i = 0; i + 1 < n; ++i) {
+            if (static_cast<unsigned char>(s[i]) == 0xED &&
+                static_cast<unsigned char>(s[i + 1]) >= 0xA0) {
+                lone_surrogate = true;
+                return false;
+            }
+        }
+        return true;
+    }
     bool enter() {
         if (++depth <= max_depth) return true;
         too_deep = true;
@@ -81,6 +105,16 @@ std::string parse_with(std::string_view text, rapidjson::Document& doc, std::siz
     if (filter.too_deep) {
         return "JSON nested deeper than " + std::to_string(max_depth) + " levels (at offset " +
                std::to_string(off) + ")";
+    }
+    if (filter.lone_surrogate) {
+        doc.SetNull();
+        return "a string holds a lone UTF-16 surrogate escape (\\uD800-\\uDFFF), which is not "
+               "text (at offset " +
+               std::to_string(off) + ")";
+    }
+    if (filter.not_finite) {
+        doc.SetNull();
+        return "a number too large for a double (at offset " + std::to_string(off) + ")";
     }
     std::size_t line = 1, col = 1;
     for (std::size_t i = 0; i < off && i < text.size(); ++i) {

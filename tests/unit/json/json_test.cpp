@@ -96,4 +96,24 @@ TEST(Json, HostEntryPointCarriesTheDepth) {
     EXPECT_TRUE(samband::codec::parse_json(nested(64)));
 }
 
+// Found by tests/fuzz/fuzz_json: 2e308 parsed to infinity, which the writer cannot write, so an
+// accepted document serialised to nothing.
+TEST(Json, ANumberPastTheDoubleRangeIsRefused) {
+    EXPECT_EQ(why(" 2e308"), "a number too large for a double (at offset 6)");
+    EXPECT_NE(why(R"({"score": -1e400})"), "");
+    EXPECT_EQ(why("1.7e308"), "");
+}
+
+// Found by tests/fuzz/fuzz_json: RapidJSON 1.1.0 stores a lone low surrogate escape as bytes that
+// are not UTF-8, so what was accepted could not be read back.
+TEST(Json, ALoneSurrogateEscapeIsRefusedAndAPairIsText) {
+    EXPECT_NE(why(R"({"k": "a\ude00b"})").find("lone UTF-16 surrogate"), std::string::npos);
+    EXPECT_NE(why(R"({"a\udc00": 1})").find("lone UTF-16 surrogate"), std::string::npos);
+    rapidjson::Document d;
+    ASSERT_EQ(samband::json::parse(R"({"k": "\ud83d\ude00"})", d), "");
+    EXPECT_EQ(std::string(d["k"].GetString()), "\xF0\x9F\x98\x80");
+    auto again = samband::codec::parse_json(samband::codec::to_json(d));
+    EXPECT_TRUE(again);
+}
+
 }  // namespace
