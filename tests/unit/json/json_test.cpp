@@ -99,7 +99,7 @@ TEST(Json, HostEntryPointCarriesTheDepth) {
 // Found by tests/fuzz/fuzz_json: 2e308 parsed to infinity, which the writer cannot write, so an
 // accepted document serialised to nothing.
 TEST(Json, ANumberPastTheDoubleRangeIsRefused) {
-    EXPECT_EQ(why(" 2e308"), "a number too large for a double (at offset 6)");
+    EXPECT_EQ(why(" 2e308"), "a number too large for a double (at offset 1)");
     EXPECT_NE(why(R"({"score": -1e400})"), "");
     EXPECT_EQ(why("1.7e308"), "");
 }
