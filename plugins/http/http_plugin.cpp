@@ -179,8 +179,9 @@ public:
         }
         auto integer = [&](const char* k, std::int64_t def, std::int64_t lo,
                            std::int64_t hi) -> std::int64_t {
-            auto it = d.FindMember(k);
-            if (it == d.MemberEnd()) return def;
+            const rapidjson::Value& cd = d;  // const iterators (clang: no ambiguous ==)
+            auto it = cd.FindMember(k);
+            if (it == cd.MemberEnd()) return def;
             if (!it->value.IsInt64() || it->value.GetInt64() < lo || it->value.GetInt64() > hi)
                 throw error(SAMBAND_INVALID, std::string("http plugin: \"") + k +
                                                  "\" must be an integer from " +
@@ -216,7 +217,8 @@ public:
                 static_cast<std::size_t>(integer("max_connections", 512, 1, 100000));
             c.signature_tolerance =
                 std::chrono::seconds(integer("signature_tolerance_s", 300, 1, 86400));
-            if (auto t = d.FindMember("tls"); t != d.MemberEnd()) {
+            const rapidjson::Value& cd = d;  // const iterators (clang: no ambiguous !=)
+            if (auto t = cd.FindMember("tls"); t != cd.MemberEnd()) {
                 if (!t->value.IsObject())
                     throw error(SAMBAND_INVALID, "http plugin: \"tls\" must be an object");
                 c.tls = true;
@@ -233,7 +235,7 @@ public:
                             "http plugin: \"listen\" on " + ip +
                                 " needs \"tls\" (plain HTTP only on 127.0.0.1, or with "
                                 "\"allow_plain_http\": true)");
-            if (auto m = d.FindMember("mappings"); m != d.MemberEnd()) {
+            if (auto m = cd.FindMember("mappings"); m != cd.MemberEnd()) {
                 if (!m->value.IsArray())
                     throw error(SAMBAND_INVALID, "http plugin: \"mappings\" must be an array");
                 for (rapidjson::SizeType i = 0; i < m->value.Size(); ++i) {

@@ -385,8 +385,8 @@ private:
         if (std::string err = samband::json::parse(body, d); !err.empty())
             return "the body is not JSON: " + err;
         if (!d.IsObject()) return "the body must be a JSON object (a Samband envelope)";
-        auto it = d.FindMember("idempotency_key");
-        if (it != d.MemberEnd()) {
+        const rapidjson::Value& cd = d;  // const iterators (clang: no ambiguous !=)
+        if (auto it = cd.FindMember("idempotency_key"); it != cd.MemberEnd()) {
             if (!it->value.IsString() || it->value.GetString() != key)
                 return "field /idempotency_key differs from the Idempotency-Key header";
             out = body;
