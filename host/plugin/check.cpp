@@ -352,6 +352,14 @@ int run_plugin_check(const std::string& so_path, const std::optional<std::string
             sink_crashed = true;
             return;
         }
+        if (!r.ok() && r.message.find("blocked past its deadline") != std::string::npos) {
+            // The host killed the child at the deadline; its death may not be counted yet.
+            result(false, label + ": " + r.message);
+            (*inst)->wait_up(call_deadline * 3);
+            crashes_seen = (*inst)->crashes();
+            sink_crashed = true;
+            return;
+        }
         if (!r.ok()) {
             sample_refused = sample_refused && refusal(r.status);
             result(true, label + ": refused at once with " + status_text(r.status) + " (" +
