@@ -10,7 +10,7 @@ struct preview_options {
     std::string config_path;
     std::string event_path;
     std::string out_dir;
-    std::string source;  // the endpoint the event is previewed as coming from
+    std::string source;       // the endpoint the event is previewed as coming from
     std::string event_id;     // preview as the stored event with this id (default: a fresh one)
     bool no_history = false;  // true: the gate sees this event alone, not the store's history
 };

@@ -1,8 +1,8 @@
 // The EDI 2.0 client and HelseID machine client against the Node fake server: tokens, DPoP,
 // the send/poll/fetch/read/Apprec round trip and the retry/permanent classification of faults.
 #include "fake_server.hpp"
-#include "nhn/edi/client.hpp"
 #include "net/jose.hpp"
+#include "nhn/edi/client.hpp"
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>

@@ -1,9 +1,9 @@
 // Unit tests of the EDI 2.0 transport pieces that need no server: Retry-After, classification,
 // server messages, URLs, transport policy, base64, keys and JWTs.
 #include "fake_server.hpp"
-#include "nhn/edi/client.hpp"
 #include "net/error.hpp"
 #include "net/jose.hpp"
+#include "nhn/edi/client.hpp"
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
