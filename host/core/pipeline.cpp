@@ -137,6 +137,11 @@ delivery::prepared run_pipeline(
     plugin::event_ref ev;
     ev.envelope_json = std::move(out_json);
     ev.attachments = in.attachments;
+    // The id every transform must keep (each output is checked to have it): read once.
+    std::string event_id;
+    if (schemas && !plan.transforms.empty())
+        if (auto d = codec::parse_json(ev.envelope_json); d && d->IsObject())
+            event_id = std::string(codec::string_at(*d, "/id"));
     for (const auto& t : plan.transforms) {
         plugin::instance* inst = find_instance(t);
         if (!inst) return stop_with(action::retry, "transform endpoint " + t + " is not running");
@@ -148,10 +153,7 @@ delivery::prepared run_pipeline(
             return stop_with(action::dead, "transform " + t + " rejected the event: " + e.message);
         }
         if (schemas) {
-            std::string input_id;
-            if (auto d = codec::parse_json(ev.envelope_json); d && d->IsObject())
-                input_id = std::string(codec::string_at(*d, "/id"));
-            if (std::string why = check_transform_output(*schemas, input_id, *r); !why.empty())
+            if (std::string why = check_transform_output(*schemas, event_id, *r); !why.empty())
                 return stop_with(action::dead, "transform " + t + " gave an invalid event: " + why);
         }
         ev.envelope_json = std::move(*r);
