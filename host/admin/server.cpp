@@ -1,159 +1,301 @@
 #include "admin/server.hpp"
-#include "report/outcomes.hpp"
 
-#include "core/error.hpp"
-#include "core/ids.hpp"
-#include "core/log.hpp"
+#include "admin/api.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/url/parse.hpp>
+#include <boost/beast/ssl.hpp>
 
-#include <rapidjson/document.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
-#include <samband/json.hpp>
-
-#include <condition_variable>
-#include <fstream>
-#include <future>
+#include <array>
+#include <atomic>
 #include <mutex>
-#include <set>
-#include <sstream>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+#include <type_traits>
 
 namespace samband::admin {
 
 namespace {
 
 namespace beast = boost::beast;
-namespace http = beast::http;
 namespace asio = boost::asio;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
-using json_writer = rapidjson::Writer<rapidjson::StringBuffer>;
-
-struct reply {
-    http::status status = http::status::ok;
-    std::string body;
-    std::string content_type = "application/json";
-};
-
-reply error_reply(http::status st, std::string_view code, std::string_view message) {
-    rapidjson::StringBuffer sb;
-    json_writer w(sb);
-    w.StartObject();
-    w.Key("error");
-    w.StartObject();
-    w.Key("code");
-    w.String(code.data(), static_cast<rapidjson::SizeType>(code.size()));
-    w.Key("message");
-    w.String(message.data(), static_cast<rapidjson::SizeType>(message.size()));
-    w.EndObject();
-    w.EndObject();
-    return {st, sb.GetString()};
-}
-
-// The one mapping from the host's error kinds to HTTP (core/error.hpp); the code is the kind.
-reply error_reply(const core::error& e) {
-    return error_reply(static_cast<http::status>(core::http_status(e.kind)),
-                       core::to_string(e.kind), e.message);
-}
-
-void kv(json_writer& w, const char* k, const std::string& v) {
-    w.Key(k);
-    w.String(v.c_str(), static_cast<rapidjson::SizeType>(v.size()));
-}
-void kv(json_writer& w, const char* k, std::int64_t v) {
-    w.Key(k);
-    w.Int64(v);
-}
-
-void write_delivery(json_writer& w, const store::delivery_row& d) {
-    w.StartObject();
-    kv(w, "id", d.id);
-    kv(w, "event_id", d.event_id);
-    kv(w, "event_type", d.event_type);
-    kv(w, "destination", d.destination);
-    kv(w, "route", d.route);
-    kv(w, "state", std::string(store::to_string(d.state)));
-    kv(w, "attempts", static_cast<std::int64_t>(d.attempts));
-    kv(w, "next_attempt_at", d.next_attempt_ms ? core::iso8601_ms(d.next_attempt_ms) : "");
-    kv(w, "external_id", d.external_id);
-    kv(w, "reason", core::mask_identifiers(d.reason));
-    kv(w, "created_at", core::iso8601_ms(d.created_ms));
-    kv(w, "updated_at", core::iso8601_ms(d.updated_ms));
-    w.EndObject();
-}
-
-std::string kinds_text(std::uint32_t k) {
-    std::string s;
-    if (k & SAMBAND_KIND_SOURCE) s += "source";
-    if (k & SAMBAND_KIND_SINK) s += s.empty() ? "sink" : ",sink";
-    if (k & SAMBAND_KIND_TRANSFORM) s += s.empty() ? "transform" : ",transform";
-    return s;
-}
 
 bool is_loopback(const std::string& host) {
     return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
-std::int64_t parse_i64(std::string_view s, bool& ok) {
-    ok = !s.empty() && s.size() < 19;
-    std::int64_t v = 0;
-    for (char c : s) {
-        if (c < '0' || c > '9') {
-            ok = false;
-            return 0;
-        }
-        v = v * 10 + (c - '0');
+// Lets an answer that arrives after stop() (a commit callback from the store's thread) be dropped
+// instead of being posted to a destroyed io_context.
+struct gate {
+    std::mutex mu;
+    bool open = true;
+};
+
+// What every connection shares; owned by server::impl, which outlives the sessions.
+struct shared_state {
+    const server_options& opts;
+    api& handlers;
+    asio::thread_pool& work;
+    std::shared_ptr<gate> alive;
+    std::atomic<std::size_t>& connections;
+};
+
+template <class Stream>
+constexpr bool is_tls = !std::is_same_v<Stream, beast::tcp_stream>;
+
+// One connection: header (with its deadline and size limit) → admission on the header alone →
+// body (with its own deadline and limit) → handler on the work pool → answer → next request.
+template <class Stream>
+class session : public std::enable_shared_from_this<session<Stream>> {
+public:
+    session(Stream stream, shared_state& st) : stream_(std::move(stream)), st_(st) {
+        buf_.reserve(64 * 1024);
     }
-    return v;
+    ~session() { st_.connections.fetch_sub(1); }
+
+    void run() {
+        // Start on the connection's strand: every step of one session runs there.
+        asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+            if constexpr (is_tls<Stream>) {
+                self->lowest().expires_after(self->st_.opts.header_timeout);
+                self->stream_.async_handshake(ssl::stream_base::server,
+                                              [self](beast::error_code ec) {
+                                                  if (ec) return self->close();
+                                                  self->read_header();
+                                              });
+            } else {
+                self->read_header();
+            }
+        });
+    }
+
+private:
+    beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
+    void read_header() {
+        head_.emplace();
+        head_->header_limit(static_cast<std::uint32_t>(st_.opts.max_header_bytes));
+        head_->body_limit(st_.opts.max_body_bytes);
+        // One deadline for the whole header, however slowly its bytes arrive; it also ends an
+        // idle keep-alive connection.
+        lowest().expires_after(st_.opts.header_timeout);
+        http::async_read_header(stream_, buf_, *head_,
+                                [self = this->shared_from_this()](
+                                    beast::error_code ec, std::size_t) { self->on_header(ec); });
+    }
+
+    void on_header(beast::error_code ec) {
+        if (ec == http::error::header_limit)
+            return refuse(error_reply(http::status::request_header_fields_too_large, "too_large",
+                                      "request header is larger than the limit of " +
+                                          std::to_string(st_.opts.max_header_bytes) + " bytes"));
+        if (ec == http::error::body_limit)  // a Content-Length beyond the limit, seen in the header
+            return refuse(error_reply(http::status::payload_too_large, "too_large",
+                                      "request body is larger than the limit of " +
+                                          std::to_string(st_.opts.max_body_bytes) + " bytes"));
+        if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+            ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+            ec == asio::error::eof || ec == ssl::error::stream_truncated)
+            return close();
+        if (ec)
+            return refuse(error_reply(http::status::bad_request, "bad_request",
+                                      "malformed HTTP request: " + ec.message()));
+        const auto& h = head_->get();
+        version_ = h.version();
+        keep_alive_ = h.keep_alive();
+        if (auto len = head_->content_length(); len && *len > st_.opts.max_body_bytes)
+            return refuse(error_reply(http::status::payload_too_large, "too_large",
+                                      "request body is larger than the limit of " +
+                                          std::to_string(st_.opts.max_body_bytes) + " bytes"));
+        if (auto refusal = st_.handlers.admit(h)) return refuse(std::move(*refusal));
+        body_.emplace(std::move(*head_));
+        head_.reset();
+        body_->body_limit(st_.opts.max_body_bytes);
+        auto expect = body_->get()[http::field::expect];
+        if (beast::iequals(expect, "100-continue")) {
+            continue_.emplace(http::status::continue_, version_);
+            lowest().expires_after(st_.opts.write_timeout);
+            return http::async_write(
+                stream_, *continue_,
+                [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                    if (ec) return self->close();
+                    self->read_body();
+                });
+        }
+        read_body();
+    }
+
+    void read_body() {
+        lowest().expires_after(st_.opts.body_timeout);
+        http::async_read(stream_, buf_, *body_,
+                         [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                             self->on_body(ec);
+                         });
+    }
+
+    void on_body(beast::error_code ec) {
+        if (ec == http::error::body_limit)
+            return refuse(error_reply(http::status::payload_too_large, "too_large",
+                                      "request body is larger than the limit of " +
+                                          std::to_string(st_.opts.max_body_bytes) + " bytes"));
+        if (ec) return close();
+        lowest().expires_never();  // no I/O while the handler runs
+        auto req = body_->release();
+        body_.reset();
+        auto self = this->shared_from_this();
+        auto done = [self](reply r) {
+            std::lock_guard lock(self->st_.alive->mu);
+            if (!self->st_.alive->open) return;
+            asio::post(self->stream_.get_executor(), [self, r = std::move(r)]() mutable {
+                self->answer(std::move(r), self->keep_alive_);
+            });
+        };
+        // Health answers on the I/O strand at once; everything else (store reads) on the pool,
+        // so a slow read never delays /healthz.
+        if (req.method() == http::verb::get &&
+            (req.target() == "/healthz" || req.target() == "/readyz")) {
+            st_.handlers.handle(std::move(req), std::move(done));
+            return;
+        }
+        asio::post(st_.work, [self, req = std::move(req), done = std::move(done)]() mutable {
+            self->st_.handlers.handle(std::move(req), std::move(done));
+        });
+    }
+
+    // An answer before (or instead of) reading the body: the connection closes after it.
+    void refuse(reply r) {
+        keep_alive_ = false;
+        unread_ = true;
+        answer(std::move(r), false);
+    }
+
+    void answer(reply r, bool keep_alive) {
+        res_.emplace(r.status, version_ ? version_ : 11);
+        res_->set(http::field::server, "samband");
+        res_->set(http::field::content_type, r.content_type);
+        if (r.status == http::status::unauthorized)
+            res_->set(http::field::www_authenticate, "Bearer realm=\"samband\"");
+        res_->keep_alive(keep_alive);
+        res_->body() = std::move(r.body);
+        res_->prepare_payload();
+        lowest().expires_after(st_.opts.write_timeout);
+        http::async_write(
+            stream_, *res_,
+            [self = this->shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
+                self->res_.reset();
+                if (ec) return self->close();
+                if (keep_alive) return self->read_header();
+                if (self->unread_) return self->drain();
+                self->close();
+            });
+    }
+
+    // After a refusal with the body unread: stop sending, then read and drop what the client
+    // still sends (bounded in time and bytes), so its kernel does not reset the connection and
+    // discard our answer before the client reads it.
+    void drain() {
+        head_.reset();
+        body_.reset();
+        beast::error_code ec;
+        lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
+        lowest().expires_after(std::chrono::seconds(2));
+        drain_some();
+    }
+    void drain_some() {
+        lowest().async_read_some(
+            asio::buffer(drain_buf_),
+            [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
+                self->drained_ += n;
+                if (ec || self->drained_ > 1024 * 1024) return self->close();
+                self->drain_some();
+            });
+    }
+
+    void close() {
+        beast::error_code ec;
+        lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+        lowest().close();
+    }
+
+    Stream stream_;
+    shared_state& st_;
+    beast::flat_buffer buf_;
+    std::optional<http::request_parser<http::empty_body>> head_;
+    std::optional<http::request_parser<http::string_body>> body_;
+    std::optional<http::response<http::empty_body>> continue_;
+    std::optional<http::response<http::string_body>> res_;
+    unsigned version_ = 11;
+    bool keep_alive_ = false;
+    bool unread_ = false;  // refused before the whole body was read
+    std::array<char, 16 * 1024> drain_buf_{};
+    std::size_t drained_ = 0;
+};
+
+std::unique_ptr<ssl::context> make_tls(const tls_options& t) {
+    if (t.cert_file.empty()) return nullptr;
+    if (t.key_file.empty())
+        throw std::runtime_error("admin: tls.cert_file is set but tls.key_file is not");
+    auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
+    ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                     ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                     ssl::context::single_dh_use);
+    beast::error_code ec;
+    ctx->use_certificate_chain_file(t.cert_file, ec);
+    if (ec)
+        throw std::runtime_error("admin: cannot use TLS certificate " + t.cert_file + ": " +
+                                 ec.message());
+    ctx->use_private_key_file(t.key_file, ssl::context::pem, ec);
+    if (ec)
+        throw std::runtime_error("admin: cannot use TLS key " + t.key_file + ": " + ec.message());
+    if (!t.client_ca_file.empty()) {
+        ctx->load_verify_file(t.client_ca_file, ec);
+        if (ec)
+            throw std::runtime_error("admin: cannot read tls.client_ca_file " + t.client_ca_file +
+                                     ": " + ec.message());
+        ctx->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+    }
+    return ctx;
 }
 
 }  // namespace
 
-std::map<std::string, std::string> read_tokens(const std::string& path) {
-    std::map<std::string, std::string> out;  // token → operator name
-    std::ifstream in(path);
-    if (!in) throw std::runtime_error("admin: cannot read token file " + path);
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.empty() || line[0] == '#') continue;
-        auto colon = line.find(':');
-        if (colon == std::string::npos || colon == 0 || colon + 1 >= line.size())
-            throw std::runtime_error("admin: token file " + path + ": expected name:token lines");
-        std::string token = line.substr(colon + 1);
-        while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
-        if (token.size() < 16)
-            throw std::runtime_error("admin: token file " + path + ": token of " +
-                                     line.substr(0, colon) + " is shorter than 16 characters");
-        out[token] = line.substr(0, colon);
-    }
-    return out;
-}
-
+// Members in this order: the io_context is destroyed before what its pending sessions reference.
 struct server::impl {
     server_options opts;
-    backend& be;
-    asio::io_context io;
+    api handlers;
+    std::unique_ptr<ssl::context> tls;
+    asio::thread_pool work;
+    std::shared_ptr<gate> alive = std::make_shared<gate>();
+    std::atomic<std::size_t> connections{0};
+    shared_state st{opts, handlers, work, alive, connections};
+    asio::io_context io{1};
     tcp::acceptor acceptor{io};
-    std::map<std::string, std::string> tokens;
+    asio::steady_timer accept_pause{io};
     std::thread thread;
-    std::atomic<bool> stopping{false};
-    std::mutex mu;
-    std::condition_variable cv;
-    int connections = 0;
+    std::atomic<bool> stopped{false};
 
-    impl(server_options o, backend& b) : opts(std::move(o)), be(b) {
+    impl(server_options o, backend& b)
+        : opts(std::move(o)),
+          handlers(b, opts.token_file),
+          tls(make_tls(opts.tls)),
+          work(opts.work_threads ? opts.work_threads : 1) {
         auto colon = opts.listen.rfind(':');
         if (colon == std::string::npos) throw std::runtime_error("admin: listen must be host:port");
         std::string host = opts.listen.substr(0, colon), port = opts.listen.substr(colon + 1);
         if (!host.empty() && host.front() == '[') host = host.substr(1, host.size() - 2);
-        if (!is_loopback(host))
+        if (!is_loopback(host) && !tls)
             throw std::runtime_error("admin: refusing to listen on " + opts.listen +
-                                     ": only loopback addresses are allowed until TLS and "
-                                     "authentication are configured for the admin API");
-        if (!opts.token_file.empty()) tokens = read_tokens(opts.token_file);
+                                     " without TLS: beyond loopback the admin API needs "
+                                     "admin.tls.cert_file and admin.tls.key_file");
         boost::system::error_code ec;
         tcp::resolver resolver(io);
         auto results = resolver.resolve(host, port, ec);
@@ -169,488 +311,36 @@ struct server::impl {
                                      ec.message());
     }
 
-    void accept_loop() {
-        for (;;) {
-            boost::system::error_code ec;
-            tcp::socket sock(io);
-            acceptor.accept(sock, ec);
-            if (stopping.load()) return;
-            if (ec) continue;
-            {
-                std::lock_guard lock(mu);
-                if (connections >= 64) continue;  // drop: too many operator connections
-                ++connections;
-            }
-            std::thread([this, s = std::move(sock)]() mutable {
-                session(std::move(s));
-                std::lock_guard lock(mu);
-                --connections;
-                cv.notify_all();
-            }).detach();
-        }
-    }
-
-    void session(tcp::socket sock) {
-        beast::tcp_stream stream(std::move(sock));
-        beast::flat_buffer buf;
-        buf.reserve(64 * 1024);
-        for (;;) {
-            stream.expires_after(std::chrono::seconds(30));
-            http::request_parser<http::string_body> parser;
-            parser.body_limit(opts.max_body_bytes);
-            boost::system::error_code ec;
-            http::read(stream, buf, parser, ec);
-            if (ec == http::error::body_limit) {
-                send(stream, 11, false,
-                     error_reply(http::status::payload_too_large, "too_large",
-                                 "request body is larger than the limit of " +
-                                     std::to_string(opts.max_body_bytes) + " bytes"));
-                return;
-            }
-            if (ec) return;
-            auto& req = parser.get();
-            reply r;
-            try {
-                r = handle(req);
-            } catch (const std::exception& e) {
-                r = error_reply(http::status::internal_server_error, "internal", e.what());
-            }
-            if (!send(stream, req.version(), req.keep_alive(), r) || !req.keep_alive()) return;
-        }
-    }
-
-    bool send(beast::tcp_stream& stream, unsigned version, bool keep_alive, const reply& r) {
-        http::response<http::string_body> res{r.status, version};
-        res.set(http::field::server, "samband");
-        res.set(http::field::content_type, r.content_type);
-        res.keep_alive(keep_alive);
-        res.body() = r.body;
-        res.prepare_payload();
-        boost::system::error_code ec;
-        http::write(stream, res, ec);
-        return !ec;
-    }
-
-    // The operator behind the request: "operator:<name>" with a valid token, "local" without a
-    // token file, or empty when a token file exists and the request has no valid token.
-    std::string actor(const http::request<http::string_body>& req) {
-        auto it = req.find(http::field::authorization);
-        if (it != req.end()) {
-            std::string v(it->value());
-            if (v.rfind("Bearer ", 0) == 0) {
-                auto t = tokens.find(v.substr(7));
-                if (t != tokens.end()) return "operator:" + t->second;
-            }
-            return {};
-        }
-        return tokens.empty() ? "local" : std::string();
-    }
-
-    reply handle(http::request<http::string_body>& req) {
-        auto url = boost::urls::parse_origin_form(req.target());
-        if (!url)
-            return error_reply(http::status::bad_request, "bad_target", "malformed request target");
-        std::string path = url->path();
-        std::map<std::string, std::string> q;
-        for (auto p : url->params()) q[std::string(p.key)] = std::string(p.value);
-        auto method = req.method();
-        auto segs = split(path);
-
-        if (path == "/healthz") {
-            if (method != http::verb::get) return not_allowed();
-            return {http::status::ok, R"({"status":"ok"})"};
-        }
-        if (path == "/readyz") {
-            if (method != http::verb::get) return not_allowed();
-            std::string why;
-            if (be.ready(why)) return {http::status::ok, R"({"status":"ready"})"};
-            return error_reply(http::status::service_unavailable, "not_ready", why);
-        }
-        if (path == "/metrics") {
-            if (method != http::verb::get) return not_allowed();
-            return {http::status::ok, be.metrics_text(), "text/plain; version=0.0.4"};
-        }
-        if (segs.size() < 2 || segs[0] != "api" || segs[1] != "v1")
-            return error_reply(http::status::not_found, "not_found", "no such resource: " + path);
-        segs.erase(segs.begin(), segs.begin() + 2);
-        if (segs.empty())
-            return error_reply(http::status::not_found, "not_found", "no such resource");
-        const std::string& what = segs[0];
-        if (what == "status" && segs.size() == 1)
-            return method == http::verb::get ? status() : not_allowed();
-        if (what == "endpoints" && segs.size() == 1)
-            return method == http::verb::get ? endpoints() : not_allowed();
-        if (what == "plugins" && segs.size() == 1)
-            return method == http::verb::get ? plugins() : not_allowed();
-        if (what == "errors" && segs.size() == 1)
-            return method == http::verb::get ? errors(q) : not_allowed();
-        if (what == "reports" && segs.size() == 2 && segs[1] == "outcomes")
-            return method == http::verb::get ? outcomes(q) : not_allowed();
-        if (what == "events" && segs.size() == 1)
-            return method == http::verb::post ? send_event(req) : not_allowed();
-        if (what == "events" && segs.size() == 2)
-            return method == http::verb::get ? get_event(req, segs[1], q) : not_allowed();
-        if (what == "deliveries" && segs.size() == 1)
-            return method == http::verb::get ? list_deliveries(q) : not_allowed();
-        if (what == "deliveries" && segs.size() == 2)
-            return method == http::verb::get ? get_delivery(segs[1]) : not_allowed();
-        if (what == "deliveries" && segs.size() == 3 &&
-            (segs[2] == "retry" || segs[2] == "override"))
-            return method == http::verb::post ? act(req, segs[1], segs[2]) : not_allowed();
-        if (what == "replay" && segs.size() == 1)
-            return method == http::verb::post ? replay(req) : not_allowed();
-        return error_reply(http::status::not_found, "not_found", "no such resource: " + path);
-    }
-
-    static std::vector<std::string> split(const std::string& path) {
-        std::vector<std::string> out;
-        std::string cur;
-        for (char c : path) {
-            if (c == '/') {
-                if (!cur.empty()) out.push_back(cur);
-                cur.clear();
-            } else {
-                cur += c;
-            }
-        }
-        if (!cur.empty()) out.push_back(cur);
-        return out;
-    }
-
-    static reply not_allowed() {
-        return error_reply(http::status::method_not_allowed, "method_not_allowed",
-                           "this method is not allowed on this resource");
-    }
-
-    reply status() {
-        auto stats = be.store().stats();
-        if (!stats)
-            return error_reply(http::status::internal_server_error, "store",
-                               stats.error().message());
-        rapidjson::StringBuffer sb;
-        json_writer w(sb);
-        w.StartObject();
-        std::string why;
-        w.Key("ready");
-        w.Bool(be.ready(why));
-        w.Key("destinations");
-        w.StartArray();
-        std::int64_t now = core::now_ms();
-        for (const auto& s : *stats) {
-            w.StartObject();
-            kv(w, "destination", s.destination);
-            for (int i = 0; i < 8; ++i)
-                kv(w, std::string(store::to_string(static_cast<store::delivery_state>(i))).c_str(),
-                   s.by_state[i]);
-            kv(w, "oldest_waiting_s", s.oldest_pending_ms ? (now - s.oldest_pending_ms) / 1000 : 0);
-            w.EndObject();
-        }
-        w.EndArray();
-        w.Key("endpoints");
-        write_endpoints(w);
-        w.EndObject();
-        return {http::status::ok, sb.GetString()};
-    }
-
-    void write_endpoints(json_writer& w) {
-        w.StartArray();
-        for (const auto& e : be.endpoints()) {
-            w.StartObject();
-            kv(w, "name", e.name);
-            kv(w, "plugin", e.plugin);
-            kv(w, "version", e.version);
-            kv(w, "kinds", kinds_text(e.kinds));
-            kv(w, "state", e.state);
-            kv(w, "failure", e.failure);
-            w.Key("stuck");
-            w.Bool(e.stuck);
-            w.EndObject();
-        }
-        w.EndArray();
-    }
-
-    reply endpoints() {
-        rapidjson::StringBuffer sb;
-        json_writer w(sb);
-        write_endpoints(w);
-        return {http::status::ok, sb.GetString()};
-    }
-
-    reply plugins() {
-        rapidjson::StringBuffer sb;
-        json_writer w(sb);
-        w.StartArray();
-        for (const auto& p : be.plugins()) {
-            w.StartObject();
-            kv(w, "name", p.name);
-            kv(w, "version", p.version);
-            kv(w, "description", p.description);
-            kv(w, "abi",
-               std::to_string(SAMBAND_ABI_MAJOR_OF(p.abi_version)) + "." +
-                   std::to_string(SAMBAND_ABI_MINOR_OF(p.abi_version)));
-            kv(w, "kinds", kinds_text(p.kinds));
-            kv(w, "path", p.path);
-            w.EndObject();
-        }
-        w.EndArray();
-        return {http::status::ok, sb.GetString()};
-    }
-
-    // The outcome report: aggregates only (no identifiers), so no audit row is needed.
-    reply outcomes(std::map<std::string, std::string>& q) {
-        std::string from = q["from"], to = q["to"], format = q.count("format") ? q["format"] : "md";
-        if (auto why = report::check_arguments(from, to, format))
-            return error_reply(http::status::bad_request, "bad_argument", *why);
-        auto facts = report::load(be.store());
-        if (!facts)
-            return error_reply(http::status::internal_server_error, "store",
-                               facts.error().message());
-        std::string body = report::render(report::compute(*facts, from, to), format);
-        const char* type = format == "csv"   ? "text/csv; charset=utf-8"
-                           : format == "svg" ? "image/svg+xml"
-                                             : "text/markdown; charset=utf-8";
-        return {http::status::ok, std::move(body), type};
-    }
-
-    reply errors(std::map<std::string, std::string>& q) {
-        bool ok = true;
-        std::int64_t limit = q.count("limit") ? parse_i64(q["limit"], ok) : 100;
-        if (!ok || limit <= 0 || limit > 10000)
-            return error_reply(http::status::bad_request, "bad_limit", "limit must be 1..10000");
-        auto rows = be.store().list_errors(static_cast<std::size_t>(limit));
-        if (!rows)
-            return error_reply(http::status::internal_server_error, "store",
-                               rows.error().message());
-        rapidjson::StringBuffer sb;
-        json_writer w(sb);
-        w.StartArray();
-        for (const auto& [id, e] : *rows) {
-            w.StartObject();
-            kv(w, "id", id);
-            kv(w, "source", e.source);
-            kv(w, "reason", core::mask_identifiers(e.reason));
-            kv(w, "idempotency_key", e.idempotency_key);
-            w.EndObject();
-        }
-        w.EndArray();
-        return {http::status::ok, sb.GetString()};
-    }
-
-    reply get_event(const http::request<http::string_body>& req, const std::string& id,
-                    std::map<std::string, std::string>& q) {
-        std::string who = actor(req);
-        if (who.empty())
-            return error_reply(http::status::unauthorized, "unauthorized",
-                               "reading patient data needs an operator token");
-        auto ev = be.store().get_event(id);
-        if (!ev)
-            return error_reply(http::status::internal_server_error, "store", ev.error().message());
-        if (!*ev) return error_reply(http::status::not_found, "not_found", "no event " + id);
-        std::string why = q.count("reason") ? q["reason"] : "";
-        auto h = req.find("X-Samband-Reason");
-        if (h != req.end()) why = std::string(h->value());
-        be.store().audit(who, "api.read", "event:" + id, why.empty() ? "(no reason given)" : why);
-        rapidjson::StringBuffer sb;
-        json_writer w(sb);
-        w.StartObject();
-        kv(w, "id", (*ev)->id);
-        kv(w, "source", (*ev)->source);
-        kv(w, "type", (*ev)->type);
-        kv(w, "idempotency_key", (*ev)->idempotency_key);
-        kv(w, "received_at", core::iso8601_ms((*ev)->received_ms));
-        w.Key("envelope");
-        w.RawValue((*ev)->envelope_json.c_str(), (*ev)->envelope_json.size(),
-                   rapidjson::kObjectType);
-        w.Key("deliveries");
-        w.StartArray();
-        store::delivery_query dq;
-        dq.event_id = id;
-        if (auto ds = be.store().list_deliveries(dq))
-            for (const auto& d : *ds) write_delivery(w, d);
-        w.EndArray();
-        w.EndObject();
-        return {http::status::ok, sb.GetString()};
-    }
-
-    reply list_deliveries(std::map<std::string, std::string>& q) {
-        store::delivery_query dq;
-        if (q.count("state") && !q["state"].empty()) {
-            dq.state = store::parse_delivery_state(q["state"]);
-            if (!dq.state)
-                return error_reply(http::status::bad_request, "bad_state",
-                                   "unknown state \"" + q["state"] +
-                                       "\" (pending, in_flight, delivered, acknowledged, failed, "
-                                       "dead, blocked, held)");
-        }
-        dq.destination = q["destination"];
-        dq.event_id = q["event"];
-        bool ok = true;
-        if (q.count("limit")) {
-            std::int64_t l = parse_i64(q["limit"], ok);
-            if (!ok || l <= 0 || l > 10000)
-                return error_reply(http::status::bad_request, "bad_limit",
-                                   "limit must be 1..10000");
-            dq.limit = static_cast<std::size_t>(l);
-        }
-        if (q.count("after")) {
-            dq.after_id = parse_i64(q["after"], ok);
-            if (!ok)
-                return error_reply(http::status::bad_request, "bad_after", "after must be an id");
-        }
-        auto rows = be.store().list_deliveries(dq);
-        if (!rows)
-            return error_reply(http::status::internal_server_error, "store",
-                               rows.error().message());
-        rapidjson::StringBuffer sb;
-        json_writer w(sb);
-        w.StartArray();
-        for (const auto& d : *rows) write_delivery(w, d);
-        w.EndArray();
-        return {http::status::ok, sb.GetString()};
-    }
-
-    reply get_delivery(const std::string& sid) {
-        bool ok = true;
-        std::int64_t id = parse_i64(sid, ok);
-        if (!ok)
-            return error_reply(http::status::bad_request, "bad_id", "delivery ids are numbers");
-        auto d = be.store().get_delivery(id);
-        if (!d) return error_reply(core::from_store(d.error(), "store read failed"));
-        if (!*d) return error_reply(http::status::not_found, "not_found", "no delivery " + sid);
-        rapidjson::StringBuffer sb;
-        json_writer w(sb);
-        w.StartObject();
-        w.Key("delivery");
-        write_delivery(w, **d);
-        w.Key("audit");
-        w.StartArray();
-        if (auto rows = be.store().list_audit("delivery:" + sid, 200)) {
-            for (const auto& a : *rows) {
-                w.StartObject();
-                kv(w, "at", core::iso8601_ms(a.at_ms));
-                kv(w, "actor", a.actor);
-                kv(w, "action", a.action);
-                kv(w, "detail", core::mask_identifiers(a.detail));
-                w.EndObject();
-            }
-        }
-        w.EndArray();
-        w.EndObject();
-        return {http::status::ok, sb.GetString()};
-    }
-
-    static std::string body_reason(const std::string& body) {
-        rapidjson::Document d;
-        if (!json::parse(body, d).empty() || !d.IsObject() || !d.HasMember("reason") ||
-            !d["reason"].IsString())
-            return {};
-        return d["reason"].GetString();
-    }
-
-    reply act(const http::request<http::string_body>& req, const std::string& sid,
-              const std::string& verb) {
-        std::string who = actor(req);
-        if (who.empty())
-            return error_reply(http::status::unauthorized, "unauthorized",
-                               "a valid operator token is needed");
-        bool ok = true;
-        std::int64_t id = parse_i64(sid, ok);
-        if (!ok)
-            return error_reply(http::status::bad_request, "bad_id", "delivery ids are numbers");
-        std::string reason = body_reason(req.body());
-        if (verb == "override") {
-            if (who == "local")
-                return error_reply(http::status::forbidden, "forbidden",
-                                   "overriding the consent gate needs an authenticated operator "
-                                   "(configure admin.token_file)");
-            if (reason.empty())
-                return error_reply(http::status::bad_request, "reason_required",
-                                   "an override needs a reason");
-            auto r = be.override_delivery(id, who, reason);
-            if (!r) return error_reply(r.error());
-        } else {
-            auto r = be.retry_delivery(id, who, reason.empty() ? "operator retry" : reason);
-            if (!r) return error_reply(r.error());
-        }
-        return {http::status::ok, "{\"id\":" + sid + ",\"state\":\"pending\"}"};
-    }
-
-    reply replay(const http::request<http::string_body>& req) {
-        std::string who = actor(req);
-        if (who.empty())
-            return error_reply(http::status::unauthorized, "unauthorized",
-                               "a valid operator token is needed");
-        rapidjson::Document d;
-        if (!json::parse(req.body(), d).empty() || !d.IsObject() || !d.HasMember("destination") ||
-            !d["destination"].IsString() || !d.HasMember("since_ms") || !d["since_ms"].IsInt64())
-            return error_reply(http::status::bad_request, "bad_body",
-                               "expected {\"destination\": \"name\", \"since_ms\": unix-ms}");
-        auto r = be.replay(d["destination"].GetString(), d["since_ms"].GetInt64(), who);
-        if (!r) return error_reply(r.error());
-        return {http::status::ok, "{\"replayed\":" + std::to_string(*r) + "}"};
-    }
-
-    reply send_event(const http::request<http::string_body>& req) {
-        std::string who = actor(req);
-        if (who.empty())
-            return error_reply(http::status::unauthorized, "unauthorized",
-                               "a valid operator token is needed");
-        rapidjson::Document d;
-        plugin::submission sub;
-        if (!json::parse(req.body(), d).empty()) {
-            // Not JSON (or nested too deep): ingest refuses it with the reason and keeps it in
-            // the error store, so nothing posted is lost.
-            sub.envelope_json = req.body();
-            return submitted(std::move(sub));
-        }
-        if (!d.IsObject() || !d.HasMember("envelope"))
-            return error_reply(http::status::bad_request, "bad_body",
-                               "expected {\"envelope\": {...}, \"attachments\": [...]}");
-        if (d["envelope"].IsString()) {
-            sub.envelope_json = d["envelope"].GetString();
-        } else {
-            rapidjson::StringBuffer sb;
-            json_writer w(sb);
-            d["envelope"].Accept(w);
-            sub.envelope_json = sb.GetString();
-        }
-        if (d.HasMember("attachments") && d["attachments"].IsArray()) {
-            for (auto& a : d["attachments"].GetArray()) {
-                if (!a.IsObject() || !a.HasMember("content_base64") ||
-                    !a["content_base64"].IsString())
-                    return error_reply(http::status::bad_request, "bad_attachment",
-                                       "each attachment needs content_base64");
-                plugin::submission::attachment at;
-                at.filename = a.HasMember("filename") && a["filename"].IsString()
-                                  ? a["filename"].GetString()
-                                  : "attachment";
-                at.media_type = a.HasMember("media_type") && a["media_type"].IsString()
-                                    ? a["media_type"].GetString()
-                                    : "";
-                auto bytes = core::base64_decode(a["content_base64"].GetString());
-                if (bytes) at.bytes = std::move(*bytes);
-                if (!bytes)
-                    return error_reply(http::status::bad_request, "bad_base64",
-                                       "attachment " + at.filename + " is not valid base64");
-                sub.attachments.push_back(std::move(at));
-            }
-        }
-        return submitted(std::move(sub));
-    }
-
-    reply submitted(plugin::submission sub) {
-        auto p = std::make_shared<std::promise<plugin::submit_result>>();
-        auto f = p->get_future();
-        be.submit(std::move(sub), [p](const plugin::submit_result& r) { p->set_value(r); });
-        plugin::submit_result r = f.get();  // answered only after the commit
-        if (r.status == SAMBAND_OK) {
-            return {r.duplicate ? http::status::ok : http::status::created,
-                    "{\"event_id\":\"" + r.event_id +
-                        "\",\"duplicate\":" + (r.duplicate ? "true" : "false") + "}"};
-        }
-        if (r.status == SAMBAND_RETRY)
-            return error_reply(http::status::service_unavailable, "retry", r.message);
-        return error_reply(http::status::unprocessable_entity, "invalid_event", r.message);
+    void accept() {
+        acceptor.async_accept(
+            asio::make_strand(io), [this](beast::error_code ec, tcp::socket sock) {
+                if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+                if (ec) {
+                    // Out of descriptors or similar: pause instead of spinning on the error.
+                    accept_pause.expires_after(std::chrono::milliseconds(100));
+                    accept_pause.async_wait([this](beast::error_code e) {
+                        if (!e) accept();
+                    });
+                    return;
+                }
+                if (connections.load() >= opts.max_connections) {
+                    beast::error_code ignored;
+                    sock.close(ignored);
+                } else {
+                    connections.fetch_add(1);
+                    if (tls)
+                        std::make_shared<session<beast::ssl_stream<beast::tcp_stream>>>(
+                            beast::ssl_stream<beast::tcp_stream>(beast::tcp_stream(std::move(sock)),
+                                                                 *tls),
+                            st)
+                            ->run();
+                    else
+                        std::make_shared<session<beast::tcp_stream>>(
+                            beast::tcp_stream(std::move(sock)), st)
+                            ->run();
+                }
+                accept();
+            });
     }
 };
 
@@ -663,26 +353,27 @@ server::~server() {
 
 std::string server::address() const {
     auto ep = impl_->acceptor.local_endpoint();
-    return ep.address().to_string() + ":" + std::to_string(ep.port());
+    std::string host = ep.address().to_string();
+    if (ep.address().is_v6()) host = "[" + host + "]";
+    return host + ":" + std::to_string(ep.port());
 }
 
 void server::start() {
-    impl_->thread = std::thread([this] { impl_->accept_loop(); });
+    impl_->accept();
+    impl_->thread = std::thread([this] { impl_->io.run(); });
 }
 
 void server::stop() {
-    if (impl_->stopping.exchange(true)) return;
-    boost::system::error_code ec;
-    // Wake the blocking accept with a connection to ourselves, then close.
-    {
-        asio::io_context io;
-        tcp::socket s(io);
-        s.connect(impl_->acceptor.local_endpoint(), ec);
-    }
+    if (impl_->stopped.exchange(true)) return;
+    impl_->io.stop();
     if (impl_->thread.joinable()) impl_->thread.join();
+    impl_->work.join();  // handlers still running finish; their answers go nowhere
+    {
+        std::lock_guard lock(impl_->alive->mu);
+        impl_->alive->open = false;
+    }
+    boost::system::error_code ec;
     impl_->acceptor.close(ec);
-    std::unique_lock lock(impl_->mu);
-    impl_->cv.wait_for(lock, std::chrono::seconds(5), [&] { return impl_->connections == 0; });
 }
 
 }  // namespace samband::admin

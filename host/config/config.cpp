@@ -207,6 +207,13 @@ bool valid_listen(const std::string& s, std::string& why) {
     return true;
 }
 
+// Whether host:port names a loopback host (the only place plain HTTP is allowed for admin).
+bool loopback_listen(const std::string& s) {
+    std::string host = s.substr(0, s.rfind(':'));
+    if (!host.empty() && host.front() == '[') host = host.substr(1, host.size() - 2);
+    return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
 }  // namespace
 
 config_result parse_config(const std::string& text, const std::string& file,
@@ -310,8 +317,22 @@ config_result parse_config(const std::string& text, const std::string& file,
     if (const Value* a = obj("admin")) {
         c.admin.listen = str(*a, "listen", c.admin.listen);
         c.admin.token_file = resolve(base_dir, str(*a, "token_file", ""));
+        auto mo = a->FindMember("metrics_open");
+        c.admin.metrics_open = mo != a->MemberEnd() && mo->value.IsBool() && mo->value.GetBool();
+        auto t = a->FindMember("tls");
+        if (t != a->MemberEnd() && t->value.IsObject()) {
+            c.admin.tls_cert_file = resolve(base_dir, str(t->value, "cert_file", ""));
+            c.admin.tls_key_file = resolve(base_dir, str(t->value, "key_file", ""));
+            c.admin.tls_client_ca_file = resolve(base_dir, str(t->value, "client_ca_file", ""));
+        }
     }
-    if (std::string why; !valid_listen(c.admin.listen, why)) errs.push_back({"/admin/listen", why});
+    if (std::string why; !valid_listen(c.admin.listen, why)) {
+        errs.push_back({"/admin/listen", why});
+    } else if (c.admin.tls_cert_file.empty() && !loopback_listen(c.admin.listen)) {
+        errs.push_back({"/admin/listen",
+                        c.admin.listen + " is beyond loopback: the admin API then needs TLS (set "
+                                         "admin.tls.cert_file and admin.tls.key_file)"});
+    }
     if (const Value* l = obj("log")) {
         c.log.level = str(*l, "level", c.log.level);
         c.log.format = str(*l, "format", c.log.format);

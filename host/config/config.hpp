@@ -22,6 +22,8 @@ struct store_config {
 struct admin_config {
     std::string listen = "127.0.0.1:8780";
     std::string token_file;
+    std::string tls_cert_file, tls_key_file, tls_client_ca_file;  // all resolved; empty = none
+    bool metrics_open = false;  // /metrics without a token
 };
 struct log_config {
     std::string level = "info";

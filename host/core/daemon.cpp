@@ -182,6 +182,11 @@ private:
         keep(next.store.synchronous, running.store.synchronous, "/store/synchronous");
         keep(next.admin.listen, running.admin.listen, "/admin/listen");
         keep(next.admin.token_file, running.admin.token_file, "/admin/token_file");
+        keep(next.admin.tls_cert_file, running.admin.tls_cert_file, "/admin/tls/cert_file");
+        keep(next.admin.tls_key_file, running.admin.tls_key_file, "/admin/tls/key_file");
+        keep(next.admin.tls_client_ca_file, running.admin.tls_client_ca_file,
+             "/admin/tls/client_ca_file");
+        keep(next.admin.metrics_open, running.admin.metrics_open, "/admin/metrics_open");
         keep(next.plugin_dirs, running.plugin_dirs, "/plugin_dirs");
         keep(next.schemas_dir, running.schemas_dir, "/schemas_dir");
         keep(next.node.name, running.node.name, "/node/name");
@@ -258,6 +263,8 @@ private:
         admin::server_options ao;
         ao.listen = cfg_->admin.listen;
         ao.token_file = cfg_->admin.token_file;
+        ao.tls = {cfg_->admin.tls_cert_file, cfg_->admin.tls_key_file,
+                  cfg_->admin.tls_client_ca_file};
         auto srv = std::make_shared<admin::server>(ao, *this);
         admin_address_ = srv->address();
         srv->start();
