@@ -507,7 +507,19 @@ void engine::finish(std::uint64_t token, plugin::completion c) {
     kick();
 }
 
+// State changes decided in one turn of the engine thread (the completions that arrived together)
+// go to the store as one job: one savepoint and one callback for the lot, not one per delivery.
 void engine::apply(std::vector<store::delivery_update> ups) {
+    bool first = unapplied_.empty();
+    for (auto& u : ups) unapplied_.push_back(std::move(u));
+    if (!first || unapplied_.empty()) return;
+    asio::post(io_, [this] { apply_now(); });
+}
+
+void engine::apply_now() {
+    if (unapplied_.empty()) return;
+    std::vector<store::delivery_update> ups;
+    ups.swap(unapplied_);
     store_.update(std::move(ups), [this](boost::system::error_code ec) {
         if (ec) {
             log_.error("deliver.store", "store update failed: " + ec.message());
@@ -616,6 +628,7 @@ void engine::stop_dispatch(std::chrono::milliseconds grace) {
         }
         preparing_.clear();
         in_flight_total_.store(0);
+        apply_now();  // changes decided before, in order ahead of these
         if (!ups.empty()) store_.update(std::move(ups), {});
     });
 }

@@ -155,7 +155,9 @@ private:
     void finish(std::uint64_t token, plugin::completion c);
     void late(const std::string& endpoint, std::uint64_t token, plugin::completion c);
     void remember_ended(std::uint64_t token, const attempt& a, bool ok, std::string how);
+    // Queues state changes for the store; apply_now() sends the queued ones as one job.
     void apply(std::vector<store::delivery_update> ups);
+    void apply_now();
     void schedule_tick();
 
     store::store& store_;
@@ -174,6 +176,7 @@ private:
     std::unordered_map<std::int64_t, std::uint64_t> by_delivery_;  // delivery id → token in flight
     std::unordered_map<std::uint64_t, ended_attempt> ended_;
     std::unordered_map<std::uint64_t, store::delivery_row> preparing_;  // token → claimed row
+    std::vector<store::delivery_update> unapplied_;  // decided this turn, not yet at the store
     std::atomic<int> worker_jobs_{0};   // prepares and deliver() calls queued or running
     std::atomic<bool> holding_{false};  // run_quiet: start no new work
     std::mutex quiet_mu_;

@@ -309,7 +309,8 @@ public:
         enqueue(job{[this, u](db& d) {
                         for (const auto& x : *u) do_update(d, x);
                     },
-                    std::move(done)});
+                    std::move(done)},
+                lane::engine);
     }
 
     void record_receipt(receipt_record r, std::function<void(error_code)> done) override {
@@ -329,7 +330,10 @@ public:
                std::string detail) override {
         auto a = std::make_shared<std::array<std::string, 4>>(std::array<std::string, 4>{
             std::move(actor), std::move(action), std::move(subject), std::move(detail)});
-        enqueue(job{[this, a](db& d) { add_audit(d, (*a)[0], (*a)[1], (*a)[2], (*a)[3]); }, {}});
+        // The engine lane: an audit row the engine or an operator writes beside a state change
+        // stays in order with it.
+        enqueue(job{[this, a](db& d) { add_audit(d, (*a)[0], (*a)[1], (*a)[2], (*a)[3]); }, {}},
+                lane::engine);
     }
 
     void claim_due_async(std::string_view destination, std::int64_t now_ms, std::size_t limit,
@@ -342,7 +346,8 @@ public:
                     [rows, done = std::move(done)](error_code ec) {
                         if (ec) rows->clear();
                         done(ec, std::move(*rows));
-                    }});
+                    }},
+                lane::engine);
     }
 
     // ---- reads (own connection) ----
@@ -671,6 +676,10 @@ private:
         std::function<void(db&)> run;
         std::function<void(error_code)> done;
     };
+    // The engine's claims and state changes go in the next commit ahead of queued submits: a
+    // claim that waited behind a full batch of 8 KB submits would cap delivery at one claim per
+    // two commits while ingest runs. Both lanes share each commit (and its fsync).
+    enum class lane { ingest, engine };
 
     static db open_db(const sqlite_options& o, bool writer) {
         fs::path p(o.path);
@@ -997,7 +1006,7 @@ private:
         return *value;
     }
 
-    void enqueue(job j) {
+    void enqueue(job j, lane l = lane::ingest) {
         {
             std::lock_guard lock(mu_);
             if (failed_) {
@@ -1005,7 +1014,7 @@ private:
                 if (done) done(io_error());
                 return;
             }
-            queue_.push_back(std::move(j));
+            (l == lane::engine ? engine_queue_ : queue_).push_back(std::move(j));
         }
         cv_.notify_one();
     }
@@ -1015,13 +1024,18 @@ private:
         for (;;) {
             {
                 std::unique_lock lock(mu_);
-                cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-                if (queue_.empty() && stop_) return;
-                std::size_t n = std::min(queue_.size(), std::max<std::size_t>(opts_.max_batch, 1));
+                cv_.wait(lock, [&] { return stop_ || !queue_.empty() || !engine_queue_.empty(); });
+                if (queue_.empty() && engine_queue_.empty() && stop_) return;
+                // Every engine job queued so far (a claim or a batch of state changes each), then
+                // submits up to max_batch. A job queued before a flush() is always in its commit
+                // or an earlier one.
+                std::size_t max = std::max<std::size_t>(opts_.max_batch, 1);
                 batch.clear();
-                for (std::size_t i = 0; i < n; ++i) {
-                    batch.push_back(std::move(queue_.front()));
-                    queue_.pop_front();
+                for (auto* q : {&engine_queue_, &queue_}) {
+                    while (!q->empty() && (batch.size() < max || q == &engine_queue_)) {
+                        batch.push_back(std::move(q->front()));
+                        q->pop_front();
+                    }
                 }
             }
             auto t0 = std::chrono::steady_clock::now();
@@ -1103,6 +1117,8 @@ private:
                 {
                     std::lock_guard lock(mu_);
                     rest.swap(queue_);
+                    for (auto& j : engine_queue_) rest.push_back(std::move(j));
+                    engine_queue_.clear();
                 }
                 for (auto& j : rest)
                     if (j.done) j.done(io_error());
@@ -1117,7 +1133,8 @@ private:
     std::mutex rmu_;
     std::mutex mu_;
     std::condition_variable cv_;
-    std::deque<job> queue_;
+    std::deque<job> queue_;         // ingest lane: submits, errors, audit, operator jobs
+    std::deque<job> engine_queue_;  // engine lane: claims and delivery state changes
     bool stop_ = false;
     bool failed_ = false;
     std::string last_hash_, pending_hash_;
