@@ -147,6 +147,8 @@ void engine::pump(destination& d) {
     // quarantined): no attempt is spent then.
     if (d.in_flight >= d.pol.concurrency || !d.sink->ready()) return;
     std::size_t want = static_cast<std::size_t>(d.pol.concurrency - d.in_flight);
+    // The state changes that freed these slots reach the store before the claim that reuses them.
+    apply_now();
     d.claiming = true;
     ++claims_out_;
     store_.claim_due_async(
