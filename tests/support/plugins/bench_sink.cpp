@@ -1,6 +1,8 @@
 // A sink for benchmarks: completes at once, measures accept-to-delivered latency from the
-// event's data.sent_at_ns and writes a JSON report after `expect` deliveries (or at stop).
-//   config: {"report_file": "PATH", "expect": N}
+// event's data.sent_at_ns and writes a JSON report after `expect` deliveries (or at stop), with
+// the latency distribution (`cdf_ms`: the 0th to 100th percentile). With `progress_file` it
+// appends {"n": deliveries, "t_ns": unix ns} at the first delivery and every `progress_every`.
+//   config: {"report_file": "PATH", "expect": N, "progress_file": "PATH", "progress_every": N}
 #include <samband/sdk.hpp>
 
 #include <rapidjson/document.h>
@@ -33,6 +35,10 @@ public:
             if (d.HasMember("report_file") && d["report_file"].IsString())
                 report_ = d["report_file"].GetString();
             if (d.HasMember("expect") && d["expect"].IsInt()) expect_ = d["expect"].GetInt();
+            if (d.HasMember("progress_file") && d["progress_file"].IsString())
+                progress_.open(d["progress_file"].GetString(), std::ios::app);
+            if (d.HasMember("progress_every") && d["progress_every"].IsInt())
+                every_ = std::max(1, d["progress_every"].GetInt());
         }
         lat_.reserve(static_cast<std::size_t>(std::max(expect_, 0)));
     }
@@ -54,6 +60,9 @@ public:
         if (first_ == 0) first_ = now;
         last_ = now;
         if (sent > 0) lat_.push_back(now - sent);
+        ++count_;
+        if (progress_.is_open() && (count_ == 1 || count_ % every_ == 0))
+            progress_ << "{\"n\":" << count_ << ",\"t_ns\":" << now << "}" << std::endl;
         if (static_cast<int>(lat_.size()) == expect_) write_locked();
     }
 
@@ -77,12 +86,16 @@ private:
         out << "{\"delivered\":" << l.size() << ",\"seconds\":" << secs
             << ",\"delivered_per_s\":" << (secs > 0 ? l.size() / secs : 0.0)
             << ",\"latency_p50_ms\":" << pct(0.5) << ",\"latency_p99_ms\":" << pct(0.99)
-            << ",\"latency_max_ms\":" << (l.empty() ? 0.0 : l.back() / 1e6) << "}\n";
+            << ",\"latency_max_ms\":" << (l.empty() ? 0.0 : l.back() / 1e6) << ",\"cdf_ms\":[";
+        for (int q = 0; q <= 100; ++q) out << (q ? "," : "") << pct(q / 100.0);
+        out << "]}\n";
         out.close();
         std::rename((report_ + ".tmp").c_str(), report_.c_str());
     }
 
     std::string report_;
+    std::ofstream progress_;
+    std::int64_t count_ = 0, every_ = 10000;
     int expect_ = -1;
     std::mutex mu_;
     std::vector<std::int64_t> lat_;
