@@ -385,6 +385,32 @@ config_result parse_config(const std::string& text, const std::string& file,
         }
         c.gp_directory = gc;
     }
+    if (const Value* a = obj("adresseregisteret")) {
+        adresseregisteret_config ac;
+        ac.url = str(*a, "url", "");
+        ac.username = str(*a, "username", "");
+        ac.password_secret = str(*a, "password_secret", "");
+        ac.ca_file = resolve(base_dir, str(*a, "ca_file", ""));
+        ac.file = resolve(base_dir, str(*a, "file", ""));
+        ac.timeout_ms = i64(*a, "timeout_ms", ac.timeout_ms);
+        ac.cache_ttl_s = i64(*a, "cache_ttl_s", ac.cache_ttl_s);
+        if (auto d = a->FindMember("destinations"); d != a->MemberEnd() && d->value.IsArray())
+            for (const auto& n : d->value.GetArray())
+                if (n.IsString()) ac.destinations.push_back(n.GetString());
+        if (ac.url.empty() && ac.file.empty())
+            errs.push_back(
+                {"/adresseregisteret", "the Adresseregisteret needs a url, a file or both"});
+        if (ac.username.empty() != ac.password_secret.empty())
+            errs.push_back(
+                {"/adresseregisteret", "username and password_secret go together (HTTP Basic)"});
+        auto secs = doc.FindMember("secrets");
+        if (!ac.password_secret.empty() &&
+            (secs == doc.MemberEnd() || !secs->value.HasMember(ac.password_secret.c_str())))
+            errs.push_back(
+                {"/adresseregisteret/password_secret",
+                 "unknown secret \"" + ac.password_secret + "\" (define it under secrets)"});
+        c.adresseregisteret = ac;
+    }
     if (const Value* secs = obj("secrets")) {
         for (auto& m : secs->GetObject())
             c.secrets[m.name.GetString()] = {resolve(base_dir, str(m.value, "file", "")),
@@ -421,6 +447,13 @@ config_result parse_config(const std::string& text, const std::string& file,
     }
     std::string known;
     for (const auto& [n, e] : c.endpoints) known += (known.empty() ? "" : ", ") + n;
+    if (c.adresseregisteret) {
+        const auto& dests = c.adresseregisteret->destinations;
+        for (std::size_t i = 0; i < dests.size(); ++i)
+            if (!c.endpoints.count(dests[i]))
+                errs.push_back({"/adresseregisteret/destinations/" + std::to_string(i),
+                                "unknown endpoint \"" + dests[i] + "\" (known: " + known + ")"});
+    }
     std::set<std::string> route_names;
     const Value& routes = doc["routes"];
     for (rapidjson::SizeType i = 0; i < routes.Size(); ++i) {

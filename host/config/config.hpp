@@ -23,7 +23,7 @@ struct admin_config {
     std::string listen = "127.0.0.1:8780";
     std::string token_file;
     std::string tls_cert_file, tls_key_file, tls_client_ca_file;  // all resolved; empty = none
-    bool metrics_open = false;  // /metrics without a token
+    bool metrics_open = false;                                    // /metrics without a token
 };
 struct log_config {
     std::string level = "info";
@@ -44,6 +44,16 @@ struct gp_directory_config {
     std::int64_t timeout_ms = 10000;
     std::int64_t cache_ttl_s = 3600;
     bool operator==(const gp_directory_config&) const = default;
+};
+// The receiver check in NHN's Adresseregisteret (docs/nhn.md). An empty `destinations` means
+// every endpoint of the nhn plugin.
+struct adresseregisteret_config {
+    std::string url, username, password_secret, ca_file;
+    std::string file;  // local fallback: {"parties": [...]}
+    std::int64_t timeout_ms = 10000;
+    std::int64_t cache_ttl_s = 3600;
+    std::vector<std::string> destinations;
+    bool operator==(const adresseregisteret_config&) const = default;
 };
 struct secret_ref {
     std::string file;
@@ -100,6 +110,7 @@ struct config {
     limits_config limits;
     identifiers_config identifiers;
     std::optional<gp_directory_config> gp_directory;
+    std::optional<adresseregisteret_config> adresseregisteret;
     std::map<std::string, secret_ref> secrets;
     std::map<std::string, endpoint_config> endpoints;
     std::vector<route> routes;

@@ -13,6 +13,7 @@
 #include "core/services.hpp"
 #include "delivery/engine.hpp"
 #include "delivery/receipt_window.hpp"
+#include "directory/adresseregisteret.hpp"
 #include "directory/gp_directory.hpp"
 #include "ingest/ingest.hpp"
 #include "plugin/plugin_host.hpp"
@@ -29,6 +30,7 @@
 #include <fstream>
 #include <future>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 
 namespace samband::core {
@@ -86,6 +88,8 @@ public:
         log_.info("schemas", "event schemas loaded",
                   {{"dir", cfg_->schemas_dir}, {"count", std::to_string(schemas_.size())}});
         gp_ = open_gp_directory(*cfg_, log_);
+        ar_ = open_receiver_directory(*cfg_, log_);
+        ar_destinations_ = receiver_checked_destinations(*cfg_);
 
         ingest_ = std::make_unique<ingest::ingest>(*store_, schemas_, ingest_options(*cfg_), log_);
 
@@ -252,6 +256,9 @@ private:
             plan, in, gp_.get(),
             [this](const std::string& name) { return rt_ ? rt_->instance(name) : nullptr; },
             &schemas_);
+        // The receiver must be able to take it (Adresseregisteret), unless an operator overrode.
+        if (ar_ && !row.overridden && ar_destinations_.count(row.destination))
+            prepared = check_receiver(std::move(prepared), *ar_);
         // Every gate decision is in the audit log; held/blocked ones come with their state change.
         if (plan.recipient == "gp" && prepared.what == delivery::prepared::action::send)
             store_->audit("gate", "gate.send", "delivery:" + std::to_string(row.id),
@@ -430,6 +437,18 @@ private:
                 return;
             }
         }
+        // So is a changed Adresseregisteret check.
+        std::unique_ptr<directory::receiver_directory> ar_next;
+        bool ar_changed = next->adresseregisteret != cfg_->adresseregisteret;
+        if (ar_changed) {
+            try {
+                ar_next = open_receiver_directory(*next, log_);
+            } catch (const std::exception& e) {
+                log_.error("reload", "reload refused; the running config stays",
+                           {{"errors", std::string("/adresseregisteret: ") + e.what()}});
+                return;
+            }
+        }
         if (auto bad = schema_errors(*next); !bad.empty()) {
             log_.error("reload", "reload refused; the running config stays",
                        {{"errors", config::format_errors(opts_.config_path, bad)}});
@@ -482,6 +501,8 @@ private:
                     engine_->set_destination(name, ep.inst.get(), ep.pol);
             }
             if (gp_changed) gp_ = std::move(gp_next);  // no prepare runs while we swap
+            if (ar_changed) ar_ = std::move(ar_next);
+            ar_destinations_ = receiver_checked_destinations(*next);
         });
         install_routes(*next);
         apply_log_settings(*next);
@@ -604,6 +625,8 @@ private:
     std::unique_ptr<store::store> store_;
     codec::schema_set schemas_;
     std::unique_ptr<directory::gp_directory> gp_;
+    std::unique_ptr<directory::receiver_directory> ar_;  // null: no receiver check
+    std::set<std::string> ar_destinations_;
     std::unique_ptr<ingest::ingest> ingest_;
     delivery::attachment_handles handles_;
     std::unique_ptr<delivery::engine> engine_;

@@ -3,6 +3,8 @@
 #include "codec/json.hpp"
 #include "ingest/ingest.hpp"
 
+#include <rapidjson/pointer.h>
+
 namespace samband::core {
 
 namespace {
@@ -62,7 +64,33 @@ std::string add_recipient(rapidjson::Document& env, directory::gp_directory* gp)
     return {};
 }
 
+// The HER-id at `path` (a string, or an integer as some sources write it); empty if absent.
+std::string her_id_at(const rapidjson::Value& v, const char* path) {
+    if (auto s = codec::string_at(v, path); !s.empty()) return std::string(s);
+    rapidjson::Pointer ptr(path);
+    const rapidjson::Value* n = ptr.IsValid() ? ptr.Get(v) : nullptr;
+    return n && n->IsInt64() ? std::to_string(n->GetInt64()) : std::string();
+}
+
 }  // namespace
+
+delivery::prepared check_receiver(delivery::prepared p, directory::receiver_directory& ar) {
+    if (p.what != action::send) return p;
+    auto env = codec::parse_json(p.event.envelope_json);
+    if (!env || !env->IsObject()) return p;
+    std::string her;
+    for (const char* path : {"/note/receiver/person/her_id", "/note/receiver/organisation/her_id",
+                             "/recipient/gp/her_id", "/recipient/office/her_id"}) {
+        her = her_id_at(*env, path);
+        if (!her.empty()) break;
+    }
+    if (her.empty()) return p;
+    auto v = ar.check(her);
+    if (!v) return stop_with(action::retry, "receiver not checked: " + v.error());
+    if (!v->can_receive)
+        return stop_with(action::hold, "the receiver cannot take the message: " + v->reason);
+    return p;
+}
 
 std::string check_transform_output(const codec::schema_set& schemas, std::string_view input_id,
                                    std::string_view output_json) {

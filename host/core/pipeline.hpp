@@ -4,6 +4,7 @@
 #include "codec/json.hpp"
 #include "consent/gate.hpp"
 #include "delivery/engine.hpp"
+#include "directory/adresseregisteret.hpp"
 #include "directory/gp_directory.hpp"
 #include "plugin/plugin_host.hpp"
 
@@ -37,6 +38,13 @@ delivery::prepared run_pipeline(
     const route_plan& plan, const pipeline_input& in, directory::gp_directory* gp,
     const std::function<plugin::instance*(const std::string&)>& find_instance,
     const codec::schema_set* schemas = nullptr);
+
+// Asks the Adresseregisteret whether the receiver of a prepared send can take the message: the GP
+// of `note.receiver` when named, else its organisation (else the envelope's `recipient`). A
+// receiver that cannot (not found, inactive, not valid, no EDI address) turns it into `hold` with
+// the register's reason; a register that cannot say (and no file) into `retry` ("receiver not
+// checked: …"). Anything else, and an envelope naming no receiver, is returned unchanged.
+delivery::prepared check_receiver(delivery::prepared p, directory::receiver_directory& ar);
 
 // The contract of a transform's output: an envelope with the same id that validates as
 // `samband.event` with its type's data schema, plus `recipient`, `note` and `journal` objects

@@ -245,6 +245,23 @@ void stop_endpoints(runtime& rt, std::uint32_t kinds, logger& log) {
     }
 }
 
+namespace {
+// A named secret's value (its file's first line, or its environment variable); empty if unset.
+std::string read_secret(const config::config& c, const std::string& name) {
+    std::string value;
+    auto it = c.secrets.find(name);
+    if (it == c.secrets.end()) return value;
+    if (!it->second.env.empty()) {
+        const char* v = std::getenv(it->second.env.c_str());
+        if (v) value = v;
+    } else {
+        std::ifstream in(it->second.file);
+        std::getline(in, value);
+    }
+    return value;
+}
+}  // namespace
+
 std::unique_ptr<directory::gp_directory> open_gp_directory(const config::config& c, logger& log) {
     if (!c.gp_directory) {
         log.info("gp_directory", "no GP directory configured; GP routes hold until one is");
@@ -258,16 +275,7 @@ std::unique_ptr<directory::gp_directory> open_gp_directory(const config::config&
         o.username = g.username;
         o.timeout = std::chrono::milliseconds(g.timeout_ms);
         o.ca_file = g.ca_file;
-        auto it = c.secrets.find(g.password_secret);
-        if (it != c.secrets.end()) {
-            if (!it->second.env.empty()) {
-                const char* v = std::getenv(it->second.env.c_str());
-                if (v) o.password = v;
-            } else {
-                std::ifstream in(it->second.file);
-                std::getline(in, o.password);
-            }
-        }
+        o.password = read_secret(c, g.password_secret);
         if (o.password.empty())
             throw std::runtime_error("gp_directory: the secret \"" + g.password_secret +
                                      "\" is empty or unreadable");
@@ -280,6 +288,47 @@ std::unique_ptr<directory::gp_directory> open_gp_directory(const config::config&
         log.info("gp_directory", "GP directory loaded", {{"path", g.path}});
     }
     return directory::with_cache(std::move(dir), std::chrono::seconds(g.cache_ttl_s));
+}
+
+std::unique_ptr<directory::receiver_directory> open_receiver_directory(const config::config& c,
+                                                                       logger& log) {
+    if (!c.adresseregisteret) return nullptr;
+    const auto& a = *c.adresseregisteret;
+    directory::ar_options o;
+    o.http.what = "Adresseregisteret";
+    o.http.url = a.url;
+    o.http.username = a.username;
+    o.http.timeout = std::chrono::milliseconds(a.timeout_ms);
+    o.http.ca_file = a.ca_file;
+    o.file = a.file;
+    o.cache_ttl = std::chrono::seconds(a.cache_ttl_s);
+    if (!a.password_secret.empty()) {
+        o.http.password = read_secret(c, a.password_secret);
+        if (o.http.password.empty())
+            throw std::runtime_error("adresseregisteret: the secret \"" + a.password_secret +
+                                     "\" is empty or unreadable");
+    }
+    auto dir = directory::open_adresseregisteret(std::move(o));
+    std::string dests;
+    for (const auto& d : receiver_checked_destinations(c)) dests += (dests.empty() ? "" : ",") + d;
+    log.info("adresseregisteret", "receiver check ready",
+             {{"url", a.url}, {"file", a.file}, {"destinations", dests}});
+    return dir;
+}
+
+std::set<std::string> receiver_checked_destinations(const config::config& c) {
+    std::set<std::string> out;
+    if (!c.adresseregisteret) return out;
+    if (!c.adresseregisteret->destinations.empty()) {
+        out.insert(c.adresseregisteret->destinations.begin(),
+                   c.adresseregisteret->destinations.end());
+        return out;
+    }
+    for (const auto& [name, e] : c.endpoints) {
+        std::string plugin = fs::path(e.plugin).filename().string();
+        if (plugin == "nhn" || plugin == "samband_plugin_nhn.so") out.insert(name);
+    }
+    return out;
 }
 
 }  // namespace samband::core

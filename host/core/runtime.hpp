@@ -5,11 +5,13 @@
 #include "core/log.hpp"
 #include "core/services.hpp"
 #include "delivery/engine.hpp"
+#include "directory/adresseregisteret.hpp"
 #include "directory/gp_directory.hpp"
 #include "plugin/plugin_host.hpp"
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -82,5 +84,13 @@ void stop_endpoints(runtime& rt, std::uint32_t kinds, logger& log);
 
 // The configured GP directory (file, cached), or null when none is configured.
 std::unique_ptr<directory::gp_directory> open_gp_directory(const config::config& c, logger& log);
+
+// The configured Adresseregisteret receiver check, or null when none is configured. Throws
+// std::runtime_error naming the problem (url, file, secret).
+std::unique_ptr<directory::receiver_directory> open_receiver_directory(const config::config& c,
+                                                                       logger& log);
+// The endpoints whose deliveries the receiver check applies to: those listed under
+// adresseregisteret.destinations, else every endpoint of the nhn plugin.
+std::set<std::string> receiver_checked_destinations(const config::config& c);
 
 }  // namespace samband::core

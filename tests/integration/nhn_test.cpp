@@ -455,6 +455,228 @@ TEST_F(nhn_test, the_adresseregisteret_decides_whether_the_receiver_can_take_the
     EXPECT_EQ(d.stop(), 0);
 }
 
+// Issue 11 item 8: the daemon's own receiver check (config "adresseregisteret"), decided in the
+// prepare step like the GP lookup, so a receiver that cannot take the message is `held`.
+class ar_host_test : public nhn_test {
+protected:
+    std::string ar_dir = source_dir() + "/tests/data/nhn/registries/adresseregisteret-client/";
+
+    // Puts the daemon's receiver check, an operator token and a second destination ("copy", the
+    // same events to a folder) into the config.
+    void configure(const std::string& ar_json) {
+        std::string cfg = read_file(root_ / "samband.json");
+        auto at = cfg.find(R"("endpoints": {)");
+        cfg.insert(at, R"("adresseregisteret": )" + ar_json + ",\n  ");
+        auto admin = cfg.find(R"("admin": {"listen": "127.0.0.1:0"})");
+        cfg.replace(admin, std::string(R"("admin": {"listen": "127.0.0.1:0"})").size(),
+                    R"("admin": {"listen": "127.0.0.1:0", "token_file": "tokens"})");
+        auto ep = cfg.find(R"("journal": {"plugin": "file")");
+        cfg.insert(ep, R"("copy": {"plugin": "file", "config": {"outbox": "copy"}},
+    )");
+        auto rt = cfg.find(R"({"name": "from-gp")");
+        cfg.insert(
+            rt,
+            R"({"name": "copy", "match": {"type": "rph.treatment.*", "source": "epj"}, "to": ["copy"]},
+    )");
+        write_file(root_ / "samband.json", cfg);
+        write_file(root_ / "tokens", "ops:0123456789abcdef0123\n");
+        write_file(root_ / "op-token", "0123456789abcdef0123\n");
+    }
+
+    // The nhn delivery as the admin API lists it (state and reason).
+    std::pair<std::string, std::string> nhn_delivery(daemon_process& d) {
+        auto r = d.get("/api/v1/deliveries?destination=nhn");
+        rapidjson::Document doc;
+        doc.Parse(r.body.c_str());
+        if (doc.HasParseError() || !doc.IsArray() || doc.Empty()) return {"none", ""};
+        const auto& row = doc[0];
+        return {row["state"].GetString(), row.HasMember("reason") && row["reason"].IsString()
+                                              ? row["reason"].GetString()
+                                              : ""};
+    }
+
+    bool copied() {
+        std::error_code ec;
+        return fs::exists(root_ / "copy", ec) && !fs::is_empty(root_ / "copy", ec);
+    }
+    bool sent() { return fs::exists(root_ / "nhn-out") && !sent_message().empty(); }
+};
+
+// An inactive receiver (NHN's person sample with Active false) is held with the register's reason,
+// shown by the admin API, `samband status` and `deliveries list`; nothing is sent; an operator's
+// override sends it.
+TEST_F(ar_host_test, an_inactive_receiver_is_held_with_the_reason_and_an_override_sends_it) {
+    std::string inactive =
+        read_file(ar_dir + "get-communication-party-details-person-response.xml");
+    auto active = inactive.find("<Active>true</Active>");
+    ASSERT_NE(active, std::string::npos);
+    inactive.replace(active, std::string("<Active>true</Active>").size(), "<Active>false</Active>");
+    write_file(root_ / "inactive.xml", inactive);
+    fake_ar ar({"9900101=" + (root_ / "inactive.xml").string(), "--default",
+                ar_dir + "get-communication-party-details-not-found-response.xml"});
+    ASSERT_GT(ar.port(), 0) << "the fake Adresseregisteret did not start (python3?)";
+    configure(R"({"url": "http://127.0.0.1:)" + std::to_string(ar.port()) +
+              R"(/ar", "timeout_ms": 5000})");
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_start_note_with_pdf();
+    ASSERT_TRUE(wait_for([&] { return nhn_delivery(d).first == "held"; }, std::chrono::seconds(20)))
+        << nhn_delivery(d).first << d.log();
+    auto [state, reason] = nhn_delivery(d);
+    EXPECT_EQ(reason,
+              "the receiver cannot take the message: HER-id 115522 (Anne-Marie Bach) is not active "
+              "in the Adresseregisteret")
+        << reason;
+    EXPECT_FALSE(sent()) << "nothing is sent to a receiver that cannot take it";
+    EXPECT_TRUE(wait_for([&] { return copied(); }, std::chrono::seconds(10)))
+        << "the other destination delivers";
+    auto [rc, status] = d.cli("status --json");
+    ASSERT_EQ(rc, 0) << status;
+    rapidjson::Document st;
+    st.Parse(status.c_str());
+    ASSERT_TRUE(st.IsObject() && st.HasMember("destinations")) << status;
+    std::int64_t held = -1;
+    for (const auto& dst : st["destinations"].GetArray())
+        if (std::string(dst["destination"].GetString()) == "nhn") held = dst["held"].GetInt64();
+    EXPECT_EQ(held, 1) << status;
+    auto [lrc, list] = d.cli("deliveries list --state held");
+    EXPECT_EQ(lrc, 0) << list;
+    EXPECT_NE(list.find("not active in the Adresseregisteret"), std::string::npos) << list;
+
+    // The operator's override: the check is skipped for this delivery and the note leaves.
+    auto r = d.get("/api/v1/deliveries?destination=nhn");
+    rapidjson::Document doc;
+    doc.Parse(r.body.c_str());
+    ASSERT_TRUE(doc.IsArray() && doc.Size() == 1) << r.body;
+    std::string id = std::to_string(doc[0]["id"].GetInt64());
+    auto ov =
+        d.cli("deliveries override " + id + " --reason 'GP confirmed by phone' --token-file " +
+              (root_ / "op-token").string());
+    EXPECT_EQ(ov.first, 0) << ov.second;
+    EXPECT_TRUE(
+        wait_for([&] { return nhn_delivery(d).first == "delivered"; }, std::chrono::seconds(15)))
+        << nhn_delivery(d).first << d.log();
+    EXPECT_TRUE(sent());
+    EXPECT_EQ(d.stop(), 0);
+}
+
+// A receiver the register does not know (NHN's InvalidHerIdSupplied fault) is held; the answer is
+// cached, so an operator's retry holds it again without asking the register twice.
+TEST_F(ar_host_test, an_unknown_receiver_is_held_and_a_retry_uses_the_cached_answer) {
+    fake_ar ar({"--default", ar_dir + "get-communication-party-details-not-found-response.xml"});
+    ASSERT_GT(ar.port(), 0) << "the fake Adresseregisteret did not start (python3?)";
+    std::string base = "127.0.0.1:" + std::to_string(ar.port());
+    configure(R"({"url": "http://)" + base + R"(/ar", "timeout_ms": 5000, "cache_ttl_s": 600})");
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_start_note_with_pdf();
+    ASSERT_TRUE(wait_for([&] { return nhn_delivery(d).first == "held"; }, std::chrono::seconds(20)))
+        << nhn_delivery(d).first << d.log();
+    EXPECT_EQ(nhn_delivery(d).second,
+              "the receiver cannot take the message: HER-id 9900101 does not exist in the "
+              "Adresseregisteret");
+    EXPECT_EQ(http(base, "GET", "/_test/calls").body, "1");
+    auto r = d.get("/api/v1/deliveries?destination=nhn");
+    rapidjson::Document doc;
+    doc.Parse(r.body.c_str());
+    ASSERT_TRUE(doc.IsArray() && doc.Size() == 1) << r.body;
+    std::string id = std::to_string(doc[0]["id"].GetInt64());
+    auto show = [&] { return d.cli("deliveries show " + id).second; };
+    auto holds = [&] {
+        std::string s = show();
+        int n = 0;
+        for (auto p = s.find("does not exist"); p != std::string::npos;
+             p = s.find("does not exist", p + 1))
+            ++n;
+        return n;
+    };
+    int before = holds();
+    ASSERT_GE(before, 1) << show();
+    auto rt = d.cli("deliveries retry " + id + " --token-file " + (root_ / "op-token").string());
+    EXPECT_EQ(rt.first, 0) << rt.second;
+    // Held again once the retry has been prepared: one more hold in the audit trail.
+    EXPECT_TRUE(wait_for([&] { return nhn_delivery(d).first == "held" && holds() > before; },
+                         std::chrono::seconds(15)))
+        << show() << d.log();
+    EXPECT_EQ(http(base, "GET", "/_test/calls").body, "1") << "the answer was not cached";
+    EXPECT_FALSE(sent());
+    EXPECT_EQ(d.stop(), 0);
+}
+
+// The register cannot be reached: the local file decides (the GP can receive → sent); a receiver
+// in neither is retried with "receiver not checked", never sent unchecked.
+TEST_F(ar_host_test, an_unreachable_register_falls_back_to_the_local_file) {
+    write_file(root_ / "ar.json",
+               R"({"parties": [{"her_id": "9900101", "name": "Lise Fastlege", "active": true,
+                                "valid": true, "edi_address": true}]})");
+    configure(R"({"url": "http://127.0.0.1:1/ar", "timeout_ms": 1000, "file": "ar.json"})");
+    {
+        daemon_process d(root_ / "samband.json", root_);
+        ASSERT_TRUE(d.start()) << d.log();
+        drop_start_note_with_pdf();
+        EXPECT_TRUE(wait_for([&] { return nhn_delivery(d).first == "delivered"; },
+                             std::chrono::seconds(15)))
+            << nhn_delivery(d).first << d.log();
+        EXPECT_TRUE(sent());
+        EXPECT_EQ(d.stop(), 0);
+    }
+    fs::remove_all(root_ / "var");
+    fs::remove_all(root_ / "nhn-out");
+    write_file(root_ / "ar.json", R"({"parties": []})");
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_start_note_with_pdf();
+    ASSERT_TRUE(
+        wait_for([&] { return nhn_delivery(d).first == "failed"; }, std::chrono::seconds(15)))
+        << nhn_delivery(d).first << d.log();
+    auto reason = nhn_delivery(d).second;
+    EXPECT_EQ(reason.rfind("receiver not checked: Adresseregisteret: cannot connect", 0), 0u)
+        << reason;
+    EXPECT_NE(reason.find("not in the local file"), std::string::npos) << reason;
+    EXPECT_FALSE(sent());
+    EXPECT_EQ(d.stop(), 0);
+}
+
+// A register that never answers costs the nhn delivery the configured timeout (held open that
+// long, -10 %) and a retry naming it; the other destination delivers meanwhile.
+TEST_F(ar_host_test, a_register_that_hangs_times_out_while_other_destinations_deliver) {
+    const int timeout_ms = 2000;
+    fake_ar ar({"--hang", "9900101"});
+    ASSERT_GT(ar.port(), 0) << "the fake Adresseregisteret did not start (python3?)";
+    std::string base = "127.0.0.1:" + std::to_string(ar.port());
+    configure(R"({"url": "http://)" + base + R"(/ar", "timeout_ms": )" +
+              std::to_string(timeout_ms) + "}");
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_start_note_with_pdf();
+    ASSERT_TRUE(wait_for([&] { return http(base, "GET", "/_test/calls").body == "1"; },
+                         std::chrono::seconds(10)))
+        << d.log();
+    auto asked = std::chrono::steady_clock::now();
+    ASSERT_TRUE(wait_for([&] { return copied(); }, std::chrono::seconds(10))) << d.log();
+    auto copy_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - asked)
+                       .count();
+    EXPECT_LT(copy_ms, timeout_ms) << "the other destination waited on the register";
+    ASSERT_TRUE(
+        wait_for([&] { return nhn_delivery(d).first == "failed"; }, std::chrono::seconds(15)))
+        << nhn_delivery(d).first << d.log();
+    EXPECT_EQ(nhn_delivery(d).second, "receiver not checked: Adresseregisteret: no answer within " +
+                                          std::to_string(timeout_ms) + " ms (timeout)");
+    std::string held;
+    ASSERT_TRUE(wait_for(
+        [&] {
+            held = http(base, "GET", "/_test/held").body;
+            return !held.empty();
+        },
+        std::chrono::seconds(10)));
+    int first = std::stoi(held.substr(0, held.find(',')));
+    EXPECT_GE(first, timeout_ms * 9 / 10) << "gave up early";
+    EXPECT_LE(first, timeout_ms * 3 / 2) << "gave up late";
+    EXPECT_FALSE(sent());
+    EXPECT_EQ(d.stop(), 0);
+}
+
 // Issue 11: the per-store delivery number repeats in every fresh store; the MsgId must not.
 TEST_F(nhn_test, msg_ids_never_repeat_across_two_fresh_stores) {
     std::vector<std::string> all;

@@ -76,6 +76,42 @@ TEST(config_load, reference_errors_name_the_unknown_endpoint_and_duplicates) {
         << all;
 }
 
+TEST(config_load, the_adresseregisteret_check_is_read_and_its_mistakes_named_by_path) {
+    auto ok = parse_config(R"({"store": {"kind": "sqlite"}, "endpoints": {"gp": {"plugin": "file"}},
+      "routes": [{"name": "a", "match": {}, "to": ["gp"]}],
+      "adresseregisteret": {"url": "https://ar.example/AR", "file": "ar.json",
+                            "timeout_ms": 1500, "destinations": ["gp"]}})",
+                           "t.json", "/etc/samband");
+    ASSERT_TRUE(ok.cfg) << format_errors("t.json", ok.errors);
+    ASSERT_TRUE(ok.cfg->adresseregisteret);
+    EXPECT_EQ(ok.cfg->adresseregisteret->file, "/etc/samband/ar.json");
+    EXPECT_EQ(ok.cfg->adresseregisteret->timeout_ms, 1500);
+    EXPECT_EQ(ok.cfg->adresseregisteret->cache_ttl_s, 3600);
+    auto errors_of = [](const std::string& ar) {
+        auto r =
+            parse_config(R"({"store": {"kind": "sqlite"}, "endpoints": {"gp": {"plugin": "file"}},
+          "routes": [{"name": "a", "match": {}, "to": ["gp"]}], "adresseregisteret": )" +
+                             ar + "}",
+                         "t.json", "/tmp");
+        EXPECT_FALSE(r.cfg) << ar;
+        return format_errors("t.json", r.errors);
+    };
+    // The schema first (the validator names one mistake per section) …
+    EXPECT_NE(errors_of(R"({"url": "https://ar", "timeout_ms": 5})")
+                  .find("/adresseregisteret/timeout_ms: 5 is below the minimum 100"),
+              std::string::npos);
+    std::string misspelt = errors_of(R"({"urll": "https://ar"})");
+    EXPECT_NE(misspelt.find("/adresseregisteret"), std::string::npos) << misspelt;
+    EXPECT_NE(misspelt.find("urll"), std::string::npos) << misspelt;
+    // … then what the schema cannot say, all in one run.
+    std::string all = errors_of(R"({"username": "u", "destinations": ["nhm"]})");
+    for (const char* expect :
+         {"/adresseregisteret: the Adresseregisteret needs a url, a file or both",
+          "/adresseregisteret: username and password_secret go together",
+          "/adresseregisteret/destinations/0: unknown endpoint \"nhm\" (known: gp)"})
+        EXPECT_NE(all.find(expect), std::string::npos) << "missing " << expect << " in\n" << all;
+}
+
 TEST(config_load, json_syntax_error_names_line_and_column) {
     auto r =
         parse_config("{\n  \"store\": {\"kind\": \"sqlite\",}\n  \"x\" 1\n}", "t.json", "/tmp");

@@ -1,5 +1,6 @@
 // GP resolution: the local directory file, the cache, and the Fastlegeregisteret SOAP client
 // against a fake server on 127.0.0.1 answering with NHN's sample responses.
+#include "directory/adresseregisteret.hpp"
 #include "directory/fastlegeregisteret.hpp"
 #include "directory/gp_directory.hpp"
 
@@ -193,6 +194,72 @@ TEST(fastlegeregisteret, refuses_plain_http_except_on_loopback) {
     flr_options o;
     o.url = "http://flr.example.org/v2/flr/Basic";
     EXPECT_THROW(open_fastlegeregisteret(o, nullptr), std::runtime_error);
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+    std::string path = ::testing::TempDir() + name;
+    std::ofstream(path) << text;
+    return path;
+}
+
+// The Adresseregisteret's local file alone (the register's client is tested end to end against
+// the fake register in tests/integration/nhn_test.cpp).
+TEST(adresseregisteret, the_local_file_says_who_can_receive_and_why_not) {
+    ar_options o;
+    o.file = write_temp("ar-parties.json", R"({"parties": [
+        {"her_id": "9900101", "name": "Lise Fastlege", "active": true, "valid": true,
+         "edi_address": true},
+        {"her_id": "9900102", "name": "Erik Allmenn", "active": false, "valid": true,
+         "edi_address": true},
+        {"her_id": "9900201", "name": "Ingrid Doktor", "active": true, "valid": true}]})");
+    auto ar = open_adresseregisteret(o);
+    auto yes = ar->check("9900101");
+    ASSERT_TRUE(yes) << yes.error();
+    EXPECT_TRUE(yes->can_receive) << yes->reason;
+    auto inactive = ar->check("9900102");
+    ASSERT_TRUE(inactive);
+    EXPECT_FALSE(inactive->can_receive);
+    EXPECT_EQ(inactive->reason,
+              "HER-id 9900102 (Erik Allmenn) is not active in the Adresseregisteret (local file)");
+    auto no_edi = ar->check("9900201");
+    ASSERT_TRUE(no_edi);
+    EXPECT_EQ(no_edi->reason, "HER-id 9900201 (Ingrid Doktor) has no EDI address (local file)");
+    auto unknown = ar->check("9900999");
+    ASSERT_TRUE(unknown);
+    EXPECT_FALSE(unknown->can_receive);
+    EXPECT_EQ(unknown->reason, "HER-id 9900999 is not in the local file");
+    auto garbage = ar->check("99<x>");
+    ASSERT_TRUE(garbage);
+    EXPECT_FALSE(garbage->can_receive);
+    EXPECT_NE(garbage->reason.find("is not a number"), std::string::npos);
+}
+
+TEST(adresseregisteret, a_bad_file_or_no_source_is_refused_naming_the_problem) {
+    ar_options none;
+    EXPECT_THROW(open_adresseregisteret(none), std::runtime_error);
+    ar_options bad;
+    bad.file = write_temp("ar-bad.json", R"({"parties": [{"her_id": 9900101, "active": true}]})");
+    try {
+        open_adresseregisteret(bad);
+        ADD_FAILURE() << "a HER-id that is not a string was accepted";
+    } catch (const std::runtime_error& e) {
+        EXPECT_NE(std::string(e.what()).find("parties[0] needs a string her_id"), std::string::npos)
+            << e.what();
+    }
+    ar_options flag;
+    flag.file = write_temp("ar-flag.json", R"({"parties": [{"her_id": "1", "active": "yes"}]})");
+    EXPECT_THROW(open_adresseregisteret(flag), std::runtime_error);
+}
+
+// Unreachable register, no file: an error (retry), never a verdict; nothing is cached.
+TEST(adresseregisteret, an_unreachable_register_without_a_file_is_an_error) {
+    ar_options o;
+    o.http.url = "http://127.0.0.1:1/ar";
+    o.http.timeout = std::chrono::milliseconds(1000);
+    auto ar = open_adresseregisteret(o);
+    auto r = ar->check("9900101");
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().rfind("Adresseregisteret: cannot connect", 0), 0u) << r.error();
 }
 
 }  // namespace
