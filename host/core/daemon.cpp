@@ -30,7 +30,6 @@
 #include <fstream>
 #include <future>
 #include <mutex>
-#include <set>
 #include <stdexcept>
 
 namespace samband::core {
@@ -257,8 +256,9 @@ private:
             [this](const std::string& name) { return rt_ ? rt_->instance(name) : nullptr; },
             &schemas_);
         // The receiver must be able to take it (Adresseregisteret), unless an operator overrode.
-        if (ar_ && !row.overridden && ar_destinations_.count(row.destination))
-            prepared = check_receiver(std::move(prepared), *ar_);
+        if (auto it = ar_destinations_.find(row.destination);
+            ar_ && !row.overridden && it != ar_destinations_.end())
+            prepared = check_receiver(std::move(prepared), *ar_, it->second);
         // Every gate decision is in the audit log; held/blocked ones come with their state change.
         if (plan.recipient == "gp" && prepared.what == delivery::prepared::action::send)
             store_->audit("gate", "gate.send", "delivery:" + std::to_string(row.id),
@@ -626,7 +626,8 @@ private:
     codec::schema_set schemas_;
     std::unique_ptr<directory::gp_directory> gp_;
     std::unique_ptr<directory::receiver_directory> ar_;  // null: no receiver check
-    std::set<std::string> ar_destinations_;
+    // Destinations the receiver check applies to, each with its receiver_message_types.
+    std::map<std::string, std::map<std::string, std::string>> ar_destinations_;
     std::unique_ptr<ingest::ingest> ingest_;
     delivery::attachment_handles handles_;
     std::unique_ptr<delivery::engine> engine_;

@@ -3,7 +3,12 @@
 #include "codec/json.hpp"
 #include "ingest/ingest.hpp"
 
+#include "nhn/codec/rendered_note.hpp"
+#include "nhn/codec/serializer.hpp"
+
 #include <rapidjson/pointer.h>
+
+#include <algorithm>
 
 namespace samband::core {
 
@@ -74,7 +79,8 @@ std::string her_id_at(const rapidjson::Value& v, const char* path) {
 
 }  // namespace
 
-delivery::prepared check_receiver(delivery::prepared p, directory::receiver_directory& ar) {
+delivery::prepared check_receiver(delivery::prepared p, directory::receiver_directory& ar,
+                                  const std::map<std::string, std::string>& receiver_types) {
     if (p.what != action::send) return p;
     auto env = codec::parse_json(p.event.envelope_json);
     if (!env || !env->IsObject()) return p;
@@ -89,7 +95,20 @@ delivery::prepared check_receiver(delivery::prepared p, directory::receiver_dire
     if (!v) return stop_with(action::retry, "receiver not checked: " + v.error());
     if (!v->can_receive)
         return stop_with(action::hold, "the receiver cannot take the message: " + v->reason);
-    return p;
+    if (v->message_types.empty()) return p;
+    // The type the nhn codec will send this note as (a note it cannot read is refused there).
+    auto note = nhn::parse_rendered_note(p.event.envelope_json);
+    if (!note || receiver_types.count(note->receiver_organisation.her_id)) return p;
+    auto type = nhn::choose_message_type(*note, {});
+    if (!type || std::find(v->message_types.begin(), v->message_types.end(), *type) !=
+                     v->message_types.end())
+        return p;
+    std::string takes;
+    for (const auto& t : v->message_types) takes += (takes.empty() ? "" : ", ") + t;
+    return stop_with(action::hold, "the receiver cannot take the message: HER-id " + her + " (" +
+                                       v->name + ") does not take " + *type +
+                                       " (Dialogmelding 1.1); it takes " + takes +
+                                       (v->from_file ? " (local file)" : ""));
 }
 
 std::string check_transform_output(const codec::schema_set& schemas, std::string_view input_id,

@@ -41,10 +41,14 @@ delivery::prepared run_pipeline(
 
 // Asks the Adresseregisteret whether the receiver of a prepared send can take the message: the GP
 // of `note.receiver` when named, else its organisation (else the envelope's `recipient`). A
-// receiver that cannot (not found, inactive, not valid, no EDI address) turns it into `hold` with
-// the register's reason; a register that cannot say (and no file) into `retry` ("receiver not
-// checked: …"). Anything else, and an envelope naming no receiver, is returned unchanged.
-delivery::prepared check_receiver(delivery::prepared p, directory::receiver_directory& ar);
+// receiver that cannot (not found, inactive, not valid, no EDI address, or — when its message
+// types are known — not the Dialogmelding 1.1 type this note goes as) turns it into `hold` with
+// the reason; a register that cannot say (and no file) into `retry` ("receiver not checked: …").
+// `receiver_types` is the destination's receiver_message_types (organisation HER-id → type): a
+// receiver's organisation named there is sent that type, the operator's word over the register's.
+// Anything else, and an envelope naming no receiver, is returned unchanged.
+delivery::prepared check_receiver(delivery::prepared p, directory::receiver_directory& ar,
+                                  const std::map<std::string, std::string>& receiver_types = {});
 
 // The contract of a transform's output: an envelope with the same id that validates as
 // `samband.event` with its type's data schema, plus `recipient`, `note` and `journal` objects

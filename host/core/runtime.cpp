@@ -310,23 +310,36 @@ std::unique_ptr<directory::receiver_directory> open_receiver_directory(const con
     }
     auto dir = directory::open_adresseregisteret(std::move(o));
     std::string dests;
-    for (const auto& d : receiver_checked_destinations(c)) dests += (dests.empty() ? "" : ",") + d;
+    for (const auto& [d, types] : receiver_checked_destinations(c))
+        dests += (dests.empty() ? "" : ",") + d;
     log.info("adresseregisteret", "receiver check ready",
              {{"url", a.url}, {"file", a.file}, {"destinations", dests}});
     return dir;
 }
 
-std::set<std::string> receiver_checked_destinations(const config::config& c) {
-    std::set<std::string> out;
+std::map<std::string, std::map<std::string, std::string>> receiver_checked_destinations(
+    const config::config& c) {
+    std::map<std::string, std::map<std::string, std::string>> out;
     if (!c.adresseregisteret) return out;
-    if (!c.adresseregisteret->destinations.empty()) {
-        out.insert(c.adresseregisteret->destinations.begin(),
-                   c.adresseregisteret->destinations.end());
-        return out;
-    }
+    auto types_of = [](const config::endpoint_config& e) {
+        std::map<std::string, std::string> types;
+        auto doc = codec::parse_json(e.config_json);
+        if (!doc || !doc->IsObject()) return types;
+        auto t = doc->FindMember("receiver_message_types");
+        if (t == doc->MemberEnd() || !t->value.IsObject()) return types;
+        // By index: clang 14 in C++20 finds RapidJSON's member-iterator != ambiguous.
+        for (rapidjson::SizeType i = 0; i < t->value.MemberCount(); ++i) {
+            const auto& m = *(t->value.MemberBegin() + i);
+            if (m.value.IsString()) types[m.name.GetString()] = m.value.GetString();
+        }
+        return types;
+    };
+    const auto& listed = c.adresseregisteret->destinations;
     for (const auto& [name, e] : c.endpoints) {
         std::string plugin = fs::path(e.plugin).filename().string();
-        if (plugin == "nhn" || plugin == "samband_plugin_nhn.so") out.insert(name);
+        bool nhn = plugin == "nhn" || plugin == "samband_plugin_nhn.so";
+        if (listed.empty() ? nhn : std::count(listed.begin(), listed.end(), name) > 0)
+            out[name] = types_of(e);
     }
     return out;
 }

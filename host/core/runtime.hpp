@@ -11,7 +11,6 @@
 
 #include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -89,8 +88,10 @@ std::unique_ptr<directory::gp_directory> open_gp_directory(const config::config&
 // std::runtime_error naming the problem (url, file, secret).
 std::unique_ptr<directory::receiver_directory> open_receiver_directory(const config::config& c,
                                                                        logger& log);
-// The endpoints whose deliveries the receiver check applies to: those listed under
-// adresseregisteret.destinations, else every endpoint of the nhn plugin.
-std::set<std::string> receiver_checked_destinations(const config::config& c);
+// The endpoints whose deliveries the receiver check applies to (those listed under
+// adresseregisteret.destinations, else every endpoint of the nhn plugin), each with its
+// receiver_message_types (organisation HER-id → message type) from the endpoint's config.
+std::map<std::string, std::map<std::string, std::string>> receiver_checked_destinations(
+    const config::config& c);
 
 }  // namespace samband::core

@@ -3,6 +3,7 @@
 #include "codec/json.hpp"
 
 #include "nhn/codec/adresseregisteret.hpp"
+#include "nhn/codec/names.hpp"
 
 #include <fstream>
 #include <map>
@@ -17,6 +18,12 @@ namespace {
 
 using check_result = boost::system::result<receiver_verdict, std::string>;
 
+receiver_verdict refused(std::string reason) {
+    receiver_verdict v;
+    v.reason = std::move(reason);
+    return v;
+}
+
 receiver_verdict verdict_of(const nhn::ar::communication_party& p) {
     receiver_verdict v;
     v.name = p.name;
@@ -24,7 +31,12 @@ receiver_verdict verdict_of(const nhn::ar::communication_party& p) {
     return v;
 }
 
-std::map<std::string, nhn::ar::communication_party> read_parties(const std::string& file) {
+struct file_party {
+    nhn::ar::communication_party party;
+    std::vector<std::string> message_types;
+};
+
+std::map<std::string, file_party> read_parties(const std::string& file) {
     std::ifstream in(file);
     if (!in) throw std::runtime_error("adresseregisteret: cannot read the file " + file);
     std::stringstream ss;
@@ -33,7 +45,7 @@ std::map<std::string, nhn::ar::communication_party> read_parties(const std::stri
     if (!doc || !doc->IsObject() || !doc->HasMember("parties") || !(*doc)["parties"].IsArray())
         throw std::runtime_error("adresseregisteret: " + file +
                                  ": expected {\"parties\": [{\"her_id\": …}]}");
-    std::map<std::string, nhn::ar::communication_party> out;
+    std::map<std::string, file_party> out;
     const auto& parties = (*doc)["parties"];
     for (rapidjson::SizeType i = 0; i < parties.Size(); ++i) {
         const auto& p = parties[i];
@@ -48,14 +60,29 @@ std::map<std::string, nhn::ar::communication_party> read_parties(const std::stri
                                          " must be true or false");
             return it->value.GetBool();
         };
-        nhn::ar::communication_party c;
+        file_party f;
+        if (auto t = p.FindMember("message_types"); t != p.MemberEnd()) {
+            if (!t->value.IsArray())
+                throw std::runtime_error("adresseregisteret: " + at +
+                                         ".message_types must be a list of message types");
+            for (const auto& m : t->value.GetArray()) {
+                std::string type = m.IsString() ? m.GetString() : "";
+                if (type != nhn::names::dialog_helsefaglig &&
+                    type != nhn::names::dialog_foresporsel && type != nhn::names::dialog_svar)
+                    throw std::runtime_error(
+                        "adresseregisteret: " + at + ".message_types: \"" + type +
+                        "\" is not one of DIALOG_HELSEFAGLIG, DIALOG_FORESPORSEL, DIALOG_SVAR");
+                f.message_types.push_back(type);
+            }
+        }
+        nhn::ar::communication_party& c = f.party;
         c.her_id = p["her_id"].GetString();
         if (auto n = p.FindMember("name"); n != p.MemberEnd() && n->value.IsString())
             c.name = n->value.GetString();
         c.active = flag("active");
         c.valid_communication_party = flag("valid");
         c.has_edi_address = flag("edi_address");
-        out[c.her_id] = c;
+        out[c.her_id] = std::move(f);
     }
     return out;
 }
@@ -78,8 +105,7 @@ public:
     check_result check(std::string_view her_id) override {
         std::string her(her_id);
         if (her.empty() || her.find_first_not_of("0123456789") != std::string::npos)
-            return receiver_verdict{
-                false, "the receiver's HER-id \"" + her + "\" is not a number", {}};
+            return refused("the receiver's HER-id \"" + her + "\" is not a number");
         auto now = clock_();
         {
             std::lock_guard lock(mu_);
@@ -97,8 +123,7 @@ public:
             } else if (auto a = nhn::ar::parse_details_response(*body); !a) {
                 failure = "Adresseregisteret: unreadable answer: " + std::string(a.error().what());
             } else if (!a->found) {
-                v = receiver_verdict{
-                    false, "HER-id " + her + " does not exist in the Adresseregisteret", {}};
+                v = refused("HER-id " + her + " does not exist in the Adresseregisteret");
             } else {
                 v = verdict_of(a->party);
             }
@@ -106,13 +131,15 @@ public:
         if (!v) {
             auto it = file_.find(her);
             if (it != file_.end()) {
-                v = verdict_of(it->second);
+                v = verdict_of(it->second.party);
+                v->message_types = it->second.message_types;
+                v->from_file = true;
                 if (!v->reason.empty()) v->reason += " (local file)";
             } else if (!failure.empty()) {
                 return check_result(boost::system::in_place_error,
                                     failure + (has_file_ ? "; not in the local file" : ""));
             } else {
-                v = receiver_verdict{false, "HER-id " + her + " is not in the local file", {}};
+                v = refused("HER-id " + her + " is not in the local file");
             }
         }
         if (failure.empty() && http_) {  // the register's own answer; the file is read each time
@@ -124,7 +151,7 @@ public:
 
 private:
     std::optional<soap_http> http_;
-    std::map<std::string, nhn::ar::communication_party> file_;
+    std::map<std::string, file_party> file_;
     bool has_file_ = false;
     std::chrono::seconds ttl_;
     std::function<std::chrono::steady_clock::time_point()> clock_;

@@ -11,12 +11,14 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace samband::directory {
 
 struct ar_options {
     soap_http_options http;  // url empty: the file alone decides
-    std::string file;        // {"parties": [{"her_id", "name", "active", "valid", "edi_address"}]}
+    // {"parties": [{"her_id", "name", "active", "valid", "edi_address", "message_types"?}]}
+    std::string file;
     std::chrono::seconds cache_ttl{3600};
 };
 
@@ -25,6 +27,10 @@ struct receiver_verdict {
     bool can_receive = false;
     std::string reason;
     std::string name;  // the party's name, when known
+    // The Dialogmelding 1.1 message types it takes (DIALOG_HELSEFAGLIG, …); empty = not known.
+    // Only the local file says: the register's answer has no field for them.
+    std::vector<std::string> message_types;
+    bool from_file = false;  // the local file answered, not the register
 };
 
 // Looks receivers up. An error = neither the register nor the file could say (retry later); the

@@ -637,6 +637,51 @@ TEST_F(ar_host_test, an_unreachable_register_falls_back_to_the_local_file) {
     EXPECT_EQ(d.stop(), 0);
 }
 
+// Message types: the register's answer carries none, the local file may. A receiver whose file
+// entry does not list the type the note goes as (a start note: DIALOG_HELSEFAGLIG) is held with
+// the reason; the nhn endpoint's receiver_message_types for the receiver's office overrides it.
+TEST_F(ar_host_test, a_receiver_that_does_not_take_the_message_type_is_held_unless_overridden) {
+    write_file(root_ / "ar.json",
+               R"({"parties": [{"her_id": "9900101", "name": "Lise Fastlege", "active": true,
+                                "valid": true, "edi_address": true,
+                                "message_types": ["DIALOG_FORESPORSEL", "DIALOG_SVAR"]}]})");
+    std::string original = read_file(root_ / "samband.json");
+    configure(R"({"file": "ar.json"})");
+    {
+        daemon_process d(root_ / "samband.json", root_);
+        ASSERT_TRUE(d.start()) << d.log();
+        drop_start_note_with_pdf();
+        ASSERT_TRUE(
+            wait_for([&] { return nhn_delivery(d).first == "held"; }, std::chrono::seconds(20)))
+            << nhn_delivery(d).first << d.log();
+        EXPECT_EQ(nhn_delivery(d).second,
+                  "the receiver cannot take the message: HER-id 9900101 (Lise Fastlege) does not "
+                  "take DIALOG_HELSEFAGLIG (Dialogmelding 1.1); it takes DIALOG_FORESPORSEL, "
+                  "DIALOG_SVAR (local file)");
+        EXPECT_FALSE(sent());
+        EXPECT_EQ(d.stop(), 0);
+    }
+    // The operator's word for the office (receiver_message_types) goes before the file's list.
+    fs::remove_all(root_ / "var");
+    write_file(root_ / "samband.json", original);
+    configure(R"({"file": "ar.json"})");
+    std::string cfg = read_file(root_ / "samband.json");
+    auto at = cfg.find(R"("in_dir": "nhn-in",)");
+    cfg.insert(at, R"("receiver_message_types": {"9900100": "DIALOG_FORESPORSEL"}, )");
+    write_file(root_ / "samband.json", cfg);
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_start_note_with_pdf();
+    ASSERT_TRUE(
+        wait_for([&] { return nhn_delivery(d).first == "delivered"; }, std::chrono::seconds(20)))
+        << nhn_delivery(d).first << d.log();
+    ASSERT_TRUE(sent());
+    auto m = codec_->parse(read_file(sent_message()));
+    ASSERT_TRUE(m) << m.error().what();
+    EXPECT_EQ(m->header.msg_type, "DIALOG_FORESPORSEL");
+    EXPECT_EQ(d.stop(), 0);
+}
+
 // A register that never answers costs the nhn delivery the configured timeout (held open that
 // long, -10 %) and a retry naming it; the other destination delivers meanwhile.
 TEST_F(ar_host_test, a_register_that_hangs_times_out_while_other_destinations_deliver) {

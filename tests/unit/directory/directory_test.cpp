@@ -249,6 +249,18 @@ TEST(adresseregisteret, a_bad_file_or_no_source_is_refused_naming_the_problem) {
     ar_options flag;
     flag.file = write_temp("ar-flag.json", R"({"parties": [{"her_id": "1", "active": "yes"}]})");
     EXPECT_THROW(open_adresseregisteret(flag), std::runtime_error);
+    ar_options type;
+    type.file = write_temp("ar-type.json",
+                           R"({"parties": [{"her_id": "1", "message_types": ["DIALOG_HEI"]}]})");
+    try {
+        open_adresseregisteret(type);
+        ADD_FAILURE() << "an unknown message type was accepted";
+    } catch (const std::runtime_error& e) {
+        EXPECT_NE(
+            std::string(e.what()).find("parties[0].message_types: \"DIALOG_HEI\" is not one of"),
+            std::string::npos)
+            << e.what();
+    }
 }
 
 // Unreachable register, no file: an error (retry), never a verdict; nothing is cached.
