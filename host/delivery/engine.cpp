@@ -189,6 +189,7 @@ void engine::on_claimed(const std::string& name, boost::system::error_code ec,
     }
     destination& d = dit->second;
     bool any = false;
+    std::vector<store::delivery_row> go;
     for (auto& r : rows) {
         if (r.state == delivery_state::dead) {  // its attempts were used up by crashes
             log_.error("deliver.dead", r.reason,
@@ -200,45 +201,87 @@ void engine::on_claimed(const std::string& name, boost::system::error_code ec,
             continue;
         }
         any = true;
-        begin(d, std::move(r));
+        go.push_back(std::move(r));
     }
+    if (!go.empty()) begin(d, std::move(go));
     // More may be due: claim again while there is room (an empty claim ends the round).
     if (!rows.empty() || any) pump(d);
 }
 
 // Prepare (event load, gate, GP lookup, transforms) runs on the destination's own workers: a
-// lookup or transform that hangs (until its own deadline) delays only this destination.
-void engine::begin(destination& d, store::delivery_row row) {
-    std::uint64_t token = next_token_++;
-    ++d.in_flight;
-    ++in_flight_total_;
-    ++worker_jobs_;
-    preparing_.emplace(token, row);
-    asio::post(d.worker->pool, [this, token, row = std::move(row), dname = d.name]() mutable {
-        prepared prep;
-        std::int64_t received_ms = 0;
-        auto ev = store_.get_event(row.event_id);
-        if (!ev) {
-            prep.what = prepared::action::retry;
-            prep.reason = "store read failed: " + ev.error().message();
-        } else if (!*ev) {
-            prep.what = prepared::action::dead;
-            prep.reason = "event not found in the store";
+// lookup or transform that hangs (until its own deadline) delays only this destination. A claimed
+// batch is split into one job per worker thread (not one per delivery), and each job's results
+// come back to the engine thread together: thread hand-offs per batch, not per delivery.
+void engine::begin(destination& d, std::vector<store::delivery_row> rows) {
+    std::size_t threads = static_cast<std::size_t>(std::clamp(d.pol.concurrency, 1, 4));
+    std::size_t parts = std::min(threads, rows.size());
+    std::vector<std::vector<std::pair<std::uint64_t, store::delivery_row>>> split(parts);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        std::uint64_t token = next_token_++;
+        ++d.in_flight;
+        ++in_flight_total_;
+        preparing_.emplace(token, rows[i]);
+        split[i % parts].emplace_back(token, std::move(rows[i]));
+    }
+    for (auto& part : split) {
+        ++worker_jobs_;
+        asio::post(d.worker->pool, [this, part = std::move(part)]() mutable {
+            std::vector<prepared_one> out;
+            out.reserve(part.size());
+            for (auto& [token, row] : part) out.push_back(prepare_one(token, row));
+            asio::post(io_, [this, out = std::move(out)]() mutable {
+                send_list sends;
+                for (auto& o : out) on_prepared(o.token, o.received_ms, std::move(o.prep), &sends);
+                send(std::move(sends));
+            });
+            worker_done();
+        });
+    }
+}
+
+// THREAD: a destination worker.
+engine::prepared_one engine::prepare_one(std::uint64_t token, const store::delivery_row& row) {
+    prepared_one o;
+    o.token = token;
+    auto ev = store_.get_event(row.event_id);
+    if (!ev) {
+        o.prep.what = prepared::action::retry;
+        o.prep.reason = "store read failed: " + ev.error().message();
+    } else if (!*ev) {
+        o.prep.what = prepared::action::dead;
+        o.prep.reason = "event not found in the store";
+    } else {
+        o.received_ms = (*ev)->received_ms;
+        if (prepare_) {
+            o.prep = prepare_(row, **ev);
         } else {
-            received_ms = (*ev)->received_ms;
-            if (prepare_) {
-                prep = prepare_(row, **ev);
-            } else {
-                prep.event.envelope_json = (*ev)->envelope_json;
-                for (const auto& a : (*ev)->attachments) {
-                    prep.event.attachments.push_back(
-                        {a.id, a.filename, a.media_type, a.sha256, {}, a.size, 0});
-                }
+            o.prep.event.envelope_json = std::move((*ev)->envelope_json);
+            for (const auto& a : (*ev)->attachments) {
+                o.prep.event.attachments.push_back(
+                    {a.id, a.filename, a.media_type, a.sha256, {}, a.size, 0});
             }
         }
-        asio::post(io_, [this, token, received_ms, prep = std::move(prep)]() mutable {
-            on_prepared(token, received_ms, std::move(prep));
-        });
+    }
+    return o;
+}
+
+// deliver() is called on the destination's strand: one call at a time per instance, never on the
+// engine thread (a sink that blocks there stalls only itself; the attempt's timer still fires).
+// The deliveries prepared together are handed over in one strand job, in order.
+void engine::send(send_list sends) {
+    if (sends.empty()) return;
+    auto dit = dests_.find(sends.front().second->destination);
+    if (dit == dests_.end()) return;  // not reached: on_prepared checked it this turn
+    ++worker_jobs_;
+    asio::post(dit->second.worker->calls, [this, sends = std::move(sends)] {
+        for (const auto& [sink, ref] : sends) {
+            plugin::call_result r = sink->deliver(*ref);
+            if (!r.ok()) {
+                asio::post(io_, [this, token = ref->token, r] {
+                    finish(token, {r.status, {}, r.message});
+                });
+            }
+        }
         worker_done();
     });
 }
@@ -249,7 +292,8 @@ void engine::worker_done() {
     quiet_cv_.notify_all();
 }
 
-void engine::on_prepared(std::uint64_t token, std::int64_t received_ms, prepared prep) {
+void engine::on_prepared(std::uint64_t token, std::int64_t received_ms, prepared prep,
+                         send_list* sends) {
     auto pit = preparing_.find(token);
     if (pit == preparing_.end()) return;  // handed back at shutdown meanwhile
     store::delivery_row row = std::move(pit->second);
@@ -337,17 +381,7 @@ void engine::on_prepared(std::uint64_t token, std::int64_t received_ms, prepared
                 {"event", row.event_id},
                 {"endpoint", d.name},
                 {"attempt", std::to_string(ref->attempt)}});
-    // deliver() is called on the destination's strand: one call at a time per instance, never
-    // on the engine thread (a sink that blocks there stalls only itself; the attempt's timer
-    // still fires).
-    ++worker_jobs_;
-    asio::post(d.worker->calls, [this, token, sink = d.sink, ref] {
-        plugin::call_result r = sink->deliver(*ref);
-        if (!r.ok()) {
-            asio::post(io_, [this, token, r] { finish(token, {r.status, {}, r.message}); });
-        }
-        worker_done();
-    });
+    sends->emplace_back(d.sink, std::move(ref));
 }
 
 void engine::on_complete(const std::string& endpoint, std::uint64_t token, plugin::completion c) {

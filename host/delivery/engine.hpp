@@ -149,8 +149,19 @@ private:
     // Matches a receipt to its delivery and decides the change. THREAD: a destination worker.
     void correlate_receipt(const std::string& endpoint, const std::string& external_id,
                            std::int32_t kind, const std::string& text);
-    void begin(destination& d, store::delivery_row row);
-    void on_prepared(std::uint64_t token, std::int64_t received_ms, prepared prep);
+    struct prepared_one {
+        std::uint64_t token = 0;
+        std::int64_t received_ms = 0;
+        prepared prep;
+    };
+    using send_list =
+        std::vector<std::pair<plugin::instance*, std::shared_ptr<plugin::delivery_ref>>>;
+    void begin(destination& d, std::vector<store::delivery_row> rows);
+    prepared_one prepare_one(std::uint64_t token, const store::delivery_row& row);
+    // Adds a delivery to send to `sends`, or applies what the prepare decided instead.
+    void on_prepared(std::uint64_t token, std::int64_t received_ms, prepared prep,
+                     send_list* sends);
+    void send(send_list sends);
     void worker_done();
     void finish(std::uint64_t token, plugin::completion c);
     void late(const std::string& endpoint, std::uint64_t token, plugin::completion c);
