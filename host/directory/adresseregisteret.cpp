@@ -1,9 +1,6 @@
 #include "directory/adresseregisteret.hpp"
 
-#include "codec/json.hpp"
-
 #include "nhn/codec/adresseregisteret.hpp"
-#include "nhn/codec/names.hpp"
 
 #include <fstream>
 #include <map>
@@ -31,60 +28,15 @@ receiver_verdict verdict_of(const nhn::ar::communication_party& p) {
     return v;
 }
 
-struct file_party {
-    nhn::ar::communication_party party;
-    std::vector<std::string> message_types;
-};
-
-std::map<std::string, file_party> read_parties(const std::string& file) {
+std::map<std::string, nhn::ar::file_party> read_parties(const std::string& file) {
     std::ifstream in(file);
     if (!in) throw std::runtime_error("adresseregisteret: cannot read the file " + file);
     std::stringstream ss;
     ss << in.rdbuf();
-    auto doc = codec::parse_json(ss.str());
-    if (!doc || !doc->IsObject() || !doc->HasMember("parties") || !(*doc)["parties"].IsArray())
-        throw std::runtime_error("adresseregisteret: " + file +
-                                 ": expected {\"parties\": [{\"her_id\": …}]}");
-    std::map<std::string, file_party> out;
-    const auto& parties = (*doc)["parties"];
-    for (rapidjson::SizeType i = 0; i < parties.Size(); ++i) {
-        const auto& p = parties[i];
-        std::string at = file + ": parties[" + std::to_string(i) + "]";
-        if (!p.IsObject() || !p.HasMember("her_id") || !p["her_id"].IsString())
-            throw std::runtime_error("adresseregisteret: " + at + " needs a string her_id");
-        auto flag = [&](const char* k) {
-            auto it = p.FindMember(k);
-            if (it == p.MemberEnd()) return false;
-            if (!it->value.IsBool())
-                throw std::runtime_error("adresseregisteret: " + at + "." + k +
-                                         " must be true or false");
-            return it->value.GetBool();
-        };
-        file_party f;
-        if (auto t = p.FindMember("message_types"); t != p.MemberEnd()) {
-            if (!t->value.IsArray())
-                throw std::runtime_error("adresseregisteret: " + at +
-                                         ".message_types must be a list of message types");
-            for (const auto& m : t->value.GetArray()) {
-                std::string type = m.IsString() ? m.GetString() : "";
-                if (type != nhn::names::dialog_helsefaglig &&
-                    type != nhn::names::dialog_foresporsel && type != nhn::names::dialog_svar)
-                    throw std::runtime_error(
-                        "adresseregisteret: " + at + ".message_types: \"" + type +
-                        "\" is not one of DIALOG_HELSEFAGLIG, DIALOG_FORESPORSEL, DIALOG_SVAR");
-                f.message_types.push_back(type);
-            }
-        }
-        nhn::ar::communication_party& c = f.party;
-        c.her_id = p["her_id"].GetString();
-        if (auto n = p.FindMember("name"); n != p.MemberEnd() && n->value.IsString())
-            c.name = n->value.GetString();
-        c.active = flag("active");
-        c.valid_communication_party = flag("valid");
-        c.has_edi_address = flag("edi_address");
-        out[c.her_id] = std::move(f);
-    }
-    return out;
+    auto parties = nhn::ar::parse_parties_file(ss.str());
+    if (!parties)
+        throw std::runtime_error("adresseregisteret: " + file + ": " + parties.error().message);
+    return std::move(*parties);
 }
 
 class ar_directory final : public receiver_directory {
@@ -151,7 +103,7 @@ public:
 
 private:
     std::optional<soap_http> http_;
-    std::map<std::string, file_party> file_;
+    std::map<std::string, nhn::ar::file_party> file_;
     bool has_file_ = false;
     std::chrono::seconds ttl_;
     std::function<std::chrono::steady_clock::time_point()> clock_;

@@ -254,25 +254,11 @@ public:
             if (!in) throw std::runtime_error("cannot read adresseregisteret.file " + file);
             std::stringstream ss;
             ss << in.rdbuf();
-            rapidjson::Document d;
-            d.Parse(ss.str().c_str());
-            if (d.HasParseError() || !d.IsObject() || !d.HasMember("parties") ||
-                !d["parties"].IsArray())
-                throw std::runtime_error("adresseregisteret.file " + file +
-                                         ": expected {\"parties\": [...]}");
-            for (const auto& p : d["parties"].GetArray()) {
-                if (!p.IsObject()) continue;
-                nhn::ar::communication_party c;
-                c.her_id = str(p, "her_id");
-                c.name = str(p, "name");
-                auto flag = [&](const char* k) {
-                    return p.HasMember(k) && p[k].IsBool() && p[k].GetBool();
-                };
-                c.active = flag("active");
-                c.valid_communication_party = flag("valid");
-                c.has_edi_address = flag("edi_address");
-                if (!c.her_id.empty()) file_[c.her_id] = c;
-            }
+            auto parties = nhn::ar::parse_parties_file(ss.str());
+            if (!parties)
+                throw std::runtime_error("adresseregisteret.file " + file + ": " +
+                                         parties.error().message);
+            for (auto& [her, f] : *parties) file_[her] = std::move(f.party);
         }
     }
 

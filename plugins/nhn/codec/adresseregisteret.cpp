@@ -1,6 +1,9 @@
 #include "nhn/codec/adresseregisteret.hpp"
 
+#include "nhn/codec/names.hpp"
 #include "nhn/codec/xml_nav.hpp"
+
+#include <rapidjson/document.h>
 
 #include <libxml/tree.h>
 
@@ -43,8 +46,10 @@ bool communication_party::can_receive(std::string* reason) const {
                       : !valid_communication_party ? "is not a valid communication party"
                       : !has_edi_address           ? "has no EDI address"
                                                    : nullptr;
-    if (why != nullptr && reason != nullptr)
-        *reason = "HER-id " + her_id + " (" + (name.empty() ? type : name) + ") " + why;
+    if (why != nullptr && reason != nullptr) {
+        std::string who = name.empty() ? type : name;
+        *reason = "HER-id " + her_id + (who.empty() ? "" : " (" + who + ")") + " " + why;
+    }
     return why == nullptr;
 }
 
@@ -109,6 +114,53 @@ codec_result<lookup_answer> parse_details_response(std::string_view xml,
     p.parent_her_id = her_or_empty(field(result, "ParentHerId"));
     p.parent_name = field(result, "ParentName");
     return a;
+}
+
+codec_result<std::map<std::string, file_party>> parse_parties_file(std::string_view json) {
+    rapidjson::Document doc;
+    doc.Parse(json.data(), json.size());
+    if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("parties") ||
+        !doc["parties"].IsArray())
+        return make_error(codec_errc::invalid_input, "expected {\"parties\": [{\"her_id\": …}]}");
+    std::map<std::string, file_party> out;
+    const auto& parties = doc["parties"];
+    for (rapidjson::SizeType i = 0; i < parties.Size(); ++i) {
+        const auto& p = parties[i];
+        std::string at = "parties[" + std::to_string(i) + "]";
+        if (!p.IsObject() || !p.HasMember("her_id") || !p["her_id"].IsString())
+            return make_error(codec_errc::invalid_input, at + " needs a string her_id");
+        file_party f;
+        communication_party& c = f.party;
+        c.her_id = p["her_id"].GetString();
+        if (p.HasMember("name") && p["name"].IsString()) c.name = p["name"].GetString();
+        for (auto [key, flag] :
+             {std::pair{"active", &c.active}, std::pair{"valid", &c.valid_communication_party},
+              std::pair{"edi_address", &c.has_edi_address}}) {
+            if (!p.HasMember(key)) continue;
+            if (!p[key].IsBool())
+                return make_error(codec_errc::invalid_input,
+                                  at + "." + key + " must be true or false");
+            *flag = p[key].GetBool();
+        }
+        if (p.HasMember("message_types")) {
+            const auto& types = p["message_types"];
+            if (!types.IsArray())
+                return make_error(codec_errc::invalid_input,
+                                  at + ".message_types must be a list of message types");
+            for (const auto& m : types.GetArray()) {
+                std::string type = m.IsString() ? m.GetString() : "";
+                if (type != names::dialog_helsefaglig && type != names::dialog_foresporsel &&
+                    type != names::dialog_svar)
+                    return make_error(codec_errc::invalid_input,
+                                      at + ".message_types: \"" + type +
+                                          "\" is not one of DIALOG_HELSEFAGLIG, "
+                                          "DIALOG_FORESPORSEL, DIALOG_SVAR");
+                f.message_types.push_back(type);
+            }
+        }
+        out[c.her_id] = std::move(f);
+    }
+    return out;
 }
 
 }  // namespace samband::nhn::ar

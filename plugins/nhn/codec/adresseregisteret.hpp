@@ -5,8 +5,10 @@
 #include "nhn/codec/error.hpp"
 #include "nhn/codec/xml.hpp"
 
+#include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace samband::nhn::ar {
 
@@ -49,5 +51,18 @@ std::string details_request(std::string_view her_id);
 // unreadable answer is an error naming it.
 codec_result<lookup_answer> parse_details_response(std::string_view xml,
                                                    const parse_limits& limits = {});
+
+// One entry of the local parties file, the fallback when the register cannot be reached.
+struct file_party {
+    communication_party party;
+    std::vector<std::string> message_types;  // Dialogmelding 1.1 types it takes; empty = unknown
+};
+
+// Reads the local parties file's text:
+//   {"parties": [{"her_id": "9900101", "name": "…", "active": true, "valid": true,
+//                 "edi_address": true, "message_types": ["DIALOG_HELSEFAGLIG"]}]}
+// A missing flag is false. An error names the entry and the field ("parties[0] needs a string
+// her_id", "parties[1].active must be true or false", an unknown message type).
+codec_result<std::map<std::string, file_party>> parse_parties_file(std::string_view json);
 
 }  // namespace samband::nhn::ar

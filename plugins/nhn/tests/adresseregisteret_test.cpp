@@ -82,5 +82,32 @@ TEST(NhnAdresseregisteret, RequestAsksForOneHerIdAndIsWellFormed) {
     EXPECT_TRUE(parse_xml(req));
 }
 
+// The local parties file, shared by the plugin's and the daemon's lookups.
+TEST(NhnAdresseregisteret, PartiesFileIsReadAndItsMistakesAreNamed) {
+    auto ok = ar::parse_parties_file(R"({"parties": [
+        {"her_id": "9900101", "name": "Lise Fastlege", "active": true, "valid": true,
+         "edi_address": true, "message_types": ["DIALOG_SVAR"]},
+        {"her_id": "9900102", "active": true}]})");
+    ASSERT_TRUE(ok) << ok.error().what();
+    ASSERT_EQ(ok->size(), 2u);
+    const auto& lise = ok->at("9900101");
+    EXPECT_TRUE(lise.party.can_receive());
+    EXPECT_EQ(lise.message_types, std::vector<std::string>{"DIALOG_SVAR"});
+    std::string why;
+    EXPECT_FALSE(ok->at("9900102").party.can_receive(&why));
+    EXPECT_EQ(why, "HER-id 9900102 is not a valid communication party");
+    for (auto [text, expect] :
+         {std::pair{R"({"people": []})", "expected {\"parties\""},
+          std::pair{R"({"parties": [{"her_id": 1}]})", "parties[0] needs a string her_id"},
+          std::pair{R"({"parties": [{"her_id": "1"}, {"her_id": "2", "valid": 1}]})",
+                    "parties[1].valid must be true or false"},
+          std::pair{R"({"parties": [{"her_id": "1", "message_types": ["DIALOG_X"]}]})",
+                    "parties[0].message_types: \"DIALOG_X\" is not one of"}}) {
+        auto r = ar::parse_parties_file(text);
+        ASSERT_FALSE(r) << text;
+        EXPECT_NE(r.error().message.find(expect), std::string::npos) << r.error().message;
+    }
+}
+
 }  // namespace
 }  // namespace samband::nhn
