@@ -212,6 +212,13 @@ def plot(results, path):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        # Debian's python3-matplotlib belongs to /usr/bin/python3; this may be another python.
+        if os.path.exists("/usr/bin/python3") and os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
+            tmp = path + ".json"
+            json.dump(results, open(tmp, "w"))
+            rc = subprocess.call(["/usr/bin/python3", os.path.abspath(__file__), "--plot", tmp, path])
+            os.remove(tmp)
+            return rc == 0 and os.path.exists(path)
         return False
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
     b = results.get("backlog_restart", {})
@@ -324,4 +331,7 @@ def main():
 
 
 if __name__ == "__main__":
+    if "--plot" in sys.argv:  # bench/core/run.py --plot RESULTS.json OUT.png
+        i = sys.argv.index("--plot")
+        sys.exit(0 if plot(json.load(open(sys.argv[i + 1])), sys.argv[i + 2]) else 1)
     main()

@@ -24,6 +24,7 @@
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 namespace samband::admin {
@@ -68,6 +69,24 @@ std::string token(const client_options& o) {
     return t;
 }
 
+// How long one CLI call may take in all (connect, send, answer): SAMBAND_CLI_TIMEOUT_S seconds,
+// default 60. A bad value is a clear error, not a silent default.
+std::optional<std::chrono::seconds> cli_timeout(std::string& error) {
+    const char* e = std::getenv("SAMBAND_CLI_TIMEOUT_S");
+    if (!e || !*e) return std::chrono::seconds(60);
+    char* end = nullptr;
+    long v = std::strtol(e, &end, 10);
+    if (*end != '\0' || v <= 0 || v > 86400) {
+        error = std::string("SAMBAND_CLI_TIMEOUT_S=") + e +
+                " is not a whole number of seconds (1-86400)";
+        return std::nullopt;
+    }
+    return std::chrono::seconds(v);
+}
+
+// One request to the admin API under one deadline. Asynchronous Beast operations on a private
+// io_context: blocking Beast calls ignore the stream's expiry, so a server that accepts and never
+// answers would hang the CLI forever.
 response call(const client_options& o, http::verb method, const std::string& target,
               const std::string& body = {}) {
     response r;
@@ -77,21 +96,12 @@ response call(const client_options& o, http::verb method, const std::string& tar
         r.error = "admin URL " + url + " is not an http:// URL";
         return r;
     }
+    auto timeout = cli_timeout(r.error);
+    if (!timeout) return r;
     std::string host = u->host(), port = u->has_port() ? std::string(u->port()) : "80";
     boost::asio::io_context io;
     boost::asio::ip::tcp::resolver resolver(io);
     beast::tcp_stream stream(io);
-    boost::system::error_code ec;
-    auto results = resolver.resolve(host, port, ec);
-    if (!ec) {
-        stream.expires_after(std::chrono::seconds(60));
-        stream.connect(results, ec);
-    }
-    if (ec) {
-        r.error = "cannot reach the Samband admin API at " + url + ": " + ec.message() +
-                  " (is `samband run` running? set --admin or SAMBAND_ADMIN)";
-        return r;
-    }
     http::request<http::string_body> req{method, target, 11};
     req.set(http::field::host, host);
     req.set(http::field::user_agent, "samband-cli");
@@ -102,11 +112,52 @@ response call(const client_options& o, http::verb method, const std::string& tar
         req.body() = body;
     }
     req.prepare_payload();
-    http::write(stream, req, ec);
     beast::flat_buffer buf;
     http::response_parser<http::string_body> parser;
     parser.body_limit(256 * 1024 * 1024);
-    if (!ec) http::read(stream, buf, parser, ec);
+    std::string stage = "connect";
+    boost::system::error_code ec;
+    bool done = false;
+    auto fail = [&](boost::system::error_code e) {
+        ec = e;
+        done = true;
+    };
+    resolver.async_resolve(host, port, [&](boost::system::error_code e, auto results) {
+        if (e) return fail(e);
+        stream.expires_after(*timeout);
+        stream.async_connect(results, [&](boost::system::error_code e2, const auto&) {
+            if (e2) return fail(e2);
+            stage = "request";
+            http::async_write(stream, req, [&](boost::system::error_code e3, std::size_t) {
+                if (e3) return fail(e3);
+                stage = "answer";
+                http::async_read(stream, buf, parser,
+                                 [&](boost::system::error_code e4, std::size_t) { fail(e4); });
+            });
+        });
+    });
+    io.run_for(*timeout);
+    if (!done) {  // the name lookup itself hung: end everything and wait for the handlers
+        resolver.cancel();
+        beast::error_code ignored;
+        stream.socket().close(ignored);
+        io.run();
+        ec = beast::error::timeout;
+    }
+    if (ec == beast::error::timeout) {
+        r.error = "the Samband admin API at " + url + " did not " +
+                  (stage == "connect"   ? std::string("accept the connection")
+                   : stage == "request" ? std::string("take the request")
+                                        : std::string("answer")) +
+                  " within " + std::to_string(timeout->count()) +
+                  " s (SAMBAND_CLI_TIMEOUT_S sets the limit)";
+        return r;
+    }
+    if (ec && stage == "connect") {
+        r.error = "cannot reach the Samband admin API at " + url + ": " + ec.message() +
+                  " (is `samband run` running? set --admin or SAMBAND_ADMIN)";
+        return r;
+    }
     if (ec) {
         r.error = "admin API at " + url + " failed: " + ec.message();
         return r;
