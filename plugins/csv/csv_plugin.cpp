@@ -294,6 +294,7 @@ public:
     }
 
     void stop() {
+        sink_worker_.stop();  // first: a row being written finishes, queued ones RETRY
         {
             std::lock_guard lock(mu_);
             if (!running_) return;
@@ -305,11 +306,16 @@ public:
     }
 
     // ---- sink ----------------------------------------------------------------------------
+    // Returns at once (the ABI's rule): the row is written and synced on the sink worker thread.
     void deliver(samband::sdk::delivery d) {
         if (outbox_.empty()) {
             d.fail("this csv endpoint has no outbox (it is a source only)");
             return;
         }
+        sink_worker_.post(std::move(d), [this](samband::sdk::delivery& d) { write_row(d); });
+    }
+
+    void write_row(samband::sdk::delivery& d) {
         rapidjson::Document ev;
         std::string_view env = d.event().envelope_json;
         ev.Parse(env.data(), env.size());
@@ -949,6 +955,7 @@ private:
     std::condition_variable cv_;
     bool running_ = false;
     std::thread watcher_, rotator_;
+    samband::sdk::worker sink_worker_;  // last: stopped (and joined) before the rest goes
 };
 
 }  // namespace

@@ -4,7 +4,8 @@
 //   * one class and SAMBAND_PLUGIN(Class): the SDK turns it into the C ABI and catches every
 //     exception at the boundary (a throw becomes a status and message, never a crash);
 //   * config from the endpoint's JSON; errors as sdk::error(SAMBAND_INVALID, "...");
-//   * deliver(): complete every delivery exactly once (succeed/retry/fail), here at once;
+//   * deliver(): return at once, handing the delivery to an sdk::worker that does the I/O on its
+//     own thread; complete every delivery exactly once (succeed/retry/fail);
 //   * an external id that stays the same when the same delivery comes again (crash recovery
 //     may repeat a delivery; the receiver must be able to recognise it);
 //   * render(): the exact bytes deliver() would write, with no side effect (samband preview);
@@ -53,9 +54,13 @@ public:
         folder_ = std::string(config.substr(open + 1, close - open - 1));
     }
 
-    // The host hands over one delivery at a time per instance. Do real I/O on your own thread
-    // and keep the delivery object until it is done; this example finishes at once.
+    // The host hands over one delivery at a time and expects deliver() back at once: the worker
+    // runs write() on its thread (queued ones are retried when the endpoint stops).
     void deliver(samband::sdk::delivery d) {
+        worker_.post(std::move(d), [this](samband::sdk::delivery& d) { write(d); });
+    }
+
+    void write(samband::sdk::delivery& d) {
         std::string path = folder_ + "/" + file_name(d.id());
         std::string tmp = path + ".tmp";
         {
@@ -80,6 +85,7 @@ private:
 
     samband::sdk::host host_;
     std::string folder_;
+    samband::sdk::worker worker_;  // last: stopped (and joined) before the rest goes
 };
 
 }  // namespace

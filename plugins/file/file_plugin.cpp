@@ -192,6 +192,7 @@ public:
             fs::create_directories(fs::path(inbox_) / "done", ec);
             fs::create_directories(fs::path(inbox_) / "error", ec);
         }
+        if (!outbox_.empty()) sink_worker_ = std::make_unique<samband::sdk::worker>();
     }
 
     ~file_plugin() { stop(); }
@@ -203,6 +204,7 @@ public:
     }
 
     void stop() {
+        if (sink_worker_) sink_worker_->stop();  // writes in progress finish, queued ones RETRY
         {
             std::lock_guard lock(mu_);
             if (!running_) return;
@@ -217,11 +219,17 @@ public:
         process_answers(lock);
     }
 
+    // Returns at once: the outbox writes (attachments streamed, fsync, rename) run on the sink
+    // worker thread.
     void deliver(samband::sdk::delivery d) {
-        if (outbox_.empty()) {
+        if (!sink_worker_) {
             d.fail("this file endpoint has no outbox (it is a source only)");
             return;
         }
+        sink_worker_->post(std::move(d), [this](samband::sdk::delivery& d) { write_delivery(d); });
+    }
+
+    void write_delivery(samband::sdk::delivery& d) {
         std::string base = file_base(d.destination(), d.id());
         fs::path dir(outbox_);
         for (const auto& a : d.event().attachments) {
@@ -427,6 +435,7 @@ private:
     std::set<std::string> in_flight_;
     std::deque<answer> answers_;
     std::thread watcher_;
+    std::unique_ptr<samband::sdk::worker> sink_worker_;  // only with an outbox; stopped first
 };
 
 }  // namespace

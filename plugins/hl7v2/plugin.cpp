@@ -905,6 +905,7 @@ public:
     }
 
     void stop() {
+        prep_.stop();  // first: a mapping in progress is enqueued, queued ones RETRY
         {
             std::lock_guard lock(rt_->mu);
             if (!rt_->running) return;
@@ -928,11 +929,17 @@ public:
         if (thread_.joinable()) thread_.join();
     }
 
+    // Returns at once (the ABI's rule): reading the attachments and mapping run on the worker
+    // thread, the send and the wait for the ACK on the io thread.
     void deliver(samband::sdk::delivery d) {
         if (!client_) {
             d.fail("this hl7v2 endpoint is a listener (source), not a sink");
             return;
         }
+        prep_.post(std::move(d), [this](samband::sdk::delivery& d) { map_and_send(d); });
+    }
+
+    void map_and_send(samband::sdk::delivery& d) {
         std::vector<h7::outbound_attachment> atts;
         for (const auto& a : d.event().attachments) {
             auto bytes = host_.attachment_bytes(a);
@@ -999,6 +1006,7 @@ private:
     std::unique_ptr<mllp_client> client_;
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
     std::thread thread_;
+    samband::sdk::worker prep_;  // last: stopped (and joined) before the rest goes
 };
 
 }  // namespace

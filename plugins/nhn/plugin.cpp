@@ -543,6 +543,7 @@ public:
         if (!in_dir_.empty() || edi_) reader_ = std::thread([this] { read_loop(); });
     }
     void stop() {
+        worker_.stop();  // first: catalogue writes in progress finish, queued ones RETRY
         {
             std::lock_guard lock(mu_);
             if (!running_) return;
@@ -588,20 +589,26 @@ public:
         return true;
     }
 
+    // Returns at once (the ABI's rule): the receiver check, serialising (attachments, schema
+    // validation) and the send run on the EDI send thread or, for the file catalogue, the worker.
     void deliver(samband::sdk::delivery d) {
-        if (!use_edi_ && !receiver_can_take(d)) return;
-        auto msg = serialize(msg_id_for(d.event_id(), d.destination(), d.id()), d.event());
-        if (!msg) {
-            // An invalid message is never sent: permanent, with the schema error.
-            d.fail("nhn: the message would not be valid, not sent: " + msg.error().what());
-            return;
-        }
-        if (use_edi_) {  // HTTP is slow: the send thread does it, the host is not blocked
+        if (use_edi_) {
             {
                 std::lock_guard lock(mu_);
                 queue_.push_back(std::move(d));
             }
             cv_.notify_all();
+            return;
+        }
+        worker_.post(std::move(d), [this](samband::sdk::delivery& d) { write_catalogue(d); });
+    }
+
+    void write_catalogue(samband::sdk::delivery& d) {
+        if (!receiver_can_take(d)) return;
+        auto msg = serialize(msg_id_for(d.event_id(), d.destination(), d.id()), d.event());
+        if (!msg) {
+            // An invalid message is never sent: permanent, with the schema error.
+            d.fail("nhn: the message would not be valid, not sent: " + msg.error().what());
             return;
         }
         if (!record_sent(d, msg->msg_id))
@@ -1202,6 +1209,7 @@ private:
     std::int64_t poll_her_id_ = 0;
     std::deque<samband::sdk::delivery> queue_;
     std::thread sender_;
+    samband::sdk::worker worker_;  // last: stopped (and joined) before the rest goes
 };
 
 }  // namespace

@@ -312,7 +312,8 @@ private:
 // deliver() hands each delivery to post(); `threads` threads run the jobs in order of arrival.
 // A full queue, or a post after stop(), completes the delivery as RETRY at once. stop() (also run
 // by the destructor) lets the running jobs finish and completes the queued ones as RETRY. A job
-// that throws completes its delivery as RETRY with the exception's text, unless it completed it.
+// that throws completes its delivery as RETRY with the exception's text (an sdk::error with
+// PERMANENT or INVALID fails it instead), unless it completed it.
 class worker {
 public:
     using job = std::function<void(delivery&)>;
@@ -380,6 +381,11 @@ private:
             }
             try {
                 it->fn(it->d);
+            } catch (const error& e) {  // keeps its status: PERMANENT/INVALID fail, others retry
+                if (e.status() == SAMBAND_PERMANENT || e.status() == SAMBAND_INVALID)
+                    it->d.fail(e.what());
+                else
+                    it->d.retry(e.what());
             } catch (const std::exception& e) {
                 it->d.retry(std::string("exception: ") + e.what());
             } catch (...) {

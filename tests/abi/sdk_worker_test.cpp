@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -141,13 +142,29 @@ TEST(sdk_worker, a_job_that_throws_retries_its_delivery_with_the_text) {
     recorder host;
     worker w(2);
     c_delivery d1(1);
-    w.post(delivery(&host.api, &d1.d),
-           [](delivery&) { throw samband::sdk::error(SAMBAND_PERMANENT, "disk on fire"); });
+    w.post(delivery(&host.api, &d1.d), [](delivery&) { throw std::runtime_error("disk on fire"); });
     ASSERT_TRUE(host.wait_for(1));
     std::lock_guard lock(host.mu);
     ASSERT_EQ(host.done[1].size(), 1u);
     EXPECT_EQ(host.done[1][0].first, SAMBAND_RETRY);
     EXPECT_NE(host.done[1][0].second.find("disk on fire"), std::string::npos);
+}
+
+TEST(sdk_worker, a_job_that_throws_a_permanent_sdk_error_fails_its_delivery) {
+    recorder host;
+    worker w(1);
+    c_delivery d1(1), d2(2);
+    w.post(delivery(&host.api, &d1.d),
+           [](delivery&) { throw samband::sdk::error(SAMBAND_PERMANENT, "receiver is gone"); });
+    w.post(delivery(&host.api, &d2.d),
+           [](delivery&) { throw samband::sdk::error(SAMBAND_RETRY, "receiver is busy"); });
+    ASSERT_TRUE(host.wait_for(2));
+    std::lock_guard lock(host.mu);
+    ASSERT_EQ(host.done[1].size(), 1u);
+    EXPECT_EQ(host.done[1][0].first, SAMBAND_PERMANENT);
+    EXPECT_NE(host.done[1][0].second.find("receiver is gone"), std::string::npos);
+    ASSERT_EQ(host.done[2].size(), 1u);
+    EXPECT_EQ(host.done[2][0].first, SAMBAND_RETRY);
 }
 
 TEST(sdk_worker, a_post_after_stop_is_retried_at_once) {
