@@ -3,16 +3,19 @@
 // It shows everything a real adapter needs:
 //   * one class and SAMBAND_PLUGIN(Class): the SDK turns it into the C ABI and catches every
 //     exception at the boundary (a throw becomes a status and message, never a crash);
-//   * config from the endpoint's JSON; errors as sdk::error(SAMBAND_INVALID, "...");
+//   * config from the endpoint's JSON, parsed by the SDK (sdk::config) with typed accessors;
+//     errors as sdk::error(SAMBAND_INVALID, "...");
 //   * deliver(): return at once, handing the delivery to an sdk::worker that does the I/O on its
 //     own thread; complete every delivery exactly once (succeed/retry/fail);
 //   * an external id that stays the same when the same delivery comes again (crash recovery
 //     may repeat a delivery; the receiver must be able to recognise it);
 //   * render(): the exact bytes deliver() would write, with no side effect (samband preview);
 //   * logging through the host only (plugins never print; the host masks fødselsnummer).
+#include <samband/config.hpp>
 #include <samband/sdk.hpp>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -42,16 +45,16 @@ public:
         }
     )json";
 
-    // Called once per endpoint with its config, e.g. {"folder": "/var/lib/vendor/in"}.
-    example_sink(samband::sdk::host host, std::string_view config) : host_(host) {
-        // A real plugin parses JSON with a library; this keeps the example dependency-free.
-        auto key = config.find("\"folder\"");
-        auto open =
-            key == std::string_view::npos ? key : config.find('"', config.find(':', key) + 1);
-        auto close = open == std::string_view::npos ? open : config.find('"', open + 1);
-        if (close == std::string_view::npos)
-            throw samband::sdk::error(SAMBAND_INVALID, "example-vendor: config needs \"folder\"");
-        folder_ = std::string(config.substr(open + 1, close - open - 1));
+    // Called once per endpoint with its config, e.g. {"folder": "/var/lib/vendor/in"}, parsed by
+    // the SDK (samband/config.hpp); a missing or mistyped value throws an error naming its path
+    // ("config /folder: is required"), which the host shows as the reason create failed.
+    example_sink(samband::sdk::host host, const samband::sdk::config& config)
+        : host_(host), folder_(config.string("folder")) {
+        std::error_code ec;  // made when missing; a folder that cannot be made is a config error
+        std::filesystem::create_directories(folder_, ec);
+        if (ec)
+            throw samband::sdk::error(
+                SAMBAND_INVALID, "config /folder: cannot create " + folder_ + ": " + ec.message());
     }
 
     // The host hands over one delivery at a time and expects deliver() back at once: the worker
@@ -59,6 +62,9 @@ public:
     void deliver(samband::sdk::delivery d) {
         worker_.post(std::move(d), [this](samband::sdk::delivery& d) { write(d); });
     }
+
+    // Stops the endpoint: a write in progress finishes, queued deliveries complete as RETRY.
+    void stop() { worker_.stop(); }
 
     void write(samband::sdk::delivery& d) {
         std::string path = folder_ + "/" + file_name(d.id());

@@ -22,6 +22,8 @@
 
 namespace samband::sdk {
 
+class config;  // the parsed endpoint config, in samband/config.hpp
+
 // An error with an ABI status. Throw it from any plugin member; the SDK turns it into the status
 // and the message at the boundary (any other exception becomes SAMBAND_INTERNAL).
 class error : public std::runtime_error {
@@ -479,6 +481,26 @@ concept has_config_schema = requires {
     { P::config_schema } -> std::convertible_to<const char*>;
 };
 
+// A plugin whose constructor takes `const sdk::config&` (samband/config.hpp) gets its config
+// parsed by the SDK; `dependent` defers the use of config until the plugin is instantiated.
+template <class P, class T>
+struct dependent {
+    using type = T;
+};
+template <class P>
+concept takes_parsed_config =
+    std::is_constructible_v<P, host, const typename dependent<P, config>::type&>;
+
+template <class P>
+std::unique_ptr<P> make_plugin(host h, std::string_view config_json) {
+    if constexpr (takes_parsed_config<P>) {
+        using cfg = typename dependent<P, config>::type;
+        return std::make_unique<P>(h, cfg::parse(config_json));
+    } else {
+        return std::make_unique<P>(h, config_json);
+    }
+}
+
 template <class P>
 struct adapter {
     static samband_status create(const samband_host_api* api, samband_host_str config,
@@ -490,7 +512,7 @@ struct adapter {
         inst->api = &inst->host_api;
         return guarded(inst->api, err, [&] {
             if (!out) throw error(SAMBAND_INVALID, "create called without an instance pointer");
-            inst->plugin = std::make_unique<P>(host(inst->api), to_view(config));
+            inst->plugin = make_plugin<P>(host(inst->api), to_view(config));
             *out = inst.release();
             return SAMBAND_OK;
         });
@@ -639,6 +661,8 @@ struct adapter {
 // Exports the entry point for plugin class P. P needs:
 //   static constexpr const char* name, version, description;
 //   P(samband::sdk::host h, std::string_view config_json)  (throw sdk::error(SAMBAND_INVALID,..))
+//   or P(samband::sdk::host h, const samband::sdk::config& c)  (samband/config.hpp: parsed, with
+//   typed accessors whose errors name the JSON path)
 // and one or more of:
 //   void deliver(samband::sdk::delivery d);                  // a sink
 //   samband::sdk::rendered render(const samband::sdk::delivery_view&);   // optional, pure

@@ -493,6 +493,7 @@ TEST_F(file_plugin_test, sink_repeat_of_a_delivery_replaces_the_same_files_and_a
     d.atts = {{"a1", "x.pdf", "application/pdf", 9, 11}};
     samband_error err;
     ASSERT_EQ(desc_->sink->deliver(p.self(), d.get(), &err), SAMBAND_OK);
+    ASSERT_TRUE(wait_for([&] { return !host_.completions(1).empty(); }));
     auto before = names_in(root_ / "out");
 
     // The repeat after a crash: same delivery id, a later attempt, a new token.
@@ -520,6 +521,7 @@ TEST_F(file_plugin_test, sink_failed_attachment_read_retries_and_leaves_no_parti
     d.atts = {{"a1", "big.bin", "application/octet-stream", good.size(), 11}};
     samband_error err;
     ASSERT_EQ(desc_->sink->deliver(p.self(), d.get(), &err), SAMBAND_OK);
+    ASSERT_TRUE(wait_for([&] { return !host_.completions(1).empty(); }));
     ASSERT_EQ(read_file(root_ / "out" / "gp-d-2.big.bin"), good);
 
     host_.add_attachment(11, random_bytes(150 * 1024, 3), /*fail_after=*/70000);
