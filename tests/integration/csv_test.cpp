@@ -1,7 +1,9 @@
 // The csv plugin in the real daemon: a Norwegian spreadsheet in, bad rows to the error store with
 // line and column, no duplicates on re-import, hostile files refused, and the export read back by
-// an independent reader (Python's csv module, strict=True).
+// two independent readers (Python's csv module with strict=True, and Debian's csvkit).
 #include "harness.hpp"
+
+#include <samband_test/tools.hpp>
 
 #include <rapidjson/document.h>
 
@@ -11,6 +13,7 @@ namespace {
 class csv_test : public ::testing::Test {
 protected:
     void SetUp() override {
+        SAMBAND_REQUIRE_TOOL("csvjson");  // Debian's csvkit, the second independent reader
         root_ = tmp_.path();
         write_file(root_ / "samband.json", R"({
   "node": {"name": "it-csv"},
@@ -65,9 +68,34 @@ protected:
                 continue;
             }
             EXPECT_EQ(std::string(d[0][0].GetString()), "Hendelse");
+            // csvkit (no options but the delimiter; -I keeps the text as text) reads the same
+            // rows and fields; it turns a quoted CRLF into LF, as its Python reader does.
+            auto [kst, kout] = run_command("csvjson -I -d ';' " + f.string());
+            EXPECT_EQ(kst, 0) << f << ": " << kout;
+            rapidjson::Document k;
+            k.Parse(kout.c_str());
+            if (k.HasParseError() || !k.IsArray()) {
+                ADD_FAILURE() << "csvkit cannot read " << f << ": " << kout;
+                continue;
+            }
+            EXPECT_EQ(k.Size() + 1, d.Size()) << f << ": " << kout;
             for (rapidjson::SizeType i = 1; i < d.Size(); ++i) {
                 std::vector<std::string> r;
                 for (auto& c : d[i].GetArray()) r.push_back(c.GetString());
+                if (i - 1 < k.Size()) {
+                    for (rapidjson::SizeType c = 0; c < d[0].Size() && c < r.size(); ++c) {
+                        const char* header = d[0][c].GetString();
+                        ASSERT_TRUE(k[i - 1].IsObject() && k[i - 1].HasMember(header))
+                            << f << ": csvkit has no column " << header << ": " << kout;
+                        std::string want = r[c];
+                        for (auto p = want.find("\r\n"); p != std::string::npos;
+                             p = want.find("\r\n", p))
+                            want.erase(p, 1);
+                        const auto& v = k[i - 1][header];  // null: csvkit's empty field
+                        EXPECT_EQ(v.IsString() ? std::string(v.GetString()) : std::string(), want)
+                            << f << " row " << i << " column " << header;
+                    }
+                }
                 rows.push_back(r);
             }
         }

@@ -265,6 +265,31 @@ TEST_F(http_source_test, hostile_requests_are_refused_with_a_reason) {
     EXPECT_EQ(got.rfind("HTTP/1.1 408", 0), 0u) << got;
     EXPECT_NE(got.find("the request did not arrive within 800 ms"), std::string::npos) << got;
     EXPECT_LT(waited, std::chrono::seconds(4));
+
+    // A 1 GB body: refused by its Content-Length with 413 after the headers, before the body is
+    // read (only 64 KB of it is ever sent; the answer comes long before a gigabyte could).
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string gig = "POST /v1/acme/treatment-started HTTP/1.1\r\nHost: x\r\n" +
+                      "Authorization: Bearer " + token_ +
+                      "\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n" +
+                      std::string(64 * 1024, ' ');
+    t0 = std::chrono::steady_clock::now();
+    (void)::send(fd, gig.data(), gig.size(), MSG_NOSIGNAL);  // the server may close midway
+    got.clear();
+    for (;;) {
+        ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        got.append(buf, static_cast<std::size_t>(n));
+    }
+    waited = std::chrono::steady_clock::now() - t0;
+    ::close(fd);
+    EXPECT_EQ(got.rfind("HTTP/1.1 413", 0), 0u) << got;
+    EXPECT_NE(got.find("the body is larger than 65536 bytes (max_body_bytes)"), std::string::npos)
+        << got;
+    EXPECT_LT(waited, std::chrono::seconds(4));
     EXPECT_EQ(stored(), 0u);
     // Still serving.
     write_file(root_ / "vendor.json", kVendorBody);
