@@ -2,8 +2,9 @@
 //
 // Each delivery is sent by one of the plugin's own worker threads (deliver() only queues it, so
 // the host never waits on the network) with `Idempotency-Key: <delivery id>` (the same on every
-// attempt), the configured authentication (a bearer token or an HMAC-SHA256 signature, keys from
-// the host's secrets) and TLS verified against the system's or a configured CA. The answer
+// attempt), the configured authentication (a bearer token, an HMAC-SHA256 signature, or an OAuth2
+// access token got by client credentials; keys from the host's secrets) and TLS verified against
+// the system's or a configured CA. The answer
 // decides: 2xx delivered; 408, 429 and 5xx retried (a Retry-After that ends before the attempt's
 // deadline is waited out here and the request repeated with the same key, otherwise the host's
 // backoff applies); any other status is permanent, with the body's text as the reason; network
@@ -28,6 +29,7 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/url/parse.hpp>
 
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <ctime>
@@ -69,6 +71,37 @@ std::string reason_text(std::string_view body) {
     for (char c : body.substr(0, 300)) out.push_back(c == '\n' || c == '\r' || c == '\t' ? ' ' : c);
     return out;
 }
+
+// application/x-www-form-urlencoded (RFC 6749 appendix B) for one name or value.
+std::string form_encode(std::string_view v) {
+    static const char* digits = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : v) {
+        if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+            out.push_back(static_cast<char>(c));
+        } else {
+            out.push_back('%');
+            out.push_back(digits[c >> 4]);
+            out.push_back(digits[c & 15]);
+        }
+    }
+    return out;
+}
+
+std::string base64(std::string_view v) {
+    std::string out(4 * ((v.size() + 2) / 3) + 1, '\0');
+    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                            reinterpret_cast<const unsigned char*>(v.data()),
+                            static_cast<int>(v.size()));
+    out.resize(static_cast<std::size_t>(n));
+    return out;
+}
+
+// Where a request goes: the vendor's webhook or the OAuth2 token endpoint.
+struct target {
+    bool tls = false;
+    std::string host, port, path;
+};
 
 struct outcome {
     int status = 0;                  // HTTP status, 0 when no answer
@@ -133,8 +166,11 @@ public:
               "type": "object",
               "required": ["kind", "secret"],
               "properties": {
-                "kind": {"enum": ["bearer", "hmac"]},
-                "secret": {"type": "string", "description": "the name of a host secret"},
+                "kind": {"enum": ["bearer", "hmac", "oauth2"]},
+                "secret": {"type": "string", "description": "the name of a host secret (oauth2: the client secret)"},
+                "token_url": {"type": "string", "description": "oauth2: the token endpoint (client credentials)"},
+                "client_id": {"type": "string", "description": "oauth2: the client id"},
+                "scope": {"type": "string", "description": "oauth2: the scope asked for"},
                 "header": {"type": "string", "default": "X-Samband-Signature"}
               }
             }
@@ -162,9 +198,9 @@ public:
                 throw error(SAMBAND_INVALID, "http plugin: \"auth\" must be an object");
             auth_ = str(a, "kind");
             std::string secret = str(a, "secret");
-            if (auth_ != "bearer" && auth_ != "hmac")
+            if (auth_ != "bearer" && auth_ != "hmac" && auth_ != "oauth2")
                 throw error(SAMBAND_INVALID,
-                            "http plugin: auth.kind must be \"bearer\" or \"hmac\"");
+                            "http plugin: auth.kind must be \"bearer\", \"hmac\" or \"oauth2\"");
             if (secret.empty())
                 throw error(SAMBAND_INVALID,
                             "http plugin: auth.secret must name a secret of the host");
@@ -176,6 +212,15 @@ public:
             while (!secret_.empty() && (secret_.back() == '\n' || secret_.back() == '\r'))
                 secret_.pop_back();
             header_ = str(a, "header", "X-Samband-Signature");
+            if (auth_ == "oauth2") {
+                token_url_ = str(a, "token_url");
+                client_id_ = str(a, "client_id");
+                scope_ = str(a, "scope");
+                if (token_url_.empty() || client_id_.empty())
+                    throw error(SAMBAND_INVALID,
+                                "http plugin: auth.kind \"oauth2\" needs \"token_url\" and "
+                                "\"client_id\" (auth.secret names the client secret)");
+            }
         }
         auto integer = [&](const char* k, std::int64_t def, std::int64_t lo,
                            std::int64_t hi) -> std::int64_t {
@@ -255,23 +300,12 @@ public:
             return;
         }
         std::string url = str(d, "url");
-        auto u = boost::urls::parse_uri(url);
         if (url.empty())
             throw error(SAMBAND_INVALID,
                         "http plugin: the config needs \"url\" (a sink) or \"listen\" (a source)");
-        if (!u || (u->scheme() != "http" && u->scheme() != "https") || u->host().empty())
-            throw error(SAMBAND_INVALID, "http plugin: \"url\" must be an http:// or https:// URL");
-        tls_ = u->scheme() == "https";
-        host_name_ = u->host();
-        port_ = u->has_port() ? std::string(u->port()) : (tls_ ? "443" : "80");
-        target_ = std::string(u->encoded_path());
-        if (target_.empty()) target_ = "/";
-        if (u->has_query()) target_ += "?" + std::string(u->encoded_query());
-        if (!tls_ && host_name_ != "127.0.0.1" && host_name_ != "localhost" &&
-            host_name_ != "::1" && !plain_ok)
-            throw error(SAMBAND_INVALID,
-                        "http plugin: \"url\" must be https:// (plain http only to this machine, "
-                        "or with \"allow_plain_http\": true)");
+        vendor_ = parse_target(url, "url", plain_ok);
+        if (auth_ == "oauth2")
+            token_endpoint_ = parse_target(token_url_, "auth.token_url", plain_ok);
         if (d.HasMember("timeout_ms")) {
             if (!d["timeout_ms"].IsInt() || d["timeout_ms"].GetInt() < 100)
                 throw error(SAMBAND_INVALID,
@@ -285,7 +319,7 @@ public:
             workers = d["workers"].GetInt();
         }
         workers_ = workers;
-        if (tls_) {
+        if (vendor_.tls || token_endpoint_.tls) {
             ssl_.set_verify_mode(ssl::verify_peer);
             std::string ca = str(d, "ca_file");
             boost::system::error_code ec;
@@ -360,8 +394,29 @@ private:
 
     void send(samband::sdk::delivery& d) {
         std::string body(d.event().envelope_json);
+        std::string token;
+        bool renewed = false;
+        if (auth_ == "oauth2") {
+            std::string why;
+            token = access_token({}, why);
+            if (token.empty()) {
+                d.retry(why);
+                return;
+            }
+        }
         for (int round = 0;; ++round) {
-            outcome o = post(d.id(), body);
+            outcome o = post(d.id(), body, token);
+            if (o.status == 401 && auth_ == "oauth2" && !renewed) {
+                // The token was revoked or expired early: one new token, the same request again.
+                renewed = true;
+                std::string why;
+                token = access_token(token, why);
+                if (token.empty()) {
+                    d.retry(why);
+                    return;
+                }
+                continue;
+            }
             if (o.status >= 200 && o.status < 300) {
                 d.succeed(d.id());
                 return;
@@ -419,16 +474,15 @@ private:
         }
     }
 
-    // One request under one deadline (timeout_ for everything: resolve, connect, TLS, write,
-    // read). Blocking Asio calls ignore expires_after, so the exchange runs as a coroutine on a
-    // private io_context that is abandoned when the deadline passes.
-    outcome post(std::string_view key, const std::string& body) {
-        http::request<http::string_body> req{http::verb::post, target_, 11};
-        req.set(http::field::host, host_name_);
+    // The delivery's POST to the vendor, with its Idempotency-Key and authentication.
+    outcome post(std::string_view key, const std::string& body, const std::string& token) {
+        http::request<http::string_body> req{http::verb::post, vendor_.path, 11};
+        req.set(http::field::host, vendor_.host);
         req.set(http::field::user_agent, "samband-http/0.1");
         req.set(http::field::content_type, "application/json");
         req.set("Idempotency-Key", key);
         if (auth_ == "bearer") req.set(http::field::authorization, "Bearer " + secret_);
+        if (auth_ == "oauth2") req.set(http::field::authorization, "Bearer " + token);
         if (auth_ == "hmac") {
             std::string t = std::to_string(std::time(nullptr));
             req.set(header_, "t=" + t + ",v1=" + hmac_sha256_hex(secret_, t + "." + body));
@@ -436,12 +490,99 @@ private:
         req.keep_alive(false);
         req.body() = body;
         req.prepare_payload();
+        return exchange_with(vendor_, req);
+    }
 
+    // OAuth2 client credentials (RFC 6749 §4.4): the cached access token, or a new one from the
+    // token endpoint when none is cached, it expires within 30 s, or the cached one is `stale`
+    // (the vendor refused it). Empty with `why` set when the endpoint gives none; the delivery
+    // is then retried (a wrong client secret is fixed by the operator, nothing is lost).
+    std::string access_token(const std::string& stale, std::string& why) {
+        std::lock_guard lock(token_mu_);  // one fetch at a time; the others take its token
+        auto now = std::chrono::steady_clock::now();
+        if (!token_.empty() && token_ != stale && now + std::chrono::seconds(30) < token_expires_)
+            return token_;
+        http::request<http::string_body> req{http::verb::post, token_endpoint_.path, 11};
+        req.set(http::field::host, token_endpoint_.host);
+        req.set(http::field::user_agent, "samband-http/0.1");
+        req.set(http::field::content_type, "application/x-www-form-urlencoded");
+        req.set(http::field::accept, "application/json");
+        req.set(http::field::authorization,
+                "Basic " + base64(form_encode(client_id_) + ":" + form_encode(secret_)));
+        req.body() = "grant_type=client_credentials";
+        if (!scope_.empty()) req.body() += "&scope=" + form_encode(scope_);
+        req.keep_alive(false);
+        req.prepare_payload();
+        outcome o = exchange_with(token_endpoint_, req);
+        std::string where = "OAuth2 token endpoint " + token_endpoint_.host + ": ";
+        if (o.status == 0) {
+            why = where + o.text;
+            return {};
+        }
+        if (o.status != 200) {
+            why = where + "HTTP " + std::to_string(o.status) + ": " + reason_text(o.text);
+            return {};
+        }
+        rapidjson::Document d;
+        if (std::string err = samband::json::parse(o.text, d); !err.empty() || !d.IsObject()) {
+            why = where + "the answer is not a JSON object";
+            return {};
+        }
+        const rapidjson::Value& cd = d;
+        auto at = cd.FindMember("access_token");
+        if (at == cd.MemberEnd() || !at->value.IsString() || at->value.GetStringLength() == 0) {
+            why = where + "the answer has no access_token";
+            return {};
+        }
+        if (auto tt = cd.FindMember("token_type"); tt != cd.MemberEnd()) {
+            std::string type = tt->value.IsString() ? tt->value.GetString() : "";
+            for (auto& c : type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            if (type != "bearer") {
+                why = where + "token_type is not Bearer";
+                return {};
+            }
+        }
+        std::int64_t expires_in = 300;  // when the endpoint does not say
+        if (auto ex = cd.FindMember("expires_in");
+            ex != cd.MemberEnd() && ex->value.IsInt64() && ex->value.GetInt64() > 0)
+            expires_in = ex->value.GetInt64();
+        token_ = at->value.GetString();
+        token_expires_ = now + std::chrono::seconds(expires_in);
+        host_.log(log_level::info, "http: got an OAuth2 access token from " + token_endpoint_.host +
+                                       " for " + std::to_string(expires_in) + " s");
+        return token_;
+    }
+
+    static target parse_target(const std::string& url, const char* key, bool plain_ok) {
+        auto u = boost::urls::parse_uri(url);
+        if (!u || (u->scheme() != "http" && u->scheme() != "https") || u->host().empty())
+            throw error(SAMBAND_INVALID, std::string("http plugin: \"") + key +
+                                             "\" must be an http:// or https:// URL");
+        target t;
+        t.tls = u->scheme() == "https";
+        t.host = u->host();
+        t.port = u->has_port() ? std::string(u->port()) : (t.tls ? "443" : "80");
+        t.path = std::string(u->encoded_path());
+        if (t.path.empty()) t.path = "/";
+        if (u->has_query()) t.path += "?" + std::string(u->encoded_query());
+        if (!t.tls && t.host != "127.0.0.1" && t.host != "localhost" && t.host != "::1" &&
+            !plain_ok)
+            throw error(SAMBAND_INVALID,
+                        std::string("http plugin: \"") + key +
+                            "\" must be https:// (plain http only to this machine, or with "
+                            "\"allow_plain_http\": true)");
+        return t;
+    }
+
+    // One request under one deadline (timeout_ for everything: resolve, connect, TLS, write,
+    // read). Blocking Asio calls ignore expires_after, so the exchange runs as a coroutine on a
+    // private io_context that is abandoned when the deadline passes.
+    outcome exchange_with(const target& to, http::request<http::string_body>& req) {
         net::io_context ioc{1};
         net::ip::tcp::resolver resolver(ioc);
         std::optional<beast::tcp_stream> plain;
         std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
-        if (tls_)
+        if (to.tls)
             secure.emplace(ioc, ssl_);
         else
             plain.emplace(ioc);
@@ -454,7 +595,7 @@ private:
         bool abandoned = false;
         auto run = [&]() -> net::awaitable<void> {
             auto token = net::redirect_error(net::use_awaitable, ec);
-            auto results = co_await resolver.async_resolve(host_name_, port_, token);
+            auto results = co_await resolver.async_resolve(to.host, to.port, token);
             if (ec || abandoned) co_return;
             stage = "connect";
             co_await lowest.async_connect(results, token);
@@ -462,13 +603,13 @@ private:
             if (secure) {
                 stage = "TLS handshake";
                 boost::system::error_code literal;
-                net::ip::make_address(host_name_, literal);
+                net::ip::make_address(to.host, literal);
                 if (literal &&
-                    !SSL_set_tlsext_host_name(secure->native_handle(), host_name_.c_str())) {
+                    !SSL_set_tlsext_host_name(secure->native_handle(), to.host.c_str())) {
                     ec = net::error::invalid_argument;
                     co_return;
                 }
-                secure->set_verify_callback(ssl::host_name_verification(host_name_));
+                secure->set_verify_callback(ssl::host_name_verification(to.host));
                 co_await secure->async_handshake(ssl::stream_base::client, token);
                 if (ec || abandoned) co_return;
                 stage = "exchange";
@@ -492,14 +633,13 @@ private:
             ioc.restart();
             ioc.run();
             return {0,
-                    "no answer from " + host_name_ + ":" + port_ + " within " +
+                    "no answer from " + to.host + ":" + to.port + " within " +
                         std::to_string(timeout_.count()) + " ms (" + stage + ")",
                     {}};
         }
-        if (failure) return {0, "request to " + host_name_ + " failed", {}};
+        if (failure) return {0, "request to " + to.host + " failed", {}};
         if (ec)
-            return {
-                0, stage + " with " + host_name_ + ":" + port_ + " failed: " + ec.message(), {}};
+            return {0, stage + " with " + to.host + ":" + to.port + " failed: " + ec.message(), {}};
         boost::system::error_code ignored;
         lowest.socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
         lowest.socket().close(ignored);
@@ -508,11 +648,14 @@ private:
 
     samband::sdk::host host_;
     ssl::context ssl_;
-    bool tls_ = false;
-    std::string host_name_, port_, target_;
+    target vendor_, token_endpoint_;
     std::chrono::milliseconds timeout_{10000};
     int workers_ = 4;
     std::string auth_, secret_, header_;
+    std::string token_url_, client_id_, scope_;  // auth.kind "oauth2"
+    std::mutex token_mu_;
+    std::string token_;  // the cached access token
+    std::chrono::steady_clock::time_point token_expires_;
     std::mutex mu_;
     std::condition_variable cv_;
     bool running_ = false;

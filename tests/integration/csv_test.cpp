@@ -85,8 +85,11 @@ protected:
                 if (i - 1 < k.Size()) {
                     for (rapidjson::SizeType c = 0; c < d[0].Size() && c < r.size(); ++c) {
                         const char* header = d[0][c].GetString();
-                        ASSERT_TRUE(k[i - 1].IsObject() && k[i - 1].HasMember(header))
-                            << f << ": csvkit has no column " << header << ": " << kout;
+                        if (!k[i - 1].IsObject() || !k[i - 1].HasMember(header)) {
+                            ADD_FAILURE()
+                                << f << ": csvkit has no column " << header << ": " << kout;
+                            continue;
+                        }
                         std::string want = r[c];
                         for (auto p = want.find("\r\n"); p != std::string::npos;
                              p = want.find("\r\n", p))

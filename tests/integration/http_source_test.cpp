@@ -272,7 +272,7 @@ TEST_F(http_source_test, hostile_requests_are_refused_with_a_reason) {
     ASSERT_GE(fd, 0);
     ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    std::string gig = "POST /v1/acme/treatment-started HTTP/1.1\r\nHost: x\r\n" +
+    std::string gig = std::string("POST /v1/acme/treatment-started HTTP/1.1\r\nHost: x\r\n") +
                       "Authorization: Bearer " + token_ +
                       "\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n" +
                       std::string(64 * 1024, ' ');

@@ -1,5 +1,6 @@
 // The http plugin's sink in the real daemon against a vendor receiver written in Node (node:http):
-// retries keep the Idempotency-Key, the HMAC signature verifies independently, a 4xx is final.
+// retries keep the Idempotency-Key, the HMAC signature verifies independently, a 4xx is final,
+// and OAuth2 client credentials against a Node token endpoint.
 #include "harness.hpp"
 
 #include <samband_test/tools.hpp>
@@ -16,16 +17,20 @@ namespace {
 // The receiver as a child process; its port from its first line.
 class receiver {
 public:
-    receiver(const fs::path& record, const fs::path& secret, const std::string& plan) {
+    receiver(const fs::path& record, const fs::path& secret, const std::string& plan)
+        : receiver("receiver.js", {record.string(), secret.string(), plan}) {}
+    receiver(const std::string& script_name, std::vector<std::string> args) {
         int out[2];
         if (pipe(out) != 0) return;
         pid_ = fork();
         if (pid_ == 0) {
             dup2(out[1], 1);
             close(out[0]);
-            std::string script = source_dir() + "/plugins/http/tests/receiver.js";
-            execlp("node", "node", script.c_str(), record.c_str(), secret.c_str(), plan.c_str(),
-                   static_cast<char*>(nullptr));
+            std::string script = source_dir() + "/plugins/http/tests/" + script_name;
+            std::vector<char*> argv{const_cast<char*>("node"), script.data()};
+            for (auto& a : args) argv.push_back(a.data());
+            argv.push_back(nullptr);
+            execvp("node", argv.data());
             _exit(127);
         }
         close(out[1]);
@@ -82,7 +87,8 @@ protected:
         write_file(root_ / "hmac.key", std::to_string(rng()) + std::to_string(rng()) + "\n");
     }
 
-    void configure(int port, const std::string& key_file, int timeout_ms = 5000) {
+    void configure(int port, const std::string& key_file, int timeout_ms = 5000,
+                   const std::string& auth = R"({"kind": "hmac", "secret": "vendor-hmac"})") {
         write_file(root_ / "samband.json", R"({
   "node": {"name": "it-http"},
   "store": {"kind": "sqlite", "path": "var/samband.db", "retention_days": 30},
@@ -99,7 +105,7 @@ protected:
       "url": "http://127.0.0.1:)" + std::to_string(port) +
                                                R"(/hooks/samband", "timeout_ms": )" +
                                                std::to_string(timeout_ms) + R"(,
-      "auth": {"kind": "hmac", "secret": "vendor-hmac"}},
+      "auth": )" + auth + R"(},
       "policy": {"max_attempts": 5, "backoff_base_ms": 100, "backoff_max_ms": 300,
                  "attempt_timeout_ms": 10000, "concurrency": 2}}
   },
@@ -217,6 +223,120 @@ TEST_F(http_sink_test, a_wrong_key_is_refused_by_the_receiver_and_dead) {
     auto reqs = seen(root_ / "seen.jsonl");
     ASSERT_EQ(reqs.size(), 1u);
     EXPECT_FALSE(reqs[0].signed_ok);
+}
+
+// One line of the OAuth2 receiver's record.
+struct oauth_seen {
+    std::string path, key, token;
+    bool ok = false;
+};
+
+std::vector<oauth_seen> oauth_record(const fs::path& p) {
+    std::vector<oauth_seen> out;
+    std::istringstream in(read_file(p));
+    std::string line;
+    while (std::getline(in, line)) {
+        rapidjson::Document d;
+        d.Parse(line.c_str());
+        if (d.HasParseError() || !d.IsObject()) continue;
+        oauth_seen s;
+        s.path = d["path"].GetString();
+        s.ok = d["ok"].GetBool();
+        if (d.HasMember("key")) s.key = d["key"].GetString();
+        if (d.HasMember("token")) s.token = d["token"].GetString();
+        out.push_back(s);
+    }
+    return out;
+}
+
+// The token endpoint is asked once, the token is used until the receiver revokes it (after two
+// uses here), then one new token is fetched and the refused request sent again with the same key.
+TEST_F(http_sink_test, oauth2_client_credentials_token_is_fetched_cached_and_renewed_on_401) {
+    // A client secret with characters that must be form-encoded in HTTP Basic (RFC 6749 2.3.1).
+    std::mt19937_64 rng(std::random_device{}());
+    write_file(root_ / "client.secret", "s3cr:t+/" + std::to_string(rng()) + "\n");
+    receiver rx("oauth_receiver.js", {(root_ / "seen.jsonl").string(), "samband-test",
+                                      (root_ / "client.secret").string(), "2"});
+    ASSERT_GT(rx.port(), 0);
+    configure(rx.port(), "client.secret", 5000,
+              R"({"kind": "oauth2", "secret": "vendor-hmac", "client_id": "samband-test",
+                  "scope": "webhooks", "token_url": "http://127.0.0.1:)" +
+                  std::to_string(rx.port()) + R"(/token"})");
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    // Three events, one after another: tokens 1, 1, then 1 is refused, token 2.
+    for (int i = 1; i <= 3; ++i) {
+        std::string ev = kEvent;
+        ev.replace(ev.find("it-http-1"), 9, "it-http-" + std::to_string(i));
+        drop_file(root_ / "inbox", "e" + std::to_string(i) + ".json", ev);
+        ASSERT_TRUE(wait_for(
+            [&] {
+                auto r = d.get("/api/v1/deliveries?destination=vendor&state=delivered");
+                rapidjson::Document rows;
+                rows.Parse(r.body.c_str());
+                return rows.IsArray() && rows.Size() == static_cast<rapidjson::SizeType>(i);
+            },
+            std::chrono::seconds(30)))
+            << "event " << i << "\n"
+            << d.log();
+    }
+    auto reqs = oauth_record(root_ / "seen.jsonl");
+    std::vector<oauth_seen> token_reqs, hooks;
+    for (auto& r : reqs) (r.path == "/token" ? token_reqs : hooks).push_back(r);
+    ASSERT_EQ(token_reqs.size(), 2u) << read_file(root_ / "seen.jsonl");
+    for (auto& t : token_reqs) EXPECT_TRUE(t.ok) << read_file(root_ / "seen.jsonl");
+    ASSERT_EQ(hooks.size(), 4u) << read_file(root_ / "seen.jsonl");
+    EXPECT_TRUE(hooks[0].ok && hooks[1].ok && hooks[3].ok);
+    EXPECT_FALSE(hooks[2].ok);                  // the revoked token
+    EXPECT_EQ(hooks[0].token, hooks[2].token);  // cached: one token for the first three
+    EXPECT_NE(hooks[3].token, hooks[2].token);  // renewed
+    EXPECT_EQ(hooks[3].key, hooks[2].key);      // the same delivery, the same key
+    EXPECT_NE(hooks[0].key, hooks[1].key);
+    EXPECT_EQ(d.stop(), 0);
+}
+
+// A wrong client secret: the token endpoint says 401, nothing reaches the webhook, and the
+// delivery is retried (not dead: the operator fixes the secret) with the token endpoint's answer.
+TEST_F(http_sink_test, oauth2_wrong_client_secret_is_retried_naming_the_token_endpoint) {
+    write_file(root_ / "client.secret", "right\n");
+    write_file(root_ / "wrong.secret", "wrong\n");
+    receiver rx("oauth_receiver.js", {(root_ / "seen.jsonl").string(), "samband-test",
+                                      (root_ / "client.secret").string(), "0"});
+    ASSERT_GT(rx.port(), 0);
+    configure(rx.port(), "wrong.secret", 5000,
+              R"({"kind": "oauth2", "secret": "vendor-hmac", "client_id": "samband-test",
+                  "token_url": "http://127.0.0.1:)" +
+                  std::to_string(rx.port()) + R"(/token"})");
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_file(root_ / "inbox", "e1.json", kEvent);
+    std::string reason;
+    ASSERT_TRUE(wait_for(
+        [&] {
+            auto r = d.get("/api/v1/deliveries?destination=vendor");
+            rapidjson::Document rows;
+            rows.Parse(r.body.c_str());
+            if (!rows.IsArray() || rows.Size() != 1 || !rows[0].HasMember("reason") ||
+                !rows[0]["reason"].IsString() || rows[0]["reason"].GetStringLength() == 0)
+                return false;
+            reason = rows[0]["reason"].GetString();
+            // Retried: the token endpoint asked again (the attempt counter moves at the claim,
+            // before the request, so the receiver's record is what shows the second try).
+            return oauth_record(root_ / "seen.jsonl").size() >= 2;
+        },
+        std::chrono::seconds(30)))
+        << d.log();
+    EXPECT_NE(
+        reason.find("OAuth2 token endpoint 127.0.0.1: HTTP 401: {\"error\":\"invalid_client\"}"),
+        std::string::npos)
+        << reason;
+    auto reqs = oauth_record(root_ / "seen.jsonl");
+    ASSERT_GE(reqs.size(), 2u);
+    for (auto& r : reqs) {
+        EXPECT_EQ(r.path, "/token");  // the webhook never called
+        EXPECT_FALSE(r.ok);
+    }
+    EXPECT_EQ(d.stop(), 0);
 }
 
 }  // namespace
