@@ -577,6 +577,9 @@ void engine::on_receipt(const std::string& endpoint, std::string external_id, st
                       {{"endpoint", endpoint}, {"external_id", external_id}});
             return;
         }
+        // The completion this receipt answers may still be queued in this engine turn: hand the
+        // queued state changes to the store first, so the worker's wait for the writer sees it.
+        apply_now();
         ++worker_jobs_;
         asio::post(dit->second.worker->pool, [this, endpoint, external_id = std::move(external_id),
                                               kind, text = std::move(text)] {
