@@ -746,16 +746,18 @@ private:
                         why = "\"" + cellv + "\" is not a number";
                         return false;
                     }
-                    if (r.as == field_rule::kind::integer) {
-                        if (x != static_cast<double>(static_cast<std::int64_t>(x)) || x > 9e15 ||
-                            x < -9e15) {
-                            why = "\"" + cellv + "\" is not a whole number";
-                            return false;
-                        }
-                        p.Set(d, rapidjson::Value(static_cast<std::int64_t>(x)));
-                    } else {
-                        p.Set(d, rapidjson::Value(x));
+                    const bool whole = x <= 9e15 && x >= -9e15 &&
+                                       x == static_cast<double>(static_cast<std::int64_t>(x));
+                    if (r.as == field_rule::kind::integer && !whole) {
+                        why = "\"" + cellv + "\" is not a whole number";
+                        return false;
                     }
+                    // A whole number stays one ("8", not "8.0" in the event and "8,0" in an
+                    // export).
+                    if (whole)
+                        p.Set(d, rapidjson::Value(static_cast<std::int64_t>(x)));
+                    else
+                        p.Set(d, rapidjson::Value(x));
                     break;
                 }
                 case field_rule::kind::date: {

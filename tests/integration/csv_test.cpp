@@ -239,5 +239,80 @@ TEST_F(csv_test, hostile_files_are_refused_with_a_reason) {
     EXPECT_EQ(d->stop(), 0);
 }
 
+// A score export (ORS, marked on a 10 cm line, so with decimals) as an older Excel saves it:
+// Windows-1252 (æøå as single bytes, no BOM), `,` as the delimiter, a decimal comma in a quoted
+// field, dd.mm.yyyy dates. Detected without being told, and the values come out right at the other
+// end (the export's decimal comma and dates).
+TEST_F(csv_test, windows_1252_comma_separated_with_decimal_comma_and_norwegian_dates) {
+    write_file(root_ / "samband.json", R"({
+  "node": {"name": "it-csv-1252"},
+  "store": {"kind": "sqlite", "path": "var/samband.db", "retention_days": 30},
+  "admin": {"listen": "127.0.0.1:0"},
+  "log": {"level": "info"},
+  "plugin_dirs": [")" + plugin_dir() + R"("],
+  "identifiers": {"allow_synthetic": true},
+  "schemas_dir": ")" + source_dir() + R"(/config/schemas",
+  "endpoints": {
+    "scores": {"plugin": "csv", "config": {
+      "inbox": "scores-in", "poll_ms": 50, "type": "rph.assessment.scored",
+      "fields": {
+        "/subject/fnr": {"column": "Fødselsnummer"},
+        "/occurred_at": {"column": "Utfylt dato", "as": "date"},
+        "/data/administered_at": {"column": "Utfylt dato", "as": "date"},
+        "/data/treatment_id": {"column": "Behandling"},
+        "/data/instrument": {"column": "Skjema"},
+        "/data/score": {"column": "Poengsum", "as": "number"}
+      }}},
+    "export": {"plugin": "csv", "config": {
+      "outbox": "csv-out", "prefix": "oppmote", "rotate_seconds": 1,
+      "columns": [{"header": "Behandling", "pointer": "/data/treatment_id"},
+                  {"header": "Skjema", "pointer": "/data/instrument"},
+                  {"header": "Poengsum", "pointer": "/data/score"},
+                  {"header": "Dato", "pointer": "/data/administered_at", "as": "date"}]},
+      "policy": {"max_attempts": 3, "backoff_base_ms": 100, "backoff_max_ms": 1000}}
+  },
+  "routes": [{"name": "scores", "match": {"type": "rph.*", "source": "scores"}, "to": ["export"]}]
+})");
+    auto d = std::make_unique<daemon_process>(root_ / "samband.json", root_);
+    ASSERT_TRUE(d->start()) << d->log();
+    // "Fødselsnummer" and "Søvn" in Windows-1252: ø is the single byte 0xF8.
+    const std::string sheet =
+        "F\xF8"
+        "dselsnummer,Behandling,Skjema,Poengsum,Utfylt dato\r\n"
+        "14839134623,b-1,ORS,\"31,4\",24.11.2026\r\n"
+        "02918502265,b-2,GAD-7,8,1.12.2026\r\n"
+        "28860370052,S\xF8vn-3,PHQ-9,\"1,0,0\",02.12.2026\r\n";
+    drop_file(root_ / "scores-in", "skjema.csv", sheet);
+    ASSERT_TRUE(wait_for([&] { return fs::exists(root_ / "scores-in" / "done" / "skjema.csv"); },
+                         std::chrono::seconds(20)))
+        << d->log();
+    EXPECT_TRUE(wait_for(
+        [&] {
+            return d->log().find("skjema.csv: 3 rows: 2 imported, 0 already known, 1 refused") !=
+                   std::string::npos;
+        },
+        std::chrono::seconds(10)))
+        << d->log();
+    auto r = d->get("/api/v1/errors?limit=10");
+    EXPECT_NE(r.body.find("skjema.csv line 4 column 4 (Poengsum): \\\"1,0,0\\\" is not a number"),
+              std::string::npos)
+        << r.body;
+    std::vector<std::vector<std::string>> rows;
+    ASSERT_TRUE(wait_for([&] { return (rows = exported()).size() >= 2; }, std::chrono::seconds(20)))
+        << d->log();
+    ASSERT_EQ(rows.size(), 2u);
+    std::map<std::string, std::vector<std::string>> by_treatment;
+    for (auto& row : rows) {
+        ASSERT_EQ(row.size(), 5u);
+        by_treatment[row[1]] = row;
+    }
+    EXPECT_EQ(by_treatment["b-1"][2], "ORS");
+    EXPECT_EQ(by_treatment["b-1"][3], "31,4");  // 31.4 stored, written back with a decimal comma
+    EXPECT_EQ(by_treatment["b-1"][4], "24.11.2026");
+    EXPECT_EQ(by_treatment["b-2"][3], "8");
+    EXPECT_EQ(by_treatment["b-2"][4], "01.12.2026");
+    EXPECT_EQ(d->stop(), 0);
+}
+
 }  // namespace
 }  // namespace samband::test
