@@ -62,6 +62,72 @@ std::string check_scores(const std::string& where, const rapidjson::Value* arr) 
     return {};
 }
 
+int two(std::string_view s, std::size_t at) {
+    return (s[at] - '0') * 10 + (s[at + 1] - '0');
+}
+
+bool digits(std::string_view s, std::size_t from, std::size_t n) {
+    if (from + n > s.size()) return false;
+    for (std::size_t i = from; i < from + n; ++i)
+        if (s[i] < '0' || s[i] > '9') return false;
+    return true;
+}
+
+// A text shaped like an ISO-8601 date or date-time ("2026-13-45", "2026-02-30T25:00") must be a
+// real one. Returns "" or the broken rule (never the value).
+std::string check_calendar(std::string_view s) {
+    if (s.size() < 10 || !digits(s, 0, 4) || s[4] != '-' || !digits(s, 5, 2) || s[7] != '-' ||
+        !digits(s, 8, 2))
+        return {};
+    if (s.size() > 10 && s[10] != 'T') return {};  // not a date-time: free text
+    int y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + two(s, 2);
+    int m = two(s, 5), d = two(s, 8);
+    if (m < 1 || m > 12) return "not a calendar date (the month must be 01-12)";
+    static constexpr int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    int last = days[m - 1] + (m == 2 && leap ? 1 : 0);
+    if (d < 1 || d > last)
+        return "not a calendar date (the day must be 01-" + std::to_string(last) +
+               " in that month)";
+    if (s.size() > 10) {
+        if (!digits(s, 11, 2) || two(s, 11) > 23)
+            return "not a time of day (the hour must be 00-23)";
+        if (s.size() > 13 && s[13] == ':' && digits(s, 14, 2) && two(s, 14) > 59)
+            return "not a time of day (the minute must be 00-59)";
+        if (s.size() > 16 && s[16] == ':' && digits(s, 17, 2) && two(s, 17) > 60)
+            return "not a time of day (the second must be 00-60)";
+    }
+    return {};
+}
+
+// Every date-shaped string in the event, by JSON Pointer.
+std::string check_dates(const rapidjson::Value& v, const std::string& path, int depth = 0) {
+    if (depth > 64) return {};
+    if (v.IsString()) {
+        std::string why = check_calendar(std::string_view(v.GetString(), v.GetStringLength()));
+        return why.empty() ? std::string() : (path.empty() ? "/" : path) + ": " + why;
+    }
+    if (v.IsObject()) {
+        for (const auto& m : v.GetObject()) {
+            std::string key(m.name.GetString(), m.name.GetStringLength());
+            std::string p = path + "/";
+            for (char c : key)
+                p += c == '~'   ? std::string("~0")
+                     : c == '/' ? std::string("~1")
+                                : std::string(1, c);
+            if (std::string e = check_dates(m.value, p, depth + 1); !e.empty()) return e;
+        }
+    } else if (v.IsArray()) {
+        rapidjson::SizeType i = 0;
+        for (const auto& e : v.GetArray()) {
+            if (std::string w = check_dates(e, path + "/" + std::to_string(i++), depth + 1);
+                !w.empty())
+                return w;
+        }
+    }
+    return {};
+}
+
 }  // namespace
 
 std::string check_rph(const std::string& type, const rapidjson::Value& data) {
@@ -140,6 +206,7 @@ boost::system::result<rapidjson::Document, std::string> validate_envelope(
     if (data_it == doc.MemberEnd()) return std::string("/data: required field is missing");
     if (auto err = schemas_.validate(type, data_it->value)) return "/data" + *err;
     if (std::string e = check_rph(type, data_it->value); !e.empty()) return e;
+    if (std::string e = check_dates(doc, ""); !e.empty()) return e;
 
     auto subj = doc.FindMember("subject");
     if (subj == doc.MemberEnd() || !subj->value.IsObject() ||

@@ -17,14 +17,18 @@
 #include <rapidjson/writer.h>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -36,11 +40,60 @@ namespace fs = std::filesystem;
 using samband::sdk::error;
 using samband::sdk::log_level;
 
-std::string read_file(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
+// Why an inbox entry is not taken ("" for a regular file): read from lstat, so a symbolic link is
+// never followed and a FIFO is never opened (which would block the scan).
+std::string not_a_regular_file(const fs::file_status& st) {
+    switch (st.type()) {
+        case fs::file_type::regular:
+            return {};
+        case fs::file_type::symlink:
+            return "is a symbolic link; the inbox takes regular files only";
+        case fs::file_type::fifo:
+            return "is a FIFO; the inbox takes regular files only";
+        case fs::file_type::directory:
+            return "is a folder; the inbox takes regular files only";
+        case fs::file_type::socket:
+            return "is a socket; the inbox takes regular files only";
+        case fs::file_type::block:
+        case fs::file_type::character:
+            return "is a device; the inbox takes regular files only";
+        default:
+            return "is not a regular file";
+    }
+}
+
+// Reads an inbox file safely: no symbolic link followed (O_NOFOLLOW), never blocking on a FIFO
+// (O_NONBLOCK), a regular file only and its size checked with fstat on the open descriptor before
+// a byte is read. Sets `text`, or returns the reason it was not read.
+std::string read_inbox_file(const fs::path& p, std::uint64_t max_bytes, std::string& text) {
+    int fd = ::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        if (e == ELOOP)
+            return std::string("is a symbolic link; the inbox takes regular files only");
+        return std::string("cannot be opened: ") + std::strerror(e);
+    }
+    struct closer {
+        int fd;
+        ~closer() { ::close(fd); }
+    } guard{fd};
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return std::string("cannot be read: ") + std::strerror(errno);
+    if (!S_ISREG(st.st_mode)) return std::string("is not a regular file");
+    if (static_cast<std::uint64_t>(st.st_size) > max_bytes)
+        return "is " + std::to_string(st.st_size) + " bytes, over max_file_bytes (" +
+               std::to_string(max_bytes) + ")";
+    text.assign(static_cast<std::size_t>(st.st_size), '\0');
+    std::size_t got = 0;
+    while (got < text.size()) {
+        ssize_t n = ::read(fd, text.data() + got, text.size() - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return std::string("cannot be read: ") + std::strerror(errno);
+        if (n == 0) break;  // shrank while read: what is there is the document
+        got += static_cast<std::size_t>(n);
+    }
+    text.resize(got);
+    return {};
 }
 
 bool fsync_dir(const fs::path& dir) {
@@ -140,6 +193,12 @@ public:
               "type": "integer",
               "minimum": 1,
               "description": "source: files in flight at once"
+            },
+            "max_file_bytes": {
+              "type": "integer",
+              "minimum": 1024,
+              "default": 67108864,
+              "description": "source: a larger inbox file is refused (checked with fstat before reading)"
             }
           },
           "examples": [{"inbox": "inbox", "outbox": "outbox"}, {"outbox": "/var/spool/samband/out"}]
@@ -176,6 +235,12 @@ public:
             if (!d["window"].IsInt() || d["window"].GetInt() < 1)
                 throw error(SAMBAND_INVALID, "file plugin: \"window\" must be a positive integer");
             window_ = static_cast<std::size_t>(d["window"].GetInt());
+        }
+        if (d.HasMember("max_file_bytes")) {
+            if (!d["max_file_bytes"].IsInt64() || d["max_file_bytes"].GetInt64() < 1024)
+                throw error(SAMBAND_INVALID,
+                            "file plugin: \"max_file_bytes\" must be an integer >= 1024");
+            max_file_bytes_ = static_cast<std::uint64_t>(d["max_file_bytes"].GetInt64());
         }
         if (inbox_.empty() && outbox_.empty())
             throw error(SAMBAND_INVALID,
@@ -329,11 +394,15 @@ private:
     void scan() {
         std::vector<std::string> names;
         std::error_code ec;
+        std::map<std::string, std::string> refused;  // name → why it is not a regular file
         for (const auto& e : fs::directory_iterator(inbox_, ec)) {
-            if (!e.is_regular_file(ec)) continue;
             std::string n = e.path().filename().string();
             if (n.empty() || n[0] == '.' || n.size() < 6 || n.substr(n.size() - 5) != ".json")
                 continue;
+            std::error_code sec;
+            auto st = e.symlink_status(sec);
+            if (sec) continue;  // gone meanwhile
+            if (std::string why = not_a_regular_file(st); !why.empty()) refused[n] = why;
             names.push_back(n);
         }
         std::sort(names.begin(), names.end());
@@ -344,13 +413,20 @@ private:
                 if (in_flight_.count(n)) continue;
                 in_flight_.insert(n);
             }
-            submit_file(n);
+            if (auto r = refused.find(n); r != refused.end())
+                refuse(n, n + " " + r->second);
+            else
+                submit_file(n);
         }
     }
 
     void submit_file(const std::string& n) {
         fs::path path = fs::path(inbox_) / n;
-        std::string text = read_file(path);
+        std::string text;
+        if (std::string why = read_inbox_file(path, max_file_bytes_, text); !why.empty()) {
+            refuse(n, n + " " + why);
+            return;
+        }
         std::vector<samband::sdk::submit_attachment> atts;
         std::vector<std::string> att_files;
         rapidjson::Document d;
@@ -378,7 +454,19 @@ private:
                                           "\" must be a plain file name in the inbox"}});
                         return;
                     }
-                    if (!fs::exists(fs::path(inbox_) / f)) {
+                    std::error_code aec;
+                    auto ast = fs::symlink_status(fs::path(inbox_) / f, aec);
+                    if (!aec && ast.type() != fs::file_type::not_found &&
+                        !not_a_regular_file(ast).empty()) {
+                        push_answer({n,
+                                     {},
+                                     {SAMBAND_INVALID,
+                                      {},
+                                      false,
+                                      "attachment file " + f + " " + not_a_regular_file(ast)}});
+                        return;
+                    }
+                    if (aec || ast.type() == fs::file_type::not_found) {
                         push_answer({n,
                                      {},
                                      {SAMBAND_INVALID,
@@ -416,6 +504,37 @@ private:
         }
     }
 
+    // An inbox entry the plugin will not read: the host keeps the refusal in its error store
+    // (a samband.input.rejected submission, with no input: nothing was read), then the entry
+    // moves to error/ with the reason.
+    void refuse(const std::string& n, const std::string& why) {
+        rapidjson::Document d(rapidjson::kObjectType);
+        auto& a = d.GetAllocator();
+        std::string key = "file:" + n + ":refused:" + fingerprint(why);
+        d.AddMember("schema", "samband.event/1", a);
+        d.AddMember("type", "samband.input.rejected", a);
+        d.AddMember("idempotency_key", rapidjson::Value(key.c_str(), a), a);
+        rapidjson::Value r(rapidjson::kObjectType);
+        r.AddMember("reason", rapidjson::Value(why.c_str(), a), a);
+        r.AddMember("input", "", a);
+        d.AddMember("rejected", r, a);
+        rapidjson::StringBuffer sb;
+        rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+        d.Accept(w);
+        samband_status st =
+            host_.submit(std::string_view(sb.GetString(), sb.GetSize()), {},
+                         [this, n, why](const samband::sdk::submit_result& res) {
+                             if (res.status == SAMBAND_RETRY)
+                                 push_answer({n, {}, res});  // stays; refused again on a later scan
+                             else
+                                 push_answer({n, {}, {SAMBAND_INVALID, {}, false, why}});
+                         });
+        if (st != SAMBAND_OK) {
+            std::lock_guard lock(mu_);
+            in_flight_.erase(n);
+        }
+    }
+
     void push_answer(answer a) {
         {
             std::lock_guard lock(mu_);
@@ -429,6 +548,7 @@ private:
     bool delete_done_ = false;
     int poll_ms_ = 200;
     std::size_t window_ = 256;
+    std::uint64_t max_file_bytes_ = 64ull * 1024 * 1024;
     std::mutex mu_;
     std::condition_variable cv_;
     bool running_ = false;

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <dlfcn.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -648,6 +649,60 @@ TEST_F(file_plugin_test, source_moves_refused_file_to_error_with_the_hosts_reaso
     EXPECT_FALSE(fs::exists(root_ / "in" / "bad.json"));
     EXPECT_FALSE(fs::exists(root_ / "in" / "done" / "bad.json"));
     EXPECT_EQ(host_.submission_count(), 1u);
+}
+
+// Issue 15 item 4: a symbolic link (to a secret elsewhere), a FIFO, an unreadable file and an
+// oversized one are each refused with the reason, none is read (nothing is submitted, the secret
+// is not copied), and a good file beside them is still taken.
+TEST_F(file_plugin_test,
+       source_refuses_links_fifos_unreadable_and_oversized_files_without_reading) {
+    fs::create_directories(root_ / "in");
+    write_file(root_ / "secret.txt", "root:$6$not-a-real-hash:19000:0:99999:7:::");
+    fs::create_symlink(root_ / "secret.txt", root_ / "in" / "link.json");
+    ASSERT_EQ(::mkfifo((root_ / "in" / "pipe.json").c_str(), 0600), 0);
+    drop_file(root_ / "in", "big.json", std::string(4096, ' ') + "{}");
+    drop_file(root_ / "in", "locked.json", "{}");
+    fs::permissions(root_ / "in" / "locked.json", fs::perms::none);
+    bool root_reads_anyway = ::access((root_ / "in" / "locked.json").c_str(), R_OK) == 0;
+    drop_file(root_ / "in", "good.json", R"({"type":"rph.treatment.started"})");
+    host_.set_policy({SAMBAND_OK, SAMBAND_OK, ""});
+    plugin_instance p(desc_, host_, inbox_config(R"(, "max_file_bytes": 1024)"));
+    ASSERT_EQ(p.create_status(), SAMBAND_OK) << p.create_error();
+    ASSERT_EQ(p.start(), SAMBAND_OK);
+    auto reason = [&](const std::string& n) {
+        return read_file(root_ / "in" / "error" / (n + ".reason"));
+    };
+    auto refused = [&](const std::string& n) {
+        return fs::exists(root_ / "in" / "error" / (n + ".reason"));
+    };
+    ASSERT_TRUE(wait_for([&] {
+        return refused("link.json") && refused("pipe.json") && refused("big.json") &&
+               fs::exists(root_ / "in" / "done" / "good.json");
+    }));
+    EXPECT_NE(reason("link.json").find("is a symbolic link"), std::string::npos);
+    EXPECT_NE(reason("pipe.json").find("is a FIFO"), std::string::npos);
+    EXPECT_NE(reason("big.json").find("over max_file_bytes (1024)"), std::string::npos);
+    // The link itself moved to error/; its target is where it was and was never read.
+    EXPECT_TRUE(fs::is_symlink(fs::symlink_status(root_ / "in" / "error" / "link.json")));
+    EXPECT_TRUE(fs::exists(root_ / "secret.txt"));
+    if (!root_reads_anyway) {
+        ASSERT_TRUE(wait_for([&] { return refused("locked.json"); }));
+        EXPECT_NE(reason("locked.json").find("cannot be opened: Permission denied"),
+                  std::string::npos);
+    }
+    // Each refusal went to the host as a samband.input.rejected with its reason and no input;
+    // nothing submitted holds the secret.
+    std::size_t rejected = 0;
+    for (std::size_t i = 0; i < host_.submission_count(); ++i) {
+        const std::string& env = host_.submission(i).envelope;
+        EXPECT_EQ(env.find("not-a-real-hash"), std::string::npos) << env;
+        if (env.find("samband.input.rejected") != std::string::npos) {
+            ++rejected;
+            EXPECT_NE(env.find("\"input\":\"\""), std::string::npos) << env;
+        }
+    }
+    EXPECT_EQ(rejected, root_reads_anyway ? 3u : 4u);
+    EXPECT_EQ(host_.submission_count(), 5u);  // 4 entries refused or read, and good.json
 }
 
 TEST_F(file_plugin_test, source_submits_malformed_json_raw_and_lets_the_host_refuse_it) {

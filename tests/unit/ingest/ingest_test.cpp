@@ -93,5 +93,31 @@ TEST_F(ingest_validation, each_bad_input_is_refused_naming_the_problem) {
     EXPECT_NE(why(nosubject).find("/subject"), std::string::npos) << why(nosubject);
 }
 
+TEST_F(ingest_validation, impossible_dates_are_refused_by_path_without_quoting_them) {
+    std::string score = demo("03-kari-score.json");
+    rapidjson::Document d;
+    d.Parse(score.c_str());
+    auto with_occurred = [&](const char* when) {
+        d["occurred_at"].SetString(when, d.GetAllocator());
+        return why(codec::to_json(d));
+    };
+    EXPECT_EQ(with_occurred("2026-13-45"),
+              "/occurred_at: not a calendar date (the month must be 01-12)");
+    EXPECT_EQ(with_occurred("2026-02-29"),
+              "/occurred_at: not a calendar date (the day must be 01-28 in that month)");
+    EXPECT_EQ(with_occurred("2026-04-10T24:00:00Z"),
+              "/occurred_at: not a time of day (the hour must be 00-23)");
+    EXPECT_EQ(with_occurred("2026-04-10T10:61:00Z"),
+              "/occurred_at: not a time of day (the minute must be 00-59)");
+    EXPECT_EQ(with_occurred("2028-02-29T10:00:00+01:00"), "");  // a leap day
+    EXPECT_EQ(with_occurred("2026-04-10"), "");
+    // A date-shaped text anywhere in the event is checked too, and named by its path.
+    d["occurred_at"].SetString("2026-04-10", d.GetAllocator());
+    d["data"]["administered_at"].SetString("2026-00-10", d.GetAllocator());
+    std::string w = why(codec::to_json(d));
+    EXPECT_EQ(w, "/data/administered_at: not a calendar date (the month must be 01-12)");
+    EXPECT_EQ(w.find("2026-00-10"), std::string::npos) << "the value is not quoted: " << w;
+}
+
 }  // namespace
 }  // namespace samband::ingest
