@@ -140,13 +140,19 @@ TEST_F(http_source_test, vendor_json_becomes_rph_treatment_started_and_202_comes
     ASSERT_EQ(r.substr(0, 4), "202 ") << r << d_->log();
     EXPECT_NE(r.find("\"duplicate\":false"), std::string::npos) << r;
     EXPECT_EQ(stored(), 1u);  // committed before the 202, so already here
-    ASSERT_TRUE(
-        wait_for([&] { return fs::exists(root_ / "outbox") && !fs::is_empty(root_ / "outbox"); },
-                 std::chrono::seconds(10)))
-        << d_->log();
+    // The file sink writes a hidden temporary file and renames it: read only the finished one.
     std::string written;
-    for (const auto& e : fs::recursive_directory_iterator(root_ / "outbox"))
-        if (e.is_regular_file()) written += read_file(e.path());
+    ASSERT_TRUE(wait_for(
+        [&] {
+            std::error_code ec;
+            written.clear();
+            for (const auto& e : fs::recursive_directory_iterator(root_ / "outbox", ec))
+                if (e.is_regular_file() && e.path().filename().string().front() != '.')
+                    written += read_file(e.path());
+            return !written.empty();
+        },
+        std::chrono::seconds(10)))
+        << d_->log();
     rapidjson::Document ev;
     ev.Parse(written.c_str());
     ASSERT_TRUE(ev.IsObject()) << written;
