@@ -8,7 +8,11 @@ function(samband_add_plugin name)
     CXX_VISIBILITY_PRESET hidden
     C_VISIBILITY_PRESET hidden
     VISIBILITY_INLINES_HIDDEN ON)
-  target_link_options(${name} PRIVATE "-Wl,--no-undefined")
+  # (Not in the sanitizer build of this repository, SAMBAND_FUZZ: the ASan runtime's symbols come
+  # from the executable that loads the plugin.)
+  if(NOT SAMBAND_FUZZ)
+    target_link_options(${name} PRIVATE "-Wl,--no-undefined")
+  endif()
   if(SAMBAND_PLUGIN_OUTPUT_DIR)  # in-tree: every plugin beside the others, for tests and the demo
     set_target_properties(${name} PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${SAMBAND_PLUGIN_OUTPUT_DIR})
   endif()
