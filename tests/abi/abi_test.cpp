@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -264,8 +265,9 @@ TEST(abi_compat, plugin_built_from_the_frozen_1_0_header_loads_and_passes_the_ch
 std::pair<int, std::string> check_cli(const std::string& so, const std::string& config_json = {}) {
     std::string cmd = std::string(SAMBAND_BIN) + " plugin check " + so;
     if (!config_json.empty()) {
-        fs::path cfg =
-            fs::temp_directory_path() / ("samband-check-" + fs::path(so).stem().string() + ".json");
+        // Per process: builds in several worktrees run this test at the same time.
+        fs::path cfg = fs::temp_directory_path() / ("samband-check-" + std::to_string(::getpid()) +
+                                                    "-" + fs::path(so).stem().string() + ".json");
         std::ofstream(cfg) << config_json;
         cmd += " --config " + cfg.string();
     }
@@ -298,7 +300,8 @@ TEST(abi_check_cli, every_fixture_fails_with_its_specific_reason) {
 }
 
 TEST(abi_check_cli, in_tree_plugins_pass) {
-    fs::path tmp = fs::temp_directory_path() / "samband-check-outbox";
+    fs::path tmp =
+        fs::temp_directory_path() / ("samband-check-outbox-" + std::to_string(::getpid()));
     fs::create_directories(tmp);
     std::string dir = SAMBAND_PLUGIN_DIR;
     std::vector<std::pair<std::string, std::string>> plugins = {
@@ -318,6 +321,8 @@ TEST(abi_check_cli, in_tree_plugins_pass) {
     for (const auto& [name, cfg] : plugins) {
         auto [rc, out] = check_cli(dir + "/" + name + ".so", cfg);
         EXPECT_EQ(rc, 0) << name << "\n" << out;
+        fs::remove(fs::temp_directory_path() /
+                   ("samband-check-" + std::to_string(::getpid()) + "-" + name + ".json"));
     }
     fs::remove_all(tmp);
 }

@@ -130,19 +130,59 @@ inline check_result check_her_id(std::string_view id) {
     return {};
 }
 
-// Masks every run of exactly 11 digits as its first 6 followed by "*****" (for logs).
+namespace detail {
+
+inline bool is_hex(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// The length of a UUID (8-4-4-4-12 hex digits) starting at `i` and standing alone (no hex digit
+// or '-' right before or after it), or 0.
+inline std::size_t uuid_at(std::string_view s, std::size_t i) {
+    static constexpr std::size_t groups[] = {8, 4, 4, 4, 12};
+    if (i > 0 && (is_hex(s[i - 1]) || s[i - 1] == '-')) return 0;
+    std::size_t j = i;
+    for (std::size_t g = 0; g < 5; ++g) {
+        if (g > 0) {
+            if (j >= s.size() || s[j] != '-') return 0;
+            ++j;
+        }
+        for (std::size_t k = 0; k < groups[g]; ++k, ++j)
+            if (j >= s.size() || !is_hex(s[j])) return 0;
+    }
+    if (j < s.size() && (is_hex(s[j]) || s[j] == '-')) return 0;
+    return j - i;
+}
+
+}  // namespace detail
+
+// Masks fødselsnumre and D-numbers for logs: every run of exactly 11 digits becomes its first 6
+// and "*****"; in a longer run of digits, every 11 digits that pass the fødselsnummer/D-number
+// check (synthetic ones included) are masked the same way, so a number cannot hide inside a
+// longer one. UUIDs are left whole (their digit runs are not identifiers).
 inline std::string mask(std::string_view text) {
     std::string out(text);
     std::size_t i = 0;
     while (i < out.size()) {
+        if (std::size_t u = detail::uuid_at(text, i); u > 0) {
+            i += u;
+            continue;
+        }
         if (out[i] < '0' || out[i] > '9') {
             ++i;
             continue;
         }
         std::size_t j = i;
         while (j < out.size() && out[j] >= '0' && out[j] <= '9') ++j;
-        if (j - i == 11)
+        if (j - i == 11) {
             for (std::size_t k = i + 6; k < j; ++k) out[k] = '*';
+        } else if (j - i > 11) {
+            person_id_options any;
+            any.allow_synthetic = true;
+            for (std::size_t w = i; w + 11 <= j; ++w)
+                if (check_person_id(text.substr(w, 11), any))
+                    for (std::size_t k = w + 6; k < w + 11; ++k) out[k] = '*';
+        }
         i = j;
     }
     return out;

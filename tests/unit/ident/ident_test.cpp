@@ -67,7 +67,21 @@ TEST(ident, organisation_hpr_and_her_id) {
 TEST(ident, mask_hides_every_eleven_digit_run_but_nothing_else) {
     EXPECT_EQ(mask("patient 14839134623 and 57048806165"), "patient 148391***** and 570488*****");
     EXPECT_EQ(mask("HER 9900101, phone +4799000001"), "HER 9900101, phone +4799000001");
-    EXPECT_EQ(mask("123456789012"), "123456789012");
+    EXPECT_EQ(mask("123456789012"), "123456789012");  // no valid number inside
+}
+
+TEST(ident, mask_finds_a_number_inside_a_longer_one_and_leaves_uuids_whole) {
+    // A fødselsnummer with digits glued on either side is still masked.
+    EXPECT_EQ(mask("ref 0014839134623"), "ref 00148391*****");
+    EXPECT_EQ(mask("1483913462399"), "148391*****99");
+    // A UUID keeps every digit, even an 11-digit run inside its last group.
+    EXPECT_EQ(mask("event 3f2a9c1e-7b4d-4e8a-9f00-a14839134623 stored"),
+              "event 3f2a9c1e-7b4d-4e8a-9f00-a14839134623 stored");
+    EXPECT_EQ(mask("delivery 0c2f1d5e-0000-4000-8000-123456789012"),
+              "delivery 0c2f1d5e-0000-4000-8000-123456789012");
+    // Next to a UUID, a plain number is still masked.
+    EXPECT_EQ(mask("3f2a9c1e-7b4d-4e8a-9f00-a14839134623 14839134623"),
+              "3f2a9c1e-7b4d-4e8a-9f00-a14839134623 148391*****");
 }
 
 }  // namespace
