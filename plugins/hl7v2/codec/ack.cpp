@@ -18,16 +18,20 @@ std::string now_ts() {
     return buf;
 }
 
-// "2.3" < "2.5": compares the first two numbers.
+// "2.3" < "2.5": compares the first two numbers. A number is read up to 1000 (the sender's
+// MSH-12 may hold any run of digits; found by the fuzzer as a signed overflow).
 bool version_before_25(std::string_view v) {
     if (v.empty()) return false;
-    int major = 0, minor = 0;
+    auto number = [&](std::size_t& i) {
+        int n = 0;
+        for (; i < v.size() && std::isdigit(static_cast<unsigned char>(v[i])); ++i)
+            if (n < 1000) n = n * 10 + (v[i] - '0');
+        return n;
+    };
     std::size_t i = 0;
-    while (i < v.size() && std::isdigit(static_cast<unsigned char>(v[i])))
-        major = major * 10 + (v[i++] - '0');
+    int major = number(i);
     if (i < v.size() && v[i] == '.') ++i;
-    while (i < v.size() && std::isdigit(static_cast<unsigned char>(v[i])))
-        minor = minor * 10 + (v[i++] - '0');
+    int minor = number(i);
     return major == 2 && minor < 5;
 }
 

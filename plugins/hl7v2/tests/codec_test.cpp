@@ -285,6 +285,17 @@ TEST(hl7v2_ack, err_names_the_field_in_25_and_23) {
     EXPECT_NE(out23.find("|ACK^R01|AQ1|"), std::string::npos) << out23;
 }
 
+// Found by the fuzzer (a signed overflow reading MSH-12): a version of any length is read safely
+// and, not being 2.x before 2.5, gets the 2.5 form of the ACK. The input is also a fuzz seed.
+TEST(hl7v2_ack, a_version_with_a_huge_number_is_read_without_overflow) {
+    for (const char* v : {"66666666666666666666", "2.66666666666666666666", "99999999999.1"}) {
+        auto in = parse(std::string("MSH|^~\\&|A|B|C|D|1||ORU^R01|Q1|P|") + v + "\r");
+        ASSERT_TRUE(in) << v;
+        std::string out = serialize(build_ack(&*in, ack_code::AA, "", nullptr));
+        EXPECT_NE(out.find("|ACK^R01^ACK|AQ1|"), std::string::npos) << v << ": " << out;
+    }
+}
+
 TEST(hl7v2_ack, unreadable_message_still_gets_an_ack) {
     parse_error e{hl7_error::segment_sequence,
                   "the message does not start with an MSH segment",
