@@ -61,7 +61,7 @@ extern "C" {
 
 /* How long the host waits for create, start, deliver, render and transform to return. A call that
  * overruns is reported as timed out (RETRY for a delivery) and the instance gets no further calls
- * until it returns. `samband plugin check` uses the same deadlines. */
+ * until it returns. (`samband plugin check` still uses 2 s per call; it moves onto these.) */
 #define SAMBAND_CALL_DEADLINE_MS 5000
 /* How long the host waits for stop and destroy to return. */
 #define SAMBAND_STOP_DEADLINE_MS 50000
@@ -333,9 +333,8 @@ typedef struct samband_host_api {
     void (*render_name)(samband_render_out* out, samband_str name);
 
     /* TRANSFORM: sets the output envelope (attachments pass through unchanged). It must be valid
-     * against samband.event.json and the event type's schema, keep the event's id, and add only
-     * recipient/note/journal objects; the host fails the delivery with the reason when it is
-     * not. THREAD: the transform() thread. */
+     * against samband.event.json and the event type's schema; the host is to fail the delivery
+     * with the reason when it is not (not yet enforced). THREAD: the transform() thread. */
     void (*transform_emit)(samband_transform_out* out, samband_str envelope_json);
 } samband_host_api;
 
@@ -415,7 +414,7 @@ typedef struct samband_plugin_descriptor {
 
     /* A JSON Schema (draft-04 keywords as RapidJSON checks them) for the endpoint's config, or
      * NULL. For `samband config check` and the daemon to validate each endpoint's config by JSON
-     * path before create(); the plugin then receives the config as written. NUL-terminated. */
+     * path before create(); today's host only checks that it is a JSON object. NUL-terminated. */
     const char* config_schema_json;
 } samband_plugin_descriptor;
 
