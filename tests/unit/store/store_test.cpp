@@ -77,6 +77,30 @@ TEST_F(store_test, submitted_event_is_readable_with_its_envelope) {
     EXPECT_EQ((*got)->source, "epj");
 }
 
+// Checkpoints run beside the writer (not inside its commits); the WAL must still stay bounded
+// while events keep coming. 48 MB of 8 KB events with no checkpoint would leave a WAL over 48 MB.
+TEST_F(store_test, the_wal_stays_bounded_under_a_steady_stream_of_commits) {
+    std::string pad(8192, 'x');
+    constexpr int n = 6000;
+    std::vector<std::future<boost::system::error_code>> done;
+    for (int i = 0; i < n; ++i) {
+        auto e = ev("w" + std::to_string(i), "p" + std::to_string(i % 100));
+        e.envelope_json = R"({"type":"rph.treatment.started","pad":")" + pad + "\"}";
+        auto p = std::make_shared<std::promise<boost::system::error_code>>();
+        done.push_back(p->get_future());
+        st_->submit(std::move(e),
+                    [p](boost::system::error_code ec, submit_outcome) { p->set_value(ec); });
+        if (done.size() % 200 == 0) done[done.size() - 200].wait();  // a window, as ingest has
+    }
+    for (auto& f : done) ASSERT_FALSE(f.get());
+    auto wal = fs::file_size(dir_ / "s.db-wal");
+    EXPECT_LT(wal, 32u * 1024 * 1024) << "the WAL grew to " << wal << " bytes";
+    auto stats = st_->stats();
+    ASSERT_TRUE(stats);
+    ASSERT_EQ(stats->size(), 1u);
+    EXPECT_EQ((*stats)[0].by_state[code(delivery_state::pending)], n) << "every event is stored";
+}
+
 TEST_F(store_test, handler_runs_only_after_the_commit_is_visible_to_another_connection) {
     auto e = ev("visible");
     std::string id = e.id;
