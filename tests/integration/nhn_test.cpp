@@ -754,7 +754,9 @@ TEST_F(nhn_test, msg_ids_never_repeat_across_two_fresh_stores) {
                    r.body.find("\"in_flight\"") == std::string::npos &&
                    r.body.find("\"failed\"") == std::string::npos;
         };
-        ASSERT_TRUE(wait_for(settled, std::chrono::seconds(30))) << d.log();
+        ASSERT_TRUE(wait_for(settled, std::chrono::seconds(30)))
+            << d.get("/api/v1/deliveries?destination=nhn").body << "\n"
+            << d.log();
         std::vector<std::string> ids;
         for (auto& e : fs::directory_iterator(root / "nhn-out")) {
             auto m = codec_->parse(read_file(e.path()));
@@ -763,7 +765,8 @@ TEST_F(nhn_test, msg_ids_never_repeat_across_two_fresh_stores) {
         }
         ASSERT_GE(ids.size(), 3u) << "the demo sends several notes to the GP";
         if (run == 0) per_run = ids.size();
-        EXPECT_EQ(ids.size(), per_run) << "both runs send the same notes";
+        EXPECT_EQ(ids.size(), per_run) << "both runs send the same notes; deliveries of run " << run
+                                       << ": " << d.get("/api/v1/deliveries?destination=nhn").body;
         all.insert(all.end(), ids.begin(), ids.end());
         EXPECT_EQ(d.stop(), 0);
     }
