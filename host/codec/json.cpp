@@ -84,7 +84,10 @@ std::optional<std::string> schema_set::validate(const std::string& name,
     auto it = schemas_.find(name);
     if (it == schemas_.end()) return "no schema named " + name;
     rapidjson::SchemaValidator validator(*it->second->schema);
-    if (doc.Accept(validator)) return std::nullopt;
+    {
+        std::lock_guard lock(it->second->mu);
+        if (doc.Accept(validator)) return std::nullopt;
+    }
 
     rapidjson::StringBuffer docptr, schemaptr;
     validator.GetInvalidDocumentPointer().StringifyUriFragment(docptr);

@@ -9,6 +9,7 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -47,6 +48,9 @@ private:
     struct entry {
         std::unique_ptr<rapidjson::Document> source;
         std::unique_ptr<rapidjson::SchemaDocument> schema;
+        // RapidJSON 1.1 keeps a "pattern" regex's match state inside the SchemaDocument: one
+        // validation at a time per schema.
+        std::mutex mu;
     };
     std::map<std::string, std::shared_ptr<entry>> schemas_;
 };

@@ -5,7 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace {
 
@@ -114,6 +117,32 @@ TEST(Json, ALoneSurrogateEscapeIsRefusedAndAPairIsText) {
     EXPECT_EQ(std::string(d["k"].GetString()), "\xF0\x9F\x98\x80");
     auto again = samband::codec::parse_json(samband::codec::to_json(d));
     EXPECT_TRUE(again);
+}
+
+// RapidJSON 1.1's regex keeps its match state in the compiled schema, so two threads checking a
+// "pattern" at once corrupted each other's match (a segfault in the daemon, seen in CI as
+// nhn_test stopping mid-run, or a wrong verdict). Ingest's source threads and every destination's
+// prepare workers validate against the same schema set.
+TEST(SchemaSet, ValidatesFromManyThreadsAtOnce) {
+    samband::codec::schema_set set;
+    ASSERT_TRUE(set.add("t", R"({"type": "object", "properties": {
+        "fnr": {"type": "string", "pattern": "^[0-9]{11}$"},
+        "day": {"type": "string", "pattern": "^(19|20)[0-9]{2}-(0[1-9]|1[0-2])-([0-2][0-9]|3[01])$"}}})"));
+    rapidjson::Document good, bad;
+    good.Parse(R"({"fnr": "12345678901", "day": "2026-11-24"})");
+    bad.Parse(R"({"fnr": "1234567890x", "day": "2026-11-24"})");
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&] {
+            for (int i = 0; i < 20000; ++i) {
+                if (set.validate("t", good)) ++wrong;
+                if (!set.validate("t", bad)) ++wrong;
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(wrong.load(), 0) << "verdicts that differ from a single thread's";
 }
 
 }  // namespace
