@@ -312,7 +312,23 @@ config_result parse_config(const std::string& text, const std::string& file,
         c.store.path = str(*st, "path", c.store.path);
         c.store.retention_days = i64(*st, "retention_days", c.store.retention_days);
         c.store.synchronous = str(*st, "synchronous", c.store.synchronous);
+        c.store.conninfo_secret = str(*st, "conninfo_secret", "");
+        c.store.node_id = str(*st, "node_id", "");
+        c.store.lease_s = i64(*st, "lease_s", c.store.lease_s);
+        if (c.store.kind == "postgresql") {
+            auto secs = doc.FindMember("secrets");
+            if (c.store.conninfo_secret.empty())
+                errs.push_back({"/store/conninfo_secret",
+                                "a postgresql store needs conninfo_secret: the secret holding its "
+                                "connection string"});
+            else if (secs == doc.MemberEnd() ||
+                     !secs->value.HasMember(c.store.conninfo_secret.c_str()))
+                errs.push_back({"/store/conninfo_secret", "unknown secret \"" +
+                                                              c.store.conninfo_secret +
+                                                              "\" (define it under secrets)"});
+        }
     }
+    if (c.store.node_id.empty()) c.store.node_id = c.node.name;
     c.store.path = resolve(base_dir, c.store.path);
     if (const Value* a = obj("admin")) {
         c.admin.listen = str(*a, "listen", c.admin.listen);
@@ -436,6 +452,14 @@ config_result parse_config(const std::string& text, const std::string& file,
             e.policy.backoff_base_ms = i64(p, "backoff_base_ms", e.policy.backoff_base_ms);
             e.policy.backoff_max_ms = i64(p, "backoff_max_ms", e.policy.backoff_max_ms);
             e.policy.attempt_timeout_ms = i64(p, "attempt_timeout_ms", e.policy.attempt_timeout_ms);
+            // A lease shorter than an attempt would let another node take over a delivery whose
+            // attempt is still running (the default 30 s is below the default lease of 60 s).
+            if (c.store.kind == "postgresql" && p.HasMember("attempt_timeout_ms") &&
+                e.policy.attempt_timeout_ms >= c.store.lease_s * 1000)
+                errs.push_back(
+                    {"/endpoints/" + escape_pointer_token(e.name) + "/policy/attempt_timeout_ms",
+                     "must be shorter than the store's lease (store.lease_s = " +
+                         std::to_string(c.store.lease_s) + " s)"});
             e.policy.concurrency = static_cast<int>(i64(p, "concurrency", e.policy.concurrency));
             e.policy.receipt_window_s = i64(p, "receipt_window_s", e.policy.receipt_window_s);
             if (e.policy.backoff_max_ms < e.policy.backoff_base_ms)

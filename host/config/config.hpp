@@ -14,10 +14,13 @@ struct node_config {
     std::string name = "samband";
 };
 struct store_config {
-    std::string kind = "sqlite";
-    std::string path = "var/samband.db";
+    std::string kind = "sqlite";          // sqlite | postgresql
+    std::string path = "var/samband.db";  // sqlite: the file; postgresql: PATH.blobs/ is a cache
     std::int64_t retention_days = 30;
     std::string synchronous = "full";
+    std::string conninfo_secret;  // postgresql: the secret holding the libpq connection string
+    std::string node_id;          // postgresql: this node's name in leases (default node.name)
+    std::int64_t lease_s = 60;    // postgresql: a claim's lease
 };
 struct admin_config {
     std::string listen = "127.0.0.1:8780";

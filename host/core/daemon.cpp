@@ -65,11 +65,7 @@ public:
                   {{"config", opts_.config_path}, {"node", cfg_->node.name}});
 
         // The store first: nothing is accepted before it is open and recovered.
-        store::sqlite_options so;
-        so.path = cfg_->store.path;
-        so.synchronous_full = cfg_->store.synchronous != "normal";
-        fs::create_directories(fs::path(so.path).parent_path());
-        store_ = store::open_sqlite(so);
+        store_ = open_store(*cfg_, log_);
         store_->on_fatal([this](std::string reason) {
             log_.error("store.fatal", "storage I/O error; exiting for a clean restart: " + reason);
             asio::post(io_, [this] {
@@ -80,8 +76,8 @@ public:
         auto recovered = store_->recover_in_flight();
         if (!recovered)
             throw std::runtime_error("store recovery failed: " + recovered.error().message());
-        log_.info("store.open", "store ready",
-                  {{"path", so.path}, {"recovered_in_flight", std::to_string(*recovered)}});
+        log_.info("store.recovered", "store recovered",
+                  {{"recovered_in_flight", std::to_string(*recovered)}});
 
         schemas_ = codec::schema_set::load_dir(cfg_->schemas_dir);
         log_.info("schemas", "event schemas loaded",
@@ -183,6 +179,9 @@ private:
         keep(next.store.kind, running.store.kind, "/store/kind");
         keep(next.store.path, running.store.path, "/store/path");
         keep(next.store.synchronous, running.store.synchronous, "/store/synchronous");
+        keep(next.store.conninfo_secret, running.store.conninfo_secret, "/store/conninfo_secret");
+        keep(next.store.node_id, running.store.node_id, "/store/node_id");
+        keep(next.store.lease_s, running.store.lease_s, "/store/lease_s");
         keep(next.admin.listen, running.admin.listen, "/admin/listen");
         keep(next.admin.token_file, running.admin.token_file, "/admin/token_file");
         keep(next.admin.tls_cert_file, running.admin.tls_cert_file, "/admin/tls/cert_file");

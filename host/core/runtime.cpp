@@ -262,6 +262,31 @@ std::string read_secret(const config::config& c, const std::string& name) {
 }
 }  // namespace
 
+std::unique_ptr<store::store> open_store(const config::config& c, logger& log) {
+    if (c.store.kind == "postgresql") {
+        store::postgresql_options po;
+        po.conninfo = read_secret(c, c.store.conninfo_secret);
+        if (po.conninfo.empty())
+            throw std::runtime_error(
+                "store: the secret \"" + c.store.conninfo_secret +
+                "\" (the PostgreSQL connection string) is empty or unreadable");
+        po.node_id = c.store.node_id;
+        po.lease_ms = c.store.lease_s * 1000;
+        po.blob_cache = c.store.path + ".blobs";
+        auto st = store::open_postgresql(po);
+        log.info("store.open", "PostgreSQL store ready",
+                 {{"node_id", po.node_id}, {"lease_s", std::to_string(c.store.lease_s)}});
+        return st;
+    }
+    store::sqlite_options so;
+    so.path = c.store.path;
+    so.synchronous_full = c.store.synchronous != "normal";
+    fs::create_directories(fs::path(so.path).parent_path());
+    auto st = store::open_sqlite(so);
+    log.info("store.open", "SQLite store ready", {{"path", so.path}});
+    return st;
+}
+
 std::unique_ptr<directory::gp_directory> open_gp_directory(const config::config& c, logger& log) {
     if (!c.gp_directory) {
         log.info("gp_directory", "no GP directory configured; GP routes hold until one is");

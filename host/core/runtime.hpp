@@ -8,6 +8,7 @@
 #include "directory/adresseregisteret.hpp"
 #include "directory/gp_directory.hpp"
 #include "plugin/plugin_host.hpp"
+#include "store/store.hpp"
 
 #include <map>
 #include <memory>
@@ -83,6 +84,10 @@ void stop_endpoints(runtime& rt, std::uint32_t kinds, logger& log);
 
 // The configured GP directory (file, cached), or null when none is configured.
 std::unique_ptr<directory::gp_directory> open_gp_directory(const config::config& c, logger& log);
+
+// Opens the configured store (sqlite, or postgresql with its connection string read from the
+// named secret; the string is never logged). Throws a clear start-up error.
+std::unique_ptr<store::store> open_store(const config::config& c, logger& log);
 
 // The configured Adresseregisteret receiver check, or null when none is configured. Throws
 // std::runtime_error naming the problem (url, file, secret).

@@ -178,6 +178,7 @@ void engine::on_claimed(const std::string& name, boost::system::error_code ec,
             if (r.state == delivery_state::dead) continue;
             store::delivery_update u;
             u.delivery_id = r.id;
+            u.fence = r.fence;
             u.state = delivery_state::pending;
             u.hand_back = true;
             u.reason =
@@ -304,6 +305,7 @@ void engine::on_prepared(std::uint64_t token, std::int64_t received_ms, prepared
         if (dit != dests_.end()) --dit->second.in_flight;
         store::delivery_update u;
         u.delivery_id = row.id;
+        u.fence = row.fence;
         u.state = delivery_state::pending;
         u.hand_back = true;
         u.reason =
@@ -318,6 +320,7 @@ void engine::on_prepared(std::uint64_t token, std::int64_t received_ms, prepared
         --in_flight_total_;
         store::delivery_update u;
         u.delivery_id = row.id;
+        u.fence = row.fence;
         u.reason = prep.reason;
         u.actor = "gate";
         u.hand_back = true;  // decided before any sink saw it: not an attempt
@@ -394,7 +397,8 @@ void engine::on_complete(const std::string& endpoint, std::uint64_t token, plugi
 }
 
 void engine::remember_ended(std::uint64_t token, const attempt& a, bool ok, std::string how) {
-    ended_[token] = {a.row.id, a.row.event_id, a.destination, a.row.attempts, ok, std::move(how)};
+    ended_[token] = {a.row.id, a.row.event_id, a.destination, a.row.attempts,
+                     ok,       std::move(how), a.row.fence};
     ended_order_.push_back(token);
     while (ended_order_.size() > kEndedKept) {
         ended_.erase(ended_order_.front());
@@ -444,6 +448,7 @@ void engine::late(const std::string& endpoint, std::uint64_t token, plugin::comp
     }
     store::delivery_update u;
     u.delivery_id = e.delivery_id;
+    u.fence = e.fence;
     u.state = delivery_state::delivered;
     u.external_id = c.external_id;
     u.reason = "delivered late: " + what;
@@ -470,6 +475,7 @@ void engine::finish(std::uint64_t token, plugin::completion c) {
     std::string did = std::to_string(a.row.id);
     store::delivery_update u;
     u.delivery_id = a.row.id;
+    u.fence = a.row.fence;            // refused if another node took the delivery over
     int attempt_no = a.row.attempts;  // counted at the claim
     int used = attempt_no - a.row.attempts_base;
     u.closes_attempt = attempt_no;
@@ -650,6 +656,8 @@ void engine::stop_dispatch(std::chrono::milliseconds grace) {
             for (auto h : a.handles) handles_.remove(h);
             store::delivery_update u;
             u.delivery_id = a.row.id;
+            u.fence = a.row.fence;  // refused if another node took the delivery over
+            u.fence = a.row.fence;
             u.state = delivery_state::pending;
             u.hand_back = true;
             u.reason = "handed back at shutdown";
@@ -660,6 +668,8 @@ void engine::stop_dispatch(std::chrono::milliseconds grace) {
         for (auto& [token, row] : preparing_) {
             store::delivery_update u;
             u.delivery_id = row.id;
+            u.fence = row.fence;
+            u.fence = row.fence;
             u.state = delivery_state::pending;
             u.hand_back = true;
             u.reason = "handed back at shutdown";

@@ -139,6 +139,7 @@ private:
         int attempt = 0;
         bool ok = false;
         std::string how;
+        std::int64_t fence = 0;  // the claim's fencing token
     };
     static constexpr std::size_t kEndedKept = 65536;
 

@@ -123,6 +123,7 @@ struct delivery_row {
     std::int64_t updated_ms = 0;
     bool overridden = false;         // an operator overrode the consent gate for this delivery
     std::int32_t attempts_base = 0;  // attempts before the current budget (operator retry/replay)
+    std::int64_t fence = 0;  // fencing token: the delivery's claim counter (0 where not kept)
 };
 
 // A stored event with its attachments' metadata.
@@ -152,6 +153,10 @@ struct delivery_update {
     std::string actor = "engine";  // who: engine, operator:<name>, receipt, gate
     bool override_gate = false;    // records the operator's override of the consent gate
     bool renew_attempts = false;   // an operator retry: a fresh budget of max_attempts
+    // The fencing token of the claim this update completes (delivery_row::fence); 0: unfenced
+    // (operator, receipt, gate). A store shared by several nodes refuses and audits an update
+    // whose token is no longer the delivery's (another node took the delivery over).
+    std::int64_t fence = 0;
 };
 
 struct receipt_record {
@@ -291,6 +296,19 @@ struct sqlite_options {
 // Opens (creating and migrating) the SQLite store. Throws std::runtime_error with a clear message
 // when the file cannot be opened or migrated (a start-up error).
 std::unique_ptr<store> open_sqlite(const sqlite_options& opts);
+
+struct postgresql_options {
+    std::string conninfo;           // a libpq connection string (a secret: never logged)
+    std::string node_id;            // this node's name in leases and the audit trail
+    std::int64_t lease_ms = 60000;  // a claim's lease; another node takes the delivery after it
+    std::size_t max_batch = 512;    // jobs per group commit at most
+    std::string blob_cache;  // local folder where attachments' bytes are materialised for plugins
+};
+
+// Opens (creating and migrating) the PostgreSQL store shared by several nodes: attachments'
+// bytes live in the database; claims lease deliveries with fencing tokens. Throws
+// std::runtime_error with a clear message (never the password) when it cannot connect or migrate.
+std::unique_ptr<store> open_postgresql(const postgresql_options& opts);
 
 // The envelopes of a treatment's stored events, oldest first, read through a read-only connection
 // (safe beside a running daemon; nothing is created or migrated). Empty optional when the store

@@ -112,6 +112,39 @@ TEST(config_load, the_adresseregisteret_check_is_read_and_its_mistakes_named_by_
         EXPECT_NE(all.find(expect), std::string::npos) << "missing " << expect << " in\n" << all;
 }
 
+TEST(config_load, a_postgresql_store_needs_its_secret_and_a_lease_longer_than_any_attempt) {
+    auto ok = parse_config(R"({"node": {"name": "n1"},
+      "store": {"kind": "postgresql", "conninfo_secret": "pg", "lease_s": 45},
+      "secrets": {"pg": {"env": "SAMBAND_PG"}},
+      "endpoints": {"gp": {"plugin": "file", "policy": {"attempt_timeout_ms": 44000}}},
+      "routes": [{"name": "a", "match": {}, "to": ["gp"]}]})",
+                           "t.json", "/etc/samband");
+    ASSERT_TRUE(ok.cfg) << format_errors("t.json", ok.errors);
+    EXPECT_EQ(ok.cfg->store.kind, "postgresql");
+    EXPECT_EQ(ok.cfg->store.conninfo_secret, "pg");
+    EXPECT_EQ(ok.cfg->store.node_id, "n1") << "node.name by default";
+    EXPECT_EQ(ok.cfg->store.lease_s, 45);
+    auto bad = parse_config(R"({"store": {"kind": "postgresql", "conninfo_secret": "db"},
+      "endpoints": {"gp": {"plugin": "file", "policy": {"attempt_timeout_ms": 60000}}},
+      "routes": [{"name": "a", "match": {}, "to": ["gp"]}]})",
+                            "t.json", "/tmp");
+    ASSERT_FALSE(bad.cfg);
+    std::string all = format_errors("t.json", bad.errors);
+    for (const char* expect :
+         {"/store/conninfo_secret: unknown secret \"db\" (define it under secrets)",
+          "/endpoints/gp/policy/attempt_timeout_ms: must be shorter than the store's lease "
+          "(store.lease_s = 60 s)"})
+        EXPECT_NE(all.find(expect), std::string::npos) << "missing " << expect << " in\n" << all;
+    auto none = parse_config(R"({"store": {"kind": "postgresql"},
+      "endpoints": {"gp": {"plugin": "file"}}, "routes": [{"name": "a", "match": {}, "to": ["gp"]}]})",
+                             "t.json", "/tmp");
+    ASSERT_FALSE(none.cfg);
+    EXPECT_NE(format_errors("t.json", none.errors)
+                  .find("/store/conninfo_secret: a postgresql store "
+                        "needs conninfo_secret"),
+              std::string::npos);
+}
+
 TEST(config_load, json_syntax_error_names_line_and_column) {
     auto r =
         parse_config("{\n  \"store\": {\"kind\": \"sqlite\",}\n  \"x\" 1\n}", "t.json", "/tmp");

@@ -1,7 +1,14 @@
-// The SQLite store: durability contract, dedupe, ordering, audit chain, retention, migrations.
+// The store contract on each backend: durability, dedupe, ordering, audit chain, retention,
+// migrations. Compiled once per backend (SAMBAND_STORE_BACKEND): store_tests runs it on SQLite,
+// store_pg_tests on a private PostgreSQL started once for the binary.
 #include "store/store.hpp"
 #include "core/ids.hpp"
 #include "delivery/receipt_window.hpp"
+#include "shared_pg.hpp"
+#include "store/pg_db.hpp"
+
+#include <samband_test/pg_server.hpp>
+#include <samband_test/tools.hpp>
 
 #include <sqlite3.h>
 
@@ -17,11 +24,78 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class store_test : public ::testing::Test {
+#ifndef SAMBAND_STORE_BACKEND
+#define SAMBAND_STORE_BACKEND "sqlite"
+#endif
+
+// Opens a store of the backend under test in `dir` (for PostgreSQL: the shared server's database,
+// as node `node`), and reaches its tables directly for the tests that tamper with them.
+class store_fixture {
+public:
+    static std::string backend() { return SAMBAND_STORE_BACKEND; }
+    static bool pg() { return backend() == "postgresql"; }
+
+    // A fresh, empty store (PostgreSQL: the schema dropped and created again).
+    static void wipe(const fs::path& dir) {
+        if (!pg()) return;
+        pg_conn c(shared_pg().conninfo());
+        c.exec("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;");
+        (void)dir;
+    }
+    static std::unique_ptr<store> open_store(const fs::path& dir, const std::string& node = "a",
+                                             std::int64_t lease_ms = 60000) {
+        if (pg()) {
+            postgresql_options o;
+            o.conninfo = shared_pg().conninfo();
+            o.node_id = node;
+            o.lease_ms = lease_ms;
+            o.blob_cache = (dir / ("blob-cache-" + node)).string();
+            return open_postgresql(o);
+        }
+        sqlite_options o;
+        o.path = (dir / "s.db").string();
+        return open_sqlite(o);
+    }
+    // Runs SQL on the store's tables behind its back.
+    static void raw_exec(const fs::path& dir, const std::string& sql) {
+        if (pg()) {
+            pg_conn c(shared_pg().conninfo());
+            c.exec(sql);
+            return;
+        }
+        sqlite3* db = nullptr;
+        sqlite3_open((dir / "s.db").c_str(), &db);
+        char* err = nullptr;
+        int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+        std::string msg = err ? err : "";
+        sqlite3_free(err);
+        sqlite3_close(db);
+        if (rc != SQLITE_OK) throw std::runtime_error(msg);
+    }
+    // The first column of the first row of `sql`, read through a connection of its own.
+    static std::int64_t raw_count(const fs::path& dir, const std::string& sql) {
+        if (pg()) {
+            pg_conn c(shared_pg().conninfo());
+            return c.query(sql).i64(0, 0);
+        }
+        sqlite3* db = nullptr;
+        sqlite3_open_v2((dir / "s.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+        sqlite3_stmt* q = nullptr;
+        sqlite3_prepare_v2(db, sql.c_str(), -1, &q, nullptr);
+        std::int64_t n = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1;
+        sqlite3_finalize(q);
+        sqlite3_close(db);
+        return n;
+    }
+};
+
+class store_test : public ::testing::TestWithParam<std::string>, protected store_fixture {
 protected:
     void SetUp() override {
+        if (pg()) SAMBAND_REQUIRE_TOOL(samband::testing::pg_bindir() + "/initdb");
         dir_ = fs::temp_directory_path() / ("samband-store-" + core::uuid_v7());
         fs::create_directories(dir_);
+        wipe(dir_);
         open();
     }
     void TearDown() override {
@@ -30,10 +104,10 @@ protected:
     }
     void open() {
         st_.reset();
-        sqlite_options o;
-        o.path = (dir_ / "s.db").string();
-        st_ = open_sqlite(o);
+        st_ = open_store(dir_);
     }
+    void raw_exec(const std::string& sql) { store_fixture::raw_exec(dir_, sql); }
+    std::int64_t raw_count(const std::string& sql) { return store_fixture::raw_count(dir_, sql); }
     new_event ev(const std::string& key, const std::string& order_key = "p1",
                  std::vector<std::string> dests = {"gp"}) {
         new_event e;
@@ -65,7 +139,7 @@ protected:
     std::unique_ptr<store> st_;
 };
 
-TEST_F(store_test, submitted_event_is_readable_with_its_envelope) {
+TEST_P(store_test, submitted_event_is_readable_with_its_envelope) {
     auto e = ev("k1");
     std::string id = e.id;
     auto out = submit(std::move(e));
@@ -79,7 +153,8 @@ TEST_F(store_test, submitted_event_is_readable_with_its_envelope) {
 
 // Checkpoints run beside the writer (not inside its commits); the WAL must still stay bounded
 // while events keep coming. 48 MB of 8 KB events with no checkpoint would leave a WAL over 48 MB.
-TEST_F(store_test, the_wal_stays_bounded_under_a_steady_stream_of_commits) {
+// (PostgreSQL manages its own WAL: there the stream must only be stored whole.)
+TEST_P(store_test, the_wal_stays_bounded_under_a_steady_stream_of_commits) {
     std::string pad(8192, 'x');
     constexpr int n = 6000;
     std::vector<std::future<boost::system::error_code>> done;
@@ -93,34 +168,28 @@ TEST_F(store_test, the_wal_stays_bounded_under_a_steady_stream_of_commits) {
         if (done.size() % 200 == 0) done[done.size() - 200].wait();  // a window, as ingest has
     }
     for (auto& f : done) ASSERT_FALSE(f.get());
-    auto wal = fs::file_size(dir_ / "s.db-wal");
-    EXPECT_LT(wal, 32u * 1024 * 1024) << "the WAL grew to " << wal << " bytes";
+    if (!pg()) {
+        auto wal = fs::file_size(dir_ / "s.db-wal");
+        EXPECT_LT(wal, 32u * 1024 * 1024) << "the WAL grew to " << wal << " bytes";
+    }
     auto stats = st_->stats();
     ASSERT_TRUE(stats);
     ASSERT_EQ(stats->size(), 1u);
     EXPECT_EQ((*stats)[0].by_state[code(delivery_state::pending)], n) << "every event is stored";
 }
 
-TEST_F(store_test, handler_runs_only_after_the_commit_is_visible_to_another_connection) {
+TEST_P(store_test, handler_runs_only_after_the_commit_is_visible_to_another_connection) {
     auto e = ev("visible");
     std::string id = e.id;
     std::promise<int> seen;
     st_->submit(std::move(e), [&](boost::system::error_code, submit_outcome) {
-        sqlite3* db = nullptr;
-        sqlite3_open_v2((dir_ / "s.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
-        sqlite3_stmt* q = nullptr;
-        sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM events WHERE id = ?", -1, &q, nullptr);
-        sqlite3_bind_text(q, 1, id.c_str(), -1, SQLITE_TRANSIENT);
-        sqlite3_step(q);
-        int n = sqlite3_column_int(q, 0);
-        sqlite3_finalize(q);
-        sqlite3_close(db);
-        seen.set_value(n);
+        seen.set_value(
+            static_cast<int>(raw_count("SELECT COUNT(*) FROM events WHERE id = '" + id + "'")));
     });
     EXPECT_EQ(seen.get_future().get(), 1);
 }
 
-TEST_F(store_test, duplicate_key_returns_the_first_id_and_stores_once_even_in_one_batch) {
+TEST_P(store_test, duplicate_key_returns_the_first_id_and_stores_once_even_in_one_batch) {
     auto a = ev("same"), b = ev("same");
     std::string first = a.id;
     std::promise<submit_outcome> pa, pb;
@@ -138,7 +207,7 @@ TEST_F(store_test, duplicate_key_returns_the_first_id_and_stores_once_even_in_on
     EXPECT_EQ(ds->size(), 1u);
 }
 
-TEST_F(store_test, an_earlier_waiting_delivery_blocks_later_ones_of_the_same_patient_only) {
+TEST_P(store_test, an_earlier_waiting_delivery_blocks_later_ones_of_the_same_patient_only) {
     submit(ev("a1", "patientA"));
     submit(ev("a2", "patientA"));
     submit(ev("b1", "patientB"));
@@ -165,7 +234,7 @@ TEST_F(store_test, an_earlier_waiting_delivery_blocks_later_ones_of_the_same_pat
     EXPECT_EQ(**found, (*first)[0].id);
 }
 
-TEST_F(store_test, in_flight_deliveries_go_back_to_pending_after_a_restart) {
+TEST_P(store_test, in_flight_deliveries_go_back_to_pending_after_a_restart) {
     submit(ev("r1"));
     ASSERT_EQ(st_->claim_due("gp", core::now_ms(), 10, 5)->size(), 1u);
     open();  // a restart
@@ -175,23 +244,20 @@ TEST_F(store_test, in_flight_deliveries_go_back_to_pending_after_a_restart) {
     EXPECT_EQ(st_->claim_due("gp", core::now_ms(), 10, 5)->size(), 1u);
 }
 
-TEST_F(store_test, audit_chain_verifies_and_detects_tampering) {
+TEST_P(store_test, audit_chain_verifies_and_detects_tampering) {
     submit(ev("t1"));
     submit(ev("t2"));
     st_->flush();
     auto ok = st_->verify_audit_chain();
     ASSERT_TRUE(ok);
     EXPECT_FALSE(*ok);
-    sqlite3* db = nullptr;
-    sqlite3_open((dir_ / "s.db").c_str(), &db);
-    sqlite3_exec(db, "UPDATE audit SET detail = 'forged' WHERE id = 1", nullptr, nullptr, nullptr);
-    sqlite3_close(db);
+    raw_exec("UPDATE audit SET detail = 'forged' WHERE id = 1");
     auto bad = st_->verify_audit_chain();
     ASSERT_TRUE(bad && *bad);
     EXPECT_EQ(**bad, 1);
 }
 
-TEST_F(store_test, attachments_are_content_addressed_streamed_and_read_in_chunks) {
+TEST_P(store_test, attachments_are_content_addressed_streamed_and_read_in_chunks) {
     fs::path f = dir_ / "big.pdf";
     std::string bytes;
     for (int i = 0; i < 300000; ++i) bytes += static_cast<char>(i * 7);
@@ -205,10 +271,14 @@ TEST_F(store_test, attachments_are_content_addressed_streamed_and_read_in_chunks
         e.attachments.push_back(a);
         submit(std::move(e));
     }
-    std::size_t blobs = 0;
-    for (auto& p : fs::recursive_directory_iterator(dir_ / "s.db.blobs"))
-        if (p.is_regular_file()) ++blobs;
-    EXPECT_EQ(blobs, 1u);
+    if (pg()) {
+        EXPECT_EQ(raw_count("SELECT COUNT(*) FROM blobs"), 1);
+    } else {
+        std::size_t blobs = 0;
+        for (auto& p : fs::recursive_directory_iterator(dir_ / "s.db.blobs"))
+            if (p.is_regular_file()) ++blobs;
+        EXPECT_EQ(blobs, 1u);
+    }
     std::string back;
     std::vector<std::uint8_t> buf(65536);
     for (;;) {
@@ -220,7 +290,7 @@ TEST_F(store_test, attachments_are_content_addressed_streamed_and_read_in_chunks
     EXPECT_EQ(back, bytes);
 }
 
-TEST_F(store_test, retention_prunes_delivered_events_and_keeps_dead_ones) {
+TEST_P(store_test, retention_prunes_delivered_events_and_keeps_dead_ones) {
     auto a = ev("p-done"), b = ev("p-dead", "p2");
     std::string da = a.id, db = b.id;
     submit(std::move(a));
@@ -237,23 +307,18 @@ TEST_F(store_test, retention_prunes_delivered_events_and_keeps_dead_ones) {
     EXPECT_FALSE(*st_->verify_audit_chain());
 }
 
-TEST_F(store_test, a_store_from_a_newer_samband_is_refused_with_a_clear_message) {
+TEST_P(store_test, a_store_from_a_newer_samband_is_refused_with_a_clear_message) {
     st_.reset();
-    sqlite3* db = nullptr;
-    sqlite3_open((dir_ / "s.db").c_str(), &db);
-    sqlite3_exec(db, "UPDATE schema_version SET version = 99", nullptr, nullptr, nullptr);
-    sqlite3_close(db);
-    sqlite_options o;
-    o.path = (dir_ / "s.db").string();
+    raw_exec("UPDATE schema_version SET version = 99");
     try {
-        open_sqlite(o);
+        open_store(dir_);
         FAIL() << "opened a newer store";
     } catch (const std::runtime_error& e) {
         EXPECT_NE(std::string(e.what()).find("schema version 99"), std::string::npos) << e.what();
     }
 }
 
-TEST_F(store_test, list_filters_by_state_and_destination_and_pages) {
+TEST_P(store_test, list_filters_by_state_and_destination_and_pages) {
     for (int i = 0; i < 5; ++i)
         submit(ev("l" + std::to_string(i), "p" + std::to_string(i), {"gp", "epj"}));
     delivery_query q;
@@ -272,7 +337,7 @@ TEST_F(store_test, list_filters_by_state_and_destination_and_pages) {
     ASSERT_EQ(stats->size(), 2u);
 }
 
-TEST_F(store_test, a_delivery_without_a_receipt_is_overdue_only_after_the_window_and_alerts_once) {
+TEST_P(store_test, a_delivery_without_a_receipt_is_overdue_only_after_the_window_and_alerts_once) {
     submit(ev("w1"));
     auto c = st_->claim_due("gp", core::now_ms(), 10, 5);
     ASSERT_EQ(c->size(), 1u);
@@ -293,7 +358,7 @@ TEST_F(store_test, a_delivery_without_a_receipt_is_overdue_only_after_the_window
     EXPECT_TRUE(delivery::overdue_receipts(*st_, "gp", window, now + 97 * 3600 * 1000LL)->empty());
 }
 
-TEST_F(store_test, an_attempt_is_counted_at_its_claim_and_a_crash_loop_ends_dead) {
+TEST_P(store_test, an_attempt_is_counted_at_its_claim_and_a_crash_loop_ends_dead) {
     submit(ev("crash"));
     const int max_attempts = 3;
     for (int i = 1; i <= max_attempts; ++i) {
@@ -325,7 +390,7 @@ TEST_F(store_test, an_attempt_is_counted_at_its_claim_and_a_crash_loop_ends_dead
     EXPECT_EQ((*again)[0].attempts, 4);
 }
 
-TEST_F(store_test, a_handed_back_attempt_is_not_counted) {
+TEST_P(store_test, a_handed_back_attempt_is_not_counted) {
     submit(ev("back"));
     auto c = st_->claim_due("gp", core::now_ms(), 10, 1);
     ASSERT_EQ(c->size(), 1u);
@@ -340,7 +405,7 @@ TEST_F(store_test, a_handed_back_attempt_is_not_counted) {
     EXPECT_EQ((*again)[0].state, delivery_state::in_flight) << "max_attempts 1 still allows one";
 }
 
-TEST_F(store_test, a_transition_outside_the_table_is_refused_and_audited) {
+TEST_P(store_test, a_transition_outside_the_table_is_refused_and_audited) {
     submit(ev("tr"));
     auto c = st_->claim_due("gp", core::now_ms(), 10, 5);
     ASSERT_EQ(c->size(), 1u);
@@ -361,7 +426,7 @@ TEST_F(store_test, a_transition_outside_the_table_is_refused_and_audited) {
     EXPECT_TRUE(transition_allowed(delivery_state::dead, delivery_state::delivered));
 }
 
-TEST_F(store_test, states_are_stored_as_fixed_codes_and_an_unknown_code_is_an_error) {
+TEST_P(store_test, states_are_stored_as_fixed_codes_and_an_unknown_code_is_an_error) {
     EXPECT_EQ(code(delivery_state::pending), 0);
     EXPECT_EQ(code(delivery_state::dead), 5);
     EXPECT_EQ(code(delivery_state::held), 7);
@@ -371,10 +436,7 @@ TEST_F(store_test, states_are_stored_as_fixed_codes_and_an_unknown_code_is_an_er
     }
     submit(ev("code"));
     st_->flush();
-    sqlite3* db = nullptr;
-    sqlite3_open((dir_ / "s.db").c_str(), &db);
-    sqlite3_exec(db, "UPDATE deliveries SET state = 42", nullptr, nullptr, nullptr);
-    sqlite3_close(db);
+    raw_exec("UPDATE deliveries SET state = 42");
     auto got = st_->get_delivery(1);
     EXPECT_FALSE(got) << "a read error, not a throw and not a made-up state";
     auto listed = st_->list_deliveries({});
@@ -383,7 +445,7 @@ TEST_F(store_test, states_are_stored_as_fixed_codes_and_an_unknown_code_is_an_er
     EXPECT_TRUE(st_->list_errors(10));
 }
 
-TEST_F(store_test, a_bad_job_in_a_group_commit_fails_alone) {
+TEST_P(store_test, a_bad_job_in_a_group_commit_fails_alone) {
     // Two submits with the same event id in one batch: the second violates UNIQUE(id) and
     // rolls back to its savepoint; the first and a third one commit.
     auto a = ev("sp-a"), b = ev("sp-b"), c = ev("sp-c");
@@ -407,7 +469,7 @@ TEST_F(store_test, a_bad_job_in_a_group_commit_fails_alone) {
     EXPECT_FALSE(*st_->verify_audit_chain()) << "the rolled-back job left no hole in the chain";
 }
 
-TEST_F(store_test, retention_keeps_a_blob_that_a_submit_in_progress_names) {
+TEST_P(store_test, retention_keeps_a_blob_that_a_submit_in_progress_names) {
     std::string bytes = "%PDF-1.4 shared bytes";
     std::string sha = core::sha256_hex(bytes);
     auto with_blob = [&](const std::string& key) {
@@ -439,7 +501,10 @@ TEST_F(store_test, retention_keeps_a_blob_that_a_submit_in_progress_names) {
         stored.get_future().wait();
         auto got = st_->get_event(id);
         ASSERT_TRUE(got && *got);
-        ASSERT_TRUE(fs::exists(blob)) << "round " << round << ": a stored event lost its blob";
+        std::uint8_t head[8];
+        auto back = st_->read_attachment(sha, 0, head, sizeof(head));
+        ASSERT_TRUE(back && *back == sizeof(head))
+            << "round " << round << ": a stored event lost its blob";
         auto d = st_->list_deliveries({});
         for (const auto& r : *d) {
             if (r.state != delivery_state::pending) continue;
@@ -448,6 +513,9 @@ TEST_F(store_test, retention_keeps_a_blob_that_a_submit_in_progress_names) {
         }
     }
 }
+
+INSTANTIATE_TEST_SUITE_P(backend, store_test, ::testing::Values(std::string(SAMBAND_STORE_BACKEND)),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
 }  // namespace samband::store

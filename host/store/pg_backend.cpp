@@ -1,0 +1,1107 @@
+// The PostgreSQL store shared by several nodes: group commit on one writer thread, claims with
+// FOR UPDATE SKIP LOCKED under a lease and a fencing token, one audit hash chain, blobs in bytea.
+#include "store/pg_db.hpp"
+#include "store/store.hpp"
+
+#include "core/ids.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <variant>
+
+namespace samband::store {
+
+namespace {
+
+namespace fs = std::filesystem;
+using boost::system::error_code;
+
+// The columns read_delivery() expects, in order.
+#define PG_DELIVERY_COLUMNS                                                               \
+    "d.id, e.id, d.destination, d.route, d.state, d.attempts, d.next_ms, d.external_id, " \
+    "d.reason, d.order_key, e.type, d.created_ms, d.updated_ms, d.overridden, "           \
+    "d.attempts_base, d.fence, d.lease_node"
+
+#define PG_EVENT_COLUMNS                                                             \
+    "e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, e.treatment_id, " \
+    "e.order_key, e.received_ms"
+
+// Versioned migrations: index i brings the schema from version i to i+1. Append only.
+const char* const kMigrations[] = {
+    // 1: the initial schema (the SQLite store's version 3, plus leases, fencing and blobs).
+    R"sql(
+CREATE TABLE events(
+  seq BIGSERIAL PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  source TEXT NOT NULL,
+  idempotency_key TEXT NOT NULL,
+  type TEXT NOT NULL,
+  occurred_at TEXT NOT NULL DEFAULT '',
+  treatment_id TEXT NOT NULL DEFAULT '',
+  order_key TEXT NOT NULL DEFAULT '',
+  received_ms BIGINT NOT NULL,
+  UNIQUE(source, idempotency_key));
+CREATE INDEX events_treatment ON events(treatment_id, seq) WHERE treatment_id <> '';
+CREATE INDEX events_received ON events(received_ms);
+CREATE TABLE payloads(event_seq BIGINT PRIMARY KEY, envelope TEXT NOT NULL);
+CREATE TABLE attachments(
+  event_seq BIGINT NOT NULL, att_id TEXT NOT NULL, n INTEGER NOT NULL, filename TEXT NOT NULL,
+  media_type TEXT NOT NULL, sha256 TEXT NOT NULL, size BIGINT NOT NULL,
+  PRIMARY KEY(event_seq, att_id));
+CREATE INDEX attachments_sha ON attachments(sha256);
+CREATE TABLE blobs(sha256 TEXT PRIMARY KEY, size BIGINT NOT NULL, data BYTEA NOT NULL);
+CREATE TABLE deliveries(
+  id BIGSERIAL PRIMARY KEY,
+  event_seq BIGINT NOT NULL,
+  destination TEXT NOT NULL,
+  route TEXT NOT NULL DEFAULT '',
+  state INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_ms BIGINT NOT NULL DEFAULT 0,
+  order_key TEXT NOT NULL DEFAULT '',
+  created_ms BIGINT NOT NULL,
+  updated_ms BIGINT NOT NULL,
+  external_id TEXT,
+  reason TEXT NOT NULL DEFAULT '',
+  overridden INTEGER NOT NULL DEFAULT 0,
+  attempts_base INTEGER NOT NULL DEFAULT 0,
+  fence BIGINT NOT NULL DEFAULT 0,
+  lease_node TEXT NOT NULL DEFAULT '',
+  lease_until BIGINT NOT NULL DEFAULT 0);
+CREATE INDEX deliveries_ready ON deliveries(destination, id) WHERE state IN (0, 4);
+CREATE INDEX deliveries_leased ON deliveries(destination, lease_until) WHERE state = 1;
+CREATE INDEX deliveries_order ON deliveries(destination, order_key, id) WHERE state IN (0, 1, 4, 7);
+CREATE INDEX deliveries_event ON deliveries(event_seq);
+CREATE INDEX deliveries_state ON deliveries(state, destination, id);
+CREATE INDEX deliveries_ext ON deliveries(destination, external_id) WHERE external_id IS NOT NULL;
+CREATE TABLE attempts(
+  delivery_id BIGINT NOT NULL, n INTEGER NOT NULL, started_ms BIGINT NOT NULL,
+  ended_ms BIGINT NOT NULL, state INTEGER NOT NULL, reason TEXT NOT NULL DEFAULT '',
+  outcome TEXT NOT NULL DEFAULT 'closed', node TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY(delivery_id, n));
+CREATE INDEX attempts_open ON attempts(delivery_id) WHERE outcome = 'open';
+CREATE TABLE receipts(
+  id BIGSERIAL PRIMARY KEY, destination TEXT NOT NULL, external_id TEXT NOT NULL,
+  kind INTEGER NOT NULL, text TEXT NOT NULL, at_ms BIGINT NOT NULL);
+CREATE TABLE audit(
+  id BIGSERIAL PRIMARY KEY, at_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+  subject TEXT NOT NULL, detail TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX audit_subject ON audit(subject, id);
+CREATE TABLE errors(
+  id BIGSERIAL PRIMARY KEY, at_ms BIGINT NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL,
+  idempotency_key TEXT NOT NULL DEFAULT '', payload TEXT NOT NULL);
+)sql",
+};
+constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
+
+// Advisory lock keys (one database may hold several stores only in separate schemas; the keys
+// are per database, which errs on the safe side).
+constexpr std::int64_t kMigrateLock = 0x53424d01;  // "SBM" 1: one node migrates at a time
+constexpr std::int64_t kAuditLock = 0x53424d02;    // the audit chain: one appender at a time
+
+error_code io_error() {
+    return boost::system::errc::make_error_code(boost::system::errc::io_error);
+}
+error_code busy_error() {
+    return boost::system::errc::make_error_code(
+        boost::system::errc::resource_unavailable_try_again);
+}
+error_code invalid_error() {
+    return boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
+}
+
+std::string chain_hash(const std::string& prev, std::int64_t at, const std::string& actor,
+                       const std::string& action, const std::string& subject,
+                       const std::string& detail) {
+    return core::sha256_hex(prev + '|' + std::to_string(at) + '|' + actor + '|' + action + '|' +
+                            subject + '|' + detail);
+}
+
+bool valid_sha(std::string_view sha) {
+    return sha.size() == 64 && sha.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
+// Reads a whole attachment input (bytes in memory or a file) for the blobs table.
+bool load_input(const attachment_input& a, std::string& out) {
+    if (a.path.empty()) {
+        out = a.bytes;
+        return true;
+    }
+    std::ifstream in(a.path, std::ios::binary);
+    if (!in) return false;
+    out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    return !in.bad();
+}
+
+class pg_store final : public store {
+public:
+    explicit pg_store(const postgresql_options& opts) : opts_(opts) {
+        if (opts_.node_id.empty()) throw std::runtime_error("store: postgresql needs a node_id");
+        try {
+            wdb_ = std::make_unique<pg_conn>(opts_.conninfo);
+            rdb_ = std::make_unique<pg_conn>(opts_.conninfo);
+            migrate();
+        } catch (const pg_error& e) {
+            throw std::runtime_error(std::string("store: ") + e.what());
+        }
+        writer_ = std::thread([this] { writer_loop(); });
+    }
+
+    ~pg_store() override {
+        {
+            std::lock_guard lock(mu_);
+            stop_ = true;
+        }
+        cv_.notify_all();
+        if (writer_.joinable()) writer_.join();
+    }
+
+    // ---- writes (queued for the writer thread) ----
+
+    void submit(new_event ev, submit_handler done) override {
+        // Attachments' bytes go into the blobs table in the same transaction as the event: a
+        // second node (or a restore) finds them where it finds the event.
+        auto blobs = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
+        for (const auto& a : ev.attachments) {
+            std::string bytes;
+            if (!valid_sha(a.meta.sha256) || !load_input(a, bytes)) {
+                done(io_error(), {});
+                return;
+            }
+            blobs->emplace_back(a.meta.sha256, std::move(bytes));
+        }
+        auto e = std::make_shared<new_event>(std::move(ev));
+        auto out = std::make_shared<submit_outcome>();
+        enqueue(job{[this, e, out, blobs](pg_conn& d) { do_submit(d, *e, *blobs, *out); },
+                    [done = std::move(done), out](error_code ec) { done(ec, *out); }});
+    }
+
+    void record_error(error_record rec, std::function<void(error_code)> done) override {
+        auto r = std::make_shared<error_record>(std::move(rec));
+        enqueue(job{[this, r](pg_conn& d) {
+                        d.query(
+                            "INSERT INTO errors(at_ms, source, reason, idempotency_key, payload) "
+                            "VALUES($1,$2,$3,$4,$5)",
+                            pg_params()
+                                .add(core::now_ms())
+                                .add(r->source)
+                                .add(r->reason)
+                                .add(r->idempotency_key)
+                                .add(r->payload));
+                        add_audit(d, "ingest", "event.rejected", "source:" + r->source, r->reason);
+                    },
+                    std::move(done)});
+    }
+
+    void update(std::vector<delivery_update> ups, std::function<void(error_code)> done) override {
+        auto u = std::make_shared<std::vector<delivery_update>>(std::move(ups));
+        enqueue(job{[this, u](pg_conn& d) {
+                        for (const auto& x : *u) do_update(d, x);
+                    },
+                    std::move(done)},
+                lane::engine);
+    }
+
+    void record_receipt(receipt_record r, std::function<void(error_code)> done) override {
+        auto rp = std::make_shared<receipt_record>(std::move(r));
+        enqueue(job{[rp](pg_conn& d) {
+                        d.query(
+                            "INSERT INTO receipts(destination, external_id, kind, text, at_ms) "
+                            "VALUES($1,$2,$3,$4,$5)",
+                            pg_params()
+                                .add(rp->destination)
+                                .add(rp->external_id)
+                                .add(rp->kind)
+                                .add(rp->text)
+                                .add(core::now_ms()));
+                    },
+                    std::move(done)});
+    }
+
+    void audit(std::string actor, std::string action, std::string subject,
+               std::string detail) override {
+        auto a = std::make_shared<std::array<std::string, 4>>(std::array<std::string, 4>{
+            std::move(actor), std::move(action), std::move(subject), std::move(detail)});
+        enqueue(
+            job{[this, a](pg_conn& d) { add_audit(d, (*a)[0], (*a)[1], (*a)[2], (*a)[3]); }, {}},
+            lane::engine);
+    }
+
+    void claim_due_async(std::string_view destination, std::int64_t now_ms, std::size_t limit,
+                         int max_attempts, claim_handler done) override {
+        auto rows = std::make_shared<std::vector<delivery_row>>();
+        std::string dest(destination);
+        enqueue(job{[this, rows, dest, now_ms, limit, max_attempts](pg_conn& d) {
+                        rows->clear();
+                        do_claim(d, dest, now_ms, limit, max_attempts, *rows);
+                    },
+                    [rows, done = std::move(done)](error_code ec) {
+                        if (ec) rows->clear();
+                        done(ec, std::move(*rows));
+                    }},
+                lane::engine);
+    }
+
+    // ---- reads (own connection) ----
+
+    boost::system::result<std::vector<std::pair<std::int64_t, error_record>>> list_errors(
+        std::size_t limit) override {
+        return read([&](pg_conn& c) {
+            std::vector<std::pair<std::int64_t, error_record>> out;
+            auto r = c.query(
+                "SELECT id, source, reason, payload, idempotency_key FROM errors ORDER BY id DESC "
+                "LIMIT $1",
+                pg_params().add(static_cast<std::int64_t>(limit)));
+            for (int i = 0; i < r.rows(); ++i)
+                out.emplace_back(r.i64(i, 0), error_record{r.text(i, 1), r.text(i, 2), r.text(i, 3),
+                                                           r.text(i, 4)});
+            return out;
+        });
+    }
+
+    boost::system::result<std::optional<std::int64_t>> find_by_external_id(
+        std::string_view destination, std::string_view external_id) override {
+        return read([&](pg_conn& c) {
+            auto r = c.query(
+                "SELECT id FROM deliveries WHERE destination = $1 AND external_id = $2 ORDER BY "
+                "id DESC LIMIT 1",
+                pg_params().add(destination).add(external_id));
+            std::optional<std::int64_t> out;
+            if (r.rows() > 0) out = r.i64(0, 0);
+            return out;
+        });
+    }
+
+    boost::system::result<std::optional<event_row>> get_event(std::string_view id) override {
+        return read([&](pg_conn& c) {
+            auto r = c.query("SELECT " PG_EVENT_COLUMNS
+                             " FROM events e JOIN payloads p ON p.event_seq = e.seq WHERE e.id = "
+                             "$1",
+                             pg_params().add(id));
+            std::optional<event_row> out;
+            if (r.rows() > 0) {
+                out = read_event(r, 0);
+                load_attachments(c, r.i64(0, 0), *out);
+            }
+            return out;
+        });
+    }
+
+    boost::system::result<std::vector<event_row>> events_of_treatment(
+        std::string_view treatment_id) override {
+        return read([&](pg_conn& c) {
+            auto r = c.query("SELECT " PG_EVENT_COLUMNS
+                             " FROM events e JOIN payloads p ON p.event_seq = e.seq WHERE "
+                             "e.treatment_id = $1 ORDER BY e.seq",
+                             pg_params().add(treatment_id));
+            std::vector<event_row> out;
+            for (int i = 0; i < r.rows(); ++i) out.push_back(read_event(r, i));
+            return out;
+        });
+    }
+
+    boost::system::result<void> for_each_event(
+        std::string_view type_prefix, const std::function<void(const event_row&)>& fn) override {
+        // Paged by seq: a large store is never one result in memory.
+        std::int64_t after = 0;
+        for (;;) {
+            auto page = read([&](pg_conn& c) {
+                auto r = c.query("SELECT " PG_EVENT_COLUMNS
+                                 " FROM events e JOIN payloads p ON p.event_seq = e.seq WHERE "
+                                 "e.seq > $1 AND starts_with(e.type, $2) ORDER BY e.seq LIMIT 1000",
+                                 pg_params().add(after).add(type_prefix));
+                std::vector<std::pair<std::int64_t, event_row>> out;
+                for (int i = 0; i < r.rows(); ++i) out.emplace_back(r.i64(i, 0), read_event(r, i));
+                return out;
+            });
+            if (!page) return page.error();
+            if (page->empty()) return {};
+            for (const auto& [seq, ev] : *page) {
+                fn(ev);
+                after = seq;
+            }
+        }
+    }
+
+    boost::system::result<std::optional<delivery_row>> get_delivery(std::int64_t id) override {
+        return read([&](pg_conn& c) {
+            auto r = c.query("SELECT " PG_DELIVERY_COLUMNS
+                             " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = "
+                             "$1",
+                             pg_params().add(id));
+            std::optional<delivery_row> out;
+            if (r.rows() > 0) out = read_delivery(r, 0);
+            return out;
+        });
+    }
+
+    boost::system::result<std::vector<delivery_row>> list_deliveries(
+        const delivery_query& dq) override {
+        return read([&](pg_conn& c) {
+            // Every filter is always bound; an unused one matches everything.
+            auto r = c.query(
+                "SELECT " PG_DELIVERY_COLUMNS
+                " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id > $1 AND "
+                "($2::integer < 0 OR d.state = $2::integer) AND ($3::text = '' OR d.destination = "
+                "$3::text) AND ($4::text = '' OR e.id = $4::text) AND d.created_ms >= $5::bigint "
+                "AND ($7::bigint <= 0 OR d.updated_ms < $7::bigint) ORDER BY d.id LIMIT "
+                "$6::bigint",
+                pg_params()
+                    .add(dq.after_id)
+                    .add(dq.state ? code(*dq.state) : -1)
+                    .add(dq.destination)
+                    .add(dq.event_id)
+                    .add(dq.since_ms)
+                    .add(static_cast<std::int64_t>(dq.limit))
+                    .add(dq.updated_before_ms));
+            std::vector<delivery_row> out;
+            for (int i = 0; i < r.rows(); ++i) out.push_back(read_delivery(r, i));
+            return out;
+        });
+    }
+
+    boost::system::result<std::vector<destination_stats>> stats() override {
+        return read([&](pg_conn& c) {
+            std::map<std::string, destination_stats> by;
+            auto r = c.query(
+                "SELECT destination, state, COUNT(*), MIN(created_ms) FROM deliveries GROUP BY "
+                "destination, state");
+            for (int i = 0; i < r.rows(); ++i) {
+                auto& s = by[r.text(i, 0)];
+                s.destination = r.text(i, 0);
+                auto st = from_code(r.i64(i, 1));
+                if (!st) continue;
+                s.by_state[code(*st)] = r.i64(i, 2);
+                if (*st == delivery_state::pending || *st == delivery_state::failed ||
+                    *st == delivery_state::in_flight) {
+                    std::int64_t oldest = r.i64(i, 3);
+                    if (s.oldest_pending_ms == 0 || oldest < s.oldest_pending_ms)
+                        s.oldest_pending_ms = oldest;
+                }
+            }
+            std::vector<destination_stats> out;
+            for (auto& [k, v] : by) out.push_back(v);
+            return out;
+        });
+    }
+
+    boost::system::result<std::size_t> read_attachment(std::string_view sha256,
+                                                       std::uint64_t offset, std::uint8_t* out,
+                                                       std::size_t capacity) override {
+        if (!valid_sha(sha256)) return invalid_error();
+        auto r = read([&](pg_conn& c) {
+            auto q = c.query(
+                "SELECT substring(data FROM $2::integer + 1 FOR $3::integer) FROM blobs WHERE "
+                "sha256 = $1",
+                pg_params()
+                    .add(sha256)
+                    .add(static_cast<std::int64_t>(offset))
+                    .add(static_cast<std::int64_t>(capacity)),
+                1);
+            std::optional<std::size_t> n;
+            if (q.rows() > 0) {
+                auto b = q.bytes(0, 0);
+                std::copy(b.begin(), b.end(), out);
+                n = b.size();
+            }
+            return n;
+        });
+        if (!r) return r.error();
+        if (!*r)
+            return boost::system::errc::make_error_code(
+                boost::system::errc::no_such_file_or_directory);
+        return **r;
+    }
+
+    // The bytes are in the database; plugins read a file: it is materialised once in the local
+    // blob cache (tmp → rename, read-only). A failure leaves no file: the plugin's open fails and
+    // the attempt fails with that reason.
+    std::string blob_path(std::string_view sha256) const override {
+        if (!valid_sha(sha256)) return {};
+        std::string s(sha256);
+        fs::path target = fs::path(opts_.blob_cache) / s.substr(0, 2) / s;
+        std::error_code ec;
+        if (fs::exists(target, ec)) return target.string();
+        auto* self = const_cast<pg_store*>(this);
+        fs::create_directories(target.parent_path(), ec);
+        fs::path tmp = target;
+        tmp += ".tmp" + std::to_string(::getpid()) + "-" +
+               std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id()));
+        {
+            std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+            std::vector<std::uint8_t> buf(1 << 20);
+            std::uint64_t off = 0;
+            for (;;) {
+                auto n = self->read_attachment(sha256, off, buf.data(), buf.size());
+                if (!n) {
+                    out.close();
+                    fs::remove(tmp, ec);
+                    return target.string();
+                }
+                if (*n == 0) break;
+                out.write(reinterpret_cast<const char*>(buf.data()),
+                          static_cast<std::streamsize>(*n));
+                off += *n;
+            }
+            if (!out) {
+                fs::remove(tmp, ec);
+                return target.string();
+            }
+        }
+        fs::permissions(tmp, fs::perms::owner_read | fs::perms::group_read, ec);
+        fs::rename(tmp, target, ec);
+        return target.string();
+    }
+
+    boost::system::result<std::vector<delivery_row>> deliveries_of_treatment(
+        std::string_view treatment_id) override {
+        return read([&](pg_conn& c) {
+            auto r = c.query("SELECT " PG_DELIVERY_COLUMNS
+                             " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE "
+                             "e.treatment_id = $1 ORDER BY d.id",
+                             pg_params().add(treatment_id));
+            std::vector<delivery_row> out;
+            for (int i = 0; i < r.rows(); ++i) out.push_back(read_delivery(r, i));
+            return out;
+        });
+    }
+
+    boost::system::result<std::vector<audit_row>> list_audit(std::string_view subject,
+                                                             std::size_t limit) override {
+        return read([&](pg_conn& c) {
+            auto r = subject.empty()
+                         ? c.query(
+                               "SELECT id, at_ms, actor, action, subject, detail, hash FROM audit "
+                               "ORDER BY id DESC LIMIT $1",
+                               pg_params().add(static_cast<std::int64_t>(limit)))
+                         : c.query(
+                               "SELECT id, at_ms, actor, action, subject, detail, hash FROM audit "
+                               "WHERE subject = $2 ORDER BY id LIMIT $1",
+                               pg_params().add(static_cast<std::int64_t>(limit)).add(subject));
+            std::vector<audit_row> out;
+            for (int i = 0; i < r.rows(); ++i)
+                out.push_back({r.i64(i, 0), r.i64(i, 1), r.text(i, 2), r.text(i, 3), r.text(i, 4),
+                               r.text(i, 5), r.text(i, 6)});
+            return out;
+        });
+    }
+
+    boost::system::result<std::optional<std::int64_t>> verify_audit_chain() override {
+        std::string prev;
+        std::int64_t after = 0;
+        for (;;) {
+            auto page = read([&](pg_conn& c) {
+                auto r = c.query(
+                    "SELECT id, at_ms, actor, action, subject, detail, hash FROM audit WHERE id > "
+                    "$1 ORDER BY id LIMIT 5000",
+                    pg_params().add(after));
+                std::vector<audit_row> out;
+                for (int i = 0; i < r.rows(); ++i)
+                    out.push_back({r.i64(i, 0), r.i64(i, 1), r.text(i, 2), r.text(i, 3),
+                                   r.text(i, 4), r.text(i, 5), r.text(i, 6)});
+                return out;
+            });
+            if (!page) return page.error();
+            if (page->empty()) return std::optional<std::int64_t>();
+            for (const auto& a : *page) {
+                std::string h = chain_hash(prev, a.at_ms, a.actor, a.action, a.subject, a.detail);
+                if (h != a.hash) return std::optional<std::int64_t>(a.id);
+                prev = h;
+                after = a.id;
+            }
+        }
+    }
+
+    boost::system::result<std::size_t> recover_in_flight() override {
+        // Only this node's leases: another node's in-flight deliveries are its own (or, once
+        // their lease has expired, taken over by a claim).
+        return run_sync([this](pg_conn& d) {
+            std::int64_t now = core::now_ms();
+            d.query(
+                "UPDATE attempts a SET outcome = 'died', ended_ms = $1, reason = 'the process "
+                "ended during this attempt' FROM deliveries d WHERE a.delivery_id = d.id AND "
+                "a.outcome = 'open' AND d.state = 1 AND d.lease_node = $2",
+                pg_params().add(now).add(opts_.node_id));
+            auto r = d.query(
+                "UPDATE deliveries SET state = 0, lease_until = 0, reason = 'the process ended "
+                "during attempt ' || attempts || '; recovered after restart' WHERE state = 1 AND "
+                "lease_node = $1",
+                pg_params().add(opts_.node_id));
+            return r.affected();
+        });
+    }
+
+    boost::system::result<std::size_t> prune(std::int64_t older_than_ms) override {
+        return run_sync([this, older_than_ms](pg_conn& d) {
+            auto r = d.query(
+                "WITH gone AS (SELECT e.seq FROM events e WHERE e.received_ms < $1 AND NOT EXISTS "
+                "(SELECT 1 FROM deliveries x WHERE x.event_seq = e.seq AND x.state NOT IN (2, "
+                "3))), "
+                "a AS (DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries "
+                "WHERE event_seq IN (SELECT seq FROM gone))), "
+                "dl AS (DELETE FROM deliveries WHERE event_seq IN (SELECT seq FROM gone)), "
+                "pl AS (DELETE FROM payloads WHERE event_seq IN (SELECT seq FROM gone)), "
+                "att AS (DELETE FROM attachments WHERE event_seq IN (SELECT seq FROM gone) "
+                "RETURNING sha256), "
+                "ev AS (DELETE FROM events WHERE seq IN (SELECT seq FROM gone) RETURNING seq), "
+                "bl AS (DELETE FROM blobs b WHERE b.sha256 IN (SELECT sha256 FROM att) AND NOT "
+                "EXISTS (SELECT 1 FROM attachments x WHERE x.sha256 = b.sha256 AND x.event_seq "
+                "NOT IN (SELECT seq FROM gone))) "
+                "SELECT COUNT(*) FROM ev",
+                pg_params().add(older_than_ms));
+            auto n = static_cast<std::size_t>(r.i64(0, 0));
+            if (n > 0)
+                add_audit(d, "retention", "events.pruned", "store", std::to_string(n) + " events");
+            return n;
+        });
+    }
+
+    boost::system::result<std::size_t> replay(std::string_view destination, std::int64_t since_ms,
+                                              std::string actor) override {
+        std::string dest(destination);
+        return run_sync([this, dest, since_ms, actor](pg_conn& d) {
+            auto r = d.query(
+                "UPDATE deliveries SET state = 0, next_ms = 0, updated_ms = $3, attempts_base = "
+                "attempts, reason = 'replay by ' || $4 WHERE destination = $1 AND created_ms >= "
+                "$2 AND state IN (2, 3, 5)",
+                pg_params().add(dest).add(since_ms).add(core::now_ms()).add(actor));
+            std::size_t n = r.affected();
+            add_audit(d, actor, "deliveries.replay", "destination:" + dest,
+                      std::to_string(n) + " deliveries since " + std::to_string(since_ms));
+            return n;
+        });
+    }
+
+    void flush() override {
+        std::promise<void> p;
+        auto f = p.get_future();
+        enqueue(job{[](pg_conn&) {}, [&p](error_code) { p.set_value(); }});
+        f.wait();
+    }
+
+    void on_commit(std::function<void(double, std::size_t)> fn) override {
+        std::lock_guard lock(mu_);
+        on_commit_ = std::move(fn);
+    }
+    void on_fatal(std::function<void(std::string)> fn) override {
+        std::lock_guard lock(mu_);
+        on_fatal_ = std::move(fn);
+    }
+
+private:
+    struct job {
+        std::function<void(pg_conn&)> run;
+        std::function<void(error_code)> done;
+    };
+    enum class lane { ingest, engine };
+
+    void migrate() {
+        pg_conn& c = *wdb_;
+        // Several nodes may start at once: one migrates, the others wait and find it done.
+        c.exec("SELECT pg_advisory_lock(" + std::to_string(kMigrateLock) + ")");
+        try {
+            c.exec("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)");
+            auto r = c.query("SELECT COALESCE(MAX(version), 0) FROM schema_version");
+            int v = static_cast<int>(r.i64(0, 0));
+            if (v > kSchemaVersion)
+                throw std::runtime_error("store has schema version " + std::to_string(v) +
+                                         ", newer than this samband knows (" +
+                                         std::to_string(kSchemaVersion) +
+                                         "); run the newer samband or restore a backup");
+            for (; v < kSchemaVersion; ++v) {
+                c.exec("BEGIN");
+                try {
+                    c.exec(kMigrations[v]);
+                    c.exec("DELETE FROM schema_version; INSERT INTO schema_version VALUES(" +
+                           std::to_string(v + 1) + ")");
+                    c.exec("COMMIT");
+                } catch (...) {
+                    c.exec("ROLLBACK");
+                    throw;
+                }
+            }
+        } catch (...) {
+            c.exec("SELECT pg_advisory_unlock(" + std::to_string(kMigrateLock) + ")");
+            throw;
+        }
+        c.exec("SELECT pg_advisory_unlock(" + std::to_string(kMigrateLock) + ")");
+    }
+
+    static delivery_row read_delivery(const pg_result& r, int i) {
+        delivery_row d;
+        d.id = r.i64(i, 0);
+        d.event_id = r.text(i, 1);
+        d.destination = r.text(i, 2);
+        d.route = r.text(i, 3);
+        auto st = from_code(r.i64(i, 4));
+        if (!st)
+            throw std::runtime_error("delivery " + std::to_string(d.id) + " has state code " +
+                                     r.text(i, 4) + " that this samband does not know");
+        d.state = *st;
+        d.attempts = static_cast<std::int32_t>(r.i64(i, 5));
+        d.next_attempt_ms = r.i64(i, 6);
+        d.external_id = r.text(i, 7);
+        d.reason = r.text(i, 8);
+        d.order_key = r.text(i, 9);
+        d.event_type = r.text(i, 10);
+        d.created_ms = r.i64(i, 11);
+        d.updated_ms = r.i64(i, 12);
+        d.overridden = r.i64(i, 13) != 0;
+        d.attempts_base = static_cast<std::int32_t>(r.i64(i, 14));
+        d.fence = r.i64(i, 15);
+        return d;
+    }
+
+    static event_row read_event(const pg_result& r, int i) {
+        event_row e;
+        e.id = r.text(i, 1);
+        e.source = r.text(i, 2);
+        e.idempotency_key = r.text(i, 3);
+        e.type = r.text(i, 4);
+        e.envelope_json = r.text(i, 5);
+        e.treatment_id = r.text(i, 6);
+        e.order_key = r.text(i, 7);
+        e.received_ms = r.i64(i, 8);
+        return e;
+    }
+
+    static void load_attachments(pg_conn& c, std::int64_t seq, event_row& ev) {
+        auto r = c.query(
+            "SELECT att_id, filename, media_type, sha256, size FROM attachments WHERE event_seq = "
+            "$1 ORDER BY n",
+            pg_params().add(seq));
+        for (int i = 0; i < r.rows(); ++i)
+            ev.attachments.push_back({r.text(i, 0), r.text(i, 1), r.text(i, 2), r.text(i, 3),
+                                      static_cast<std::uint64_t>(r.i64(i, 4))});
+    }
+
+    // Runs a read on the read connection; a storage error becomes an error code, never a throw.
+    // A lost connection is re-opened by the next read.
+    template <class F>
+    auto read(F fn) -> boost::system::result<decltype(fn(std::declval<pg_conn&>()))> {
+        std::lock_guard lock(rmu_);
+        try {
+            if (!rdb_ || !rdb_->ok()) {
+                rdb_.reset();
+                rdb_ = std::make_unique<pg_conn>(opts_.conninfo);
+            }
+            return fn(*rdb_);
+        } catch (const pg_error& e) {
+            if (e.connection_lost()) rdb_.reset();
+            return e.connection_lost() ? busy_error() : io_error();
+        } catch (const std::exception&) {
+            return io_error();
+        }
+    }
+
+    template <class F>
+    auto run_sync(F fn) -> boost::system::result<decltype(fn(std::declval<pg_conn&>()))> {
+        using T = decltype(fn(std::declval<pg_conn&>()));
+        auto value = std::make_shared<T>();
+        std::promise<error_code> p;
+        auto f = p.get_future();
+        enqueue(job{[value, fn](pg_conn& d) { *value = fn(d); },
+                    [&p](error_code ec) { p.set_value(ec); }});
+        error_code ec = f.get();
+        if (ec) return ec;
+        return *value;
+    }
+
+    void enqueue(job j, lane l = lane::ingest) {
+        {
+            std::lock_guard lock(mu_);
+            if (stop_) {
+                auto done = std::move(j.done);
+                if (done) done(io_error());
+                return;
+            }
+            (l == lane::engine ? engine_queue_ : queue_).push_back(std::move(j));
+        }
+        cv_.notify_one();
+    }
+
+    // Writer thread: appends to the one audit chain. The transaction holds the audit lock (taken
+    // at its BEGIN), so pending_hash_ is the chain's head across every node.
+    void add_audit(pg_conn& d, const std::string& actor, const std::string& action,
+                   const std::string& subject, const std::string& detail) {
+        std::int64_t at = core::now_ms();
+        std::string h = chain_hash(pending_hash_, at, actor, action, subject, detail);
+        d.query(
+            "INSERT INTO audit(at_ms, actor, action, subject, detail, hash) "
+            "VALUES($1,$2,$3,$4,$5,$6)",
+            pg_params().add(at).add(actor).add(action).add(subject).add(detail).add(h));
+        pending_hash_ = h;
+    }
+
+    void do_submit(pg_conn& d, const new_event& ev,
+                   const std::vector<std::pair<std::string, std::string>>& blobs,
+                   submit_outcome& out) {
+        std::int64_t now = core::now_ms();
+        // ON CONFLICT: a second node submitting the same key at the same moment waits for the
+        // first one's commit and then finds it (a duplicate, not an error).
+        auto ins = d.query(
+            "INSERT INTO events(id, source, idempotency_key, type, occurred_at, treatment_id, "
+            "order_key, received_ms) VALUES($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (source, "
+            "idempotency_key) DO NOTHING RETURNING seq",
+            pg_params()
+                .add(ev.id)
+                .add(ev.source)
+                .add(ev.idempotency_key)
+                .add(ev.type)
+                .add(ev.occurred_at)
+                .add(ev.treatment_id)
+                .add(ev.order_key)
+                .add(now));
+        if (ins.rows() == 0) {
+            auto dup = d.query("SELECT id FROM events WHERE source = $1 AND idempotency_key = $2",
+                               pg_params().add(ev.source).add(ev.idempotency_key));
+            if (dup.rows() == 0) throw std::runtime_error("duplicate key vanished");
+            out.event_id = dup.text(0, 0);
+            out.duplicate = true;
+            return;
+        }
+        std::int64_t seq = ins.i64(0, 0);
+        d.query("INSERT INTO payloads(event_seq, envelope) VALUES($1, $2)",
+                pg_params().add(seq).add(ev.envelope_json));
+        for (const auto& [sha, bytes] : blobs) {
+            d.query(
+                "INSERT INTO blobs(sha256, size, data) VALUES($1, $2, $3) ON CONFLICT (sha256) DO "
+                "NOTHING",
+                pg_params().add(sha).add(static_cast<std::int64_t>(bytes.size())).add_bytes(bytes));
+        }
+        int n = 0;
+        for (const auto& a : ev.attachments) {
+            d.query(
+                "INSERT INTO attachments(event_seq, att_id, n, filename, media_type, sha256, "
+                "size) VALUES($1,$2,$3,$4,$5,$6,$7)",
+                pg_params()
+                    .add(seq)
+                    .add(a.meta.id)
+                    .add(n++)
+                    .add(a.meta.filename)
+                    .add(a.meta.media_type)
+                    .add(a.meta.sha256)
+                    .add(static_cast<std::int64_t>(a.meta.size)));
+        }
+        for (const auto& nd : ev.deliveries) {
+            d.query(
+                "INSERT INTO deliveries(event_seq, destination, route, state, order_key, "
+                "created_ms, updated_ms, reason) VALUES($1,$2,$3,$4,$5,$6,$7,$8)",
+                pg_params()
+                    .add(seq)
+                    .add(nd.destination)
+                    .add(nd.route)
+                    .add(code(nd.state))
+                    .add(ev.order_key)
+                    .add(now)
+                    .add(now)
+                    .add(nd.reason));
+        }
+        add_audit(d, "source:" + ev.source, "event.accepted", "event:" + ev.id,
+                  ev.type + " deliveries=" + std::to_string(ev.deliveries.size()));
+        out.event_id = ev.id;
+        out.duplicate = false;
+    }
+
+    // Writer thread: locks the due deliveries of `dest` (SKIP LOCKED: another node's claim in
+    // progress is passed over, never waited for), including in-flight ones whose lease expired,
+    // and opens one counted attempt each under this node's lease and a new fencing token.
+    // Per-(order_key, destination) order holds across nodes: a delivery is due only when no
+    // earlier one of the same key and destination is waiting or in flight anywhere.
+    void do_claim(pg_conn& d, const std::string& dest, std::int64_t now_ms, std::size_t limit,
+                  int max_attempts, std::vector<delivery_row>& rows) {
+        std::int64_t now = core::now_ms();
+        auto q = d.query(
+            "SELECT " PG_DELIVERY_COLUMNS
+            ", d.lease_until"
+            " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE "
+            "d.destination = $1 AND ((d.state IN (0, 4) AND d.next_ms <= $2) OR "
+            "(d.state = 1 AND d.lease_until < $4)) AND NOT EXISTS (SELECT 1 FROM "
+            "deliveries p WHERE p.destination = d.destination AND p.order_key = "
+            "d.order_key AND p.id < d.id AND p.state IN (0, 1, 4, 7)) ORDER BY d.id "
+            "LIMIT $3 FOR UPDATE OF d SKIP LOCKED",
+            pg_params().add(dest).add(now_ms).add(static_cast<std::int64_t>(limit)).add(now));
+        for (int i = 0; i < q.rows(); ++i) {
+            delivery_row r = read_delivery(q, i);
+            if (r.state == delivery_state::in_flight) take_over(d, r, q.text(i, 16), now);
+            if (max_attempts > 0 && r.attempts - r.attempts_base >= max_attempts) {
+                exhaust(d, r, now);
+                rows.push_back(std::move(r));
+                continue;
+            }
+            auto up = d.query(
+                "UPDATE deliveries SET state = 1, attempts = attempts + 1, fence = fence + 1, "
+                "lease_node = $2, lease_until = $3, updated_ms = $4 WHERE id = $1 RETURNING "
+                "attempts, fence",
+                pg_params().add(r.id).add(opts_.node_id).add(now + opts_.lease_ms).add(now));
+            r.attempts = static_cast<std::int32_t>(up.i64(0, 0));
+            r.fence = up.i64(0, 1);
+            d.query(
+                "INSERT INTO attempts(delivery_id, n, started_ms, ended_ms, state, reason, "
+                "outcome, node) VALUES($1, $2, $3, 0, 1, '', 'open', $4) ON CONFLICT "
+                "(delivery_id, n) DO UPDATE SET started_ms = $3, ended_ms = 0, state = 1, reason "
+                "= '', outcome = 'open', node = $4",
+                pg_params().add(r.id).add(r.attempts).add(now).add(opts_.node_id));
+            r.state = delivery_state::in_flight;
+            rows.push_back(std::move(r));
+        }
+    }
+
+    // An in-flight delivery whose node's lease expired (the node died or stalled): its open
+    // attempt ends as died (it stays counted), and the takeover is audited.
+    void take_over(pg_conn& d, delivery_row& r, const std::string& lease_node, std::int64_t now) {
+        std::string why = "the lease of node " + lease_node + " expired during this attempt";
+        d.query(
+            "UPDATE attempts SET outcome = 'died', ended_ms = $2, reason = $3 WHERE delivery_id = "
+            "$1 AND outcome = 'open'",
+            pg_params().add(r.id).add(now).add(why));
+        add_audit(d, "engine", "delivery.lease_taken_over", "delivery:" + std::to_string(r.id),
+                  "attempt " + std::to_string(r.attempts) + " of node " + lease_node +
+                      " expired; taken over by node " + opts_.node_id);
+        r.state = delivery_state::pending;
+    }
+
+    void exhaust(pg_conn& d, delivery_row& r, std::int64_t now) {
+        auto c = d.query(
+            "SELECT COUNT(*) FROM attempts WHERE delivery_id = $1 AND n > $2 AND outcome = 'died'",
+            pg_params().add(r.id).add(r.attempts_base));
+        std::int64_t died = c.i64(0, 0);
+        int used = r.attempts - r.attempts_base;
+        std::string why = died == used
+                              ? "the process died during " + std::to_string(used) + " attempts"
+                              : "gave up after " + std::to_string(used) +
+                                    " attempts; the process died during " + std::to_string(died) +
+                                    " of them";
+        d.query(
+            "UPDATE deliveries SET state = 5, reason = $2, updated_ms = $3, lease_until = 0 WHERE "
+            "id = $1",
+            pg_params().add(r.id).add(why).add(now));
+        add_audit(d, "engine", "delivery.dead", "delivery:" + std::to_string(r.id), "dead: " + why);
+        r.state = delivery_state::dead;
+        r.reason = why;
+    }
+
+    void do_update(pg_conn& d, const delivery_update& u) {
+        std::int64_t now = core::now_ms();
+        std::string subject = "delivery:" + std::to_string(u.delivery_id);
+        auto cur =
+            d.query("SELECT state, fence, lease_node FROM deliveries WHERE id = $1 FOR UPDATE",
+                    pg_params().add(u.delivery_id));
+        if (cur.rows() == 0) return;
+        auto from = from_code(cur.i64(0, 0));
+        std::int64_t fence = cur.i64(0, 1);
+        std::string holder = cur.text(0, 2);
+        std::string what =
+            std::string(to_string(u.state)) + (u.reason.empty() ? "" : ": " + u.reason);
+        if (u.fence != 0 && u.fence != fence) {
+            // The delivery was taken over after this node's lease expired: its outcome is
+            // evidence, not the delivery's state.
+            add_audit(d, u.actor, "delivery.late_completion_refused", subject,
+                      "late completion from node " + opts_.node_id + " refused (fencing token " +
+                          std::to_string(u.fence) + ", current " + std::to_string(fence) +
+                          " held by node " + holder + "): " + what +
+                          (u.external_id.empty() ? "" : " external_id=" + u.external_id));
+            return;
+        }
+        if (!from || !transition_allowed(*from, u.state)) {
+            add_audit(d, u.actor, "delivery.transition_refused", subject,
+                      std::string(from ? to_string(*from) : "unknown") + " -> " + what);
+            return;
+        }
+        if (u.closes_attempt > 0) {
+            d.query(
+                "UPDATE attempts SET ended_ms = $1, state = $2, reason = $3, outcome = $4 WHERE "
+                "delivery_id = $5 AND n = $6",
+                pg_params()
+                    .add(now)
+                    .add(code(u.state))
+                    .add(u.reason)
+                    .add(std::string(to_string(u.state)))
+                    .add(u.delivery_id)
+                    .add(u.closes_attempt));
+        }
+        if (u.hand_back)
+            d.query("DELETE FROM attempts WHERE delivery_id = $1 AND outcome = 'open'",
+                    pg_params().add(u.delivery_id));
+        d.query(
+            "UPDATE deliveries SET state = $1, reason = $2, next_ms = $3, updated_ms = $4, "
+            "attempts = GREATEST(attempts - $5, 0), external_id = COALESCE(NULLIF($6, ''), "
+            "external_id), overridden = GREATEST(overridden, $8), attempts_base = CASE WHEN $9 = "
+            "1 THEN attempts ELSE attempts_base END, lease_until = CASE WHEN $1 = 1 THEN "
+            "lease_until ELSE 0 END WHERE id = $7",
+            pg_params()
+                .add(code(u.state))
+                .add(u.reason)
+                .add(u.next_attempt_ms)
+                .add(now)
+                .add(u.hand_back ? 1 : 0)
+                .add(u.external_id)
+                .add(u.delivery_id)
+                .add(u.override_gate ? 1 : 0)
+                .add(u.renew_attempts ? 1 : 0));
+        if (u.override_gate) add_audit(d, u.actor, "gate.override", subject, u.reason);
+        std::string detail(to_string(u.state));
+        if (!u.reason.empty()) detail += ": " + u.reason;
+        if (!u.external_id.empty()) detail += " external_id=" + u.external_id;
+        add_audit(d, u.actor, "delivery." + std::string(to_string(u.state)), subject, detail);
+    }
+
+    // Fails every queued job (the database is unreachable: nothing is acknowledged).
+    void fail_queued(error_code ec) {
+        std::deque<job> rest;
+        {
+            std::lock_guard lock(mu_);
+            rest.swap(queue_);
+            for (auto& j : engine_queue_) rest.push_back(std::move(j));
+            engine_queue_.clear();
+        }
+        for (auto& j : rest)
+            if (j.done) j.done(ec);
+    }
+
+    // Writer thread: re-opens a lost connection, backing off (100 ms doubling to 5 s). While the
+    // database is unreachable, whatever is queued fails with an error (sources keep their input
+    // and retry), so nothing waits forever and nothing is acknowledged.
+    bool reconnect() {
+        auto delay = std::chrono::milliseconds(100);
+        for (;;) {
+            {
+                std::lock_guard lock(mu_);
+                if (stop_) return false;
+            }
+            try {
+                wdb_ = std::make_unique<pg_conn>(opts_.conninfo);
+                return true;
+            } catch (const pg_error&) {
+                wdb_.reset();
+            }
+            fail_queued(busy_error());
+            std::unique_lock lock(mu_);
+            cv_.wait_for(lock, delay, [&] { return stop_; });
+            delay = std::min(delay * 2, std::chrono::milliseconds(5000));
+        }
+    }
+
+    void writer_loop() {
+        std::vector<job> batch;
+        for (;;) {
+            {
+                std::unique_lock lock(mu_);
+                cv_.wait(lock, [&] { return stop_ || !queue_.empty() || !engine_queue_.empty(); });
+                if (queue_.empty() && engine_queue_.empty() && stop_) return;
+            }
+            if ((!wdb_ || !wdb_->ok()) && !reconnect()) {
+                fail_queued(io_error());
+                return;
+            }
+            {
+                std::unique_lock lock(mu_);
+                std::size_t max = std::max<std::size_t>(opts_.max_batch, 1);
+                batch.clear();
+                for (auto* q : {&engine_queue_, &queue_}) {
+                    while (!q->empty() && (batch.size() < max || q == &engine_queue_)) {
+                        batch.push_back(std::move(q->front()));
+                        q->pop_front();
+                    }
+                }
+            }
+            if (batch.empty()) continue;
+            auto t0 = std::chrono::steady_clock::now();
+            error_code ec;
+            std::vector<error_code> job_ec(batch.size());
+            pg_conn& d = *wdb_;
+            try {
+                d.exec("BEGIN");
+                // One audit chain for every node: a transaction appends only under the audit lock
+                // (held to its end, outside any savepoint) and reads the chain's head under it.
+                // This also serialises the nodes' write transactions: a claim always sees the
+                // other nodes' committed claims (per-key order cannot race).
+                d.query("SELECT pg_advisory_xact_lock($1)", pg_params().add(kAuditLock));
+                {
+                    auto head = d.query("SELECT hash FROM audit ORDER BY id DESC LIMIT 1");
+                    pending_hash_ = head.rows() > 0 ? head.text(0, 0) : std::string();
+                }
+                for (std::size_t i = 0; i < batch.size(); ++i) {
+                    std::string hash_before = pending_hash_;
+                    d.exec("SAVEPOINT job");
+                    try {
+                        batch[i].run(d);
+                        d.exec("RELEASE SAVEPOINT job");
+                    } catch (const pg_error& e) {
+                        if (e.connection_lost()) throw;
+                        d.exec("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job");
+                        pending_hash_ = hash_before;
+                        job_ec[i] = e.constraint() ? invalid_error() : busy_error();
+                    } catch (const std::exception&) {
+                        d.exec("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job");
+                        pending_hash_ = hash_before;
+                        job_ec[i] = invalid_error();
+                    }
+                }
+                d.exec("COMMIT");
+            } catch (const pg_error& e) {
+                // A lost connection (or a failed COMMIT) fails the whole batch: no job is
+                // acknowledged. The next batch reconnects first.
+                if (!e.connection_lost()) {
+                    try {
+                        d.exec("ROLLBACK");
+                    } catch (...) {
+                    }
+                }
+                ec = busy_error();
+            } catch (const std::exception&) {
+                try {
+                    d.exec("ROLLBACK");
+                } catch (...) {
+                }
+                ec = busy_error();
+            }
+            double secs =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            std::function<void(double, std::size_t)> commit_cb;
+            {
+                std::lock_guard lock(mu_);
+                commit_cb = on_commit_;
+            }
+            if (!ec && commit_cb) commit_cb(secs, batch.size());
+            for (std::size_t i = 0; i < batch.size(); ++i)
+                if (batch[i].done) batch[i].done(ec ? ec : job_ec[i]);
+        }
+    }
+
+    postgresql_options opts_;
+    std::unique_ptr<pg_conn> wdb_;  // writer thread
+    std::unique_ptr<pg_conn> rdb_;  // under rmu_
+    std::mutex rmu_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<job> queue_;
+    std::deque<job> engine_queue_;
+    bool stop_ = false;
+    std::string pending_hash_;  // writer thread
+    std::function<void(double, std::size_t)> on_commit_;
+    std::function<void(std::string)> on_fatal_;
+    std::thread writer_;
+};
+
+}  // namespace
+
+std::unique_ptr<store> open_postgresql(const postgresql_options& opts) {
+    if (opts.conninfo.empty()) throw std::runtime_error("store: postgresql needs a conninfo");
+    return std::make_unique<pg_store>(opts);
+}
+
+}  // namespace samband::store

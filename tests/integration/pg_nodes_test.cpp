@@ -1,0 +1,252 @@
+// Two samband daemons on one private PostgreSQL (issue 16): a node killed mid-flight loses
+// nothing, a node stopped past its lease cannot complete, a database restart under load loses
+// nothing. One ctest for the binary: the server is started once.
+#include "harness.hpp"
+
+#include <samband_test/pg_server.hpp>
+#include <samband_test/tools.hpp>
+
+#include <map>
+#include <set>
+
+namespace samband::test {
+namespace {
+
+samband::testing::pg_server& server() {
+    static samband::testing::pg_server s;
+    return s;
+}
+
+// Runs one SQL statement through psql (the server's own client); its output, trimmed.
+std::string psql(const std::string& db, const std::string& sql) {
+    auto [rc, out] = run_command(samband::testing::pg_bindir() + "/psql -X -A -t -h 127.0.0.1 -p " +
+                                 std::to_string(server().port()) + " -U samband -d " + db +
+                                 " -c \"" + sql + "\" 2>&1");
+    while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+    return rc == 0 ? out : "error: " + out;
+}
+std::int64_t psql_count(const std::string& db, const std::string& sql) {
+    std::string out = psql(db, sql);
+    try {
+        return std::stoll(out);
+    } catch (...) {
+        return -1;
+    }
+}
+
+std::string event(int i) {
+    std::string e = read_file(fs::path(source_dir()) / "config/demo/events/02-kari-start.json");
+    std::string key = "\"gerica:start-1001\"";
+    e.replace(e.find(key), key.size(), "\"pg-nodes-" + std::to_string(i) + "\"");
+    return e;
+}
+
+// The fixture sink's records: one JSON line per completed attempt.
+struct record {
+    std::string delivery_id, event_id, external_id, outcome;
+};
+std::vector<record> records(const fs::path& file) {
+    std::vector<record> out;
+    std::istringstream in(read_file(file));
+    std::string line;
+    while (std::getline(in, line)) {
+        rapidjson::Document d;
+        d.Parse(line.c_str());
+        if (d.HasParseError() || !d.IsObject()) continue;
+        out.push_back({d["delivery_id"].GetString(), d["event_id"].GetString(),
+                       d["external_id"].GetString(), d["outcome"].GetString()});
+    }
+    return out;
+}
+
+// One node: its own folder and config; the database, the record file and the sink's control file
+// are shared. Only node a has the file source.
+struct node {
+    node(const std::string& name, const fs::path& root, const std::string& db, bool source,
+         int lease_s, int attempt_timeout_ms)
+        : dir(root / name) {
+        fs::create_directories(dir);
+        write_file(dir / "pg.conninfo", server().conninfo(db) + "\n");
+        std::string src =
+            source ? R"("epj": {"plugin": "file", "config": {"inbox": "inbox", "poll_ms": 20}},)"
+                   : "";
+        write_file(dir / "samband.json", R"({
+  "node": {"name": ")" + name + R"("},
+  "store": {"kind": "postgresql", "path": "var/cache", "conninfo_secret": "pg",
+            "lease_s": )" + std::to_string(lease_s) +
+                                             R"(},
+  "secrets": {"pg": {"file": "pg.conninfo"}},
+  "admin": {"listen": "127.0.0.1:0"},
+  "plugin_dirs": [")" + plugin_dir() + R"("],
+  "schemas_dir": ")" + source_dir() + R"(/config/schemas",
+  "identifiers": {"allow_synthetic": true},
+  "endpoints": {)" + src + R"(
+    "gp": {"plugin": "fixture-sink", "config": {"record_file": ")" +
+                                             (root / "gp.jsonl").string() +
+                                             R"(", "control_file": ")" +
+                                             (root / "control.json").string() + R"("},
+           "policy": {"attempt_timeout_ms": )" +
+                                             std::to_string(attempt_timeout_ms) + R"(,
+                      "backoff_base_ms": 50, "backoff_max_ms": 200, "max_attempts": 20}}
+  },
+  "routes": [{"name": "to-gp", "match": {"type": "rph.treatment.*"}, "to": ["gp"]}]
+})");
+        proc = std::make_unique<daemon_process>(dir / "samband.json", dir);
+    }
+    fs::path dir;
+    std::unique_ptr<daemon_process> proc;
+};
+
+class pg_nodes : public ::testing::Test {
+protected:
+    void SetUp() override {
+        SAMBAND_REQUIRE_TOOL(samband::testing::pg_bindir() + "/initdb");
+        db_ = "t" + std::to_string(++counter_);
+        ASSERT_TRUE(server().create_database(db_)) << server().log();
+    }
+    std::int64_t count(const std::string& sql) { return psql_count(db_, sql); }
+    std::string db_;
+    static inline int counter_ = 0;
+};
+
+TEST_F(pg_nodes, a_node_killed_mid_flight_loses_nothing_and_repeats_are_recognisable) {
+    temp_dir tmp;
+    const fs::path root = tmp.path();
+    write_file(root / "control.json", R"({"mode": "slow", "delay_ms": 150})");
+    node a("a", root, db_, true, 3, 2000), b("b", root, db_, false, 3, 2000);
+    ASSERT_TRUE(a.proc->start()) << a.proc->log();
+    ASSERT_TRUE(b.proc->start()) << b.proc->log();
+    const int n = 20;  // one patient: delivered one at a time, in order, whichever node claims
+    for (int i = 0; i < n; ++i)
+        drop_file(a.dir / "inbox", std::to_string(100 + i) + ".json", event(i));
+    // Every event is committed (the inbox is empty) and deliveries are under way.
+    ASSERT_TRUE(wait_for([&] { return count("SELECT COUNT(*) FROM events") == n; },
+                         std::chrono::seconds(30)))
+        << a.proc->log();
+    ASSERT_TRUE(wait_for(
+        [&] {
+            return count("SELECT COUNT(*) FROM deliveries WHERE state = 1 AND lease_node = 'a'") >
+                       0 &&
+                   count("SELECT COUNT(*) FROM deliveries WHERE state = 2") >= 2;
+        },
+        std::chrono::seconds(30)))
+        << "node a never had a delivery in flight";
+    std::int64_t held_by_a =
+        count("SELECT id FROM deliveries WHERE state = 1 AND lease_node = 'a' LIMIT 1");
+    a.proc->kill9();
+    ASSERT_TRUE(
+        wait_for([&] { return count("SELECT COUNT(*) FROM deliveries WHERE state = 2") == n; },
+                 std::chrono::seconds(60)))
+        << "not all delivered after node a died: "
+        << psql(db_, "SELECT id, state, lease_node, reason FROM deliveries WHERE state <> 2")
+        << "\n"
+        << b.proc->log();
+    // Every event reached the sink; a repeat carries the same delivery and external id.
+    auto recs = records(root / "gp.jsonl");
+    std::map<std::string, std::set<std::string>> ext_by_delivery;
+    std::set<std::string> events;
+    for (const auto& r : recs) {
+        if (r.outcome != "ok") continue;
+        ext_by_delivery[r.delivery_id].insert(r.external_id);
+        events.insert(r.event_id);
+    }
+    EXPECT_EQ(events.size(), static_cast<std::size_t>(n)) << "an event was lost";
+    for (const auto& [id, exts] : ext_by_delivery)
+        EXPECT_EQ(exts.size(), 1u) << "delivery " << id << " was repeated under another id";
+    // Node a's delivery in flight was taken over by b after the lease, and the chain is whole.
+    EXPECT_GE(count("SELECT COUNT(*) FROM audit WHERE action = 'delivery.lease_taken_over' AND "
+                    "subject = 'delivery:" +
+                    std::to_string(held_by_a) + "'"),
+              1);
+    EXPECT_EQ(count("SELECT COUNT(*) FROM deliveries WHERE state = 2 AND lease_node = 'b' AND id "
+                    "= " +
+                    std::to_string(held_by_a)),
+              1);
+    EXPECT_EQ(b.proc->stop(), 0);
+}
+
+TEST_F(pg_nodes, a_node_stopped_past_its_lease_cannot_complete_what_the_other_took_over) {
+    temp_dir tmp;
+    const fs::path root = tmp.path();
+    write_file(root / "control.json", R"({"mode": "slow", "delay_ms": 1000})");
+    node a("a", root, db_, true, 2, 1800), b("b", root, db_, false, 2, 1800);
+    ASSERT_TRUE(a.proc->start()) << a.proc->log();
+    ASSERT_TRUE(b.proc->start()) << b.proc->log();
+    drop_file(a.dir / "inbox", "1.json", event(1));
+    std::string holder;
+    ASSERT_TRUE(wait_for(
+        [&] {
+            holder = psql(db_, "SELECT lease_node FROM deliveries WHERE state = 1");
+            return holder == "a" || holder == "b";
+        },
+        std::chrono::seconds(30)))
+        << a.proc->log();
+    node& stalled = holder == "a" ? a : b;
+    node& other = holder == "a" ? b : a;
+    stalled.proc->signal(SIGSTOP);
+    // Past the lease the other node takes it over and delivers it.
+    bool taken = wait_for(
+        [&] {
+            return count(
+                       "SELECT COUNT(*) FROM deliveries WHERE state = 2 AND fence = 2 AND "
+                       "lease_node = '" +
+                       std::string(holder == "a" ? "b" : "a") + "'") == 1;
+        },
+        std::chrono::seconds(20));
+    stalled.proc->signal(SIGCONT);
+    ASSERT_TRUE(taken) << other.proc->log();
+    // The stalled node wakes up and completes its attempt: refused and audited.
+    ASSERT_TRUE(wait_for(
+        [&] {
+            return count(
+                       "SELECT COUNT(*) FROM audit WHERE action = "
+                       "'delivery.late_completion_refused' AND detail LIKE 'late completion "
+                       "from node " +
+                       holder + " refused%'") >= 1;
+        },
+        std::chrono::seconds(20)))
+        << stalled.proc->log();
+    EXPECT_EQ(count("SELECT COUNT(*) FROM deliveries WHERE state = 2 AND fence = 2"), 1)
+        << "the late completion changed the delivery";
+    EXPECT_EQ(a.proc->stop(), 0);
+    EXPECT_EQ(b.proc->stop(), 0);
+}
+
+TEST_F(pg_nodes, the_database_restarting_under_load_loses_nothing) {
+    temp_dir tmp;
+    const fs::path root = tmp.path();
+    write_file(root / "control.json", R"({"mode": "ok"})");
+    node a("a", root, db_, true, 5, 2000), b("b", root, db_, false, 5, 2000);
+    ASSERT_TRUE(a.proc->start()) << a.proc->log();
+    ASSERT_TRUE(b.proc->start()) << b.proc->log();
+    const int n = 60;
+    for (int i = 0; i < n / 2; ++i)
+        drop_file(a.dir / "inbox", std::to_string(1000 + i) + ".json", event(i));
+    ASSERT_TRUE(wait_for([&] { return count("SELECT COUNT(*) FROM events") >= 5; },
+                         std::chrono::seconds(30)));
+    ASSERT_TRUE(server().stop());
+    // While it is down, more events arrive: the source keeps them until a commit takes them.
+    for (int i = n / 2; i < n; ++i)
+        drop_file(a.dir / "inbox", std::to_string(1000 + i) + ".json", event(i));
+    ASSERT_TRUE(server().start()) << server().log();
+    ASSERT_TRUE(wait_for(
+        [&] {
+            return count("SELECT COUNT(*) FROM events") == n &&
+                   count("SELECT COUNT(*) FROM deliveries WHERE state = 2") == n;
+        },
+        std::chrono::seconds(60)))
+        << psql(db_, "SELECT state, COUNT(*) FROM deliveries GROUP BY state") << "\n"
+        << a.proc->log();
+    EXPECT_TRUE(a.proc->running()) << "node a exited";
+    EXPECT_TRUE(b.proc->running()) << "node b exited";
+    std::set<std::string> events;
+    for (const auto& r : records(root / "gp.jsonl"))
+        if (r.outcome == "ok") events.insert(r.event_id);
+    EXPECT_EQ(events.size(), static_cast<std::size_t>(n));
+    EXPECT_EQ(count("SELECT COUNT(*) FROM errors"), 0) << "an event went to the error store";
+    EXPECT_EQ(a.proc->stop(), 0);
+    EXPECT_EQ(b.proc->stop(), 0);
+}
+
+}  // namespace
+}  // namespace samband::test
