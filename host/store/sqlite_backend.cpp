@@ -366,7 +366,7 @@ public:
                         if (ec) rows->clear();
                         done(ec, std::move(*rows));
                     }},
-                lane::engine);
+                lane::claim);
     }
 
     // ---- reads (own connection) ----
@@ -695,10 +695,12 @@ private:
         std::function<void(db&)> run;
         std::function<void(error_code)> done;
     };
-    // The engine's claims and state changes go in the next commit ahead of queued submits: a
-    // claim that waited behind a full batch of 8 KB submits would cap delivery at one claim per
-    // two commits while ingest runs. Both lanes share each commit (and its fsync).
-    enum class lane { ingest, engine };
+    // The engine's state changes go in the next commit ahead of queued submits, and its claims
+    // after them: a claim that waited behind a full batch of 8 KB submits would cap delivery at
+    // one claim per two commits while ingest runs, and a claim after the submits takes what that
+    // same commit stored (one commit's fsync less between accept and delivery). All lanes share
+    // each commit (and its fsync).
+    enum class lane { ingest, engine, claim };
 
     // After each commit (writer thread): wakes the checkpointer once the WAL holds
     // kCheckpointPages. The WAL starts over only after a checkpoint that caught up with the last
@@ -1073,7 +1075,10 @@ private:
                 if (done) done(io_error());
                 return;
             }
-            (l == lane::engine ? engine_queue_ : queue_).push_back(std::move(j));
+            (l == lane::engine  ? engine_queue_
+             : l == lane::claim ? claim_queue_
+                                : queue_)
+                .push_back(std::move(j));
         }
         cv_.notify_one();
     }
@@ -1083,15 +1088,18 @@ private:
         for (;;) {
             {
                 std::unique_lock lock(mu_);
-                cv_.wait(lock, [&] { return stop_ || !queue_.empty() || !engine_queue_.empty(); });
-                if (queue_.empty() && engine_queue_.empty() && stop_) return;
-                // Every engine job queued so far (a claim or a batch of state changes each), then
-                // submits up to max_batch. A job queued before a flush() is always in its commit
-                // or an earlier one.
+                auto idle = [&] {
+                    return queue_.empty() && engine_queue_.empty() && claim_queue_.empty();
+                };
+                cv_.wait(lock, [&] { return stop_ || !idle(); });
+                if (idle() && stop_) return;
+                // Every engine job queued so far (a batch of state changes each), submits up to
+                // max_batch, then every claim queued so far. A job queued before a flush() is
+                // always in its commit or an earlier one.
                 std::size_t max = std::max<std::size_t>(opts_.max_batch, 1);
                 batch.clear();
-                for (auto* q : {&engine_queue_, &queue_}) {
-                    while (!q->empty() && (batch.size() < max || q == &engine_queue_)) {
+                for (auto* q : {&engine_queue_, &queue_, &claim_queue_}) {
+                    while (!q->empty() && (batch.size() < max || q != &queue_)) {
                         batch.push_back(std::move(q->front()));
                         q->pop_front();
                     }
@@ -1176,8 +1184,10 @@ private:
                 {
                     std::lock_guard lock(mu_);
                     rest.swap(queue_);
-                    for (auto& j : engine_queue_) rest.push_back(std::move(j));
-                    engine_queue_.clear();
+                    for (auto* q : {&engine_queue_, &claim_queue_}) {
+                        for (auto& j : *q) rest.push_back(std::move(j));
+                        q->clear();
+                    }
                 }
                 for (auto& j : rest)
                     if (j.done) j.done(io_error());
@@ -1193,7 +1203,8 @@ private:
     std::mutex mu_;
     std::condition_variable cv_;
     std::deque<job> queue_;         // ingest lane: submits, errors, audit, operator jobs
-    std::deque<job> engine_queue_;  // engine lane: claims and delivery state changes
+    std::deque<job> engine_queue_;  // engine lane: delivery state changes, audit rows
+    std::deque<job> claim_queue_;   // claims: after the submits of the same commit
     bool stop_ = false;
     bool failed_ = false;
     std::string last_hash_, pending_hash_;
