@@ -1114,14 +1114,15 @@ private:
             std::vector<error_code> job_ec(batch.size());
             std::vector<std::function<void()>> after;
             try {
-                wdb_.exec("BEGIN IMMEDIATE;");
+                // Prepared once (cached), not parsed again for every commit and job.
+                wdb_.prepare("BEGIN IMMEDIATE").exec();
                 for (std::size_t i = 0; i < batch.size(); ++i) {
                     std::string hash_before = pending_hash_;
                     job_after_.clear();
-                    wdb_.exec("SAVEPOINT job;");
+                    wdb_.prepare("SAVEPOINT job").exec();
                     try {
                         batch[i].run(wdb_);
-                        wdb_.exec("RELEASE job;");
+                        wdb_.prepare("RELEASE job").exec();
                         for (auto& f : job_after_) after.push_back(std::move(f));
                     } catch (const sqlite_error& e) {
                         if (is_fatal(e.code())) throw;
@@ -1142,7 +1143,7 @@ private:
                     }
                 }
                 job_after_.clear();
-                wdb_.exec("COMMIT;");
+                wdb_.prepare("COMMIT").exec();
                 last_hash_ = pending_hash_;
             } catch (const sqlite_error& e) {
                 wdb_.reset_all();
