@@ -89,6 +89,7 @@ int main(int argc, char** argv) {
 
     // status, deliveries, replay, send, errors: clients of the admin API.
     samband::admin::add_client_commands(app, [&](int code) { exit_code = code; });
+    samband::admin::add_token_commands(app, [&](int code) { exit_code = code; });
 
     try {
         app.parse(argc, argv);

@@ -1,10 +1,13 @@
 #include "admin/api.hpp"
 
+#include "admin/auth.hpp"
+
 #include "core/error.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "report/outcomes.hpp"
 
+#include <boost/beast/core/string.hpp>
 #include <boost/url/parse.hpp>
 
 #include <rapidjson/document.h>
@@ -12,8 +15,9 @@
 #include <rapidjson/writer.h>
 #include <samband/json.hpp>
 
-#include <fstream>
+#include <filesystem>
 #include <stdexcept>
+#include <variant>
 
 namespace samband::admin {
 
@@ -91,48 +95,196 @@ std::int64_t parse_i64(std::string_view s, bool& ok) {
 
 }  // namespace
 
-std::map<std::string, std::string> read_tokens(const std::string& path) {
-    std::map<std::string, std::string> out;  // token → operator name
-    std::ifstream in(path);
-    if (!in) throw std::runtime_error("admin: cannot read token file " + path);
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.empty() || line[0] == '#') continue;
-        auto colon = line.find(':');
-        if (colon == std::string::npos || colon == 0 || colon + 1 >= line.size())
-            throw std::runtime_error("admin: token file " + path + ": expected name:token lines");
-        std::string token = line.substr(colon + 1);
-        while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
-        if (token.size() < 16)
-            throw std::runtime_error("admin: token file " + path + ": token of " +
-                                     line.substr(0, colon) + " is shorter than 16 characters");
-        out[token] = line.substr(0, colon);
+namespace {
+
+// Every resource of the API. Access is decided by the resource alone (on the request header),
+// before any body byte is read.
+enum class resource {
+    healthz,
+    readyz,
+    metrics,
+    status,
+    endpoints,
+    plugins,
+    errors,
+    error_one,
+    events,
+    event_one,
+    deliveries,
+    delivery_one,
+    retry,
+    override_,
+    replay,
+    audit,
+    reports,
+    unknown
+};
+
+struct target {
+    resource what = resource::unknown;
+    http::verb method = http::verb::get;  // the one method the resource answers
+    std::vector<std::string> segs;        // path segments after /api/v1
+    std::map<std::string, std::string> query;
+    std::string path;
+    bool malformed = false;
+};
+
+std::vector<std::string> split_path(const std::string& path) {
+    std::vector<std::string> out;
+    std::string cur;
+    for (char c : path) {
+        if (c == '/') {
+            if (!cur.empty()) out.push_back(cur);
+            cur.clear();
+        } else {
+            cur += c;
+        }
     }
+    if (!cur.empty()) out.push_back(cur);
     return out;
 }
 
+target classify(std::string_view raw) {
+    target t;
+    auto url = boost::urls::parse_origin_form(raw);
+    if (!url) {
+        t.malformed = true;
+        return t;
+    }
+    t.path = url->path();
+    for (auto p : url->params()) t.query[std::string(p.key)] = std::string(p.value);
+    using v = http::verb;
+    if (t.path == "/healthz") return t.what = resource::healthz, t;
+    if (t.path == "/readyz") return t.what = resource::readyz, t;
+    if (t.path == "/metrics") return t.what = resource::metrics, t;
+    auto segs = split_path(t.path);
+    if (segs.size() < 3 || segs[0] != "api" || segs[1] != "v1") return t;
+    segs.erase(segs.begin(), segs.begin() + 2);
+    t.segs = segs;
+    const std::string& w = segs[0];
+    auto set = [&](resource r, v m) {
+        t.what = r;
+        t.method = m;
+        return t;
+    };
+    if (segs.size() == 1) {
+        if (w == "status") return set(resource::status, v::get);
+        if (w == "endpoints") return set(resource::endpoints, v::get);
+        if (w == "plugins") return set(resource::plugins, v::get);
+        if (w == "errors") return set(resource::errors, v::get);
+        if (w == "events") return set(resource::events, v::post);
+        if (w == "deliveries") return set(resource::deliveries, v::get);
+        if (w == "replay") return set(resource::replay, v::post);
+        if (w == "audit") return set(resource::audit, v::get);
+    }
+    if (segs.size() == 2) {
+        if (w == "errors") return set(resource::error_one, v::get);
+        if (w == "events") return set(resource::event_one, v::get);
+        if (w == "deliveries") return set(resource::delivery_one, v::get);
+        if (w == "reports" && segs[1] == "outcomes") return set(resource::reports, v::get);
+    }
+    if (segs.size() == 3 && w == "deliveries" && segs[2] == "retry")
+        return set(resource::retry, v::post);
+    if (segs.size() == 3 && w == "deliveries" && segs[2] == "override")
+        return set(resource::override_, v::post);
+    return t;
+}
+
+// The roles that may use a resource; 0 = open to anyone (health).
+role_set allowed(resource r, bool metrics_open) {
+    switch (r) {
+        case resource::healthz:
+        case resource::readyz:
+            return 0;
+        case resource::metrics:
+            return metrics_open ? 0 : all_roles;
+        case resource::status:
+        case resource::endpoints:
+        case resource::plugins:
+        case resource::reports:  // aggregates only, counts 1-4 shown as <5
+            return all_roles;
+        case resource::errors:
+        case resource::deliveries:
+        case resource::delivery_one:
+            return role_operator | role_clinician;  // identifiers masked
+        case resource::events:
+        case resource::retry:
+        case resource::replay:
+            return role_operator;
+        case resource::error_one:  // the raw rejected input
+        case resource::event_one:  // the envelope with the patient's data
+        case resource::override_:
+            return role_clinician;
+        case resource::audit:
+            return role_auditor;
+        case resource::unknown:
+            return all_roles;  // an unknown path is 404 only for a valid token
+    }
+    return all_roles;
+}
+
+// Why patient data is read: `?reason=` or the X-Samband-Reason header.
+template <class Fields>
+std::string stated_reason(const http::request_header<Fields>& h,
+                          const std::map<std::string, std::string>& q) {
+    auto it = h.find("X-Samband-Reason");
+    if (it != h.end()) return std::string(it->value());
+    auto r = q.find("reason");
+    return r == q.end() ? std::string() : r->second;
+}
+
+}  // namespace
+
 struct api::impl {
     backend& be;
-    std::map<std::string, std::string> tokens;
+    api_options opts;
+    token_table tokens;
 
-    impl(backend& b, const std::string& token_file) : be(b) {
-        if (!token_file.empty()) tokens = read_tokens(token_file);
+    bool token_file_missing = false;
+
+    impl(backend& b, api_options o) : be(b), opts(std::move(o)) {
+        // A configured file that does not exist yet (a fresh install before `samband token
+        // add`) leaves only the health endpoints answering; one that exists must be valid.
+        std::error_code ec;
+        token_file_missing =
+            !opts.token_file.empty() && !std::filesystem::exists(opts.token_file, ec);
+        if (!opts.token_file.empty() && !token_file_missing)
+            tokens = token_table::read(opts.token_file);
     }
 
-    // The operator behind the request: "operator:<name>" with a valid token, "local" without a
-    // token file, or empty when a token file exists and the request has no valid token.
+    // The caller of a request to `t`, or the refusal: 401 without a (valid) token, 403 without
+    // one of the roles the resource needs. Decided on the header alone.
     template <class Fields>
-    std::string actor(const http::request_header<Fields>& req) const {
-        auto it = req.find(http::field::authorization);
-        if (it != req.end()) {
-            std::string v(it->value());
-            if (v.rfind("Bearer ", 0) == 0) {
-                auto t = tokens.find(v.substr(7));
-                if (t != tokens.end()) return "operator:" + t->second;
-            }
-            return {};
-        }
-        return tokens.empty() ? "local" : std::string();
+    std::variant<principal, reply> authorize(const http::request_header<Fields>& h,
+                                             const target& t) const {
+        role_set need = allowed(t.what, opts.metrics_open);
+        if (need == 0) return principal{"anyone", 0};
+        if (tokens.empty())
+            return error_reply(
+                http::status::unauthorized, "unauthorized",
+                opts.token_file.empty()
+                    ? "the admin API has no token file (admin.token_file): only /healthz and "
+                      "/readyz answer"
+                    : "the admin token file " + opts.token_file +
+                          (token_file_missing ? " does not exist" : " holds no token") +
+                          ": only /healthz and /readyz answer (add tokens with `samband token "
+                          "add` and restart)");
+        auto it = h.find(http::field::authorization);
+        if (it == h.end())
+            return error_reply(http::status::unauthorized, "unauthorized",
+                               "this needs a token (Authorization: Bearer TOKEN)");
+        std::string_view v = it->value();
+        std::optional<principal> who;
+        if (v.size() > 7 && boost::beast::iequals(v.substr(0, 7), "Bearer "))
+            who = tokens.find(v.substr(7));
+        if (!who)
+            return error_reply(http::status::unauthorized, "unauthorized",
+                               "the token is not valid");
+        if ((who->roles & need) == 0)
+            return error_reply(http::status::forbidden, "forbidden",
+                               "this needs the role " + roles_text(need) + "; " + who->name +
+                                   " has " + roles_text(who->roles));
+        return *who;
     }
 
     void handle(http::request<http::string_body> req, std::function<void(reply)> done) {
@@ -147,74 +299,58 @@ struct api::impl {
 
     // The answer, or a reply with status `unknown` when `done` will be called later (submit).
     reply route(http::request<http::string_body>& req, const std::function<void(reply)>& done) {
-        auto url = boost::urls::parse_origin_form(req.target());
-        if (!url)
+        target t = classify(req.target());
+        if (t.malformed)
             return error_reply(http::status::bad_request, "bad_target", "malformed request target");
-        std::string path = url->path();
-        std::map<std::string, std::string> q;
-        for (auto p : url->params()) q[std::string(p.key)] = std::string(p.value);
-        auto method = req.method();
-        auto segs = split(path);
-
-        if (path == "/healthz") {
-            if (method != http::verb::get) return not_allowed();
-            return {http::status::ok, R"({"status":"ok"})"};
-        }
-        if (path == "/readyz") {
-            if (method != http::verb::get) return not_allowed();
-            std::string why;
-            if (be.ready(why)) return {http::status::ok, R"({"status":"ready"})"};
-            return error_reply(http::status::service_unavailable, "not_ready", why);
-        }
-        if (path == "/metrics") {
-            if (method != http::verb::get) return not_allowed();
-            return {http::status::ok, be.metrics_text(), "text/plain; version=0.0.4"};
-        }
-        if (segs.size() < 2 || segs[0] != "api" || segs[1] != "v1")
-            return error_reply(http::status::not_found, "not_found", "no such resource: " + path);
-        segs.erase(segs.begin(), segs.begin() + 2);
-        if (segs.empty())
-            return error_reply(http::status::not_found, "not_found", "no such resource");
-        const std::string& what = segs[0];
-        if (what == "status" && segs.size() == 1)
-            return method == http::verb::get ? status() : not_allowed();
-        if (what == "endpoints" && segs.size() == 1)
-            return method == http::verb::get ? endpoints() : not_allowed();
-        if (what == "plugins" && segs.size() == 1)
-            return method == http::verb::get ? plugins() : not_allowed();
-        if (what == "errors" && segs.size() == 1)
-            return method == http::verb::get ? errors(q) : not_allowed();
-        if (what == "events" && segs.size() == 1)
-            return method == http::verb::post ? send_event(req, done) : not_allowed();
-        if (what == "events" && segs.size() == 2)
-            return method == http::verb::get ? get_event(req, segs[1], q) : not_allowed();
-        if (what == "deliveries" && segs.size() == 1)
-            return method == http::verb::get ? list_deliveries(q) : not_allowed();
-        if (what == "deliveries" && segs.size() == 2)
-            return method == http::verb::get ? get_delivery(segs[1]) : not_allowed();
-        if (what == "deliveries" && segs.size() == 3 &&
-            (segs[2] == "retry" || segs[2] == "override"))
-            return method == http::verb::post ? act(req, segs[1], segs[2]) : not_allowed();
-        if (what == "reports" && segs.size() == 2 && segs[1] == "outcomes")
-            return method == http::verb::get ? outcomes(q) : not_allowed();
-        if (what == "replay" && segs.size() == 1)
-            return method == http::verb::post ? replay(req) : not_allowed();
-        return error_reply(http::status::not_found, "not_found", "no such resource: " + path);
-    }
-
-    static std::vector<std::string> split(const std::string& path) {
-        std::vector<std::string> out;
-        std::string cur;
-        for (char c : path) {
-            if (c == '/') {
-                if (!cur.empty()) out.push_back(cur);
-                cur.clear();
-            } else {
-                cur += c;
+        auto auth = authorize(req, t);
+        if (auto* refusal = std::get_if<reply>(&auth)) return std::move(*refusal);
+        const principal& who = std::get<principal>(auth);
+        const std::string actor = "token:" + who.name;
+        if (t.what == resource::unknown)
+            return error_reply(http::status::not_found, "not_found", "no such resource: " + t.path);
+        if (req.method() != t.method) return not_allowed();
+        auto& q = t.query;
+        switch (t.what) {
+            case resource::healthz:
+                return {http::status::ok, R"({"status":"ok"})"};
+            case resource::readyz: {
+                std::string why;
+                if (be.ready(why)) return {http::status::ok, R"({"status":"ready"})"};
+                return error_reply(http::status::service_unavailable, "not_ready", why);
             }
+            case resource::metrics:
+                return {http::status::ok, be.metrics_text(), "text/plain; version=0.0.4"};
+            case resource::status:
+                return status();
+            case resource::endpoints:
+                return endpoints();
+            case resource::plugins:
+                return plugins();
+            case resource::errors:
+                return errors(q);
+            case resource::error_one:
+                return get_error(req, t.segs[1], q, actor);
+            case resource::events:
+                return send_event(req, done);
+            case resource::event_one:
+                return get_event(req, t.segs[1], q, actor);
+            case resource::deliveries:
+                return list_deliveries(q);
+            case resource::delivery_one:
+                return get_delivery(t.segs[1]);
+            case resource::retry:
+            case resource::override_:
+                return act(req, t.segs[1], t.segs[2], actor);
+            case resource::replay:
+                return replay(req, actor);
+            case resource::audit:
+                return audit(q, actor);
+            case resource::reports:
+                return outcomes(q);
+            case resource::unknown:
+                break;
         }
-        if (!cur.empty()) out.push_back(cur);
-        return out;
+        return error_reply(http::status::not_found, "not_found", "no such resource: " + t.path);
     }
 
     static reply not_allowed() {
@@ -336,20 +472,72 @@ struct api::impl {
         return {http::status::ok, std::move(body), type};
     }
 
+    static reply reason_required() {
+        return error_reply(http::status::bad_request, "reason_required",
+                           "reading patient data needs a stated reason (?reason=… or the "
+                           "X-Samband-Reason header); it is kept in the audit log");
+    }
+
+    // The raw input an error row kept: the clinician's read, with a reason, audited.
+    reply get_error(const http::request<http::string_body>& req, const std::string& sid,
+                    const std::map<std::string, std::string>& q, const std::string& who) {
+        std::string why = stated_reason(req, q);
+        if (why.empty()) return reason_required();
+        bool ok = true;
+        std::int64_t id = parse_i64(sid, ok);
+        if (!ok) return error_reply(http::status::bad_request, "bad_id", "error ids are numbers");
+        auto e = be.store().get_error(id);
+        if (!e) return error_reply(core::from_store(e.error(), "store read failed"));
+        if (!*e) return error_reply(http::status::not_found, "not_found", "no error " + sid);
+        be.store().audit(who, "api.read", "error:" + sid, why);
+        rapidjson::StringBuffer sb;
+        json_writer w(sb);
+        w.StartObject();
+        kv(w, "id", id);
+        kv(w, "source", (*e)->source);
+        kv(w, "reason", (*e)->reason);
+        kv(w, "idempotency_key", (*e)->idempotency_key);
+        kv(w, "payload", (*e)->payload);
+        w.EndObject();
+        return {http::status::ok, sb.GetString()};
+    }
+
+    // The audit log, newest first, optionally of one subject ("delivery:7", "event:…").
+    reply audit(std::map<std::string, std::string>& q, const std::string& who) {
+        bool ok = true;
+        std::int64_t limit = q.count("limit") ? parse_i64(q["limit"], ok) : 200;
+        if (!ok || limit <= 0 || limit > 10000)
+            return error_reply(http::status::bad_request, "bad_limit", "limit must be 1..10000");
+        auto rows = be.store().list_audit(q["subject"], static_cast<std::size_t>(limit));
+        if (!rows) return error_reply(core::from_store(rows.error(), "store read failed"));
+        be.store().audit(who, "api.audit_read", q["subject"], "");
+        rapidjson::StringBuffer sb;
+        json_writer w(sb);
+        w.StartArray();
+        for (const auto& a : *rows) {
+            w.StartObject();
+            kv(w, "id", a.id);
+            kv(w, "at", core::iso8601_ms(a.at_ms));
+            kv(w, "actor", a.actor);
+            kv(w, "action", a.action);
+            kv(w, "subject", a.subject);
+            kv(w, "detail", a.detail);
+            kv(w, "hash", a.hash);
+            w.EndObject();
+        }
+        w.EndArray();
+        return {http::status::ok, sb.GetString()};
+    }
+
     reply get_event(const http::request<http::string_body>& req, const std::string& id,
-                    std::map<std::string, std::string>& q) {
-        std::string who = actor(req);
-        if (who.empty())
-            return error_reply(http::status::unauthorized, "unauthorized",
-                               "reading patient data needs an operator token");
+                    const std::map<std::string, std::string>& q, const std::string& who) {
+        std::string why = stated_reason(req, q);
+        if (why.empty()) return reason_required();
         auto ev = be.store().get_event(id);
         if (!ev)
             return error_reply(http::status::internal_server_error, "store", ev.error().message());
         if (!*ev) return error_reply(http::status::not_found, "not_found", "no event " + id);
-        std::string why = q.count("reason") ? q["reason"] : "";
-        auto h = req.find("X-Samband-Reason");
-        if (h != req.end()) why = std::string(h->value());
-        be.store().audit(who, "api.read", "event:" + id, why.empty() ? "(no reason given)" : why);
+        be.store().audit(who, "api.read", "event:" + id, why);
         rapidjson::StringBuffer sb;
         json_writer w(sb);
         w.StartObject();
@@ -448,21 +636,13 @@ struct api::impl {
     }
 
     reply act(const http::request<http::string_body>& req, const std::string& sid,
-              const std::string& verb) {
-        std::string who = actor(req);
-        if (who.empty())
-            return error_reply(http::status::unauthorized, "unauthorized",
-                               "a valid operator token is needed");
+              const std::string& verb, const std::string& who) {
         bool ok = true;
         std::int64_t id = parse_i64(sid, ok);
         if (!ok)
             return error_reply(http::status::bad_request, "bad_id", "delivery ids are numbers");
         std::string reason = body_reason(req.body());
         if (verb == "override") {
-            if (who == "local")
-                return error_reply(http::status::forbidden, "forbidden",
-                                   "overriding the consent gate needs an authenticated operator "
-                                   "(configure admin.token_file)");
             if (reason.empty())
                 return error_reply(http::status::bad_request, "reason_required",
                                    "an override needs a reason");
@@ -475,11 +655,7 @@ struct api::impl {
         return {http::status::ok, "{\"id\":" + sid + ",\"state\":\"pending\"}"};
     }
 
-    reply replay(const http::request<http::string_body>& req) {
-        std::string who = actor(req);
-        if (who.empty())
-            return error_reply(http::status::unauthorized, "unauthorized",
-                               "a valid operator token is needed");
+    reply replay(const http::request<http::string_body>& req, const std::string& who) {
         rapidjson::Document d;
         if (!json::parse(req.body(), d).empty() || !d.IsObject() || !d.HasMember("destination") ||
             !d["destination"].IsString() || !d.HasMember("since_ms") || !d["since_ms"].IsInt64())
@@ -492,10 +668,6 @@ struct api::impl {
 
     reply send_event(const http::request<http::string_body>& req,
                      const std::function<void(reply)>& done) {
-        std::string who = actor(req);
-        if (who.empty())
-            return error_reply(http::status::unauthorized, "unauthorized",
-                               "a valid operator token is needed");
         rapidjson::Document d;
         plugin::submission sub;
         if (!json::parse(req.body(), d).empty()) {
@@ -556,16 +728,15 @@ struct api::impl {
     }
 };
 
-api::api(backend& b, const std::string& token_file)
-    : impl_(std::make_unique<impl>(b, token_file)) {}
+api::api(backend& b, api_options opts) : impl_(std::make_unique<impl>(b, std::move(opts))) {}
 api::~api() = default;
 
 std::optional<reply> api::admit(const http::request_header<>& h) const {
-    // Requests that carry a body (submit, retry, override, replay) are authenticated on the
-    // header, before a byte of the body is read.
-    if (h.method() == http::verb::post && impl_->actor(h).empty())
-        return error_reply(http::status::unauthorized, "unauthorized",
-                           "a valid operator token is needed");
+    target t = classify(h.target());
+    if (t.malformed)
+        return error_reply(http::status::bad_request, "bad_target", "malformed request target");
+    auto auth = impl_->authorize(h, t);
+    if (auto* refusal = std::get_if<reply>(&auth)) return std::move(*refusal);
     return std::nullopt;
 }
 

@@ -8,7 +8,6 @@
 #include <boost/beast/http/string_body.hpp>
 
 #include <functional>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,19 +27,22 @@ struct reply {
 // {"error":{"code":…,"message":…}} with the status.
 reply error_reply(http::status st, std::string_view code, std::string_view message);
 
-// Reads operator tokens ("name:token" lines; '#' comments). Throws naming the file.
-std::map<std::string, std::string> read_tokens(const std::string& path);
+struct api_options {
+    std::string token_file;     // auth.hpp's format; empty = only /healthz and /readyz answer
+    bool metrics_open = false;  // /metrics without a token
+};
 
 class api {
 public:
     // Throws std::runtime_error naming the token file when it cannot be read or is malformed.
-    api(backend& b, const std::string& token_file);
+    api(backend& b, api_options opts);
     ~api();
     api(const api&) = delete;
     api& operator=(const api&) = delete;
 
-    // Decides on the request line and header alone, before any byte of the body is read:
-    // nullopt = read the body and call handle(); otherwise the refusal to send (and close).
+    // Decides on the request line and header alone, before any byte of the body is read: the
+    // token and its roles against the resource. nullopt = read the body and call handle();
+    // otherwise the refusal (401 no or bad token, 403 wrong role) to send before closing.
     std::optional<reply> admit(const http::request_header<>& h) const;
 
     // Answers a complete request. `done` is called exactly once, possibly later on another

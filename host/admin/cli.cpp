@@ -1,5 +1,6 @@
 #include "admin/cli.hpp"
 
+#include "admin/auth.hpp"
 #include "report/outcomes.hpp"
 
 #include "core/ids.hpp"
@@ -16,8 +17,10 @@
 #include <rapidjson/writer.h>
 #include <samband/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -26,6 +29,9 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 namespace samband::admin {
 
@@ -45,6 +51,7 @@ struct response {
     int status = 0;  // 0 = could not connect
     std::string body;
     std::string error;
+    bool sent_token = false;
 };
 
 std::string admin_url(const client_options& o) {
@@ -53,19 +60,40 @@ std::string admin_url(const client_options& o) {
     return "http://127.0.0.1:8780";
 }
 
-std::string token(const client_options& o) {
-    std::string file = o.token_file;
+// The token the CLI sends: --token-file, else $SAMBAND_TOKEN_FILE, else $SAMBAND_TOKEN; empty
+// when none is given. A named file that cannot be read, is empty, or is the daemon's hashed token
+// file sets `error`.
+std::string token(const client_options& o, std::string& error) {
+    std::string file = o.token_file, from = "--token-file";
     if (file.empty()) {
-        if (const char* t = std::getenv("SAMBAND_TOKEN")) return t;
-        if (const char* f = std::getenv("SAMBAND_TOKEN_FILE")) file = f;
+        if (const char* f = std::getenv("SAMBAND_TOKEN_FILE"); f && *f) {
+            file = f;
+            from = "SAMBAND_TOKEN_FILE";
+        } else if (const char* t = std::getenv("SAMBAND_TOKEN")) {
+            return t;
+        }
     }
     if (file.empty()) return {};
     std::ifstream in(file);
+    if (!in) {
+        error = "cannot read the token file " + file + " (" + from + ")";
+        return {};
+    }
     std::string t;
-    std::getline(in, t);
-    auto colon = t.find(':');  // accept the "name:token" line of the server's file too
-    if (colon != std::string::npos) t = t.substr(colon + 1);
-    while (!t.empty() && (t.back() == '\r' || t.back() == ' ')) t.pop_back();
+    while (std::getline(in, t)) {
+        while (!t.empty() && (t.back() == '\r' || t.back() == ' ')) t.pop_back();
+        if (!t.empty() && t[0] != '#') break;
+    }
+    if (t.empty() || t[0] == '#') {
+        error = "the token file " + file + " (" + from + ") holds no token";
+        return {};
+    }
+    if (std::count(t.begin(), t.end(), ':') == 2) {
+        error = "the token file " + file + " (" + from +
+                ") is the daemon's file of hashed tokens; the CLI needs the token itself (printed "
+                "once by `samband token add`), alone in a file";
+        return {};
+    }
     return t;
 }
 
@@ -105,8 +133,10 @@ response call(const client_options& o, http::verb method, const std::string& tar
     http::request<http::string_body> req{method, target, 11};
     req.set(http::field::host, host);
     req.set(http::field::user_agent, "samband-cli");
-    std::string t = token(o);
-    if (!t.empty()) req.set(http::field::authorization, "Bearer " + t);
+    std::string t = token(o, r.error);
+    if (!r.error.empty()) return r;
+    r.sent_token = !t.empty();
+    if (r.sent_token) req.set(http::field::authorization, "Bearer " + t);
     if (!body.empty()) {
         req.set(http::field::content_type, "application/json");
         req.body() = body;
@@ -181,6 +211,11 @@ int report(const response& r) {
     } else {
         std::cerr << "samband: HTTP " << r.status << ": " << r.body << "\n";
     }
+    if (r.status == 401 && !r.sent_token)
+        std::cerr << "samband: no token was sent: give a file holding your token with "
+                     "--token-file FILE or SAMBAND_TOKEN_FILE (`samband token add` makes one)\n";
+    else if (r.status == 401)
+        std::cerr << "samband: the daemon does not know this token (see `samband token add`)\n";
     return 1;
 }
 
@@ -218,7 +253,8 @@ void add_common(CLI::App* cmd, client_options& o, bool json_flag = true) {
     cmd->add_option("--admin", o.admin,
                     "Admin API URL (default $SAMBAND_ADMIN or http://127.0.0.1:8780)");
     cmd->add_option("--token-file", o.token_file,
-                    "Operator token file (default $SAMBAND_TOKEN_FILE; or $SAMBAND_TOKEN)");
+                    "File holding your admin token (default $SAMBAND_TOKEN_FILE; or the token "
+                    "itself in $SAMBAND_TOKEN)");
     if (json_flag) cmd->add_flag("--json", o.json, "Print the raw JSON answer");
 }
 
@@ -513,6 +549,74 @@ void add_client_commands(CLI::App& app, std::function<void(int)> set_exit) {
                 std::cout << get_str(e, "id") << "  " << get_str(e, "source") << "  "
                           << get_str(e, "reason") << "\n";
         }
+        set_exit(0);
+    });
+}
+
+void add_token_commands(CLI::App& app, std::function<void(int)> set_exit) {
+    auto* tok = app.add_subcommand("token", "Admin API tokens (stored hashed in the token file)");
+    tok->require_subcommand(1);
+    auto name = std::make_shared<std::string>();
+    auto roles = std::make_shared<std::string>();
+    auto file = std::make_shared<std::string>();
+    auto* add = tok->add_subcommand(
+        "add", "Make a token for NAME: prints it once, appends NAME:ROLES:SHA-256 to the file");
+    add->add_option("name", *name, "Who holds it (a person or a service)")->required();
+    add->add_option("--role", *roles,
+                    "viewer, operator, clinician, auditor (a comma list for several)")
+        ->required();
+    add->add_option("--file", *file, "The daemon's token file (admin.token_file)")->required();
+    add->callback([=] {
+        auto bits = parse_roles(*roles);
+        if (!bits) {
+            std::cerr << "samband: --role " << *roles
+                      << " is not a comma list of viewer, operator, clinician, auditor\n";
+            return set_exit(2);
+        }
+        if (name->empty() ||
+            name->find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                    "0123456789._@-") != std::string::npos) {
+            std::cerr << "samband: the name " << *name
+                      << " may hold only letters, digits and . _ @ -\n";
+            return set_exit(2);
+        }
+        if (fs::exists(*file)) {
+            try {
+                if (token_table::read(*file).has_name(*name)) {
+                    std::cerr << "samband: " << *file << " already has a token for " << *name
+                              << "\n";
+                    return set_exit(1);
+                }
+            } catch (const std::exception& e) {
+                std::cerr << "samband: " << e.what() << "\n";
+                return set_exit(1);
+            }
+        }
+        std::string t;
+        try {
+            t = new_token();
+        } catch (const std::exception& e) {
+            std::cerr << "samband: " << e.what() << "\n";
+            return set_exit(1);
+        }
+        // Owner-only: the hashes do not reveal tokens, but the names and roles are nobody
+        // else's business.
+        int fd = ::open(file->c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            std::cerr << "samband: cannot open " << *file << ": " << std::strerror(errno) << "\n";
+            return set_exit(1);
+        }
+        std::string line = token_line(*name, *bits, t) + "\n";
+        bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+        ok = ::close(fd) == 0 && ok;
+        if (!ok) {
+            std::cerr << "samband: cannot write " << *file << "\n";
+            return set_exit(1);
+        }
+        std::cout << t << "\n";
+        std::cerr << "samband: added " << *name << " (" << roles_text(*bits) << ") to " << *file
+                  << ". The token above is shown only this once; the file keeps its SHA-256. A "
+                     "running daemon reads the file at start.\n";
         set_exit(0);
     });
 }

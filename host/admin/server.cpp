@@ -14,6 +14,7 @@
 
 #include <array>
 #include <atomic>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -116,7 +117,22 @@ private:
             return refuse(error_reply(http::status::payload_too_large, "too_large",
                                       "request body is larger than the limit of " +
                                           std::to_string(st_.opts.max_body_bytes) + " bytes"));
-        if (auto refusal = st_.handlers.admit(h)) return refuse(std::move(*refusal));
+        if (auto refusal = st_.handlers.admit(h)) {
+            if (st_.opts.log) {
+                beast::error_code pec;
+                auto peer = lowest().socket().remote_endpoint(pec);
+                std::string status = std::to_string(static_cast<int>(refusal->status));
+                std::string from = pec ? std::string("?") : peer.address().to_string();
+                std::string target(h.target().substr(0, 200));
+                st_.opts.log->warn("admin", "request refused",
+                                   {{"status", status},
+                                    {"method", h.method_string()},
+                                    {"path", target},
+                                    {"peer", from},
+                                    {"why", refusal->body}});
+            }
+            return refuse(std::move(*refusal));
+        }
         body_.emplace(std::move(*head_));
         head_.reset();
         body_->body_limit(st_.opts.max_body_bytes);
@@ -285,7 +301,7 @@ struct server::impl {
 
     impl(server_options o, backend& b)
         : opts(std::move(o)),
-          handlers(b, opts.token_file),
+          handlers(b, api_options{opts.token_file, opts.metrics_open}),
           tls(make_tls(opts.tls)),
           work(opts.work_threads ? opts.work_threads : 1) {
         auto colon = opts.listen.rfind(':');
@@ -302,6 +318,19 @@ struct server::impl {
         if (ec || results.empty())
             throw std::runtime_error("admin: cannot resolve " + opts.listen + ": " + ec.message());
         tcp::endpoint ep = results.begin()->endpoint();
+        if (!ep.address().is_loopback() && !tls)  // a name that resolves beyond loopback
+            throw std::runtime_error("admin: refusing to listen on " + opts.listen + " (" +
+                                     ep.address().to_string() +
+                                     ") without TLS: beyond loopback the admin API needs "
+                                     "admin.tls.cert_file and admin.tls.key_file");
+        if (opts.log && opts.token_file.empty())
+            opts.log->warn("admin", "admin.token_file is not set: only /healthz and /readyz answer",
+                           {});
+        else if (std::error_code fec; opts.log && !std::filesystem::exists(opts.token_file, fec))
+            opts.log->warn("admin",
+                           "the admin token file does not exist: only /healthz and /readyz answer "
+                           "until `samband token add` creates it and the daemon restarts",
+                           {{"file", opts.token_file}});
         acceptor.open(ep.protocol(), ec);
         if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
         if (!ec) acceptor.bind(ep, ec);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "admin/backend.hpp"
+#include "core/log.hpp"
 
 #include <chrono>
 #include <cstddef>
@@ -19,7 +20,9 @@ struct tls_options {
 
 struct server_options {
     std::string listen = "127.0.0.1:8780";
-    std::string token_file;  // see docs/operations.md; empty = only the health endpoints answer
+    std::string token_file;  // see admin/auth.hpp; empty = only the health endpoints answer
+    bool metrics_open = false;
+    core::logger* log = nullptr;  // refusals are logged here (warn); not owned
     tls_options tls;
     std::size_t max_header_bytes = 16 * 1024;
     std::size_t max_body_bytes = 64 * 1024 * 1024;

@@ -269,6 +269,8 @@ private:
         admin::server_options ao;
         ao.listen = cfg_->admin.listen;
         ao.token_file = cfg_->admin.token_file;
+        ao.metrics_open = cfg_->admin.metrics_open;
+        ao.log = &log_;
         ao.tls = {cfg_->admin.tls_cert_file, cfg_->admin.tls_key_file,
                   cfg_->admin.tls_client_ca_file};
         auto srv = std::make_shared<admin::server>(ao, *this);

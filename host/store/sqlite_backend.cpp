@@ -388,6 +388,18 @@ public:
         });
     }
 
+    boost::system::result<std::optional<error_record>> get_error(std::int64_t id) override {
+        return read([&] {
+            std::optional<error_record> out;
+            auto& q = rdb_.prepare(
+                "SELECT source, reason, payload, idempotency_key FROM errors WHERE id = ?");
+            q.bind(1, id);
+            if (q.step()) out = error_record{q.text(0), q.text(1), q.text(2), q.text(3)};
+            q.reset();
+            return out;
+        });
+    }
+
     boost::system::result<std::optional<std::int64_t>> find_by_external_id(
         std::string_view destination, std::string_view external_id) override {
         return read([&] {

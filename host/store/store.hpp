@@ -208,6 +208,15 @@ public:
                               std::function<void(boost::system::error_code)> done) = 0;
     virtual boost::system::result<std::vector<std::pair<std::int64_t, error_record>>> list_errors(
         std::size_t limit) = 0;
+    // One kept input by id, with its raw payload (only the clinician role may see it). The
+    // default looks through list_errors; a backend overrides it with a keyed read.
+    virtual boost::system::result<std::optional<error_record>> get_error(std::int64_t id) {
+        auto rows = list_errors(static_cast<std::size_t>(-1) >> 1);
+        if (!rows) return rows.error();
+        for (auto& [rid, rec] : *rows)
+            if (rid == id) return std::optional<error_record>(std::move(rec));
+        return std::optional<error_record>();
+    }
 
     // Delivery engine: up to `limit` deliveries of `destination` that are due (pending or failed
     // with next_attempt_ms <= now_ms), oldest first, skipping any whose order_key has an earlier

@@ -115,7 +115,7 @@ TEST_F(admin_test, two_hundred_idle_and_slow_connections_leave_healthz_answering
 }
 
 TEST_F(admin_test, unauthenticated_and_oversized_requests_are_refused_before_the_body) {
-    write_file(root_ / "tokens", "ops:0123456789abcdef0123\n");
+    const std::string token = add_token(root_ / "tokens", "ops", "operator");
     write_config(R"({"listen": "127.0.0.1:0", "token_file": "tokens"})");
     daemon_process d(root_ / "samband.json", root_);
     ASSERT_TRUE(d.start()) << d.log();
@@ -131,9 +131,9 @@ TEST_F(admin_test, unauthenticated_and_oversized_requests_are_refused_before_the
     // Larger than the body limit, with a valid token: 413 before reading it.
     {
         auto s = connect(d.admin());
-        auto raw = exchange(*s,
-                            "POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-                            "0123456789abcdef0123\r\nContent-Length: 104857600\r\n\r\n");
+        auto raw =
+            exchange(*s, "POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                             token + "\r\nContent-Length: 104857600\r\n\r\n");
         EXPECT_EQ(status_of(raw), 413) << raw;
         EXPECT_NE(raw.find("larger than the limit"), std::string::npos) << raw;
     }

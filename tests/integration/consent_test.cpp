@@ -62,7 +62,9 @@ protected:
   "routes": [{"name": "gp-notes", "match": {"type": "rph.treatment.*"}, "transforms": ["notes"],
               "to": ["gp"], "recipient": "gp"}]
 })");
-        write_file(root_ / "tokens", "ops:0123456789abcdef0123\n");
+        // An operator and a clinician: only the clinician may override the gate.
+        write_file(root_ / "ops.token", add_token(root_ / "tokens", "ops", "operator") + "\n");
+        write_file(root_ / "dr.token", add_token(root_ / "tokens", "dr", "clinician") + "\n");
         // The start note's first attempt fails and backs off 3 s: the end note queues behind it.
         write_file(root_ / "control.json", R"({"mode":"fail_times","times":1})");
     }
@@ -75,7 +77,7 @@ protected:
     }
 
     std::string state_of_end_note(daemon_process& d) {
-        auto [code, out] = d.cli("deliveries list --json");
+        auto [code, out] = d.cli("deliveries list --json" + as("ops"));
         rapidjson::Document doc;
         doc.Parse(out.c_str());
         if (doc.HasParseError() || !doc.IsArray()) return "?";
@@ -83,6 +85,10 @@ protected:
             if (std::string(x["event_type"].GetString()) == "rph.treatment.ended")
                 return x["state"].GetString();
         return "none";
+    }
+
+    std::string as(const std::string& who) const {
+        return " --token-file " + (root_ / (who + ".token")).string();
     }
 
     temp_dir tmp_;
@@ -128,26 +134,28 @@ TEST_F(consent_test, objection_holds_across_a_restart_and_only_an_operator_overr
         wait_for([&] { return state_of_end_note(d) == "blocked"; }, std::chrono::seconds(20)))
         << d.log();
     EXPECT_TRUE(end_notes().empty());
-    // A retry does not pass the gate; an override without a token is refused; with one it sends.
-    auto [code, out] = d.cli("deliveries list --state blocked --json");
+    // A retry does not pass the gate; an override without a token is refused, and so is an
+    // operator's; the clinician's, with a reason, sends.
+    auto [code, out] = d.cli("deliveries list --state blocked --json" + as("ops"));
     rapidjson::Document doc;
     doc.Parse(out.c_str());
     ASSERT_TRUE(doc.IsArray() && doc.Size() == 1) << out;
     std::string id = std::to_string(doc[0]["id"].GetInt64());
-    EXPECT_NE(d.cli("deliveries retry " + id).first, 0);
-    EXPECT_NE(d.cli("deliveries override " + id + " --reason 'patient withdrew objection by phone'")
-                  .first,
-              0);
-    write_file(root_ / "op-token", "0123456789abcdef0123\n");
-    auto ov = d.cli("deliveries override " + id +
-                    " --reason 'patient withdrew objection by phone' --token-file " +
-                    (root_ / "op-token").string());
+    EXPECT_NE(d.cli("deliveries retry " + id + as("ops")).first, 0);
+    const std::string why = " --reason 'patient withdrew objection by phone'";
+    auto anon = d.cli("deliveries override " + id + why);
+    EXPECT_EQ(anon.first, 1) << anon.second;
+    EXPECT_NE(anon.second.find("no token was sent"), std::string::npos) << anon.second;
+    auto ops = d.cli("deliveries override " + id + why + as("ops"));
+    EXPECT_EQ(ops.first, 1) << ops.second;
+    EXPECT_NE(ops.second.find("HTTP 403"), std::string::npos) << ops.second;
+    auto ov = d.cli("deliveries override " + id + why + as("dr"));
     EXPECT_EQ(ov.first, 0) << ov.second;
     ASSERT_TRUE(wait_for([&] { return !end_notes().empty(); }, std::chrono::seconds(15)))
         << d.log();
-    auto show = d.cli("deliveries show " + id);
+    auto show = d.cli("deliveries show " + id + as("ops"));
     EXPECT_NE(show.second.find("gate.override"), std::string::npos) << show.second;
-    EXPECT_NE(show.second.find("operator:ops"), std::string::npos) << show.second;
+    EXPECT_NE(show.second.find("token:dr"), std::string::npos) << show.second;
     EXPECT_EQ(d.stop(), 0);
 }
 

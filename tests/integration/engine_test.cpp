@@ -93,7 +93,7 @@ TEST(engine, a_gp_register_that_never_answers_times_out_on_time_while_others_del
     write_file(root / "flr-password", "not-a-real-password\n");
     write_file(root / "samband.json", R"({
   "store": {"kind": "sqlite", "path": "var/samband.db"},
-  "admin": {"listen": "127.0.0.1:0", "token_file": "tokens"},
+  "admin": {"listen": "127.0.0.1:0"},
   "plugin_dirs": [")" + plugin_dir() + R"("],
   "schemas_dir": ")" + source_dir() + R"(/config/schemas",
   "identifiers": {"allow_synthetic": true},
@@ -114,7 +114,6 @@ TEST(engine, a_gp_register_that_never_answers_times_out_on_time_while_others_del
     {"name": "to-journal", "match": {"type": "rph.treatment.*"}, "to": ["journal"]}
   ]
 })");
-    write_file(root / "tokens", "ops:0123456789abcdef0123\n");
     daemon_process d(root / "samband.json", root);
     ASSERT_TRUE(d.start()) << d.log();
 
@@ -158,7 +157,7 @@ TEST(engine, operator_actions_answer_by_error_kind) {
     fs::path root = tmp.path();
     write_file(root / "samband.json", R"({
   "store": {"kind": "sqlite", "path": "var/samband.db"},
-  "admin": {"listen": "127.0.0.1:0", "token_file": "tokens"},
+  "admin": {"listen": "127.0.0.1:0"},
   "plugin_dirs": [")" + plugin_dir() + R"("],
   "schemas_dir": ")" + source_dir() + R"(/config/schemas",
   "identifiers": {"allow_synthetic": true},
@@ -168,7 +167,6 @@ TEST(engine, operator_actions_answer_by_error_kind) {
   },
   "routes": [{"name": "to-journal", "match": {"type": "rph.treatment.*"}, "to": ["journal"]}]
 })");
-    write_file(root / "tokens", "ops:0123456789abcdef0123\n");
     daemon_process d(root / "samband.json", root);
     ASSERT_TRUE(d.start()) << d.log();
     drop_file(root / "inbox", "0.json", event(0));
@@ -178,15 +176,14 @@ TEST(engine, operator_actions_answer_by_error_kind) {
         },
         std::chrono::seconds(10)))
         << d.log();
-    const std::string token = "0123456789abcdef0123";
-    auto delivered = d.post("/api/v1/deliveries/1/retry", R"({"reason":"again"})", token);
+    auto delivered = d.post("/api/v1/deliveries/1/retry", R"({"reason":"again"})");
     EXPECT_EQ(delivered.status, 409) << delivered.body;
     EXPECT_NE(delivered.body.find("\"code\":\"conflict\""), std::string::npos) << delivered.body;
     EXPECT_NE(delivered.body.find("only dead, failed or held"), std::string::npos);
-    auto missing = d.post("/api/v1/deliveries/999/retry", R"({"reason":"again"})", token);
+    auto missing = d.post("/api/v1/deliveries/999/retry", R"({"reason":"again"})");
     EXPECT_EQ(missing.status, 404) << missing.body;
     EXPECT_NE(missing.body.find("\"code\":\"not_found\""), std::string::npos) << missing.body;
-    auto not_gated = d.post("/api/v1/deliveries/1/override", R"({"reason":"why not"})", token);
+    auto not_gated = d.post("/api/v1/deliveries/1/override", R"({"reason":"why not"})");
     EXPECT_EQ(not_gated.status, 409) << not_gated.body;
     EXPECT_EQ(d.stop(), 0) << d.log();
 }
@@ -210,7 +207,7 @@ TEST(engine, reload_installs_routes_before_new_sources_and_names_what_needs_a_re
         return R"({
   "store": {"kind": "sqlite", "path": ")" +
                store + R"("},
-  "admin": {"listen": "127.0.0.1:0", "token_file": "tokens"},
+  "admin": {"listen": "127.0.0.1:0"},
   "log": {"format": ")" +
                format + R"("},
   "plugin_dirs": [")" +
@@ -227,7 +224,6 @@ TEST(engine, reload_installs_routes_before_new_sources_and_names_what_needs_a_re
 })";
     };
     write_file(root / "samband.json", config(false, "var/samband.db", "logfmt"));
-    write_file(root / "tokens", "ops:0123456789abcdef0123\n");
     // The new source's first event is already waiting when the reload starts it.
     drop_file(root / "inbox2", "0.json", event(0));
     daemon_process d(root / "samband.json", root);

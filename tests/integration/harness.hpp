@@ -7,6 +7,8 @@
 #include <boost/beast/http.hpp>
 
 #include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include <gtest/gtest.h>
 
@@ -122,6 +124,22 @@ inline std::pair<int, std::string> run_command(const std::string& cmd) {
     return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
 }
 
+// Adds a token for `name` with `roles` ("operator" or "viewer,auditor") to the daemon's token
+// file `file` with `samband token add`; returns the token (empty, with a test failure, if that
+// failed).
+inline std::string add_token(const fs::path& file, const std::string& name,
+                             const std::string& roles) {
+    std::string bin = env_or("SAMBAND_BIN", SAMBAND_BIN_DEFAULT);
+    auto [code, out] = run_command("(" + bin + " token add " + name + " --role " + roles +
+                                   " --file " + file.string() + " 2>/dev/null)");
+    while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+    if (code != 0 || out.size() != 64) {
+        ADD_FAILURE() << "samband token add " << name << " failed (" << code << "): " << out;
+        return {};
+    }
+    return out;
+}
+
 // The real daemon as a child process.
 class daemon_process {
 public:
@@ -135,6 +153,7 @@ public:
 
     // Starts `samband run` and waits until it wrote its ready file.
     bool start(std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+        if (!give_token()) return false;
         fs::path ready = workdir_ / "ready";
         fs::remove(ready);
         std::string log = (workdir_ / "daemon.log").string();
@@ -182,6 +201,7 @@ public:
         pid_ = -1;
     }
     void signal(int sig) {
+        if (sig == SIGHUP) give_token();  // a test's rewritten config keeps the harness's token
         if (pid_ > 0) ::kill(pid_, sig);  // never kill(-1, …): that signals every process
     }
     bool running() {
@@ -210,20 +230,63 @@ public:
     const std::string& admin() const { return admin_; }
     std::string log() const { return read_file(workdir_ / "daemon.log"); }
     pid_t pid() const { return pid_; }
-    http_response get(const std::string& target) const { return http(admin_, "GET", target); }
+    // The harness's admin token (every role), or empty when the test's config names its own
+    // admin.token_file. get, post and cli send it unless given another.
+    const std::string& token() const { return token_; }
+    http_response get(const std::string& target, const std::string& token = {}) const {
+        return http(admin_, "GET", target, {}, token.empty() ? token_ : token);
+    }
     http_response post(const std::string& target, const std::string& body = "{}",
                        const std::string& token = {}) const {
-        return http(admin_, "POST", target, body, token);
+        return http(admin_, "POST", target, body, token.empty() ? token_ : token);
     }
-    // Runs a samband CLI command against this daemon.
+    // Runs a samband CLI command against this daemon (with the harness's token file, which an
+    // explicit --token-file in `args` overrides).
     std::pair<int, std::string> cli(const std::string& args) const {
-        return run_command(binary() + " " + args + " --admin http://" + admin_);
+        std::string env = token_.empty()
+                              ? std::string()
+                              : "SAMBAND_TOKEN_FILE=" + (workdir_ / "harness.token").string() + " ";
+        return run_command(env + binary() + " " + args + " --admin http://" + admin_);
     }
 
 private:
+    // The admin API answers only with a token. Unless the test's config names its own
+    // admin.token_file, the harness makes one token with every role (`samband token add`) and
+    // writes admin.token_file into the config. A config that is not a JSON object is left alone
+    // (tests of broken configs). False when `samband token add` failed.
+    bool give_token() {
+        rapidjson::Document d;
+        d.Parse(read_file(config_).c_str());
+        if (d.HasParseError() || !d.IsObject()) return true;
+        const std::string file = (workdir_ / "harness.tokens").string();
+        auto& al = d.GetAllocator();
+        if (!d.HasMember("admin") || !d["admin"].IsObject()) {
+            d.RemoveMember("admin");
+            d.AddMember("admin", rapidjson::Value(rapidjson::kObjectType), al);
+        }
+        auto& a = d["admin"];
+        if (a.HasMember("token_file")) {
+            if (!a["token_file"].IsString() || a["token_file"].GetString() != file) token_.clear();
+            return true;
+        }
+        if (token_.empty()) {
+            fs::remove(file);
+            token_ = add_token(file, "harness", "viewer,operator,clinician,auditor");
+            if (token_.empty()) return false;
+            write_file(workdir_ / "harness.token", token_ + "\n");
+        }
+        a.AddMember("token_file", rapidjson::Value(file.c_str(), al), al);
+        rapidjson::StringBuffer sb;
+        rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+        d.Accept(w);
+        write_file(config_, sb.GetString());
+        return true;
+    }
+
     fs::path config_, workdir_;
     pid_t pid_ = -1;
     std::string admin_;
+    std::string token_;
 };
 
 // A fresh temporary directory per test, removed afterwards unless SAMBAND_KEEP_TMP is set.

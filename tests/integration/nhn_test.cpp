@@ -461,15 +461,12 @@ class ar_host_test : public nhn_test {
 protected:
     std::string ar_dir = source_dir() + "/tests/data/nhn/registries/adresseregisteret-client/";
 
-    // Puts the daemon's receiver check, an operator token and a second destination ("copy", the
+    // Puts the daemon's receiver check and a second destination ("copy", the
     // same events to a folder) into the config.
     void configure(const std::string& ar_json) {
         std::string cfg = read_file(root_ / "samband.json");
         auto at = cfg.find(R"("endpoints": {)");
         cfg.insert(at, R"("adresseregisteret": )" + ar_json + ",\n  ");
-        auto admin = cfg.find(R"("admin": {"listen": "127.0.0.1:0"})");
-        cfg.replace(admin, std::string(R"("admin": {"listen": "127.0.0.1:0"})").size(),
-                    R"("admin": {"listen": "127.0.0.1:0", "token_file": "tokens"})");
         auto ep = cfg.find(R"("journal": {"plugin": "file")");
         cfg.insert(ep, R"("copy": {"plugin": "file", "config": {"outbox": "copy"}},
     )");
@@ -479,8 +476,6 @@ protected:
             R"({"name": "copy", "match": {"type": "rph.treatment.*", "source": "epj"}, "to": ["copy"]},
     )");
         write_file(root_ / "samband.json", cfg);
-        write_file(root_ / "tokens", "ops:0123456789abcdef0123\n");
-        write_file(root_ / "op-token", "0123456789abcdef0123\n");
     }
 
     // The nhn delivery as the admin API lists it (state and reason).
@@ -549,9 +544,7 @@ TEST_F(ar_host_test, an_inactive_receiver_is_held_with_the_reason_and_an_overrid
     doc.Parse(r.body.c_str());
     ASSERT_TRUE(doc.IsArray() && doc.Size() == 1) << r.body;
     std::string id = std::to_string(doc[0]["id"].GetInt64());
-    auto ov =
-        d.cli("deliveries override " + id + " --reason 'GP confirmed by phone' --token-file " +
-              (root_ / "op-token").string());
+    auto ov = d.cli("deliveries override " + id + " --reason 'GP confirmed by phone'");
     EXPECT_EQ(ov.first, 0) << ov.second;
     EXPECT_TRUE(
         wait_for([&] { return nhn_delivery(d).first == "delivered"; }, std::chrono::seconds(15)))
@@ -592,7 +585,7 @@ TEST_F(ar_host_test, an_unknown_receiver_is_held_and_a_retry_uses_the_cached_ans
     };
     int before = holds();
     ASSERT_GE(before, 1) << show();
-    auto rt = d.cli("deliveries retry " + id + " --token-file " + (root_ / "op-token").string());
+    auto rt = d.cli("deliveries retry " + id);
     EXPECT_EQ(rt.first, 0) << rt.second;
     // Held again once the retry has been prepared: one more hold in the audit trail.
     EXPECT_TRUE(wait_for([&] { return nhn_delivery(d).first == "held" && holds() > before; },
