@@ -266,7 +266,13 @@ private:
         }
         auto& a = d["admin"];
         if (a.HasMember("token_file")) {
-            if (!a["token_file"].IsString() || a["token_file"].GetString() != file) token_.clear();
+            if (!a["token_file"].IsString() || a["token_file"].GetString() != file) {
+                token_.clear();
+            } else if (token_.empty()) {  // a new daemon_process on the same folder (a restart)
+                token_ = read_file(workdir_ / "harness.token");
+                while (!token_.empty() && (token_.back() == '\n' || token_.back() == '\r'))
+                    token_.pop_back();
+            }
             return true;
         }
         if (token_.empty()) {
