@@ -1,6 +1,7 @@
 #include "admin/api.hpp"
 
 #include "admin/auth.hpp"
+#include "admin/console.hpp"
 
 #include "core/error.hpp"
 #include "core/ids.hpp"
@@ -117,6 +118,8 @@ enum class resource {
     replay,
     audit,
     reports,
+    whoami,
+    console,
     unknown
 };
 
@@ -157,6 +160,8 @@ target classify(std::string_view raw) {
     if (t.path == "/healthz") return t.what = resource::healthz, t;
     if (t.path == "/readyz") return t.what = resource::readyz, t;
     if (t.path == "/metrics") return t.what = resource::metrics, t;
+    if (t.path == "/" || t.path == "/console" || t.path.rfind("/console/", 0) == 0)
+        return t.what = resource::console, t;
     auto segs = split_path(t.path);
     if (segs.size() < 3 || segs[0] != "api" || segs[1] != "v1") return t;
     segs.erase(segs.begin(), segs.begin() + 2);
@@ -176,6 +181,7 @@ target classify(std::string_view raw) {
         if (w == "deliveries") return set(resource::deliveries, v::get);
         if (w == "replay") return set(resource::replay, v::post);
         if (w == "audit") return set(resource::audit, v::get);
+        if (w == "whoami") return set(resource::whoami, v::get);
     }
     if (segs.size() == 2) {
         if (w == "errors") return set(resource::error_one, v::get);
@@ -195,12 +201,14 @@ role_set allowed(resource r, bool metrics_open) {
     switch (r) {
         case resource::healthz:
         case resource::readyz:
+        case resource::console:  // the page and its script: no data (the API calls need tokens)
             return 0;
         case resource::metrics:
             return metrics_open ? 0 : all_roles;
         case resource::status:
         case resource::endpoints:
         case resource::plugins:
+        case resource::whoami:
         case resource::reports:  // aggregates only, counts 1-4 shown as <5
             return all_roles;
         case resource::errors:
@@ -347,10 +355,52 @@ struct api::impl {
                 return audit(q, actor);
             case resource::reports:
                 return outcomes(q);
+            case resource::whoami:
+                return whoami(who);
+            case resource::console:
+                return console(t.path);
             case resource::unknown:
                 break;
         }
         return error_reply(http::status::not_found, "not_found", "no such resource: " + t.path);
+    }
+
+    // The token's holder and roles (the console shows only what they may use).
+    static reply whoami(const principal& who) {
+        rapidjson::StringBuffer sb;
+        json_writer w(sb);
+        w.StartObject();
+        kv(w, "name", who.name);
+        w.Key("roles");
+        w.StartArray();
+        for (role r : {role_viewer, role_operator, role_clinician, role_auditor})
+            if (who.roles & r) w.String(roles_text(r).c_str());
+        w.EndArray();
+        w.EndObject();
+        return {http::status::ok, sb.GetString()};
+    }
+
+    // The web console's files (compiled in), with a Content-Security-Policy that allows only
+    // this origin's script, style and API calls: no inline script, no other origin, no framing.
+    static reply console(const std::string& path) {
+        if (path == "/" || path == "/console") {
+            reply r{http::status::found, "", "text/plain; charset=utf-8"};
+            r.headers.emplace_back("Location", "/console/");
+            return r;
+        }
+        std::string name = path.substr(std::string("/console/").size());
+        if (name.empty()) name = "index.html";
+        auto a = find_console_asset(name);
+        if (!a) return error_reply(http::status::not_found, "not_found", "no console file " + name);
+        reply r{http::status::ok, std::string(a->body), std::string(a->type)};
+        r.headers.emplace_back("Content-Security-Policy",
+                               "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self'; connect-src 'self'; form-action 'none'; "
+                               "frame-ancestors 'none'; base-uri 'none'");
+        r.headers.emplace_back("X-Frame-Options", "DENY");
+        r.headers.emplace_back("Referrer-Policy", "no-referrer");
+        r.headers.emplace_back("Cache-Control", "no-cache");
+        return r;
     }
 
     static reply not_allowed() {
@@ -610,6 +660,38 @@ struct api::impl {
         w.StartObject();
         w.Key("delivery");
         write_delivery(w, **d);
+        w.Key("attempts");
+        w.StartArray();
+        if (auto rows = be.store().list_attempts(id)) {
+            for (const auto& a : *rows) {
+                w.StartObject();
+                kv(w, "n", a.n);
+                kv(w, "started_at", a.started_ms ? core::iso8601_ms(a.started_ms) : "");
+                kv(w, "ended_at", a.ended_ms ? core::iso8601_ms(a.ended_ms) : "");
+                kv(w, "outcome", a.outcome);
+                kv(w, "reason", core::mask_identifiers(a.reason));
+                w.EndObject();
+            }
+        }
+        w.EndArray();
+        w.Key("receipts");
+        w.StartArray();
+        if (!(*d)->external_id.empty()) {
+            if (auto rows = be.store().list_receipts((*d)->destination, (*d)->external_id)) {
+                for (const auto& r : *rows) {
+                    w.StartObject();
+                    kv(w, "at", core::iso8601_ms(r.at_ms));
+                    kv(w, "kind",
+                       r.kind == SAMBAND_RECEIPT_ACK       ? "ack"
+                       : r.kind == SAMBAND_RECEIPT_REJECT  ? "reject"
+                       : r.kind == SAMBAND_RECEIPT_WARNING ? "warning"
+                                                           : "unknown");
+                    kv(w, "text", core::mask_identifiers(r.text));
+                    w.EndObject();
+                }
+            }
+        }
+        w.EndArray();
         w.Key("audit");
         w.StartArray();
         if (auto rows = be.store().list_audit("delivery:" + sid, 200)) {

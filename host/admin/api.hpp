@@ -12,6 +12,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace samband::admin {
 
@@ -19,9 +21,14 @@ namespace http = boost::beast::http;
 
 // One answer: status, JSON (or Prometheus text) body.
 struct reply {
+    reply() = default;
+    reply(http::status st, std::string b, std::string type = "application/json")
+        : status(st), body(std::move(b)), content_type(std::move(type)) {}
+
     http::status status = http::status::ok;
     std::string body;
     std::string content_type = "application/json";
+    std::vector<std::pair<std::string, std::string>> headers;  // more fields (the console's CSP)
 };
 
 // {"error":{"code":…,"message":…}} with the status.

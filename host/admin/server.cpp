@@ -198,6 +198,9 @@ private:
         res_.emplace(r.status, version_ ? version_ : 11);
         res_->set(http::field::server, "samband");
         res_->set(http::field::content_type, r.content_type);
+        res_->set("X-Content-Type-Options", "nosniff");
+        res_->set(http::field::cache_control, "no-store");  // answers may hold patient data
+        for (auto& [k, v] : r.headers) res_->set(k, v);
         if (r.status == http::status::unauthorized)
             res_->set(http::field::www_authenticate, "Bearer realm=\"samband\"");
         res_->keep_alive(keep_alive);

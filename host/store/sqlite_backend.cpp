@@ -464,6 +464,48 @@ public:
         return {};
     }
 
+    boost::system::result<std::vector<attempt_row>> list_attempts(
+        std::int64_t delivery_id) override {
+        return read([&] {
+            std::vector<attempt_row> out;
+            auto& q = rdb_.prepare(
+                "SELECT n, started_ms, ended_ms, state, outcome, reason FROM attempts "
+                "WHERE delivery_id = ? ORDER BY n");
+            q.bind(1, delivery_id);
+            while (q.step()) {
+                attempt_row a;
+                a.n = q.i64(0);
+                a.started_ms = q.i64(1);
+                a.ended_ms = q.i64(2);
+                std::string outcome = q.text(4);
+                a.outcome = outcome == "closed"
+                                ? std::string(to_string(static_cast<delivery_state>(q.i64(3))))
+                                : outcome;
+                a.reason = q.text(5);
+                out.push_back(std::move(a));
+            }
+            q.reset();
+            return out;
+        });
+    }
+
+    boost::system::result<std::vector<receipt_row>> list_receipts(
+        std::string_view destination, std::string_view external_id) override {
+        return read([&] {
+            std::vector<receipt_row> out;
+            auto& q = rdb_.prepare(
+                "SELECT at_ms, kind, text FROM receipts WHERE destination = ? AND external_id = ? "
+                "ORDER BY id");
+            q.bind(1, destination);
+            q.bind(2, external_id);
+            while (q.step())
+                out.push_back(
+                    receipt_row{q.i64(0), static_cast<std::int32_t>(q.i64(1)), q.text(2)});
+            q.reset();
+            return out;
+        });
+    }
+
     boost::system::result<std::optional<delivery_row>> get_delivery(std::int64_t id) override {
         return read([&] {
             auto& q = rdb_.prepare("SELECT " DELIVERY_COLUMNS

@@ -173,6 +173,20 @@ struct audit_row {
     std::string hash;  // hash chain: sha256(prev_hash || row)
 };
 
+// One attempt of a delivery, for the console: outcome is the state it ended in, "open" while it
+// runs, "died" when the process died during it.
+struct attempt_row {
+    std::int64_t n = 0;
+    std::int64_t started_ms = 0, ended_ms = 0;
+    std::string outcome, reason;
+};
+
+struct receipt_row {
+    std::int64_t at_ms = 0;
+    std::int32_t kind = 0;  // SAMBAND_RECEIPT_*
+    std::string text;
+};
+
 struct delivery_query {
     std::optional<delivery_state> state;
     std::string destination;  // empty = all
@@ -208,6 +222,20 @@ public:
                               std::function<void(boost::system::error_code)> done) = 0;
     virtual boost::system::result<std::vector<std::pair<std::int64_t, error_record>>> list_errors(
         std::size_t limit) = 0;
+    // A delivery's attempts, oldest first, and the receipts for one external id, oldest first
+    // (the console). The defaults have none; a backend overrides them.
+    virtual boost::system::result<std::vector<attempt_row>> list_attempts(
+        std::int64_t delivery_id) {
+        (void)delivery_id;
+        return std::vector<attempt_row>{};
+    }
+    virtual boost::system::result<std::vector<receipt_row>> list_receipts(
+        std::string_view destination, std::string_view external_id) {
+        (void)destination;
+        (void)external_id;
+        return std::vector<receipt_row>{};
+    }
+
     // One kept input by id, with its raw payload (only the clinician role may see it). The
     // default looks through list_errors; a backend overrides it with a keyed read.
     virtual boost::system::result<std::optional<error_record>> get_error(std::int64_t id) {

@@ -25,7 +25,11 @@ const std::vector<row>& matrix() {
     static const std::vector<row> rows = {
         {"GET", "/healthz", "", {200, 200, 200, 200, 200}},
         {"GET", "/readyz", "", {200, 200, 200, 200, 200}},
+        {"GET", "/console/", "", {200, 200, 200, 200, 200}},  // the page: no data, no token
+        {"GET", "/console/console.js", "", {200, 200, 200, 200, 200}},
+        {"GET", "/", "", {302, 302, 302, 302, 302}},  // to /console/
         {"GET", "/metrics", "", {401, 200, 200, 200, 200}},
+        {"GET", "/api/v1/whoami", "", {401, 200, 200, 200, 200}},
         {"GET", "/api/v1/status", "", {401, 200, 200, 200, 200}},
         {"GET", "/api/v1/endpoints", "", {401, 200, 200, 200, 200}},
         {"GET", "/api/v1/plugins", "", {401, 200, 200, 200, 200}},
