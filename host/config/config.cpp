@@ -440,6 +440,9 @@ config_result parse_config(const std::string& text, const std::string& file,
         auto cfg = m.value.FindMember("config");
         e.config_json = cfg != m.value.MemberEnd() ? json_text(cfg->value) : "{}";
         e.isolation = str(m.value, "isolation", "");
+        if (auto ro = m.value.FindMember("run_once");
+            ro != m.value.MemberEnd() && ro->value.IsBool())
+            e.run_once = ro->value.GetBool();
         if (auto pr = m.value.FindMember("process"); pr != m.value.MemberEnd()) {
             e.max_crashes = static_cast<int>(i64(pr->value, "max_crashes", e.max_crashes));
             e.crash_window_s = i64(pr->value, "crash_window_s", e.crash_window_s);

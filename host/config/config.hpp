@@ -78,6 +78,7 @@ struct endpoint_config {
     std::string config_json;  // the `config` object as JSON text ("{}" if absent)
     samband::config::policy policy;
     std::string isolation;  // "process", "in-process", or "" (by where the plugin file lives)
+    bool run_once = true;   // postgresql, sources: one node at a time (the lock holder)
     int max_crashes = 5;
     std::int64_t crash_window_s = 60;
     std::int64_t memory_limit_mb = 2048;

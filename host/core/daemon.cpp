@@ -30,6 +30,7 @@
 #include <fstream>
 #include <future>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 
 namespace samband::core {
@@ -125,7 +126,9 @@ public:
 
         start_admin();
         engine_->start();
-        start_endpoints(*rt_, log_);  // sinks and transforms first, sources last
+        // Sinks and transforms first, sources last; a run-once source waits for its lock.
+        start_endpoints(*rt_, log_, [this](const std::string& name) { return run_once(name); });
+        schedule_run_once(std::chrono::milliseconds(0));
         schedule_retention();
         schedule_receipt_check();
 
@@ -515,6 +518,8 @@ private:
         for (auto& inst : retired) inst->stop();
         std::string failed_sources;
         for (const auto& name : new_sources) {
+            run_once_stopped_.erase(name);                                 // a fresh instance
+            if (run_once(name) && !run_once_locks_.count(name)) continue;  // waits for its lock
             auto& ep = rt_->endpoints[name];
             auto st = ep.inst->start();
             if (!st.ok()) {
@@ -557,6 +562,79 @@ private:
             if (ec) return;
             schedule_retention();
         });
+    }
+
+    // A source that must run on one node at a time (postgresql store, `run_once`, the default):
+    // it runs on the node holding its lock in the store.
+    bool run_once(const std::string& name) const {
+        if (cfg_->store.kind != "postgresql") return false;
+        auto c = cfg_->endpoints.find(name);
+        if (c == cfg_->endpoints.end() || !c->second.run_once) return false;
+        auto ep = rt_->endpoints.find(name);
+        return ep != rt_->endpoints.end() && ep->second.inst &&
+               (ep->second.inst->plugin().kinds & SAMBAND_KIND_SOURCE);
+    }
+
+    // Every second: take the lock of each run-once source this node does not run and start it;
+    // a source whose lock was lost (the database session ended) is taken again at once or, when
+    // another node has it now, stopped here (a fresh instance starts if the lock comes back).
+    void schedule_run_once(std::chrono::milliseconds after) {
+        run_once_timer_.expires_after(after);
+        run_once_timer_.async_wait([this](boost::system::error_code ec) {
+            if (ec || stopping_) return;
+            for (auto& [name, ep] : rt_->endpoints) {
+                if (!run_once(name)) continue;
+                auto held = run_once_locks_.find(name);
+                if (held != run_once_locks_.end() && held->second->held()) continue;
+                bool was_running = held != run_once_locks_.end();
+                if (was_running) run_once_locks_.erase(held);
+                auto lock = store_->try_run_once("source:" + name);
+                if (!lock) {
+                    if (was_running) {
+                        log_.warn("source.run_once",
+                                  "lost the lock of a run-once source; stopping it on this node",
+                                  {{"endpoint", name}});
+                        ep.inst->stop();
+                        run_once_stopped_.insert(name);
+                    }
+                    continue;
+                }
+                if (!was_running && !start_run_once(name, ep)) continue;
+                run_once_locks_[name] = std::move(lock);
+            }
+            schedule_run_once(std::chrono::seconds(1));
+        });
+    }
+    bool start_run_once(const std::string& name, live_endpoint& ep) {
+        if (run_once_stopped_.count(name)) {
+            // A stopped instance does not start again: a fresh one replaces it.
+            std::string why;
+            auto fresh = create_endpoints({name}, *cfg_, registry_, *services_, log_, why);
+            if (!why.empty() || !fresh.count(name) || !fresh[name].inst) {
+                log_.error("source.run_once", "cannot create the source again: " + why,
+                           {{"endpoint", name}});
+                return false;
+            }
+            std::unique_ptr<plugin::instance> old;
+            engine_->run_quiet([&] {
+                old = std::move(ep.inst);
+                ep = std::move(fresh[name]);
+                // An endpoint that is also a sink (the file plugin's outbox): the engine's
+                // pointer moves to the fresh instance before the old one is destroyed.
+                if (ep.inst->plugin().kinds & SAMBAND_KIND_SINK)
+                    engine_->set_destination(name, ep.inst.get(), ep.pol);
+            });
+            run_once_stopped_.erase(name);
+        }
+        auto st = ep.inst->start();
+        if (!st.ok()) {
+            ep.failure = "start failed: " + st.message;
+            log_.error("plugin.start", ep.failure, {{"endpoint", name}});
+            return false;
+        }
+        log_.info("source.run_once", "this node holds the source's lock and runs it",
+                  {{"endpoint", name}, {"node_id", cfg_->store.node_id}});
+        return true;
     }
 
     // No receipt within the protocol's window (Apprec: 96 h) raises an alert: one error log line,
@@ -602,6 +680,7 @@ private:
         ready_.store(false);
         retention_.cancel();
         receipts_.cancel();
+        run_once_timer_.cancel();
         // 1. Stop intake: sources stop, later submits get RETRY.
         ingest_->stop_intake();
         stop_endpoints(*rt_, SAMBAND_KIND_SOURCE, log_);
@@ -620,6 +699,9 @@ private:
     asio::io_context io_;
     asio::steady_timer retention_{io_};
     asio::steady_timer receipts_{io_};
+    asio::steady_timer run_once_timer_{io_};
+    std::map<std::string, std::unique_ptr<store::run_once_lock>> run_once_locks_;  // io_ thread
+    std::set<std::string> run_once_stopped_;  // run-once sources stopped after losing their lock
     delivery::receipt_alerts receipt_alerts_;
     std::mutex mu_;
     std::shared_ptr<config::config> cfg_;

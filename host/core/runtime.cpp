@@ -219,12 +219,14 @@ endpoint_changes plan_endpoint_changes(const runtime& rt, const config::config& 
     return ch;
 }
 
-void start_endpoints(runtime& rt, logger& log) {
+void start_endpoints(runtime& rt, logger& log,
+                     const std::function<bool(const std::string&)>& defer_source) {
     for (int pass = 0; pass < 2; ++pass) {
         for (auto& [name, ep] : rt.endpoints) {
             if (!ep.inst) continue;
             bool source = ep.inst->plugin().kinds & SAMBAND_KIND_SOURCE;
             if ((pass == 0) == source) continue;  // pass 0: sinks/transforms; pass 1: sources
+            if (source && defer_source && defer_source(name)) continue;  // started later
             auto r = ep.inst->start();
             if (!r.ok()) {
                 ep.failure = "start failed: " + r.message;

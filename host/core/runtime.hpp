@@ -10,6 +10,7 @@
 #include "plugin/plugin_host.hpp"
 #include "store/store.hpp"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -77,8 +78,10 @@ struct endpoint_changes {
 };
 endpoint_changes plan_endpoint_changes(const runtime& rt, const config::config& next);
 
-// Starts sinks and transforms, then sources. A failing start is logged and the endpoint stopped.
-void start_endpoints(runtime& rt, logger& log);
+// Starts sinks and transforms, then sources (except those `defer_source` keeps for later). A
+// failing start is logged and the endpoint stopped.
+void start_endpoints(runtime& rt, logger& log,
+                     const std::function<bool(const std::string&)>& defer_source = {});
 // Stops every running endpoint whose plugin has any of the `kinds` bits.
 void stop_endpoints(runtime& rt, std::uint32_t kinds, logger& log);
 

@@ -111,6 +111,7 @@ constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 // are per database, which errs on the safe side).
 constexpr std::int64_t kMigrateLock = 0x53424d01;  // "SBM" 1: one node migrates at a time
 constexpr std::int64_t kAuditLock = 0x53424d02;    // the audit chain: one appender at a time
+constexpr int kRunOnceLockClass = 0x53424d03;      // with hashtext(name): a run-once source
 
 error_code io_error() {
     return boost::system::errc::make_error_code(boost::system::errc::io_error);
@@ -583,6 +584,34 @@ public:
                       std::to_string(n) + " deliveries since " + std::to_string(since_ms));
             return n;
         });
+    }
+
+    // A session advisory lock on a connection of its own: it ends with this node's session (a
+    // crash, a network split, the database restarting), and then another node takes it.
+    std::unique_ptr<run_once_lock> try_run_once(std::string_view name) override {
+        class pg_lock final : public run_once_lock {
+        public:
+            explicit pg_lock(std::unique_ptr<pg_conn> c) : c_(std::move(c)) {}
+            bool held() override {
+                try {
+                    return c_->ok() && c_->query("SELECT 1").rows() == 1;
+                } catch (const std::exception&) {
+                    return false;
+                }
+            }
+
+        private:
+            std::unique_ptr<pg_conn> c_;
+        };
+        try {
+            auto c = std::make_unique<pg_conn>(opts_.conninfo);
+            auto r = c->query("SELECT pg_try_advisory_lock($1::integer, hashtext($2))",
+                              pg_params().add(kRunOnceLockClass).add(name));
+            if (r.text(0, 0) != "t") return nullptr;
+            return std::make_unique<pg_lock>(std::move(c));
+        } catch (const std::exception&) {
+            return nullptr;
+        }
     }
 
     void flush() override {

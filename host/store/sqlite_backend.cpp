@@ -1314,6 +1314,14 @@ boost::system::result<std::vector<delivery_row>> store::claim_due(std::string_vi
     return std::move(rows);
 }
 
+std::unique_ptr<run_once_lock> store::try_run_once(std::string_view) {
+    // One process owns the store (SQLite): the lock is always this node's.
+    struct always final : run_once_lock {
+        bool held() override { return true; }
+    };
+    return std::make_unique<always>();
+}
+
 std::unique_ptr<store> open_sqlite(const sqlite_options& opts) {
     if (opts.path.empty()) throw std::runtime_error("store: no path configured");
     return std::make_unique<sqlite_store>(opts);

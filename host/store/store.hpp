@@ -207,6 +207,14 @@ struct destination_stats {
 using claim_handler =
     std::function<void(boost::system::error_code, std::vector<delivery_row> rows)>;
 
+// A lock this node holds while it runs a source that must run on one node at a time.
+class run_once_lock {
+public:
+    virtual ~run_once_lock() = default;  // releases the lock
+    // False once the lock is lost (its database session ended): another node may hold it now.
+    virtual bool held() = 0;
+};
+
 // The durable store. All functions are thread-safe. Writes are group-committed on one writer
 // thread; reads use their own connection(s).
 class store {
@@ -315,6 +323,10 @@ public:
     // Operator replay: deliveries of `destination` created since `since_ms` go back to pending.
     virtual boost::system::result<std::size_t> replay(std::string_view destination,
                                                       std::int64_t since_ms, std::string actor) = 0;
+
+    // Takes the lock named `name` for this node without waiting: null while another node holds
+    // it (or the store cannot be reached). A store only one node can open grants it at once.
+    virtual std::unique_ptr<run_once_lock> try_run_once(std::string_view name);
 
     // Waits until everything queued so far is committed (tests, shutdown).
     virtual void flush() = 0;

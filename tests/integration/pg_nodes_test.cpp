@@ -63,13 +63,13 @@ std::vector<record> records(const fs::path& file) {
 // are shared. Only node a has the file source.
 struct node {
     node(const std::string& name, const fs::path& root, const std::string& db, bool source,
-         int lease_s, int attempt_timeout_ms)
+         int lease_s, int attempt_timeout_ms, const std::string& inbox = "inbox")
         : dir(root / name) {
         fs::create_directories(dir);
         write_file(dir / "pg.conninfo", server().conninfo(db) + "\n");
-        std::string src =
-            source ? R"("epj": {"plugin": "file", "config": {"inbox": "inbox", "poll_ms": 20}},)"
-                   : "";
+        std::string src = source ? R"("epj": {"plugin": "file", "config": {"inbox": ")" + inbox +
+                                       R"(", "poll_ms": 20}},)"
+                                 : "";
         write_file(dir / "samband.json", R"({
   "node": {"name": ")" + name + R"("},
   "store": {"kind": "postgresql", "path": "var/cache", "conninfo_secret": "pg",
@@ -246,6 +246,42 @@ TEST_F(pg_nodes, the_database_restarting_under_load_loses_nothing) {
     EXPECT_EQ(count("SELECT COUNT(*) FROM errors"), 0) << "an event went to the error store";
     EXPECT_EQ(a.proc->stop(), 0);
     EXPECT_EQ(b.proc->stop(), 0);
+}
+
+TEST_F(pg_nodes, a_run_once_inbox_runs_on_one_node_and_moves_when_that_node_dies) {
+    temp_dir tmp;
+    const fs::path root = tmp.path();
+    const fs::path inbox = root / "shared-inbox";  // shared storage, seen by both nodes
+    fs::create_directories(inbox);
+    write_file(root / "control.json", R"({"mode": "ok"})");
+    node a("a", root, db_, true, 5, 2000, inbox.string()),
+        b("b", root, db_, true, 5, 2000, inbox.string());
+    ASSERT_TRUE(a.proc->start()) << a.proc->log();
+    ASSERT_TRUE(b.proc->start()) << b.proc->log();
+    auto runs = [](node& x) { return x.proc->log().find("holds the source") != std::string::npos; };
+    ASSERT_TRUE(wait_for([&] { return runs(a) || runs(b); }, std::chrono::seconds(15)))
+        << a.proc->log();
+    node& holder = runs(a) ? a : b;
+    node& standby = runs(a) ? b : a;
+    for (int i = 0; i < 10; ++i) drop_file(inbox, std::to_string(200 + i) + ".json", event(i));
+    ASSERT_TRUE(wait_for([&] { return count("SELECT COUNT(*) FROM events") == 10; },
+                         std::chrono::seconds(30)))
+        << holder.proc->log();
+    EXPECT_FALSE(runs(standby)) << "both nodes ran the inbox";
+    holder.proc->kill9();
+    ASSERT_TRUE(wait_for([&] { return runs(standby); }, std::chrono::seconds(15)))
+        << "the source did not move: " << standby.proc->log();
+    for (int i = 10; i < 20; ++i) drop_file(inbox, std::to_string(200 + i) + ".json", event(i));
+    ASSERT_TRUE(wait_for(
+        [&] {
+            return count("SELECT COUNT(*) FROM events") == 20 &&
+                   count("SELECT COUNT(*) FROM deliveries WHERE state = 2") == 20;
+        },
+        std::chrono::seconds(60)))
+        << psql(db_, "SELECT state, COUNT(*) FROM deliveries GROUP BY state") << "\n"
+        << standby.proc->log();
+    EXPECT_EQ(count("SELECT COUNT(*) FROM errors"), 0);
+    EXPECT_EQ(standby.proc->stop(), 0);
 }
 
 }  // namespace

@@ -218,6 +218,26 @@ TEST_F(pg_nodes_test, the_same_key_on_two_nodes_at_once_is_stored_once) {
     EXPECT_EQ(count("SELECT COUNT(*) FROM events"), 20);
 }
 
+TEST_F(pg_nodes_test, a_run_once_lock_is_held_by_one_node_and_moves_when_its_session_ends) {
+    auto a = node("a"), b = node("b");
+    auto la = a->try_run_once("source:epj");
+    ASSERT_TRUE(la);
+    EXPECT_TRUE(la->held());
+    EXPECT_FALSE(b->try_run_once("source:epj")) << "two nodes hold one source's lock";
+    auto other = b->try_run_once("source:edi");
+    ASSERT_TRUE(other) << "locks of other sources are independent";
+    // Node a's session ends (as when it dies): the lock moves.
+    pg_conn admin(shared_pg().conninfo());
+    admin.exec(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND objid = hashtext('source:epj')::oid");
+    EXPECT_FALSE(la->held()) << "a lost lock still looks held";
+    auto lb = b->try_run_once("source:epj");
+    ASSERT_TRUE(lb);
+    EXPECT_TRUE(lb->held());
+    EXPECT_FALSE(a->try_run_once("source:epj"));
+}
+
 TEST_F(pg_nodes_test, a_bad_conninfo_is_refused_without_showing_the_password) {
     postgresql_options o;
     o.conninfo = "host=127.0.0.1 port=1 user=samband password=Hemmelig-pw-42 connect_timeout=2";
