@@ -16,9 +16,13 @@
 #include <rapidjson/writer.h>
 #include <samband/json.hpp>
 
+#include <chrono>
 #include <filesystem>
+#include <mutex>
 #include <stdexcept>
 #include <variant>
+
+#include <sys/stat.h>
 
 namespace samband::admin {
 
@@ -246,18 +250,72 @@ std::string stated_reason(const http::request_header<Fields>& h,
 struct api::impl {
     backend& be;
     api_options opts;
-    token_table tokens;
+    // The token file is read at start (a malformed one stops the daemon) and again, at most once
+    // a second, when its modification time, size or inode changed: `samband token add` and a
+    // deleted line take effect without a restart. A file that became malformed keeps the tokens
+    // read before (with a warning); a file that was removed leaves only the health endpoints.
+    struct file_stamp {
+        bool exists = false;
+        std::int64_t mtime_ns = 0, size = 0, inode = 0;
+        bool operator==(const file_stamp&) const = default;
+    };
+    struct token_state {
+        std::shared_ptr<const token_table> table = std::make_shared<token_table>();
+        bool missing = false;
+    };
+    mutable std::mutex tokens_mu;
+    mutable token_state tokens;
+    mutable file_stamp stamp;
+    mutable std::chrono::steady_clock::time_point next_check;
 
-    bool token_file_missing = false;
+    static file_stamp stamp_of(const std::string& path) {
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0) return {};
+        return {true,
+                static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
+                static_cast<std::int64_t>(st.st_size), static_cast<std::int64_t>(st.st_ino)};
+    }
 
     impl(backend& b, api_options o) : be(b), opts(std::move(o)) {
         // A configured file that does not exist yet (a fresh install before `samband token
         // add`) leaves only the health endpoints answering; one that exists must be valid.
-        std::error_code ec;
-        token_file_missing =
-            !opts.token_file.empty() && !std::filesystem::exists(opts.token_file, ec);
-        if (!opts.token_file.empty() && !token_file_missing)
-            tokens = token_table::read(opts.token_file);
+        if (opts.token_file.empty()) return;
+        stamp = stamp_of(opts.token_file);
+        tokens.missing = !stamp.exists;
+        if (stamp.exists)
+            tokens.table = std::make_shared<token_table>(token_table::read(opts.token_file));
+        next_check = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    }
+
+    token_state current_tokens() const {
+        std::lock_guard lock(tokens_mu);
+        auto now = std::chrono::steady_clock::now();
+        if (opts.token_file.empty() || now < next_check) return tokens;
+        next_check = now + std::chrono::seconds(1);
+        file_stamp st = stamp_of(opts.token_file);
+        if (st == stamp) return tokens;
+        stamp = st;
+        if (!st.exists) {
+            tokens = token_state{std::make_shared<token_table>(), true};
+            if (opts.log)
+                opts.log->warn("admin",
+                               "the admin token file is gone: only /healthz and /readyz answer",
+                               {{"file", opts.token_file}});
+            return tokens;
+        }
+        try {
+            tokens = token_state{std::make_shared<token_table>(token_table::read(opts.token_file)),
+                                 false};
+            if (opts.log)
+                opts.log->info(
+                    "admin", "admin token file read again",
+                    {{"file", opts.token_file}, {"tokens", std::to_string(tokens.table->size())}});
+        } catch (const std::exception& e) {
+            if (opts.log)
+                opts.log->warn("admin", "admin token file not taken; the tokens read before stay",
+                               {{"why", e.what()}});
+        }
+        return tokens;
     }
 
     // The caller of a request to `t`, or the refusal: 401 without a (valid) token, 403 without
@@ -267,16 +325,17 @@ struct api::impl {
                                              const target& t) const {
         role_set need = allowed(t.what, opts.metrics_open);
         if (need == 0) return principal{"anyone", 0};
-        if (tokens.empty())
+        token_state now = current_tokens();
+        if (now.table->empty())
             return error_reply(
                 http::status::unauthorized, "unauthorized",
                 opts.token_file.empty()
                     ? "the admin API has no token file (admin.token_file): only /healthz and "
                       "/readyz answer"
                     : "the admin token file " + opts.token_file +
-                          (token_file_missing ? " does not exist" : " holds no token") +
+                          (now.missing ? " does not exist" : " holds no token") +
                           ": only /healthz and /readyz answer (add tokens with `samband token "
-                          "add` and restart)");
+                          "add`)");
         auto it = h.find(http::field::authorization);
         if (it == h.end())
             return error_reply(http::status::unauthorized, "unauthorized",
@@ -284,7 +343,7 @@ struct api::impl {
         std::string_view v = it->value();
         std::optional<principal> who;
         if (v.size() > 7 && boost::beast::iequals(v.substr(0, 7), "Bearer "))
-            who = tokens.find(v.substr(7));
+            who = now.table->find(v.substr(7));
         if (!who)
             return error_reply(http::status::unauthorized, "unauthorized",
                                "the token is not valid");

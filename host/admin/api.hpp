@@ -3,6 +3,7 @@
 #pragma once
 
 #include "admin/backend.hpp"
+#include "core/log.hpp"
 
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -35,8 +36,9 @@ struct reply {
 reply error_reply(http::status st, std::string_view code, std::string_view message);
 
 struct api_options {
-    std::string token_file;     // auth.hpp's format; empty = only /healthz and /readyz answer
-    bool metrics_open = false;  // /metrics without a token
+    std::string token_file;       // auth.hpp's format; empty = only /healthz and /readyz answer
+    bool metrics_open = false;    // /metrics without a token
+    core::logger* log = nullptr;  // token file changes are logged here; not owned
 };
 
 class api {

@@ -44,6 +44,7 @@ public:
     // (including the old "name:token" lines, which kept tokens in clear).
     static token_table read(const std::string& path);
     bool empty() const { return by_hash_.empty(); }
+    std::size_t size() const { return by_hash_.size(); }
     bool has_name(std::string_view name) const;
     // The holder of a bearer token, or nullopt.
     std::optional<principal> find(std::string_view token) const;

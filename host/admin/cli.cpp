@@ -616,7 +616,7 @@ void add_token_commands(CLI::App& app, std::function<void(int)> set_exit) {
         std::cout << t << "\n";
         std::cerr << "samband: added " << *name << " (" << roles_text(*bits) << ") to " << *file
                   << ". The token above is shown only this once; the file keeps its SHA-256. A "
-                     "running daemon reads the file at start.\n";
+                     "running daemon takes the new line within a second.\n";
         set_exit(0);
     });
 }

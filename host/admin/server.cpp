@@ -304,7 +304,7 @@ struct server::impl {
 
     impl(server_options o, backend& b)
         : opts(std::move(o)),
-          handlers(b, api_options{opts.token_file, opts.metrics_open}),
+          handlers(b, api_options{opts.token_file, opts.metrics_open, opts.log}),
           tls(make_tls(opts.tls)),
           work(opts.work_threads ? opts.work_threads : 1) {
         auto colon = opts.listen.rfind(':');
@@ -332,7 +332,7 @@ struct server::impl {
         else if (std::error_code fec; opts.log && !std::filesystem::exists(opts.token_file, fec))
             opts.log->warn("admin",
                            "the admin token file does not exist: only /healthz and /readyz answer "
-                           "until `samband token add` creates it and the daemon restarts",
+                           "until `samband token add` creates it",
                            {{"file", opts.token_file}});
         acceptor.open(ep.protocol(), ec);
         if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);

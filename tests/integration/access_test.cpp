@@ -194,6 +194,42 @@ TEST_F(access_test, a_token_file_with_clear_text_tokens_is_refused_at_start_nami
     EXPECT_NE(d.log().find("samband token add"), std::string::npos) << d.log();
 }
 
+// A token added while the daemon runs works within a second; a deleted line stops working; a
+// malformed edit is not taken (the tokens before stay) and is logged.
+TEST_F(access_test, the_running_daemon_takes_token_file_changes_within_a_second) {
+    const fs::path file = root_ / "tokens";
+    const std::string viewer = add_token(file, "v", "viewer");
+    const std::string viewer_line = read_file(file);
+    write_config(R"({"listen": "127.0.0.1:0", "token_file": "tokens"})");
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    auto status_as = [&](const std::string& token) {
+        return d.get("/api/v1/deliveries", token).status;
+    };
+    EXPECT_EQ(status_as(viewer), 403);
+    const std::string op = add_token(file, "ops", "operator");
+    EXPECT_TRUE(wait_for([&] { return status_as(op) == 200; }, std::chrono::seconds(5))) << d.log();
+    write_file(file, viewer_line + "ops:operator:not-a-hash\n");  // a bad edit: not taken
+    // The file is looked at when a request needs a token.
+    EXPECT_TRUE(wait_for(
+        [&] {
+            EXPECT_EQ(status_as(op), 200) << "the tokens read before stay";
+            return d.log().find("not taken") != std::string::npos;
+        },
+        std::chrono::seconds(5)))
+        << d.log();
+    write_file(file, viewer_line);  // ops revoked
+    EXPECT_TRUE(wait_for([&] { return status_as(op) == 401; }, std::chrono::seconds(5))) << d.log();
+    EXPECT_EQ(status_as(viewer), 403);
+    EXPECT_EQ(d.get("/api/v1/status", viewer).status, 200);
+    fs::remove(file);  // gone: only the health endpoints
+    EXPECT_TRUE(wait_for([&] { return d.get("/api/v1/status", viewer).status == 401; },
+                         std::chrono::seconds(5)))
+        << d.log();
+    EXPECT_EQ(d.get("/healthz").status, 200);
+    EXPECT_EQ(d.stop(), 0);
+}
+
 TEST_F(access_test, token_add_prints_the_token_once_and_stores_only_its_hash) {
     const fs::path file = root_ / "tokens";
     auto [code, out] = run_command(daemon_process::binary() + " token add alice --role " +
