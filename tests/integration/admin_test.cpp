@@ -209,6 +209,18 @@ TEST_F(admin_test, tls_listener_answers_over_https_and_mutual_tls_refuses_a_clie
     auto [no_cert_code, no_cert_out] =
         run_command("curl -sS --max-time 10 --cacert " + dir + "/ca.pem " + url);
     EXPECT_NE(no_cert_code, 0) << "a client without a certificate was served: " << no_cert_out;
+    // The CLI over https: the daemon's certificate checked against --ca-file, the client's
+    // certificate from the environment; without the CA it names the TLS failure.
+    const std::string cli = "SAMBAND_TOKEN=" + d.token() + " SAMBAND_ADMIN_CERT_FILE=" + dir +
+                            "/cli.pem SAMBAND_ADMIN_KEY_FILE=" + dir + "/cli.key " +
+                            daemon_process::binary() + " status --admin https://" + d.admin();
+    ASSERT_FALSE(d.token().empty());
+    auto [cli_code, cli_out] = run_command(cli + " --ca-file " + dir + "/ca.pem");
+    EXPECT_EQ(cli_code, 0) << cli_out;
+    EXPECT_NE(cli_out.find(": ready"), std::string::npos) << cli_out;
+    auto [no_ca_code, no_ca_out] = run_command(cli);
+    EXPECT_EQ(no_ca_code, 3) << no_ca_out;
+    EXPECT_NE(no_ca_out.find("TLS with the admin API"), std::string::npos) << no_ca_out;
     // Plain HTTP to the TLS port gets no answer.
     EXPECT_EQ(d.get("/healthz").status, 0);
     EXPECT_EQ(d.stop(), 0);
