@@ -131,6 +131,26 @@ std::string chain_hash(const std::string& prev, std::int64_t at, const std::stri
                             subject + '|' + detail);
 }
 
+// PostgreSQL array literals (text format) for unnest() and ANY().
+std::string pg_array(const std::vector<std::string>& v) {
+    std::string out = "{";
+    for (std::size_t i = 0; i < v.size(); ++i) {
+        if (i) out += ',';
+        out += '"';
+        for (char c : v[i]) {
+            if (c == '"' || c == '\\') out += '\\';
+            out += c;
+        }
+        out += '"';
+    }
+    return out + "}";
+}
+std::string pg_array(const std::vector<std::int64_t>& v) {
+    std::string out = "{";
+    for (std::size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + std::to_string(v[i]);
+    return out + "}";
+}
+
 bool valid_sha(std::string_view sha) {
     return sha.size() == 64 && sha.find_first_not_of("0123456789abcdef") == std::string_view::npos;
 }
@@ -153,7 +173,8 @@ public:
         if (opts_.node_id.empty()) throw std::runtime_error("store: postgresql needs a node_id");
         try {
             wdb_ = std::make_unique<pg_conn>(opts_.conninfo);
-            rdb_ = std::make_unique<pg_conn>(opts_.conninfo);
+            rpool_.push_back(std::make_unique<pg_conn>(opts_.conninfo));
+            ropen_ = 1;
             migrate();
         } catch (const pg_error& e) {
             throw std::runtime_error(std::string("store: ") + e.what());
@@ -717,21 +738,43 @@ private:
                                       static_cast<std::uint64_t>(r.i64(i, 4))});
     }
 
-    // Runs a read on the read connection; a storage error becomes an error code, never a throw.
-    // A lost connection is re-opened by the next read.
+    // Runs a read on a connection of the read pool (up to kReadConnections: the engine's
+    // prepare workers read in parallel, each read a round trip to the server); a storage error
+    // becomes an error code, never a throw. A lost connection is dropped; the next read opens one.
+    static constexpr std::size_t kReadConnections = 4;
     template <class F>
     auto read(F fn) -> boost::system::result<decltype(fn(std::declval<pg_conn&>()))> {
-        std::lock_guard lock(rmu_);
-        try {
-            if (!rdb_ || !rdb_->ok()) {
-                rdb_.reset();
-                rdb_ = std::make_unique<pg_conn>(opts_.conninfo);
+        std::unique_ptr<pg_conn> c;
+        {
+            std::unique_lock lock(rmu_);
+            rcv_.wait(lock, [&] { return !rpool_.empty() || ropen_ < kReadConnections; });
+            if (!rpool_.empty()) {
+                c = std::move(rpool_.back());
+                rpool_.pop_back();
+            } else {
+                ++ropen_;
             }
-            return fn(*rdb_);
+        }
+        // Back to the pool (or dropped, when it is gone) whatever happens below.
+        auto give_back = [&](bool keep) {
+            std::lock_guard lock(rmu_);
+            if (keep && c && c->ok()) {
+                rpool_.push_back(std::move(c));
+            } else {
+                --ropen_;
+            }
+            rcv_.notify_one();
+        };
+        try {
+            if (!c || !c->ok()) c = std::make_unique<pg_conn>(opts_.conninfo);
+            auto out = fn(*c);
+            give_back(true);
+            return out;
         } catch (const pg_error& e) {
-            if (e.connection_lost()) rdb_.reset();
+            give_back(!e.connection_lost());
             return e.connection_lost() ? busy_error() : io_error();
         } catch (const std::exception&) {
+            give_back(true);
             return io_error();
         }
     }
@@ -779,12 +822,32 @@ private:
                    const std::vector<std::pair<std::string, std::string>>& blobs,
                    submit_outcome& out) {
         std::int64_t now = core::now_ms();
-        // ON CONFLICT: a second node submitting the same key at the same moment waits for the
-        // first one's commit and then finds it (a duplicate, not an error).
+        // One statement (one round trip) stores the event, its envelope, its deliveries and its
+        // audit row. ON CONFLICT: a second node submitting the same key at the same moment waits
+        // for the first one's commit and then finds it (a duplicate, not an error).
+        std::vector<std::string> dests, routes, states, reasons;
+        for (const auto& nd : ev.deliveries) {
+            dests.push_back(nd.destination);
+            routes.push_back(nd.route);
+            states.push_back(std::to_string(code(nd.state)));
+            reasons.push_back(nd.reason);
+        }
+        const std::string actor = "source:" + ev.source, subject = "event:" + ev.id;
+        const std::string detail = ev.type + " deliveries=" + std::to_string(ev.deliveries.size());
+        const std::string hash =
+            chain_hash(pending_hash_, now, actor, "event.accepted", subject, detail);
         auto ins = d.query(
-            "INSERT INTO events(id, source, idempotency_key, type, occurred_at, treatment_id, "
-            "order_key, received_ms) VALUES($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (source, "
-            "idempotency_key) DO NOTHING RETURNING seq",
+            "WITH ev AS (INSERT INTO events(id, source, idempotency_key, type, occurred_at, "
+            "treatment_id, order_key, received_ms) VALUES($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT "
+            "(source, idempotency_key) DO NOTHING RETURNING seq), "
+            "pl AS (INSERT INTO payloads(event_seq, envelope) SELECT seq, $9 FROM ev), "
+            "dl AS (INSERT INTO deliveries(event_seq, destination, route, state, order_key, "
+            "created_ms, updated_ms, reason) SELECT ev.seq, x.d, x.r, x.s, $7, $8, $8, x.why FROM "
+            "ev, unnest($10::text[], $11::text[], $12::integer[], $13::text[]) WITH ORDINALITY "
+            "AS x(d, r, s, why, n) ORDER BY x.n), "
+            "au AS (INSERT INTO audit(at_ms, actor, action, subject, detail, hash) SELECT $8, "
+            "$14, 'event.accepted', $15, $16, $17 FROM ev) "
+            "SELECT seq FROM ev",
             pg_params()
                 .add(ev.id)
                 .add(ev.source)
@@ -793,7 +856,16 @@ private:
                 .add(ev.occurred_at)
                 .add(ev.treatment_id)
                 .add(ev.order_key)
-                .add(now));
+                .add(now)
+                .add(ev.envelope_json)
+                .add(pg_array(dests))
+                .add(pg_array(routes))
+                .add(pg_array(states))
+                .add(pg_array(reasons))
+                .add(actor)
+                .add(subject)
+                .add(detail)
+                .add(hash));
         if (ins.rows() == 0) {
             auto dup = d.query("SELECT id FROM events WHERE source = $1 AND idempotency_key = $2",
                                pg_params().add(ev.source).add(ev.idempotency_key));
@@ -802,9 +874,8 @@ private:
             out.duplicate = true;
             return;
         }
+        pending_hash_ = hash;
         std::int64_t seq = ins.i64(0, 0);
-        d.query("INSERT INTO payloads(event_seq, envelope) VALUES($1, $2)",
-                pg_params().add(seq).add(ev.envelope_json));
         for (const auto& [sha, bytes] : blobs) {
             d.query(
                 "INSERT INTO blobs(sha256, size, data) VALUES($1, $2, $3) ON CONFLICT (sha256) DO "
@@ -825,22 +896,6 @@ private:
                     .add(a.meta.sha256)
                     .add(static_cast<std::int64_t>(a.meta.size)));
         }
-        for (const auto& nd : ev.deliveries) {
-            d.query(
-                "INSERT INTO deliveries(event_seq, destination, route, state, order_key, "
-                "created_ms, updated_ms, reason) VALUES($1,$2,$3,$4,$5,$6,$7,$8)",
-                pg_params()
-                    .add(seq)
-                    .add(nd.destination)
-                    .add(nd.route)
-                    .add(code(nd.state))
-                    .add(ev.order_key)
-                    .add(now)
-                    .add(now)
-                    .add(nd.reason));
-        }
-        add_audit(d, "source:" + ev.source, "event.accepted", "event:" + ev.id,
-                  ev.type + " deliveries=" + std::to_string(ev.deliveries.size()));
         out.event_id = ev.id;
         out.duplicate = false;
     }
@@ -863,29 +918,41 @@ private:
             "d.order_key AND p.id < d.id AND p.state IN (0, 1, 4, 7)) ORDER BY d.id "
             "LIMIT $3 FOR UPDATE OF d SKIP LOCKED",
             pg_params().add(dest).add(now_ms).add(static_cast<std::int64_t>(limit)).add(now));
+        // Two statements for the whole claim (not two per delivery): every round trip to the
+        // server is paid by the one writer.
+        std::vector<std::int64_t> ids;
         for (int i = 0; i < q.rows(); ++i) {
             delivery_row r = read_delivery(q, i);
             if (r.state == delivery_state::in_flight) take_over(d, r, q.text(i, 16), now);
-            if (max_attempts > 0 && r.attempts - r.attempts_base >= max_attempts) {
+            if (max_attempts > 0 && r.attempts - r.attempts_base >= max_attempts)
                 exhaust(d, r, now);
-                rows.push_back(std::move(r));
-                continue;
-            }
-            auto up = d.query(
-                "UPDATE deliveries SET state = 1, attempts = attempts + 1, fence = fence + 1, "
-                "lease_node = $2, lease_until = $3, updated_ms = $4 WHERE id = $1 RETURNING "
-                "attempts, fence",
-                pg_params().add(r.id).add(opts_.node_id).add(now + opts_.lease_ms).add(now));
-            r.attempts = static_cast<std::int32_t>(up.i64(0, 0));
-            r.fence = up.i64(0, 1);
-            d.query(
-                "INSERT INTO attempts(delivery_id, n, started_ms, ended_ms, state, reason, "
-                "outcome, node) VALUES($1, $2, $3, 0, 1, '', 'open', $4) ON CONFLICT "
-                "(delivery_id, n) DO UPDATE SET started_ms = $3, ended_ms = 0, state = 1, reason "
-                "= '', outcome = 'open', node = $4",
-                pg_params().add(r.id).add(r.attempts).add(now).add(opts_.node_id));
-            r.state = delivery_state::in_flight;
+            if (r.state != delivery_state::dead) ids.push_back(r.id);
             rows.push_back(std::move(r));
+        }
+        if (ids.empty()) return;
+        auto up = d.query(
+            "UPDATE deliveries SET state = 1, attempts = attempts + 1, fence = fence + 1, "
+            "lease_node = $2, lease_until = $3, updated_ms = $4 WHERE id = ANY($1::bigint[]) "
+            "RETURNING id, attempts, fence",
+            pg_params().add(pg_array(ids)).add(opts_.node_id).add(now + opts_.lease_ms).add(now));
+        std::map<std::int64_t, std::pair<std::int32_t, std::int64_t>> claimed;
+        std::vector<std::int64_t> ns;
+        for (int i = 0; i < up.rows(); ++i)
+            claimed[up.i64(i, 0)] = {static_cast<std::int32_t>(up.i64(i, 1)), up.i64(i, 2)};
+        for (auto id : ids) ns.push_back(claimed.count(id) ? claimed[id].first : 0);
+        d.query(
+            "INSERT INTO attempts(delivery_id, n, started_ms, ended_ms, state, reason, outcome, "
+            "node) SELECT x.id, x.n, $3, 0, 1, '', 'open', $4 FROM unnest($1::bigint[], "
+            "$2::integer[]) AS x(id, n) ON CONFLICT (delivery_id, n) DO UPDATE SET started_ms = "
+            "EXCLUDED.started_ms, ended_ms = 0, state = 1, reason = '', outcome = 'open', node = "
+            "EXCLUDED.node",
+            pg_params().add(pg_array(ids)).add(pg_array(ns)).add(now).add(opts_.node_id));
+        for (auto& r : rows) {
+            auto c = claimed.find(r.id);
+            if (c == claimed.end() || r.state == delivery_state::dead) continue;
+            r.attempts = c->second.first;
+            r.fence = c->second.second;
+            r.state = delivery_state::in_flight;
         }
     }
 
@@ -1063,24 +1130,26 @@ private:
                     auto head = d.query("SELECT hash FROM audit ORDER BY id DESC LIMIT 1");
                     pending_hash_ = head.rows() > 0 ? head.text(0, 0) : std::string();
                 }
+                // A savepoint per job: a job that fails rolls back alone. Releasing one and
+                // setting the next go in one round trip.
+                d.exec("SAVEPOINT job");
                 for (std::size_t i = 0; i < batch.size(); ++i) {
                     std::string hash_before = pending_hash_;
-                    d.exec("SAVEPOINT job");
                     try {
                         batch[i].run(d);
-                        d.exec("RELEASE SAVEPOINT job");
                     } catch (const pg_error& e) {
                         if (e.connection_lost()) throw;
-                        d.exec("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job");
+                        d.exec("ROLLBACK TO SAVEPOINT job");
                         pending_hash_ = hash_before;
                         job_ec[i] = e.constraint() ? invalid_error() : busy_error();
                     } catch (const std::exception&) {
-                        d.exec("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job");
+                        d.exec("ROLLBACK TO SAVEPOINT job");
                         pending_hash_ = hash_before;
                         job_ec[i] = invalid_error();
                     }
+                    if (i + 1 < batch.size()) d.exec("RELEASE SAVEPOINT job; SAVEPOINT job");
                 }
-                d.exec("COMMIT");
+                d.exec("RELEASE SAVEPOINT job; COMMIT");
             } catch (const pg_error& e) {
                 // A lost connection (or a failed COMMIT) fails the whole batch: no job is
                 // acknowledged. The next batch reconnects first.
@@ -1112,9 +1181,11 @@ private:
     }
 
     postgresql_options opts_;
-    std::unique_ptr<pg_conn> wdb_;  // writer thread
-    std::unique_ptr<pg_conn> rdb_;  // under rmu_
+    std::unique_ptr<pg_conn> wdb_;                 // writer thread
+    std::vector<std::unique_ptr<pg_conn>> rpool_;  // idle read connections, under rmu_
+    std::size_t ropen_ = 0;                        // read connections open or in use
     std::mutex rmu_;
+    std::condition_variable rcv_;
     std::mutex mu_;
     std::condition_variable cv_;
     std::deque<job> queue_;
