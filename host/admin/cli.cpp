@@ -7,11 +7,12 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/url/parse.hpp>
+#include <boost/url/url.hpp>
 
 #include <rapidjson/document.h>
 #include <rapidjson/prettywriter.h>
@@ -616,9 +617,47 @@ void add_client_commands(CLI::App& app, std::function<void(int)> set_exit) {
         set_exit(0);
     });
 
-    auto* errors = app.add_subcommand("errors", "List refused inputs kept in the error store");
+    // Patient data, for the clinician role: the reason goes to the audit log with the token's name.
+    auto read_reason = std::make_shared<std::string>();
+    auto read_id = std::make_shared<std::string>();
+    auto with_reason = [](std::string path, const std::string& reason) {
+        boost::urls::url u(path);
+        u.params().append({"reason", reason});
+        return std::string(u.buffer());
+    };
+    auto* events = app.add_subcommand("events", "Read a stored event (clinician role)");
+    events->require_subcommand(1);
+    auto* event_show = events->add_subcommand(
+        "show", "Print one event's envelope and deliveries (patient data: needs --reason)");
+    event_show->add_option("id", *read_id, "Event id")->required();
+    event_show->add_option("--reason", *read_reason, "Why you read it (kept in the audit log)")
+        ->required();
+    add_common(event_show, *o, false);
+    event_show->callback([=] {
+        auto r = call(*o, http::verb::get, with_reason("/api/v1/events/" + *read_id, *read_reason));
+        if (r.status != 200) return set_exit(report(r));
+        pretty(std::cout, r.body);
+        set_exit(0);
+    });
+
+    auto* errors = app.add_subcommand(
+        "errors", "List refused inputs kept in the error store, or show one's raw input");
+    errors->add_option("--show", *read_id,
+                       "Print this input's raw bytes (patient data: clinician role, --reason)");
+    errors->add_option("--reason", *read_reason, "Why you read it (kept in the audit log)");
     add_common(errors, *o);
     errors->callback([=] {
+        if (!read_id->empty()) {
+            if (read_reason->empty()) {
+                std::cerr << "samband: --show needs --reason (reading patient data is audited)\n";
+                return set_exit(2);
+            }
+            auto r =
+                call(*o, http::verb::get, with_reason("/api/v1/errors/" + *read_id, *read_reason));
+            if (r.status != 200) return set_exit(report(r));
+            pretty(std::cout, r.body);
+            return set_exit(0);
+        }
         auto r = call(*o, http::verb::get, "/api/v1/errors?limit=200");
         if (r.status != 200) return set_exit(report(r));
         if (o->json) {
@@ -647,6 +686,45 @@ void add_token_commands(CLI::App& app, std::function<void(int)> set_exit) {
                     "viewer, operator, clinician, auditor (a comma list for several)")
         ->required();
     add->add_option("--file", *file, "The daemon's token file (admin.token_file)")->required();
+    auto* rm =
+        tok->add_subcommand("remove", "Delete NAME's line (the daemon drops it within a second)");
+    rm->add_option("name", *name, "Whose token")->required();
+    rm->add_option("--file", *file, "The daemon's token file (admin.token_file)")->required();
+    rm->callback([=] {
+        std::ifstream in(*file);
+        if (!in) {
+            std::cerr << "samband: cannot read " << *file << "\n";
+            return set_exit(1);
+        }
+        std::string line, kept;
+        bool found = false;
+        while (std::getline(in, line)) {
+            if (line.rfind(*name + ":", 0) == 0) {
+                found = true;
+                continue;
+            }
+            kept += line + "\n";
+        }
+        if (!found) {
+            std::cerr << "samband: " << *file << " has no token for " << *name << "\n";
+            return set_exit(1);
+        }
+        // A new file renamed over the old one: the daemon never reads half of it.
+        std::string tmp = *file + ".tmp";
+        int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        bool ok =
+            fd >= 0 && ::write(fd, kept.data(), kept.size()) == static_cast<ssize_t>(kept.size());
+        ok = fd >= 0 && ::fsync(fd) == 0 && ok;
+        ok = fd >= 0 && ::close(fd) == 0 && ok;
+        ok = ok && std::rename(tmp.c_str(), file->c_str()) == 0;
+        if (!ok) {
+            std::cerr << "samband: cannot write " << *file << ": " << std::strerror(errno) << "\n";
+            return set_exit(1);
+        }
+        std::cerr << "samband: removed " << *name << "'s token from " << *file << "\n";
+        set_exit(0);
+    });
+
     add->callback([=] {
         auto bits = parse_roles(*roles);
         if (!bits) {

@@ -167,6 +167,25 @@ TEST_F(access_test, every_endpoint_answers_every_role_as_the_matrix_says) {
     }
     auto refused = d.log();
     EXPECT_NE(refused.find("request refused"), std::string::npos) << "refusals are logged";
+
+    // The same reads from the CLI: a clinician with a reason; an operator is refused.
+    write_file(root_ / "dr.token", token[3] + "\n");
+    write_file(root_ / "op.token", token[2] + "\n");
+    const std::string as_dr = " --token-file " + (root_ / "dr.token").string();
+    auto raw = d.cli("errors --show " + error_id + " --reason 'cli check'" + as_dr);
+    EXPECT_EQ(raw.first, 0) << raw.second;
+    EXPECT_NE(raw.second.find("an event"), std::string::npos) << raw.second;  // the raw input
+    auto no_reason = d.cli("errors --show " + error_id + as_dr);
+    EXPECT_EQ(no_reason.first, 2) << no_reason.second;
+    auto ev = d.cli("events show " + event_id + " --reason 'cli check'" + as_dr);
+    EXPECT_EQ(ev.first, 0) << ev.second;
+    EXPECT_NE(ev.second.find(fnr), std::string::npos) << ev.second;
+    auto op_read = d.cli("events show " + event_id + " --reason 'cli check' --token-file " +
+                         (root_ / "op.token").string());
+    EXPECT_EQ(op_read.first, 1) << op_read.second;
+    EXPECT_NE(op_read.second.find("HTTP 403"), std::string::npos) << op_read.second;
+    auto after = d.get("/api/v1/audit?subject=event:" + event_id, token[4]).body;
+    EXPECT_NE(after.find("cli check"), std::string::npos) << after;
     EXPECT_EQ(d.stop(), 0);
 }
 
@@ -254,6 +273,17 @@ TEST_F(access_test, token_add_prints_the_token_once_and_stores_only_its_hash) {
                            file.string());
     EXPECT_EQ(bad.first, 2) << bad.second;
     EXPECT_NE(bad.second.find("--role admin"), std::string::npos) << bad.second;
+    // remove deletes the line, and names a name the file does not have.
+    auto other = run_command(daemon_process::binary() + " token add carl --role viewer --file " +
+                             file.string());
+    ASSERT_EQ(other.first, 0) << other.second;
+    auto rm = run_command(daemon_process::binary() + " token remove carl --file " + file.string());
+    EXPECT_EQ(rm.first, 0) << rm.second;
+    EXPECT_EQ(read_file(file).find("carl:"), std::string::npos) << read_file(file);
+    EXPECT_NE(read_file(file).find("alice:"), std::string::npos) << read_file(file);
+    auto rm2 = run_command(daemon_process::binary() + " token remove carl --file " + file.string());
+    EXPECT_EQ(rm2.first, 1) << rm2.second;
+    EXPECT_NE(rm2.second.find("no token for carl"), std::string::npos) << rm2.second;
     // The CLI names a missing token file, and the daemon's hashed file given by mistake.
     write_config(R"({"listen": "127.0.0.1:0", "token_file": "tokens"})");
     daemon_process d(root_ / "samband.json", root_);
