@@ -89,12 +89,16 @@ TEST_F(console_test, log_in_find_the_blocked_end_note_and_retry_a_dead_delivery)
     // The journal is back: the retry from the console will go through, with a receipt.
     write_file(root_ / "journal-control.json", R"({"mode": "ok", "receipt": "ack"})");
 
+    // A viewer too, added while the daemon runs (it takes the token file's change).
+    const std::string viewer = add_token(root_ / "harness.tokens", "viewer", "viewer");
+    ASSERT_FALSE(viewer.empty());
+
     const std::string shots = SAMBAND_CONSOLE_SHOTS;
     fs::remove_all(shots);
     fs::create_directories(shots);
     auto [code, out] =
         run_command("node " + std::string(SAMBAND_CONSOLE_PEER) + "/console_test.js http://" +
-                    d.admin() + "/console/ " + d.token() + " " + shots);
+                    d.admin() + "/console/ " + d.token() + " " + shots + " " + viewer);
     ASSERT_EQ(code, 0) << out << "\n" << d.log();
     auto json_at = out.rfind("\n{");
     rapidjson::Document seen;
@@ -107,18 +111,24 @@ TEST_F(console_test, log_in_find_the_blocked_end_note_and_retry_a_dead_delivery)
     EXPECT_NE(csp.find("default-src 'none'"), std::string::npos) << csp;
     EXPECT_NE(csp.find("script-src 'self'"), std::string::npos) << csp;
     EXPECT_EQ(csp.find("unsafe-inline"), std::string::npos) << csp;
-    // No script error, and nothing the CSP refused (the only error the page may log is the
-    // 401 of the wrong token it was given on purpose).
+    // No script error, and nothing the CSP refused (the only errors the page may log are the
+    // 401 of the wrong token and the viewer's 403, both asked for on purpose).
     EXPECT_TRUE(seen["page_errors"].Empty()) << out;
     for (auto& e : seen["console_errors"].GetArray()) {
         std::string text = e.GetString();
-        EXPECT_NE(text.find("401 (Unauthorized)"), std::string::npos) << text;
+        EXPECT_TRUE(text.find("401 (Unauthorized)") != std::string::npos ||
+                    text.find("403 (Forbidden)") != std::string::npos)
+            << text;
     }
-    EXPECT_LE(seen["console_errors"].Size(), 1u) << out;
+    EXPECT_LE(seen["console_errors"].Size(), 2u) << out;
     EXPECT_EQ(std::string(seen["blocked_reason"].GetString()), blocked_reason);
     EXPECT_NE(blocked_reason.find("objected"), std::string::npos) << blocked_reason;
     EXPECT_EQ(seen["cookies"].GetInt(), 0) << "the token is never a cookie";
     EXPECT_TRUE(seen["token_after_logout"].IsNull()) << out;
+    ASSERT_TRUE(seen["viewer_menu"].IsArray()) << out;
+    ASSERT_EQ(seen["viewer_menu"].Size(), 1u) << out;  // the overview only
+    EXPECT_EQ(std::string(seen["viewer_menu"][0].GetString()), "overview");
+    EXPECT_EQ(seen["viewer_deliveries_status"].GetInt(), 403) << out;
     const std::string dead_id = seen["dead_id"].GetString();
     ASSERT_TRUE(wait_for(
         [&] {

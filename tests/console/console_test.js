@@ -7,7 +7,7 @@
 const {chromium} = require('playwright-core');
 const path = require('path');
 
-const [url, token, shots] = process.argv.slice(2);
+const [url, token, shots, viewerToken] = process.argv.slice(2);
 const WAIT = 15000;
 
 async function main() {
@@ -93,6 +93,15 @@ async function main() {
     await page.click('#logout');
     await page.waitForSelector('#login:not([hidden])', {timeout: WAIT});
     seen.token_after_logout = await page.evaluate(() => sessionStorage.getItem('samband.token'));
+
+    step = 'a viewer sees the overview only';
+    await page.fill('#token', viewerToken);
+    await page.click('#login-form button[type=submit]');
+    await page.waitForSelector('#overview:not([hidden]) #endpoints tbody tr', {timeout: WAIT});
+    seen.viewer_menu = await page.$$eval('#nav button', (bs) => bs.filter((b) => !b.hidden).map((b) => b.dataset.view));
+    seen.viewer_deliveries_status = await page.evaluate(async () => (await fetch('/api/v1/deliveries', {
+      headers: {Authorization: 'Bearer ' + sessionStorage.getItem('samband.token')}})).status);
+    await shot('08-viewer');
   } catch (e) {
     console.log(JSON.stringify(seen));
     console.error(`console test failed at "${step}": ${e.message}`);

@@ -204,6 +204,19 @@ TEST_F(access_test, without_a_token_file_only_the_health_endpoints_answer) {
     EXPECT_EQ(d.stop(), 0);
 }
 
+TEST_F(access_test, metrics_open_serves_metrics_without_a_token_and_nothing_else) {
+    const std::string viewer = add_token(root_ / "tokens", "v", "viewer");
+    write_config(R"({"listen": "127.0.0.1:0", "token_file": "tokens", "metrics_open": true})");
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    auto m = d.get("/metrics");
+    EXPECT_EQ(m.status, 200) << m.body;
+    EXPECT_NE(m.body.find("samband_"), std::string::npos) << m.body;
+    EXPECT_EQ(d.get("/api/v1/status").status, 401);
+    EXPECT_EQ(d.get("/api/v1/status", viewer).status, 200);
+    EXPECT_EQ(d.stop(), 0);
+}
+
 TEST_F(access_test, a_token_file_with_clear_text_tokens_is_refused_at_start_naming_the_line) {
     write_file(root_ / "tokens", "# old format\nops:0123456789abcdef0123\n");
     write_config(R"({"listen": "127.0.0.1:0", "token_file": "tokens"})");
