@@ -10,8 +10,10 @@
 #include <rapidjson/writer.h>
 #include <samband/json.hpp>
 
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -307,6 +309,23 @@ int run_plugin_check(const std::string& so_path, const std::optional<std::string
         result(st.ok(), st.ok() ? "start" : "start: " + status_text(st.status) + ": " + st.message);
     if (!st.ok()) return print();
 
+    // The sample attachment: a fresh file, removed when the check ends.
+    std::string pdf_path = (fs::temp_directory_path() / "samband-check-XXXXXX.pdf").string();
+    if (int fd = ::mkstemps(pdf_path.data(), 4); fd >= 0) {
+        ::close(fd);
+    } else {
+        result(false, "deliver: cannot make a temporary attachment file: " +
+                          std::string(std::strerror(errno)));
+        return print();
+    }
+    struct remove_on_exit {
+        std::string path;
+        ~remove_on_exit() {
+            std::error_code ec;
+            fs::remove(path, ec);
+        }
+    } pdf_guard{pdf_path};
+
     std::uint64_t token = 1;
     auto make = [&](const std::string& delivery_id, bool with_attachment) {
         delivery_ref d;
@@ -318,8 +337,7 @@ int run_plugin_check(const std::string& so_path, const std::optional<std::string
         d.deadline_unix_ms = core::now_ms() + completion_deadline.count();
         d.event.envelope_json = sample;
         if (with_attachment) {
-            fs::path f = fs::temp_directory_path() /
-                         ("samband-check-" + std::to_string(::getpid()) + ".pdf");
+            fs::path f = pdf_path;
             std::ofstream(f, std::ios::binary)
                 << "%PDF-1.4\n% samband plugin check attachment\n%%EOF\n";
             attachment_ref a;
