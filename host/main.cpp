@@ -1,6 +1,7 @@
 // samband: the command line (argv and signals only; everything else lives in samband_core).
 #include "admin/cli.hpp"
 #include "config/config.hpp"
+#include "core/audit_tool.hpp"
 #include "core/config_check.hpp"
 #include "core/daemon.hpp"
 #include "core/preview.hpp"
@@ -86,6 +87,29 @@ int main(int argc, char** argv) {
                       "Let the consent gate see this event alone (default: the treatment's "
                       "stored events too, read-only from the config's store)");
     preview->callback([&] { exit_code = samband::core::run_preview(pv, std::cout, std::cerr); });
+
+    // samband audit verify|export: read-only, from the store file (works with the daemon stopped).
+    samband::core::audit_options au;
+    auto* audit = app.add_subcommand("audit", "Check and export the hash-chained audit log");
+    audit->require_subcommand(1);
+    auto add_store = [&](CLI::App* c) {
+        c->add_option("-c,--config", au.config_path, "The daemon's config (its store is read)");
+        c->add_option("--store", au.store_path, "The SQLite store file itself");
+    };
+    auto* audit_verify = audit->add_subcommand(
+        "verify", "Check the hash chain end to end; names the first broken row (exit 1)");
+    add_store(audit_verify);
+    audit_verify->callback(
+        [&] { exit_code = samband::core::run_audit_verify(au, std::cout, std::cerr); });
+    auto* audit_export = audit->add_subcommand(
+        "export",
+        "Write audit rows as JSON lines (with each row's previous hash) and check the chain");
+    add_store(audit_export);
+    audit_export->add_option("--from", au.from, "First day, yyyy-mm-dd (UTC)");
+    audit_export->add_option("--to", au.to, "Last day, yyyy-mm-dd (UTC), included");
+    audit_export->add_option("--out", au.out_path, "Write to this file instead of standard output");
+    audit_export->callback(
+        [&] { exit_code = samband::core::run_audit_export(au, std::cout, std::cerr); });
 
     // status, deliveries, replay, send, errors: clients of the admin API.
     samband::admin::add_client_commands(app, [&](int code) { exit_code = code; });

@@ -15,6 +15,23 @@ namespace {
 
 constexpr std::size_t kMaxKeptPayload = 256 * 1024;
 
+// sha256 of an event's content as its source gave it: the stored envelope without the id the host
+// gave it (its only part that differs between two submissions of the same input).
+std::string content_hash(std::string_view envelope, std::string_view id) {
+    auto at = id.empty() ? std::string_view::npos : envelope.find(id);
+    if (at == std::string_view::npos) return core::sha256_hex(envelope);
+    std::string rest;
+    rest.reserve(envelope.size() - id.size());
+    rest.append(envelope.substr(0, at)).append(envelope.substr(at + id.size()));
+    return core::sha256_hex(rest);
+}
+
+std::string idempotency_key_of(std::string_view raw) {
+    if (auto p = codec::parse_json(raw); p && p->IsObject())
+        return std::string(codec::string_at(*p, "/idempotency_key"));
+    return {};
+}
+
 std::string keep_payload(std::string_view raw) {
     if (raw.size() <= kMaxKeptPayload) return std::string(raw);
     return std::string(raw.substr(0, kMaxKeptPayload)) + "\n…[truncated]";
@@ -365,6 +382,7 @@ void ingest::submit(std::string_view source, plugin::submission sub,
     ev.order_key = pid.empty() ? std::string() : core::sha256_hex(pid).substr(0, 24);
     if (routes && *routes) ev.deliveries = (*routes)(source, doc);
     ev.envelope_json = codec::to_json(doc);
+    ev.content_sha256 = content_hash(ev.envelope_json, ev.id);
     ev.attachments = std::move(atts);
 
     if (ev.deliveries.empty()) {
@@ -373,9 +391,22 @@ void ingest::submit(std::string_view source, plugin::submission sub,
     }
     std::string id = ev.id, type = ev.type, src(source), treatment = ev.treatment_id;
     ++pending_;
-    store_.submit(std::move(ev), [this, id, type, src, treatment, obs, done = std::move(done)](
-                                     boost::system::error_code ec, store::submit_outcome out) {
+    store_.submit(std::move(ev), [this, id, type, src, treatment, obs,
+                                  raw = std::move(sub.envelope_json),
+                                  done = std::move(done)](boost::system::error_code ec,
+                                                          store::submit_outcome out) mutable {
         --pending_;
+        if (!ec && out.conflict) {
+            // The key names an event this source already gave with other content: kept in the
+            // error store for the operator, never silently dropped as a duplicate.
+            std::string key(idempotency_key_of(raw));
+            reject(src,
+                   "/idempotency_key: already used by this source for event " + out.event_id +
+                       " with other content (a conflict: the first event is kept, this input is "
+                       "not stored as an event)",
+                   std::move(raw), std::move(key), std::move(done));
+            return;
+        }
         plugin::submit_result r;
         if (ec) {
             r.status = SAMBAND_RETRY;

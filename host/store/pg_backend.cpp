@@ -1,5 +1,6 @@
 // The PostgreSQL store shared by several nodes: group commit on one writer thread, claims with
 // FOR UPDATE SKIP LOCKED under a lease and a fencing token, one audit hash chain, blobs in bytea.
+#include "store/audit_chain.hpp"
 #include "store/pg_db.hpp"
 #include "store/store.hpp"
 
@@ -104,6 +105,12 @@ CREATE TABLE errors(
   id BIGSERIAL PRIMARY KEY, at_ms BIGINT NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL,
   idempotency_key TEXT NOT NULL DEFAULT '', payload TEXT NOT NULL);
 )sql",
+    // 2: the content hash of each event (a reused idempotency key with other content is a
+    // conflict) and the audit chain's hash format per row (as the SQLite store's version 4).
+    R"sql(
+ALTER TABLE events ADD COLUMN content_sha256 TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN hash_v INTEGER NOT NULL DEFAULT 1;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -122,13 +129,6 @@ error_code busy_error() {
 }
 error_code invalid_error() {
     return boost::system::errc::make_error_code(boost::system::errc::invalid_argument);
-}
-
-std::string chain_hash(const std::string& prev, std::int64_t at, const std::string& actor,
-                       const std::string& action, const std::string& subject,
-                       const std::string& detail) {
-    return core::sha256_hex(prev + '|' + std::to_string(at) + '|' + actor + '|' + action + '|' +
-                            subject + '|' + detail);
 }
 
 // PostgreSQL array literals (text format) for unnest() and ANY().
@@ -522,26 +522,29 @@ public:
     }
 
     boost::system::result<std::optional<std::int64_t>> verify_audit_chain() override {
-        std::string prev;
+        // Ids come from a sequence, which a rolled-back transaction leaves gaps in: the chain
+        // (each row hashing the previous row's hash) is what shows a removed row here.
+        audit_chain_check check(false);
         std::int64_t after = 0;
         for (;;) {
             auto page = read([&](pg_conn& c) {
                 auto r = c.query(
-                    "SELECT id, at_ms, actor, action, subject, detail, hash FROM audit WHERE id > "
-                    "$1 ORDER BY id LIMIT 5000",
+                    "SELECT id, at_ms, actor, action, subject, detail, hash, hash_v FROM audit "
+                    "WHERE id > $1 ORDER BY id LIMIT 5000",
                     pg_params().add(after));
                 std::vector<audit_row> out;
                 for (int i = 0; i < r.rows(); ++i)
                     out.push_back({r.i64(i, 0), r.i64(i, 1), r.text(i, 2), r.text(i, 3),
-                                   r.text(i, 4), r.text(i, 5), r.text(i, 6)});
+                                   r.text(i, 4), r.text(i, 5), r.text(i, 6),
+                                   static_cast<int>(r.i64(i, 7))});
                 return out;
             });
             if (!page) return page.error();
             if (page->empty()) return std::optional<std::int64_t>();
             for (const auto& a : *page) {
-                std::string h = chain_hash(prev, a.at_ms, a.actor, a.action, a.subject, a.detail);
-                if (h != a.hash) return std::optional<std::int64_t>(a.id);
-                prev = h;
+                if (!check.add(a.id, a.hash_version, a.at_ms, a.actor, a.action, a.subject,
+                               a.detail, a.hash))
+                    return check.broken_at();
                 after = a.id;
             }
         }
@@ -810,11 +813,13 @@ private:
     void add_audit(pg_conn& d, const std::string& actor, const std::string& action,
                    const std::string& subject, const std::string& detail) {
         std::int64_t at = core::now_ms();
-        std::string h = chain_hash(pending_hash_, at, actor, action, subject, detail);
+        std::string h =
+            audit_hash(kAuditHashVersion, pending_hash_, at, actor, action, subject, detail);
         d.query(
-            "INSERT INTO audit(at_ms, actor, action, subject, detail, hash) "
-            "VALUES($1,$2,$3,$4,$5,$6)",
-            pg_params().add(at).add(actor).add(action).add(subject).add(detail).add(h));
+            "INSERT INTO audit(at_ms, actor, action, subject, detail, hash, hash_v) "
+            "VALUES($1,$2,$3,$4,$5,$6,$7)",
+            pg_params().add(at).add(actor).add(action).add(subject).add(detail).add(h).add(
+                static_cast<std::int64_t>(kAuditHashVersion)));
         pending_hash_ = h;
     }
 
@@ -834,19 +839,20 @@ private:
         }
         const std::string actor = "source:" + ev.source, subject = "event:" + ev.id;
         const std::string detail = ev.type + " deliveries=" + std::to_string(ev.deliveries.size());
-        const std::string hash =
-            chain_hash(pending_hash_, now, actor, "event.accepted", subject, detail);
+        const std::string hash = audit_hash(kAuditHashVersion, pending_hash_, now, actor,
+                                            "event.accepted", subject, detail);
         auto ins = d.query(
             "WITH ev AS (INSERT INTO events(id, source, idempotency_key, type, occurred_at, "
-            "treatment_id, order_key, received_ms) VALUES($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT "
+            "treatment_id, order_key, received_ms, content_sha256) VALUES($1,$2,$3,$4,$5,$6,$7,$8,"
+            "$18) ON CONFLICT "
             "(source, idempotency_key) DO NOTHING RETURNING seq), "
             "pl AS (INSERT INTO payloads(event_seq, envelope) SELECT seq, $9 FROM ev), "
             "dl AS (INSERT INTO deliveries(event_seq, destination, route, state, order_key, "
             "created_ms, updated_ms, reason) SELECT ev.seq, x.d, x.r, x.s, $7, $8, $8, x.why FROM "
             "ev, unnest($10::text[], $11::text[], $12::integer[], $13::text[]) WITH ORDINALITY "
             "AS x(d, r, s, why, n) ORDER BY x.n), "
-            "au AS (INSERT INTO audit(at_ms, actor, action, subject, detail, hash) SELECT $8, "
-            "$14, 'event.accepted', $15, $16, $17 FROM ev) "
+            "au AS (INSERT INTO audit(at_ms, actor, action, subject, detail, hash, hash_v) SELECT "
+            "$8, $14, 'event.accepted', $15, $16, $17, $19 FROM ev) "
             "SELECT seq FROM ev",
             pg_params()
                 .add(ev.id)
@@ -865,12 +871,20 @@ private:
                 .add(actor)
                 .add(subject)
                 .add(detail)
-                .add(hash));
+                .add(hash)
+                .add(ev.content_sha256)
+                .add(static_cast<std::int64_t>(kAuditHashVersion)));
         if (ins.rows() == 0) {
-            auto dup = d.query("SELECT id FROM events WHERE source = $1 AND idempotency_key = $2",
-                               pg_params().add(ev.source).add(ev.idempotency_key));
+            auto dup = d.query(
+                "SELECT id, content_sha256 FROM events WHERE source = $1 AND idempotency_key = $2",
+                pg_params().add(ev.source).add(ev.idempotency_key));
             if (dup.rows() == 0) throw std::runtime_error("duplicate key vanished");
             out.event_id = dup.text(0, 0);
+            std::string first = dup.text(0, 1);
+            if (!first.empty() && !ev.content_sha256.empty() && first != ev.content_sha256) {
+                out.conflict = true;
+                return;
+            }
             out.duplicate = true;
             return;
         }

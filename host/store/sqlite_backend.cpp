@@ -1,4 +1,5 @@
 // The embedded SQLite store: WAL, synchronous=FULL, one writer thread with group commit.
+#include "store/audit_chain.hpp"
 #include "store/sqlite_db.hpp"
 #include "store/store.hpp"
 
@@ -161,6 +162,13 @@ CREATE INDEX attempts_open ON attempts(delivery_id) WHERE outcome = 'open';
     R"sql(
 CREATE INDEX events_received ON events(received_ms);
 )sql",
+    // 4: the content hash of each event, so a reused idempotency key with other content is a
+    // conflict rather than a silent duplicate ('' for events stored before: not compared); the
+    // audit chain's hash format per row (1 before this, 2 = length-prefixed fields).
+    R"sql(
+ALTER TABLE events ADD COLUMN content_sha256 TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN hash_v INTEGER NOT NULL DEFAULT 1;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -171,6 +179,10 @@ bool is_fatal(int rc) {
 }
 
 // A treatment's events, oldest first: the history the consent gate decides on.
+// Every audit row, oldest first, as the chain check reads them.
+constexpr const char* kAuditRowsSql =
+    "SELECT id, at_ms, actor, action, subject, detail, hash, hash_v FROM audit ORDER BY id";
+
 constexpr const char* kTreatmentHistorySql =
     "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, e.treatment_id, "
     "e.order_key, e.received_ms FROM events e JOIN payloads p ON p.event_seq = e.seq "
@@ -629,21 +641,13 @@ public:
 
     boost::system::result<std::optional<std::int64_t>> verify_audit_chain() override {
         return read([&] {
-            auto& q = rdb_.prepare(
-                "SELECT id, at_ms, actor, action, subject, detail, hash FROM audit ORDER BY id");
-            std::string prev;
-            std::optional<std::int64_t> broken;
-            while (q.step()) {
-                std::string h =
-                    chain_hash(prev, q.i64(1), q.text(2), q.text(3), q.text(4), q.text(5));
-                if (h != q.text(6)) {
-                    broken = q.i64(0);
-                    break;
-                }
-                prev = h;
+            auto& q = rdb_.prepare(kAuditRowsSql);
+            audit_chain_check check;
+            while (q.step() && check.add(q.i64(0), static_cast<int>(q.i64(7)), q.i64(1), q.text(2),
+                                         q.text(3), q.text(4), q.text(5), q.text(6))) {
             }
             q.reset();
-            return broken;
+            return check.broken_at();
         });
     }
 
@@ -854,21 +858,17 @@ private:
         return h;
     }
 
-    static std::string chain_hash(const std::string& prev, std::int64_t at,
-                                  const std::string& actor, const std::string& action,
-                                  const std::string& subject, const std::string& detail) {
-        return core::sha256_hex(prev + '|' + std::to_string(at) + '|' + actor + '|' + action + '|' +
-                                subject + '|' + detail);
-    }
-
     // Writer thread only.
     void add_audit(db& d, const std::string& actor, const std::string& action,
                    const std::string& subject, const std::string& detail) {
         std::int64_t at = core::now_ms();
-        std::string h = chain_hash(pending_hash_, at, actor, action, subject, detail);
+        std::string h =
+            audit_hash(kAuditHashVersion, pending_hash_, at, actor, action, subject, detail);
         auto& st = d.prepare(
-            "INSERT INTO audit(at_ms, actor, action, subject, detail, hash) VALUES(?,?,?,?,?,?)");
+            "INSERT INTO audit(at_ms, actor, action, subject, detail, hash, hash_v) "
+            "VALUES(?,?,?,?,?,?,?)");
         st.bind(1, at).bind(2, actor).bind(3, action).bind(4, subject).bind(5, detail).bind(6, h);
+        st.bind(7, static_cast<std::int64_t>(kAuditHashVersion));
         st.exec();
         pending_hash_ = h;
     }
@@ -879,21 +879,28 @@ private:
     }
 
     void do_submit(db& d, const new_event& ev, submit_outcome& out) {
-        auto& dup = d.prepare("SELECT id FROM events WHERE source = ? AND idempotency_key = ?");
+        auto& dup = d.prepare(
+            "SELECT id, content_sha256 FROM events WHERE source = ? AND idempotency_key = ?");
         dup.bind(1, ev.source).bind(2, ev.idempotency_key);
         if (dup.step()) {
             out.event_id = dup.text(0);
-            out.duplicate = true;
+            std::string first = dup.text(1);
             dup.reset();
+            if (!first.empty() && !ev.content_sha256.empty() && first != ev.content_sha256) {
+                out.conflict = true;
+                return;
+            }
+            out.duplicate = true;
             return;
         }
         dup.reset();
         std::int64_t now = core::now_ms();
         auto& ins = d.prepare(
             "INSERT INTO events(id, source, idempotency_key, type, occurred_at, treatment_id, "
-            "order_key, received_ms) VALUES(?,?,?,?,?,?,?,?)");
+            "order_key, received_ms, content_sha256) VALUES(?,?,?,?,?,?,?,?,?)");
         ins.bind(1, ev.id).bind(2, ev.source).bind(3, ev.idempotency_key).bind(4, ev.type);
         ins.bind(5, ev.occurred_at).bind(6, ev.treatment_id).bind(7, ev.order_key).bind(8, now);
+        ins.bind(9, ev.content_sha256);
         ins.exec();
         std::int64_t seq = d.last_rowid();
         auto& pay = d.prepare("INSERT INTO payloads(event_seq, envelope) VALUES(?, ?)");
@@ -1295,6 +1302,27 @@ boost::system::result<std::optional<std::vector<std::string>>> read_treatment_hi
         while (q.step()) out.push_back(q.text(5));
         q.reset();
         return std::optional<std::vector<std::string>>(std::move(out));
+    } catch (const std::exception&) {
+        return io_error();
+    }
+}
+
+boost::system::result<void> read_audit_rows(const std::string& path,
+                                            const std::function<bool(const audit_row&)>& fn) {
+    std::error_code fec;
+    if (!fs::exists(path, fec))
+        return boost::system::error_code(ENOENT, boost::system::generic_category());
+    try {
+        db d(path, true);
+        d.exec("PRAGMA busy_timeout = 10000;");
+        auto& q = d.prepare(kAuditRowsSql);
+        while (q.step()) {
+            audit_row r{q.i64(0),  q.i64(1),  q.text(2), q.text(3),
+                        q.text(4), q.text(5), q.text(6), static_cast<int>(q.i64(7))};
+            if (!fn(r)) break;
+        }
+        q.reset();
+        return {};
     } catch (const std::exception&) {
         return io_error();
     }

@@ -86,6 +86,10 @@ struct new_event {
     std::string order_key;      // per-patient ordering key (a hash of the patient id; never the id)
     std::string treatment_id;   // may be empty
     std::string envelope_json;  // the final envelope (with id, source, attachment metadata)
+    // sha256 (hex) of the content as the source sent it: the envelope without its host-given id,
+    // attachments by their hashes. A second submission with the same key and another content is a
+    // conflict, not a duplicate. Empty: not compared.
+    std::string content_sha256;
     std::vector<attachment_input> attachments;
     std::vector<new_delivery> deliveries;
 };
@@ -93,6 +97,9 @@ struct new_event {
 struct submit_outcome {
     std::string event_id;  // the stored event's id (the first one's when duplicate)
     bool duplicate = false;
+    // The key was used before with another content (content_sha256 differs): nothing was stored;
+    // event_id is the first event's.
+    bool conflict = false;
 };
 
 // Called once after the group commit holding the event (or with the error). THREAD: store thread.
@@ -170,7 +177,8 @@ struct audit_row {
     std::int64_t id = 0;
     std::int64_t at_ms = 0;
     std::string actor, action, subject, detail;
-    std::string hash;  // hash chain: sha256(prev_hash || row)
+    std::string hash;  // hash chain: sha256(prev_hash || row), see audit_chain.hpp
+    int hash_version = 0;
 };
 
 // One attempt of a delivery, for the console: outcome is the state it ended in, "open" while it
@@ -364,5 +372,11 @@ std::unique_ptr<store> open_postgresql(const postgresql_options& opts);
 // file does not exist; an error when it cannot be read.
 boost::system::result<std::optional<std::vector<std::string>>> read_treatment_history(
     const std::string& path, std::string_view treatment_id);
+
+// Every audit row of the SQLite store at `path`, oldest first, through a read-only connection (safe
+// beside a running daemon; nothing is created or migrated) until `fn` returns false. An error when
+// the file does not exist or cannot be read.
+boost::system::result<void> read_audit_rows(const std::string& path,
+                                            const std::function<bool(const audit_row&)>& fn);
 
 }  // namespace samband::store

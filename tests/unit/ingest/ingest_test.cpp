@@ -2,11 +2,15 @@
 // names the field and the check.
 #include "ingest/ingest.hpp"
 #include "codec/json.hpp"
+#include "core/ids.hpp"
+#include "core/log.hpp"
+#include "store/store.hpp"
 
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <sstream>
 
 namespace samband::ingest {
@@ -117,6 +121,58 @@ TEST_F(ingest_validation, impossible_dates_are_refused_by_path_without_quoting_t
     std::string w = why(codec::to_json(d));
     EXPECT_EQ(w, "/data/administered_at: not a calendar date (the month must be 01-12)");
     EXPECT_EQ(w.find("2026-00-10"), std::string::npos) << "the value is not quoted: " << w;
+}
+
+// The same idempotency key again: identical content is a duplicate (the first event's id, stored
+// once); other content is a conflict kept in the error store with a reason naming the field, and
+// the source is told (INVALID), never a silent duplicate.
+TEST_F(ingest_validation, a_reused_idempotency_key_with_other_content_is_a_conflict) {
+    fs::path dir = fs::temp_directory_path() / ("samband-ingest-" + core::uuid_v7());
+    fs::create_directories(dir);
+    {
+        store::sqlite_options so;
+        so.path = (dir / "s.db").string();
+        auto st = store::open_sqlite(so);
+        core::logger log(core::log_level::error);
+        ingest in(*st, *schemas_, synthetic(), log);
+        auto submit = [&](std::string json) {
+            std::promise<plugin::submit_result> p;
+            plugin::submission sub;
+            sub.envelope_json = std::move(json);
+            in.submit("epj", std::move(sub),
+                      [&](const plugin::submit_result& r) { p.set_value(r); });
+            return p.get_future().get();
+        };
+        std::string start = demo("02-kari-start.json");
+        auto first = submit(start);
+        ASSERT_EQ(first.status, SAMBAND_OK) << first.message;
+        EXPECT_FALSE(first.duplicate);
+        auto again = submit(start);
+        ASSERT_EQ(again.status, SAMBAND_OK) << again.message;
+        EXPECT_TRUE(again.duplicate);
+        EXPECT_EQ(again.event_id, first.event_id);
+
+        std::string changed = start;
+        auto at = changed.find("Nedstemthet");
+        ASSERT_NE(at, std::string::npos);
+        changed.replace(at, 11, "Other content");
+        auto other = submit(changed);
+        EXPECT_EQ(other.status, SAMBAND_INVALID) << other.message;
+        EXPECT_NE(other.message.find("/idempotency_key: already used by this source for event " +
+                                     first.event_id),
+                  std::string::npos)
+            << other.message;
+        st->flush();
+        auto errors = st->list_errors(10);
+        ASSERT_TRUE(errors);
+        ASSERT_EQ(errors->size(), 1u);
+        EXPECT_NE((*errors)[0].second.reason.find("conflict"), std::string::npos);
+        EXPECT_EQ((*errors)[0].second.payload, changed) << "the refused input is kept as given";
+        EXPECT_FALSE((*errors)[0].second.idempotency_key.empty());
+        EXPECT_EQ((*errors)[0].second.reason.find("Other content"), std::string::npos)
+            << "the reason never quotes the content";
+    }
+    fs::remove_all(dir);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include <samband_test/pg_server.hpp>
 #include <samband_test/tools.hpp>
+#include "store/audit_chain.hpp"
 
 #include <sqlite3.h>
 
@@ -205,6 +206,73 @@ TEST_P(store_test, duplicate_key_returns_the_first_id_and_stores_once_even_in_on
     auto ds = st_->list_deliveries(q);
     ASSERT_TRUE(ds);
     EXPECT_EQ(ds->size(), 1u);
+}
+
+TEST_P(store_test, a_reused_key_with_other_content_is_a_conflict_and_stores_nothing) {
+    auto a = ev("reused");
+    a.content_sha256 = std::string(64, 'a');
+    std::string first = a.id;
+    submit(std::move(a));
+    auto same = ev("reused");
+    same.content_sha256 = std::string(64, 'a');
+    auto o1 = submit(std::move(same));
+    EXPECT_TRUE(o1.duplicate);
+    EXPECT_FALSE(o1.conflict);
+    auto other = ev("reused");
+    other.content_sha256 = std::string(64, 'b');
+    std::string other_id = other.id;
+    auto o2 = submit(std::move(other));
+    EXPECT_TRUE(o2.conflict);
+    EXPECT_FALSE(o2.duplicate);
+    EXPECT_EQ(o2.event_id, first) << "names the first event";
+    EXPECT_FALSE(*st_->get_event(other_id)) << "nothing stored for the conflicting input";
+    EXPECT_EQ(st_->list_deliveries({})->size(), 1u);
+}
+
+// The old '|'-joined format hashes "x|y","z" and "x","y|z" alike (text can move across fields);
+// the length-prefixed format does not. Rows are written in the new one.
+TEST(audit_chain, the_length_prefixed_format_tells_fields_apart) {
+    EXPECT_EQ(audit_hash(1, "p", 1, "x|y", "z", "s", "d"),
+              audit_hash(1, "p", 1, "x", "y|z", "s", "d"));
+    EXPECT_NE(audit_hash(2, "p", 1, "x|y", "z", "s", "d"),
+              audit_hash(2, "p", 1, "x", "y|z", "s", "d"));
+    EXPECT_EQ(kAuditHashVersion, 2);
+}
+
+TEST(audit_chain, the_check_names_a_changed_a_missing_and_a_downgraded_row) {
+    auto row = [](audit_chain_check& c, std::int64_t id, int v, const std::string& prev,
+                  const std::string& detail, std::string* hash = nullptr) {
+        std::string h = audit_hash(v, prev, 10 * id, "engine", "a", "s", detail);
+        if (hash) *hash = h;
+        return c.add(id, v, 10 * id, "engine", "a", "s", detail, h);
+    };
+    audit_chain_check ok;
+    std::string h1, h2;
+    EXPECT_TRUE(row(ok, 1, 1, "", "one", &h1));
+    EXPECT_TRUE(row(ok, 2, 2, h1, "two", &h2));
+    EXPECT_TRUE(ok.intact());
+    EXPECT_EQ(ok.rows(), 2);
+    EXPECT_EQ(ok.last_hash(), h2);
+
+    audit_chain_check changed;
+    row(changed, 1, 2, "", "one", &h1);
+    EXPECT_FALSE(changed.add(2, 2, 20, "engine", "a", "s", "two (edited)",
+                             audit_hash(2, h1, 20, "engine", "a", "s", "two")));
+    EXPECT_EQ(changed.broken_at(), 2);
+
+    audit_chain_check gap;
+    row(gap, 1, 2, "", "one", &h1);
+    EXPECT_FALSE(row(gap, 4, 2, h1, "four"));
+    EXPECT_EQ(gap.problem(), "rows 2 to 3 are missing");
+
+    audit_chain_check head;
+    EXPECT_FALSE(row(head, 2, 2, "", "two"));
+    EXPECT_EQ(head.problem(), "row 1 is missing");
+
+    audit_chain_check down;
+    row(down, 1, 2, "", "one", &h1);
+    EXPECT_FALSE(row(down, 2, 1, h1, "two"));
+    EXPECT_NE(down.problem().find("hash format 1 after format 2"), std::string::npos);
 }
 
 TEST_P(store_test, an_earlier_waiting_delivery_blocks_later_ones_of_the_same_patient_only) {
