@@ -294,6 +294,57 @@ public:
         });
     }
 
+    boost::system::result<std::optional<error_record>> get_error(std::int64_t id) override {
+        return read([&](pg_conn& c) {
+            auto r =
+                c.query("SELECT source, reason, payload, idempotency_key FROM errors WHERE id = $1",
+                        pg_params().add(id));
+            std::optional<error_record> out;
+            if (r.rows() > 0)
+                out = error_record{r.text(0, 0), r.text(0, 1), r.text(0, 2), r.text(0, 3)};
+            return out;
+        });
+    }
+
+    boost::system::result<std::vector<attempt_row>> list_attempts(
+        std::int64_t delivery_id) override {
+        return read([&](pg_conn& c) {
+            auto r = c.query(
+                "SELECT n, started_ms, ended_ms, state, outcome, reason FROM attempts WHERE "
+                "delivery_id = $1 ORDER BY n",
+                pg_params().add(delivery_id));
+            std::vector<attempt_row> out;
+            for (int i = 0; i < r.rows(); ++i) {
+                attempt_row a;
+                a.n = r.i64(i, 0);
+                a.started_ms = r.i64(i, 1);
+                a.ended_ms = r.i64(i, 2);
+                std::string outcome = r.text(i, 4);
+                a.outcome = outcome == "closed"
+                                ? std::string(to_string(static_cast<delivery_state>(r.i64(i, 3))))
+                                : outcome;
+                a.reason = r.text(i, 5);
+                out.push_back(std::move(a));
+            }
+            return out;
+        });
+    }
+
+    boost::system::result<std::vector<receipt_row>> list_receipts(
+        std::string_view destination, std::string_view external_id) override {
+        return read([&](pg_conn& c) {
+            auto r = c.query(
+                "SELECT at_ms, kind, text FROM receipts WHERE destination = $1 AND external_id = "
+                "$2 ORDER BY id",
+                pg_params().add(std::string(destination)).add(std::string(external_id)));
+            std::vector<receipt_row> out;
+            for (int i = 0; i < r.rows(); ++i)
+                out.push_back(
+                    receipt_row{r.i64(i, 0), static_cast<std::int32_t>(r.i64(i, 1)), r.text(i, 2)});
+            return out;
+        });
+    }
+
     boost::system::result<std::optional<std::int64_t>> find_by_external_id(
         std::string_view destination, std::string_view external_id) override {
         return read([&](pg_conn& c) {

@@ -208,6 +208,44 @@ TEST_P(store_test, duplicate_key_returns_the_first_id_and_stores_once_even_in_on
     EXPECT_EQ(ds->size(), 1u);
 }
 
+// What the console shows of one delivery: its attempts and receipts; and one kept input by id.
+TEST_P(store_test, a_deliverys_attempts_and_receipts_and_a_kept_input_read_back) {
+    submit(ev("shown"));
+    auto claimed = st_->claim_due("gp", core::now_ms(), 10, 5);
+    ASSERT_TRUE(claimed);
+    ASSERT_EQ(claimed->size(), 1u);
+    const auto& row = (*claimed)[0];
+    delivery_update u{row.id, delivery_state::delivered, "", "ext-1", 0, 1};
+    u.fence = row.fence;
+    update(u);
+    std::promise<boost::system::error_code> pr;
+    st_->record_receipt({"gp", "ext-1", 1, "OK from the office"},
+                        [&](boost::system::error_code ec) { pr.set_value(ec); });
+    EXPECT_FALSE(pr.get_future().get());
+    auto attempts = st_->list_attempts(row.id);
+    ASSERT_TRUE(attempts);
+    ASSERT_EQ(attempts->size(), 1u);
+    EXPECT_EQ((*attempts)[0].n, 1);
+    EXPECT_EQ((*attempts)[0].outcome, "delivered");
+    auto receipts = st_->list_receipts("gp", "ext-1");
+    ASSERT_TRUE(receipts);
+    ASSERT_EQ(receipts->size(), 1u);
+    EXPECT_EQ((*receipts)[0].text, "OK from the office");
+    EXPECT_TRUE(st_->list_receipts("gp", "ext-2")->empty());
+
+    std::promise<boost::system::error_code> pe;
+    st_->record_error({"epj", "/type: unknown", "{raw}", "k-9"},
+                      [&](boost::system::error_code ec) { pe.set_value(ec); });
+    EXPECT_FALSE(pe.get_future().get());
+    auto errors = st_->list_errors(10);
+    ASSERT_TRUE(errors);
+    ASSERT_EQ(errors->size(), 1u);
+    auto one = st_->get_error((*errors)[0].first);
+    ASSERT_TRUE(one && *one);
+    EXPECT_EQ((*one)->payload, "{raw}");
+    EXPECT_FALSE(*st_->get_error((*errors)[0].first + 1000));
+}
+
 TEST_P(store_test, a_reused_key_with_other_content_is_a_conflict_and_stores_nothing) {
     auto a = ev("reused");
     a.content_sha256 = std::string(64, 'a');
