@@ -272,11 +272,19 @@ TEST_F(edi_test, no_apprec_within_the_window_raises_an_alert) {
     daemon_process d(root_ / "samband.json", root_);
     ASSERT_TRUE(d.start()) << d.log();
     drop_start_note("w1", false);
+    // Delivery, then the 2 s window, then a check every second: 60 s is only the deadline.
     ASSERT_TRUE(wait_for([&] { return d.log().find("step=receipt.overdue") != std::string::npos; },
-                         std::chrono::seconds(15)))
+                         std::chrono::seconds(60)))
         << d.log();
-    EXPECT_NE(d.get("/metrics").body.find("samband_receipts_overdue_total{destination=\"nhn\"} 1"),
-              std::string::npos);
+    // The metric is counted just after the log line is written.
+    EXPECT_TRUE(wait_for(
+        [&] {
+            return d.get("/metrics")
+                       .body.find("samband_receipts_overdue_total{destination=\"nhn\"} 1") !=
+                   std::string::npos;
+        },
+        std::chrono::seconds(10)))
+        << d.get("/metrics").body;
     EXPECT_EQ(d.stop(), 0);
 }
 
