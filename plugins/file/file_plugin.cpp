@@ -130,15 +130,42 @@ bool write_atomic(const fs::path& target,
 }
 
 // FNV-1a 64: a stable content fingerprint for derived idempotency keys.
-std::string fingerprint(std::string_view s) {
+struct fingerprint_hash {
     std::uint64_t h = 1469598103934665603ull;
-    for (unsigned char c : s) {
-        h ^= c;
-        h *= 1099511628211ull;
+    void add(std::string_view s) {
+        for (unsigned char c : s) {
+            h ^= c;
+            h *= 1099511628211ull;
+        }
     }
-    char buf[17];
-    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-    return buf;
+    std::string hex() const {
+        char buf[17];
+        std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+        return buf;
+    }
+};
+
+std::string fingerprint(std::string_view s) {
+    fingerprint_hash f;
+    f.add(s);
+    return f.hex();
+}
+
+// Adds a file's bytes to `f`; false when it cannot be read whole.
+bool add_file(fingerprint_hash& f, const fs::path& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return false;
+    char buf[1 << 16];
+    bool ok = true;
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) ok = false;
+        if (n <= 0) break;
+        f.add(std::string_view(buf, static_cast<std::size_t>(n)));
+    }
+    ::close(fd);
+    return ok;
 }
 
 std::string safe_name(std::string s) {
@@ -378,7 +405,7 @@ private:
             host_.log(log_level::debug, "taken " + a.file + " as event " + a.result.event_id +
                                             (a.result.duplicate ? " (duplicate)" : ""));
         } else if (a.result.status == SAMBAND_RETRY) {
-            host_.log(log_level::warn, "host asked to retry " + a.file + ": " + a.result.message);
+            host_.log(log_level::warn, "will retry " + a.file + ": " + a.result.message);
         } else {
             for (const auto& f : a.attachments) fs::rename(in / f, in / "error" / f, ec);
             std::string reason =
@@ -433,13 +460,11 @@ private:
         // Unreadable text goes to the host as it is: ingest refuses it with the reason and keeps
         // it in the error store.
         if (samband::json::parse(text, d).empty() && d.IsObject()) {
-            bool changed = false;
-            if (!d.HasMember("idempotency_key")) {
-                std::string key = "file:" + n + ":" + fingerprint(text);
-                d.AddMember("idempotency_key", rapidjson::Value(key.c_str(), d.GetAllocator()),
-                            d.GetAllocator());
-                changed = true;
-            }
+            // A derived key covers the JSON text and, when there are any, every attachment
+            // file's name and bytes: the same JSON dropped again with a corrected attachment is
+            // a new event, not a duplicate (nor a conflict) of the first.
+            fingerprint_hash key_hash;
+            key_hash.add(text);
             if (d.HasMember("attachments") && d["attachments"].IsArray()) {
                 for (auto& a : d["attachments"].GetArray()) {
                     if (!a.IsObject() || !a.HasMember("file") || !a["file"].IsString()) continue;
@@ -483,9 +508,28 @@ private:
                                         ? a["media_type"].GetString()
                                         : "";
                     sa.path = fs::absolute(fs::path(inbox_) / f).string();
+                    key_hash.add(std::string_view("\0", 1));
+                    key_hash.add(f);
+                    key_hash.add(std::string_view("\0", 1));
+                    if (!add_file(key_hash, fs::path(inbox_) / f)) {
+                        push_answer({n,
+                                     {},
+                                     {SAMBAND_RETRY,
+                                      {},
+                                      false,
+                                      "attachment file " + f + " could not be read"}});
+                        return;
+                    }
                     atts.push_back(std::move(sa));
                     att_files.push_back(f);
                 }
+            }
+            bool changed = false;
+            if (!d.HasMember("idempotency_key")) {
+                std::string key = "file:" + n + ":" + key_hash.hex();
+                d.AddMember("idempotency_key", rapidjson::Value(key.c_str(), d.GetAllocator()),
+                            d.GetAllocator());
+                changed = true;
             }
             if (changed) {
                 rapidjson::StringBuffer sb;

@@ -814,10 +814,9 @@ TEST_F(file_plugin_test, source_derives_a_key_from_name_and_content_so_a_redrop_
     EXPECT_NE(key_of(host_.submission(2).envelope), k1);
 }
 
-// Finding for the lead: the derived key covers the JSON text only, so the same JSON dropped
-// again with a different attachment file is taken as a duplicate and the new bytes are dropped.
-// Enable once the fingerprint covers the attachments too.
-TEST_F(file_plugin_test, DISABLED_source_derived_key_changes_when_an_attachment_changes) {
+// The derived key covers the attachment files too: the same JSON dropped again with a corrected
+// attachment is a new event (it was taken as a duplicate and the new bytes were dropped).
+TEST_F(file_plugin_test, source_derived_key_changes_when_an_attachment_changes) {
     fs::create_directories(root_ / "in");
     host_.set_policy({SAMBAND_OK, SAMBAND_OK, {}});
     plugin_instance p(desc_, host_, inbox_config());
