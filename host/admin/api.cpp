@@ -493,6 +493,24 @@ struct api::impl {
         w.EndArray();
         w.Key("endpoints");
         write_endpoints(w);
+        // Alerts that last while a trouble lasts (no patient data: folder, errno text, counts).
+        w.Key("alerts");
+        w.StartArray();
+        if (auto b = be.store().blob_state(); b.trouble) {
+            w.StartObject();
+            kv(w, "kind", "blob_folder");
+            kv(w, "message",
+               "the attachment folder cannot be written; submits with new attachments are "
+               "refused with RETRY and writes back off: " +
+                   b.reason);
+            kv(w, "since", core::iso8601_ms(b.since_ms));
+            kv(w, "next_probe_at", core::iso8601_ms(b.next_probe_ms));
+            kv(w, "last_error", b.last_error);
+            kv(w, "refused", static_cast<std::int64_t>(b.refused));
+            kv(w, "write_errors", static_cast<std::int64_t>(b.write_errors));
+            w.EndObject();
+        }
+        w.EndArray();
         w.EndObject();
         return {http::status::ok, sb.GetString()};
     }

@@ -377,6 +377,12 @@ int cmd_status(const client_options& o) {
     if (!read_answer(r, d, rapidjson::kObjectType)) return 1;
     std::cout << "samband at " << admin_url(o) << ": "
               << (d["ready"].GetBool() ? "ready" : "NOT ready") << "\n\n";
+    if (d.HasMember("alerts") && d["alerts"].IsArray() && !d["alerts"].Empty()) {
+        for (auto& a : d["alerts"].GetArray())
+            std::cout << "ALERT (" << get_str(a, "kind") << ", since " << get_str(a, "since")
+                      << "): " << get_str(a, "message") << "\n";
+        std::cout << "\n";
+    }
     std::cout << std::left << std::setw(22) << "DESTINATION" << std::right;
     for (const char* s :
          {"pending", "in_flight", "delivered", "acknowledged", "failed", "dead", "blocked", "held"})

@@ -4,6 +4,7 @@
 
 #include <prometheus/text_serializer.h>
 
+#include <algorithm>
 #include <sstream>
 
 namespace samband::admin {
@@ -61,7 +62,29 @@ metrics::metrics()
       by_state_(prometheus::BuildGauge()
                     .Name("samband_deliveries")
                     .Help("Deliveries in the store, by destination and state")
-                    .Register(*registry_)) {}
+                    .Register(*registry_)),
+      blob_trouble_(prometheus::BuildGauge()
+                        .Name("samband_blob_folder_trouble")
+                        .Help("1 while the attachment folder cannot be written (submits with new "
+                              "attachments are refused and writes back off), else 0")
+                        .Register(*registry_)
+                        .Add({})),
+      blob_alerts_(prometheus::BuildCounter()
+                       .Name("samband_blob_folder_alerts_total")
+                       .Help("Times the attachment folder went into trouble (one alert each)")
+                       .Register(*registry_)
+                       .Add({})),
+      blob_write_errors_(prometheus::BuildCounter()
+                             .Name("samband_blob_write_errors_total")
+                             .Help("Failed writes to the attachment folder")
+                             .Register(*registry_)
+                             .Add({})),
+      blob_refused_(prometheus::BuildCounter()
+                        .Name("samband_blob_submits_refused_total")
+                        .Help("Submits refused without a write while the attachment folder "
+                              "backs off")
+                        .Register(*registry_)
+                        .Add({})) {}
 
 void metrics::event_in(std::string_view source, std::string_view type) {
     events_in_.Add({{"source", std::string(source)}, {"type", std::string(type)}}).Increment();
@@ -108,6 +131,15 @@ std::string metrics::render(store::store& st) {
             }
         }
     }
+    store::blob_health b = st.blob_state();
+    blob_trouble_.Set(b.trouble ? 1.0 : 0.0);
+    auto add = [](prometheus::Counter& c, std::uint64_t now, std::uint64_t& seen) {
+        if (now > seen) c.Increment(static_cast<double>(now - seen));
+        seen = std::max(seen, now);
+    };
+    add(blob_alerts_, b.episodes, blob_seen_.episodes);
+    add(blob_write_errors_, b.write_errors, blob_seen_.write_errors);
+    add(blob_refused_, b.refused, blob_seen_.refused);
     std::ostringstream out;
     prometheus::TextSerializer().Serialize(out, registry_->Collect());
     return out.str();

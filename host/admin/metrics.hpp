@@ -44,6 +44,11 @@ private:
     prometheus::Family<prometheus::Gauge>& depth_;
     prometheus::Family<prometheus::Gauge>& oldest_;
     prometheus::Family<prometheus::Gauge>& by_state_;
+    prometheus::Gauge& blob_trouble_;
+    prometheus::Counter& blob_alerts_;
+    prometheus::Counter& blob_write_errors_;
+    prometheus::Counter& blob_refused_;
+    store::blob_health blob_seen_;  // the counts already added to the counters above
     std::mutex mu_;
 };
 

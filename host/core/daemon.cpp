@@ -74,6 +74,23 @@ public:
                 shutdown();
             });
         });
+        // The attachment folder's trouble: one alert when it begins, one line when it ends (the
+        // store backs off and refuses submits with new attachments meanwhile; docs/operations.md).
+        store_->on_blob_state([this](const store::blob_health& h) {
+            if (h.trouble) {
+                log_.error("store.blob_alert",
+                           "ALERT: the attachment folder cannot be written; submits with new "
+                           "attachments are refused (the sources keep them and try again) and "
+                           "writes are retried with back-off until it recovers: " +
+                               h.reason);
+            } else {
+                log_.warn("store.blob_recovered",
+                          "the attachment folder can be written again; submits are accepted",
+                          {{"after_s", std::to_string((h.recovered_ms - h.since_ms) / 1000)},
+                           {"refused", std::to_string(h.refused)},
+                           {"write_errors", std::to_string(h.write_errors)}});
+            }
+        });
         auto recovered = store_->recover_in_flight();
         if (!recovered)
             throw std::runtime_error("store recovery failed: " + recovered.error().message());

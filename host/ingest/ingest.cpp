@@ -408,7 +408,13 @@ void ingest::submit(std::string_view source, plugin::submission sub,
             return;
         }
         plugin::submit_result r;
-        if (ec) {
+        if (ec && store::is_blob_folder_error(ec)) {
+            // The store raised one alert for the attachment folder's trouble; each refused
+            // submit is a debug line only (a source retrying must not flood the log).
+            r.status = SAMBAND_RETRY;
+            r.message = "not accepted: " + ec.message();
+            log_.debug("ingest.store", r.message, {{"event", id}, {"source", src}});
+        } else if (ec) {
             r.status = SAMBAND_RETRY;
             r.message = "store error, not accepted: " + ec.message();
             log_.error("ingest.store", r.message, {{"event", id}, {"source", src}});

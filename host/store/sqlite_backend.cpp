@@ -1,5 +1,6 @@
 // The embedded SQLite store: WAL, synchronous=FULL, one writer thread with group commit.
 #include "store/audit_chain.hpp"
+#include "store/blob_guard.hpp"
 #include "store/sqlite_db.hpp"
 #include "store/store.hpp"
 
@@ -9,8 +10,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <future>
@@ -204,40 +207,57 @@ bool fsync_dir(const fs::path& dir) {
     return ok;
 }
 
-// Writes one blob file: tmp → fsync → rename → fsync dir. Skips when it already exists.
-bool write_blob(const fs::path& target, const attachment_input& a, std::string& error) {
+// What write_blob did: wrote the blob, or failed reading the source's file (the input's trouble)
+// or writing the folder (the folder's trouble, with the errno text).
+enum class blob_write { written, source_failed, folder_failed };
+
+bool blob_present(const fs::path& target, std::uint64_t size) {
     std::error_code ec;
-    if (fs::exists(target, ec) && fs::file_size(target, ec) == a.meta.size) return true;
+    return fs::exists(target, ec) && fs::file_size(target, ec) == size;
+}
+
+// Writes one blob file: tmp → fsync → rename → fsync dir. `error` names the folder operation and
+// the errno text (never the attachment's name: it may name the patient).
+blob_write write_blob(const fs::path& target, const attachment_input& a, std::string& error) {
+    std::error_code ec;
+    auto folder_failed = [&](const std::string& what, int err) {
+        error = what + ": " + std::strerror(err);
+        return blob_write::folder_failed;
+    };
     fs::create_directories(target.parent_path(), ec);
+    if (ec) return folder_failed("cannot create " + target.parent_path().string(), ec.value());
     fs::path tmp = target;
     tmp += ".tmp" + std::to_string(::getpid()) + "-" +
            std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id()));
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0) {
-        error = "cannot create blob file " + tmp.string();
-        return false;
-    }
+    if (fd < 0) return folder_failed("cannot create " + tmp.string(), errno);
+    int werr = 0;
     auto write_all = [&](const char* p, std::size_t n) {
         while (n > 0) {
             ssize_t w = ::write(fd, p, n);
-            if (w <= 0) return false;
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                werr = w < 0 ? errno : ENOSPC;
+                return false;
+            }
             p += w;
             n -= static_cast<std::size_t>(w);
         }
         return true;
     };
-    bool ok = true;
+    bool ok = true, source_ok = true;
     if (a.path.empty()) {
         ok = write_all(a.bytes.data(), a.bytes.size());
     } else {
         int in = ::open(a.path.c_str(), O_RDONLY | O_CLOEXEC);
         if (in < 0) {
-            ok = false;
+            source_ok = false;
         } else {
             std::string buf(64 * 1024, '\0');
             for (;;) {
                 ssize_t r = ::read(in, buf.data(), buf.size());
-                if (r < 0) ok = false;
+                if (r < 0 && errno == EINTR) continue;
+                if (r < 0) source_ok = false;
                 if (r <= 0) break;
                 if (!write_all(buf.data(), static_cast<std::size_t>(r))) {
                     ok = false;
@@ -247,19 +267,27 @@ bool write_blob(const fs::path& target, const attachment_input& a, std::string& 
             ::close(in);
         }
     }
-    ok = ok && ::fsync(fd) == 0;
+    if (ok && source_ok && ::fsync(fd) != 0) {
+        ok = false;
+        werr = errno;
+    }
     ::close(fd);
-    if (!ok) {
+    if (!ok || !source_ok) {
         fs::remove(tmp, ec);
-        error = "cannot write blob for " + a.meta.filename;
-        return false;
+        if (!source_ok) {
+            error = "cannot read the attachment's source file";
+            return blob_write::source_failed;
+        }
+        return folder_failed("cannot write " + tmp.string(), werr);
     }
     fs::rename(tmp, target, ec);
-    if (ec || !fsync_dir(target.parent_path())) {
-        error = "cannot store blob for " + a.meta.filename;
-        return false;
+    if (ec) {
+        fs::remove(tmp, ec);
+        return folder_failed("cannot rename into " + target.parent_path().string(), ec.value());
     }
-    return true;
+    if (!fsync_dir(target.parent_path()))
+        return folder_failed("cannot fsync " + target.parent_path().string(), errno);
+    return blob_write::written;
 }
 
 class sqlite_store final : public store {
@@ -305,10 +333,32 @@ public:
         for (const auto& a : ev.attachments) shas.push_back(a.meta.sha256);
         ref_blobs(shas, +1);
         for (const auto& a : ev.attachments) {
-            std::string err;
-            if (!write_blob(blob_file(a.meta.sha256), a, err)) {
+            // While the folder is in trouble only one write per back-off delay tries it (the
+            // probe); the other submits are refused at once, with no disk I/O and no log line.
+            fs::path target = blob_file(a.meta.sha256);
+            if (blob_present(target, a.meta.size)) continue;
+            error_code ec;
+            if (!blob_guard_.may_write()) {
+                ec = blob_folder_error();
+            } else {
+                std::string err;
+                switch (write_blob(target, a, err)) {
+                    case blob_write::written:
+                        blob_guard_.succeeded();
+                        break;
+                    case blob_write::source_failed:
+                        blob_guard_.succeeded();  // the folder took what it was given
+                        ec = io_error();
+                        break;
+                    case blob_write::folder_failed:
+                        blob_guard_.failed(err);
+                        ec = blob_folder_error();
+                        break;
+                }
+            }
+            if (ec) {
                 ref_blobs(shas, -1);
-                done(io_error(), {});
+                done(ec, {});
                 return;
             }
         }
@@ -746,6 +796,10 @@ public:
     void on_fatal(std::function<void(std::string)> fn) override {
         std::lock_guard lock(mu_);
         on_fatal_ = std::move(fn);
+    }
+    blob_health blob_state() const override { return blob_guard_.state(); }
+    void on_blob_state(std::function<void(const blob_health&)> fn) override {
+        blob_guard_.on_change(std::move(fn));
     }
 
 private:
@@ -1276,6 +1330,7 @@ private:
     std::vector<std::function<void()>> job_after_;  // writer thread
     std::mutex blob_mu_;
     std::unordered_map<std::string, int> blob_refs_;  // blobs written for a submit not committed
+    blob_guard blob_guard_{std::chrono::milliseconds(500), std::chrono::seconds(30)};
     std::thread writer_;
     static constexpr int kCheckpointPages = 1000;  // SQLite's default auto-checkpoint size
     std::unique_ptr<db> ckdb_;                     // the checkpointer's connection

@@ -52,6 +52,25 @@ std::optional<delivery_state> from_code(std::int64_t c) noexcept;
 //   blocked      → pending (override, consent change), held
 bool transition_allowed(delivery_state from, delivery_state to) noexcept;
 
+// The attachment (blob) folder's health: a write there failed (full disk, read-only, gone) and
+// the store backs off until a probe write goes through (store/blob_guard.hpp).
+struct blob_health {
+    bool trouble = false;
+    std::int64_t since_ms = 0;      // when the current (or last) trouble began
+    std::int64_t recovered_ms = 0;  // when the last trouble ended
+    std::int64_t next_probe_ms = 0;
+    std::string reason;  // the first error of the trouble: folder operation + errno text
+    std::string last_error;
+    std::uint64_t episodes = 0;      // troubles begun since start (one alert each)
+    std::uint64_t write_errors = 0;  // failed writes to the folder since start
+    std::uint64_t probes = 0;        // writes let through while in trouble
+    std::uint64_t refused = 0;       // submits refused without a write while backing off
+};
+
+// The error a submit gets while the attachment folder is in trouble (a RETRY for the source).
+boost::system::error_code blob_folder_error() noexcept;
+bool is_blob_folder_error(const boost::system::error_code& ec) noexcept;
+
 // An attachment as stored (bytes content-addressed by sha256).
 struct attachment_meta {
     std::string id;  // "a1", "a2", ... within the event
@@ -342,6 +361,10 @@ public:
     virtual void on_commit(std::function<void(double seconds, std::size_t rows)> fn) = 0;
     // Fatal I/O (fsync) error observer: the daemon exits for a clean restart.
     virtual void on_fatal(std::function<void(std::string reason)> fn) = 0;
+    // The attachment folder's health (a store keeping attachments elsewhere is always fine), and
+    // an observer called once when a trouble begins and once when it ends (on the writing thread).
+    virtual blob_health blob_state() const { return {}; }
+    virtual void on_blob_state(std::function<void(const blob_health&)> fn) { (void)fn; }
 };
 
 struct sqlite_options {

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -394,6 +395,10 @@ private:
     void finish(const answer& a) {
         fs::path in(inbox_);
         std::error_code ec;
+        if (a.result.status != SAMBAND_RETRY) {
+            std::lock_guard lock(mu_);
+            backoff_.erase(a.file);
+        }
         if (a.result.status == SAMBAND_OK) {
             if (delete_done_) {
                 for (const auto& f : a.attachments) fs::remove(in / f, ec);
@@ -405,7 +410,23 @@ private:
             host_.log(log_level::debug, "taken " + a.file + " as event " + a.result.event_id +
                                             (a.result.duplicate ? " (duplicate)" : ""));
         } else if (a.result.status == SAMBAND_RETRY) {
-            host_.log(log_level::warn, "will retry " + a.file + ": " + a.result.message);
+            // The file stays; it is offered again after a delay doubling from poll_ms up to
+            // kMaxRetryDelay, so a host that cannot take it now (full attachment folder, busy
+            // store) is not hammered, and only its first RETRY is a warning.
+            bool first = false;
+            std::chrono::milliseconds delay;
+            {
+                std::lock_guard lock(mu_);
+                auto [it, fresh] = backoff_.try_emplace(a.file);
+                first = fresh;
+                it->second.delay = fresh ? std::chrono::milliseconds(poll_ms_)
+                                         : std::min(it->second.delay * 2, kMaxRetryDelay);
+                it->second.next = std::chrono::steady_clock::now() + it->second.delay;
+                delay = it->second.delay;
+            }
+            host_.log(first ? log_level::warn : log_level::debug,
+                      "will retry " + a.file + " in " + std::to_string(delay.count()) +
+                          " ms: " + a.result.message);
         } else {
             for (const auto& f : a.attachments) fs::rename(in / f, in / "error" / f, ec);
             std::string reason =
@@ -433,11 +454,20 @@ private:
             names.push_back(n);
         }
         std::sort(names.begin(), names.end());
+        {
+            std::lock_guard lock(mu_);  // forget the back-off of files no longer in the inbox
+            for (auto b = backoff_.begin(); b != backoff_.end();)
+                b = std::binary_search(names.begin(), names.end(), b->first) ? std::next(b)
+                                                                             : backoff_.erase(b);
+        }
         for (const auto& n : names) {
             {
                 std::lock_guard lock(mu_);
                 if (!running_ || in_flight_.size() >= window_) return;
                 if (in_flight_.count(n)) continue;
+                if (auto b = backoff_.find(n);
+                    b != backoff_.end() && std::chrono::steady_clock::now() < b->second.next)
+                    continue;
                 in_flight_.insert(n);
             }
             if (auto r = refused.find(n); r != refused.end())
@@ -597,6 +627,12 @@ private:
     std::condition_variable cv_;
     bool running_ = false;
     std::set<std::string> in_flight_;
+    struct retry_at {
+        std::chrono::steady_clock::time_point next;
+        std::chrono::milliseconds delay{0};
+    };
+    std::map<std::string, retry_at> backoff_;  // files the host asked to retry: not before next
+    static constexpr std::chrono::milliseconds kMaxRetryDelay{10000};
     std::deque<answer> answers_;
     std::thread watcher_;
     std::unique_ptr<samband::sdk::worker> sink_worker_;  // only with an outbox; stopped first

@@ -140,6 +140,8 @@ const STATES = ['pending', 'in_flight', 'delivered', 'acknowledged', 'failed', '
 
 async function overview() {
   const s = await api('GET', '/api/v1/status');
+  $('alerts').replaceChildren(...(s.alerts || []).map((a) =>
+    el('li', `Alert since ${a.since}: ${a.message}`, {'data-kind': a.kind})));
   const head = el('tr');
   for (const h of ['Destination', ...STATES, 'Oldest waiting (s)']) head.append(el('th', h));
   $('queues').tHead.replaceChildren(head);
