@@ -130,26 +130,32 @@ def main():
     rate = n / secs
     r["throughput"] = {"messages": n, "acked": len(lat), "not_aa": bad, "messages_per_s": round(rate),
                        "ack_latency_p99_ms_at_full_load": pct(lat, 0.99)}
-    half = max(100, int(rate / 2))
-    n2 = min(half * (5 if QUICK else 15), 60000)
-    with tempfile.TemporaryDirectory() as tmp:
-        p, port = start_daemon(tmp, n2)
-        try:
-            secs2, lat2, bad2 = run_load(port, n2, rate=half, window=100000)
-        finally:
-            p.send_signal(signal.SIGTERM)
-            p.wait(timeout=60)
-    r["half_rate"] = {"rate_per_s": half, "messages": n2, "acked": len(lat2), "not_aa": bad2,
-                      "ack_latency_p50_ms": pct(lat2, 0.5), "ack_latency_p99_ms": pct(lat2, 0.99),
-                      "ack_latency_max_ms": pct(lat2, 1.0)}
+    def paced(at):
+        n2 = min(at * (5 if QUICK else 15), 60000)
+        with tempfile.TemporaryDirectory() as tmp:
+            p, port = start_daemon(tmp, n2)
+            try:
+                secs2, lat2, bad2 = run_load(port, n2, rate=at, window=100000)
+            finally:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=60)
+        return {"rate_per_s": at, "messages": n2, "acked": len(lat2), "not_aa": bad2,
+                "ack_latency_p50_ms": pct(lat2, 0.5), "ack_latency_p99_ms": pct(lat2, 0.99),
+                "ack_latency_max_ms": pct(lat2, 1.0)}
+
+    # The issue's latency goal is at half of its rate goal (5,000/s): 2,500/s. Half of the rate
+    # measured above is reported too (stricter while the measured rate is above the goal).
+    r["half_rate"] = paced(max(100, int(rate / 2)))
+    r["half_goal_rate"] = paced(2500)
     r["ratio_messages_per_s_vs_single_commit_baseline"] = round(rate / max(1, single), 2)
     r["goals"] = {"messages_per_s_at_least_5000": rate >= 5000,
-                  "p99_ack_ms_below_20_at_half_rate": (r["half_rate"]["ack_latency_p99_ms"] or 1e9) < 20}
+                  "p99_ack_ms_below_20_at_half_the_goal_rate": (r["half_goal_rate"]["ack_latency_p99_ms"] or 1e9) < 20,
+                  "p99_ack_ms_below_20_at_half_the_measured_rate": (r["half_rate"]["ack_latency_p99_ms"] or 1e9) < 20}
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = os.path.join(ROOT, "bench", "results", f"hl7v2-{stamp}")
     json.dump(r, open(base + ".json", "w"), indent=2)
-    t, h = r["throughput"], r["half_rate"]
+    t, h, g = r["throughput"], r["half_rate"], r["half_goal_rate"]
     md = f"""# HL7 v2 listener benchmark {stamp}
 
 {r['cores']} cores. One MLLP connection, ORU^R01 (PHQ-9), ACK after the durable commit, routed to the
@@ -160,8 +166,11 @@ commits/s (synchronous=FULL), {r['baseline_sqlite_8k_rows_per_s_batched_100']} r
 |---|---|---|
 | messages/s, pipelined (window 1000) | {t['messages_per_s']} ({r['ratio_messages_per_s_vs_single_commit_baseline']}× single commits) | ≥ 5,000 |
 | ACK p99 at full load | {t['ack_latency_p99_ms_at_full_load']} ms | |
-| ACK p50 / p99 / max at {h['rate_per_s']}/s | {h['ack_latency_p50_ms']} / {h['ack_latency_p99_ms']} / {h['ack_latency_max_ms']} ms | p99 < 20 ms |
-| ACKs not AA | {t['not_aa'] + h['not_aa']} | 0 |
+| ACK p50 / p99 / max at {g['rate_per_s']}/s (half the goal rate) | {g['ack_latency_p50_ms']} / {g['ack_latency_p99_ms']} / {g['ack_latency_max_ms']} ms | p99 < 20 ms |
+| ACK p50 / p99 / max at {h['rate_per_s']}/s (half the measured rate) | {h['ack_latency_p50_ms']} / {h['ack_latency_p99_ms']} / {h['ack_latency_max_ms']} ms | |
+| ACKs not AA | {t['not_aa'] + h['not_aa'] + g['not_aa']} | 0 |
+
+Load average at the end: {os.getloadavg()[0]:.2f} on {r['cores']} cores (other work on the machine inflates latency).
 """
     open(base + ".md", "w").write(md)
     print(md)
