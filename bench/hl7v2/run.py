@@ -12,17 +12,35 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, "build", "bin", "samband")
 PLUGINS = os.path.join(ROOT, "build", "plugins")
 QUICK = "--quick" in sys.argv
-FNR = "14839134623"  # synthetic (month + 80)
 
 spec = importlib.util.spec_from_file_location("core_bench", os.path.join(ROOT, "bench", "core", "run.py"))
 core = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(core)
 
+def synthetic_fnr(i):
+    """The i-th synthetic fødselsnummer (month + 80, both mod-11 check digits valid)."""
+    n = i
+    while True:
+        day, month, year, ind = 1 + n % 28, 81 + (n // 28) % 12, 80 + (n // 336) % 20, 100 + (n * 7) % 400
+        d = [int(c) for c in "%02d%02d%02d%03d" % (day, month, year, ind)]
+        k1 = 11 - sum(w * x for w, x in zip([3, 7, 6, 1, 8, 9, 4, 5, 2], d)) % 11
+        k1 = 0 if k1 == 11 else k1
+        k2 = 11 - sum(w * x for w, x in zip([5, 4, 3, 2, 7, 6, 5, 4, 3, 2], d + [k1])) % 11
+        k2 = 0 if k2 == 11 else k2
+        if k1 != 10 and k2 != 10:
+            return "".join(map(str, d)) + str(k1) + str(k2)
+        n += 6720  # another individual number, same date range
+
+
+# 1,000 patients: each patient's deliveries go in order, one at a time, so one patient for every
+# message would measure that ordering rule, not the listener.
+FNRS = [synthetic_fnr(i) for i in range(1000)]
+
 
 def message(i):
     return ("MSH|^~\\&|BENCH|K|SAMBAND|RPH|20261124101500||ORU^R01|B%d|P|2.5\r"
             "PID|1||%s^^^^FNR||Nordmann^Kari\rPV1|1|O|||||||||||||||||T-%d\r"
-            "OBX|1|NM|44261-6^PHQ-9^LN||%d||||||F|||20261124\r" % (i, FNR, i % 100, i % 28)).encode()
+            "OBX|1|NM|44261-6^PHQ-9^LN||%d||||||F|||20261124\r" % (i, FNRS[i % len(FNRS)], i % 100, i % 28)).encode()
 
 
 def frame(b):
@@ -158,7 +176,7 @@ def main():
     t, h, g = r["throughput"], r["half_rate"], r["half_goal_rate"]
     md = f"""# HL7 v2 listener benchmark {stamp}
 
-{r['cores']} cores. One MLLP connection, ORU^R01 (PHQ-9), ACK after the durable commit, routed to the
+{r['cores']} cores. One MLLP connection, ORU^R01 (PHQ-9) for 1,000 synthetic patients, ACK after the durable commit, routed to the
 bench sink. Baseline in the same run: {r['baseline_sqlite_single_commits_per_s']} single SQLite
 commits/s (synchronous=FULL), {r['baseline_sqlite_8k_rows_per_s_batched_100']} rows/s at 100 per commit.
 
