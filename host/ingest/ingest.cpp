@@ -65,8 +65,8 @@ std::string check_score(const std::string& where, const rapidjson::Value& v) {
     if (score != static_cast<int>(score))
         return where + "/score: " + instrument + " scores are whole numbers";
     if (score < 0 || score > max)
-        return where + "/score: " + std::to_string(static_cast<int>(score)) +
-               " is out of range for " + instrument + " (0–" + std::to_string(max) + ")";
+        return where + "/score: out of range for " + instrument + " (0–" + std::to_string(max) +
+               ")";
     return {};
 }
 

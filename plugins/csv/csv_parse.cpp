@@ -196,11 +196,9 @@ boost::system::result<std::size_t, parse_error> parse(
                 // After the closing quote: a delimiter, a line end or the end of the text.
                 while (i < n && is_space(text[i]) && text[i] != delim) ++i;
                 if (i < n && text[i] != delim && text[i] != '\n' && text[i] != '\r')
-                    return bad(
-                        parse_error{line, column,
-                                    std::string("unexpected character '") + text[i] +
-                                        "' after a closing quote (quotes inside a field must "
-                                        "be doubled)"});
+                    return bad(parse_error{
+                        line, column,
+                        "text after a closing quote (quotes inside a field must be doubled)"});
             } else {
                 std::size_t b = i;
                 while (i < n && text[i] != delim && text[i] != '\n' && text[i] != '\r') {

@@ -724,7 +724,7 @@ private:
                 auto it = std::find_if(r.table.begin(), r.table.end(),
                                        [&](const auto& e) { return e.first == f; });
                 if (it == r.table.end()) {
-                    why = "\"" + cellv + "\" is not one of the mapped values (";
+                    why = "the value is not one of the mapped values (";
                     for (std::size_t i = 0; i < r.table.size(); ++i)
                         why += (i ? ", " : "") + r.table[i].first;
                     why += ")";
@@ -743,13 +743,13 @@ private:
                 case field_rule::kind::number: {
                     double x;
                     if (!samband::csv::parse_number(cellv, x)) {
-                        why = "\"" + cellv + "\" is not a number";
+                        why = "the value is not a number";
                         return false;
                     }
                     const bool whole = x <= 9e15 && x >= -9e15 &&
                                        x == static_cast<double>(static_cast<std::int64_t>(x));
                     if (r.as == field_rule::kind::integer && !whole) {
-                        why = "\"" + cellv + "\" is not a whole number";
+                        why = "the value is not a whole number";
                         return false;
                     }
                     // A whole number stays one ("8", not "8.0" in the event and "8,0" in an
@@ -763,7 +763,7 @@ private:
                 case field_rule::kind::date: {
                     std::string iso = samband::csv::parse_date(cellv);
                     if (iso.empty()) {
-                        why = "\"" + cellv + "\" is not a date (dd.mm.yyyy or yyyy-mm-dd)";
+                        why = "the value is not a date (dd.mm.yyyy or yyyy-mm-dd)";
                         return false;
                     }
                     p.Set(d, rapidjson::Value(iso.c_str(), a));
@@ -772,7 +772,7 @@ private:
                 case field_rule::kind::boolean: {
                     bool b;
                     if (!samband::csv::parse_boolean(cellv, b)) {
-                        why = "\"" + cellv + "\" is not ja/nei (yes/no, 1/0)";
+                        why = "the value is not ja/nei (yes/no, 1/0)";
                         return false;
                     }
                     p.Set(d, rapidjson::Value(b));

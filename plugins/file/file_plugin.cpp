@@ -496,7 +496,9 @@ private:
             fingerprint_hash key_hash;
             key_hash.add(text);
             if (d.HasMember("attachments") && d["attachments"].IsArray()) {
+                std::size_t index = 0;
                 for (auto& a : d["attachments"].GetArray()) {
+                    const std::string at = "/attachments/" + std::to_string(index++) + "/file";
                     if (!a.IsObject() || !a.HasMember("file") || !a["file"].IsString()) continue;
                     std::string f = a["file"].GetString();
                     if (f.find('/') != std::string::npos || f.empty() || f[0] == '.') {
@@ -505,8 +507,7 @@ private:
                                      {SAMBAND_INVALID,
                                       {},
                                       false,
-                                      "attachment file name \"" + f +
-                                          "\" must be a plain file name in the inbox"}});
+                                      at + ": must be a plain file name in the inbox"}});
                         return;
                     }
                     std::error_code aec;
@@ -518,16 +519,14 @@ private:
                                      {SAMBAND_INVALID,
                                       {},
                                       false,
-                                      "attachment file " + f + " " + not_a_regular_file(ast)}});
+                                      at + ": the file " + not_a_regular_file(ast)}});
                         return;
                     }
                     if (aec || ast.type() == fs::file_type::not_found) {
-                        push_answer({n,
-                                     {},
-                                     {SAMBAND_INVALID,
-                                      {},
-                                      false,
-                                      "attachment file " + f + " is not in the inbox"}});
+                        push_answer(
+                            {n,
+                             {},
+                             {SAMBAND_INVALID, {}, false, at + ": the file is not in the inbox"}});
                         return;
                     }
                     samband::sdk::submit_attachment sa;

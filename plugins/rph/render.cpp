@@ -252,8 +252,9 @@ render_result renderer::render(std::string_view envelope_json) const {
             for (const auto& c : cfg_.therapists)
                 if (c.hpr == th.hpr) known = &c;
             if (!known) {
-                res.error = "/data/therapist/hpr: unknown therapist (HPR " + th.hpr +
-                            " is not in the rph endpoint's therapist list)";
+                res.error =
+                    "/data/therapist/hpr: unknown therapist (the HPR number is not in the rph "
+                    "endpoint's therapist list)";
                 return res;
             }
             if (th.title.empty()) th.title = known->title;

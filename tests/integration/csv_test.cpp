@@ -139,12 +139,26 @@ TEST_F(csv_test, bad_rows_go_to_the_error_store_the_rest_is_imported_once) {
     ASSERT_EQ(errs.Size(), 3u) << r.body;
     std::string all;
     for (auto& e : errs.GetArray()) all += std::string(e["reason"].GetString()) + "\n";
-    EXPECT_NE(all.find("oppmote.csv line 5 column 3 (Dato): \"31.02.2026\" is not a date"),
+    EXPECT_NE(all.find("oppmote.csv line 5 column 3 (Dato): the value is not a date"),
               std::string::npos)
         << all;
-    EXPECT_NE(all.find("oppmote.csv line 7 column 5 (Møtt): \"kanskje\" is not ja/nei"),
+    EXPECT_NE(all.find("oppmote.csv line 7 column 5 (Møtt): the value is not ja/nei"),
               std::string::npos)
         << all;
+    // Issue 15 item 3: the reasons (list, log) name line, column and rule, never the cell; the raw
+    // row stays in the error store for the clinician role.
+    for (const char* value : {"31.02.2026", "kanskje", "28860370052", "30899926664"}) {
+        EXPECT_EQ(all.find(value), std::string::npos) << all;
+        EXPECT_EQ(d->log().find(value), std::string::npos) << value << " in the log";
+    }
+    bool raw_kept = false;
+    for (auto& e : errs.GetArray()) {
+        if (std::string(e["reason"].GetString()).find("line 7") == std::string::npos) continue;
+        auto one = d->get("/api/v1/errors/" + std::to_string(e["id"].GetInt64()) +
+                          "?reason=issue-15-test");
+        raw_kept = one.body.find("kanskje") != std::string::npos;
+    }
+    EXPECT_TRUE(raw_kept) << "the refused row is kept whole for the clinician";
     EXPECT_NE(all.find("oppmote.csv line 9 column 1 (Fødselsnummer): empty"), std::string::npos)
         << all;
     EXPECT_TRUE(wait_for(
@@ -294,9 +308,10 @@ TEST_F(csv_test, windows_1252_comma_separated_with_decimal_comma_and_norwegian_d
         std::chrono::seconds(10)))
         << d->log();
     auto r = d->get("/api/v1/errors?limit=10");
-    EXPECT_NE(r.body.find("skjema.csv line 4 column 4 (Poengsum): \\\"1,0,0\\\" is not a number"),
+    EXPECT_NE(r.body.find("skjema.csv line 4 column 4 (Poengsum): the value is not a number"),
               std::string::npos)
         << r.body;
+    EXPECT_EQ(r.body.find("1,0,0"), std::string::npos) << r.body;
     std::vector<std::vector<std::string>> rows;
     ASSERT_TRUE(wait_for([&] { return (rows = exported()).size() >= 2; }, std::chrono::seconds(20)))
         << d->log();

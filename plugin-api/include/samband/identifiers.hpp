@@ -72,21 +72,24 @@ inline check_result check_person_id(std::string_view id, person_id_options opts 
     if (dnr) day -= 40;
     if (month > 80) {
         if (!opts.allow_synthetic)
-            return fail(std::string(what) + ": month " + two(month) +
-                        " is a synthetic test number (month + 80), not allowed here");
+            return fail(std::string(what) +
+                        ": the month (digits 3-4) marks a synthetic test number (month + 80), "
+                        "not allowed here");
         month -= 80;
     } else if (month > 40) {
         if (!opts.allow_synthetic)
-            return fail(std::string(what) + ": month " + two(month) +
-                        " is a synthetic test number (month + 40), not allowed here");
+            return fail(std::string(what) +
+                        ": the month (digits 3-4) marks a synthetic test number (month + 40), "
+                        "not allowed here");
         month -= 40;
     }
     if (month < 1 || month > 12)
-        return fail(std::string(what) + ": month " + two(month) + " is invalid");
+        return fail(std::string(what) + ": the month (digits 3-4) is not 01-12");
     static constexpr std::array<int, 12> days = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     if (day < 1 || day > days[static_cast<std::size_t>(month - 1)])
-        return fail(std::string(what) + ": day " + two(day) + (dnr ? " (D-number, day + 40)" : "") +
-                    " is invalid for month " + two(month));
+        return fail(std::string(what) + ": the day (digits 1-2" +
+                    (dnr ? std::string(", D-number day + 40") : std::string()) +
+                    ") is not a day of that month");
     static constexpr std::array<int, 10> w1 = {3, 7, 6, 1, 8, 9, 4, 5, 2, 1};
     static constexpr std::array<int, 11> w2 = {5, 4, 3, 2, 7, 6, 5, 4, 3, 2, 1};
     int s1 = 0, s2 = 0;

@@ -205,7 +205,7 @@ struct reader {
             if (it != index.by_url.end() && sv(member(*it->second, "resourceType")) == "Patient") {
                 if (const Value* ids = member(*it->second, "identifier")) {
                     auto r = patient_from_identifiers(
-                        *ids, "Patient(" + std::string(ref) + ").identifier", s);
+                        *ids, path + ".subject.reference→Patient.identifier", s);
                     if (!r) return r;
                 }
             }
@@ -263,8 +263,7 @@ struct reader {
         if (const Value* v = member(a, "valueInteger")) {
             if (!v->IsInt()) return mapping_error{"must be an integer", path + ".valueInteger"};
             if (v->GetInt() < 0 || v->GetInt() > 3)
-                return mapping_error{std::to_string(v->GetInt()) + " is out of range (0–3)",
-                                     path + ".valueInteger"};
+                return mapping_error{"out of range (0–3)", path + ".valueInteger"};
             return v->GetInt();
         }
         if (const Value* c = member(a, "valueCoding")) {
@@ -316,9 +315,7 @@ struct reader {
             s.instrument = "GAD-7";
         else
             return mapping_error{q.empty() ? "required (PHQ-9 or GAD-7)"
-                                           : "\"" + std::string(sv(member(res, "questionnaire"))) +
-                                                 "\" is not PHQ-9 (LOINC 44249-1) or GAD-7 "
-                                                 "(69737-5)",
+                                           : "not PHQ-9 (LOINC 44249-1) or GAD-7 (69737-5)",
                                  path + ".questionnaire"};
         const std::string_view status = sv(member(res, "status"));
         if (status != "completed" && status != "amended")
@@ -441,11 +438,10 @@ result<std::vector<inbound_event>> parse_incoming(std::string_view target, std::
     const bool process_message = target == "/$process-message";
     if (process_message && rt != "Bundle")
         return mapping_error{
-            "$process-message takes a Bundle of type message, not " + std::string(rt),
+            "$process-message takes a Bundle of type message, not another resource type",
             "resourceType"};
     if (!target.empty() && !process_message && target.substr(1) != rt)
-        return mapping_error{"\"" + std::string(rt) + "\" posted to " + std::string(target),
-                             "resourceType"};
+        return mapping_error{"not the resource type of " + std::string(target), "resourceType"};
 
     struct item {
         const Value* res;
@@ -481,9 +477,9 @@ result<std::vector<inbound_event>> parse_incoming(std::string_view target, std::
             const std::string_view et = sv(member(*res, "resourceType"));
             if (std::find(accepted_types.begin(), accepted_types.end(), et) == accepted_types.end())
                 return mapping_error{et.empty() ? std::string("required")
-                                                : "resource type \"" + std::string(et) +
-                                                      "\" is not accepted (QuestionnaireResponse, "
-                                                      "Observation, Patient, MessageHeader)",
+                                                : "this resource type is not accepted "
+                                                  "(QuestionnaireResponse, Observation, "
+                                                  "Patient, MessageHeader)",
                                      p + ".resource.resourceType"};
             if (type == "message" && i == 0 && et != "MessageHeader")
                 return mapping_error{"the first entry of a message Bundle must be a MessageHeader",
@@ -497,10 +493,10 @@ result<std::vector<inbound_event>> parse_incoming(std::string_view target, std::
     } else {
         if (std::find(accepted_types.begin(), accepted_types.end(), rt) == accepted_types.end() ||
             rt == "MessageHeader" || rt == "Patient")
-            return mapping_error{"resource type \"" + std::string(rt) +
-                                     "\" is not accepted (QuestionnaireResponse, Observation, or "
-                                     "a Bundle of them)",
-                                 "resourceType"};
+            return mapping_error{
+                "this resource type is not accepted (QuestionnaireResponse, "
+                "Observation, or a Bundle of them)",
+                "resourceType"};
         todo.push_back({&doc, std::string(rt), std::string(rt), ""});
     }
 

@@ -108,6 +108,44 @@ TEST(fhir_inbound, the_process_message_answer_is_a_valid_response_message) {
     EXPECT_STREQ(d["entry"][0]["resource"]["eventCoding"]["code"].GetString(), "score");
 }
 
+// Issue 15 item 3: a refusal names the element and the rule, never the value given there (the
+// reason goes to the error store's list, the log and the OperationOutcome).
+TEST(fhir_inbound, refusals_never_quote_the_value) {
+    const std::string mark = "ZQXMARK";
+    auto why = [](std::string_view target, const std::string& body) {
+        auto r = parse_incoming(target, body, synthetic());
+        EXPECT_FALSE(r) << body;
+        return r ? std::string("<accepted>") : r.error().text();
+    };
+    std::string q = phq9();
+    q.replace(q.find("http://loinc.org/q/44249-1"), 26, "http://x/" + mark);
+    std::string fnr = phq9();
+    fnr.replace(fnr.find("14839134623"), 11, "148391" + mark);
+    std::string month = phq9();
+    month.replace(month.find("14839134623"), 11, "14139134623");
+    std::string obs = R"({"resourceType":"Observation","status":"final",
+        "code":{"coding":[{"system":"http://loinc.org","code":"44261-6"}]},
+        "subject":{"identifier":{"system":"urn:oid:2.16.578.1.12.4.1.4.1","value":"14839134623"}},
+        "basedOn":[{"identifier":{"value":"T-1"}}],"effectiveDateTime":"2026-09-22",
+        "valueInteger":"ZQXMARK"})";
+    for (const auto& [target, body] : std::vector<std::pair<std::string, std::string>>{
+             {"", q},
+             {"", fnr},
+             {"", obs},
+             {"/QuestionnaireResponse", R"({"resourceType":"ZQXMARK"})"},
+             {"", R"({"resourceType":"ZQXMARK"})"},
+             {"/$process-message", R"({"resourceType":"ZQXMARK"})"},
+             {"", R"({"resourceType":"Bundle","type":"transaction","entry":[
+                  {"resource":{"resourceType":"ZQXMARK"}}]})"}}) {
+        std::string text = why(target, body);
+        EXPECT_EQ(text.find(mark), std::string::npos) << text;
+        EXPECT_NE(text.find(':'), std::string::npos) << "names the element: " << text;
+    }
+    std::string text = why("", month);
+    EXPECT_EQ(text.find("14"), std::string::npos) << text;
+    EXPECT_NE(text.find("subject.identifier"), std::string::npos) << text;
+}
+
 TEST(fhir_inbound, invalid_and_hostile_input_is_refused_naming_the_element) {
     auto refused = [](std::string_view target, const std::string& body) {
         auto r = parse_incoming(target, body, synthetic());
@@ -115,16 +153,16 @@ TEST(fhir_inbound, invalid_and_hostile_input_is_refused_naming_the_element) {
         return r ? std::string("<accepted>") : r.error().text();
     };
     EXPECT_EQ(refused("", phq9("2,2,5,2,2,1,2,1,1")),
-              "QuestionnaireResponse.item[2].answer[0].valueInteger: 5 is out of range (0–3)");
+              "QuestionnaireResponse.item[2].answer[0].valueInteger: out of range (0–3)");
     EXPECT_EQ(refused("", phq9("2,2,1")),
               "QuestionnaireResponse.item: PHQ-9 needs 9 answered items, found 3");
     EXPECT_EQ(refused("", phq9("2,2,1,2,2,1,2,1,1", R"("colour":"blue",)")),
               "QuestionnaireResponse.colour: unknown element \"colour\" in QuestionnaireResponse");
     EXPECT_EQ(refused("/QuestionnaireResponse", R"({"resourceType":"Patient"})"),
-              "resourceType: \"Patient\" posted to /QuestionnaireResponse");
+              "resourceType: not the resource type of /QuestionnaireResponse");
     EXPECT_NE(refused("", R"({"resourceType":"Bundle","type":"transaction","entry":[
         {"resource":{"resourceType":"Claim"}}]})")
-                  .find("Bundle.entry[0].resource.resourceType: resource type \"Claim\" is not "
+                  .find("Bundle.entry[0].resource.resourceType: this resource type is not "
                         "accepted"),
               std::string::npos);
     std::string fnr = phq9();
@@ -259,7 +297,7 @@ TEST_F(fhir_source_test, bad_requests_get_an_operation_outcome_and_are_kept_in_t
     ASSERT_TRUE(errs.IsArray()) << errors.body;
     EXPECT_EQ(errs.Size(), 2u) << errors.body;
     EXPECT_NE(errors.body.find("POST /fhir/QuestionnaireResponse: QuestionnaireResponse.item[2]."
-                               "answer[0].valueInteger: 5 is out of range"),
+                               "answer[0].valueInteger: out of range (0–3)"),
               std::string::npos)
         << errors.body;
     EXPECT_NE(errors.body.find("nested deeper than 32"), std::string::npos) << errors.body;

@@ -167,8 +167,7 @@ result<ack_info> read_ack(const message& ack) {
     auto code = ack_code_from(msa->get(1));
     if (!code)
         return parse_error{hl7_error::table_value,
-                           "MSA-1 is \"" + std::string(msa->get(1)) +
-                               "\", not an acknowledgement code (AA, AE, AR, CA, CE, CR)",
+                           "MSA-1 is not an acknowledgement code (AA, AE, AR, CA, CE, CR)",
                            "MSA",
                            0,
                            1,

@@ -144,8 +144,8 @@ result<patient> read_patient(const message& m, const inbound_options& opt) {
         auto check = ident::check_person_id(id, po);
         if (!check)
             return err(hl7_error::data_type,
-                       std::string(dnr ? "the D-number" : "the fødselsnummer") + " in PID-3 (" +
-                           ident::mask(id) + ") is not valid: " + check.reason,
+                       std::string(dnr ? "the D-number" : "the fødselsnummer") +
+                           " in PID-3 is not valid: " + check.reason,
                        "PID", seq, 3, 1);
         bool is_dnr = ident::kind_of(id) == ident::person_id_kind::dnr;
         if (dnr != is_dnr && type != "NNNOR")
@@ -234,10 +234,9 @@ result<std::vector<inbound_attachment>> collect_attachments(const message& m,
         std::string_view encoding = s.get(5, 4);
         std::string_view data = s.get(5, 5);
         if (upper(encoding) != "BASE64")
-            return err(
-                hl7_error::data_type,
-                "OBX-5 (ED) encoding is \"" + std::string(encoding) + "\"; only Base64 is taken",
-                "OBX", i + 1, 5, 4);
+            return err(hl7_error::data_type,
+                       "OBX-5.4 (the ED encoding) is not Base64; only Base64 is taken", "OBX",
+                       i + 1, 5, 4);
         if (data.size() / 4 * 3 > opt.max_attachment_bytes)
             return err(hl7_error::data_type,
                        "the attachment is larger than " + std::to_string(opt.max_attachment_bytes) +
@@ -325,8 +324,7 @@ result<std::vector<inbound_event>> map_inbound(const message& m, const inbound_o
     if (!msh) return err(hl7_error::required_missing, "no MSH segment", "MSH", 1);
     if (!supported_version(m.version()))
         return err(hl7_error::unsupported_version,
-                   "MSH-12 version \"" + std::string(m.version()) +
-                       "\" is not supported (2.3, 2.3.1, 2.4, 2.5, 2.5.1)",
+                   "MSH-12 (the version) is not one supported here (2.3, 2.3.1, 2.4, 2.5, 2.5.1)",
                    "MSH", 1, 12);
     if (m.control_id().empty())
         return err(hl7_error::required_missing, "MSH-10 (message control id) is empty", "MSH", 1,
@@ -344,13 +342,12 @@ result<std::vector<inbound_event>> map_inbound(const message& m, const inbound_o
             m.message_type() == "REF" || m.message_type() == "ORU" || m.message_type() == "MDM"
                 ? hl7_error::unsupported_event
                 : hl7_error::unsupported_message_type,
-            "MSH-9 " + type + " is not taken here (REF^I12, ORU^R01, MDM^T02 are)", "MSH", 1, 9);
+            "MSH-9 (the message type) is not one taken here (REF^I12, ORU^R01, MDM^T02 are)", "MSH",
+            1, 9);
     }
     std::string msg_time = iso_from_dtm(msh->get(7));
     if (msg_time.empty())
-        return err(hl7_error::data_type,
-                   "MSH-7 \"" + std::string(msh->get(7)) + "\" is not an HL7 date/time", "MSH", 1,
-                   7);
+        return err(hl7_error::data_type, "MSH-7 is not an HL7 date/time", "MSH", 1, 7);
     auto pat = read_patient(m, opt);
     if (!pat) return pat.error();
     // The key names the sender too: two systems may both number their messages from 1.
@@ -431,15 +428,13 @@ result<std::vector<inbound_event>> map_inbound(const message& m, const inbound_o
             std::string v(value);
             double score = std::strtod(v.c_str(), &end);
             if (v.empty() || end != v.c_str() + v.size())
-                return err(hl7_error::data_type,
-                           "OBX-5 \"" + v + "\" is not a number (the total score)", "OBX", i + 1,
-                           5);
+                return err(hl7_error::data_type, "OBX-5 is not a number (the total score)", "OBX",
+                           i + 1, 5);
             double max = code == kPhq9 ? 27 : 21;
             if (score < 0 || score > max)
                 return err(hl7_error::data_type,
                            std::string(code == kPhq9 ? "a PHQ-9" : "a GAD-7") +
-                               " total must be 0–" + std::to_string(static_cast<int>(max)) +
-                               ", not " + v,
+                               " total in OBX-5 must be 0–" + std::to_string(static_cast<int>(max)),
                            "OBX", i + 1, 5);
             std::string when = iso_from_dtm(s.get(14));
             if (when.empty() && obr) when = iso_from_dtm(obr->get(7));

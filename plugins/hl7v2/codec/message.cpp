@@ -390,9 +390,8 @@ result<message> parse_lines(const std::vector<line>& lines, std::size_t begin, s
     auto cs = charset_from_msh18(raw_msh18(first, msg.seps), opt.default_charset);
     if (!cs)
         return make_error(hl7_error::table_value,
-                          "MSH-18 names a character set this endpoint does not support: \"" +
-                              std::string(raw_msh18(first, msg.seps)) +
-                              "\" (supported: UNICODE UTF-8, 8859/1, ASCII)",
+                          "MSH-18 names a character set this endpoint does not support (supported: "
+                          "UNICODE UTF-8, 8859/1, ASCII)",
                           "MSH", 1, 18);
     msg.chars = *cs;
     segment_parser p{msg.seps, msg.chars, opt.lim, {}, {}, {}, {}, {}, {}};

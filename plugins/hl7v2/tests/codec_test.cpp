@@ -1,5 +1,6 @@
 // HL7 v2 codec: parsing, serialising, escapes, character sets, batches, limits, ACKs and MLLP.
 #include "hl7v2/codec/ack.hpp"
+#include "hl7v2/codec/mapping.hpp"
 #include "hl7v2/codec/message.hpp"
 #include "hl7v2/codec/mllp.hpp"
 
@@ -36,6 +37,51 @@ TEST(hl7v2_parse, fields_components_repetitions_subcomponents) {
     EXPECT_EQ(z->get(2, 2, 2), "sub");
     EXPECT_EQ(m->find("MSH")->get(1), "|");
     EXPECT_EQ(m->find("MSH")->get(2), "^~\\&");
+}
+
+// Issue 15 item 3: a refusal (the error store's reason, the log line, the ACK's ERR text) names
+// the segment, the field and the rule, never what the field holds.
+TEST(hl7v2_inbound, refusals_name_the_field_never_its_content) {
+    const std::string mark = "ZQXMARK";
+    auto msh = [](const std::string& type, const std::string& time, const std::string& version) {
+        return "MSH|^~\\&|EPJ|K|SAMBAND|RPH|" + time + "||" + type + "|C1|P|" + version + "\r";
+    };
+    const std::string pid =
+        "PID|1||14839134623^^^^FNR||Nordmann^Kari\r"
+        "PV1|1|O|||||||||||||||||T-1\r";
+    const std::string obx = "OBX|1|NM|44261-6^PHQ-9^LN||";
+    inbound_options opt;
+    opt.allow_synthetic_ids = true;
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"MSH-7", msh("ORU^R01", "2026" + mark, "2.5") + pid + obx + "12\r"},
+        {"MSH-9", msh("ADT^" + mark, "20261124", "2.5") + pid},
+        {"MSH-12", msh("ORU^R01", "20261124", "2." + mark) + pid},
+        {"OBX-5", msh("ORU^R01", "20261124", "2.5") + pid + obx + mark + "\r"},
+        {"OBX-5", msh("ORU^R01", "20261124", "2.5") + pid + obx + "9917\r"},
+        {"OBX-5", msh("ORU^R01", "20261124", "2.5") + pid + "OBX|1|ED|DOC^Brev||^application^pdf^" +
+                      mark + "^QUJD\r"},
+        {"PID-3", msh("ORU^R01", "20261124", "2.5") + "PID|1||14139134623^^^^FNR\r" +
+                      "PV1|1|O|||||||||||||||||T-1\r" + obx + "12\r"},
+    };
+    for (const auto& [field, text] : cases) {
+        auto m = parse(text);
+        ASSERT_TRUE(m) << m.error().describe();
+        auto r = map_inbound(*m, opt);
+        ASSERT_FALSE(r) << text;
+        std::string why = r.error().describe();
+        EXPECT_NE(why.find(field), std::string::npos) << why;
+        for (const char* secret : {"ZQXMARK", "9917", "1413"})
+            EXPECT_EQ(why.find(secret), std::string::npos) << why;
+    }
+    auto cs = parse("MSH|^~\\&|EPJ|K|SAMBAND|RPH|20261124||ORU^R01|C1|P|2.5||||||" + mark + "\r");
+    ASSERT_FALSE(cs);
+    EXPECT_NE(cs.error().describe().find("MSH-18"), std::string::npos) << cs.error().describe();
+    EXPECT_EQ(cs.error().describe().find(mark), std::string::npos) << cs.error().describe();
+    auto ack = parse("MSH|^~\\&|A|B|C|D|20261124||ACK|X1|P|2.5\rMSA|" + mark + "|C1\r");
+    ASSERT_TRUE(ack) << ack.error().describe();
+    auto info = read_ack(*ack);
+    ASSERT_FALSE(info);
+    EXPECT_EQ(info.error().describe().find(mark), std::string::npos) << info.error().describe();
 }
 
 TEST(hl7v2_parse, serialise_round_trips_byte_exact) {

@@ -53,6 +53,24 @@ TEST(http_mapping, maps_a_vendor_body_to_an_envelope) {
     EXPECT_STREQ(rapidjson::Pointer("/data/consent_gp").Get(d)->GetString(), "given");
 }
 
+// Issue 15 item 3: every refusal names the vendor's field and the rule, never a value in the body
+// (the reason goes to the error store's list, the log and the 422 body).
+TEST(http_mapping, refusals_never_quote_a_value) {
+    auto m = from(kRules);
+    const std::string mark = "ZQXMARK";
+    for (const char* body :
+         {R"({"eventId":{"v":"ZQXMARK"},"at":"x","patient":{"ssn":"ZQXMARK"}})",
+          R"({"eventId":"","at":"ZQXMARK","patient":{"ssn":"ZQXMARK"}})",
+          R"({"eventId":"k","at":["ZQXMARK"],"patient":{"ssn":"ZQXMARK"}})",
+          R"({"eventId":"k","at":"2026-11-02","patient":"ZQXMARK"})",
+          R"({"eventId":"k","at":"2026-11-02","patient":{"ssn":"ZQXMARK"},"episode":"ZQXMARK"})",
+          R"({"ZQXMARK": )", R"(["ZQXMARK"])"}) {
+        auto r = map_body(m, body, "", "2026-12-01T00:00:00Z");
+        ASSERT_NE(r.error, "") << body;
+        EXPECT_EQ(r.error.find(mark), std::string::npos) << r.error;
+    }
+}
+
 TEST(http_mapping, the_header_key_wins_and_the_time_of_receipt_fills_in) {
     auto m = from(R"({"path":"/x","type":"rph.session.attended",
                       "fields":{"/data/treatment_id":"/case"}})");

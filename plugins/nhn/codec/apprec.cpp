@@ -105,8 +105,7 @@ codec_result<receipt> parse_apprec(const schema_set& schemas, std::string_view x
         r.status = apprec_status::ok_with_errors;
     else
         return make_error(codec_errc::unsupported_message,
-                          "Apprec Status V=\"" + v.substr(0, 20) +
-                              "\" is not 1 (OK), 2 (Avvist) or 3 (OK, feil i delmelding)",
+                          "Apprec Status V is not 1 (OK), 2 (Avvist) or 3 (OK, feil i delmelding)",
                           static_cast<int>(xmlGetLineNo(st)));
     for (auto* e = child(root, "Error", ns); e; e = next_sibling(e, "Error", ns))
         r.errors.push_back({attr(e, "V"), attr(e, "DN"), attr(e, "S"), attr(e, "OT")});

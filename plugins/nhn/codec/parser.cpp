@@ -249,8 +249,8 @@ codec_result<incoming_message> parse_message(const schema_set& schemas, std::str
             const xmlNode* b64 = child(content, "Base64Container", nm::base64_ns);
             if (b64 == nullptr)
                 return make_error(codec_errc::unsupported_message,
-                                  "attachment " + std::to_string(n_att) + " (" + a.filename +
-                                      ") has no Base64Container (FileReference is not supported)",
+                                  "attachment " + std::to_string(n_att) +
+                                      " has no Base64Container (FileReference is not supported)",
                                   line);
             auto bytes = base64_decode(text(b64), limits.max_bytes);
             if (!bytes) {

@@ -147,6 +147,27 @@ TEST(NhnParser, HelsefagligDialogFromGpMapsToReferralWithAttachments) {
                  "8b628fc6410a8617083a6a265c4d9ac6c8f501aa378d8137e9aae0403db95d39");
 }
 
+// Issue 15 item 3: an attachment the parser refuses is named by its number, not by the name
+// given in the message (a file name may name the patient).
+TEST(NhnParser, AnAttachmentWithoutContentIsRefusedByNumberNotByName) {
+    std::string xml = read_file(shared(dm11));
+    const std::string mark = "ZQXMARK";
+    auto d = xml.find("small2.pdf</Description>");
+    ASSERT_NE(d, std::string::npos);
+    xml.replace(d, 10, mark + ".pdf");
+    auto b = xml.find("<Base64Container");
+    auto e = xml.find("</Base64Container>");
+    ASSERT_TRUE(b != std::string::npos && e != std::string::npos);
+    xml.replace(b, e + 18 - b, "<Other xmlns=\"urn:x\">" + mark + "</Other>");
+    auto m = the_codec().parse(xml);
+    ASSERT_FALSE(m);
+    EXPECT_EQ(m.error().message.find(mark), std::string::npos) << m.error().message;
+    if (m.error().code == codec_errc::unsupported_message) {
+        EXPECT_NE(m.error().message.find("attachment 1 has no Base64Container"), std::string::npos)
+            << m.error().message;
+    }
+}
+
 TEST(NhnParser, HelsefagligDialogFromANonGpHasNoEventMapping) {
     auto m = the_codec().parse(read_file(shared(dm11))).value();
     event_context ctx;

@@ -116,11 +116,14 @@ TEST(rph_render, d_number_patient_and_information_request_message_type) {
     EXPECT_STREQ(d["note"]["kind"].GetString(), "foresporsel");
 }
 
-TEST(rph_render, unknown_therapist_is_an_error_naming_the_hpr_number) {
+// Issue 15 item 3: the reason names the field and the rule, never the number given.
+TEST(rph_render, unknown_therapist_is_an_error_naming_the_field_not_the_number) {
     auto r = make({{"Jon", "Sykepleier", "Psykiatrisk sykepleier", "9911002", "+4799000002"}})
                  .render(read("config/demo/events/02-kari-start.json"));
     EXPECT_FALSE(r.ok);
-    EXPECT_NE(r.error.find("9911001"), std::string::npos) << r.error;
+    EXPECT_EQ(r.error.find("9911001"), std::string::npos) << r.error;
+    EXPECT_NE(r.error.find("not in the rph endpoint's therapist list"), std::string::npos)
+        << r.error;
     EXPECT_NE(r.error.find("/data/therapist/hpr"), std::string::npos) << r.error;
 }
 

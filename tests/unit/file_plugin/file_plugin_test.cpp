@@ -857,10 +857,41 @@ TEST_F(file_plugin_test, source_refuses_an_event_whose_attachment_file_is_missin
     ASSERT_EQ(p.start(), SAMBAND_OK);
     ASSERT_TRUE(wait_for([&] { return fs::exists(root_ / "in" / "error" / "m.json.reason"); }));
     ASSERT_TRUE(wait_for([&] { return fs::exists(root_ / "in" / "error" / "u.json.reason"); }));
-    EXPECT_NE(read_file(root_ / "in" / "error" / "m.json.reason").find("nope.pdf"),
+    // Named by its place in the event and the rule, not by the name given (issue 15 item 3).
+    EXPECT_NE(read_file(root_ / "in" / "error" / "m.json.reason")
+                  .find("/attachments/0/file: the file is not in the inbox"),
+              std::string::npos)
+        << read_file(root_ / "in" / "error" / "m.json.reason");
+    EXPECT_EQ(read_file(root_ / "in" / "error" / "m.json.reason").find("nope"), std::string::npos);
+    EXPECT_NE(read_file(root_ / "in" / "error" / "u.json.reason")
+                  .find("/attachments/0/file: must be a plain file name in the inbox"),
+              std::string::npos)
+        << read_file(root_ / "in" / "error" / "u.json.reason");
+    EXPECT_EQ(read_file(root_ / "in" / "error" / "u.json.reason").find("secret"),
               std::string::npos);
     EXPECT_EQ(host_.submission_count(), 0u) << "nothing outside the inbox reaches the host";
     EXPECT_TRUE(fs::exists(root_ / "secret.txt"));
+}
+
+// Issue 15 item 5: a host that answers RETRY (a full attachment folder) is not hammered: the file
+// stays and is offered again after a delay doubling from poll_ms (10 ms here), and is taken as
+// soon as the host can.
+TEST_F(file_plugin_test, source_backs_off_a_file_the_host_asks_to_retry) {
+    fs::create_directories(root_ / "in");
+    drop_file(root_ / "in", "x.json", kEnvelope);
+    host_.set_policy({SAMBAND_OK, SAMBAND_RETRY, "the attachment folder cannot be written now"});
+    plugin_instance p(desc_, host_, inbox_config());
+    ASSERT_EQ(p.create_status(), SAMBAND_OK) << p.create_error();
+    ASSERT_EQ(p.start(), SAMBAND_OK);
+    // Delays 10, 20, 40, ... ms: about 7 offers in a second; without the back-off, one per answer
+    // (thousands).
+    EXPECT_FALSE(wait_for([&] { return host_.submission_count() >= 15; }, 1000ms))
+        << host_.submission_count() << " offers in 1 s";
+    std::size_t offers = host_.submission_count();
+    EXPECT_GE(offers, 3u);
+    EXPECT_TRUE(fs::exists(root_ / "in" / "x.json")) << "the file stays while the host says RETRY";
+    host_.set_policy({SAMBAND_OK, SAMBAND_OK, {}});
+    EXPECT_TRUE(wait_for([&] { return fs::exists(root_ / "in" / "done" / "x.json"); }, 15000ms));
 }
 
 TEST_F(file_plugin_test, source_stop_returns_promptly_and_submits_nothing_after) {

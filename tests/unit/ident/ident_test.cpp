@@ -39,8 +39,17 @@ TEST(ident, each_failed_check_is_named) {
               std::string::npos);
     EXPECT_NE(check_person_id("14839134613", {.allow_synthetic = true}).reason.find("k1"),
               std::string::npos);
-    EXPECT_NE(check_person_id("32019012345").reason.find("day 32"), std::string::npos);
-    EXPECT_NE(check_person_id("01139012345").reason.find("month 13"), std::string::npos);
+    EXPECT_NE(check_person_id("32019012345").reason.find("the day (digits 1-2)"),
+              std::string::npos);
+    EXPECT_NE(check_person_id("01139012345").reason.find("the month (digits 3-4) is not 01-12"),
+              std::string::npos);
+    // Issue 15 item 3: a reason names the part and the rule, never the digits.
+    for (const char* bad : {"32019012345", "01139012345", "14839134624", "14839134613"}) {
+        std::string why = check_person_id(bad).reason;
+        EXPECT_EQ(why.find(std::string(bad).substr(0, 4)), std::string::npos) << why;
+        EXPECT_EQ(why.find(" 32"), std::string::npos) << why;
+        EXPECT_EQ(why.find(" 13"), std::string::npos) << why;
+    }
     EXPECT_EQ(kind_of("57048806165"), person_id_kind::dnr);
     EXPECT_NE(check_person_id("77048806165", {.allow_synthetic = true}).reason.find("D-number"),
               std::string::npos);
