@@ -8,8 +8,11 @@ as ratios. Two imports of the same rows (UTF-8 with a BOM, `;`, CRLF, æøå, ev
 quoted line break): the first stores every row (each an event committed by the host), the second
 finds every row already known (parsed, validated and looked up, nothing stored). Timed from the
 rename into the inbox to the file's move to done/. Events are routed nowhere (import only).
-Also bench_csv_parse (build/bench/csv): the plugin's decode, parse and per-cell conversions alone,
-to show how much of a row's cost is the CSV work and how much is the host's submit and commit.
+Also bench_csv_validate (build/bench/csv): what the goal names, rows parsed and validated: the real
+csv plugin, loaded as the daemon loads it, imports the same sheet and the host validates every row
+as ingest does (ingest::validate_envelope with config/schemas), answered without a commit. And
+bench_csv_parse: the plugin's decode, parse and per-cell conversions alone, to show how much of a
+row's cost is the CSV work and how much is the host's validation, submit and commit.
 Writes bench/results/csv-<timestamp>.{json,md}. Usage: bench/csv/run.py [--quick] [--window N]
 """
 import importlib.util, json, os, re, signal, subprocess, sys, tempfile, time
@@ -18,6 +21,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, "build", "bin", "samband")
 PLUGINS = os.path.join(ROOT, "build", "plugins")
 PARSE_BENCH = os.path.join(ROOT, "build", "bench", "csv", "bench_csv_parse")
+VALIDATE_BENCH = os.path.join(ROOT, "build", "bench", "csv", "bench_csv_validate")
 QUICK = "--quick" in sys.argv
 WINDOW = int(sys.argv[sys.argv.index("--window") + 1]) if "--window" in sys.argv else 256
 FNRS = ["14839134623", "02918502265", "28860370052", "09817045860", "30899926664", "05920763059"]
@@ -91,7 +95,8 @@ def import_file(tmp, log, name, data, n):
 
 def main():
     if not os.path.exists(os.path.join(PLUGINS, "samband_plugin_csv.so")):
-        sys.exit("build first: cmake --build build --target samband samband_plugin_csv bench_csv_parse")
+        sys.exit("build first: cmake --build build --target samband samband_plugin_csv bench_csv_parse "
+                 "bench_csv_validate")
     r = {"machine": os.uname().nodename, "cores": os.cpu_count(), "quick": QUICK, "window": WINDOW,
          "loadavg_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,6 +107,10 @@ def main():
     if os.path.exists(PARSE_BENCH):
         r["parse_only"] = json.loads(subprocess.run([PARSE_BENCH, str(n)], check=True, capture_output=True,
                                                     text=True).stdout)
+    if os.path.exists(VALIDATE_BENCH):
+        r["parsed_and_validated"] = json.loads(subprocess.run(
+            [VALIDATE_BENCH, os.path.join(PLUGINS, "samband_plugin_csv.so"), os.path.join(ROOT, "config", "schemas"),
+             str(n)], check=True, capture_output=True, text=True).stdout)
     data = sheet(n)
     r["rows"], r["file_bytes"] = n, len(data)
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,7 +125,10 @@ def main():
     r["re_import"] = {"seconds": round(s2, 2), "rows_per_s": round(n / s2), "counts": c2}
     r["ratio_first_import_vs_single_commit_baseline"] = round(n / s1 / max(1, single), 2)
     r["ratio_first_import_vs_batched_baseline"] = round(n / s1 / max(1, batched), 3)
-    r["goals"] = {"rows_per_s_at_least_50000_first_import": n / s1 >= 50000,
+    pv = r.get("parsed_and_validated", {}).get("rows_per_s", 0)
+    r["ratio_parsed_and_validated_vs_batched_baseline"] = round(pv / max(1, batched), 2)
+    r["goals"] = {"rows_per_s_at_least_50000_parsed_and_validated": pv >= 50000,
+                  "rows_per_s_at_least_50000_first_import": n / s1 >= 50000,
                   "rows_per_s_at_least_50000_re_import": n / s2 >= 50000,
                   "every_row_imported_once": c1 == [n, n, 0, 0] and c2 == [n, 0, n, 0]}
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
@@ -133,8 +145,9 @@ commits/s (synchronous=FULL), {r['baseline_sqlite_8k_rows_per_s_batched_100']} r
 
 | measure | value | goal |
 |---|---|---|
-| first import: rows/s parsed, validated and committed | {f['rows_per_s']} ({r['ratio_first_import_vs_single_commit_baseline']}× single commits, {r['ratio_first_import_vs_batched_baseline']}× batched rows) | ≥ 50,000 |
-| re-import: rows/s parsed, validated, found already known | {g['rows_per_s']} | ≥ 50,000 |
+| the goal's measure: rows/s parsed by the plugin and validated by the host, not committed (bench_csv_validate) | {pv} ({r['ratio_parsed_and_validated_vs_batched_baseline']}× batched rows) | ≥ 50,000 |
+| first import: rows/s parsed, validated and committed | {f['rows_per_s']} ({r['ratio_first_import_vs_single_commit_baseline']}× single commits, {r['ratio_first_import_vs_batched_baseline']}× batched rows) | |
+| re-import: rows/s parsed, validated, found already known | {g['rows_per_s']} | |
 | counts (rows, imported, known, refused) | {f['counts']} / {g['counts']} | |
 | the CSV work alone (bench_csv_parse: decode, parse, conversions) | {r.get('parse_only', {}).get('rows_per_s', 'not built')} rows/s | |
 """

@@ -54,7 +54,7 @@ boost::system::result<void, std::string> schema_set::add(const std::string& name
     e->source = std::make_unique<rapidjson::Document>();
     if (std::string err = json::parse(schema_json, *e->source); !err.empty()) return err;
     if (!e->source->IsObject()) return std::string("a JSON Schema must be an object");
-    e->schema = std::make_unique<rapidjson::SchemaDocument>(*e->source);
+    e->idle.push_back(std::make_unique<compiled>(*e->source));
     schemas_[name] = e;
     return {};
 }
@@ -73,7 +73,7 @@ schema_set schema_set::load_dir(const std::string& dir) {
         e->source = std::make_unique<rapidjson::Document>();
         if (std::string err = json::parse(ss.str(), *e->source); !err.empty())
             throw std::runtime_error("schemas: " + entry.path().string() + ": " + err);
-        e->schema = std::make_unique<rapidjson::SchemaDocument>(*e->source);
+        e->idle.push_back(std::make_unique<compiled>(*e->source));
         out.schemas_[entry.path().stem().string()] = e;
     }
     return out;
@@ -83,11 +83,28 @@ std::optional<std::string> schema_set::validate(const std::string& name,
                                                 const rapidjson::Value& doc) const {
     auto it = schemas_.find(name);
     if (it == schemas_.end()) return "no schema named " + name;
-    rapidjson::SchemaValidator validator(*it->second->schema);
+    entry& e = *it->second;
+    std::unique_ptr<compiled> c;
     {
-        std::lock_guard lock(it->second->mu);
-        if (doc.Accept(validator)) return std::nullopt;
+        std::lock_guard lock(e.mu);
+        if (!e.idle.empty()) {
+            c = std::move(e.idle.back());
+            e.idle.pop_back();
+        }
     }
+    if (!c) c = std::make_unique<compiled>(*e.source);
+    // Back to the idle copies when this returns, after the error is read from the validator.
+    struct give_back {
+        entry& e;
+        std::unique_ptr<compiled>& c;
+        ~give_back() {
+            c->validator.Reset();
+            std::lock_guard lock(e.mu);
+            e.idle.push_back(std::move(c));
+        }
+    } back{e, c};
+    rapidjson::SchemaValidator& validator = c->validator;
+    if (doc.Accept(validator)) return std::nullopt;
 
     rapidjson::StringBuffer docptr, schemaptr;
     validator.GetInvalidDocumentPointer().StringifyUriFragment(docptr);
@@ -96,8 +113,7 @@ std::optional<std::string> schema_set::validate(const std::string& name,
                             ? std::string("/")
                             : std::string(docptr.GetString() + 1);  // drop the leading '#'
     std::string keyword = validator.GetInvalidSchemaKeyword();
-    const rapidjson::Value* schema_node =
-        validator.GetInvalidSchemaPointer().Get(*it->second->source);
+    const rapidjson::Value* schema_node = validator.GetInvalidSchemaPointer().Get(*e.source);
     const rapidjson::Value* doc_node = validator.GetInvalidDocumentPointer().Get(doc);
 
     std::string msg;

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace samband::codec {
 
@@ -45,12 +46,19 @@ public:
     std::size_t size() const { return schemas_.size(); }
 
 private:
+    // A compiled schema with its validator. RapidJSON 1.1 keeps a "pattern" regex's match state
+    // inside the SchemaDocument, so one compiled copy serves one validation at a time.
+    struct compiled {
+        explicit compiled(const rapidjson::Document& source) : schema(source), validator(schema) {}
+        rapidjson::SchemaDocument schema;
+        rapidjson::SchemaValidator validator;
+    };
     struct entry {
         std::unique_ptr<rapidjson::Document> source;
-        std::unique_ptr<rapidjson::SchemaDocument> schema;
-        // RapidJSON 1.1 keeps a "pattern" regex's match state inside the SchemaDocument: one
-        // validation at a time per schema.
+        // Idle compiled copies: a validation takes one (compiling another when every copy is in
+        // use on another thread) and gives it back, so threads never wait for each other.
         std::mutex mu;
+        std::vector<std::unique_ptr<compiled>> idle;
     };
     std::map<std::string, std::shared_ptr<entry>> schemas_;
 };

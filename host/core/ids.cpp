@@ -27,11 +27,15 @@ std::string uuid_v7() {
     }
     b[6] = static_cast<unsigned char>(0x70 | (b[6] & 0x0f));
     b[8] = static_cast<unsigned char>(0x80 | (b[8] & 0x3f));
-    char out[37];
-    std::snprintf(out, sizeof out,
-                  "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-                  b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-                  b[14], b[15]);
+    // 8-4-4-4-12 hex digits (snprintf with 16 conversions was a visible part of each submit).
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(36);
+    for (int i = 0; i < 16; ++i) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
+        out += hex[b[i] >> 4];
+        out += hex[b[i] & 0xf];
+    }
     return out;
 }
 

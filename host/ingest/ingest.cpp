@@ -117,29 +117,55 @@ std::string check_calendar(std::string_view s) {
     return {};
 }
 
+// Where check_dates is in the event: the chain of member names and indexes from the root, made
+// into a JSON Pointer only for a failure (building it for every member cost more than the check).
+struct place {
+    const place* up;
+    std::string_view key;  // a member's name; unused for an array element
+    std::size_t index;
+    bool element;
+};
+
+std::string pointer_of(const place* at) {
+    std::vector<const place*> chain;
+    for (; at; at = at->up) chain.push_back(at);
+    std::string p;
+    for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+        p += '/';
+        if ((*it)->element) {
+            p += std::to_string((*it)->index);
+            continue;
+        }
+        for (char c : (*it)->key) {
+            if (c == '~')
+                p += "~0";
+            else if (c == '/')
+                p += "~1";
+            else
+                p += c;
+        }
+    }
+    return p.empty() ? std::string("/") : p;
+}
+
 // Every date-shaped string in the event, by JSON Pointer.
-std::string check_dates(const rapidjson::Value& v, const std::string& path, int depth = 0) {
+std::string check_dates(const rapidjson::Value& v, const place* at = nullptr, int depth = 0) {
     if (depth > 64) return {};
     if (v.IsString()) {
         std::string why = check_calendar(std::string_view(v.GetString(), v.GetStringLength()));
-        return why.empty() ? std::string() : (path.empty() ? "/" : path) + ": " + why;
+        return why.empty() ? std::string() : pointer_of(at) + ": " + why;
     }
     if (v.IsObject()) {
         for (const auto& m : v.GetObject()) {
-            std::string key(m.name.GetString(), m.name.GetStringLength());
-            std::string p = path + "/";
-            for (char c : key)
-                p += c == '~'   ? std::string("~0")
-                     : c == '/' ? std::string("~1")
-                                : std::string(1, c);
-            if (std::string e = check_dates(m.value, p, depth + 1); !e.empty()) return e;
+            place here{at, std::string_view(m.name.GetString(), m.name.GetStringLength()), 0,
+                       false};
+            if (std::string e = check_dates(m.value, &here, depth + 1); !e.empty()) return e;
         }
     } else if (v.IsArray()) {
-        rapidjson::SizeType i = 0;
+        std::size_t i = 0;
         for (const auto& e : v.GetArray()) {
-            if (std::string w = check_dates(e, path + "/" + std::to_string(i++), depth + 1);
-                !w.empty())
-                return w;
+            place here{at, {}, i++, true};
+            if (std::string w = check_dates(e, &here, depth + 1); !w.empty()) return w;
         }
     }
     return {};
@@ -223,7 +249,7 @@ boost::system::result<rapidjson::Document, std::string> validate_envelope(
     if (data_it == doc.MemberEnd()) return std::string("/data: required field is missing");
     if (auto err = schemas_.validate(type, data_it->value)) return "/data" + *err;
     if (std::string e = check_rph(type, data_it->value); !e.empty()) return e;
-    if (std::string e = check_dates(doc, ""); !e.empty()) return e;
+    if (std::string e = check_dates(doc); !e.empty()) return e;
 
     auto subj = doc.FindMember("subject");
     if (subj == doc.MemberEnd() || !subj->value.IsObject() ||
@@ -386,8 +412,18 @@ void ingest::submit(std::string_view source, plugin::submission sub,
     ev.attachments = std::move(atts);
 
     if (ev.deliveries.empty()) {
-        log_.info("ingest.no_route", "no route matches; event kept without deliveries",
-                  {{"event", ev.id}, {"source", source}, {"type", ev.type}});
+        // At info once per source and type (an import-only endpoint would otherwise log every
+        // row), at debug after that.
+        bool first;
+        {
+            std::lock_guard lock(mu_);
+            first = no_route_told_.insert(ev.source + '\x1f' + ev.type).second;
+        }
+        log_.log(first ? core::log_level::info : core::log_level::debug, "ingest.no_route",
+                 first ? "no route matches; event kept without deliveries (said once per source "
+                         "and type; later ones at debug)"
+                       : "no route matches; event kept without deliveries",
+                 {{"event", ev.id}, {"source", source}, {"type", ev.type}});
     }
     std::string id = ev.id, type = ev.type, src(source), treatment = ev.treatment_id;
     ++pending_;
@@ -423,11 +459,13 @@ void ingest::submit(std::string_view source, plugin::submission sub,
             r.event_id = out.event_id;
             r.duplicate = out.duplicate;
             if (out.duplicate) {
-                log_.info("ingest.duplicate", "duplicate idempotency key; first event kept",
-                          {{"event", out.event_id}, {"source", src}});
+                log_.debug("ingest.duplicate", "duplicate idempotency key; first event kept",
+                           {{"event", out.event_id}, {"source", src}});
             } else {
-                log_.info("ingest.accepted", "event stored",
-                          {{"event", out.event_id}, {"source", src}, {"type", type}});
+                // Per event at debug: every accepted event is in the audit trail already, and a
+                // line per event at info cost a write per row of a bulk import.
+                log_.debug("ingest.accepted", "event stored",
+                           {{"event", out.event_id}, {"source", src}, {"type", type}});
                 if (obs.accepted) obs.accepted(src, type);
             }
         }

@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -93,6 +94,7 @@ private:
     core::logger& log_;
     mutable std::mutex mu_;
     std::shared_ptr<route_fn> routes_;
+    std::set<std::string> no_route_told_;  // "source\x1ftype" already logged at info
     observers obs_;
     std::atomic<bool> stopping_{false};
     std::atomic<std::size_t> pending_{0};

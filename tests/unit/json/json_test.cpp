@@ -145,4 +145,30 @@ TEST(SchemaSet, ValidatesFromManyThreadsAtOnce) {
     EXPECT_EQ(wrong.load(), 0) << "verdicts that differ from a single thread's";
 }
 
+// Validations reuse compiled copies of a schema (and their validators): each starts clean, so a
+// failure names its own field and never one left from the validation before it.
+TEST(SchemaSet, EachValidationStartsCleanAfterAFailure) {
+    samband::codec::schema_set set;
+    ASSERT_TRUE(set.add("t", R"({"type": "object", "required": ["fnr"], "properties": {
+        "fnr": {"type": "string", "pattern": "^[0-9]{11}$"},
+        "score": {"type": "integer", "maximum": 27}}})"));
+    rapidjson::Document bad_fnr, bad_score, missing, good;
+    bad_fnr.Parse(R"({"fnr": "1234567890x", "score": 3})");
+    bad_score.Parse(R"({"fnr": "12345678901", "score": 31})");
+    missing.Parse(R"({"score": 3})");
+    good.Parse(R"({"fnr": "12345678901", "score": 27})");
+    for (int round = 0; round < 3; ++round) {
+        auto e1 = set.validate("t", bad_fnr);
+        ASSERT_TRUE(e1);
+        EXPECT_EQ(*e1, "/fnr: \"1234567890x\" fails pattern \"^[0-9]{11}$\"");
+        EXPECT_FALSE(set.validate("t", good));
+        auto e2 = set.validate("t", bad_score);
+        ASSERT_TRUE(e2);
+        EXPECT_EQ(*e2, "/score: 31 is greater than the maximum 27");
+        auto e3 = set.validate("t", missing);
+        ASSERT_TRUE(e3);
+        EXPECT_EQ(*e3, "/fnr: required field is missing");
+    }
+}
+
 }  // namespace
