@@ -4,7 +4,8 @@
 // the host never waits on the network) with `Idempotency-Key: <delivery id>` (the same on every
 // attempt), the configured authentication (a bearer token, an HMAC-SHA256 signature, or an OAuth2
 // access token got by client credentials; keys from the host's secrets) and TLS verified against
-// the system's or a configured CA. The answer
+// the system's or a configured CA, with a client certificate for mutual TLS when the vendor asks
+// for one (`client_cert`, `client_key`: each from a file or a host secret). The answer
 // decides: 2xx delivered; 408, 429 and 5xx retried (a Retry-After that ends before the attempt's
 // deadline is waited out here and the request repeated with the same key, otherwise the host's
 // backoff applies); any other status is permanent, with the body's text as the reason; network
@@ -14,8 +15,10 @@
 #include <samband/json.hpp>
 #include <samband/sdk.hpp>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/ssl.h>
 #include <rapidjson/document.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
@@ -34,8 +37,10 @@
 #include <condition_variable>
 #include <ctime>
 #include <deque>
+#include <fstream>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 namespace {
@@ -160,6 +165,16 @@ public:
             "url": {"type": "string", "description": "sink: the vendor's webhook (https://)"},
             "allow_plain_http": {"type": "boolean", "default": false},
             "ca_file": {"type": "string", "description": "sink: PEM CAs to verify the vendor"},
+            "client_cert": {
+              "type": "object",
+              "description": "sink, mutual TLS: the client certificate (PEM chain) from a file or a host secret",
+              "properties": {"file": {"type": "string"}, "secret": {"type": "string"}}
+            },
+            "client_key": {
+              "type": "object",
+              "description": "sink, mutual TLS: the client certificate's unencrypted PEM key from a file or a host secret",
+              "properties": {"file": {"type": "string"}, "secret": {"type": "string"}}
+            },
             "timeout_ms": {"type": "integer", "minimum": 100, "default": 10000},
             "workers": {"type": "integer", "minimum": 1, "maximum": 64, "default": 4},
             "auth": {
@@ -331,9 +346,81 @@ public:
                 throw error(SAMBAND_INVALID,
                             "http plugin: cannot load CA certificates: " + ec.message());
         }
+        load_client_certificate(d);
     }
 
     ~http_plugin() { stop(); }
+
+    // Mutual TLS: `client_cert` (a PEM chain) and `client_key` (its unencrypted PEM key), each
+    // {"file": PATH} or {"secret": NAME}, shown to a vendor (or token endpoint) that asks for a
+    // client certificate. Errors name the setting and never quote the key.
+    void load_client_certificate(const rapidjson::Value& d) {
+        auto pem = [&](const char* k, std::string& from) -> std::optional<std::string> {
+            auto it = d.FindMember(k);
+            if (it == d.MemberEnd()) return std::nullopt;
+            const rapidjson::Value& v = it->value;
+            auto text = [&](const char* m) -> std::string {
+                auto f = v.FindMember(m);
+                if (f == v.MemberEnd()) return {};
+                if (!f->value.IsString() || f->value.GetStringLength() == 0)
+                    throw error(SAMBAND_INVALID, std::string("http plugin: \"") + k + "\"." + m +
+                                                     " must be a non-empty string");
+                return f->value.GetString();
+            };
+            std::string file = v.IsObject() ? text("file") : std::string();
+            std::string secret = v.IsObject() ? text("secret") : std::string();
+            if (file.empty() == secret.empty())
+                throw error(SAMBAND_INVALID, std::string("http plugin: \"") + k +
+                                                 "\" must be {\"file\": PATH} or {\"secret\": "
+                                                 "NAME} (one of the two)");
+            if (!file.empty()) {
+                from = std::string(k) + ".file " + file;
+                std::ifstream in(file, std::ios::binary);
+                std::stringstream ss;
+                ss << in.rdbuf();
+                if (!in || ss.str().empty())
+                    throw error(SAMBAND_INVALID, "http plugin: " + from + " cannot be read");
+                return ss.str();
+            }
+            from = std::string(k) + ".secret " + secret;
+            auto value = host_.secret(secret);
+            if (!value || value->empty())
+                throw error(SAMBAND_INVALID,
+                            "http plugin: the host has no secret \"" + secret + "\" (" + k + ")");
+            return value;
+        };
+        std::string cert_from, key_from;
+        auto cert = pem("client_cert", cert_from);
+        auto key = pem("client_key", key_from);
+        struct wipe {  // the key's text does not outlive the context that copied it
+            std::optional<std::string>& s;
+            ~wipe() {
+                if (s && !s->empty()) OPENSSL_cleanse(s->data(), s->size());
+            }
+        } wipe_key{key};
+        if (cert.has_value() != key.has_value())
+            throw error(SAMBAND_INVALID,
+                        "http plugin: \"client_cert\" and \"client_key\" go together (mutual "
+                        "TLS needs both)");
+        if (!cert) return;
+        if (!vendor_.tls)
+            throw error(SAMBAND_INVALID,
+                        "http plugin: \"client_cert\" needs an https:// \"url\" (mutual TLS)");
+        boost::system::error_code ec;
+        ssl_.use_certificate_chain(net::buffer(*cert), ec);
+        if (ec)
+            throw error(SAMBAND_INVALID, "http plugin: " + cert_from +
+                                             " is not a PEM certificate chain: " + ec.message());
+        ssl_.use_private_key(net::buffer(*key), ssl::context::pem, ec);
+        if (ec)
+            throw error(SAMBAND_INVALID,
+                        "http plugin: " + key_from +
+                            " is not an unencrypted PEM private key: " + ec.message());
+        if (SSL_CTX_check_private_key(ssl_.native_handle()) != 1)
+            throw error(SAMBAND_INVALID,
+                        "http plugin: " + key_from + " is not the key of " + cert_from);
+        client_cert_ = true;
+    }
 
     void start() {
         if (listener_) return listener_->start();
@@ -638,6 +725,21 @@ private:
                     {}};
         }
         if (failure) return {0, "request to " + to.host + " failed", {}};
+        if (ec && (ec.category() == net::error::get_ssl_category() ||
+                   ec.category() == ssl::error::get_stream_category())) {
+            // A refused handshake (or the server's alert after it, in TLS 1.3) names TLS, and
+            // says when the vendor wants a client certificate that is not configured.
+            std::string why = ec.message();
+            bool wants_cert = why.find("certificate required") != std::string::npos ||
+                              why.find("handshake failure") != std::string::npos;
+            return {0,
+                    "TLS with " + to.host + ":" + to.port + " failed (" + stage + "): " + why +
+                        (wants_cert && !client_cert_
+                             ? " (the server asks for a client certificate: set \"client_cert\" "
+                               "and \"client_key\")"
+                             : std::string()),
+                    {}};
+        }
         if (ec)
             return {0, stage + " with " + to.host + ":" + to.port + " failed: " + ec.message(), {}};
         boost::system::error_code ignored;
@@ -649,6 +751,7 @@ private:
     samband::sdk::host host_;
     ssl::context ssl_;
     target vendor_, token_endpoint_;
+    bool client_cert_ = false;  // a client certificate is configured (mutual TLS)
     std::chrono::milliseconds timeout_{10000};
     int workers_ = 4;
     std::string auth_, secret_, header_;

@@ -88,7 +88,9 @@ protected:
     }
 
     void configure(int port, const std::string& key_file, int timeout_ms = 5000,
-                   const std::string& auth = R"({"kind": "hmac", "secret": "vendor-hmac"})") {
+                   const std::string& auth = R"({"kind": "hmac", "secret": "vendor-hmac"})",
+                   const std::string& scheme = "http", const std::string& vendor_extra = "",
+                   const std::string& secrets_extra = "") {
         write_file(root_ / "samband.json", R"({
   "node": {"name": "it-http"},
   "store": {"kind": "sqlite", "path": "var/samband.db", "retention_days": 30},
@@ -98,14 +100,15 @@ protected:
   "identifiers": {"allow_synthetic": true},
   "schemas_dir": ")" + source_dir() + R"(/config/schemas",
   "secrets": {"vendor-hmac": {"file": ")" + (root_ / key_file).string() +
-                                               R"("}},
+                                               R"("})" + secrets_extra + R"(},
   "endpoints": {
     "epj": {"plugin": "file", "config": {"inbox": "inbox", "poll_ms": 50}},
     "vendor": {"plugin": "http", "config": {
-      "url": "http://127.0.0.1:)" + std::to_string(port) +
+      "url": ")" + scheme + R"(://127.0.0.1:)" +
+                                               std::to_string(port) +
                                                R"(/hooks/samband", "timeout_ms": )" +
                                                std::to_string(timeout_ms) + R"(,
-      "auth": )" + auth + R"(},
+      "auth": )" + auth + vendor_extra + R"(},
       "policy": {"max_attempts": 5, "backoff_base_ms": 100, "backoff_max_ms": 300,
                  "attempt_timeout_ms": 10000, "concurrency": 2}}
   },
@@ -336,6 +339,92 @@ TEST_F(http_sink_test, oauth2_wrong_client_secret_is_retried_naming_the_token_en
         EXPECT_EQ(r.path, "/token");  // the webhook never called
         EXPECT_FALSE(r.ok);
     }
+    EXPECT_EQ(d.stop(), 0);
+}
+
+// A throwaway CA, a server certificate for 127.0.0.1 and a client certificate signed by the CA, in
+// `dir` (ca.pem, server.pem/key, client.pem/key), for the mutual TLS receiver.
+void make_certificates(const fs::path& dir) {
+    fs::create_directories(dir);
+    write_file(dir / "san.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+    auto [rc, out] = run_command(
+        "(cd " + dir.string() +
+        " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key"
+        " -out ca.pem -days 1 -subj /CN=test-ca"
+        " && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key"
+        " -out server.csr -subj /CN=localhost"
+        " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial"
+        " -out server.pem -days 1 -extfile san.ext"
+        " && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout client.key"
+        " -out client.csr -subj /CN=samband"
+        " && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial"
+        " -out client.pem -days 1) 2>&1");
+    ASSERT_EQ(rc, 0) << out;
+}
+
+// Mutual TLS: the receiver (node:https) requires a client certificate signed by its CA. The sink
+// shows its certificate (from a file) with its key (from a host secret): delivered, once.
+TEST_F(http_sink_test, mutual_tls_with_the_client_certificate_is_delivered) {
+    SAMBAND_REQUIRE_TOOL("openssl");
+    fs::path dir = root_ / "tls";
+    ASSERT_NO_FATAL_FAILURE(make_certificates(dir));
+    receiver rx("receiver.js", {(root_ / "seen.jsonl").string(), (root_ / "hmac.key").string(),
+                                "200", dir.string()});
+    ASSERT_GT(rx.port(), 0);
+    configure(rx.port(), "hmac.key", 5000, R"({"kind": "hmac", "secret": "vendor-hmac"})", "https",
+              R"(, "ca_file": ")" + (dir / "ca.pem").string() + R"(", "client_cert": {"file": ")" +
+                  (dir / "client.pem").string() +
+                  R"("}, "client_key": {"secret": "vendor-tls-key"})",
+              R"(, "vendor-tls-key": {"file": ")" + (dir / "client.key").string() + R"("})");
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_file(root_ / "inbox", "e1.json", kEvent);
+    auto rows = delivery_in(d, "delivered");
+    ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << d.log();
+    EXPECT_EQ(rows[0]["attempts"].GetInt64(), 1);
+    auto reqs = seen(root_ / "seen.jsonl");
+    ASSERT_EQ(reqs.size(), 1u);
+    EXPECT_EQ(reqs[0].status, 200);
+    EXPECT_TRUE(reqs[0].signed_ok);
+    EXPECT_EQ(d.stop(), 0);
+}
+
+// Without a client certificate the receiver refuses the TLS session: nothing reaches it, and the
+// delivery is retried with a reason that names TLS and the missing client certificate.
+TEST_F(http_sink_test, mutual_tls_without_a_client_certificate_is_retried_naming_tls) {
+    SAMBAND_REQUIRE_TOOL("openssl");
+    fs::path dir = root_ / "tls";
+    ASSERT_NO_FATAL_FAILURE(make_certificates(dir));
+    receiver rx("receiver.js", {(root_ / "seen.jsonl").string(), (root_ / "hmac.key").string(),
+                                "200", dir.string()});
+    ASSERT_GT(rx.port(), 0);
+    configure(rx.port(), "hmac.key", 5000, R"({"kind": "hmac", "secret": "vendor-hmac"})", "https",
+              R"(, "ca_file": ")" + (dir / "ca.pem").string() + R"(")");
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_file(root_ / "inbox", "e1.json", kEvent);
+    std::string reason;
+    std::int64_t attempts = 0;
+    ASSERT_TRUE(wait_for(
+        [&] {
+            auto r = d.get("/api/v1/deliveries?destination=vendor");
+            rapidjson::Document rows;
+            rows.Parse(r.body.c_str());
+            if (!rows.IsArray() || rows.Size() != 1 || !rows[0].HasMember("reason") ||
+                !rows[0]["reason"].IsString())
+                return false;
+            reason = rows[0]["reason"].GetString();
+            attempts = rows[0]["attempts"].GetInt64();
+            return attempts >= 2 && !reason.empty();
+        },
+        std::chrono::seconds(30)))
+        << d.log();
+    EXPECT_NE(reason.find("TLS with 127.0.0.1:" + std::to_string(rx.port()) + " failed"),
+              std::string::npos)
+        << reason;
+    EXPECT_NE(reason.find("client certificate"), std::string::npos) << reason;
+    EXPECT_NE(reason.find("\"client_cert\""), std::string::npos) << reason;
+    EXPECT_TRUE(seen(root_ / "seen.jsonl").empty());  // no request got past the handshake
     EXPECT_EQ(d.stop(), 0);
 }
 

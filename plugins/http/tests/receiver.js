@@ -1,19 +1,23 @@
-// A vendor's webhook receiver for the http plugin's tests (node:http, no packages).
-// usage: node receiver.js RECORD_FILE SECRET_FILE PLAN
+// A vendor's webhook receiver for the http plugin's tests (node:http or node:https, no packages).
+// usage: node receiver.js RECORD_FILE SECRET_FILE PLAN [TLS_DIR]
 //   PLAN: comma-separated statuses answered in turn, the last one repeated (e.g. "503,503,200");
 //   a 429 carries Retry-After: 1; a 0 records the request and never answers (a hung receiver).
+//   TLS_DIR: serve HTTPS (node:https) with TLS_DIR/server.pem and server.key, and require a client
+//   certificate signed by TLS_DIR/ca.pem (mutual TLS): a client without one never gets a request in.
 // Checks the HMAC signature itself (X-Samband-Signature: t=UNIX,v1=hex(HMAC-SHA256(secret,
 // t + "." + body))) and answers 401 when it is missing or wrong. Appends one JSON line per request
 // to RECORD_FILE and prints "listening PORT" once bound to 127.0.0.1:0.
 'use strict';
 const http = require('node:http');
+const https = require('node:https');
+const path = require('node:path');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
-const [record, secretFile, plan] = process.argv.slice(2);
+const [record, secretFile, plan, tlsDir] = process.argv.slice(2);
 const secret = fs.readFileSync(secretFile, 'utf8').trim();
 const statuses = plan.split(',').map(Number);
 let n = 0;
-const server = http.createServer((req, res) => {
+const handler = (req, res) => {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
@@ -37,6 +41,15 @@ const server = http.createServer((req, res) => {
     res.writeHead(status, headers);
     res.end(status === 401 ? 'signature missing or wrong' : status === 422 ? 'field subject.fnr: unknown patient' : 'ok');
   });
-});
+};
+const server = tlsDir
+  ? https.createServer({
+    cert: fs.readFileSync(path.join(tlsDir, 'server.pem')),
+    key: fs.readFileSync(path.join(tlsDir, 'server.key')),
+    ca: fs.readFileSync(path.join(tlsDir, 'ca.pem')),
+    requestCert: true,
+    rejectUnauthorized: true,
+  }, handler)
+  : http.createServer(handler);
 server.listen(0, '127.0.0.1', () => console.log('listening ' + server.address().port));
 process.on('SIGTERM', () => server.close(() => process.exit(0)));
