@@ -1000,7 +1000,19 @@ namespace {
 // The host services inside the child: everything goes to the parent over the socket.
 class child_services final : public host_services {
 public:
-    explicit child_services(std::shared_ptr<channel> ch) : ch_(std::move(ch)) {}
+    explicit child_services(std::shared_ptr<channel> ch) : ch_(std::move(ch)) {
+        answers_ = std::thread([this] { run_answers(); });
+    }
+    ~child_services() override {
+        {
+            std::lock_guard lock(answers_mu_);
+            answers_stop_ = true;
+        }
+        answers_cv_.notify_all();
+        if (answers_.joinable()) answers_.join();
+    }
+    child_services(const child_services&) = delete;
+    child_services& operator=(const child_services&) = delete;
 
     std::uint32_t log_mask = ~0u;
 
@@ -1130,9 +1142,11 @@ public:
             rd.str(r.message);
             r.status = to_status(st);
             r.duplicate = dup != 0;
-            std::thread([done = std::move(done), r] {
-                if (done) done(r);
-            }).detach();
+            {
+                std::lock_guard alock(answers_mu_);
+                answers_q_.emplace_back(std::move(done), std::move(r));
+            }
+            answers_cv_.notify_one();
             return;
         }
         auto it = waiting_.find(f.id);
@@ -1142,6 +1156,25 @@ public:
     }
 
 private:
+    // The plugin's submit callbacks run here, one after another in the order the answers came (as
+    // the daemon runs them after its commits), never on the thread that reads the socket (a
+    // callback may submit again and wait for that answer). A thread per answer, as before, put a
+    // source's whole window of threads (stacks and malloc arenas) under the child's RLIMIT_AS
+    // at once: thread creation failed and the child ended ("terminate called") mid-import.
+    void run_answers() {
+        for (;;) {
+            std::pair<std::function<void(const submit_result&)>, submit_result> a;
+            {
+                std::unique_lock lock(answers_mu_);
+                answers_cv_.wait(lock, [&] { return answers_stop_ || !answers_q_.empty(); });
+                if (answers_q_.empty()) return;
+                a = std::move(answers_q_.front());
+                answers_q_.pop_front();
+            }
+            if (a.first) a.first(a.second);
+        }
+    }
+
     std::pair<std::uint64_t, std::future<wire::frame>> expect() {
         std::lock_guard lock(mu_);
         std::uint64_t id = next_++;
@@ -1155,6 +1188,11 @@ private:
     std::map<std::uint64_t, std::function<void(const submit_result&)>> dones_;
     std::map<std::uint64_t, std::vector<int>> held_;
     std::set<int> open_;
+    std::mutex answers_mu_;
+    std::condition_variable answers_cv_;
+    std::deque<std::pair<std::function<void(const submit_result&)>, submit_result>> answers_q_;
+    bool answers_stop_ = false;
+    std::thread answers_;
 };
 
 void harden(std::uint64_t memory_limit_mb) {

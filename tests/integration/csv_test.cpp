@@ -329,5 +329,59 @@ TEST_F(csv_test, windows_1252_comma_separated_with_decimal_comma_and_norwegian_d
     EXPECT_EQ(d->stop(), 0);
 }
 
+// An import in a plugin-host child (isolation "process") under a tight address-space limit: the
+// child answered each submission on a thread of its own, so a window of answers put hundreds of
+// thread stacks under RLIMIT_AS at once; thread creation failed, the child ended ("terminate
+// called") and restarted until quarantined, and the file never finished. Now every row is
+// imported by one child.
+TEST_F(csv_test, an_isolated_import_of_thousands_of_rows_keeps_its_plugin_host) {
+    write_file(root_ / "samband.json", R"({
+  "node": {"name": "it-csv"},
+  "store": {"kind": "sqlite", "path": "var/samband.db", "retention_days": 30},
+  "admin": {"listen": "127.0.0.1:0"},
+  "log": {"level": "info"},
+  "plugin_dirs": [")" + plugin_dir() + R"("],
+  "identifiers": {"allow_synthetic": true},
+  "schemas_dir": ")" + source_dir() + R"(/config/schemas",
+  "endpoints": {
+    "sheets": {"plugin": "csv", "isolation": "process", "process": {"memory_limit_mb": 512},
+      "config": {"inbox": "csv-in", "poll_ms": 50, "type": "rph.session.attended",
+      "fields": {
+        "/subject/fnr": {"column": "Fødselsnummer"},
+        "/occurred_at": {"column": "Dato", "as": "date"},
+        "/data/treatment_id": {"column": "Behandling"},
+        "/data/session_at": {"column": "Dato", "as": "date"},
+        "/data/kind": {"column": "Type", "map": {"Individuell": "individuell", "Gruppe": "gruppe"}},
+        "/data/attended": {"column": "Møtt", "as": "boolean"}}}}
+  },
+  "routes": []
+})");
+    const char* fnrs[] = {"14839134623", "02918502265", "28860370052", "09817045860"};
+    std::string sheet = "Fødselsnummer;Behandling;Dato;Type;Møtt\r\n";
+    constexpr int kRows = 5000;
+    for (int i = 0; i < kRows; ++i)
+        sheet += std::string(fnrs[i % 4]) + ";b-" + std::to_string(i) + ";" +
+                 (i % 28 < 9 ? "0" : "") + std::to_string(1 + i % 28) + ".11.2026;" +
+                 (i % 3 ? "Gruppe" : "Individuell") + ";ja\r\n";
+    auto d = std::make_unique<daemon_process>(root_ / "samband.json", root_);
+    ASSERT_TRUE(d->start()) << d->log();
+    drop_file(root_ / "csv-in", "mange.csv", sheet);
+    ASSERT_TRUE(wait_for([&] { return fs::exists(root_ / "csv-in" / "done" / "mange.csv"); },
+                         std::chrono::seconds(60)))
+        << d->log().substr(0, 20000);
+    EXPECT_TRUE(wait_for(
+        [&] {
+            return d->log().find(
+                       "mange.csv: 5000 rows: 5000 imported, 0 already known, 0 "
+                       "refused") != std::string::npos;
+        },
+        std::chrono::seconds(10)))
+        << d->log().substr(0, 20000);
+    EXPECT_EQ(d->log().find("plugin-host was killed"), std::string::npos)
+        << d->log().substr(0, 20000);
+    EXPECT_EQ(d->log().find("terminate called"), std::string::npos);
+    EXPECT_EQ(d->stop(), 0);
+}
+
 }  // namespace
 }  // namespace samband::test
