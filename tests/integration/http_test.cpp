@@ -428,5 +428,60 @@ TEST_F(http_sink_test, mutual_tls_without_a_client_certificate_is_retried_naming
     EXPECT_EQ(d.stop(), 0);
 }
 
+// Bearer authentication: the token from the host's secret, checked by the receiver itself.
+TEST_F(http_sink_test, a_bearer_token_from_a_secret_is_sent) {
+    receiver rx("receiver.js", {(root_ / "seen.jsonl").string(), (root_ / "hmac.key").string(),
+                                "200", "", "bearer"});
+    ASSERT_GT(rx.port(), 0);
+    configure(rx.port(), "hmac.key", 5000, R"({"kind": "bearer", "secret": "vendor-hmac"})");
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_file(root_ / "inbox", "e1.json", kEvent);
+    auto rows = delivery_in(d, "delivered");
+    ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << d.log();
+    auto reqs = seen(root_ / "seen.jsonl");
+    ASSERT_EQ(reqs.size(), 1u);
+    EXPECT_TRUE(reqs[0].signed_ok);  // the receiver's own check of the Authorization header
+    EXPECT_EQ(reqs[0].status, 200);
+}
+
+// TLS is verified: a vendor whose certificate no trusted CA signed (here the test's own CA, not
+// given as ca_file) is refused in the handshake, retried with a reason naming TLS.
+TEST_F(http_sink_test, an_untrusted_server_certificate_is_refused_naming_tls) {
+    SAMBAND_REQUIRE_TOOL("openssl");
+    fs::path dir = root_ / "tls";
+    ASSERT_NO_FATAL_FAILURE(make_certificates(dir));
+    receiver rx("receiver.js", {(root_ / "seen.jsonl").string(), (root_ / "hmac.key").string(),
+                                "200", dir.string()});
+    ASSERT_GT(rx.port(), 0);
+    configure(rx.port(), "hmac.key", 5000, R"({"kind": "hmac", "secret": "vendor-hmac"})", "https",
+              R"(, "client_cert": {"file": ")" + (dir / "client.pem").string() +
+                  R"("}, "client_key": {"file": ")" + (dir / "client.key").string() + R"("})");
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_file(root_ / "inbox", "e1.json", kEvent);
+    std::string reason;
+    ASSERT_TRUE(wait_for(
+        [&] {
+            auto r = d.get("/api/v1/deliveries?destination=vendor");
+            rapidjson::Document rows;
+            rows.Parse(r.body.c_str());
+            if (!rows.IsArray() || rows.Size() != 1 || !rows[0].HasMember("reason") ||
+                !rows[0]["reason"].IsString())
+                return false;
+            reason = rows[0]["reason"].GetString();
+            return rows[0]["attempts"].GetInt64() >= 2 && !reason.empty();
+        },
+        std::chrono::seconds(30)))
+        << d.log();
+    EXPECT_NE(
+        reason.find("TLS with 127.0.0.1:" + std::to_string(rx.port()) + " failed (TLS handshake)"),
+        std::string::npos)
+        << reason;
+    EXPECT_NE(reason.find("certificate verify failed"), std::string::npos) << reason;
+    EXPECT_TRUE(seen(root_ / "seen.jsonl").empty());
+    EXPECT_EQ(d.stop(), 0);
+}
+
 }  // namespace
 }  // namespace samband::test
