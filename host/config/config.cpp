@@ -327,6 +327,29 @@ config_result parse_config(const std::string& text, const std::string& file,
                                                               c.store.conninfo_secret +
                                                               "\" (define it under secrets)"});
         }
+        if (auto enc = st->FindMember("encryption");
+            enc != st->MemberEnd() && enc->value.IsObject()) {
+            auto secs = doc.FindMember("secrets");
+            auto key = [&](const Value& k, const std::string& where) {
+                std::string id = str(k, "key_id", ""), secret = str(k, "key_secret", "");
+                for (const auto& [known, unused] : c.store.keys)
+                    if (known == id)
+                        errs.push_back({where + "/key_id", "key id \"" + id + "\" appears twice"});
+                if (secs == doc.MemberEnd() || !secs->value.IsObject() ||
+                    !secs->value.HasMember(secret.c_str()))
+                    errs.push_back({where + "/key_secret",
+                                    "unknown secret \"" + secret + "\" (define it under secrets)"});
+                c.store.keys.emplace_back(id, secret);
+            };
+            key(enc->value, "/store/encryption");
+            if (auto prev = enc->value.FindMember("previous");
+                prev != enc->value.MemberEnd() && prev->value.IsArray())
+                for (rapidjson::SizeType i = 0; i < prev->value.Size(); ++i)
+                    key(prev->value[i], "/store/encryption/previous/" + std::to_string(i));
+            if (c.store.kind == "postgresql")
+                errs.push_back({"/store/encryption",
+                                "encryption at rest is not yet available on the postgresql store"});
+        }
     }
     if (c.store.node_id.empty()) c.store.node_id = c.node.name;
     c.store.path = resolve(base_dir, c.store.path);

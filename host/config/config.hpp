@@ -21,6 +21,9 @@ struct store_config {
     std::string conninfo_secret;  // postgresql: the secret holding the libpq connection string
     std::string node_id;          // postgresql: this node's name in leases (default node.name)
     std::int64_t lease_s = 60;    // postgresql: a claim's lease
+    // Encryption at rest (sqlite): the key new records are sealed with, then older keys that
+    // still open records; each as {key id, secret name}. Empty = off.
+    std::vector<std::pair<std::string, std::string>> keys;
 };
 struct admin_config {
     std::string listen = "127.0.0.1:8780";

@@ -184,7 +184,8 @@ int run_preview(const preview_options& opts, std::ostream& out, std::ostream& er
     const std::string treatment(codec::string_at(*doc, "/data/treatment_id"));
     const std::string event_id(codec::string_at(*doc, "/id"));
     if (!treatment.empty() && !opts.no_history && cfg.store.kind == "sqlite") {
-        auto h = store::read_treatment_history(cfg.store.path, treatment);
+        auto keys = store_keys(cfg);
+        auto h = store::read_treatment_history(cfg.store.path, treatment, keys.get());
         if (!h) {
             err << "samband preview: cannot read treatment " << treatment
                 << "'s history from the store " << cfg.store.path << ": " << h.error().message()

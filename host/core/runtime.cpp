@@ -1,6 +1,7 @@
 #include "core/runtime.hpp"
 
 #include "codec/json.hpp"
+#include "store/sealed.hpp"
 
 #include <algorithm>
 #include <cstdlib>
@@ -264,6 +265,24 @@ std::string read_secret(const config::config& c, const std::string& name) {
 }
 }  // namespace
 
+std::shared_ptr<const store::keyring> store_keys(const config::config& c) {
+    if (c.store.keys.empty()) return nullptr;
+    auto k = std::make_shared<store::keyring>();
+    for (const auto& [id, secret] : c.store.keys) {
+        std::string material = read_secret(c, secret);
+        if (material.empty())
+            throw std::runtime_error("store.encryption: the secret \"" + secret + "\" of key \"" +
+                                     id + "\" is empty or unreadable");
+        try {
+            k->add(id, material);
+        } catch (const std::invalid_argument& e) {
+            throw std::runtime_error(std::string("store.encryption: ") + e.what());
+        }
+    }
+    k->set_current(c.store.keys.front().first);
+    return k;
+}
+
 std::unique_ptr<store::store> open_store(const config::config& c, logger& log) {
     if (c.store.kind == "postgresql") {
         store::postgresql_options po;
@@ -283,9 +302,12 @@ std::unique_ptr<store::store> open_store(const config::config& c, logger& log) {
     store::sqlite_options so;
     so.path = c.store.path;
     so.synchronous_full = c.store.synchronous != "normal";
+    so.keys = store_keys(c);
     fs::create_directories(fs::path(so.path).parent_path());
     auto st = store::open_sqlite(so);
-    log.info("store.open", "SQLite store ready", {{"path", so.path}});
+    log.info("store.open", "SQLite store ready",
+             {{"path", so.path},
+              {"encryption", so.keys ? "aes-256-gcm key " + so.keys->current() : "off"}});
     return st;
 }
 

@@ -92,6 +92,11 @@ std::unique_ptr<directory::gp_directory> open_gp_directory(const config::config&
 // named secret; the string is never logged). Throws a clear start-up error.
 std::unique_ptr<store::store> open_store(const config::config& c, logger& log);
 
+// The keys of store.encryption read from their secrets (the first is current), or null when
+// encryption is off. Throws a clear start-up error naming the key id whose secret is empty or not
+// a 32-byte key (never the secret).
+std::shared_ptr<const store::keyring> store_keys(const config::config& c);
+
 // The configured Adresseregisteret receiver check, or null when none is configured. Throws
 // std::runtime_error naming the problem (url, file, secret).
 std::unique_ptr<directory::receiver_directory> open_receiver_directory(const config::config& c,

@@ -1,4 +1,5 @@
 #include "store/sealed.hpp"
+#include "store/store.hpp"
 
 #include "core/ids.hpp"
 
@@ -144,6 +145,22 @@ boost::system::result<std::string, std::string> keyring::open(std::string_view s
                 "authentication failed under encryption key \"" + std::string(p.id) +
                     "\" (the record was changed, belongs to another row, or the key is wrong)"};
     return {boost::system::in_place_value, std::move(out)};
+}
+
+namespace {
+class sealed_category final : public boost::system::error_category {
+public:
+    const char* name() const noexcept override { return "samband.sealed"; }
+    std::string message(int) const override {
+        return "a stored record failed authentication (changed bytes, another row's data, or an "
+               "encryption key that is wrong or not configured)";
+    }
+};
+}  // namespace
+
+boost::system::error_code sealed_record_error() noexcept {
+    static const sealed_category c;
+    return {1, c};
 }
 
 bool keyring::is_sealed(std::string_view record) {

@@ -1,6 +1,7 @@
 // The embedded SQLite store: WAL, synchronous=FULL, one writer thread with group commit.
 #include "store/audit_chain.hpp"
 #include "store/blob_guard.hpp"
+#include "store/sealed.hpp"
 #include "store/sqlite_db.hpp"
 #include "store/store.hpp"
 
@@ -290,6 +291,34 @@ blob_write write_blob(const fs::path& target, const attachment_input& a, std::st
     return blob_write::written;
 }
 
+// A sealed column value: this prefix, then the sealed record in base64 (the columns are TEXT).
+constexpr std::string_view kSealedPrefix = "\x01sbx1:";
+
+class sealed_failure : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+std::string seal_column(const keyring* keys, std::string_view plain, std::string_view aad) {
+    if (!keys) return std::string(plain);
+    return std::string(kSealedPrefix) + core::base64_encode(keys->seal(plain, aad));
+}
+
+// The plain text of a column: as stored when it is not sealed (written before encryption was
+// on), else opened; throws sealed_failure naming the record and the key.
+std::string open_column(const keyring* keys, std::string stored, std::string_view aad) {
+    if (std::string_view(stored).substr(0, kSealedPrefix.size()) != kSealedPrefix) return stored;
+    auto raw = core::base64_decode(std::string_view(stored).substr(kSealedPrefix.size()));
+    if (!raw) throw sealed_failure(std::string(aad) + ": the sealed record is not base64");
+    if (!keys)
+        throw sealed_failure(std::string(aad) + ": sealed under encryption key \"" +
+                             keyring::key_id_of(*raw) +
+                             "\", but store.encryption is not configured");
+    auto plain = keys->open(*raw, aad);
+    if (!plain) throw sealed_failure(std::string(aad) + ": " + plain.error());
+    return std::move(*plain);
+}
+
 class sqlite_store final : public store {
 public:
     explicit sqlite_store(const sqlite_options& opts)
@@ -298,6 +327,7 @@ public:
           wdb_(open_db(opts, true)),
           rdb_(open_db(opts, false)) {
         migrate();
+        check_keys();
         last_hash_ = load_last_hash();
         // WAL checkpoints run on their own connection and thread, not inside the writer's
         // commits: a checkpoint copies megabytes into the database file and syncs it, which held
@@ -378,7 +408,9 @@ public:
                             "INSERT INTO errors(at_ms, source, reason, idempotency_key, payload) "
                             "VALUES(?,?,?,?,?)");
                         st.bind(1, core::now_ms()).bind(2, r->source).bind(3, r->reason);
-                        st.bind(4, r->idempotency_key).bind(5, r->payload);
+                        st.bind(4, r->idempotency_key)
+                            .bind(5, seal_column(opts_.keys.get(), r->payload,
+                                                 "error:" + r->source + ":" + r->idempotency_key));
                         st.exec();
                         add_audit(d, "ingest", "event.rejected", "source:" + r->source, r->reason);
                     },
@@ -443,6 +475,8 @@ public:
             q.bind(1, static_cast<std::int64_t>(limit));
             while (q.step()) {
                 error_record r{q.text(1), q.text(2), q.text(3), q.text(4)};
+                r.payload = open_column(opts_.keys.get(), std::move(r.payload),
+                                        "error:" + r.source + ":" + r.idempotency_key);
                 out.emplace_back(q.i64(0), std::move(r));
             }
             q.reset();
@@ -456,7 +490,11 @@ public:
             auto& q = rdb_.prepare(
                 "SELECT source, reason, payload, idempotency_key FROM errors WHERE id = ?");
             q.bind(1, id);
-            if (q.step()) out = error_record{q.text(0), q.text(1), q.text(2), q.text(3)};
+            if (q.step()) {
+                out = error_record{q.text(0), q.text(1), q.text(2), q.text(3)};
+                out->payload = open_column(opts_.keys.get(), std::move(out->payload),
+                                           "error:" + out->source + ":" + out->idempotency_key);
+            }
             q.reset();
             return out;
         });
@@ -927,6 +965,32 @@ private:
         pending_hash_ = h;
     }
 
+    // Start-up: the oldest and the newest stored envelope must open with the configured keys (a
+    // missing or wrong key is a clear error naming the key id, not garbage read later).
+    void check_keys() {
+        for (const char* order : {"ASC", "DESC"}) {
+            auto& q =
+                rdb_.prepare(std::string("SELECT e.id, p.envelope FROM payloads p JOIN events e "
+                                         "ON e.seq = p.event_seq ORDER BY p.event_seq ") +
+                             order + " LIMIT 1");
+            std::string id, stored;
+            if (q.step()) {
+                id = q.text(0);
+                stored = q.text(1);
+            }
+            q.reset();
+            if (stored.empty()) return;
+            try {
+                open_column(opts_.keys.get(), stored, "payload:" + id);
+            } catch (const sealed_failure& e) {
+                throw std::runtime_error("store " + opts_.path +
+                                         ": stored events do not open with "
+                                         "the configured keys: " +
+                                         e.what());
+            }
+        }
+    }
+
     fs::path blob_file(std::string_view sha) const {
         std::string s(sha);
         return blobs_ / s.substr(0, 2) / s;
@@ -958,7 +1022,8 @@ private:
         ins.exec();
         std::int64_t seq = d.last_rowid();
         auto& pay = d.prepare("INSERT INTO payloads(event_seq, envelope) VALUES(?, ?)");
-        pay.bind(1, seq).bind(2, ev.envelope_json);
+        pay.bind(1, seq).bind(2,
+                              seal_column(opts_.keys.get(), ev.envelope_json, "payload:" + ev.id));
         pay.exec();
         for (const auto& a : ev.attachments) {
             auto& at = d.prepare(
@@ -1115,13 +1180,13 @@ private:
         return r;
     }
 
-    static event_row read_event(stmt& q) {
+    event_row read_event(stmt& q) const {
         event_row r;
         r.id = q.text(1);
         r.source = q.text(2);
         r.idempotency_key = q.text(3);
         r.type = q.text(4);
-        r.envelope_json = q.text(5);
+        r.envelope_json = open_column(opts_.keys.get(), q.text(5), "payload:" + r.id);
         r.treatment_id = q.text(6);
         r.order_key = q.text(7);
         r.received_ms = q.i64(8);
@@ -1151,6 +1216,9 @@ private:
             int primary = e.code() & 0xff;
             if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) return busy_error();
             return io_error();
+        } catch (const sealed_failure&) {
+            rdb_.reset_all();
+            return sealed_record_error();
         } catch (const std::exception&) {
             rdb_.reset_all();
             return io_error();
@@ -1345,7 +1413,7 @@ private:
 }  // namespace
 
 boost::system::result<std::optional<std::vector<std::string>>> read_treatment_history(
-    const std::string& path, std::string_view treatment_id) {
+    const std::string& path, std::string_view treatment_id, const keyring* keys) {
     std::error_code fec;
     if (!fs::exists(path, fec)) return std::optional<std::vector<std::string>>();
     try {
@@ -1354,9 +1422,11 @@ boost::system::result<std::optional<std::vector<std::string>>> read_treatment_hi
         auto& q = d.prepare(kTreatmentHistorySql);
         q.bind(1, treatment_id);
         std::vector<std::string> out;
-        while (q.step()) out.push_back(q.text(5));
+        while (q.step()) out.push_back(open_column(keys, q.text(5), "payload:" + q.text(1)));
         q.reset();
         return std::optional<std::vector<std::string>>(std::move(out));
+    } catch (const sealed_failure&) {
+        return sealed_record_error();
     } catch (const std::exception&) {
         return io_error();
     }

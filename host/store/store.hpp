@@ -367,8 +367,17 @@ public:
     virtual void on_blob_state(std::function<void(const blob_health&)> fn) { (void)fn; }
 };
 
+class keyring;  // store/sealed.hpp
+
+// The error a read gets when a sealed record does not open (changed bytes, another row's data, a
+// key that is not configured): never garbage.
+boost::system::error_code sealed_record_error() noexcept;
+
 struct sqlite_options {
-    std::string path;             // database file; attachments go to <path>.blobs/ by sha256
+    std::string path;  // database file; attachments go to <path>.blobs/ by sha256
+    // Encryption at rest: events' envelopes and refused inputs are sealed (AES-256-GCM) under the
+    // keyring's current key; null = off. Attachments' files are not sealed yet.
+    std::shared_ptr<const keyring> keys;
     std::size_t max_batch = 512;  // rows per group commit at most
     bool synchronous_full = true;
 };
@@ -394,7 +403,7 @@ std::unique_ptr<store> open_postgresql(const postgresql_options& opts);
 // (safe beside a running daemon; nothing is created or migrated). Empty optional when the store
 // file does not exist; an error when it cannot be read.
 boost::system::result<std::optional<std::vector<std::string>>> read_treatment_history(
-    const std::string& path, std::string_view treatment_id);
+    const std::string& path, std::string_view treatment_id, const keyring* keys = nullptr);
 
 // Every audit row of the SQLite store at `path`, oldest first, through a read-only connection (safe
 // beside a running daemon; nothing is created or migrated) until `fn` returns false. An error when
