@@ -9,6 +9,8 @@ The backlog is seeded straight into a store the daemon created (bench only; 1 KB
 keep the file near 1.5 GB), then the daemon is started on it.
 Writes bench/results/core-<timestamp>.{json,md,png} (the plot needs python3-matplotlib).
 Usage: bench/core/run.py [--quick] [--backlog N]
+       bench/core/run.py --encryption [--quick]   only throughput with store.encryption off and on,
+           alternated in one run (issue 15 item 7); writes bench/results/core-encryption-<ts>.*
 """
 import json, os, signal, sqlite3, subprocess, sys, tempfile, time
 
@@ -41,7 +43,7 @@ def sqlite_baseline(tmp):
     return single, batched
 
 
-def config(tmp, count, rate, sink, concurrency=64, hung=None):
+def config(tmp, count, rate, sink, concurrency=64, hung=None, encrypt=False):
     endpoints = {
         "load": {"plugin": "bench-source", "config": {"count": count, "size_bytes": 8192, "window": 1024,
                                                        "rate_per_s": rate, "report_file": os.path.join(tmp, "source.json"),
@@ -53,11 +55,54 @@ def config(tmp, count, rate, sink, concurrency=64, hung=None):
     if hung:
         endpoints["hung"] = hung
         to.append("hung")
-    return {"store": {"kind": "sqlite", "path": os.path.join(tmp, "samband.db")},
-            "admin": {"listen": "127.0.0.1:0"}, "log": {"level": "warn"}, "plugin_dirs": [PLUGINS],
-            "schemas_dir": os.path.join(ROOT, "config", "schemas"), "identifiers": {"allow_synthetic": True},
-            "limits": {"max_event_bytes": 65536},
-            "endpoints": endpoints, "routes": [{"name": "all", "match": {"type": "rph.*"}, "to": to}]}
+    cfg = {"store": {"kind": "sqlite", "path": os.path.join(tmp, "samband.db")},
+           "admin": {"listen": "127.0.0.1:0"}, "log": {"level": "warn"}, "plugin_dirs": [PLUGINS],
+           "schemas_dir": os.path.join(ROOT, "config", "schemas"), "identifiers": {"allow_synthetic": True},
+           "limits": {"max_event_bytes": 65536},
+           "endpoints": endpoints, "routes": [{"name": "all", "match": {"type": "rph.*"}, "to": to}]}
+    if encrypt:
+        # A throwaway key for this run only.
+        key = os.path.join(tmp, "store.key")
+        open(key, "w").write(os.urandom(32).hex() + "\n")
+        cfg["secrets"] = {"store-key": {"file": key}}
+        cfg["store"]["encryption"] = {"key_id": "bench", "key_secret": "store-key"}
+    return cfg
+
+
+def encryption_run():
+    """Throughput (8 KB events, source → store → sink) with encryption off and on, alternated."""
+    n = 10000 if QUICK else 30000
+    results = {"machine": os.uname().nodename, "cores": os.cpu_count(), "quick": QUICK, "events": n,
+               "load_average_at_start": os.getloadavg()[0], "off_delivered_per_s": [], "on_delivered_per_s": []}
+    for _ in range(2 if QUICK else 3):
+        for enc in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                sink = {"plugin": "bench-sink", "config": {"report_file": os.path.join(tmp, "sink.json"), "expect": n}}
+                ok, _, _ = run_daemon(tmp, config(tmp, n, 0, sink, encrypt=enc),
+                                      lambda: read_json(os.path.join(tmp, "sink.json")), 300)
+                s = read_json(os.path.join(tmp, "sink.json")) or {}
+                results["on_delivered_per_s" if enc else "off_delivered_per_s"].append(
+                    round(s.get("delivered_per_s", 0)) if ok else 0)
+    med = lambda v: sorted(v)[len(v) // 2]
+    results["ratio_on_to_off"] = round(med(results["on_delivered_per_s"]) / max(1, med(results["off_delivered_per_s"])), 2)
+    results["load_average_at_end"] = os.getloadavg()[0]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(ROOT, "bench", "results", f"core-encryption-{stamp}")
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    json.dump(results, open(base + ".json", "w"), indent=2)
+    open(base + ".md", "w").write(f"""# Samband core benchmark: encryption at rest on vs off, {stamp}
+
+{"Quick run. " if QUICK else ""}{n} events of 8 KB, source → store → sink, store.encryption off and on alternated
+in one run ({len(results['off_delivered_per_s'])} runs each); load average {results['load_average_at_start']:.2f} at start,
+{results['load_average_at_end']:.2f} at end, on {results['cores']} cores.
+
+| store.encryption | delivered/s (each run) | median |
+|---|---|---|
+| off | {results['off_delivered_per_s']} | {med(results['off_delivered_per_s'])} |
+| on (AES-256-GCM of each envelope) | {results['on_delivered_per_s']} | {med(results['on_delivered_per_s'])} |
+| ratio on / off | | {results['ratio_on_to_off']}× |
+""")
+    print(open(base + ".md").read())
 
 
 def run_daemon(tmp, cfg, until, timeout, started=None):
@@ -255,6 +300,9 @@ def plot(results, path):
 def main():
     if not os.path.exists(BIN):
         sys.exit("build first: ./scripts/build")
+    if "--encryption" in sys.argv:
+        encryption_run()
+        return
     n_backlog = 200000 if QUICK else 1000000
     if "--backlog" in sys.argv:
         n_backlog = int(sys.argv[sys.argv.index("--backlog") + 1])
