@@ -5,6 +5,7 @@
 #include "core/config_check.hpp"
 #include "core/daemon.hpp"
 #include "core/preview.hpp"
+#include "core/store_tool.hpp"
 #include "plugin/check.hpp"
 #include "plugin/process.hpp"
 
@@ -87,6 +88,18 @@ int main(int argc, char** argv) {
                       "Let the consent gate see this event alone (default: the treatment's "
                       "stored events too, read-only from the config's store)");
     preview->callback([&] { exit_code = samband::core::run_preview(pv, std::cout, std::cerr); });
+
+    // samband store rotate-key: re-seals the store's records under the current encryption key.
+    samband::core::store_tool_options so;
+    auto* store_cmd = app.add_subcommand("store", "Store maintenance");
+    store_cmd->require_subcommand(1);
+    auto* rotate = store_cmd->add_subcommand(
+        "rotate-key",
+        "Re-seal every stored envelope and refused input under store.encryption.key_id "
+        "(resumable; safe beside the running daemon while the old key is under previous)");
+    rotate->add_option("-c,--config", so.config_path, "The daemon's config")->required();
+    rotate->add_option("--batch", so.batch, "Rows per transaction (default 500)");
+    rotate->callback([&] { exit_code = samband::core::run_rotate_key(so, std::cout, std::cerr); });
 
     // samband audit verify|export: read-only, from the store file (works with the daemon stopped).
     samband::core::audit_options au;

@@ -1412,6 +1412,70 @@ private:
 
 }  // namespace
 
+boost::system::result<rotate_report, std::string> rotate_sqlite_keys(const std::string& path,
+                                                                     const keyring& keys,
+                                                                     std::size_t batch) {
+    using boost::system::in_place_error;
+    std::error_code fec;
+    if (!fs::exists(path, fec)) return {in_place_error, "there is no store file " + path};
+    if (batch == 0) batch = 1;
+    const std::string current = keys.current();
+    auto is_current = [&](const std::string& stored) {
+        if (std::string_view(stored).substr(0, kSealedPrefix.size()) != kSealedPrefix) return false;
+        auto raw = core::base64_decode(std::string_view(stored).substr(kSealedPrefix.size()));
+        return raw && keyring::key_id_of(*raw) == current;
+    };
+    try {
+        db d(path);
+        d.exec("PRAGMA busy_timeout = 10000;");
+        d.exec("PRAGMA synchronous = FULL;");
+        rotate_report rep;
+        struct row {
+            std::int64_t key;
+            std::string aad, stored;
+        };
+        // One table at a time, in key order, a batch per transaction.
+        auto pass = [&](const char* select, const char* update) {
+            std::int64_t after = 0;
+            for (;;) {
+                std::vector<row> rows;
+                auto& q = d.prepare(select);
+                q.bind(1, after).bind(2, static_cast<std::int64_t>(batch));
+                while (q.step()) rows.push_back({q.i64(0), q.text(1), q.text(2)});
+                q.reset();
+                if (rows.empty()) return;
+                d.exec("BEGIN IMMEDIATE;");
+                for (auto& r : rows) {
+                    after = r.key;
+                    if (is_current(r.stored)) {
+                        ++rep.already;
+                        continue;
+                    }
+                    std::string plain = open_column(&keys, std::move(r.stored), r.aad);
+                    auto& u = d.prepare(update);
+                    u.bind(1, seal_column(&keys, plain, r.aad)).bind(2, r.key);
+                    u.exec();
+                    ++rep.resealed;
+                }
+                d.exec("COMMIT;");
+            }
+        };
+        pass(
+            "SELECT p.event_seq, 'payload:' || e.id, p.envelope FROM payloads p JOIN events e ON "
+            "e.seq = p.event_seq WHERE p.event_seq > ? ORDER BY p.event_seq LIMIT ?",
+            "UPDATE payloads SET envelope = ? WHERE event_seq = ?");
+        pass(
+            "SELECT id, 'error:' || source || ':' || idempotency_key, payload FROM errors WHERE "
+            "id > ? ORDER BY id LIMIT ?",
+            "UPDATE errors SET payload = ? WHERE id = ?");
+        return {boost::system::in_place_value, rep};
+    } catch (const sealed_failure& e) {
+        return {in_place_error, e.what()};
+    } catch (const std::exception& e) {
+        return {in_place_error, std::string("store error: ") + e.what()};
+    }
+}
+
 boost::system::result<std::optional<std::vector<std::string>>> read_treatment_history(
     const std::string& path, std::string_view treatment_id, const keyring* keys) {
     std::error_code fec;

@@ -402,6 +402,19 @@ std::unique_ptr<store> open_postgresql(const postgresql_options& opts);
 // The envelopes of a treatment's stored events, oldest first, read through a read-only connection
 // (safe beside a running daemon; nothing is created or migrated). Empty optional when the store
 // file does not exist; an error when it cannot be read.
+// Re-seals every stored envelope and refused input of the SQLite store at `path` that is not
+// sealed under `keys`' current key (plain ones too) in transactions of `batch` rows. Resumable:
+// rows done stay done, and a second run finds them already sealed. Safe beside a running daemon
+// while its config still lists the old key under store.encryption.previous. The error names the
+// record and the key id that failed.
+struct rotate_report {
+    std::size_t resealed = 0;  // sealed under the current key by this run
+    std::size_t already = 0;   // were sealed under the current key already
+};
+boost::system::result<rotate_report, std::string> rotate_sqlite_keys(const std::string& path,
+                                                                     const keyring& keys,
+                                                                     std::size_t batch = 500);
+
 boost::system::result<std::optional<std::vector<std::string>>> read_treatment_history(
     const std::string& path, std::string_view treatment_id, const keyring* keys = nullptr);
 

@@ -211,5 +211,79 @@ TEST_F(encryption_test, a_missing_or_wrong_key_stops_the_start_naming_the_key_id
     }
 }
 
+// samband store rotate-key: every record (plain ones written before encryption was on, and those
+// under the old key) is re-sealed under the new key; a second run finds nothing left to do; then
+// the old key can go and everything still reads.
+TEST_F(encryption_test, rotate_key_reseals_everything_under_the_new_key) {
+    const std::string k1 = fresh_key(), k2 = fresh_key();
+    // Start without encryption: one plain event and one plain refused input.
+    write_config({{"k1", k1}});
+    {
+        std::string text = read_file(root_ / "samband.json");
+        auto at = text.find(",\n            \"encryption\"");
+        ASSERT_NE(at, std::string::npos);
+        text.erase(at, text.find("}},", at) + 1 - at);
+        write_file(root_ / "samband.json", text);
+        daemon_process d(root_ / "samband.json", root_);
+        ASSERT_TRUE(d.start()) << d.log() << text;
+        EXPECT_NE(d.log().find("encryption=off"), std::string::npos) << d.log();
+        drop_file(root_ / "inbox", "e0.json", event(0, 12));
+        drop_file(root_ / "inbox", "bad0.json", event(90, 31));
+        ASSERT_TRUE(wait_for([&] { return event_ids(d).size() == 1; }, std::chrono::seconds(30)));
+        ASSERT_TRUE(wait_for([&] { return fs::exists(root_ / "inbox/error/bad0.json"); },
+                             std::chrono::seconds(30)));
+        EXPECT_EQ(d.stop(), 0);
+    }
+    EXPECT_NE(raw_store().find("Nordmannsen"), std::string::npos) << "plain before encryption";
+    // Encryption with k1: two more events (sealed under k1), the plain ones still read.
+    write_config({{"k1", k1}});
+    {
+        daemon_process d(root_ / "samband.json", root_);
+        ASSERT_TRUE(d.start()) << d.log();
+        drop_file(root_ / "inbox", "e1.json", event(1, 12));
+        drop_file(root_ / "inbox", "e2.json", event(2, 12));
+        ASSERT_TRUE(wait_for([&] { return event_ids(d).size() == 3; }, std::chrono::seconds(30)));
+        EXPECT_EQ(d.stop(), 0);
+    }
+    // k2 current, k1 previous: rotate (in batches of 2, so it commits more than once).
+    write_config({{"k2", k2}, {"k1", k1}});
+    const std::string rotate = daemon_process::binary() + " store rotate-key --batch 2 -c " +
+                               (root_ / "samband.json").string();
+    auto [code, out] = run_command(rotate);
+    EXPECT_EQ(code, 0) << out;
+    EXPECT_NE(out.find("re-sealed 4 records under key k2 (0 already were)"), std::string::npos)
+        << out;
+    auto [code2, out2] = run_command(rotate);
+    EXPECT_EQ(code2, 0) << out2;
+    EXPECT_NE(out2.find("re-sealed 0 records under key k2 (4 already were)"), std::string::npos)
+        << out2;
+    std::string raw = raw_store();
+    EXPECT_EQ(raw.find("Nordmannsen"), std::string::npos);
+    EXPECT_EQ(raw.find("14839134623"), std::string::npos);
+    // k2 alone: the daemon starts and every record reads.
+    write_config({{"k2", k2}});
+    {
+        daemon_process d(root_ / "samband.json", root_);
+        ASSERT_TRUE(d.start()) << d.log();
+        auto ids = event_ids(d);
+        ASSERT_EQ(ids.size(), 3u);
+        for (const auto& id : ids) {
+            auto r = d.get("/api/v1/events/" + id + "?reason=encryption-test");
+            EXPECT_EQ(r.status, 200) << r.body;
+            EXPECT_NE(r.body.find("14839134623"), std::string::npos) << r.body;
+        }
+        auto err = d.get("/api/v1/errors/1?reason=encryption-test");
+        EXPECT_EQ(err.status, 200) << err.body;
+        EXPECT_NE(err.body.find("Nordmannsen"), std::string::npos) << err.body;
+        EXPECT_EQ(d.stop(), 0);
+    }
+    // Without the key a record needs, rotate-key stops naming it and the key id (exit 1).
+    write_config({{"k3", fresh_key()}});
+    auto [code3, out3] = run_command(rotate);
+    EXPECT_EQ(code3, 1) << out3;
+    EXPECT_NE(out3.find("\"k2\", which is not configured"), std::string::npos) << out3;
+    EXPECT_NE(out3.find("payload:"), std::string::npos) << out3;
+}
+
 }  // namespace
 }  // namespace samband::test
