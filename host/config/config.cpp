@@ -346,9 +346,6 @@ config_result parse_config(const std::string& text, const std::string& file,
                 prev != enc->value.MemberEnd() && prev->value.IsArray())
                 for (rapidjson::SizeType i = 0; i < prev->value.Size(); ++i)
                     key(prev->value[i], "/store/encryption/previous/" + std::to_string(i));
-            if (c.store.kind == "postgresql")
-                errs.push_back({"/store/encryption",
-                                "encryption at rest is not yet available on the postgresql store"});
         }
     }
     if (c.store.node_id.empty()) c.store.node_id = c.node.name;

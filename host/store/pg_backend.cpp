@@ -2,6 +2,7 @@
 // FOR UPDATE SKIP LOCKED under a lease and a fencing token, one audit hash chain, blobs in bytea.
 #include "store/audit_chain.hpp"
 #include "store/pg_db.hpp"
+#include "store/sealed.hpp"
 #include "store/store.hpp"
 
 #include "core/ids.hpp"
@@ -176,6 +177,7 @@ public:
             rpool_.push_back(std::make_unique<pg_conn>(opts_.conninfo));
             ropen_ = 1;
             migrate();
+            check_keys();
         } catch (const pg_error& e) {
             throw std::runtime_error(std::string("store: ") + e.what());
         }
@@ -222,7 +224,8 @@ public:
                                 .add(r->source)
                                 .add(r->reason)
                                 .add(r->idempotency_key)
-                                .add(r->payload));
+                                .add(seal_column(opts_.keys.get(), r->payload,
+                                                 "error:" + r->source + ":" + r->idempotency_key)));
                         add_audit(d, "ingest", "event.rejected", "source:" + r->source, r->reason);
                     },
                     std::move(done)});
@@ -287,9 +290,12 @@ public:
                 "SELECT id, source, reason, payload, idempotency_key FROM errors ORDER BY id DESC "
                 "LIMIT $1",
                 pg_params().add(static_cast<std::int64_t>(limit)));
-            for (int i = 0; i < r.rows(); ++i)
-                out.emplace_back(r.i64(i, 0), error_record{r.text(i, 1), r.text(i, 2), r.text(i, 3),
-                                                           r.text(i, 4)});
+            for (int i = 0; i < r.rows(); ++i) {
+                error_record e{r.text(i, 1), r.text(i, 2), r.text(i, 3), r.text(i, 4)};
+                e.payload = open_column(opts_.keys.get(), std::move(e.payload),
+                                        "error:" + e.source + ":" + e.idempotency_key);
+                out.emplace_back(r.i64(i, 0), std::move(e));
+            }
             return out;
         });
     }
@@ -300,8 +306,11 @@ public:
                 c.query("SELECT source, reason, payload, idempotency_key FROM errors WHERE id = $1",
                         pg_params().add(id));
             std::optional<error_record> out;
-            if (r.rows() > 0)
+            if (r.rows() > 0) {
                 out = error_record{r.text(0, 0), r.text(0, 1), r.text(0, 2), r.text(0, 3)};
+                out->payload = open_column(opts_.keys.get(), std::move(out->payload),
+                                           "error:" + out->source + ":" + out->idempotency_key);
+            }
             return out;
         });
     }
@@ -769,13 +778,33 @@ private:
         return d;
     }
 
-    static event_row read_event(const pg_result& r, int i) {
+    // Start-up: the oldest and the newest stored envelope must open with the configured keys (a
+    // missing or wrong key is a clear error naming the key id).
+    void check_keys() {
+        for (const char* order : {"ASC", "DESC"}) {
+            auto r = rpool_.front()->query(
+                std::string("SELECT e.id, p.envelope FROM payloads p JOIN events e ON e.seq = "
+                            "p.event_seq ORDER BY p.event_seq ") +
+                    order + " LIMIT 1",
+                pg_params());
+            if (r.rows() == 0) return;
+            try {
+                open_column(opts_.keys.get(), r.text(0, 1), "payload:" + r.text(0, 0));
+            } catch (const sealed_failure& e) {
+                throw std::runtime_error(
+                    "store: stored events do not open with the configured keys: " +
+                    std::string(e.what()));
+            }
+        }
+    }
+
+    event_row read_event(const pg_result& r, int i) const {
         event_row e;
         e.id = r.text(i, 1);
         e.source = r.text(i, 2);
         e.idempotency_key = r.text(i, 3);
         e.type = r.text(i, 4);
-        e.envelope_json = r.text(i, 5);
+        e.envelope_json = open_column(opts_.keys.get(), r.text(i, 5), "payload:" + e.id);
         e.treatment_id = r.text(i, 6);
         e.order_key = r.text(i, 7);
         e.received_ms = r.i64(i, 8);
@@ -827,6 +856,9 @@ private:
         } catch (const pg_error& e) {
             give_back(!e.connection_lost());
             return e.connection_lost() ? busy_error() : io_error();
+        } catch (const sealed_failure&) {
+            give_back(true);
+            return sealed_record_error();
         } catch (const std::exception&) {
             give_back(true);
             return io_error();
@@ -914,7 +946,7 @@ private:
                 .add(ev.treatment_id)
                 .add(ev.order_key)
                 .add(now)
-                .add(ev.envelope_json)
+                .add(seal_column(opts_.keys.get(), ev.envelope_json, "payload:" + ev.id))
                 .add(pg_array(dests))
                 .add(pg_array(routes))
                 .add(pg_array(states))

@@ -163,6 +163,35 @@ boost::system::error_code sealed_record_error() noexcept {
     return {1, c};
 }
 
+namespace {
+// A sealed column value: this prefix, then the sealed record in base64 (the columns are TEXT).
+constexpr std::string_view kSealedPrefix = "\x01sbx1:";
+}  // namespace
+
+std::string seal_column(const keyring* keys, std::string_view plain, std::string_view aad) {
+    if (!keys) return std::string(plain);
+    return std::string(kSealedPrefix) + core::base64_encode(keys->seal(plain, aad));
+}
+
+std::string open_column(const keyring* keys, std::string stored, std::string_view aad) {
+    if (std::string_view(stored).substr(0, kSealedPrefix.size()) != kSealedPrefix) return stored;
+    auto raw = core::base64_decode(std::string_view(stored).substr(kSealedPrefix.size()));
+    if (!raw) throw sealed_failure(std::string(aad) + ": the sealed record is not base64");
+    if (!keys)
+        throw sealed_failure(std::string(aad) + ": sealed under encryption key \"" +
+                             keyring::key_id_of(*raw) +
+                             "\", but store.encryption is not configured");
+    auto plain = keys->open(*raw, aad);
+    if (!plain) throw sealed_failure(std::string(aad) + ": " + plain.error());
+    return std::move(*plain);
+}
+
+bool column_sealed_under(std::string_view stored, std::string_view key_id) {
+    if (stored.substr(0, kSealedPrefix.size()) != kSealedPrefix) return false;
+    auto raw = core::base64_decode(stored.substr(kSealedPrefix.size()));
+    return raw && keyring::key_id_of(*raw) == key_id;
+}
+
 bool keyring::is_sealed(std::string_view record) {
     parsed p;
     return parse(record, p);

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -45,5 +46,20 @@ private:
     std::map<std::string, std::array<unsigned char, 32>> keys_;
     std::string current_;
 };
+
+// A stored column that cannot be opened (names the record and why).
+class sealed_failure : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// A TEXT column's value for `plain`: sealed under `keys`' current key (a prefix, then base64), or
+// `plain` as it is when `keys` is null (encryption off).
+std::string seal_column(const keyring* keys, std::string_view plain, std::string_view aad);
+// The plain text of a stored column: as stored when it is not sealed (written before encryption
+// was on), else opened. Throws sealed_failure naming `aad` (the record) and the key id.
+std::string open_column(const keyring* keys, std::string stored, std::string_view aad);
+// True when a stored column is sealed under the key `key_id`.
+bool column_sealed_under(std::string_view stored, std::string_view key_id);
 
 }  // namespace samband::store

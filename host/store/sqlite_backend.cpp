@@ -291,34 +291,6 @@ blob_write write_blob(const fs::path& target, const attachment_input& a, std::st
     return blob_write::written;
 }
 
-// A sealed column value: this prefix, then the sealed record in base64 (the columns are TEXT).
-constexpr std::string_view kSealedPrefix = "\x01sbx1:";
-
-class sealed_failure : public std::runtime_error {
-public:
-    using std::runtime_error::runtime_error;
-};
-
-std::string seal_column(const keyring* keys, std::string_view plain, std::string_view aad) {
-    if (!keys) return std::string(plain);
-    return std::string(kSealedPrefix) + core::base64_encode(keys->seal(plain, aad));
-}
-
-// The plain text of a column: as stored when it is not sealed (written before encryption was
-// on), else opened; throws sealed_failure naming the record and the key.
-std::string open_column(const keyring* keys, std::string stored, std::string_view aad) {
-    if (std::string_view(stored).substr(0, kSealedPrefix.size()) != kSealedPrefix) return stored;
-    auto raw = core::base64_decode(std::string_view(stored).substr(kSealedPrefix.size()));
-    if (!raw) throw sealed_failure(std::string(aad) + ": the sealed record is not base64");
-    if (!keys)
-        throw sealed_failure(std::string(aad) + ": sealed under encryption key \"" +
-                             keyring::key_id_of(*raw) +
-                             "\", but store.encryption is not configured");
-    auto plain = keys->open(*raw, aad);
-    if (!plain) throw sealed_failure(std::string(aad) + ": " + plain.error());
-    return std::move(*plain);
-}
-
 class sqlite_store final : public store {
 public:
     explicit sqlite_store(const sqlite_options& opts)
@@ -1421,9 +1393,7 @@ boost::system::result<rotate_report, std::string> rotate_sqlite_keys(const std::
     if (batch == 0) batch = 1;
     const std::string current = keys.current();
     auto is_current = [&](const std::string& stored) {
-        if (std::string_view(stored).substr(0, kSealedPrefix.size()) != kSealedPrefix) return false;
-        auto raw = core::base64_decode(std::string_view(stored).substr(kSealedPrefix.size()));
-        return raw && keyring::key_id_of(*raw) == current;
+        return column_sealed_under(stored, current);
     };
     try {
         db d(path);

@@ -392,6 +392,8 @@ struct postgresql_options {
     std::int64_t lease_ms = 60000;  // a claim's lease; another node takes the delivery after it
     std::size_t max_batch = 512;    // jobs per group commit at most
     std::string blob_cache;  // local folder where attachments' bytes are materialised for plugins
+    // Encryption at rest of envelopes and refused inputs, as sqlite_options::keys; null = off.
+    std::shared_ptr<const keyring> keys;
 };
 
 // Opens (creating and migrating) the PostgreSQL store shared by several nodes: attachments'
