@@ -265,6 +265,10 @@ std::string read_secret(const config::config& c, const std::string& name) {
 }
 }  // namespace
 
+std::string secret_value(const config::config& c, const std::string& name) {
+    return read_secret(c, name);
+}
+
 std::shared_ptr<const store::keyring> store_keys(const config::config& c) {
     if (c.store.keys.empty()) return nullptr;
     auto k = std::make_shared<store::keyring>();

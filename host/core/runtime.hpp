@@ -97,6 +97,9 @@ std::unique_ptr<store::store> open_store(const config::config& c, logger& log);
 // a 32-byte key (never the secret).
 std::shared_ptr<const store::keyring> store_keys(const config::config& c);
 
+// A named secret's value (its file's first line, or its environment variable); empty if unset.
+std::string secret_value(const config::config& c, const std::string& name);
+
 // The configured Adresseregisteret receiver check, or null when none is configured. Throws
 // std::runtime_error naming the problem (url, file, secret).
 std::unique_ptr<directory::receiver_directory> open_receiver_directory(const config::config& c,

@@ -21,10 +21,6 @@ int run_rotate_key(const store_tool_options& opts, std::ostream& out, std::ostre
         return 2;
     }
     const config::config& c = *loaded.cfg;
-    if (c.store.kind != "sqlite") {
-        err << "samband store rotate-key: only the sqlite store is encrypted at rest so far\n";
-        return 2;
-    }
     std::shared_ptr<const store::keyring> keys;
     try {
         keys = store_keys(c);
@@ -37,7 +33,20 @@ int run_rotate_key(const store_tool_options& opts, std::ostream& out, std::ostre
             << opts.config_path << "\n";
         return 2;
     }
-    auto r = store::rotate_sqlite_keys(c.store.path, *keys, opts.batch);
+    std::string where = c.store.path;
+    boost::system::result<store::rotate_report, std::string> r = store::rotate_report{};
+    if (c.store.kind == "postgresql") {
+        std::string conninfo = secret_value(c, c.store.conninfo_secret);
+        if (conninfo.empty()) {
+            err << "samband store rotate-key: the secret \"" << c.store.conninfo_secret
+                << "\" (the PostgreSQL connection string) is empty or unreadable\n";
+            return 2;
+        }
+        where = "the PostgreSQL store";
+        r = store::rotate_postgresql_keys(conninfo, *keys, opts.batch);
+    } else {
+        r = store::rotate_sqlite_keys(c.store.path, *keys, opts.batch);
+    }
     if (!r) {
         err << "samband store rotate-key: " << r.error() << "\n";
         return r.error().rfind("store error", 0) == 0 ||
@@ -46,7 +55,7 @@ int run_rotate_key(const store_tool_options& opts, std::ostream& out, std::ostre
                    : 1;
     }
     out << "re-sealed " << r->resealed << " records under key " << keys->current() << " ("
-        << r->already << " already were); every record of " << c.store.path
+        << r->already << " already were); every record of " << where
         << " is now under this key, so the keys under store.encryption.previous can be removed\n";
     return 0;
 }

@@ -1296,6 +1296,57 @@ private:
 
 }  // namespace
 
+boost::system::result<rotate_report, std::string> rotate_postgresql_keys(
+    const std::string& conninfo, const keyring& keys, std::size_t batch) {
+    using boost::system::in_place_error;
+    if (batch == 0) batch = 1;
+    const std::string current = keys.current();
+    try {
+        pg_conn c(conninfo);
+        rotate_report rep;
+        // One table at a time, in key order, a batch per transaction (rows locked while re-sealed).
+        auto pass = [&](const char* select, const char* update) {
+            std::int64_t after = 0;
+            for (;;) {
+                c.exec("BEGIN");
+                auto r =
+                    c.query(select, pg_params().add(after).add(static_cast<std::int64_t>(batch)));
+                if (r.rows() == 0) {
+                    c.exec("COMMIT");
+                    return;
+                }
+                for (int i = 0; i < r.rows(); ++i) {
+                    after = r.i64(i, 0);
+                    std::string stored = r.text(i, 2);
+                    if (column_sealed_under(stored, current)) {
+                        ++rep.already;
+                        continue;
+                    }
+                    std::string aad = r.text(i, 1);
+                    std::string plain = open_column(&keys, std::move(stored), aad);
+                    c.query(update, pg_params().add(seal_column(&keys, plain, aad)).add(after));
+                    ++rep.resealed;
+                }
+                c.exec("COMMIT");
+            }
+        };
+        pass(
+            "SELECT p.event_seq, 'payload:' || e.id, p.envelope FROM payloads p JOIN events e ON "
+            "e.seq = p.event_seq WHERE p.event_seq > $1 ORDER BY p.event_seq LIMIT $2 FOR UPDATE "
+            "OF p",
+            "UPDATE payloads SET envelope = $1 WHERE event_seq = $2");
+        pass(
+            "SELECT id, 'error:' || source || ':' || idempotency_key, payload FROM errors WHERE "
+            "id > $1 ORDER BY id LIMIT $2 FOR UPDATE",
+            "UPDATE errors SET payload = $1 WHERE id = $2");
+        return {boost::system::in_place_value, rep};
+    } catch (const sealed_failure& e) {
+        return {in_place_error, e.what()};
+    } catch (const std::exception& e) {
+        return {in_place_error, std::string("store error: ") + e.what()};
+    }
+}
+
 std::unique_ptr<store> open_postgresql(const postgresql_options& opts) {
     if (opts.conninfo.empty()) throw std::runtime_error("store: postgresql needs a conninfo");
     return std::make_unique<pg_store>(opts);

@@ -416,6 +416,10 @@ struct rotate_report {
 boost::system::result<rotate_report, std::string> rotate_sqlite_keys(const std::string& path,
                                                                      const keyring& keys,
                                                                      std::size_t batch = 500);
+// The same on the PostgreSQL store reached by `conninfo` (safe beside running nodes whose configs
+// still list the old key under previous).
+boost::system::result<rotate_report, std::string> rotate_postgresql_keys(
+    const std::string& conninfo, const keyring& keys, std::size_t batch = 500);
 
 boost::system::result<std::optional<std::vector<std::string>>> read_treatment_history(
     const std::string& path, std::string_view treatment_id, const keyring* keys = nullptr);
