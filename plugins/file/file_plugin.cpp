@@ -502,31 +502,18 @@ private:
                     if (!a.IsObject() || !a.HasMember("file") || !a["file"].IsString()) continue;
                     std::string f = a["file"].GetString();
                     if (f.find('/') != std::string::npos || f.empty() || f[0] == '.') {
-                        push_answer({n,
-                                     {},
-                                     {SAMBAND_INVALID,
-                                      {},
-                                      false,
-                                      at + ": must be a plain file name in the inbox"}});
+                        refuse(n, n + " " + at + ": must be a plain file name in the inbox", text);
                         return;
                     }
                     std::error_code aec;
                     auto ast = fs::symlink_status(fs::path(inbox_) / f, aec);
                     if (!aec && ast.type() != fs::file_type::not_found &&
                         !not_a_regular_file(ast).empty()) {
-                        push_answer({n,
-                                     {},
-                                     {SAMBAND_INVALID,
-                                      {},
-                                      false,
-                                      at + ": the file " + not_a_regular_file(ast)}});
+                        refuse(n, n + " " + at + ": the file " + not_a_regular_file(ast), text);
                         return;
                     }
                     if (aec || ast.type() == fs::file_type::not_found) {
-                        push_answer(
-                            {n,
-                             {},
-                             {SAMBAND_INVALID, {}, false, at + ": the file is not in the inbox"}});
+                        refuse(n, n + " " + at + ": the file is not in the inbox", text);
                         return;
                     }
                     samband::sdk::submit_attachment sa;
@@ -577,10 +564,10 @@ private:
         }
     }
 
-    // An inbox entry the plugin will not read: the host keeps the refusal in its error store
-    // (a samband.input.rejected submission, with no input: nothing was read), then the entry
-    // moves to error/ with the reason.
-    void refuse(const std::string& n, const std::string& why) {
+    // An inbox entry the plugin refuses: the host keeps the refusal in its error store (a
+    // samband.input.rejected submission with `input`: empty when nothing was read, the event's
+    // text when one of its attachments is refused), then the entry moves to error/ with the reason.
+    void refuse(const std::string& n, const std::string& why, const std::string& input = {}) {
         rapidjson::Document d(rapidjson::kObjectType);
         auto& a = d.GetAllocator();
         std::string key = "file:" + n + ":refused:" + fingerprint(why);
@@ -589,7 +576,9 @@ private:
         d.AddMember("idempotency_key", rapidjson::Value(key.c_str(), a), a);
         rapidjson::Value r(rapidjson::kObjectType);
         r.AddMember("reason", rapidjson::Value(why.c_str(), a), a);
-        r.AddMember("input", "", a);
+        r.AddMember(
+            "input",
+            rapidjson::Value(input.c_str(), static_cast<rapidjson::SizeType>(input.size()), a), a);
         d.AddMember("rejected", r, a);
         rapidjson::StringBuffer sb;
         rapidjson::Writer<rapidjson::StringBuffer> w(sb);

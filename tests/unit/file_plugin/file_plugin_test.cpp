@@ -869,7 +869,16 @@ TEST_F(file_plugin_test, source_refuses_an_event_whose_attachment_file_is_missin
         << read_file(root_ / "in" / "error" / "u.json.reason");
     EXPECT_EQ(read_file(root_ / "in" / "error" / "u.json.reason").find("secret"),
               std::string::npos);
-    EXPECT_EQ(host_.submission_count(), 0u) << "nothing outside the inbox reaches the host";
+    // Each refusal is kept in the host's error store with the event's text as its input; nothing
+    // outside the inbox reaches the host.
+    ASSERT_EQ(host_.submission_count(), 2u);
+    for (std::size_t i = 0; i < 2; ++i) {
+        const std::string& env = host_.submission(i).envelope;
+        EXPECT_NE(env.find("\"type\":\"samband.input.rejected\""), std::string::npos) << env;
+        EXPECT_NE(env.find("/attachments/0/file"), std::string::npos) << env;
+        EXPECT_NE(env.find("\"input\":\"{\\\"type\\\""), std::string::npos) << env;
+        EXPECT_EQ(env.find("outside the inbox"), std::string::npos) << env;
+    }
     EXPECT_TRUE(fs::exists(root_ / "secret.txt"));
 }
 
