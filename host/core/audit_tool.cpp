@@ -1,6 +1,7 @@
 #include "core/audit_tool.hpp"
 
 #include "config/config.hpp"
+#include "core/runtime.hpp"
 #include "store/audit_chain.hpp"
 #include "store/store.hpp"
 
@@ -11,6 +12,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 
 namespace samband::core {
@@ -19,9 +21,16 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The SQLite file to read, or empty with the reason written to `err`.
-std::string store_file(const audit_options& o, const char* cmd, std::ostream& err) {
-    if (!o.store_path.empty()) return o.store_path;
+// The store to read: a SQLite file, or a PostgreSQL store's connection string (a secret: never
+// printed; `name` is how messages name the store).
+struct store_source {
+    std::string file, conninfo, name;
+    bool ok() const { return !file.empty() || !conninfo.empty(); }
+};
+
+// The store --store or the config names, or none with the reason written to `err`.
+store_source find_store(const audit_options& o, const char* cmd, std::ostream& err) {
+    if (!o.store_path.empty()) return {o.store_path, {}, o.store_path};
     if (o.config_path.empty()) {
         err << "samband audit " << cmd << ": give --config (the daemon's config) or --store\n";
         return {};
@@ -32,14 +41,30 @@ std::string store_file(const audit_options& o, const char* cmd, std::ostream& er
         return {};
     }
     const auto& cfg = *loaded.cfg;
-    if (cfg.store.kind != "sqlite") {
-        err << "samband audit " << cmd << ": the store kind \"" << cfg.store.kind
-            << "\" is not read by this command yet (only sqlite)\n";
-        return {};
+    if (cfg.store.kind == "postgresql") {
+        store_source s{{}, postgresql_conninfo(cfg), "the PostgreSQL store of " + o.config_path};
+        if (s.conninfo.empty())
+            err << "samband audit " << cmd << ": the secret \"" << cfg.store.conninfo_secret
+                << "\" (the PostgreSQL connection string) is empty or unreadable\n";
+        return s;
     }
     fs::path p = cfg.store.path;
     if (p.is_relative()) p = fs::path(cfg.base_dir) / p;
-    return p.string();
+    return {p.string(), {}, p.string()};
+}
+
+// Every audit row of the store, oldest first, until `fn` returns false; `why` names a failure.
+boost::system::result<void> read_rows(const store_source& s,
+                                      const std::function<bool(const store::audit_row&)>& fn,
+                                      std::string& why) {
+    if (!s.conninfo.empty()) return store::read_audit_rows_pg(s.conninfo, fn, why);
+    return store::read_audit_rows(s.file, fn);
+}
+
+// The chain check for the store: PostgreSQL's ids come from a sequence, which a rolled-back
+// transaction leaves gaps in, so there only the hash chain shows a removed row.
+store::audit_chain_check chain_check(const store_source& s) {
+    return store::audit_chain_check(s.conninfo.empty());
 }
 
 // Milliseconds of 00:00 UTC of `day` (yyyy-mm-dd), or nullopt.
@@ -78,11 +103,14 @@ void report_broken(const store::audit_chain_check& c, const std::string& file, s
     err << ")\n";
 }
 
-int read_error(const std::string& file, const boost::system::error_code& ec, std::ostream& err) {
+int read_error(const std::string& file, const boost::system::error_code& ec, const std::string& why,
+               std::ostream& err) {
     if (ec == boost::system::errc::no_such_file_or_directory)
-        err << "samband audit: no store at " << file << "\n";
+        err << "samband audit: no store at " << file << (why.empty() ? "" : " (" + why + ")")
+            << "\n";
     else
-        err << "samband audit: cannot read the audit log of " << file << ": " << ec.message()
+        err << "samband audit: cannot read the audit log of " << file << ": "
+            << (why.empty() ? ec.message() : why)
             << " (a store of an older samband is migrated when the daemon starts)\n";
     return 2;
 }
@@ -90,16 +118,20 @@ int read_error(const std::string& file, const boost::system::error_code& ec, std
 }  // namespace
 
 int run_audit_verify(const audit_options& opts, std::ostream& out, std::ostream& err) {
-    std::string file = store_file(opts, "verify", err);
-    if (file.empty()) return 2;
-    store::audit_chain_check check;
-    auto r = store::read_audit_rows(file, [&](const store::audit_row& a) {
-        return check.add(a.id, a.hash_version, a.at_ms, a.actor, a.action, a.subject, a.detail,
-                         a.hash);
-    });
-    if (!r) return read_error(file, r.error(), err);
+    const store_source src = find_store(opts, "verify", err);
+    if (!src.ok()) return 2;
+    store::audit_chain_check check = chain_check(src);
+    std::string why;
+    auto r = read_rows(
+        src,
+        [&](const store::audit_row& a) {
+            return check.add(a.id, a.hash_version, a.at_ms, a.actor, a.action, a.subject, a.detail,
+                             a.hash);
+        },
+        why);
+    if (!r) return read_error(src.name, r.error(), why, err);
     if (!check.intact()) {
-        report_broken(check, file, err);
+        report_broken(check, src.name, err);
         return 1;
     }
     out << "audit chain intact: " << check.rows() << " rows";
@@ -128,8 +160,8 @@ int run_audit_export(const audit_options& opts, std::ostream& out, std::ostream&
         err << "samband audit export: --from " << opts.from << " is after --to " << opts.to << "\n";
         return 2;
     }
-    std::string file = store_file(opts, "export", err);
-    if (file.empty()) return 2;
+    const store_source src = find_store(opts, "export", err);
+    if (!src.ok()) return 2;
     std::ofstream file_out;
     std::ostream* dst = &out;
     if (!opts.out_path.empty()) {
@@ -140,49 +172,54 @@ int run_audit_export(const audit_options& opts, std::ostream& out, std::ostream&
         }
         dst = &file_out;
     }
-    store::audit_chain_check check;
+    store::audit_chain_check check = chain_check(src);
     std::int64_t written = 0;
-    auto r = store::read_audit_rows(file, [&](const store::audit_row& a) {
-        std::string prev = check.last_hash();
-        check.add(a.id, a.hash_version, a.at_ms, a.actor, a.action, a.subject, a.detail, a.hash);
-        if (to && a.at_ms >= *to) return check.intact();  // only checking from here on
-        if (from && a.at_ms < *from) return check.intact();
-        rapidjson::StringBuffer buf;
-        rapidjson::Writer<rapidjson::StringBuffer> w(buf);
-        w.StartObject();
-        w.Key("id");
-        w.Int64(a.id);
-        w.Key("at");
-        w.String(iso_utc(a.at_ms));
-        w.Key("at_ms");
-        w.Int64(a.at_ms);
-        w.Key("actor");
-        w.String(a.actor);
-        w.Key("action");
-        w.String(a.action);
-        w.Key("subject");
-        w.String(a.subject);
-        w.Key("detail");
-        w.String(a.detail);
-        w.Key("hash_version");
-        w.Int(a.hash_version);
-        w.Key("prev_hash");
-        w.String(prev);
-        w.Key("hash");
-        w.String(a.hash);
-        w.EndObject();
-        *dst << buf.GetString() << "\n";
-        ++written;
-        return check.intact();
-    });
-    if (!r) return read_error(file, r.error(), err);
+    std::string why;
+    auto r = read_rows(
+        src,
+        [&](const store::audit_row& a) {
+            std::string prev = check.last_hash();
+            check.add(a.id, a.hash_version, a.at_ms, a.actor, a.action, a.subject, a.detail,
+                      a.hash);
+            if (to && a.at_ms >= *to) return check.intact();  // only checking from here on
+            if (from && a.at_ms < *from) return check.intact();
+            rapidjson::StringBuffer buf;
+            rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+            w.StartObject();
+            w.Key("id");
+            w.Int64(a.id);
+            w.Key("at");
+            w.String(iso_utc(a.at_ms));
+            w.Key("at_ms");
+            w.Int64(a.at_ms);
+            w.Key("actor");
+            w.String(a.actor);
+            w.Key("action");
+            w.String(a.action);
+            w.Key("subject");
+            w.String(a.subject);
+            w.Key("detail");
+            w.String(a.detail);
+            w.Key("hash_version");
+            w.Int(a.hash_version);
+            w.Key("prev_hash");
+            w.String(prev);
+            w.Key("hash");
+            w.String(a.hash);
+            w.EndObject();
+            *dst << buf.GetString() << "\n";
+            ++written;
+            return check.intact();
+        },
+        why);
+    if (!r) return read_error(src.name, r.error(), why, err);
     dst->flush();
     if (!*dst) {
         err << "samband audit export: writing failed\n";
         return 2;
     }
     if (!check.intact()) {
-        report_broken(check, file, err);
+        report_broken(check, src.name, err);
         return 1;
     }
     err << "exported " << written << " audit rows; the chain is intact up to row "

@@ -118,8 +118,11 @@ public:
         // Plugins and endpoints; a plugin that fails to load skips its endpoint, never the host.
         rt_ = build_runtime(*cfg_, registry_, *services_, log_);
         install_routes(*cfg_);
+        // A run-once source that is also a sink (nhn: an outbox and an inbox) is one plugin
+        // instance, started only on the node holding its lock: deliveries to it wait for that
+        // (start_run_once registers it), never reaching an instance that was not started.
         for (auto& [name, ep] : rt_->endpoints) {
-            if (ep.inst && (ep.inst->plugin().kinds & SAMBAND_KIND_SINK))
+            if (ep.inst && (ep.inst->plugin().kinds & SAMBAND_KIND_SINK) && !run_once(name))
                 engine_->set_destination(name, ep.inst.get(), ep.pol);
         }
         engine_->set_prepare([this](const store::delivery_row& row, const store::event_row& ev) {
@@ -518,7 +521,8 @@ private:
             for (auto& [name, ep] : rt_->endpoints) {
                 auto cit = next->endpoints.find(name);
                 if (cit != next->endpoints.end()) ep.pol = to_policy(cit->second.policy);
-                if (ep.inst && (ep.inst->plugin().kinds & SAMBAND_KIND_SINK))
+                if (ep.inst && (ep.inst->plugin().kinds & SAMBAND_KIND_SINK) &&
+                    (!run_once(name) || run_once_locks_.count(name)))
                     engine_->set_destination(name, ep.inst.get(), ep.pol);
             }
             if (gp_changed) gp_ = std::move(gp_next);  // no prepare runs while we swap
@@ -611,6 +615,8 @@ private:
                         log_.warn("source.run_once",
                                   "lost the lock of a run-once source; stopping it on this node",
                                   {{"endpoint", name}});
+                        if (ep.inst->plugin().kinds & SAMBAND_KIND_SINK)
+                            engine_->run_quiet([&] { engine_->remove_destination(name); });
                         ep.inst->stop();
                         run_once_stopped_.insert(name);
                     }
@@ -636,10 +642,10 @@ private:
             engine_->run_quiet([&] {
                 old = std::move(ep.inst);
                 ep = std::move(fresh[name]);
-                // An endpoint that is also a sink (the file plugin's outbox): the engine's
-                // pointer moves to the fresh instance before the old one is destroyed.
-                if (ep.inst->plugin().kinds & SAMBAND_KIND_SINK)
-                    engine_->set_destination(name, ep.inst.get(), ep.pol);
+                // An endpoint that is also a sink (the file plugin's outbox): the engine holds
+                // no pointer to the old instance when it is destroyed (the fresh one is
+                // registered once started).
+                engine_->remove_destination(name);
             });
             run_once_stopped_.erase(name);
         }
@@ -649,6 +655,8 @@ private:
             log_.error("plugin.start", ep.failure, {{"endpoint", name}});
             return false;
         }
+        if (ep.inst->plugin().kinds & SAMBAND_KIND_SINK)
+            engine_->run_quiet([&] { engine_->set_destination(name, ep.inst.get(), ep.pol); });
         log_.info("source.run_once", "this node holds the source's lock and runs it",
                   {{"endpoint", name}, {"node_id", cfg_->store.node_id}});
         return true;

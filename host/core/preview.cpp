@@ -183,25 +183,41 @@ int run_preview(const preview_options& opts, std::ostream& out, std::ostream& er
     std::vector<std::string> history;
     const std::string treatment(codec::string_at(*doc, "/data/treatment_id"));
     const std::string event_id(codec::string_at(*doc, "/id"));
-    if (!treatment.empty() && !opts.no_history && cfg.store.kind == "sqlite") {
-        auto keys = store_keys(cfg);
-        auto h = store::read_treatment_history(cfg.store.path, treatment, keys.get());
+    if (!treatment.empty() && !opts.no_history) {
+        const bool pg = cfg.store.kind == "postgresql";
+        const std::string where = pg ? "the PostgreSQL store" : cfg.store.path;
+        std::string why;
+        boost::system::result<std::optional<std::vector<std::string>>> h =
+            std::optional<std::vector<std::string>>();
+        if (pg) {
+            const std::string conninfo = postgresql_conninfo(cfg);
+            if (conninfo.empty()) {
+                err << "samband preview: the secret \"" << cfg.store.conninfo_secret
+                    << "\" (the PostgreSQL connection string) is empty or unreadable "
+                       "(--no-history previews the event alone)\n";
+                return 1;
+            }
+            h = store::read_treatment_history_pg(conninfo, treatment, why);
+        } else {
+            auto keys = store_keys(cfg);
+            h = store::read_treatment_history(cfg.store.path, treatment, keys.get());
+        }
         if (!h) {
-            err << "samband preview: cannot read treatment " << treatment
-                << "'s history from the store " << cfg.store.path << ": " << h.error().message()
+            err << "samband preview: cannot read treatment " << treatment << "'s history from "
+                << (pg ? "" : "the store ") << where << ": "
+                << (why.empty() ? h.error().message() : why)
                 << " (--no-history previews the event alone)\n";
             return 1;
         }
         if (*h) {
             history = std::move(**h);
             out << "history: " << history.size() << " stored event(s) of treatment " << treatment
-                << " from " << cfg.store.path << " (read-only)\n";
+                << " from " << where << " (read-only)\n";
         } else {
-            out << "history: none (no store at " << cfg.store.path << ")\n";
+            out << "history: none (no store " << (pg ? "in " : "at ") << where << ")\n";
         }
     } else if (!treatment.empty()) {
-        out << "history: none (" << (opts.no_history ? "--no-history" : "store is not sqlite")
-            << ")\n";
+        out << "history: none (--no-history)\n";
     }
     bool stored = false;
     for (const auto& h : history)

@@ -287,10 +287,14 @@ std::shared_ptr<const store::keyring> store_keys(const config::config& c) {
     return k;
 }
 
+std::string postgresql_conninfo(const config::config& c) {
+    return read_secret(c, c.store.conninfo_secret);
+}
+
 std::unique_ptr<store::store> open_store(const config::config& c, logger& log) {
     if (c.store.kind == "postgresql") {
         store::postgresql_options po;
-        po.conninfo = read_secret(c, c.store.conninfo_secret);
+        po.conninfo = postgresql_conninfo(c);
         if (po.conninfo.empty())
             throw std::runtime_error(
                 "store: the secret \"" + c.store.conninfo_secret +

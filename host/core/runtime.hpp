@@ -88,6 +88,10 @@ void stop_endpoints(runtime& rt, std::uint32_t kinds, logger& log);
 // The configured GP directory (file, cached), or null when none is configured.
 std::unique_ptr<directory::gp_directory> open_gp_directory(const config::config& c, logger& log);
 
+// The PostgreSQL store's connection string, read from the secret store.conninfo_secret names
+// (its file's first line or its environment variable); empty when unset or unreadable.
+std::string postgresql_conninfo(const config::config& c);
+
 // Opens the configured store (sqlite, or postgresql with its connection string read from the
 // named secret; the string is never logged). Throws a clear start-up error.
 std::unique_ptr<store::store> open_store(const config::config& c, logger& log);

@@ -1347,6 +1347,74 @@ boost::system::result<rotate_report, std::string> rotate_postgresql_keys(
     }
 }
 
+namespace {
+
+// A read-only session on one snapshot for the command-line readers; the tables' absence is
+// ENOENT (a store no daemon has opened yet).
+template <class Fn>
+boost::system::result<void> read_only_session(const std::string& conninfo, std::string& why,
+                                              Fn&& fn) {
+    try {
+        pg_conn c(conninfo);
+        c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        auto r = c.query(
+            "SELECT to_regclass('audit') IS NOT NULL AND to_regclass('events') IS NOT NULL");
+        if (r.text(0, 0) != "t") {
+            why = "the database has no samband store yet";
+            return error_code(ENOENT, boost::system::generic_category());
+        }
+        fn(c);
+        c.exec("COMMIT");
+        return {};
+    } catch (const std::exception& e) {
+        why = e.what();
+        return io_error();
+    }
+}
+
+}  // namespace
+
+boost::system::result<std::optional<std::vector<std::string>>> read_treatment_history_pg(
+    const std::string& conninfo, std::string_view treatment_id, std::string& why) {
+    std::vector<std::string> out;
+    auto r = read_only_session(conninfo, why, [&](pg_conn& c) {
+        auto q = c.query(
+            "SELECT p.envelope FROM events e JOIN payloads p ON p.event_seq = e.seq WHERE "
+            "e.treatment_id = $1 ORDER BY e.seq",
+            pg_params().add(treatment_id));
+        for (int i = 0; i < q.rows(); ++i) out.push_back(q.text(i, 0));
+    });
+    if (!r) {
+        if (r.error() == boost::system::errc::no_such_file_or_directory)
+            return std::optional<std::vector<std::string>>();
+        return r.error();
+    }
+    return std::optional<std::vector<std::string>>(std::move(out));
+}
+
+boost::system::result<void> read_audit_rows_pg(const std::string& conninfo,
+                                               const std::function<bool(const audit_row&)>& fn,
+                                               std::string& why) {
+    return read_only_session(conninfo, why, [&](pg_conn& c) {
+        // Paged by id: a long log is never one result in memory.
+        std::int64_t after = 0;
+        for (;;) {
+            auto q = c.query(
+                "SELECT id, at_ms, actor, action, subject, detail, hash, hash_v FROM audit WHERE "
+                "id > $1 ORDER BY id LIMIT 5000",
+                pg_params().add(after));
+            if (q.rows() == 0) return;
+            for (int i = 0; i < q.rows(); ++i) {
+                audit_row a{
+                    q.i64(i, 0),  q.i64(i, 1),  q.text(i, 2), q.text(i, 3),
+                    q.text(i, 4), q.text(i, 5), q.text(i, 6), static_cast<int>(q.i64(i, 7))};
+                if (!fn(a)) return;
+                after = a.id;
+            }
+        }
+    });
+}
+
 std::unique_ptr<store> open_postgresql(const postgresql_options& opts) {
     if (opts.conninfo.empty()) throw std::runtime_error("store: postgresql needs a conninfo");
     return std::make_unique<pg_store>(opts);

@@ -12,6 +12,8 @@
 
 #include <gtest/gtest.h>
 
+#include <samband_test/pg_server.hpp>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -22,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -124,6 +127,110 @@ inline std::pair<int, std::string> run_command(const std::string& cmd) {
     return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
 }
 
+// The store the daemons run on: SQLite (the default), or with SAMBAND_TEST_STORE=postgresql a
+// private PostgreSQL 15 on 127.0.0.1, with a fresh database per daemon folder so tests stay
+// independent. Any other value is a mistake.
+inline bool on_postgresql() {
+    const std::string kind = env_or("SAMBAND_TEST_STORE", "sqlite");
+    if (kind != "sqlite" && kind != "postgresql") {
+        ADD_FAILURE() << "SAMBAND_TEST_STORE=" << kind << ": give sqlite or postgresql";
+        return false;
+    }
+    return kind == "postgresql";
+}
+
+// The PostgreSQL server of the test run: the one the ctest fixture pg.server.start started (its
+// port in the file SAMBAND_TEST_PG_STATE names), or else one this process starts on first use
+// and stops when it ends. Port 0, with a test failure naming why, when there is none.
+inline int test_pg_port() {
+    struct server {
+        int port = 0;
+        std::string why;
+        std::unique_ptr<samband::testing::pg_server> own;
+    };
+    static server s = [] {
+        server r;
+        const std::string state = env_or("SAMBAND_TEST_PG_STATE", "");
+        if (!state.empty()) {
+            std::istringstream in(read_file(state));
+            in >> r.port;
+            if (r.port <= 0)
+                r.why = "no server in " + state + " (ctest's fixture pg.server.start starts it)";
+            return r;
+        }
+        try {
+            r.own = std::make_unique<samband::testing::pg_server>();
+            r.port = r.own->port();
+        } catch (const std::exception& e) {
+            r.why = e.what();
+        }
+        return r;
+    }();
+    if (s.port <= 0) ADD_FAILURE() << "no test PostgreSQL server: " << s.why;
+    return s.port;
+}
+
+// Runs psql (the server's own client) on database `db` with `args` (-c or -f): its exit status
+// and output (unaligned, tuples only).
+inline std::pair<int, std::string> test_psql(const std::string& db, const std::string& args) {
+    const int port = test_pg_port();
+    if (port <= 0) return {-1, "no test PostgreSQL server"};
+    return run_command(samband::testing::pg_bindir() +
+                       "/psql -X -A -t -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p " +
+                       std::to_string(port) + " -U samband -d " + db + " " + args);
+}
+
+// The PostgreSQL database of the daemon folder `workdir` (created on first use and named in
+// `workdir/harness.pgdb`, so a restarted daemon finds its store again); empty on failure. The
+// databases this process created are dropped when it ends (kept with SAMBAND_KEEP_TMP).
+inline std::string test_pg_database(const fs::path& workdir) {
+    const fs::path named = workdir / "harness.pgdb";
+    std::string db = read_file(named);
+    while (!db.empty() && (db.back() == '\n' || db.back() == '\r')) db.pop_back();
+    if (!db.empty()) return db;
+    struct created {
+        std::vector<std::string> names;
+        ~created() {
+            if (std::getenv("SAMBAND_KEEP_TMP")) return;
+            for (const auto& n : names)
+                test_psql("postgres", "-c 'DROP DATABASE IF EXISTS " + n + " WITH (FORCE)'");
+        }
+    };
+    static created databases;
+    db = "it_" + std::to_string(::getpid()) + "_" + std::to_string(databases.names.size() + 1);
+    auto [rc, out] = test_psql("postgres", "-c 'CREATE DATABASE " + db + "'");
+    if (rc != 0) {
+        ADD_FAILURE() << "cannot create the test database " << db << ": " << out;
+        return {};
+    }
+    databases.names.push_back(db);
+    write_file(named, db + "\n");
+    return db;
+}
+
+// The libpq connection string of a test database.
+inline std::string test_pg_conninfo(const std::string& db) {
+    return "host=127.0.0.1 port=" + std::to_string(test_pg_port()) + " user=samband dbname=" + db +
+           " connect_timeout=5";
+}
+
+// The next daemon started on `workdir` gets a fresh store: on PostgreSQL a new database (a test
+// that wants a fresh SQLite store removes its file).
+inline void fresh_pg_store(const fs::path& workdir) {
+    std::error_code ec;
+    fs::remove(workdir / "harness.pgdb", ec);
+}
+
+// Runs SQL statements on the PostgreSQL store of the daemon folder `workdir` (psql): its exit
+// status and output.
+inline std::pair<int, std::string> test_pg_sql(const fs::path& workdir, const std::string& sql) {
+    const std::string db = test_pg_database(workdir);
+    if (db.empty()) return {-1, "no test PostgreSQL database"};
+    const fs::path file = workdir / "harness.sql";
+    write_file(file, sql);
+    return test_psql(db, "-f " + file.string());
+}
+
 // Adds a token for `name` with `roles` ("operator" or "viewer,auditor") to the daemon's token
 // file `file` with `samband token add`; returns the token (empty, with a test failure, if that
 // failed).
@@ -153,7 +260,7 @@ public:
 
     // Starts `samband run` and waits until it wrote its ready file.
     bool start(std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
-        if (!give_token()) return false;
+        if (!prepare_config()) return false;
         fs::path ready = workdir_ / "ready";
         fs::remove(ready);
         std::string log = (workdir_ / "daemon.log").string();
@@ -201,8 +308,8 @@ public:
         pid_ = -1;
     }
     void signal(int sig) {
-        if (sig == SIGHUP) give_token();  // a test's rewritten config keeps the harness's token
-        if (pid_ > 0) ::kill(pid_, sig);  // never kill(-1, …): that signals every process
+        if (sig == SIGHUP) prepare_config();  // a rewritten config keeps the token and store
+        if (pid_ > 0) ::kill(pid_, sig);      // never kill(-1, …): that signals every process
     }
     bool running() {
         if (pid_ <= 0) return false;
@@ -250,19 +357,35 @@ public:
     }
 
 private:
-    // The admin API answers only with a token. Unless the test's config names its own
-    // admin.token_file, the harness makes one token with every role (`samband token add`) and
-    // writes admin.token_file into the config. A config that is not a JSON object is left alone
-    // (tests of broken configs). False when `samband token add` failed.
-    bool give_token() {
+    // Prepares the test's config file before each start and reload (a config that is not a JSON
+    // object is left alone: tests of broken configs). False when that failed.
+    //  - The admin API answers only with a token. Unless the config names its own
+    //    admin.token_file, the harness makes one token with every role (`samband token add`) and
+    //    writes admin.token_file into the config.
+    //  - On PostgreSQL (SAMBAND_TEST_STORE=postgresql) a SQLite store becomes this folder's
+    //    PostgreSQL database (its path stays: PATH.blobs is the attachment cache there).
+    bool prepare_config() {
         rapidjson::Document d;
         d.Parse(read_file(config_).c_str());
         if (d.HasParseError() || !d.IsObject()) return true;
+        bool changed = false;
+        if (!give_token(d, changed)) return false;
+        if (on_postgresql() && !use_postgresql(d, changed)) return false;
+        if (!changed) return true;
+        rapidjson::StringBuffer sb;
+        rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+        d.Accept(w);
+        write_file(config_, sb.GetString());
+        return true;
+    }
+
+    bool give_token(rapidjson::Document& d, bool& changed) {
         const std::string file = (workdir_ / "harness.tokens").string();
         auto& al = d.GetAllocator();
         if (!d.HasMember("admin") || !d["admin"].IsObject()) {
             d.RemoveMember("admin");
             d.AddMember("admin", rapidjson::Value(rapidjson::kObjectType), al);
+            changed = true;
         }
         auto& a = d["admin"];
         if (a.HasMember("token_file")) {
@@ -282,10 +405,45 @@ private:
             write_file(workdir_ / "harness.token", token_ + "\n");
         }
         a.AddMember("token_file", rapidjson::Value(file.c_str(), al), al);
-        rapidjson::StringBuffer sb;
-        rapidjson::Writer<rapidjson::StringBuffer> w(sb);
-        d.Accept(w);
-        write_file(config_, sb.GetString());
+        changed = true;
+        return true;
+    }
+
+    // A config whose store is SQLite (named or by default) gets this folder's PostgreSQL
+    // database, its connection string in the secret "harness-pg". A test's own PostgreSQL
+    // store is left alone.
+    bool use_postgresql(rapidjson::Document& d, bool& changed) {
+        auto& al = d.GetAllocator();
+        if (!d.HasMember("store") || !d["store"].IsObject()) {
+            d.RemoveMember("store");
+            d.AddMember("store", rapidjson::Value(rapidjson::kObjectType), al);
+        }
+        auto& st = d["store"];
+        const bool harness_pg = st.HasMember("conninfo_secret") &&
+                                st["conninfo_secret"].IsString() &&
+                                std::string(st["conninfo_secret"].GetString()) == "harness-pg";
+        if (!harness_pg && st.HasMember("kind") && st["kind"].IsString() &&
+            std::string(st["kind"].GetString()) != "sqlite")
+            return true;
+        const std::string db = test_pg_database(workdir_);
+        if (db.empty()) return false;
+        const fs::path conninfo = workdir_ / "harness.pgconninfo";
+        write_file(conninfo, test_pg_conninfo(db) + "\n");
+        st.RemoveMember("kind");
+        st.AddMember("kind", "postgresql", al);
+        st.RemoveMember("synchronous");  // SQLite only
+        st.RemoveMember("conninfo_secret");
+        st.AddMember("conninfo_secret", "harness-pg", al);
+        if (!d.HasMember("secrets") || !d["secrets"].IsObject()) {
+            d.RemoveMember("secrets");
+            d.AddMember("secrets", rapidjson::Value(rapidjson::kObjectType), al);
+        }
+        auto& secrets = d["secrets"];
+        secrets.RemoveMember("harness-pg");
+        rapidjson::Value secret(rapidjson::kObjectType);
+        secret.AddMember("file", rapidjson::Value(conninfo.c_str(), al), al);
+        secrets.AddMember("harness-pg", secret, al);
+        changed = true;
         return true;
     }
 

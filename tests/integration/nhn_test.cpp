@@ -440,6 +440,7 @@ TEST_F(nhn_test, the_adresseregisteret_decides_whether_the_receiver_can_take_the
     }
     // The register unreachable (a closed port): the local file says the GP can receive.
     fs::remove_all(root_ / "var");
+    fresh_pg_store(root_);
     write_file(root_ / "ar.json",
                R"({"parties": [{"her_id": "9900101", "name": "Lise Fastlege", "active": true,
                                 "valid": true, "edi_address": true}]})");
@@ -614,6 +615,7 @@ TEST_F(ar_host_test, an_unreachable_register_falls_back_to_the_local_file) {
         EXPECT_EQ(d.stop(), 0);
     }
     fs::remove_all(root_ / "var");
+    fresh_pg_store(root_);
     fs::remove_all(root_ / "nhn-out");
     write_file(root_ / "ar.json", R"({"parties": []})");
     daemon_process d(root_ / "samband.json", root_);
@@ -656,6 +658,7 @@ TEST_F(ar_host_test, a_receiver_that_does_not_take_the_message_type_is_held_unle
     }
     // The operator's word for the office (receiver_message_types) goes before the file's list.
     fs::remove_all(root_ / "var");
+    fresh_pg_store(root_);
     write_file(root_ / "samband.json", original);
     configure(R"({"file": "ar.json"})");
     std::string cfg = read_file(root_ / "samband.json");

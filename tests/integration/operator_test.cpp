@@ -146,5 +146,34 @@ TEST_F(operator_test, preview_writes_what_each_destination_would_get_and_stores_
         << "preview must not create or touch the store";
 }
 
+// Preview reads the treatment's stored history (as the consent gate sees it) from the store the
+// config names, SQLite or PostgreSQL, read-only beside the running daemon.
+TEST_F(operator_test, preview_reads_the_treatments_history_from_the_store_beside_the_daemon) {
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    for (const char* e : {"01-kari-referral.json", "02-kari-start.json"}) {
+        auto r = d.post(
+            "/api/v1/events",
+            "{\"envelope\":" + read_file(fs::path(source_dir()) / "config/demo/events" / e) + "}");
+        ASSERT_EQ(r.status, 201) << r.body;
+    }
+    auto [code, text] = run_command(
+        daemon_process::binary() + " preview -c " + (root_ / "samband.json").string() + " " +
+        (fs::path(source_dir()) / "config/demo/events/03-kari-score.json").string() + " --out " +
+        (root_ / "preview").string());
+    EXPECT_EQ(code, 0) << text;
+    EXPECT_NE(text.find("history: 2 stored event(s) of treatment T-1001 from " +
+                        std::string(on_postgresql() ? "the PostgreSQL store"
+                                                    : (root_ / "var/samband.db").string())),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find("SEND     sink"), std::string::npos) << text;
+    auto list = d.get("/api/v1/deliveries");
+    EXPECT_NE(list.body.find("\"destination\":\"outbox\""), std::string::npos) << list.body;
+    EXPECT_EQ(list.body.find("\"destination\":\"sink\""), std::string::npos)
+        << "preview stored the score: " << list.body;
+    EXPECT_EQ(d.stop(), 0) << d.log();
+}
+
 }  // namespace
 }  // namespace samband::test
