@@ -297,5 +297,62 @@ TEST_F(pg_nodes, a_run_once_inbox_runs_on_one_node_and_moves_when_that_node_dies
     EXPECT_EQ(standby.proc->stop(), 0);
 }
 
+// A run-once source that is also a sink (here the file plugin with an inbox and an outbox; nhn is
+// one too) is one plugin instance, started only on the node holding the source's lock: the other
+// node never hands it a delivery. (It did: a delivery reached the instance that was never
+// started, and the nhn plugin crashed the daemon.)
+TEST_F(pg_nodes, a_run_once_source_that_is_also_a_sink_delivers_only_on_the_lock_holder) {
+    temp_dir tmp;
+    const fs::path root = tmp.path();
+    auto make = [&](const std::string& name) {
+        fs::path dir = root / name;
+        fs::create_directories(dir);
+        write_file(dir / "pg.conninfo", server().conninfo(db_) + "\n");
+        write_file(dir / "samband.json", R"({
+  "node": {"name": ")" + name + R"("},
+  "store": {"kind": "postgresql", "path": "var/cache", "conninfo_secret": "pg", "lease_s": 5},
+  "secrets": {"pg": {"file": "pg.conninfo"}},
+  "admin": {"listen": "127.0.0.1:0"},
+  "plugin_dirs": [")" + plugin_dir() + R"("],
+  "schemas_dir": ")" + source_dir() + R"(/config/schemas",
+  "identifiers": {"allow_synthetic": true},
+  "endpoints": {"io": {"plugin": "file", "config": {"inbox": ")" +
+                                             (root / "in").string() + R"(", "outbox": ")" +
+                                             (root / "out").string() + R"(", "poll_ms": 20},
+                       "policy": {"attempt_timeout_ms": 2000}}},
+  "routes": [{"name": "to-io", "match": {"type": "rph.treatment.*"}, "to": ["io"]}]
+})");
+        return std::make_unique<daemon_process>(dir / "samband.json", dir);
+    };
+    auto a = make("a");
+    auto b = make("b");
+    ASSERT_TRUE(a->start()) << a->log();
+    ASSERT_TRUE(wait_for([&] { return a->log().find("holds the source") != std::string::npos; },
+                         std::chrono::seconds(15)))
+        << a->log();
+    ASSERT_TRUE(b->start()) << b->log();
+    const int n = 20;  // submitted through node b, which does not run "io"
+    for (int i = 0; i < n; ++i) {
+        auto r = b->post("/api/v1/events", "{\"envelope\":" + event(300 + i) + "}");
+        ASSERT_EQ(r.status, 201) << r.body;
+    }
+    ASSERT_TRUE(
+        wait_for([&] { return count("SELECT COUNT(*) FROM deliveries WHERE state = 2") == n; },
+                 std::chrono::seconds(30)))
+        << psql(db_, "SELECT id, state, lease_node, reason FROM deliveries WHERE state <> 2")
+        << "\n"
+        << b->log();
+    EXPECT_EQ(count("SELECT COUNT(*) FROM deliveries WHERE lease_node <> 'a'"), 0)
+        << "node b, without the lock, delivered through its unstarted instance";
+    EXPECT_EQ(b->log().find("holds the source"), std::string::npos) << b->log();
+    EXPECT_TRUE(b->running()) << b->log();
+    std::size_t files = 0;
+    for (const auto& e : fs::directory_iterator(root / "out"))
+        if (e.path().extension() == ".json") ++files;
+    EXPECT_EQ(files, static_cast<std::size_t>(n));
+    EXPECT_EQ(b->stop(), 0);
+    EXPECT_EQ(a->stop(), 0);
+}
+
 }  // namespace
 }  // namespace samband::test
