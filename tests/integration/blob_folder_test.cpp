@@ -14,6 +14,9 @@ namespace {
 class blob_folder_test : public ::testing::Test {
 protected:
     void SetUp() override {
+        SAMBAND_SQLITE_ONLY(
+            "the attachment folder is the SQLite store's; PostgreSQL keeps attachments in the "
+            "database");
         root_ = tmp_.path();
         std::string plugins = plugin_dir();
         std::string schemas = source_dir() + "/config/schemas";

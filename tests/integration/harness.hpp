@@ -139,6 +139,13 @@ inline bool on_postgresql() {
     return kind == "postgresql";
 }
 
+// A test of the SQLite store's own files (its attachment folder, say) has no PostgreSQL run:
+// it skips there, saying why.
+#define SAMBAND_SQLITE_ONLY(why)                                                        \
+    do {                                                                                \
+        if (::samband::test::on_postgresql()) GTEST_SKIP() << "SQLite only: " << (why); \
+    } while (0)
+
 // The PostgreSQL server of the test run: the one the ctest fixture pg.server.start started (its
 // port in the file SAMBAND_TEST_PG_STATE names), or else one this process starts on first use
 // and stops when it ends. Port 0, with a test failure naming why, when there is none.
