@@ -189,6 +189,7 @@ int run_preview(const preview_options& opts, std::ostream& out, std::ostream& er
         std::string why;
         boost::system::result<std::optional<std::vector<std::string>>> h =
             std::optional<std::vector<std::string>>();
+        auto keys = store_keys(cfg);
         if (pg) {
             const std::string conninfo = postgresql_conninfo(cfg);
             if (conninfo.empty()) {
@@ -197,9 +198,8 @@ int run_preview(const preview_options& opts, std::ostream& out, std::ostream& er
                        "(--no-history previews the event alone)\n";
                 return 1;
             }
-            h = store::read_treatment_history_pg(conninfo, treatment, why);
+            h = store::read_treatment_history_pg(conninfo, treatment, keys.get(), why);
         } else {
-            auto keys = store_keys(cfg);
             h = store::read_treatment_history(cfg.store.path, treatment, keys.get());
         }
         if (!h) {

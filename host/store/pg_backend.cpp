@@ -1375,14 +1375,16 @@ boost::system::result<void> read_only_session(const std::string& conninfo, std::
 }  // namespace
 
 boost::system::result<std::optional<std::vector<std::string>>> read_treatment_history_pg(
-    const std::string& conninfo, std::string_view treatment_id, std::string& why) {
+    const std::string& conninfo, std::string_view treatment_id, const keyring* keys,
+    std::string& why) {
     std::vector<std::string> out;
     auto r = read_only_session(conninfo, why, [&](pg_conn& c) {
         auto q = c.query(
-            "SELECT p.envelope FROM events e JOIN payloads p ON p.event_seq = e.seq WHERE "
+            "SELECT e.id, p.envelope FROM events e JOIN payloads p ON p.event_seq = e.seq WHERE "
             "e.treatment_id = $1 ORDER BY e.seq",
             pg_params().add(treatment_id));
-        for (int i = 0; i < q.rows(); ++i) out.push_back(q.text(i, 0));
+        for (int i = 0; i < q.rows(); ++i)
+            out.push_back(open_column(keys, q.text(i, 1), "payload:" + q.text(i, 0)));
     });
     if (!r) {
         if (r.error() == boost::system::errc::no_such_file_or_directory)

@@ -431,11 +431,13 @@ boost::system::result<void> read_audit_rows(const std::string& path,
                                             const std::function<bool(const audit_row&)>& fn);
 
 // As read_treatment_history and read_audit_rows, on the PostgreSQL store at `conninfo`: one
-// read-only session and snapshot, nothing created or migrated. ENOENT (history: an empty optional)
+// read-only session and snapshot, nothing created or migrated (sealed envelopes opened with
+// `keys`). ENOENT (history: an empty optional)
 // when the store's tables do not exist yet; otherwise an error, with the server's reason (never
 // the password) in `why`.
 boost::system::result<std::optional<std::vector<std::string>>> read_treatment_history_pg(
-    const std::string& conninfo, std::string_view treatment_id, std::string& why);
+    const std::string& conninfo, std::string_view treatment_id, const keyring* keys,
+    std::string& why);
 boost::system::result<void> read_audit_rows_pg(const std::string& conninfo,
                                                const std::function<bool(const audit_row&)>& fn,
                                                std::string& why);
