@@ -218,7 +218,9 @@ TEST_F(encryption_test, a_missing_or_wrong_key_stops_the_start_naming_the_key_id
 // under the old key) is re-sealed under the new key; a second run finds nothing left to do; then
 // the old key can go and everything still reads.
 TEST_F(encryption_test, rotate_key_reseals_everything_under_the_new_key) {
-    SAMBAND_SQLITE_ONLY("samband store rotate-key is for the SQLite store only yet");
+    SAMBAND_SQLITE_ONLY(
+        "it reads the SQLite file's bytes and runs rotate-key on the test's own config (the store "
+        "contract test rotates on PostgreSQL)");
     const std::string k1 = fresh_key(), k2 = fresh_key();
     // Start without encryption: one plain event and one plain refused input.
     write_config({{"k1", k1}});
