@@ -1001,7 +1001,11 @@ private:
     // progress is passed over, never waited for), including in-flight ones whose lease expired,
     // and opens one counted attempt each under this node's lease and a new fencing token.
     // Per-(order_key, destination) order holds across nodes: a delivery is due only when no
-    // earlier one of the same key and destination is waiting or in flight anywhere.
+    // earlier one of the same key and destination is waiting or in flight anywhere, i.e. it is
+    // the first of its key still open. Asked as a scalar subquery per candidate, an index lookup
+    // on (destination, order_key): as NOT EXISTS, the generic plan of a freshly filled table
+    // (estimated 1 row) anti-joined on the destination alone and read the whole backlog for
+    // every candidate (3.7 s per claim with 3,000 pending; bench/pg's 156 events/s).
     void do_claim(pg_conn& d, const std::string& dest, std::int64_t now_ms, std::size_t limit,
                   int max_attempts, std::vector<delivery_row>& rows) {
         std::int64_t now = core::now_ms();
@@ -1010,10 +1014,9 @@ private:
             ", d.lease_until"
             " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE "
             "d.destination = $1 AND ((d.state IN (0, 4) AND d.next_ms <= $2) OR "
-            "(d.state = 1 AND d.lease_until < $4)) AND NOT EXISTS (SELECT 1 FROM "
-            "deliveries p WHERE p.destination = d.destination AND p.order_key = "
-            "d.order_key AND p.id < d.id AND p.state IN (0, 1, 4, 7)) ORDER BY d.id "
-            "LIMIT $3 FOR UPDATE OF d SKIP LOCKED",
+            "(d.state = 1 AND d.lease_until < $4)) AND (SELECT MIN(p.id) FROM deliveries p "
+            "WHERE p.destination = $1 AND p.order_key = d.order_key AND p.state IN (0, 1, 4, "
+            "7)) = d.id ORDER BY d.id LIMIT $3 FOR UPDATE OF d SKIP LOCKED",
             pg_params().add(dest).add(now_ms).add(static_cast<std::int64_t>(limit)).add(now));
         // Two statements for the whole claim (not two per delivery): every round trip to the
         // server is paid by the one writer.
