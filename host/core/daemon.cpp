@@ -615,8 +615,10 @@ private:
                         log_.warn("source.run_once",
                                   "lost the lock of a run-once source; stopping it on this node",
                                   {{"endpoint", name}});
+                        // A named copy: clang 14 cannot capture a structured binding.
                         if (ep.inst->plugin().kinds & SAMBAND_KIND_SINK)
-                            engine_->run_quiet([&] { engine_->remove_destination(name); });
+                            engine_->run_quiet(
+                                [&, endpoint = name] { engine_->remove_destination(endpoint); });
                         ep.inst->stop();
                         run_once_stopped_.insert(name);
                     }
