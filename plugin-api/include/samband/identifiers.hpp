@@ -41,11 +41,6 @@ inline check_result fail(std::string reason) {
     return {false, std::move(reason)};
 }
 
-inline std::string two(int v) {
-    std::string s = std::to_string(v);
-    return s.size() < 2 ? "0" + s : s;
-}
-
 }  // namespace detail
 
 // Which kind an 11-digit number is by its first digit (D-number: day + 40).
