@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <memory>
 #include <stdexcept>
 
 namespace samband::core {
@@ -40,9 +41,16 @@ std::string uuid_v7() {
 }
 
 std::string sha256_hex(std::string_view data) {
+    return sha256_hex({data});
+}
+
+std::string sha256_hex(std::initializer_list<std::string_view> parts) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
-    EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+    bool ok = ctx && EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) == 1;
+    for (auto p : parts) ok = ok && EVP_DigestUpdate(ctx.get(), p.data(), p.size()) == 1;
+    if (!ok || EVP_DigestFinal_ex(ctx.get(), md, &len) != 1) return {};  // OpenSSL out of memory
     static const char* hex = "0123456789abcdef";
     std::string out;
     out.reserve(len * 2);

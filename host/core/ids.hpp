@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -12,8 +13,11 @@ namespace samband::core {
 std::int64_t now_ms() noexcept;
 // A time-ordered UUIDv7 string (RFC 9562), e.g. "0192f7c8-1a2b-7c3d-8e4f-0123456789ab".
 std::string uuid_v7();
-// Lowercase hex SHA-256 of `data`.
+// Lowercase hex SHA-256 of `data` (empty only when OpenSSL cannot allocate: never equal to a
+// digest).
 std::string sha256_hex(std::string_view data);
+// The same of the parts one after another (their concatenation, without copying it).
+std::string sha256_hex(std::initializer_list<std::string_view> parts);
 // Standard base64 (RFC 4648) of bytes, and back; decode fails (nullopt) on malformed input.
 std::string base64_encode(std::string_view bytes);
 std::optional<std::string> base64_decode(std::string_view text);

@@ -2,7 +2,6 @@
 
 #include "core/ids.hpp"
 
-#include <openssl/evp.h>
 #include <rapidjson/pointer.h>
 
 #if __has_include(<samband/identifiers.hpp>)
@@ -21,28 +20,9 @@ constexpr std::size_t kMaxKeptPayload = 256 * 1024;
 std::string content_hash(std::string_view envelope, std::string_view id) {
     auto at = id.empty() ? std::string_view::npos : envelope.find(id);
     if (at == std::string_view::npos) return core::sha256_hex(envelope);
-    // The two parts around the id hashed in turn: the same digest as of their concatenation,
-    // without copying an envelope of up to max_event_bytes.
-    std::string_view head = envelope.substr(0, at), tail = envelope.substr(at + id.size());
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1 ||
-        EVP_DigestUpdate(ctx.get(), head.data(), head.size()) != 1 ||
-        EVP_DigestUpdate(ctx.get(), tail.data(), tail.size()) != 1 ||
-        EVP_DigestFinal_ex(ctx.get(), md, &len) != 1) {
-        std::string rest;
-        rest.append(head).append(tail);
-        return core::sha256_hex(rest);
-    }
-    static constexpr char hex[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(2 * len);
-    for (unsigned i = 0; i < len; ++i) {
-        out += hex[md[i] >> 4];
-        out += hex[md[i] & 0xf];
-    }
-    return out;
+    // The two parts around the id hashed in turn: the digest of their concatenation, without
+    // copying an envelope of up to max_event_bytes.
+    return core::sha256_hex({envelope.substr(0, at), envelope.substr(at + id.size())});
 }
 
 std::string idempotency_key_of(std::string_view raw) {
