@@ -245,7 +245,14 @@ engine::prepared_one engine::prepare_one(std::uint64_t token, const store::deliv
     prepared_one o;
     o.token = token;
     auto ev = store_.get_event(row.event_id);
-    if (!ev) {
+    if (!ev && ev.error() == store::sealed_record_error()) {
+        // Changed bytes or a key the store lacks: no retry opens it, and every retry would log
+        // again. Dead at once, saying why; an operator retries once the keys are fixed.
+        o.prep.what = prepared::action::dead;
+        o.prep.reason = "the stored event " + row.event_id +
+                        " did not open: " + ev.error().message() +
+                        "; an operator retry delivers it once the keys are fixed";
+    } else if (!ev) {
         o.prep.what = prepared::action::retry;
         o.prep.reason = "store read failed: " + ev.error().message();
     } else if (!*ev) {

@@ -564,19 +564,20 @@ public:
     boost::system::result<std::vector<audit_row>> list_audit(std::string_view subject,
                                                              std::size_t limit) override {
         return read([&](pg_conn& c) {
-            auto r = subject.empty()
-                         ? c.query(
-                               "SELECT id, at_ms, actor, action, subject, detail, hash FROM audit "
-                               "ORDER BY id DESC LIMIT $1",
-                               pg_params().add(static_cast<std::int64_t>(limit)))
-                         : c.query(
-                               "SELECT id, at_ms, actor, action, subject, detail, hash FROM audit "
-                               "WHERE subject = $2 ORDER BY id LIMIT $1",
-                               pg_params().add(static_cast<std::int64_t>(limit)).add(subject));
+            auto r =
+                subject.empty()
+                    ? c.query(
+                          "SELECT id, at_ms, actor, action, subject, detail, hash, hash_v FROM "
+                          "audit ORDER BY id DESC LIMIT $1",
+                          pg_params().add(static_cast<std::int64_t>(limit)))
+                    : c.query(
+                          "SELECT id, at_ms, actor, action, subject, detail, hash, hash_v FROM "
+                          "audit WHERE subject = $2 ORDER BY id LIMIT $1",
+                          pg_params().add(static_cast<std::int64_t>(limit)).add(subject));
             std::vector<audit_row> out;
             for (int i = 0; i < r.rows(); ++i)
                 out.push_back({r.i64(i, 0), r.i64(i, 1), r.text(i, 2), r.text(i, 3), r.text(i, 4),
-                               r.text(i, 5), r.text(i, 6)});
+                               r.text(i, 5), r.text(i, 6), static_cast<int>(r.i64(i, 7))});
             return out;
         });
     }

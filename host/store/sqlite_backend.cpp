@@ -683,17 +683,17 @@ public:
         return read([&] {
             auto& q = subject.empty()
                           ? rdb_.prepare(
-                                "SELECT id, at_ms, actor, action, subject, detail, hash FROM "
-                                "audit ORDER BY id DESC LIMIT ?2")
+                                "SELECT id, at_ms, actor, action, subject, detail, hash, hash_v "
+                                "FROM audit ORDER BY id DESC LIMIT ?2")
                           : rdb_.prepare(
-                                "SELECT id, at_ms, actor, action, subject, detail, hash FROM "
-                                "audit WHERE subject = ?1 ORDER BY id LIMIT ?2");
+                                "SELECT id, at_ms, actor, action, subject, detail, hash, hash_v "
+                                "FROM audit WHERE subject = ?1 ORDER BY id LIMIT ?2");
             if (!subject.empty()) q.bind(1, subject);
             q.bind(2, static_cast<std::int64_t>(limit));
             std::vector<audit_row> out;
             while (q.step())
-                out.push_back(
-                    {q.i64(0), q.i64(1), q.text(2), q.text(3), q.text(4), q.text(5), q.text(6)});
+                out.push_back({q.i64(0), q.i64(1), q.text(2), q.text(3), q.text(4), q.text(5),
+                               q.text(6), static_cast<int>(q.i64(7))});
             q.reset();
             return out;
         });

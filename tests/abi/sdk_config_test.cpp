@@ -76,9 +76,9 @@ TEST(sdk_config, text_that_is_not_one_json_object_is_refused) {
 // A plugin that takes the parsed config, created through the ABI as the host does.
 class parsed_sink {
 public:
-    static constexpr const char* name = "parsed-config-sink";
-    static constexpr const char* version = "1.0.0";
-    static constexpr const char* description = "test: a sink taking sdk::config";
+    [[maybe_unused]] static constexpr const char* name = "parsed-config-sink";
+    [[maybe_unused]] static constexpr const char* version = "1.0.0";
+    [[maybe_unused]] static constexpr const char* description = "test: a sink taking sdk::config";
     parsed_sink(samband::sdk::host, const config& c) : folder_(c.string("folder")) {}
     void deliver(samband::sdk::delivery d) { d.succeed(folder_); }
 

@@ -41,7 +41,8 @@ public:
     std::vector<std::string> audits;                            // "action subject"
     int claims = 0;
     int in_flight = 0, max_in_flight = 0;
-    int refused = 0;  // updates the transition table refused
+    int refused = 0;                   // updates the transition table refused
+    std::set<std::string> unopenable;  // events whose sealed envelope fails authentication
 
     void add(std::int64_t id, std::string destination, std::string order_key = {}) {
         std::lock_guard lock(mu);
@@ -156,6 +157,7 @@ public:
     }
     boost::system::result<std::optional<ss::event_row>> get_event(std::string_view id) override {
         std::lock_guard lock(mu);
+        if (unopenable.count(std::string(id))) return ss::sealed_record_error();
         auto it = events.find(std::string(id));
         if (it == events.end()) return std::optional<ss::event_row>();
         return std::optional<ss::event_row>(it->second);
@@ -368,6 +370,20 @@ TEST_F(engine_test, a_permanent_failure_is_dead_after_one_attempt) {
     EXPECT_EQ(st.get(1).attempts, 1);
     EXPECT_EQ(st.get(1).reason, "permanent failure: unknown receiver");
     EXPECT_TRUE(st.delays.empty());
+}
+
+TEST_F(engine_test, an_event_that_fails_authentication_is_dead_at_once_not_retried) {
+    sink("gp", R"({"mode":"ok"})", fast());
+    st.add(1, "gp");
+    st.add(2, "gp");
+    st.unopenable.insert("ev-1");
+    eng->start();
+    ASSERT_TRUE(st.wait_state(1, delivery_state::dead));
+    ASSERT_TRUE(st.wait_state(2, delivery_state::delivered));
+    EXPECT_EQ(st.get(1).attempts, 0);  // decided before a sink saw it: not an attempt
+    EXPECT_NE(st.get(1).reason.find("ev-1 did not open"), std::string::npos) << st.get(1).reason;
+    EXPECT_NE(st.get(1).reason.find("failed authentication"), std::string::npos);
+    EXPECT_TRUE(st.delays.empty());  // no backoff: nothing was scheduled again
 }
 
 TEST_F(engine_test, used_up_attempts_end_dead_naming_their_count) {

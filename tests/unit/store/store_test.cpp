@@ -654,6 +654,10 @@ TEST_P(store_test, a_transition_outside_the_table_is_refused_and_audited) {
     ASSERT_FALSE(audit->empty());
     EXPECT_EQ(audit->back().action, "delivery.transition_refused");
     EXPECT_EQ(audit->back().detail, "in_flight -> acknowledged");
+    for (const auto& a : *audit) EXPECT_EQ(a.hash_version, 2) << a.action;  // read, not left 0
+    auto newest = st_->list_audit("", 1);
+    ASSERT_TRUE(newest && newest->size() == 1u);
+    EXPECT_EQ(newest->front().hash_version, 2);
     EXPECT_FALSE(*st_->verify_audit_chain());
     EXPECT_FALSE(transition_allowed(delivery_state::held, delivery_state::in_flight));
     EXPECT_TRUE(transition_allowed(delivery_state::dead, delivery_state::delivered));
