@@ -1,5 +1,7 @@
 #include "config/config.hpp"
 
+#include "router/router.hpp"
+
 #include <rapidjson/document.h>
 #include <rapidjson/pointer.h>
 #include <rapidjson/schema.h>
@@ -176,21 +178,6 @@ void validate_part(const rapidjson::SchemaDocument& sd, const rapidjson::Documen
 std::string resolve(const std::string& base, const std::string& p) {
     if (p.empty() || fs::path(p).is_absolute()) return p;
     return (fs::path(base) / p).lexically_normal().string();
-}
-
-std::string glob_to_regex(const std::string& g) {
-    std::string r;
-    for (char c : g) {
-        if (c == '*')
-            r += ".*";
-        else if (c == '?')
-            r += '.';
-        else if (std::string("\\^$.|+()[]{}").find(c) != std::string::npos)
-            r += std::string("\\") + c;
-        else
-            r += c;
-    }
-    return r;
 }
 
 bool valid_listen(const std::string& s, std::string& why) {
@@ -566,7 +553,7 @@ config_result parse_config(const std::string& text, const std::string& file,
         }
         for (const auto& sg : rt.source_globs) {
             bool any = false;
-            std::regex re(glob_to_regex(sg));
+            std::regex re = router::compile_glob(sg);
             for (const auto& [n, e] : c.endpoints) any = any || std::regex_match(n, re);
             if (!any)
                 errs.push_back({prefix + "/match/source",

@@ -3,6 +3,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
+#include "codec/xml.hpp"
 #include "directory/soap_http.hpp"
 
 #include <cstring>
@@ -15,29 +16,6 @@ namespace {
 constexpr const char* kAction =
     "http://schemas.nhn.no/reg/flr/IFlrReadOperations/GetPatientGPDetails";
 constexpr std::size_t kMaxAnswer = 1024 * 1024;
-
-std::string xml_escape(std::string_view s) {
-    std::string out;
-    for (char c : s) {
-        switch (c) {
-            case '<':
-                out += "&lt;";
-                break;
-            case '>':
-                out += "&gt;";
-                break;
-            case '&':
-                out += "&amp;";
-                break;
-            case '"':
-                out += "&quot;";
-                break;
-            default:
-                out += c;
-        }
-    }
-    return out;
-}
 
 const xmlNode* find(const xmlNode* n, const char* local) {
     for (; n; n = n->next) {
@@ -113,7 +91,8 @@ std::string flr_request(std::string_view patient_nin) {
                "<?xml version=\"1.0\" encoding=\"utf-8\"?>"
                "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>"
                "<GetPatientGPDetails xmlns=\"http://schemas.nhn.no/reg/flr\"><patientNin>") +
-           xml_escape(patient_nin) + "</patientNin></GetPatientGPDetails></s:Body></s:Envelope>";
+           codec::xml_escape(patient_nin) +
+           "</patientNin></GetPatientGPDetails></s:Body></s:Envelope>";
 }
 
 namespace {

@@ -1,6 +1,7 @@
 #include "report/outcomes.hpp"
 
 #include "codec/json.hpp"
+#include "codec/xml.hpp"
 #include "store/store.hpp"
 
 #include <rapidjson/document.h>
@@ -103,29 +104,6 @@ std::vector<std::string> cells(const month_row& r, char decimal) {
             rate(r.reliably_recovered, r.caseness)};
 }
 
-std::string xml_escape(std::string_view s) {
-    std::string out;
-    for (char c : s) {
-        switch (c) {
-            case '<':
-                out += "&lt;";
-                break;
-            case '>':
-                out += "&gt;";
-                break;
-            case '&':
-                out += "&amp;";
-                break;
-            case '"':
-                out += "&quot;";
-                break;
-            default:
-                out.push_back(c);
-        }
-    }
-    return out;
-}
-
 std::string render_svg(const std::vector<month_row>& rows) {
     // Grouped bars per month: referrals, started, ended; recovery rate written under each group.
     const int group = 90, bar = 22, left = 50, top = 60, height = 220, bottom = 70;
@@ -169,14 +147,14 @@ std::string render_svg(const std::vector<month_row>& rows) {
             o << "<rect x=\"" << x << "\" y=\"" << base - h << "\" width=\"" << bar - 2
               << "\" height=\"" << h << "\" fill=\"" << colours[i] << "\"/>";
             o << "<text x=\"" << x + (bar - 2) / 2 << "\" y=\"" << base - h - 4
-              << "\" text-anchor=\"middle\" font-size=\"10\">" << xml_escape(cell(v))
+              << "\" text-anchor=\"middle\" font-size=\"10\">" << codec::xml_escape(cell(v))
               << "</text>\n";
         }
         o << "<text x=\"" << x0 + bar * 3 / 2 << "\" y=\"" << base + 16
           << "\" text-anchor=\"middle\">" << r.month << "</text>";
         o << "<text x=\"" << x0 + bar * 3 / 2 << "\" y=\"" << base + 32
           << "\" text-anchor=\"middle\" font-size=\"10\">recovery "
-          << xml_escape(rate(r.recovered, r.caseness)) << "</text>\n";
+          << codec::xml_escape(rate(r.recovered, r.caseness)) << "</text>\n";
     }
     o << "<text x=\"" << left << "\" y=\"" << top + height + bottom - 8
       << "\" font-size=\"10\" fill=\"#555\">Counts 1–4 are shown as &lt;5 and drawn as "

@@ -1,5 +1,6 @@
 // The one JSON entry point: limits, exact errors, and the inputs the fuzzers found.
 #include "codec/json.hpp"
+#include "codec/xml.hpp"
 
 #include <samband/json.hpp>
 
@@ -172,3 +173,12 @@ TEST(SchemaSet, EachValidationStartsCleanAfterAFailure) {
 }
 
 }  // namespace
+
+// The XML text helper (codec/xml.hpp): what the SOAP request and the SVG report rely on.
+TEST(xml_escape, markup_characters_are_escaped_and_other_text_is_kept_byte_for_byte) {
+    EXPECT_EQ(samband::codec::xml_escape(R"(<a href="x">Tom & 'Jerry'</a>)"),
+              "&lt;a href=&quot;x&quot;&gt;Tom &amp; &apos;Jerry&apos;&lt;/a&gt;");
+    EXPECT_EQ(samband::codec::xml_escape("Ærlig talt, søster: 14839134623"),
+              "Ærlig talt, søster: 14839134623");
+    EXPECT_EQ(samband::codec::xml_escape(""), "");
+}
