@@ -47,6 +47,11 @@ public:
         return *this;
     }
     stmt& bind(int i, const std::string& v) { return bind(i, std::string_view(v)); }
+    // Binds without a copy: `v` must outlive the statement's next exec() or reset().
+    stmt& bind_static(int i, std::string_view v) {
+        check(sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC));
+        return *this;
+    }
     stmt& bind(int i, const char* v) { return bind(i, std::string_view(v)); }
 
     // Steps once; true when a row is available.
@@ -103,9 +108,13 @@ public:
         }
         sqlite3_extended_result_codes(db_, 1);
     }
-    db(db&& o) noexcept : db_(o.db_), cache_(std::move(o.cache_)) { o.db_ = nullptr; }
+    db(db&& o) noexcept
+        : db_(o.db_), cache_(std::move(o.cache_)), by_address_(std::move(o.by_address_)) {
+        o.db_ = nullptr;
+    }
     db& operator=(db&&) = delete;
     ~db() {
+        by_address_.clear();
         cache_.clear();
         if (db_) sqlite3_close(db_);
     }
@@ -125,6 +134,17 @@ public:
         if (it == cache_.end()) it = cache_.emplace(sql, std::make_unique<stmt>(db_, sql)).first;
         return *it->second;
     }
+    // The same for a string literal (or any text that lives as long as the connection): found
+    // by its address, without building and hashing a std::string of the SQL on every call (the
+    // writer prepares about a dozen statements per delivery).
+    template <std::size_t N>
+    stmt& prepare(const char (&sql)[N]) {
+        auto it = by_address_.find(sql);
+        if (it != by_address_.end()) return *it->second;
+        stmt& s = prepare(std::string(sql, N - 1));
+        by_address_.emplace(sql, &s);
+        return s;
+    }
     // Resets every cached statement (after an error left one mid-step).
     void reset_all() {
         for (auto& [sql, st] : cache_) st->reset();
@@ -136,6 +156,7 @@ public:
 private:
     sqlite3* db_ = nullptr;
     std::unordered_map<std::string, std::unique_ptr<stmt>> cache_;
+    std::unordered_map<const char*, stmt*> by_address_;  // string literals → cache_ entries
 };
 
 }  // namespace samband::store
