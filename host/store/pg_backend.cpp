@@ -112,6 +112,12 @@ CREATE TABLE errors(
 ALTER TABLE events ADD COLUMN content_sha256 TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit ADD COLUMN hash_v INTEGER NOT NULL DEFAULT 1;
 )sql",
+    // 3: the open attempt lives in its delivery row, as the SQLite store's version 5: a claim
+    // updates the delivery alone; the attempts row is written once, when the attempt ends (or
+    // as 'died' by recovery or a takeover). Open attempts rows from before stay readable.
+    R"sql(
+ALTER TABLE deliveries ADD COLUMN attempt_started_ms BIGINT NOT NULL DEFAULT 0;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -318,9 +324,13 @@ public:
     boost::system::result<std::vector<attempt_row>> list_attempts(
         std::int64_t delivery_id) override {
         return read([&](pg_conn& c) {
+            // The attempt in flight is in the delivery row (schema 3) until it ends.
             auto r = c.query(
                 "SELECT n, started_ms, ended_ms, state, outcome, reason FROM attempts WHERE "
-                "delivery_id = $1 ORDER BY n",
+                "delivery_id = $1 UNION ALL SELECT d.attempts, d.attempt_started_ms, 0, 1, "
+                "'open', '' FROM deliveries d WHERE d.id = $1 AND d.state = 1 AND "
+                "d.attempt_started_ms > 0 AND NOT EXISTS (SELECT 1 FROM attempts a WHERE "
+                "a.delivery_id = d.id AND a.n = d.attempts) ORDER BY 1",
                 pg_params().add(delivery_id));
             std::vector<attempt_row> out;
             for (int i = 0; i < r.rows(); ++i) {
@@ -620,6 +630,14 @@ public:
                 "UPDATE attempts a SET outcome = 'died', ended_ms = $1, reason = 'the process "
                 "ended during this attempt' FROM deliveries d WHERE a.delivery_id = d.id AND "
                 "a.outcome = 'open' AND d.state = 1 AND d.lease_node = $2",
+                pg_params().add(now).add(opts_.node_id));
+            // Since schema 3 the open attempt is in the delivery row: it becomes a 'died' row.
+            d.query(
+                "INSERT INTO attempts(delivery_id, n, started_ms, ended_ms, state, reason, "
+                "outcome, node) SELECT id, attempts, attempt_started_ms, $1::bigint, 1, 'the "
+                "process "
+                "ended during this attempt', 'died', lease_node FROM deliveries WHERE state = 1 "
+                "AND lease_node = $2 AND attempts > 0 ON CONFLICT (delivery_id, n) DO NOTHING",
                 pg_params().add(now).add(opts_.node_id));
             auto r = d.query(
                 "UPDATE deliveries SET state = 0, lease_until = 0, reason = 'the process ended "
@@ -1031,23 +1049,17 @@ private:
             rows.push_back(std::move(r));
         }
         if (ids.empty()) return;
+        // The attempt is counted (durably, in this commit) before any plugin sees the delivery;
+        // its attempts row is written when it ends. One statement for the whole claim beside the
+        // select: every round trip to the server is paid by the one writer.
         auto up = d.query(
             "UPDATE deliveries SET state = 1, attempts = attempts + 1, fence = fence + 1, "
-            "lease_node = $2, lease_until = $3, updated_ms = $4 WHERE id = ANY($1::bigint[]) "
-            "RETURNING id, attempts, fence",
+            "lease_node = $2, lease_until = $3, updated_ms = $4, attempt_started_ms = $4 WHERE "
+            "id = ANY($1::bigint[]) RETURNING id, attempts, fence",
             pg_params().add(pg_array(ids)).add(opts_.node_id).add(now + opts_.lease_ms).add(now));
         std::map<std::int64_t, std::pair<std::int32_t, std::int64_t>> claimed;
-        std::vector<std::int64_t> ns;
         for (int i = 0; i < up.rows(); ++i)
             claimed[up.i64(i, 0)] = {static_cast<std::int32_t>(up.i64(i, 1)), up.i64(i, 2)};
-        for (auto id : ids) ns.push_back(claimed.count(id) ? claimed[id].first : 0);
-        d.query(
-            "INSERT INTO attempts(delivery_id, n, started_ms, ended_ms, state, reason, outcome, "
-            "node) SELECT x.id, x.n, $3, 0, 1, '', 'open', $4 FROM unnest($1::bigint[], "
-            "$2::integer[]) AS x(id, n) ON CONFLICT (delivery_id, n) DO UPDATE SET started_ms = "
-            "EXCLUDED.started_ms, ended_ms = 0, state = 1, reason = '', outcome = 'open', node = "
-            "EXCLUDED.node",
-            pg_params().add(pg_array(ids)).add(pg_array(ns)).add(now).add(opts_.node_id));
         for (auto& r : rows) {
             auto c = claimed.find(r.id);
             if (c == claimed.end() || r.state == delivery_state::dead) continue;
@@ -1064,6 +1076,13 @@ private:
         d.query(
             "UPDATE attempts SET outcome = 'died', ended_ms = $2, reason = $3 WHERE delivery_id = "
             "$1 AND outcome = 'open'",
+            pg_params().add(r.id).add(now).add(why));
+        // Since schema 3 the open attempt is in the delivery row.
+        d.query(
+            "INSERT INTO attempts(delivery_id, n, started_ms, ended_ms, state, reason, outcome, "
+            "node) SELECT id, attempts, attempt_started_ms, $2::bigint, 1, $3::text, 'died', "
+            "lease_node FROM "
+            "deliveries WHERE id = $1 AND attempts > 0 ON CONFLICT (delivery_id, n) DO NOTHING",
             pg_params().add(r.id).add(now).add(why));
         add_audit(d, "engine", "delivery.lease_taken_over", "delivery:" + std::to_string(r.id),
                   "attempt " + std::to_string(r.attempts) + " of node " + lease_node +
@@ -1119,9 +1138,16 @@ private:
             return;
         }
         if (u.closes_attempt > 0) {
+            // The attempts row, written once: started when the delivery row says (an open row
+            // from before schema 3 is closed instead).
             d.query(
-                "UPDATE attempts SET ended_ms = $1, state = $2, reason = $3, outcome = $4 WHERE "
-                "delivery_id = $5 AND n = $6",
+                "INSERT INTO attempts(delivery_id, n, started_ms, ended_ms, state, reason, "
+                "outcome, node) SELECT id, $6::integer, attempt_started_ms, $1::bigint, "
+                "$2::integer, "
+                "$3::text, $4::text, lease_node "
+                "FROM deliveries WHERE id = $5 ON CONFLICT (delivery_id, n) DO UPDATE SET "
+                "ended_ms = EXCLUDED.ended_ms, state = EXCLUDED.state, reason = EXCLUDED.reason, "
+                "outcome = EXCLUDED.outcome",
                 pg_params()
                     .add(now)
                     .add(code(u.state))
@@ -1129,6 +1155,16 @@ private:
                     .add(std::string(to_string(u.state)))
                     .add(u.delivery_id)
                     .add(u.closes_attempt));
+        } else if (*from == delivery_state::in_flight && u.state != delivery_state::in_flight &&
+                   !u.hand_back) {
+            // Moved out of flight without ending its attempt (an operator's hold): the attempt
+            // stays on record as open, as it did before schema 3.
+            d.query(
+                "INSERT INTO attempts(delivery_id, n, started_ms, ended_ms, state, reason, "
+                "outcome, node) SELECT id, attempts, attempt_started_ms, 0, 1, '', 'open', "
+                "lease_node FROM deliveries WHERE id = $1 AND attempts > 0 ON CONFLICT "
+                "(delivery_id, n) DO NOTHING",
+                pg_params().add(u.delivery_id));
         }
         if (u.hand_back)
             d.query("DELETE FROM attempts WHERE delivery_id = $1 AND outcome = 'open'",

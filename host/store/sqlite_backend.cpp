@@ -173,6 +173,13 @@ CREATE INDEX events_received ON events(received_ms);
 ALTER TABLE events ADD COLUMN content_sha256 TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit ADD COLUMN hash_v INTEGER NOT NULL DEFAULT 1;
 )sql",
+    // 5: the open attempt lives in its delivery row (attempts counts it, attempt_started_ms says
+    // when it began): a claim updates one row instead of also inserting an attempts row that its
+    // completion updates again. The attempts row is written once, when the attempt ends (or
+    // by recovery as 'died'). Open attempts rows from before stay readable and are recovered.
+    R"sql(
+ALTER TABLE deliveries ADD COLUMN attempt_started_ms INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -540,9 +547,13 @@ public:
         std::int64_t delivery_id) override {
         return read([&] {
             std::vector<attempt_row> out;
+            // The attempt in flight is in the delivery row (schema 5) until it ends.
             auto& q = rdb_.prepare(
                 "SELECT n, started_ms, ended_ms, state, outcome, reason FROM attempts "
-                "WHERE delivery_id = ? ORDER BY n");
+                "WHERE delivery_id = ?1 UNION ALL SELECT d.attempts, d.attempt_started_ms, 0, 1, "
+                "'open', '' FROM deliveries d WHERE d.id = ?1 AND d.state = 1 AND "
+                "d.attempt_started_ms > 0 AND NOT EXISTS (SELECT 1 FROM attempts a WHERE "
+                "a.delivery_id = d.id AND a.n = d.attempts) ORDER BY 1");
             q.bind(1, delivery_id);
             while (q.step()) {
                 attempt_row a;
@@ -720,6 +731,14 @@ public:
                 "during this attempt' WHERE outcome = 'open'");
             at.bind(1, core::now_ms());
             at.exec();
+            // Since schema 5 the open attempt is in the delivery row: it becomes a 'died' row.
+            auto& died = d.prepare(
+                "INSERT OR IGNORE INTO attempts(delivery_id, n, started_ms, ended_ms, state, "
+                "reason, outcome) SELECT id, attempts, attempt_started_ms, ?1, 1, 'the process "
+                "ended during this attempt', 'died' FROM deliveries WHERE state = 1 AND attempts "
+                "> 0");
+            died.bind(1, core::now_ms());
+            died.exec();
             auto& st = d.prepare(
                 "UPDATE deliveries SET state = 0, reason = 'the process ended during attempt ' || "
                 "attempts || '; recovered after restart' WHERE state = 1");
@@ -1037,12 +1056,11 @@ private:
         while (q.step()) rows.push_back(read_delivery(q));
         q.reset();
         std::int64_t now = core::now_ms();
+        // The attempt is counted (durably, in this commit) before any plugin sees the delivery;
+        // its attempts row is written when it ends.
         auto& up = d.prepare(
-            "UPDATE deliveries SET state = 1, attempts = attempts + 1, updated_ms = ? WHERE id = "
-            "?");
-        auto& open = d.prepare(
-            "INSERT OR REPLACE INTO attempts(delivery_id, n, started_ms, ended_ms, state, reason, "
-            "outcome) VALUES(?, ?, ?, 0, 1, '', 'open')");
+            "UPDATE deliveries SET state = 1, attempts = attempts + 1, attempt_started_ms = ?1, "
+            "updated_ms = ?1 WHERE id = ?2");
         for (auto& r : rows) {
             if (max_attempts > 0 && r.attempts - r.attempts_base >= max_attempts) {
                 exhaust(d, r, now);
@@ -1051,8 +1069,6 @@ private:
             up.bind(1, now).bind(2, r.id);
             up.exec();
             r.attempts += 1;
-            open.bind(1, r.id).bind(2, r.attempts).bind(3, now);
-            open.exec();
             r.state = delivery_state::in_flight;
         }
     }
@@ -1098,12 +1114,27 @@ private:
             return;
         }
         if (u.closes_attempt > 0) {
+            // The attempts row, written once: started when the delivery row says (an open row
+            // from before schema 5 is closed instead).
             auto& at = d.prepare(
-                "UPDATE attempts SET ended_ms = ?1, state = ?2, reason = ?3, outcome = ?4 WHERE "
-                "delivery_id = ?5 AND n = ?6");
+                "INSERT INTO attempts(delivery_id, n, started_ms, ended_ms, state, reason, "
+                "outcome) SELECT id, ?6, attempt_started_ms, ?1, ?2, ?3, ?4 FROM deliveries "
+                "WHERE id = ?5 ON CONFLICT(delivery_id, n) DO UPDATE SET ended_ms = "
+                "excluded.ended_ms, state = excluded.state, reason = excluded.reason, outcome = "
+                "excluded.outcome");
             at.bind(1, now).bind(2, code(u.state)).bind(3, u.reason);
-            at.bind(4, std::string(to_string(u.state))).bind(5, u.delivery_id);
+            at.bind(4, to_string(u.state)).bind(5, u.delivery_id);
             at.bind(6, u.closes_attempt);
+            at.exec();
+        } else if (*from == delivery_state::in_flight && u.state != delivery_state::in_flight &&
+                   !u.hand_back) {
+            // Moved out of flight without ending its attempt (an operator's hold): the attempt
+            // stays on record as open, as it did before schema 5.
+            auto& at = d.prepare(
+                "INSERT OR IGNORE INTO attempts(delivery_id, n, started_ms, ended_ms, state, "
+                "reason, outcome) SELECT id, attempts, attempt_started_ms, 0, 1, '', 'open' FROM "
+                "deliveries WHERE id = ? AND attempts > 0");
+            at.bind(1, u.delivery_id);
             at.exec();
         }
         if (u.hand_back) {

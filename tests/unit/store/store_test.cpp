@@ -623,6 +623,65 @@ TEST_P(store_test, an_attempt_is_counted_at_its_claim_and_a_crash_loop_ends_dead
     EXPECT_EQ((*again)[0].attempts, 4);
 }
 
+// The attempt in flight is kept in its delivery row (schema 5): it must still read as one open
+// attempt, end as one row, survive an operator's hold as open, and a crash as 'died'; an open
+// attempts row written before the migration must be recovered the same way, once.
+TEST_P(store_test, an_open_attempt_reads_back_once_and_ends_as_one_row) {
+    submit(ev("a1", "p1"));
+    submit(ev("a2", "p2"));
+    submit(ev("a3", "p3"));
+    auto c = st_->claim_due("gp", core::now_ms(), 10, 5);
+    ASSERT_EQ(c->size(), 3u);
+    std::int64_t done_id = (*c)[0].id, held_id = (*c)[1].id, crash_id = (*c)[2].id;
+    for (auto id : {done_id, held_id, crash_id}) {
+        auto a = st_->list_attempts(id);
+        ASSERT_TRUE(a);
+        ASSERT_EQ(a->size(), 1u);
+        EXPECT_EQ((*a)[0].n, 1);
+        EXPECT_EQ((*a)[0].outcome, "open");
+        EXPECT_GT((*a)[0].started_ms, 0) << "started when claimed";
+    }
+    std::int64_t started = (*st_->list_attempts(done_id))[0].started_ms;
+    update({done_id, delivery_state::failed, "503", "", core::now_ms() + 60000, 1});
+    auto a = st_->list_attempts(done_id);
+    ASSERT_EQ(a->size(), 1u);
+    EXPECT_EQ((*a)[0].outcome, "failed");
+    EXPECT_EQ((*a)[0].reason, "503");
+    EXPECT_EQ((*a)[0].started_ms, started);
+    EXPECT_GE((*a)[0].ended_ms, started);
+    delivery_update hold;
+    hold.delivery_id = held_id;
+    hold.state = delivery_state::held;
+    hold.actor = "operator:test";
+    update(hold);
+    a = st_->list_attempts(held_id);
+    ASSERT_EQ(a->size(), 1u);
+    EXPECT_EQ((*a)[0].outcome, "open") << "held in flight: the attempt has not ended";
+    // A delivery in flight when the store was written by schema 4: an open attempts row and no
+    // start in the delivery row.
+    submit(ev("a4", "p4"));
+    auto old = st_->claim_due("gp", core::now_ms(), 10, 5);
+    ASSERT_EQ(old->size(), 1u);
+    std::int64_t old_id = (*old)[0].id;
+    st_.reset();
+    raw_exec("UPDATE deliveries SET attempt_started_ms = 0 WHERE id = " + std::to_string(old_id) +
+             "; INSERT INTO attempts(delivery_id, n, started_ms, ended_ms, state, reason, "
+             "outcome) VALUES(" +
+             std::to_string(old_id) + ", 1, 1000, 0, 1, '', 'open')");
+    open();
+    EXPECT_EQ((*st_->list_attempts(old_id))[0].outcome, "open");
+    ASSERT_EQ(*st_->recover_in_flight(), 2u);
+    for (auto id : {crash_id, old_id}) {
+        a = st_->list_attempts(id);
+        ASSERT_EQ(a->size(), 1u) << id;
+        EXPECT_EQ((*a)[0].outcome, "died");
+        EXPECT_EQ((*st_->get_delivery(id))->state, delivery_state::pending);
+    }
+    EXPECT_EQ((*st_->list_attempts(old_id))[0].started_ms, 1000);
+    EXPECT_EQ(st_->list_attempts(held_id)->size(), 1u);
+    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM attempts"), 4);
+}
+
 TEST_P(store_test, a_handed_back_attempt_is_not_counted) {
     submit(ev("back"));
     auto c = st_->claim_due("gp", core::now_ms(), 10, 1);
