@@ -988,6 +988,7 @@ private:
     }
 
     void do_submit(db& d, const new_event& ev, submit_outcome& out) {
+        out = submit_outcome{};  // the job may run a second time (see writer_loop)
         auto& dup = d.prepare(
             "SELECT id, content_sha256 FROM events WHERE source = ? AND idempotency_key = ?");
         dup.bind(1, ev.source).bind(2, ev.idempotency_key);
@@ -1046,6 +1047,7 @@ private:
     // Writer thread: selects the due deliveries of `dest` and opens one counted attempt each.
     void do_claim(db& d, const std::string& dest, std::int64_t now_ms, std::size_t limit,
                   int max_attempts, std::vector<delivery_row>& rows) {
+        rows.clear();  // the job may run a second time (see writer_loop)
         auto& q = d.prepare("SELECT " DELIVERY_COLUMNS
                             " FROM deliveries d JOIN events e ON "
                             "e.seq = d.event_seq WHERE d.destination = ?1 AND d.state IN (0, 4) "
@@ -1300,14 +1302,38 @@ private:
             error_code ec;
             std::string fatal;
             pending_hash_ = last_hash_;
-            // One savepoint per job: a job that fails rolls back alone and gets its own error;
-            // the others commit. A fatal I/O error or a failed commit fails the whole batch.
+            // A job that fails rolls back alone and gets its own error; the others commit. A
+            // fatal I/O error or a failed commit fails the whole batch. The batch runs first
+            // without savepoints (a savepoint per job copied every page a job touched into the
+            // statement journal: about a tenth of the writer's time); only when a job fails is
+            // the batch rolled back and run again with one savepoint per job. Jobs may run twice
+            // for that reason: they keep nothing outside the database but their results.
             std::vector<error_code> job_ec(batch.size());
             std::vector<std::function<void()>> after;
             try {
                 // Prepared once (cached), not parsed again for every commit and job.
                 wdb_.prepare("BEGIN IMMEDIATE").exec();
-                for (std::size_t i = 0; i < batch.size(); ++i) {
+                bool clean = true;
+                for (std::size_t i = 0; i < batch.size() && clean; ++i) {
+                    job_after_.clear();
+                    try {
+                        batch[i].run(wdb_);
+                        for (auto& f : job_after_) after.push_back(std::move(f));
+                    } catch (const sqlite_error& e) {
+                        if (is_fatal(e.code())) throw;
+                        clean = false;
+                    } catch (const std::exception&) {
+                        clean = false;
+                    }
+                }
+                if (!clean) {
+                    wdb_.reset_all();
+                    wdb_.prepare("ROLLBACK").exec();
+                    pending_hash_ = last_hash_;
+                    after.clear();
+                    wdb_.prepare("BEGIN IMMEDIATE").exec();
+                }
+                for (std::size_t i = 0; i < batch.size() && !clean; ++i) {
                     std::string hash_before = pending_hash_;
                     job_after_.clear();
                     wdb_.prepare("SAVEPOINT job").exec();
