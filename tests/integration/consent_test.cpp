@@ -27,15 +27,10 @@ struct record {
 
 std::vector<record> records(const fs::path& p) {
     std::vector<record> out;
-    std::istringstream in(read_file(p));
-    std::string line;
-    while (std::getline(in, line)) {
-        rapidjson::Document d;
-        d.Parse(line.c_str());
-        if (d.HasParseError() || !d.IsObject()) continue;
+    for_each_json_line(p, [&](const rapidjson::Document& d) {
         out.push_back(
             {d["type"].GetString(), d["outcome"].GetString(), d["delivery_id"].GetString()});
-    }
+    });
     return out;
 }
 

@@ -15,15 +15,7 @@ protected:
     void SetUp() override {
         SAMBAND_REQUIRE_TOOL("csvjson");  // Debian's csvkit, the second independent reader
         root_ = tmp_.path();
-        write_file(root_ / "samband.json", R"({
-  "node": {"name": "it-csv"},
-  "store": {"kind": "sqlite", "path": "var/samband.db", "retention_days": 30},
-  "admin": {"listen": "127.0.0.1:0"},
-  "log": {"level": "info"},
-  "plugin_dirs": [")" + plugin_dir() + R"("],
-  "identifiers": {"allow_synthetic": true},
-  "schemas_dir": ")" + source_dir() + R"(/config/schemas",
-  "endpoints": {
+        write_file(root_ / "samband.json", config_head("it-csv") + R"(  "endpoints": {
     "sheets": {"plugin": "csv", "config": {
       "inbox": "csv-in", "poll_ms": 50, "type": "rph.session.attended",
       "fields": {
@@ -258,15 +250,7 @@ TEST_F(csv_test, hostile_files_are_refused_with_a_reason) {
 // field, dd.mm.yyyy dates. Detected without being told, and the values come out right at the other
 // end (the export's decimal comma and dates).
 TEST_F(csv_test, windows_1252_comma_separated_with_decimal_comma_and_norwegian_dates) {
-    write_file(root_ / "samband.json", R"({
-  "node": {"name": "it-csv-1252"},
-  "store": {"kind": "sqlite", "path": "var/samband.db", "retention_days": 30},
-  "admin": {"listen": "127.0.0.1:0"},
-  "log": {"level": "info"},
-  "plugin_dirs": [")" + plugin_dir() + R"("],
-  "identifiers": {"allow_synthetic": true},
-  "schemas_dir": ")" + source_dir() + R"(/config/schemas",
-  "endpoints": {
+    write_file(root_ / "samband.json", config_head("it-csv-1252") + R"(  "endpoints": {
     "scores": {"plugin": "csv", "config": {
       "inbox": "scores-in", "poll_ms": 50, "type": "rph.assessment.scored",
       "fields": {
@@ -335,15 +319,7 @@ TEST_F(csv_test, windows_1252_comma_separated_with_decimal_comma_and_norwegian_d
 // called") and restarted until quarantined, and the file never finished. Now every row is
 // imported by one child.
 TEST_F(csv_test, an_isolated_import_of_thousands_of_rows_keeps_its_plugin_host) {
-    write_file(root_ / "samband.json", R"({
-  "node": {"name": "it-csv"},
-  "store": {"kind": "sqlite", "path": "var/samband.db", "retention_days": 30},
-  "admin": {"listen": "127.0.0.1:0"},
-  "log": {"level": "info"},
-  "plugin_dirs": [")" + plugin_dir() + R"("],
-  "identifiers": {"allow_synthetic": true},
-  "schemas_dir": ")" + source_dir() + R"(/config/schemas",
-  "endpoints": {
+    write_file(root_ / "samband.json", config_head("it-csv") + R"(  "endpoints": {
     "sheets": {"plugin": "csv", "isolation": "process", "process": {"memory_limit_mb": 512},
       "config": {"inbox": "csv-in", "poll_ms": 50, "type": "rph.session.attended",
       "fields": {

@@ -38,12 +38,7 @@ struct record {
 
 std::vector<record> read_records(const fs::path& p) {
     std::vector<record> out;
-    std::istringstream in(read_file(p));
-    std::string line;
-    while (std::getline(in, line)) {
-        rapidjson::Document d;
-        d.Parse(line.c_str());
-        if (d.HasParseError() || !d.IsObject()) continue;  // a torn last line after SIGKILL
+    for_each_json_line(p, [&](const rapidjson::Document& d) {
         record r;
         auto s = [&](const char* k) {
             return d.HasMember(k) && d[k].IsString() ? std::string(d[k].GetString())
@@ -56,7 +51,7 @@ std::vector<record> read_records(const fs::path& p) {
         r.attempt = d.HasMember("attempt") && d["attempt"].IsInt() ? d["attempt"].GetInt() : 0;
         r.at_ms = d.HasMember("at_ms") && d["at_ms"].IsInt64() ? d["at_ms"].GetInt64() : 0;
         out.push_back(r);
-    }
+    });
     return out;
 }
 

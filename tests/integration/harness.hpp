@@ -47,6 +47,25 @@ inline std::string source_dir() {
     return env_or("SAMBAND_SOURCE_DIR", SAMBAND_SOURCE_DIR_DEFAULT);
 }
 
+// The opening of a samband.json most tests share, up to and including the comma after
+// "schemas_dir": node `node_name`, a SQLite store under var/, the admin API on a free loopback
+// port, info logs, the built plugins, synthetic identifiers allowed, the repository's schemas.
+// The test goes on with its "secrets", "endpoints" and "routes" and the closing brace.
+inline std::string config_head(const std::string& node_name) {
+    return R"({
+  "node": {"name": ")" +
+           node_name + R"("},
+  "store": {"kind": "sqlite", "path": "var/samband.db", "retention_days": 30},
+  "admin": {"listen": "127.0.0.1:0"},
+  "log": {"level": "info"},
+  "plugin_dirs": [")" +
+           plugin_dir() + R"("],
+  "identifiers": {"allow_synthetic": true},
+  "schemas_dir": ")" +
+           source_dir() + R"(/config/schemas",
+)";
+}
+
 inline std::string read_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
     std::stringstream ss;
@@ -58,6 +77,19 @@ inline void write_file(const fs::path& p, const std::string& text) {
     fs::create_directories(p.parent_path());
     std::ofstream out(p, std::ios::binary | std::ios::trunc);
     out << text;
+}
+
+// Calls `fn` with each JSON object of the JSON-lines file `p`, in order. A line that is not a
+// JSON object (a torn last line after SIGKILL, a log line) is skipped.
+inline void for_each_json_line(const fs::path& p,
+                               const std::function<void(const rapidjson::Document&)>& fn) {
+    std::istringstream in(read_file(p));
+    std::string line;
+    while (std::getline(in, line)) {
+        rapidjson::Document d;
+        d.Parse(line.c_str());
+        if (!d.HasParseError() && d.IsObject()) fn(d);
+    }
 }
 
 // Writes `text` as `dir/name` by the inbox convention: write "name.tmp", then rename.

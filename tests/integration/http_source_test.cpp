@@ -42,15 +42,9 @@ protected:
     }
 
     void start(const std::string& extra_acme = {}) {
-        write_file(root_ / "samband.json", R"({
-  "node": {"name": "it-http-source"},
-  "store": {"kind": "sqlite", "path": "var/samband.db", "retention_days": 30},
-  "admin": {"listen": "127.0.0.1:0"},
-  "log": {"level": "info"},
-  "plugin_dirs": [")" + plugin_dir() + R"("],
-  "identifiers": {"allow_synthetic": true},
-  "schemas_dir": ")" + source_dir() + R"(/config/schemas",
-  "secrets": {"acme-token": {"file": ")" + (root_ / "bearer.key").string() +
+        write_file(root_ / "samband.json", config_head("it-http-source") +
+                                               R"(  "secrets": {"acme-token": {"file": ")" +
+                                               (root_ / "bearer.key").string() +
                                                R"("},
               "epj-hmac": {"file": ")" + (root_ / "hmac.key").string() +
                                                R"("}},

@@ -62,14 +62,9 @@ struct request_seen {
 
 std::vector<request_seen> seen(const fs::path& p) {
     std::vector<request_seen> out;
-    std::istringstream in(read_file(p));
-    std::string line;
-    while (std::getline(in, line)) {
-        rapidjson::Document d;
-        d.Parse(line.c_str());
-        if (d.HasParseError() || !d.IsObject()) continue;
+    for_each_json_line(p, [&](const rapidjson::Document& d) {
         out.push_back({d["key"].GetString(), d["signed"].GetBool(), d["status"].GetInt()});
-    }
+    });
     return out;
 }
 
@@ -91,24 +86,17 @@ protected:
                    const std::string& auth = R"({"kind": "hmac", "secret": "vendor-hmac"})",
                    const std::string& scheme = "http", const std::string& vendor_extra = "",
                    const std::string& secrets_extra = "") {
-        write_file(root_ / "samband.json", R"({
-  "node": {"name": "it-http"},
-  "store": {"kind": "sqlite", "path": "var/samband.db", "retention_days": 30},
-  "admin": {"listen": "127.0.0.1:0"},
-  "log": {"level": "info"},
-  "plugin_dirs": [")" + plugin_dir() + R"("],
-  "identifiers": {"allow_synthetic": true},
-  "schemas_dir": ")" + source_dir() + R"(/config/schemas",
-  "secrets": {"vendor-hmac": {"file": ")" + (root_ / key_file).string() +
-                                               R"("})" + secrets_extra + R"(},
+        write_file(root_ / "samband.json",
+                   config_head("it-http") + R"(  "secrets": {"vendor-hmac": {"file": ")" +
+                       (root_ / key_file).string() + R"("})" + secrets_extra + R"(},
   "endpoints": {
     "epj": {"plugin": "file", "config": {"inbox": "inbox", "poll_ms": 50}},
     "vendor": {"plugin": "http", "config": {
-      "url": ")" + scheme + R"(://127.0.0.1:)" +
-                                               std::to_string(port) +
-                                               R"(/hooks/samband", "timeout_ms": )" +
-                                               std::to_string(timeout_ms) + R"(,
-      "auth": )" + auth + vendor_extra + R"(},
+      "url": ")" + scheme +
+                       R"(://127.0.0.1:)" + std::to_string(port) +
+                       R"(/hooks/samband", "timeout_ms": )" + std::to_string(timeout_ms) + R"(,
+      "auth": )" + auth +
+                       vendor_extra + R"(},
       "policy": {"max_attempts": 5, "backoff_base_ms": 100, "backoff_max_ms": 300,
                  "attempt_timeout_ms": 10000, "concurrency": 2}}
   },
@@ -236,19 +224,14 @@ struct oauth_seen {
 
 std::vector<oauth_seen> oauth_record(const fs::path& p) {
     std::vector<oauth_seen> out;
-    std::istringstream in(read_file(p));
-    std::string line;
-    while (std::getline(in, line)) {
-        rapidjson::Document d;
-        d.Parse(line.c_str());
-        if (d.HasParseError() || !d.IsObject()) continue;
+    for_each_json_line(p, [&](const rapidjson::Document& d) {
         oauth_seen s;
         s.path = d["path"].GetString();
         s.ok = d["ok"].GetBool();
         if (d.HasMember("key")) s.key = d["key"].GetString();
         if (d.HasMember("token")) s.token = d["token"].GetString();
         out.push_back(s);
-    }
+    });
     return out;
 }
 

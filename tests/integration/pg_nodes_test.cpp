@@ -47,15 +47,10 @@ struct record {
 };
 std::vector<record> records(const fs::path& file) {
     std::vector<record> out;
-    std::istringstream in(read_file(file));
-    std::string line;
-    while (std::getline(in, line)) {
-        rapidjson::Document d;
-        d.Parse(line.c_str());
-        if (d.HasParseError() || !d.IsObject()) continue;
+    for_each_json_line(file, [&](const rapidjson::Document& d) {
         out.push_back({d["delivery_id"].GetString(), d["event_id"].GetString(),
                        d["external_id"].GetString(), d["outcome"].GetString()});
-    }
+    });
     return out;
 }
 

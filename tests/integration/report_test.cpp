@@ -8,15 +8,7 @@ namespace {
 TEST(report_outcomes, counts_imported_referrals_per_month_without_identifiers) {
     temp_dir tmp;
     fs::path root = tmp.path();
-    write_file(root / "samband.json", R"({
-  "node": {"name": "it-report"},
-  "store": {"kind": "sqlite", "path": "var/samband.db", "retention_days": 30},
-  "admin": {"listen": "127.0.0.1:0"},
-  "log": {"level": "info"},
-  "plugin_dirs": [")" + plugin_dir() + R"("],
-  "identifiers": {"allow_synthetic": true},
-  "schemas_dir": ")" + source_dir() + R"(/config/schemas",
-  "endpoints": {
+    write_file(root / "samband.json", config_head("it-report") + R"(  "endpoints": {
     "sheets": {"plugin": "csv", "config": {
       "inbox": "csv-in", "poll_ms": 50, "type": "rph.referral.received",
       "fields": {
