@@ -299,6 +299,7 @@ config_result parse_config(const std::string& text, const std::string& file,
         c.store.path = str(*st, "path", c.store.path);
         c.store.retention_days = i64(*st, "retention_days", c.store.retention_days);
         c.store.synchronous = str(*st, "synchronous", c.store.synchronous);
+        c.store.attachment_copies = str(*st, "attachment_copies", "");
         c.store.conninfo_secret = str(*st, "conninfo_secret", "");
         c.store.node_id = str(*st, "node_id", "");
         c.store.lease_s = i64(*st, "lease_s", c.store.lease_s);
@@ -337,6 +338,9 @@ config_result parse_config(const std::string& text, const std::string& file,
     }
     if (c.store.node_id.empty()) c.store.node_id = c.node.name;
     c.store.path = resolve(base_dir, c.store.path);
+    c.store.attachment_copies = c.store.attachment_copies.empty()
+                                    ? c.store.path + ".copies"
+                                    : resolve(base_dir, c.store.attachment_copies);
     if (const Value* a = obj("admin")) {
         c.admin.listen = str(*a, "listen", c.admin.listen);
         c.admin.token_file = resolve(base_dir, str(*a, "token_file", ""));

@@ -18,6 +18,9 @@ struct store_config {
     std::string path = "var/samband.db";  // sqlite: the file; postgresql: PATH.blobs/ is a cache
     std::int64_t retention_days = 30;
     std::string synchronous = "full";
+    // The private folder of attachments' short-lived plaintext copies for plugins (sealed or in
+    // PostgreSQL); empty = <path>.copies.
+    std::string attachment_copies;
     std::string conninfo_secret;  // postgresql: the secret holding the libpq connection string
     std::string node_id;          // postgresql: this node's name in leases (default node.name)
     std::int64_t lease_s = 60;    // postgresql: a claim's lease

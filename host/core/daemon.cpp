@@ -106,8 +106,12 @@ public:
 
         ingest_ = std::make_unique<ingest::ingest>(*store_, schemas_, ingest_options(*cfg_), log_);
 
+        // Plugins read sealed attachments (and PostgreSQL's) from short-lived decrypted copies; a
+        // start empties the folder of what a crash left.
+        copies_ = std::make_unique<store::blob_copies>(*store_, cfg_->store.attachment_copies);
         engine_ = std::make_unique<delivery::engine>(
-            *store_, log_, handles_, [this](const std::string& sha) { return blob_path(sha); });
+            *store_, log_, handles_,
+            [this](const std::string& sha) { return open_attachment(sha); });
         services_ = std::make_unique<daemon_services>(log_, *ingest_, *engine_, handles_, *store_,
                                                       secret_sources(*cfg_));
 
@@ -201,6 +205,8 @@ private:
         };
         keep(next.store.kind, running.store.kind, "/store/kind");
         keep(next.store.path, running.store.path, "/store/path");
+        keep(next.store.attachment_copies, running.store.attachment_copies,
+             "/store/attachment_copies");
         keep(next.store.synchronous, running.store.synchronous, "/store/synchronous");
         keep(next.store.conninfo_secret, running.store.conninfo_secret, "/store/conninfo_secret");
         keep(next.store.node_id, running.store.node_id, "/store/node_id");
@@ -218,9 +224,14 @@ private:
         return kept;
     }
 
-    std::string blob_path(const std::string& sha) const {
-        if (!store_) return {};
-        return store_->blob_path(sha);
+    boost::system::result<store::attachment_file, std::string> open_attachment(
+        const std::string& sha) {
+        if (!store_ || !copies_) return {boost::system::in_place_value, store::attachment_file{}};
+        std::string path = store_->blob_path(sha);
+        if (!path.empty())
+            return {boost::system::in_place_value,
+                    store::attachment_file{std::move(path), nullptr}};
+        return copies_->acquire(sha);
     }
 
     void install_routes(const config::config& c) {
@@ -733,6 +744,7 @@ private:
     std::mutex mu_;
     std::shared_ptr<config::config> cfg_;
     std::unique_ptr<store::store> store_;
+    std::unique_ptr<store::blob_copies> copies_;  // after store_: destroyed before it
     codec::schema_set schemas_;
     std::unique_ptr<directory::gp_directory> gp_;
     std::unique_ptr<directory::receiver_directory> ar_;  // null: no receiver check

@@ -39,11 +39,11 @@ std::optional<std::string> attachment_handles::find(std::uint64_t handle) const 
 }
 
 engine::engine(store::store& st, core::logger& log, attachment_handles& handles,
-               std::function<std::string(const std::string&)> blob_path)
+               attachment_opener open_attachment)
     : store_(st),
       log_(log),
       handles_(handles),
-      blob_path_(std::move(blob_path)),
+      open_attachment_(std::move(open_attachment)),
       tick_(io_),
       rng_(std::random_device{}()) {
     work_ = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
@@ -270,6 +270,23 @@ engine::prepared_one engine::prepare_one(std::uint64_t token, const store::deliv
             }
         }
     }
+    // The files plugins read the attachments from, here on the worker (a decrypted copy of a large
+    // attachment takes a while). One that cannot be had (a sealed blob failing authentication, a
+    // full copy folder) fails the attempt with its reason before any sink sees a byte.
+    if (o.prep.what == prepared::action::send && open_attachment_) {
+        for (auto& att : o.prep.event.attachments) {
+            if (!att.path.empty()) continue;
+            auto f = open_attachment_(att.sha256_hex);
+            if (!f) {
+                o.prep.what = prepared::action::retry;
+                o.prep.reason = f.error();
+                o.prep.holds.clear();
+                break;
+            }
+            att.path = std::move(f->path);
+            if (f->hold) o.prep.holds.push_back(std::move(f->hold));
+        }
+    }
     return o;
 }
 
@@ -373,10 +390,10 @@ void engine::on_prepared(std::uint64_t token, std::int64_t received_ms, prepared
     ref->event = std::move(prep.event);
     for (auto& att : ref->event.attachments) {
         att.handle = handles_.add(att.sha256_hex);
-        if (att.path.empty() && blob_path_) att.path = blob_path_(att.sha256_hex);
         a.handles.push_back(att.handle);
     }
     a.ref = ref;
+    a.holds = std::move(prep.holds);
     a.timer = std::make_unique<asio::steady_timer>(io_);
     a.timer->expires_after(std::chrono::milliseconds(d.pol.attempt_timeout_ms));
     a.timer->async_wait([this, token, ms = d.pol.attempt_timeout_ms](boost::system::error_code ec) {

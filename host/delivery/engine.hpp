@@ -4,6 +4,7 @@
 
 #include "core/log.hpp"
 #include "plugin/plugin_host.hpp"
+#include "store/blob_copies.hpp"
 #include "store/store.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -46,7 +47,13 @@ struct prepared {
     action what = action::send;
     std::string reason;
     plugin::event_ref event;  // for send
+    // What keeps the attachments' files (decrypted copies) until the attempt ends.
+    std::vector<std::shared_ptr<const void>> holds;
 };
+// The file a plugin reads an attachment from (a stored file, or a short-lived decrypted copy kept
+// while its hold lives), or why there is none (names the attachment by sha256).
+using attachment_opener = std::function<boost::system::result<store::attachment_file, std::string>(
+    const std::string& sha256)>;
 using prepare_fn = std::function<prepared(const store::delivery_row&, const store::event_row&)>;
 
 // Observers for metrics and tests. THREAD: the engine thread.
@@ -74,7 +81,7 @@ private:
 class engine {
 public:
     engine(store::store& st, core::logger& log, attachment_handles& handles,
-           std::function<std::string(const std::string& sha256)> blob_path);
+           attachment_opener open_attachment);
     ~engine();
 
     // Registers (or replaces, on reload) a destination. Call before start() or via post().
@@ -127,7 +134,8 @@ private:
         std::int64_t received_ms = 0;
         std::unique_ptr<boost::asio::steady_timer> timer;
         std::vector<std::uint64_t> handles;
-        std::shared_ptr<plugin::delivery_ref> ref;  // kept alive until completion
+        std::vector<std::shared_ptr<const void>> holds;  // attachments' copies, until it ends
+        std::shared_ptr<plugin::delivery_ref> ref;       // kept alive until completion
         std::string delivered_late;    // set when an earlier attempt answered OK meanwhile
         std::string late_external_id;  // its external id
     };
@@ -175,7 +183,7 @@ private:
     store::store& store_;
     core::logger& log_;
     attachment_handles& handles_;
-    std::function<std::string(const std::string&)> blob_path_;
+    attachment_opener open_attachment_;
     prepare_fn prepare_;
     engine_observers obs_;
 

@@ -1,6 +1,7 @@
 // The PostgreSQL store shared by several nodes: group commit on one writer thread, claims with
 // FOR UPDATE SKIP LOCKED under a lease and a fencing token, one audit hash chain, blobs in bytea.
 #include "store/audit_chain.hpp"
+#include "store/blob_seal.hpp"
 #include "store/pg_db.hpp"
 #include "store/sealed.hpp"
 #include "store/store.hpp"
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -162,17 +164,43 @@ bool valid_sha(std::string_view sha) {
     return sha.size() == 64 && sha.find_first_not_of("0123456789abcdef") == std::string_view::npos;
 }
 
-// Reads a whole attachment input (bytes in memory or a file) for the blobs table.
-bool load_input(const attachment_input& a, std::string& out) {
-    if (a.path.empty()) {
-        out = a.bytes;
-        return true;
+// Reads a whole attachment input (bytes in memory or a file) for the blobs table; with `keys`
+// sealed as it is read (store/blob_seal), so the file is in memory once, sealed.
+bool load_input(const attachment_input& a, const keyring* keys, std::string& out) {
+    if (!keys) {
+        if (a.path.empty()) {
+            out = a.bytes;
+            return true;
+        }
+        std::ifstream in(a.path, std::ios::binary);
+        if (!in) return false;
+        out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        return !in.bad();
     }
+    std::uint64_t size = a.path.empty() ? a.bytes.size() : a.meta.size;
+    blob_sealer sealer(*keys, a.meta.sha256, size);
+    out = sealer.header();
+    out.reserve(static_cast<std::size_t>(
+        blob_header{"", {}, static_cast<std::uint32_t>(kBlobChunk), size, sealer.header()}
+            .sealed_size()));
+    if (a.path.empty()) return sealer.update(a.bytes, out) && sealer.finish(out);
     std::ifstream in(a.path, std::ios::binary);
     if (!in) return false;
-    out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    return !in.bad();
+    std::string buf(kBlobChunk, '\0');
+    while (in) {
+        in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+        auto got = static_cast<std::size_t>(in.gcount());
+        if (got > 0 && !sealer.update(std::string_view(buf.data(), got), out)) return false;
+    }
+    return !in.bad() && sealer.finish(out);
 }
+
+// An attachment's row for the blobs table: its plaintext size, its bytes as stored (sealed or not).
+struct stored_blob {
+    std::string sha256;
+    std::uint64_t size = 0;
+    std::string bytes;
+};
 
 class pg_store final : public store {
 public:
@@ -204,14 +232,15 @@ public:
     void submit(new_event ev, submit_handler done) override {
         // Attachments' bytes go into the blobs table in the same transaction as the event: a
         // second node (or a restore) finds them where it finds the event.
-        auto blobs = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
+        auto blobs = std::make_shared<std::vector<stored_blob>>();
         for (const auto& a : ev.attachments) {
             std::string bytes;
-            if (!valid_sha(a.meta.sha256) || !load_input(a, bytes)) {
+            if (!valid_sha(a.meta.sha256) || !load_input(a, opts_.keys.get(), bytes)) {
                 done(io_error(), {});
                 return;
             }
-            blobs->emplace_back(a.meta.sha256, std::move(bytes));
+            blobs->push_back(
+                {a.meta.sha256, a.path.empty() ? a.bytes.size() : a.meta.size, std::move(bytes)});
         }
         auto e = std::make_shared<new_event>(std::move(ev));
         auto out = std::make_shared<submit_outcome>();
@@ -494,69 +523,62 @@ public:
                                                        std::uint64_t offset, std::uint8_t* out,
                                                        std::size_t capacity) override {
         if (!valid_sha(sha256)) return invalid_error();
+        // A sealed blob reads its header first, then only the chunks the range touches.
+        bool auth_failed = false;
         auto r = read([&](pg_conn& c) {
             auto q = c.query(
-                "SELECT substring(data FROM $2::integer + 1 FOR $3::integer) FROM blobs WHERE "
-                "sha256 = $1",
+                "SELECT substring(data FROM $2::integer + 1 FOR $3::integer), substring(data FROM "
+                "1 FOR $4::integer), octet_length(data)::text FROM blobs WHERE sha256 = $1",
                 pg_params()
                     .add(sha256)
                     .add(static_cast<std::int64_t>(offset))
-                    .add(static_cast<std::int64_t>(capacity)),
+                    .add(static_cast<std::int64_t>(capacity))
+                    .add(static_cast<std::int64_t>(kBlobHeaderMax)),
                 1);
             std::optional<std::size_t> n;
-            if (q.rows() > 0) {
+            if (q.rows() == 0) return n;
+            auto h = parse_blob_header(q.bytes(0, 1));
+            if (!h) {
                 auto b = q.bytes(0, 0);
                 std::copy(b.begin(), b.end(), out);
                 n = b.size();
+                return n;
+            }
+            std::uint64_t stored = std::stoull(std::string(q.bytes(0, 2)));
+            auto got = read_sealed_blob(
+                opts_.keys.get(), *h, sha256, stored, offset, out, capacity,
+                [&](std::uint64_t at, std::size_t len, std::string& into) {
+                    auto part = c.query(
+                        "SELECT substring(data FROM $2::integer + 1 FOR $3::integer) FROM blobs "
+                        "WHERE sha256 = $1",
+                        pg_params()
+                            .add(sha256)
+                            .add(static_cast<std::int64_t>(at))
+                            .add(static_cast<std::int64_t>(len)),
+                        1);
+                    if (part.rows() == 0) return false;
+                    into.assign(part.bytes(0, 0));
+                    return true;
+                });
+            if (got) {
+                n = *got;
+            } else {
+                auth_failed = got.error().auth;
+                n = std::numeric_limits<std::size_t>::max();
             }
             return n;
         });
         if (!r) return r.error();
+        if (*r && **r == std::numeric_limits<std::size_t>::max())
+            return auth_failed ? sealed_record_error() : io_error();
         if (!*r)
             return boost::system::errc::make_error_code(
                 boost::system::errc::no_such_file_or_directory);
         return **r;
     }
 
-    // The bytes are in the database; plugins read a file: it is materialised once in the local
-    // blob cache (tmp → rename, read-only). A failure leaves no file: the plugin's open fails and
-    // the attempt fails with that reason.
-    std::string blob_path(std::string_view sha256) const override {
-        if (!valid_sha(sha256)) return {};
-        std::string s(sha256);
-        fs::path target = fs::path(opts_.blob_cache) / s.substr(0, 2) / s;
-        std::error_code ec;
-        if (fs::exists(target, ec)) return target.string();
-        auto* self = const_cast<pg_store*>(this);
-        fs::create_directories(target.parent_path(), ec);
-        fs::path tmp = target;
-        tmp += ".tmp" + std::to_string(::getpid()) + "-" +
-               std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id()));
-        {
-            std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-            std::vector<std::uint8_t> buf(1 << 20);
-            std::uint64_t off = 0;
-            for (;;) {
-                auto n = self->read_attachment(sha256, off, buf.data(), buf.size());
-                if (!n) {
-                    out.close();
-                    fs::remove(tmp, ec);
-                    return target.string();
-                }
-                if (*n == 0) break;
-                out.write(reinterpret_cast<const char*>(buf.data()),
-                          static_cast<std::streamsize>(*n));
-                off += *n;
-            }
-            if (!out) {
-                fs::remove(tmp, ec);
-                return target.string();
-            }
-        }
-        fs::permissions(tmp, fs::perms::owner_read | fs::perms::group_read, ec);
-        fs::rename(tmp, target, ec);
-        return target.string();
-    }
+    // The bytes are in the database: plugins read a short-lived copy (store/blob_copies).
+    std::string blob_path(std::string_view) const override { return {}; }
 
     boost::system::result<std::vector<delivery_row>> deliveries_of_treatment(
         std::string_view treatment_id) override {
@@ -925,8 +947,7 @@ private:
         pending_hash_ = h;
     }
 
-    void do_submit(pg_conn& d, const new_event& ev,
-                   const std::vector<std::pair<std::string, std::string>>& blobs,
+    void do_submit(pg_conn& d, const new_event& ev, const std::vector<stored_blob>& blobs,
                    submit_outcome& out) {
         std::int64_t now = core::now_ms();
         // One statement (one round trip) stores the event, its envelope, its deliveries and its
@@ -992,11 +1013,14 @@ private:
         }
         pending_hash_ = hash;
         std::int64_t seq = ins.i64(0, 0);
-        for (const auto& [sha, bytes] : blobs) {
+        for (const auto& b : blobs) {
             d.query(
                 "INSERT INTO blobs(sha256, size, data) VALUES($1, $2, $3) ON CONFLICT (sha256) DO "
                 "NOTHING",
-                pg_params().add(sha).add(static_cast<std::int64_t>(bytes.size())).add_bytes(bytes));
+                pg_params()
+                    .add(b.sha256)
+                    .add(static_cast<std::int64_t>(b.size))
+                    .add_bytes(b.bytes));
         }
         int n = 0;
         for (const auto& a : ev.attachments) {

@@ -39,6 +39,11 @@ public:
                                                          std::string_view aad) const;
 
     static bool is_sealed(std::string_view record);
+    // The 32 key bytes of `id`, null when not configured (for store/blob_seal's chunked sealing).
+    const std::array<unsigned char, 32>* material(std::string_view id) const {
+        auto it = keys_.find(std::string(id));
+        return it == keys_.end() ? nullptr : &it->second;
+    }
     // The key id a sealed record names ("" when it is not a well-formed sealed record).
     static std::string key_id_of(std::string_view record);
 

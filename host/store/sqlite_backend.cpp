@@ -1,6 +1,7 @@
 // The embedded SQLite store: WAL, synchronous=FULL, one writer thread with group commit.
 #include "store/audit_chain.hpp"
 #include "store/blob_guard.hpp"
+#include "store/blob_seal.hpp"
 #include "store/sealed.hpp"
 #include "store/sqlite_db.hpp"
 #include "store/store.hpp"
@@ -8,6 +9,7 @@
 #include "core/ids.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -21,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
@@ -219,14 +222,33 @@ bool fsync_dir(const fs::path& dir) {
 // or writing the folder (the folder's trouble, with the errno text).
 enum class blob_write { written, source_failed, folder_failed };
 
+// The header of the sealed blob file `fd`, nullopt when it is plain (or too short to be sealed).
+std::optional<blob_header> read_blob_header(int fd) {
+    std::string first(kBlobHeaderMax, '\0');
+    ssize_t n = ::pread(fd, first.data(), first.size(), 0);
+    if (n <= 0) return std::nullopt;
+    first.resize(static_cast<std::size_t>(n));
+    return parse_blob_header(first);
+}
+
+// True when the blob file holds `size` plaintext bytes, plain or sealed.
 bool blob_present(const fs::path& target, std::uint64_t size) {
     std::error_code ec;
-    return fs::exists(target, ec) && fs::file_size(target, ec) == size;
+    auto on_disk = fs::file_size(target, ec);
+    if (ec) return false;
+    if (on_disk == size) return true;
+    int fd = ::open(target.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    auto h = read_blob_header(fd);
+    ::close(fd);
+    return h && h->size == size && h->sealed_size() == on_disk;
 }
 
 // Writes one blob file: tmp → fsync → rename → fsync dir. `error` names the folder operation and
 // the errno text (never the attachment's name: it may name the patient).
-blob_write write_blob(const fs::path& target, const attachment_input& a, std::string& error) {
+// With `keys` the file is sealed (store/blob_seal: chunked AES-256-GCM, one chunk in memory).
+blob_write write_blob(const fs::path& target, const attachment_input& a, const keyring* keys,
+                      std::string& error) {
     std::error_code ec;
     auto folder_failed = [&](const std::string& what, int err) {
         error = what + ": " + std::strerror(err);
@@ -254,9 +276,25 @@ blob_write write_blob(const fs::path& target, const attachment_input& a, std::st
         return true;
     };
     bool ok = true, source_ok = true;
-    if (a.path.empty()) {
-        ok = write_all(a.bytes.data(), a.bytes.size());
-    } else {
+    std::optional<blob_sealer> sealer;
+    std::string sealed;
+    if (keys) {
+        sealer.emplace(*keys, a.meta.sha256, a.path.empty() ? a.bytes.size() : a.meta.size);
+        ok = write_all(sealer->header().data(), sealer->header().size());
+    }
+    // Plaintext out: sealed first when encryption is on (the sealer keeps one chunk).
+    auto put = [&](const char* p, std::size_t n) {
+        if (!sealer) return write_all(p, n);
+        sealed.clear();
+        if (!sealer->update(std::string_view(p, n), sealed)) {
+            source_ok = false;  // more bytes than the attachment's recorded size
+            return false;
+        }
+        return write_all(sealed.data(), sealed.size());
+    };
+    if (ok && a.path.empty()) {
+        ok = put(a.bytes.data(), a.bytes.size());
+    } else if (ok) {
         int in = ::open(a.path.c_str(), O_RDONLY | O_CLOEXEC);
         if (in < 0) {
             source_ok = false;
@@ -267,13 +305,20 @@ blob_write write_blob(const fs::path& target, const attachment_input& a, std::st
                 if (r < 0 && errno == EINTR) continue;
                 if (r < 0) source_ok = false;
                 if (r <= 0) break;
-                if (!write_all(buf.data(), static_cast<std::size_t>(r))) {
+                if (!put(buf.data(), static_cast<std::size_t>(r))) {
                     ok = false;
                     break;
                 }
             }
             ::close(in);
         }
+    }
+    if (ok && source_ok && sealer) {
+        sealed.clear();
+        if (!sealer->finish(sealed))
+            source_ok = false;  // fewer bytes than the attachment's recorded size
+        else
+            ok = write_all(sealed.data(), sealed.size());
     }
     if (ok && source_ok && ::fsync(fd) != 0) {
         ok = false;
@@ -283,7 +328,7 @@ blob_write write_blob(const fs::path& target, const attachment_input& a, std::st
     if (!ok || !source_ok) {
         fs::remove(tmp, ec);
         if (!source_ok) {
-            error = "cannot read the attachment's source file";
+            error = "cannot read the attachment's source file (or its size changed)";
             return blob_write::source_failed;
         }
         return folder_failed("cannot write " + tmp.string(), werr);
@@ -351,7 +396,7 @@ public:
                 ec = blob_folder_error();
             } else {
                 std::string err;
-                switch (write_blob(target, a, err)) {
+                switch (write_blob(target, a, opts_.keys.get(), err)) {
                     case blob_write::written:
                         blob_guard_.succeeded();
                         break;
@@ -665,14 +710,45 @@ public:
         if (fd < 0)
             return boost::system::errc::make_error_code(
                 boost::system::errc::no_such_file_or_directory);
+        struct fd_close {
+            int fd;
+            ~fd_close() { ::close(fd); }
+        } closer{fd};
+        if (auto h = read_blob_header(fd)) {
+            struct stat st {};
+            if (::fstat(fd, &st) != 0) return io_error();
+            auto n = read_sealed_blob(
+                opts_.keys.get(), *h, sha256, static_cast<std::uint64_t>(st.st_size), offset, out,
+                capacity, [fd](std::uint64_t at, std::size_t len, std::string& into) {
+                    into.resize(len);
+                    std::size_t got = 0;
+                    while (got < len) {
+                        ssize_t r =
+                            ::pread(fd, into.data() + got, len - got, static_cast<off_t>(at + got));
+                        if (r < 0 && errno == EINTR) continue;
+                        if (r < 0) return false;
+                        if (r == 0) break;
+                        got += static_cast<std::size_t>(r);
+                    }
+                    into.resize(got);
+                    return true;
+                });
+            if (!n) return n.error().auth ? sealed_record_error() : io_error();
+            return *n;
+        }
         ssize_t n = ::pread(fd, out, capacity, static_cast<off_t>(offset));
-        ::close(fd);
         if (n < 0) return io_error();
         return static_cast<std::size_t>(n);
     }
 
+    // A sealed blob has no file a plugin can read: "" (the host hands a decrypted copy instead).
     std::string blob_path(std::string_view sha256) const override {
-        return blob_file(sha256).string();
+        fs::path p = blob_file(sha256);
+        int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return p.string();  // missing: the plugin's open fails naming it
+        bool sealed = read_blob_header(fd).has_value();
+        ::close(fd);
+        return sealed ? std::string() : p.string();
     }
 
     boost::system::result<std::vector<delivery_row>> deliveries_of_treatment(
