@@ -56,7 +56,9 @@ int run_rotate_key(const store_tool_options& opts, std::ostream& out, std::ostre
     }
     out << "re-sealed " << r->resealed << " records under key " << keys->current() << " ("
         << r->already << " already were); every record of " << where
-        << " is now under this key, so the keys under store.encryption.previous can be removed\n";
+        << " is now under this key, so the keys under store.encryption.previous can be removed\n"
+        << "re-sealed " << r->blobs_resealed << " attachments under key " << keys->current() << " ("
+        << r->blobs_already << " already were)\n";
     return 0;
 }
 

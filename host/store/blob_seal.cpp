@@ -217,4 +217,64 @@ boost::system::result<std::size_t, blob_fault> read_sealed_blob(
     return {boost::system::in_place_value, copied};
 }
 
+boost::system::result<void, blob_fault> reseal_blob(
+    const keyring& keys, std::string_view sha256, std::uint64_t stored_size,
+    const blob_raw_reader& raw, const std::function<bool(std::string_view)>& out) {
+    using boost::system::in_place_error;
+    std::string name = "attachment sha256 " + std::string(sha256);
+    auto io = [&] {
+        return boost::system::result<void, blob_fault>(
+            in_place_error,
+            blob_fault{false, name + ": its stored bytes cannot be read or written"});
+    };
+    std::string first;
+    if (!raw(0, kBlobHeaderMax, first)) return io();
+    auto h = parse_blob_header(first);
+    std::uint64_t size = h ? h->size : stored_size;
+    blob_sealer sealer(keys, sha256, size);
+    if (!out(sealer.header())) return io();
+    std::string piece, sealed;
+    std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> md(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+    if (!h && (!md || EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr) != 1))
+        throw std::runtime_error("encryption: OpenSSL SHA-256 failed");
+    for (std::uint64_t at = 0; at < size;) {
+        std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(kBlobChunk, size - at));
+        if (h) {
+            piece.resize(want);
+            auto n = read_sealed_blob(&keys, *h, sha256, stored_size, at,
+                                      reinterpret_cast<std::uint8_t*>(piece.data()), want, raw);
+            if (!n) return {in_place_error, n.error()};
+            piece.resize(*n);
+        } else {
+            if (!raw(at, want, piece)) return io();
+            EVP_DigestUpdate(md.get(), piece.data(), piece.size());
+        }
+        if (piece.empty()) return {in_place_error, blob_fault{true, name + ": truncated"}};
+        sealed.clear();
+        if (!sealer.update(piece, sealed) || !out(sealed)) return io();
+        at += piece.size();
+    }
+    if (!h) {
+        unsigned char d[32];
+        unsigned int len = 0;
+        EVP_DigestFinal_ex(md.get(), d, &len);
+        static const char* hex = "0123456789abcdef";
+        std::string got;
+        for (unsigned char c : d) {
+            got.push_back(hex[c >> 4]);
+            got.push_back(hex[c & 15]);
+        }
+        if (got != sha256)
+            return {in_place_error,
+                    blob_fault{true, name + ": its plain bytes do not hash to its name (changed)"}};
+    } else if (size == 0) {
+        std::uint8_t none = 0;
+        auto n = read_sealed_blob(&keys, *h, sha256, stored_size, 0, &none, 0, raw);
+        if (!n) return {in_place_error, n.error()};
+    }
+    sealed.clear();
+    if (!sealer.finish(sealed) || !out(sealed)) return io();
+    return {};
+}
+
 }  // namespace samband::store

@@ -86,4 +86,12 @@ boost::system::result<std::size_t, blob_fault> read_sealed_blob(
     const keyring* keys, const blob_header& h, std::string_view sha256, std::uint64_t stored_size,
     std::uint64_t offset, std::uint8_t* out, std::size_t capacity, const blob_raw_reader& raw);
 
+// Re-seals the stored blob named `sha256` (plain, or sealed under any key of `keys`) under the
+// current key, one chunk in memory: `raw` reads the stored bytes (`stored_size` of them), `out`
+// takes the new blob in pieces (false: stop, an io fault). A plain blob whose bytes do not hash to
+// its name is an auth fault (it was changed); so is a sealed one that does not open.
+boost::system::result<void, blob_fault> reseal_blob(
+    const keyring& keys, std::string_view sha256, std::uint64_t stored_size,
+    const blob_raw_reader& raw, const std::function<bool(std::string_view)>& out);
+
 }  // namespace samband::store

@@ -1403,6 +1403,54 @@ boost::system::result<rotate_report, std::string> rotate_postgresql_keys(
             "SELECT id, 'error:' || source || ':' || idempotency_key, payload FROM errors WHERE "
             "id > $1 ORDER BY id LIMIT $2 FOR UPDATE",
             "UPDATE errors SET payload = $1 WHERE id = $2");
+        // Attachments: one row per transaction, locked while re-sealed (a blob is up to tens of
+        // MB: it is in memory twice here, the stored bytes and the re-sealed ones).
+        std::string after;
+        for (;;) {
+            auto names =
+                c.query("SELECT sha256 FROM blobs WHERE sha256 > $1 ORDER BY sha256 LIMIT $2",
+                        pg_params().add(after).add(static_cast<std::int64_t>(batch)));
+            if (names.rows() == 0) break;
+            for (int i = 0; i < names.rows(); ++i) {
+                after = names.text(i, 0);
+                c.exec("BEGIN");
+                auto row = c.query("SELECT data FROM blobs WHERE sha256 = $1 FOR UPDATE",
+                                   pg_params().add(after), 1);
+                if (row.rows() == 0) {
+                    c.exec("COMMIT");  // pruned meanwhile
+                    continue;
+                }
+                std::string stored(row.bytes(0, 0));
+                auto h = parse_blob_header(stored);
+                if (h && h->key_id == current) {
+                    c.exec("COMMIT");
+                    ++rep.blobs_already;
+                    continue;
+                }
+                std::string fresh;
+                auto r = reseal_blob(
+                    keys, after, stored.size(),
+                    [&](std::uint64_t at, std::size_t len, std::string& into) {
+                        into = at < stored.size() ? stored.substr(static_cast<std::size_t>(at), len)
+                                                  : std::string();
+                        return true;
+                    },
+                    [&](std::string_view piece) {
+                        fresh.append(piece);
+                        return true;
+                    });
+                if (!r) {
+                    c.exec("ROLLBACK");
+                    return {in_place_error, r.error().why};
+                }
+                stored.clear();
+                stored.shrink_to_fit();
+                c.query("UPDATE blobs SET data = $1 WHERE sha256 = $2",
+                        pg_params().add_bytes(fresh).add(after));
+                c.exec("COMMIT");
+                ++rep.blobs_resealed;
+            }
+        }
         return {boost::system::in_place_value, rep};
     } catch (const sealed_failure& e) {
         return {in_place_error, e.what()};

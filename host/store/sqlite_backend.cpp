@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -1521,6 +1522,93 @@ private:
 
 }  // namespace
 
+namespace {
+
+// Re-seals every blob file under `folder` not sealed under the current key: a new file beside it
+// (fsynced), renamed over the old one, the folder fsynced. A reader with the old file open keeps
+// reading it; either file gives the same plaintext. The error names the attachment by sha256.
+std::string rotate_blob_files(const fs::path& folder, const keyring& keys, rotate_report& rep) {
+    std::error_code ec;
+    if (!fs::exists(folder, ec)) return {};
+    std::vector<fs::path> files;
+    for (auto it = fs::recursive_directory_iterator(folder, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        std::string n = it->path().filename().string();
+        if (it->is_regular_file(ec) && n.size() == 64 &&
+            n.find_first_not_of("0123456789abcdef") == std::string::npos)
+            files.push_back(it->path());
+    }
+    if (ec) return "cannot list " + folder.string() + ": " + ec.message();
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files) {
+        const std::string sha = f.filename().string();
+        int in = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
+        if (in < 0) {
+            if (errno == ENOENT) continue;  // pruned meanwhile
+            return "attachment sha256 " + sha + ": cannot open: " + std::strerror(errno);
+        }
+        struct stat st {};
+        ::fstat(in, &st);
+        auto h = read_blob_header(in);
+        if (h && h->key_id == keys.current()) {
+            ::close(in);
+            ++rep.blobs_already;
+            continue;
+        }
+        fs::path tmp = f;
+        tmp += ".tmp-rotate" + std::to_string(::getpid());
+        int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        if (out < 0) {
+            ::close(in);
+            return "attachment sha256 " + sha + ": cannot create " + tmp.string() + ": " +
+                   std::strerror(errno);
+        }
+        auto r = reseal_blob(
+            keys, sha, static_cast<std::uint64_t>(st.st_size),
+            [in](std::uint64_t at, std::size_t len, std::string& into) {
+                into.resize(len);
+                std::size_t got = 0;
+                while (got < len) {
+                    ssize_t n =
+                        ::pread(in, into.data() + got, len - got, static_cast<off_t>(at + got));
+                    if (n < 0 && errno == EINTR) continue;
+                    if (n < 0) return false;
+                    if (n == 0) break;
+                    got += static_cast<std::size_t>(n);
+                }
+                into.resize(got);
+                return true;
+            },
+            [out](std::string_view piece) {
+                while (!piece.empty()) {
+                    ssize_t n = ::write(out, piece.data(), piece.size());
+                    if (n < 0 && errno == EINTR) continue;
+                    if (n <= 0) return false;
+                    piece.remove_prefix(static_cast<std::size_t>(n));
+                }
+                return true;
+            });
+        ::close(in);
+        bool synced = ::fsync(out) == 0;
+        ::close(out);
+        if (!r || !synced) {
+            fs::remove(tmp, ec);
+            return r ? "attachment sha256 " + sha + ": cannot fsync " + tmp.string()
+                     : r.error().why;
+        }
+        fs::rename(tmp, f, ec);
+        if (ec) {
+            fs::remove(tmp, ec);
+            return "attachment sha256 " + sha + ": cannot rename over it: " + ec.message();
+        }
+        fsync_dir(f.parent_path());
+        ++rep.blobs_resealed;
+    }
+    return {};
+}
+
+}  // namespace
+
 boost::system::result<rotate_report, std::string> rotate_sqlite_keys(const std::string& path,
                                                                      const keyring& keys,
                                                                      std::size_t batch) {
@@ -1575,6 +1663,8 @@ boost::system::result<rotate_report, std::string> rotate_sqlite_keys(const std::
             "SELECT id, 'error:' || source || ':' || idempotency_key, payload FROM errors WHERE "
             "id > ? ORDER BY id LIMIT ?",
             "UPDATE errors SET payload = ? WHERE id = ?");
+        if (auto bad = rotate_blob_files(fs::path(path + ".blobs"), keys, rep); !bad.empty())
+            return {in_place_error, bad};
         return {boost::system::in_place_value, rep};
     } catch (const sealed_failure& e) {
         return {in_place_error, e.what()};

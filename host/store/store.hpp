@@ -405,13 +405,16 @@ std::unique_ptr<store> open_postgresql(const postgresql_options& opts);
 // (safe beside a running daemon; nothing is created or migrated). Empty optional when the store
 // file does not exist; an error when it cannot be read.
 // Re-seals every stored envelope and refused input of the SQLite store at `path` that is not
-// sealed under `keys`' current key (plain ones too) in transactions of `batch` rows. Resumable:
+// sealed under `keys`' current key (plain ones too) in transactions of `batch` rows, then every
+// attachment blob file (each re-sealed to a new file and renamed over the old one). Resumable:
 // rows done stay done, and a second run finds them already sealed. Safe beside a running daemon
 // while its config still lists the old key under store.encryption.previous. The error names the
 // record and the key id that failed.
 struct rotate_report {
     std::size_t resealed = 0;  // sealed under the current key by this run
     std::size_t already = 0;   // were sealed under the current key already
+    // Attachments' blobs (files, or PostgreSQL's blobs rows), counted apart.
+    std::size_t blobs_resealed = 0, blobs_already = 0;
 };
 boost::system::result<rotate_report, std::string> rotate_sqlite_keys(const std::string& path,
                                                                      const keyring& keys,

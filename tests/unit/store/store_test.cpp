@@ -658,6 +658,98 @@ TEST_P(store_test, sealed_attachments_read_back_exact_through_a_short_lived_priv
     EXPECT_TRUE(fs::is_empty(copies));
 }
 
+// Key rotation re-seals attachments too (both backends): a plain blob and one under the old key
+// end under the new key, a second run finds both done, and the new key alone reads them exact.
+TEST_P(store_test, rotate_keys_reseals_attachments_and_the_new_key_alone_reads_them) {
+    auto with_bytes = [&](const std::string& key, const std::string& bytes) {
+        auto e = ev(key, key);
+        attachment_input a;
+        a.meta = {"a1", "x.pdf", "application/pdf", core::sha256_hex(bytes), bytes.size()};
+        a.bytes = bytes;
+        e.attachments.push_back(a);
+        return e;
+    };
+    std::string plain = "%PDF-1.7 KLARTEKST-FOER ", sealed = "%PDF-1.7 UNDER-K1 ";
+    while (plain.size() < 200000) plain += "klartekst " + std::to_string(plain.size());
+    while (sealed.size() < 70000) sealed += "k1 " + std::to_string(sealed.size());
+    submit(with_bytes("plain", plain));
+    auto k1 = std::make_shared<keyring>();
+    const std::string m1 = core::sha256_hex(core::uuid_v7()),
+                      m2 = core::sha256_hex(core::uuid_v7());
+    k1->add("k1", m1);
+    st_.reset();
+    st_ = open_store(dir_, "a", 60000, k1);
+    submit(with_bytes("sealed", sealed));
+    st_.reset();
+    keyring both;
+    both.add("k2", m2);
+    both.add("k1", m1);
+    auto rotate = [&] {
+        return pg() ? rotate_postgresql_keys(shared_pg().conninfo(), both, 1)
+                    : rotate_sqlite_keys((dir_ / "s.db").string(), both, 1);
+    };
+    auto r = rotate();
+    ASSERT_TRUE(r) << r.error();
+    EXPECT_EQ(r->blobs_resealed, 2u);
+    EXPECT_EQ(r->blobs_already, 0u);
+    auto again = rotate();
+    ASSERT_TRUE(again) << again.error();
+    EXPECT_EQ(again->blobs_resealed, 0u);
+    EXPECT_EQ(again->blobs_already, 2u);
+    if (pg()) {
+        EXPECT_EQ(raw_count("SELECT COUNT(*) FROM blobs WHERE position(convert_to('KLARTEKST', "
+                            "'UTF8') IN data) > 0"),
+                  0);
+    } else {
+        for (auto& p : fs::recursive_directory_iterator(dir_ / "s.db.blobs")) {
+            if (!p.is_regular_file()) continue;
+            std::ifstream in(p.path(), std::ios::binary);
+            std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+            EXPECT_EQ(raw.find("KLARTEKST"), std::string::npos);
+            EXPECT_EQ(raw.find("UNDER-K1"), std::string::npos);
+        }
+    }
+    auto k2 = std::make_shared<keyring>();
+    k2->add("k2", m2);
+    st_ = open_store(dir_, "a", 60000, k2);
+    for (const std::string* b : {&plain, &sealed}) {
+        std::string back;
+        std::vector<std::uint8_t> buf(50000);
+        for (;;) {
+            auto n =
+                st_->read_attachment(core::sha256_hex(*b), back.size(), buf.data(), buf.size());
+            ASSERT_TRUE(n) << n.error().message();
+            if (*n == 0) break;
+            back.append(reinterpret_cast<char*>(buf.data()), *n);
+        }
+        EXPECT_TRUE(back == *b);
+    }
+    // A changed blob stops the rotation naming it by sha256.
+    st_.reset();
+    keyring k3;
+    k3.add("k3", core::sha256_hex(core::uuid_v7()));
+    k3.add("k2", m2);
+    const std::string sha = core::sha256_hex(sealed);
+    if (pg()) {
+        raw_exec(
+            "UPDATE blobs SET data = set_byte(data, 100, get_byte(data, 100) # 1) WHERE "
+            "sha256 = '" +
+            sha + "'");
+    } else {
+        fs::path f = dir_ / "s.db.blobs" / sha.substr(0, 2) / sha;
+        std::fstream io(f, std::ios::binary | std::ios::in | std::ios::out);
+        io.seekg(100);
+        char c = 0;
+        io.get(c);
+        io.seekp(100);
+        io.put(static_cast<char>(c ^ 1));
+    }
+    auto bad = pg() ? rotate_postgresql_keys(shared_pg().conninfo(), k3, 1)
+                    : rotate_sqlite_keys((dir_ / "s.db").string(), k3, 1);
+    ASSERT_FALSE(bad);
+    EXPECT_NE(bad.error().find("attachment sha256 " + sha), std::string::npos) << bad.error();
+}
+
 TEST_P(store_test, retention_prunes_delivered_events_and_keeps_dead_ones) {
     auto a = ev("p-done"), b = ev("p-dead", "p2");
     std::string da = a.id, db = b.id;
