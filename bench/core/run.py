@@ -11,6 +11,9 @@ Writes bench/results/core-<timestamp>.{json,md,png} (the plot needs python3-matp
 Usage: bench/core/run.py [--quick] [--backlog N]
        bench/core/run.py --encryption [--quick]   only throughput with store.encryption off and on,
            alternated in one run (issue 15 item 7); writes bench/results/core-encryption-<ts>.*
+       bench/core/run.py --attachments [--quick]  attachment throughput (file inbox → store → file
+           outbox, each event with its own PDF-like attachment) with store.encryption off and on,
+           alternated in one run; writes bench/results/core-attachments-<ts>.*
 """
 import json, os, signal, sqlite3, subprocess, sys, tempfile, time
 
@@ -101,6 +104,87 @@ in one run ({len(results['off_delivered_per_s'])} runs each); load average {resu
 | off | {results['off_delivered_per_s']} | {med(results['off_delivered_per_s'])} |
 | on (AES-256-GCM of each envelope) | {results['on_delivered_per_s']} | {med(results['on_delivered_per_s'])} |
 | ratio on / off | | {results['ratio_on_to_off']}× |
+""")
+    print(open(base + ".md").read())
+
+
+def synthetic_fnr(i):
+    """The i-th synthetic fødselsnummer (month + 80, valid check digits): a test patient."""
+    w1, w2 = [3, 7, 6, 1, 8, 9, 4, 5, 2], [5, 4, 3, 2, 7, 6, 5, 4, 3, 2]
+    n = i
+    while True:
+        day, month, year, ind = 1 + n % 28, 81 + (n // 28) % 12, 50 + (n // 336) % 40, 100 + (n * 7) % 400
+        d = [int(c) for c in f"{day:02d}{month:02d}{year:02d}{ind:03d}"]
+        k1 = 11 - sum(a * b for a, b in zip(w1, d)) % 11
+        k1 = 0 if k1 == 11 else k1
+        k2 = 11 - sum(a * b for a, b in zip(w2, d + [k1])) % 11
+        k2 = 0 if k2 == 11 else k2
+        if k1 != 10 and k2 != 10:
+            return "".join(map(str, d + [k1, k2]))
+        n += 100003
+
+
+def attachments_run():
+    """Attachment throughput with store.encryption off and on, alternated: N events dropped in a
+    file inbox, each with its own PDF-like attachment, delivered to a file outbox (the file sink
+    reads each attachment through the host: decrypted chunk by chunk when sealed, and with
+    encryption on each attempt also gets a decrypted copy for the plugin's path)."""
+    n, size = (60, 256 * 1024) if QUICK else (200, 256 * 1024)
+    results = {"machine": os.uname().nodename, "cores": os.cpu_count(), "quick": QUICK, "events": n,
+               "attachment_bytes": size, "load_average_at_start": os.getloadavg()[0],
+               "off_mb_per_s": [], "on_mb_per_s": [], "off_peak_rss_mb": [], "on_peak_rss_mb": []}
+    for _ in range(2 if QUICK else 3):
+        for enc in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                inbox, outbox = os.path.join(tmp, "inbox"), os.path.join(tmp, "outbox")
+                os.makedirs(inbox)
+                for i in range(n):
+                    body = f"%PDF-1.7\n% bench {i}\n".encode() + os.urandom(size // 2).hex().encode()[: size - 24]
+                    open(os.path.join(inbox, f"a{i}.pdf"), "wb").write(body)
+                    json.dump({"schema": "samband.event/1", "type": "rph.assessment.scored",
+                               "idempotency_key": f"bench:{i}", "occurred_at": "2026-11-24T10:15:00+01:00",
+                               "subject": {"fnr": synthetic_fnr(i)},
+                               "data": {"treatment_id": f"t-{i}", "instrument": "PHQ-9", "score": 12,
+                                        "administered_at": "2026-11-24"},
+                               "attachments": [{"file": f"a{i}.pdf", "filename": "skjema.pdf",
+                                                "media_type": "application/pdf"}]},
+                              open(os.path.join(inbox, f"e{i}.json"), "w"))
+                cfg = config(tmp, 1, 0, {"plugin": "file", "config": {"outbox": outbox}}, encrypt=enc)
+                cfg["endpoints"]["load"] = {"plugin": "file", "config": {"inbox": inbox, "poll_ms": 20}}
+                cfg["routes"] = [{"name": "all", "match": {"type": "rph.*", "source": "load"}, "to": ["sink"]}]
+                cfg["log"] = {"level": "warn"}
+
+                def done():
+                    try:
+                        return sum(1 for f in os.listdir(outbox) if f.endswith(".pdf")) >= n
+                    except OSError:
+                        return False
+                started = {}
+                ok, peak, _ = run_daemon(tmp, cfg, done, 300, started)
+                t = time.time() - started.get("ready", started["spawn"])
+                key = "on" if enc else "off"
+                results[f"{key}_mb_per_s"].append(round(n * size / 1e6 / t, 1) if ok else 0)
+                results[f"{key}_peak_rss_mb"].append(round(peak, 1))
+    med = lambda v: sorted(v)[len(v) // 2]
+    results["ratio_on_to_off"] = round(med(results["on_mb_per_s"]) / max(0.1, med(results["off_mb_per_s"])), 2)
+    results["load_average_at_end"] = os.getloadavg()[0]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(ROOT, "bench", "results", f"core-attachments-{stamp}")
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    json.dump(results, open(base + ".json", "w"), indent=2)
+    open(base + ".md", "w").write(f"""# Samband core benchmark: attachments with encryption at rest on vs off, {stamp}
+
+{"Quick run. " if QUICK else ""}{n} events, each with its own {size // 1024} KB PDF-like attachment, file inbox → store → file
+outbox (the sink reads each attachment through the host), store.encryption off and on alternated in one run
+({len(results['off_mb_per_s'])} runs each); MB/s of attachment bytes from the daemon being ready to the last one in
+the outbox (the end is seen by polling every 50 ms). Load average {results['load_average_at_start']:.2f} at start,
+{results['load_average_at_end']:.2f} at end, on {results['cores']} cores.
+
+| store.encryption | MB/s (each run) | median | peak RSS MB (each run) |
+|---|---|---|---|
+| off | {results['off_mb_per_s']} | {med(results['off_mb_per_s'])} | {results['off_peak_rss_mb']} |
+| on (chunked AES-256-GCM blobs, a decrypted copy per attempt) | {results['on_mb_per_s']} | {med(results['on_mb_per_s'])} | {results['on_peak_rss_mb']} |
+| ratio on / off | | {results['ratio_on_to_off']}× | |
 """)
     print(open(base + ".md").read())
 
@@ -300,6 +384,9 @@ def plot(results, path):
 def main():
     if not os.path.exists(BIN):
         sys.exit("build first: ./scripts/build")
+    if "--attachments" in sys.argv:
+        attachments_run()
+        return
     if "--encryption" in sys.argv:
         encryption_run()
         return

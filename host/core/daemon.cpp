@@ -224,7 +224,7 @@ private:
         return kept;
     }
 
-    boost::system::result<store::attachment_file, std::string> open_attachment(
+    boost::system::result<store::attachment_file, store::blob_fault> open_attachment(
         const std::string& sha) {
         if (!store_ || !copies_) return {boost::system::in_place_value, store::attachment_file{}};
         std::string path = store_->blob_path(sha);

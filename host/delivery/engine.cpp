@@ -277,9 +277,19 @@ engine::prepared_one engine::prepare_one(std::uint64_t token, const store::deliv
         for (auto& att : o.prep.event.attachments) {
             if (!att.path.empty()) continue;
             auto f = open_attachment_(att.sha256_hex);
+            if (!f && f.error().auth) {
+                // As a stored event that does not open: no retry opens it; dead at once, saying
+                // why, and never a byte of it to a plugin.
+                o.prep.what = prepared::action::dead;
+                o.prep.reason =
+                    f.error().why +
+                    "; an operator retry delivers it once the blob or the keys are fixed";
+                o.prep.holds.clear();
+                break;
+            }
             if (!f) {
                 o.prep.what = prepared::action::retry;
-                o.prep.reason = f.error();
+                o.prep.reason = f.error().why;
                 o.prep.holds.clear();
                 break;
             }

@@ -51,9 +51,11 @@ struct prepared {
     std::vector<std::shared_ptr<const void>> holds;
 };
 // The file a plugin reads an attachment from (a stored file, or a short-lived decrypted copy kept
-// while its hold lives), or why there is none (names the attachment by sha256).
-using attachment_opener = std::function<boost::system::result<store::attachment_file, std::string>(
-    const std::string& sha256)>;
+// while its hold lives), or why there is none (names the attachment by sha256; `auth` when its
+// stored bytes did not open).
+using attachment_opener =
+    std::function<boost::system::result<store::attachment_file, store::blob_fault>(
+        const std::string& sha256)>;
 using prepare_fn = std::function<prepared(const store::delivery_row&, const store::event_row&)>;
 
 // Observers for metrics and tests. THREAD: the engine thread.

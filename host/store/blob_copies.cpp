@@ -44,11 +44,10 @@ std::size_t blob_copies::live() const {
     return n;
 }
 
-boost::system::result<attachment_file, std::string> blob_copies::acquire(
-    const std::string& sha256) {
+boost::system::result<attachment_file, blob_fault> blob_copies::acquire(const std::string& sha256) {
     using boost::system::in_place_error;
     if (sha256.size() != 64 || sha256.find_first_not_of("0123456789abcdef") != std::string::npos)
-        return {in_place_error, std::string("attachment: not a sha256")};
+        return {in_place_error, blob_fault{false, "attachment: not a sha256"}};
     std::shared_ptr<entry> e;
     {
         std::lock_guard lock(mu_);
@@ -69,14 +68,17 @@ boost::system::result<attachment_file, std::string> blob_copies::acquire(
     std::string tmp = target + ".part";
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
-        return {in_place_error, "attachment sha256 " + sha256 + ": cannot create its copy in " +
-                                    folder_ + ": " + std::strerror(errno)};
+        return {in_place_error,
+                blob_fault{false, "attachment sha256 " + sha256 + ": cannot create its copy in " +
+                                      folder_ + ": " + std::strerror(errno)}};
     std::vector<std::uint8_t> buf(1 << 20);
     std::uint64_t off = 0;
     std::string why;
+    bool auth = false;
     for (;;) {
         auto n = st_.read_attachment(sha256, off, buf.data(), buf.size());
         if (!n) {
+            auth = n.error() == sealed_record_error();
             why = "attachment sha256 " + sha256 + ": " + n.error().message();
             break;
         }
@@ -103,7 +105,7 @@ boost::system::result<attachment_file, std::string> blob_copies::acquire(
               std::strerror(errno);
     if (!why.empty()) {
         ::unlink(tmp.c_str());
-        return {in_place_error, why};
+        return {in_place_error, blob_fault{auth, why}};
     }
     e->path = target;
     e->ready = true;

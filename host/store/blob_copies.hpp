@@ -1,6 +1,7 @@
 // Short-lived plaintext copies of attachments for plugins, removed when no attempt holds them.
 #pragma once
 
+#include "store/blob_seal.hpp"
 #include "store/store.hpp"
 
 #include <boost/system/result.hpp>
@@ -32,7 +33,9 @@ public:
     // folder when it cannot be created.
     blob_copies(store& st, std::string folder);
 
-    boost::system::result<attachment_file, std::string> acquire(const std::string& sha256);
+    // The copy of `sha256`, or why there is none: `auth` when its stored bytes did not open (a
+    // changed byte, a key not configured), else a folder or store error worth a retry.
+    boost::system::result<attachment_file, blob_fault> acquire(const std::string& sha256);
     const std::string& folder() const { return folder_; }
     // Copies on disk now (tests).
     std::size_t live() const;

@@ -219,10 +219,10 @@ TEST_F(encryption_test, a_missing_or_wrong_key_stops_the_start_naming_the_key_id
 // the old key can go and everything still reads.
 // Attachments sealed at rest (both backends): the blob folder (PostgreSQL: the blobs table) holds
 // no plaintext of a PDF-like attachment; the file sink gets it byte-exact; the plugin's decrypted
-// copy is gone once the attempt ended; a flipped byte in the stored blob fails the replayed
-// delivery with an authentication error naming the attachment by sha256, and the sink gets
-// nothing. A 20 MB attachment round-trips with the daemon's peak RSS growing far less than its
-// size (SQLite: PostgreSQL's submit holds a blob in memory to insert it).
+// copy is gone once the attempt ended; a flipped byte in the stored blob makes the replayed
+// delivery dead at once with an authentication error naming the attachment by sha256, and the
+// sink gets nothing. A 20 MB attachment round-trips with the daemon's peak RSS growing far less
+// than its size (SQLite: PostgreSQL's submit holds a blob in memory to insert it).
 TEST_F(encryption_test, attachments_are_sealed_at_rest_and_plugins_read_a_short_lived_copy) {
     write_config({{"k1", fresh_key()}});
     auto pdf = [](const std::string& marker, std::size_t bytes) {
@@ -340,7 +340,7 @@ TEST_F(encryption_test, attachments_are_sealed_at_rest_and_plugins_read_a_short_
     ASSERT_TRUE(wait_for(
         [&] {
             rapidjson::Document doc;
-            doc.Parse(d2.get("/api/v1/deliveries?state=failed&limit=10").body.c_str());
+            doc.Parse(d2.get("/api/v1/deliveries?state=dead&limit=10").body.c_str());
             if (!doc.IsArray() || doc.Empty()) return false;
             reason = doc[0]["reason"].GetString();
             return true;
@@ -350,10 +350,13 @@ TEST_F(encryption_test, attachments_are_sealed_at_rest_and_plugins_read_a_short_
     EXPECT_NE(reason.find("attachment sha256 "), std::string::npos) << reason;
     EXPECT_NE(reason.find("failed authentication"), std::string::npos) << reason;
     EXPECT_EQ(reason.find("skjema"), std::string::npos) << reason;
-    // The changed one never reaches the sink (and the 20 MB one, the same patient's, waits
-    // behind it in order).
+    // The changed one never reaches the sink; the intact 20 MB one (the same patient's, next in
+    // order once the first is dead) is delivered again, and its copy is removed.
+    EXPECT_TRUE(wait_for([&] { return !delivered("STORT-VEDLEGG-B").empty(); },
+                         std::chrono::seconds(60)))
+        << d2.log();
     EXPECT_EQ(delivered("VEDLEGG-A"), "");
-    EXPECT_TRUE(fs::is_empty(copies));
+    EXPECT_TRUE(wait_for([&] { return fs::is_empty(copies); }, std::chrono::seconds(10)));
     EXPECT_EQ(d2.stop(), 0) << d2.log();
 }
 
