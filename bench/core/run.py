@@ -14,6 +14,9 @@ Usage: bench/core/run.py [--quick] [--backlog N]
        bench/core/run.py --attachments [--quick]  attachment throughput (file inbox → store → file
            outbox, each event with its own PDF-like attachment) with store.encryption off and on,
            alternated in one run; writes bench/results/core-attachments-<ts>.*
+       bench/core/run.py --one-key [--quick]   claims behind one patient's backlog: 100,000 pending
+           deliveries of one order key ahead of 20,000 of 1,000 other keys, against the same
+           120,000 spread over many keys (issue 10 item 3); writes bench/results/core-onekey-<ts>.*
 """
 import json, os, signal, sqlite3, subprocess, sys, tempfile, time
 
@@ -251,9 +254,11 @@ def progress(path):
     return out
 
 
-def seed_backlog(db_path, n, envelope_bytes=1024, patients=100000):
+def seed_backlog(db_path, n, envelope_bytes=1024, patients=100000, key_of=None):
     """Writes n pending deliveries (to endpoint "sink", route "all") with their events straight
-    into a store the daemon created and migrated. Bench only: nothing in Samband does this."""
+    into a store the daemon created and migrated. Bench only: nothing in Samband does this.
+    key_of(i): the order key of delivery i (default: one of `patients` keys, round robin)."""
+    key_of = key_of or (lambda i: "k%d" % (i % patients))
     db = sqlite3.connect(db_path, isolation_level=None)
     db.execute("PRAGMA synchronous=OFF")
     now = int(time.time() * 1000)
@@ -268,7 +273,7 @@ def seed_backlog(db_path, n, envelope_bytes=1024, patients=100000):
                        "order_key, received_ms) VALUES(?,?,?,?,?,?,?,?,?)",
                        ((seq0 + i - start, "00000000-0000-7000-8000-%012d" % i, "load", "seed:%d" % i,
                          "rph.assessment.scored", "2026-11-24T10:15:00+01:00", "s-%d" % (i % patients),
-                         "k%d" % (i % patients), now) for i in rows))
+                         key_of(i), now) for i in rows))
         db.executemany("INSERT INTO payloads(event_seq, envelope) VALUES(?, ?)",
                        ((seq0 + i - start,
                          '{"schema":"samband.event/1","id":"00000000-0000-7000-8000-%012d","source":"load",'
@@ -276,10 +281,67 @@ def seed_backlog(db_path, n, envelope_bytes=1024, patients=100000):
                          '"attachments":[]}' % (i, i, pad)) for i in rows))
         db.executemany("INSERT INTO deliveries(event_seq, destination, route, state, order_key, created_ms, "
                        "updated_ms) VALUES(?, 'sink', 'all', 0, ?, ?, ?)",
-                       ((seq0 + i - start, "k%d" % (i % patients), now, now) for i in rows))
+                       ((seq0 + i - start, key_of(i), now, now) for i in rows))
         db.execute("COMMIT")
+    if any(r[1] == "head" for r in db.execute("PRAGMA table_info(deliveries)")):
+        # Each chain's head marked (store schema 6), as the store keeps them.
+        db.execute("UPDATE deliveries SET head = 1 WHERE id IN (SELECT MIN(id) FROM deliveries "
+                   "WHERE state IN (0, 1, 4, 7) GROUP BY destination, order_key)")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
+
+
+def one_key_run():
+    """How fast the first 20,000 deliveries go out of a store holding 100,000 pending deliveries of
+    one order key (one patient, one destination: they go one at a time) ahead of 20,000 of 1,000
+    other keys, against the same 120,000 spread over many keys. A claim that scans the one key's
+    backlog for each batch shows here as a rate far below the spread run's."""
+    n_one, n_other = (20000, 5000) if QUICK else (100000, 20000)
+    seconds = 20 if QUICK else 40
+    results = {"machine": os.uname().nodename, "cores": os.cpu_count(), "quick": QUICK,
+               "load_average_at_start": os.getloadavg()[0], "one_key_pending": n_one,
+               "other_pending": n_other, "seconds": seconds}
+    for label, key_of in (("spread", lambda i: "k%d" % (i % 100000)),
+                          ("one_key", lambda i: "k0" if i < n_one else "o%d" % (i % 1000))):
+        with tempfile.TemporaryDirectory() as tmp:
+            sink = {"plugin": "bench-sink", "config": {"report_file": os.path.join(tmp, "sink.json"),
+                                                        "progress_file": os.path.join(tmp, "progress.jsonl"),
+                                                        "progress_every": 500}}
+            cfg = config(tmp, 0, 0, sink)
+            run_daemon(tmp, cfg, lambda: os.path.exists(os.path.join(tmp, "ready")), 60)
+            seed_backlog(os.path.join(tmp, "samband.db"), n_one + n_other, key_of=key_of)
+            t0 = time.time()
+            prog = os.path.join(tmp, "progress.jsonl")
+            done = lambda: any(p["n"] >= n_other for p in progress(prog))
+            run_daemon(tmp, cfg, lambda: done() or time.time() - t0 > seconds, seconds + 30)
+            pts = progress(prog)
+            # From the first progress point to the first at n_other delivered (or the last one).
+            end = next((p for p in pts if p["n"] >= n_other), pts[-1] if pts else None)
+            span = (end["t_ns"] - pts[0]["t_ns"]) / 1e9 if pts and end is not pts[0] else 0
+            results[label] = {"delivered": end["n"] if end else 0, "seconds": round(span, 2),
+                              "delivered_per_s": round((end["n"] - pts[0]["n"]) / span) if span else 0}
+    results["ratio_one_key_to_spread"] = round(results["one_key"]["delivered_per_s"] /
+                                               max(1, results["spread"]["delivered_per_s"]), 3)
+    results["load_average_at_end"] = os.getloadavg()[0]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(ROOT, "bench", "results", f"core-onekey-{stamp}")
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    json.dump(results, open(base + ".json", "w"), indent=2)
+    open(base + ".md", "w").write(f"""# Samband core benchmark: claims behind one patient's backlog, {stamp}
+
+{"Quick run. " if QUICK else ""}{n_one + n_other:,} pending deliveries (1 KB events) to one sink, seeded into the store, then
+the daemon draining them (at most {seconds} s); load average {results['load_average_at_start']:.2f} at start,
+{results['load_average_at_end']:.2f} at end, on {results['cores']} cores.
+
+delivered/s over the first {n_other:,} deliveries (the one key's are one at a time, the others are not):
+
+| backlog | delivered/s |
+|---|---|
+| spread over 100,000 order keys | {results['spread']['delivered_per_s']} |
+| {n_one:,} of one order key ahead of {n_other:,} of 1,000 others | {results['one_key']['delivered_per_s']} |
+| ratio | {results['ratio_one_key_to_spread']}× |
+""")
+    print(open(base + ".md").read())
 
 
 def backlog_run(results, n_backlog, seconds):
@@ -389,6 +451,9 @@ def main():
         return
     if "--encryption" in sys.argv:
         encryption_run()
+        return
+    if "--one-key" in sys.argv:
+        one_key_run()
         return
     n_backlog = 200000 if QUICK else 1000000
     if "--backlog" in sys.argv:

@@ -75,6 +75,7 @@ public:
         sqlite3_clear_bindings(s_);
     }
     std::int64_t i64(int col) const { return sqlite3_column_int64(s_, col); }
+    bool is_null(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
     std::string text(int col) const {
         const unsigned char* p = sqlite3_column_text(s_, col);
         int n = sqlite3_column_bytes(s_, col);

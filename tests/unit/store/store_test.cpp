@@ -469,6 +469,79 @@ TEST_P(store_test, an_earlier_waiting_delivery_blocks_later_ones_of_the_same_pat
     EXPECT_EQ(**found, (*first)[0].id);
 }
 
+// The order per (destination, patient) while deliveries leave and rejoin the chain: dead, an
+// operator's retry, held, and a replay of the destination. (SQLite marks each chain's head from
+// schema 6: claims read heads, not a patient's whole backlog.)
+TEST_P(store_test, only_the_first_open_delivery_of_a_patient_is_claimed_as_states_change) {
+    submit(ev("a1", "A"));
+    submit(ev("a2", "A"));
+    submit(ev("a3", "A"));
+    submit(ev("b1", "B"));
+    submit(ev("b2", "B"));
+    auto ids = [&](const boost::system::result<std::vector<delivery_row>>& r) {
+        std::vector<std::string> out;
+        for (const auto& d : *r) out.push_back((*st_->get_delivery(d.id))->event_id);
+        return out;
+    };
+    auto by_key = [&](const std::string& key) {
+        delivery_query q;
+        q.limit = 100;
+        std::vector<std::int64_t> out;
+        for (const auto& d : *st_->list_deliveries(q))
+            if (d.order_key == key) out.push_back(d.id);
+        return out;
+    };
+    auto a = by_key("A"), b = by_key("B");
+    ASSERT_EQ(a.size(), 3u);
+    ASSERT_EQ(b.size(), 2u);
+    delivery_update hold;
+    hold.delivery_id = b[0];
+    hold.state = delivery_state::held;
+    hold.actor = "gate";
+    update(hold);
+    auto c = st_->claim_due("gp", core::now_ms(), 10, 5);
+    ASSERT_EQ(c->size(), 1u) << "b1 is held: b2 waits behind it";
+    EXPECT_EQ((*c)[0].id, a[0]);
+    update({a[0], delivery_state::dead, "refused", "", 0, 1});
+    c = st_->claim_due("gp", core::now_ms(), 10, 5);
+    ASSERT_EQ(c->size(), 1u);
+    EXPECT_EQ((*c)[0].id, a[1]) << "a1 left the chain";
+    update({a[1], delivery_state::delivered, "", "x2", 0, 1});
+    c = st_->claim_due("gp", core::now_ms(), 10, 5);
+    ASSERT_EQ(c->size(), 1u);
+    EXPECT_EQ((*c)[0].id, a[2]);
+    // An operator retries a1: it rejoins ahead of a3 (in flight) and is the first of A again.
+    delivery_update retry;
+    retry.delivery_id = a[0];
+    retry.state = delivery_state::pending;
+    retry.actor = "operator:test";
+    retry.renew_attempts = true;
+    update(retry);
+    c = st_->claim_due("gp", core::now_ms(), 10, 5);
+    ASSERT_EQ(c->size(), 1u);
+    EXPECT_EQ((*c)[0].id, a[0]);
+    update({a[0], delivery_state::delivered, "", "x1", 0, 2});
+    update({a[2], delivery_state::delivered, "", "x3", 0, 1});
+    EXPECT_TRUE(st_->claim_due("gp", core::now_ms(), 10, 5)->empty());
+    delivery_update release = hold;
+    release.state = delivery_state::pending;
+    update(release);
+    c = st_->claim_due("gp", core::now_ms(), 10, 5);
+    ASSERT_EQ(c->size(), 1u);
+    EXPECT_EQ((*c)[0].id, b[0]);
+    update({b[0], delivery_state::delivered, "", "y1", 0, 1});
+    c = st_->claim_due("gp", core::now_ms(), 10, 5);
+    ASSERT_EQ(c->size(), 1u);
+    EXPECT_EQ((*c)[0].id, b[1]);
+    update({b[1], delivery_state::delivered, "", "y2", 0, 1});
+    // A replay sends everything again, still one at a time per patient, in order.
+    ASSERT_EQ(*st_->replay("gp", 0, "operator:test"), 5u);
+    EXPECT_EQ(ids(st_->claim_due("gp", core::now_ms(), 10, 5)),
+              (std::vector<std::string>{(*st_->get_delivery(a[0]))->event_id,
+                                        (*st_->get_delivery(b[0]))->event_id}));
+    EXPECT_FALSE(*st_->verify_audit_chain());
+}
+
 TEST_P(store_test, in_flight_deliveries_go_back_to_pending_after_a_restart) {
     submit(ev("r1"));
     ASSERT_EQ(st_->claim_due("gp", core::now_ms(), 10, 5)->size(), 1u);
