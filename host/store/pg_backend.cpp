@@ -212,6 +212,7 @@ public:
             ropen_ = 1;
             migrate();
             check_keys();
+            check_blob_keys();
         } catch (const pg_error& e) {
             throw std::runtime_error(std::string("store: ") + e.what());
         }
@@ -821,6 +822,29 @@ private:
 
     // Start-up: the oldest and the newest stored envelope must open with the configured keys (a
     // missing or wrong key is a clear error naming the key id).
+    // Start-up: the newest attachment must open too (a blob sealed under a key that is not
+    // configured stops the start naming the key id, as an envelope does).
+    void check_blob_keys() {
+        auto r = rpool_.front()->query(
+            "SELECT a.sha256, substring(b.data FROM 1 FOR $1::integer) FROM attachments a JOIN "
+            "blobs b ON b.sha256 = a.sha256 ORDER BY a.event_seq DESC LIMIT 1",
+            pg_params().add(static_cast<std::int64_t>(kBlobHeaderMax)), 1);
+        if (r.rows() == 0) return;
+        std::string sha(r.bytes(0, 0));
+        auto h = parse_blob_header(r.bytes(0, 1));
+        if (!h) return;
+        std::uint8_t first = 0;
+        auto got = read_attachment(sha, 0, &first, 1);
+        if (!got && got.error() == sealed_record_error())
+            throw std::runtime_error(
+                "store: stored attachments do not open with the configured keys: attachment "
+                "sha256 " +
+                sha + " is sealed under encryption key \"" + h->key_id + "\"" +
+                (!opts_.keys                   ? ", but store.encryption is not configured"
+                 : !opts_.keys->has(h->key_id) ? ", which is not configured"
+                                               : " and failed authentication"));
+    }
+
     void check_keys() {
         for (const char* order : {"ASC", "DESC"}) {
             auto r = rpool_.front()->query(

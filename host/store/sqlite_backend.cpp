@@ -366,6 +366,7 @@ public:
           rdb_(open_db(opts, false)) {
         migrate();
         check_keys();
+        check_blob_keys();
         last_hash_ = load_last_hash();
         // WAL checkpoints run on their own connection and thread, not inside the writer's
         // commits: a checkpoint copies megabytes into the database file and syncs it, which held
@@ -1055,6 +1056,30 @@ private:
 
     // Start-up: the oldest and the newest stored envelope must open with the configured keys (a
     // missing or wrong key is a clear error naming the key id, not garbage read later).
+    // Start-up: the newest attachment must open too (a blob sealed under a key that is not
+    // configured stops the start naming the key id, as an envelope does).
+    void check_blob_keys() {
+        auto& q = rdb_.prepare("SELECT sha256 FROM attachments ORDER BY rowid DESC LIMIT 1");
+        std::string sha = q.step() ? q.text(0) : std::string();
+        q.reset();
+        if (sha.empty()) return;
+        int fd = ::open(blob_file(sha).c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return;  // pruned or lost: its delivery says so
+        auto h = read_blob_header(fd);
+        ::close(fd);
+        if (!h) return;
+        std::uint8_t first = 0;
+        auto r = read_attachment(sha, 0, &first, 1);
+        if (!r && r.error() == sealed_record_error())
+            throw std::runtime_error(
+                "store " + opts_.path + ": stored attachments do not open with the configured " +
+                "keys: attachment sha256 " + sha + " is sealed under encryption key \"" +
+                h->key_id + "\"" +
+                (!opts_.keys                   ? ", but store.encryption is not configured"
+                 : !opts_.keys->has(h->key_id) ? ", which is not configured"
+                                               : " and failed authentication"));
+    }
+
     void check_keys() {
         for (const char* order : {"ASC", "DESC"}) {
             auto& q =

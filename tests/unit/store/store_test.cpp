@@ -730,6 +730,19 @@ TEST_P(store_test, sealed_attachments_read_back_exact_through_a_short_lived_priv
     EXPECT_NE(why.find("failed authentication"), std::string::npos) << why;
     EXPECT_EQ(why.find("henvisning"), std::string::npos);
     EXPECT_TRUE(fs::is_empty(copies));
+    // The start checks the newest attachment's key and first chunk as it checks envelopes: a
+    // missing key stops it, named (the envelopes made plain here, so only the blob speaks).
+    st_.reset();
+    raw_exec("UPDATE payloads SET envelope = '{}'");
+    auto other = std::make_shared<keyring>();
+    other->add("k9", core::sha256_hex(core::uuid_v7()));
+    try {
+        open_store(dir_, "a", 60000, other);
+        ADD_FAILURE() << "opened without the key k1";
+    } catch (const std::runtime_error& x) {
+        EXPECT_NE(std::string(x.what()).find("\"k1\", which is not configured"), std::string::npos)
+            << x.what();
+    }
 }
 
 // Key rotation re-seals attachments too (both backends): a plain blob and one under the old key
