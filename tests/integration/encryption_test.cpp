@@ -352,12 +352,54 @@ TEST_F(encryption_test, attachments_are_sealed_at_rest_and_plugins_read_a_short_
     EXPECT_EQ(reason.find("skjema"), std::string::npos) << reason;
     // The changed one never reaches the sink; the intact 20 MB one (the same patient's, next in
     // order once the first is dead) is delivered again, and its copy is removed.
-    EXPECT_TRUE(wait_for([&] { return !delivered("STORT-VEDLEGG-B").empty(); },
-                         std::chrono::seconds(60)))
+    EXPECT_TRUE(
+        wait_for([&] { return !delivered("STORT-VEDLEGG-B").empty(); }, std::chrono::seconds(60)))
         << d2.log();
     EXPECT_EQ(delivered("VEDLEGG-A"), "");
     EXPECT_TRUE(wait_for([&] { return fs::is_empty(copies); }, std::chrono::seconds(10)));
     EXPECT_EQ(d2.stop(), 0) << d2.log();
+}
+
+// An `isolation: process` sink (the plugin-host child) gets a sealed attachment through the host's
+// decrypted copy (opened by the host, handed over as a descriptor): byte-exact, and the copy is
+// removed after the attempt.
+TEST_F(encryption_test, an_isolated_sink_reads_a_sealed_attachment_byte_exact) {
+    write_config({{"k1", fresh_key()}});
+    std::string text = read_file(root_ / "samband.json");
+    const std::string plain_sink = R"("journal": {"plugin": "file", "config")";
+    auto at = text.find(plain_sink);
+    ASSERT_NE(at, std::string::npos) << text;
+    text.replace(at, plain_sink.size(),
+                 R"("journal": {"plugin": "file", "isolation": "process", "config")");
+    write_file(root_ / "samband.json", text);
+    std::string pdf = "%PDF-1.7\n";
+    for (int i = 0; pdf.size() < 200000; ++i)
+        pdf += "BT (ISOLERT-VEDLEGG side " + std::to_string(i) + ") Tj ET\n";
+    write_file(root_ / "inbox" / "iso.pdf", pdf);
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_file(root_ / "inbox", "iso.json",
+              R"({"schema":"samband.event/1","type":"rph.assessment.scored",)"
+              R"("idempotency_key":"att:iso","occurred_at":"2026-11-24T10:15:00+01:00",)"
+              R"("subject":{"fnr":"14839134623"},)"
+              R"("data":{"treatment_id":"t-iso","instrument":"PHQ-9","score":12,)"
+              R"("administered_at":"2026-11-24"},)"
+              R"("attachments":[{"file":"iso.pdf","filename":"skjema.pdf",)"
+              R"("media_type":"application/pdf"}]})");
+    std::string delivered;
+    ASSERT_TRUE(wait_for(
+        [&] {
+            std::error_code ec;
+            for (const auto& e : fs::directory_iterator(root_ / "journal", ec))
+                if (e.path().extension() == ".pdf") delivered = read_file(e.path());
+            return !delivered.empty();
+        },
+        std::chrono::seconds(30)))
+        << d.log();
+    EXPECT_TRUE(delivered == pdf) << "the isolated sink's copy differs";
+    EXPECT_TRUE(wait_for([&] { return fs::is_empty(root_ / "var/samband.db.copies"); },
+                         std::chrono::seconds(10)));
+    EXPECT_EQ(d.stop(), 0) << d.log();
 }
 
 TEST_F(encryption_test, rotate_key_reseals_everything_under_the_new_key) {
