@@ -301,7 +301,6 @@ std::unique_ptr<store::store> open_store(const config::config& c, logger& log) {
                 "\" (the PostgreSQL connection string) is empty or unreadable");
         po.node_id = c.store.node_id;
         po.lease_ms = c.store.lease_s * 1000;
-        po.blob_cache = c.store.path + ".blobs";
         po.keys = store_keys(c);
         auto st = store::open_postgresql(po);
         log.info("store.open", "PostgreSQL store ready",

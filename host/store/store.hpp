@@ -391,7 +391,6 @@ struct postgresql_options {
     std::string node_id;            // this node's name in leases and the audit trail
     std::int64_t lease_ms = 60000;  // a claim's lease; another node takes the delivery after it
     std::size_t max_batch = 512;    // jobs per group commit at most
-    std::string blob_cache;  // local folder where attachments' bytes are materialised for plugins
     // Encryption at rest of envelopes and refused inputs, as sqlite_options::keys; null = off.
     std::shared_ptr<const keyring> keys;
 };

@@ -402,7 +402,7 @@ private:
     //    admin.token_file, the harness makes one token with every role (`samband token add`) and
     //    writes admin.token_file into the config.
     //  - On PostgreSQL (SAMBAND_TEST_STORE=postgresql) a SQLite store becomes this folder's
-    //    PostgreSQL database (its path stays: PATH.blobs is the attachment cache there).
+    //    PostgreSQL database (its path stays: PATH.copies holds the plugins' attachment copies).
     bool prepare_config() {
         rapidjson::Document d;
         d.Parse(read_file(config_).c_str());

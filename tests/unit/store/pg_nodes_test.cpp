@@ -36,7 +36,6 @@ protected:
         o.conninfo = shared_pg().conninfo();
         o.node_id = name;
         o.lease_ms = lease_ms;
-        o.blob_cache = (dir_ / ("cache-" + name)).string();
         return open_postgresql(o);
     }
     static new_event ev(const std::string& key, const std::string& order_key) {

@@ -54,7 +54,6 @@ public:
             o.conninfo = shared_pg().conninfo();
             o.node_id = node;
             o.lease_ms = lease_ms;
-            o.blob_cache = (dir / ("blob-cache-" + node)).string();
             o.keys = std::move(keys);
             return open_postgresql(o);
         }
