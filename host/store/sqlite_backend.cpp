@@ -245,6 +245,22 @@ std::optional<blob_header> read_blob_header(int fd) {
     return parse_blob_header(first);
 }
 
+// Reads up to `len` bytes of `fd` at `at` into `into` (fewer at the end of the file); false on
+// a read error. The sealed-blob readers' way to fetch a range of a blob file.
+bool pread_range(int fd, std::uint64_t at, std::size_t len, std::string& into) {
+    into.resize(len);
+    std::size_t got = 0;
+    while (got < len) {
+        ssize_t r = ::pread(fd, into.data() + got, len - got, static_cast<off_t>(at + got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return false;
+        if (r == 0) break;
+        got += static_cast<std::size_t>(r);
+    }
+    into.resize(got);
+    return true;
+}
+
 // True when the blob file holds `size` plaintext bytes, plain or sealed.
 bool blob_present(const fs::path& target, std::uint64_t size) {
     std::error_code ec;
@@ -732,22 +748,11 @@ public:
         if (auto h = read_blob_header(fd)) {
             struct stat st {};
             if (::fstat(fd, &st) != 0) return io_error();
-            auto n = read_sealed_blob(
-                opts_.keys.get(), *h, sha256, static_cast<std::uint64_t>(st.st_size), offset, out,
-                capacity, [fd](std::uint64_t at, std::size_t len, std::string& into) {
-                    into.resize(len);
-                    std::size_t got = 0;
-                    while (got < len) {
-                        ssize_t r =
-                            ::pread(fd, into.data() + got, len - got, static_cast<off_t>(at + got));
-                        if (r < 0 && errno == EINTR) continue;
-                        if (r < 0) return false;
-                        if (r == 0) break;
-                        got += static_cast<std::size_t>(r);
-                    }
-                    into.resize(got);
-                    return true;
-                });
+            auto n = read_sealed_blob(opts_.keys.get(), *h, sha256,
+                                      static_cast<std::uint64_t>(st.st_size), offset, out, capacity,
+                                      [fd](std::uint64_t at, std::size_t len, std::string& into) {
+                                          return pread_range(fd, at, len, into);
+                                      });
             if (!n) return n.error().auth ? sealed_record_error() : io_error();
             return *n;
         }
@@ -1652,18 +1657,7 @@ std::string rotate_blob_files(const fs::path& folder, const keyring& keys, rotat
         auto r = reseal_blob(
             keys, sha, static_cast<std::uint64_t>(st.st_size),
             [in](std::uint64_t at, std::size_t len, std::string& into) {
-                into.resize(len);
-                std::size_t got = 0;
-                while (got < len) {
-                    ssize_t n =
-                        ::pread(in, into.data() + got, len - got, static_cast<off_t>(at + got));
-                    if (n < 0 && errno == EINTR) continue;
-                    if (n < 0) return false;
-                    if (n == 0) break;
-                    got += static_cast<std::size_t>(n);
-                }
-                into.resize(got);
-                return true;
+                return pread_range(in, at, len, into);
             },
             [out](std::string_view piece) {
                 while (!piece.empty()) {
