@@ -151,9 +151,7 @@ TEST_F(blob_folder_test, a_broken_folder_backs_off_with_one_alert_and_loses_noth
     std::string delivered;
     ASSERT_TRUE(wait_for(
         [&] {
-            std::error_code ec;
-            for (const auto& e : fs::directory_iterator(root_ / "journal", ec))
-                if (e.path().extension() == ".pdf") delivered = read_file(e.path());
+            delivered = file_in(root_ / "journal", ".pdf");
             return !delivered.empty();
         },
         std::chrono::seconds(30)))

@@ -246,12 +246,7 @@ TEST_F(encryption_test, attachments_are_sealed_at_rest_and_plugins_read_a_short_
                       name + R"(.pdf","filename":"skjema.pdf","media_type":"application/pdf"}]})");
     };
     auto delivered = [&](const std::string& name) {
-        std::error_code ec;
-        for (const auto& e : fs::directory_iterator(root_ / "journal", ec))
-            if (e.path().extension() == ".pdf" &&
-                read_file(e.path()).find(name) != std::string::npos)
-                return read_file(e.path());
-        return std::string();
+        return file_in(root_ / "journal", ".pdf", name);
     };
     // The stored bytes of every blob, in the folder or the table.
     auto stored_blobs = [&]() {
@@ -389,9 +384,7 @@ TEST_F(encryption_test, an_isolated_sink_reads_a_sealed_attachment_byte_exact) {
     std::string delivered;
     ASSERT_TRUE(wait_for(
         [&] {
-            std::error_code ec;
-            for (const auto& e : fs::directory_iterator(root_ / "journal", ec))
-                if (e.path().extension() == ".pdf") delivered = read_file(e.path());
+            delivered = file_in(root_ / "journal", ".pdf");
             return !delivered.empty();
         },
         std::chrono::seconds(30)))

@@ -92,6 +92,19 @@ inline void for_each_json_line(const fs::path& p,
     }
 }
 
+// The bytes of a file in `dir` whose name ends in `ext` and whose bytes hold `marker` (any such
+// file when it is empty); "" while there is none (a sink's outbox, polled with wait_for).
+inline std::string file_in(const fs::path& dir, const std::string& ext,
+                           const std::string& marker = "") {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+        if (e.path().extension() != ext) continue;
+        std::string bytes = read_file(e.path());
+        if (bytes.find(marker) != std::string::npos) return bytes;
+    }
+    return {};
+}
+
 // Writes `text` as `dir/name` by the inbox convention: write "name.tmp", then rename.
 inline void drop_file(const fs::path& dir, const std::string& name, const std::string& text) {
     fs::create_directories(dir);
