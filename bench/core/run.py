@@ -264,21 +264,26 @@ def seed_backlog(db_path, n, envelope_bytes=1024, patients=100000, key_of=None):
     now = int(time.time() * 1000)
     pad = "x" * max(0, envelope_bytes - 300)
     chunk = 50000
+    in_events = any(r[1] == "envelope" for r in db.execute("PRAGMA table_info(events)"))
     for start in range(0, n, chunk):
         end = min(n, start + chunk)
         db.execute("BEGIN")
         seq0 = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0] + 1
         rows = range(start, end)
+        envelope = ('{"schema":"samband.event/1","id":"00000000-0000-7000-8000-%012d","source":"load",'
+                    '"type":"rph.assessment.scored","idempotency_key":"seed:%d","data":{"note":"%s"},'
+                    '"attachments":[]}')
+        # Store schema 7 keeps the envelope in the events row, older ones in payloads.
         db.executemany("INSERT INTO events(seq, id, source, idempotency_key, type, occurred_at, treatment_id, "
-                       "order_key, received_ms) VALUES(?,?,?,?,?,?,?,?,?)",
+                       "order_key, received_ms%s) VALUES(?,?,?,?,?,?,?,?,?%s)"
+                       % ((", envelope", ",?") if in_events else ("", "")),
                        ((seq0 + i - start, "00000000-0000-7000-8000-%012d" % i, "load", "seed:%d" % i,
                          "rph.assessment.scored", "2026-11-24T10:15:00+01:00", "s-%d" % (i % patients),
-                         key_of(i), now) for i in rows))
-        db.executemany("INSERT INTO payloads(event_seq, envelope) VALUES(?, ?)",
-                       ((seq0 + i - start,
-                         '{"schema":"samband.event/1","id":"00000000-0000-7000-8000-%012d","source":"load",'
-                         '"type":"rph.assessment.scored","idempotency_key":"seed:%d","data":{"note":"%s"},'
-                         '"attachments":[]}' % (i, i, pad)) for i in rows))
+                         key_of(i), now) + ((envelope % (i, i, pad),) if in_events else ())
+                        for i in rows))
+        if not in_events:
+            db.executemany("INSERT INTO payloads(event_seq, envelope) VALUES(?, ?)",
+                           ((seq0 + i - start, envelope % (i, i, pad)) for i in rows))
         db.executemany("INSERT INTO deliveries(event_seq, destination, route, state, order_key, created_ms, "
                        "updated_ms) VALUES(?, 'sink', 'all', 0, ?, ?, ?)",
                        ((seq0 + i - start, key_of(i), now, now) for i in rows))

@@ -39,8 +39,12 @@ using boost::system::error_code;
     "d.reason, d.order_key, e.type, d.created_ms, d.updated_ms, d.overridden, "           \
     "d.attempts_base, d.fence, d.lease_node"
 
-#define PG_EVENT_COLUMNS                                                             \
-    "e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, e.treatment_id, " \
+// An event's envelope: in its events row since schema 4, in payloads for events stored before.
+#define PG_ENVELOPE "COALESCE(e.envelope, p.envelope)"
+#define PG_EVENTS_WITH_ENVELOPE "events e LEFT JOIN payloads p ON p.event_seq = e.seq"
+#define PG_EVENT_COLUMNS                                             \
+    "e.seq, e.id, e.source, e.idempotency_key, e.type, " PG_ENVELOPE \
+    ", e.treatment_id, "                                             \
     "e.order_key, e.received_ms"
 
 // Versioned migrations: index i brings the schema from version i to i+1. Append only.
@@ -120,8 +124,24 @@ ALTER TABLE audit ADD COLUMN hash_v INTEGER NOT NULL DEFAULT 1;
     R"sql(
 ALTER TABLE deliveries ADD COLUMN attempt_started_ms BIGINT NOT NULL DEFAULT 0;
 )sql",
+    // 4: a new event's envelope is stored in its events row (no payloads row and index entry
+    // beside it), as the SQLite store's version 7. Events stored before keep theirs in payloads:
+    // reads take the events row's envelope, else the payloads row's (PG_ENVELOPE).
+    R"sql(
+ALTER TABLE events ADD COLUMN envelope TEXT;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
+
+// True when the store on `c` keeps envelopes in its events rows (schema 4 and later): the tools
+// that read or re-seal a store beside running nodes migrate nothing.
+bool events_have_envelopes(pg_conn& c) {
+    auto r = c.query(
+        "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'events' AND column_name = 'envelope'",
+        pg_params());
+    return r.rows() > 0 && r.i64(0, 0) > 0;
+}
 
 // Advisory lock keys (one database may hold several stores only in separate schemas; the keys
 // are per database, which errs on the safe side).
@@ -409,8 +429,8 @@ public:
 
     boost::system::result<std::optional<event_row>> get_event(std::string_view id) override {
         return read([&](pg_conn& c) {
-            auto r = c.query("SELECT " PG_EVENT_COLUMNS
-                             " FROM events e JOIN payloads p ON p.event_seq = e.seq WHERE e.id = "
+            auto r = c.query("SELECT " PG_EVENT_COLUMNS " FROM " PG_EVENTS_WITH_ENVELOPE
+                             " WHERE e.id = "
                              "$1",
                              pg_params().add(id));
             std::optional<event_row> out;
@@ -425,8 +445,8 @@ public:
     boost::system::result<std::vector<event_row>> events_of_treatment(
         std::string_view treatment_id) override {
         return read([&](pg_conn& c) {
-            auto r = c.query("SELECT " PG_EVENT_COLUMNS
-                             " FROM events e JOIN payloads p ON p.event_seq = e.seq WHERE "
+            auto r = c.query("SELECT " PG_EVENT_COLUMNS " FROM " PG_EVENTS_WITH_ENVELOPE
+                             " WHERE "
                              "e.treatment_id = $1 ORDER BY e.seq",
                              pg_params().add(treatment_id));
             std::vector<event_row> out;
@@ -441,8 +461,8 @@ public:
         std::int64_t after = 0;
         for (;;) {
             auto page = read([&](pg_conn& c) {
-                auto r = c.query("SELECT " PG_EVENT_COLUMNS
-                                 " FROM events e JOIN payloads p ON p.event_seq = e.seq WHERE "
+                auto r = c.query("SELECT " PG_EVENT_COLUMNS " FROM " PG_EVENTS_WITH_ENVELOPE
+                                 " WHERE "
                                  "e.seq > $1 AND starts_with(e.type, $2) ORDER BY e.seq LIMIT 1000",
                                  pg_params().add(after).add(type_prefix));
                 std::vector<std::pair<std::int64_t, event_row>> out;
@@ -848,8 +868,8 @@ private:
     void check_keys() {
         for (const char* order : {"ASC", "DESC"}) {
             auto r = rpool_.front()->query(
-                std::string("SELECT e.id, p.envelope FROM payloads p JOIN events e ON e.seq = "
-                            "p.event_seq ORDER BY p.event_seq ") +
+                std::string("SELECT e.id, " PG_ENVELOPE " FROM " PG_EVENTS_WITH_ENVELOPE
+                            " ORDER BY e.seq ") +
                     order + " LIMIT 1",
                 pg_params());
             if (r.rows() == 0) return;
@@ -990,10 +1010,8 @@ private:
                                             "event.accepted", subject, detail);
         auto ins = d.query(
             "WITH ev AS (INSERT INTO events(id, source, idempotency_key, type, occurred_at, "
-            "treatment_id, order_key, received_ms, content_sha256) VALUES($1,$2,$3,$4,$5,$6,$7,$8,"
-            "$18) ON CONFLICT "
-            "(source, idempotency_key) DO NOTHING RETURNING seq), "
-            "pl AS (INSERT INTO payloads(event_seq, envelope) SELECT seq, $9 FROM ev), "
+            "treatment_id, order_key, received_ms, content_sha256, envelope) VALUES($1,$2,$3,$4,$5,"
+            "$6,$7,$8,$18,$9) ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING seq), "
             "dl AS (INSERT INTO deliveries(event_seq, destination, route, state, order_key, "
             "created_ms, updated_ms, reason) SELECT ev.seq, x.d, x.r, x.s, $7, $8, $8, x.why FROM "
             "ev, unnest($10::text[], $11::text[], $12::integer[], $13::text[]) WITH ORDINALITY "
@@ -1423,6 +1441,11 @@ boost::system::result<rotate_report, std::string> rotate_postgresql_keys(
             "e.seq = p.event_seq WHERE p.event_seq > $1 ORDER BY p.event_seq LIMIT $2 FOR UPDATE "
             "OF p",
             "UPDATE payloads SET envelope = $1 WHERE event_seq = $2");
+        if (events_have_envelopes(c))
+            pass(
+                "SELECT seq, 'payload:' || id, envelope FROM events WHERE seq > $1 AND envelope IS "
+                "NOT NULL ORDER BY seq LIMIT $2 FOR UPDATE",
+                "UPDATE events SET envelope = $1 WHERE seq = $2");
         pass(
             "SELECT id, 'error:' || source || ':' || idempotency_key, payload FROM errors WHERE "
             "id > $1 ORDER BY id LIMIT $2 FOR UPDATE",
@@ -1515,10 +1538,12 @@ boost::system::result<std::optional<std::vector<std::string>>> read_treatment_hi
     std::string& why) {
     std::vector<std::string> out;
     auto r = read_only_session(conninfo, why, [&](pg_conn& c) {
-        auto q = c.query(
-            "SELECT e.id, p.envelope FROM events e JOIN payloads p ON p.event_seq = e.seq WHERE "
-            "e.treatment_id = $1 ORDER BY e.seq",
-            pg_params().add(treatment_id));
+        auto q = c.query(events_have_envelopes(c)
+                             ? "SELECT e.id, " PG_ENVELOPE " FROM " PG_EVENTS_WITH_ENVELOPE
+                               " WHERE e.treatment_id = $1 ORDER BY e.seq"
+                             : "SELECT e.id, p.envelope FROM events e JOIN payloads p ON "
+                               "p.event_seq = e.seq WHERE e.treatment_id = $1 ORDER BY e.seq",
+                         pg_params().add(treatment_id));
         for (int i = 0; i < q.rows(); ++i)
             out.push_back(open_column(keys, q.text(i, 1), "payload:" + q.text(i, 0)));
     });

@@ -197,6 +197,12 @@ UPDATE deliveries SET head = 1 WHERE id IN (SELECT MIN(id) FROM deliveries
 DROP INDEX deliveries_ready;
 CREATE INDEX deliveries_due ON deliveries(destination, id) WHERE state IN (0, 4) AND head = 1;
 )sql",
+    // 7: a new event's envelope is stored in its events row (one row and one statement less per
+    // event than a payloads row beside it). Events stored before keep theirs in payloads: reads
+    // take the events row's envelope, else the payloads row's (ENVELOPE, EVENTS_WITH_ENVELOPE).
+    R"sql(
+ALTER TABLE events ADD COLUMN envelope TEXT;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -211,7 +217,16 @@ bool is_fatal(int rc) {
 constexpr const char* kAuditRowsSql =
     "SELECT id, at_ms, actor, action, subject, detail, hash, hash_v FROM audit ORDER BY id";
 
+// An event's envelope: in its events row since schema 7, in payloads for events stored before.
+#define ENVELOPE "COALESCE(e.envelope, p.envelope)"
+#define EVENTS_WITH_ENVELOPE "events e LEFT JOIN payloads p ON p.event_seq = e.seq"
+
 constexpr const char* kTreatmentHistorySql =
+    "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE
+    ", e.treatment_id, e.order_key, e.received_ms FROM " EVENTS_WITH_ENVELOPE
+    " WHERE e.treatment_id = ? ORDER BY e.seq";
+// The same on a store not yet migrated to schema 7 (read-only readers migrate nothing).
+constexpr const char* kTreatmentHistorySqlV6 =
     "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, e.treatment_id, "
     "e.order_key, e.received_ms FROM events e JOIN payloads p ON p.event_seq = e.seq "
     "WHERE e.treatment_id = ? ORDER BY e.seq";
@@ -219,6 +234,14 @@ constexpr const char* kTreatmentHistorySql =
 error_code io_error() {
     return boost::system::errc::make_error_code(boost::system::errc::io_error);
 }
+// True when the store at `d` keeps envelopes in its events rows (schema 7 and later).
+bool has_event_envelopes(db& d) {
+    auto& q = d.prepare("SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'envelope'");
+    bool yes = q.step() && q.i64(0) > 0;
+    q.reset();
+    return yes;
+}
+
 error_code busy_error() {
     return boost::system::errc::make_error_code(
         boost::system::errc::resource_unavailable_try_again);
@@ -573,10 +596,9 @@ public:
     boost::system::result<std::optional<event_row>> get_event(std::string_view id) override {
         return read([&] {
             auto& q = rdb_.prepare(
-                "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, "
-                "e.treatment_id, "
-                "e.order_key, e.received_ms FROM events e JOIN payloads p ON p.event_seq = e.seq "
-                "WHERE e.id = ?");
+                "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE
+                ", e.treatment_id, e.order_key, e.received_ms FROM " EVENTS_WITH_ENVELOPE
+                " WHERE e.id = ?");
             q.bind(1, id);
             std::optional<event_row> out;
             std::int64_t seq = 0;
@@ -607,9 +629,9 @@ public:
         std::string_view type_prefix, const std::function<void(const event_row&)>& fn) override {
         auto r = read([&] {
             auto& q = rdb_.prepare(
-                "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, "
-                "e.treatment_id, e.order_key, e.received_ms FROM events e JOIN payloads p ON "
-                "p.event_seq = e.seq WHERE substr(e.type, 1, length(?1)) = ?1 ORDER BY e.seq");
+                "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE
+                ", e.treatment_id, e.order_key, e.received_ms FROM " EVENTS_WITH_ENVELOPE
+                " WHERE substr(e.type, 1, length(?1)) = ?1 ORDER BY e.seq");
             q.bind(1, type_prefix);
             while (q.step()) fn(read_event(q));
             q.reset();
@@ -1087,10 +1109,9 @@ private:
 
     void check_keys() {
         for (const char* order : {"ASC", "DESC"}) {
-            auto& q =
-                rdb_.prepare(std::string("SELECT e.id, p.envelope FROM payloads p JOIN events e "
-                                         "ON e.seq = p.event_seq ORDER BY p.event_seq ") +
-                             order + " LIMIT 1");
+            auto& q = rdb_.prepare(std::string("SELECT e.id, " ENVELOPE
+                                               " FROM " EVENTS_WITH_ENVELOPE " ORDER BY e.seq ") +
+                                   order + " LIMIT 1");
             std::string id, stored;
             if (q.step()) {
                 id = q.text(0);
@@ -1134,20 +1155,19 @@ private:
         std::int64_t now = core::now_ms();
         auto& ins = d.prepare(
             "INSERT INTO events(id, source, idempotency_key, type, occurred_at, treatment_id, "
-            "order_key, received_ms, content_sha256) VALUES(?,?,?,?,?,?,?,?,?)");
+            "order_key, received_ms, content_sha256, envelope) VALUES(?,?,?,?,?,?,?,?,?,?)");
         ins.bind(1, ev.id).bind(2, ev.source).bind(3, ev.idempotency_key).bind(4, ev.type);
         ins.bind(5, ev.occurred_at).bind(6, ev.treatment_id).bind(7, ev.order_key).bind(8, now);
         ins.bind(9, ev.content_sha256);
-        ins.exec();
-        std::int64_t seq = d.last_rowid();
-        auto& pay = d.prepare("INSERT INTO payloads(event_seq, envelope) VALUES(?, ?)");
-        // Bound without a copy (8 KB and more per event); sealed first when encryption is on.
+        // The envelope, in the events row: bound without a copy (8 KB and more per event);
+        // sealed first when encryption is on.
         std::string sealed;
         if (opts_.keys)
             sealed = seal_column(opts_.keys.get(), ev.envelope_json, "payload:" + ev.id);
-        pay.bind(1, seq).bind_static(
-            2, opts_.keys ? std::string_view(sealed) : std::string_view(ev.envelope_json));
-        pay.exec();
+        ins.bind_static(10,
+                        opts_.keys ? std::string_view(sealed) : std::string_view(ev.envelope_json));
+        ins.exec();
+        std::int64_t seq = d.last_rowid();
         for (const auto& a : ev.attachments) {
             auto& at = d.prepare(
                 "INSERT INTO attachments(event_seq, att_id, filename, media_type, sha256, size) "
@@ -1739,6 +1759,11 @@ boost::system::result<rotate_report, std::string> rotate_sqlite_keys(const std::
             "SELECT p.event_seq, 'payload:' || e.id, p.envelope FROM payloads p JOIN events e ON "
             "e.seq = p.event_seq WHERE p.event_seq > ? ORDER BY p.event_seq LIMIT ?",
             "UPDATE payloads SET envelope = ? WHERE event_seq = ?");
+        if (has_event_envelopes(d))
+            pass(
+                "SELECT seq, 'payload:' || id, envelope FROM events WHERE seq > ? AND envelope "
+                "IS NOT NULL ORDER BY seq LIMIT ?",
+                "UPDATE events SET envelope = ? WHERE seq = ?");
         pass(
             "SELECT id, 'error:' || source || ':' || idempotency_key, payload FROM errors WHERE "
             "id > ? ORDER BY id LIMIT ?",
@@ -1760,7 +1785,7 @@ boost::system::result<std::optional<std::vector<std::string>>> read_treatment_hi
     try {
         db d(path, true);
         d.exec("PRAGMA busy_timeout = 10000;");
-        auto& q = d.prepare(kTreatmentHistorySql);
+        auto& q = d.prepare(has_event_envelopes(d) ? kTreatmentHistorySql : kTreatmentHistorySqlV6);
         q.bind(1, treatment_id);
         std::vector<std::string> out;
         while (q.step()) out.push_back(open_column(keys, q.text(5), "payload:" + q.text(1)));

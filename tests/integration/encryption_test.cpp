@@ -143,10 +143,10 @@ TEST_F(encryption_test, the_store_holds_no_plaintext_and_a_changed_record_is_an_
     sqlite3_finalize(q);
     ASSERT_FALSE(middle.empty());
     std::string sql =
-        "UPDATE payloads SET envelope = substr(envelope, 1, 40) || "
+        "UPDATE events SET envelope = substr(envelope, 1, 40) || "
         "(CASE substr(envelope, 41, 1) WHEN 'A' THEN 'B' ELSE 'A' END) || substr(envelope, 42) "
-        "WHERE event_seq = (SELECT seq FROM events WHERE id = '" +
-        middle + "')";
+        "WHERE id = '" +
+        middle + "'";
     ASSERT_EQ(sqlite3_exec(h, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
     EXPECT_EQ(sqlite3_changes(h), 1);
     sqlite3_close(h);

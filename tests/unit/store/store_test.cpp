@@ -145,6 +145,65 @@ protected:
     std::unique_ptr<store> st_;
 };
 
+// Envelopes move into the events row (SQLite schema 7, PostgreSQL schema 4): a store written by
+// the schema before, with its envelopes in payloads, must migrate and read as before, beside
+// events stored after; retention removes both kinds; the read-only history reader reads the
+// old store before any migration.
+TEST_P(store_test, a_store_written_before_envelopes_moved_into_events_still_reads) {
+    auto old1 = ev("old1", "p1"), old2 = ev("old2", "p2");
+    const std::string id1 = old1.id, id2 = old2.id, env1 = old1.envelope_json;
+    submit(std::move(old1));
+    submit(std::move(old2));
+    st_.reset();
+    // What the schema before wrote: the envelope in payloads, no envelope column in events.
+    raw_exec(std::string("INSERT INTO payloads(event_seq, envelope) SELECT seq, envelope FROM "
+                         "events; ALTER TABLE events DROP COLUMN envelope; UPDATE "
+                         "schema_version SET version = ") +
+             (pg() ? "3" : "6"));
+    ASSERT_EQ(raw_count("SELECT COUNT(*) FROM payloads"), 2);
+    std::string why;
+    auto hist = pg() ? read_treatment_history_pg(shared_pg().conninfo(), "T-p1", nullptr, why)
+                     : read_treatment_history((dir_ / "s.db").string(), "T-p1");
+    ASSERT_TRUE(hist && *hist) << why;
+    ASSERT_EQ((*hist)->size(), 1u);
+    EXPECT_EQ((**hist)[0], env1);
+    open();
+    EXPECT_EQ(raw_count("SELECT MAX(version) FROM schema_version"), pg() ? 4 : 7);
+    auto fresh = ev("new1", "p1");
+    const std::string id3 = fresh.id, env3 = fresh.envelope_json;
+    submit(std::move(fresh));
+    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM payloads"), 2) << "no payloads row for a new event";
+    auto got = st_->get_event(id1);
+    ASSERT_TRUE(got && *got);
+    EXPECT_EQ((*got)->envelope_json, env1);
+    got = st_->get_event(id3);
+    ASSERT_TRUE(got && *got);
+    EXPECT_EQ((*got)->envelope_json, env3);
+    auto history = st_->events_of_treatment("T-p1");
+    ASSERT_TRUE(history);
+    ASSERT_EQ(history->size(), 2u);
+    EXPECT_EQ((*history)[0].envelope_json, env1);
+    EXPECT_EQ((*history)[1].envelope_json, env3);
+    std::vector<std::string> seen;
+    ASSERT_TRUE(
+        st_->for_each_event("rph.", [&](const event_row& e) { seen.push_back(e.envelope_json); }));
+    EXPECT_EQ(seen.size(), 3u);
+    for (const auto& e : seen) EXPECT_FALSE(e.empty());
+    // Delivered, then pruned: the old event's payloads row goes with it.
+    auto c = st_->claim_due("gp", core::now_ms(), 10, 5);
+    ASSERT_EQ(c->size(), 2u) << "p1's old event, then p2's";
+    for (const auto& r : *c) update({r.id, delivery_state::delivered, "", "x", 0, r.attempts});
+    c = st_->claim_due("gp", core::now_ms(), 10, 5);
+    ASSERT_EQ(c->size(), 1u);
+    update({(*c)[0].id, delivery_state::delivered, "", "x", 0, (*c)[0].attempts});
+    auto n = st_->prune(core::now_ms() + 1000);
+    ASSERT_TRUE(n);
+    EXPECT_EQ(*n, 3u);
+    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM payloads"), 0);
+    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM events"), 0);
+    (void)id2;
+}
+
 TEST_P(store_test, submitted_event_is_readable_with_its_envelope) {
     auto e = ev("k1");
     std::string id = e.id;
@@ -277,11 +336,12 @@ TEST_P(store_test, encryption_at_rest_seals_envelopes_and_refused_inputs) {
     st_->record_error({"epj", "/data/score: out of range", "Nordmannsen;14839134623", "k-e"},
                       [&](boost::system::error_code ec) { pe.set_value(ec); });
     ASSERT_FALSE(pe.get_future().get());
-    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM payloads WHERE envelope LIKE '%14839134623%' OR "
+    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM events WHERE envelope LIKE '%14839134623%' OR "
                         "envelope LIKE '%Sover%'"),
               0);
     EXPECT_EQ(raw_count("SELECT COUNT(*) FROM errors WHERE payload LIKE '%Nordmannsen%'"), 0);
-    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM payloads"), 3);
+    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM events WHERE envelope IS NOT NULL"), 3);
+    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM payloads"), 0) << "new envelopes are in events";
     auto got = st_->get_event(id);
     ASSERT_TRUE(got && *got);
     EXPECT_EQ((*got)->envelope_json, envelope);
@@ -302,10 +362,9 @@ TEST_P(store_test, encryption_at_rest_seals_envelopes_and_refused_inputs) {
     // A changed byte in a sealed envelope (the middle one: the start checks the oldest and the
     // newest) reads as an error, never as garbage; the others still read.
     raw_exec(
-        "UPDATE payloads SET envelope = substr(envelope, 1, 40) || (CASE substr(envelope, "
-        "41, 1) WHEN 'A' THEN 'B' ELSE 'A' END) || substr(envelope, 42) WHERE event_seq = "
-        "(SELECT seq FROM events WHERE id = '" +
-        middle + "')");
+        "UPDATE events SET envelope = substr(envelope, 1, 40) || (CASE substr(envelope, "
+        "41, 1) WHEN 'A' THEN 'B' ELSE 'A' END) || substr(envelope, 42) WHERE id = '" +
+        middle + "'");
     st_ = open_store(dir_, "a", 60000, keys);
     auto bad = st_->get_event(middle);
     ASSERT_FALSE(bad);
@@ -732,7 +791,7 @@ TEST_P(store_test, sealed_attachments_read_back_exact_through_a_short_lived_priv
     // The start checks the newest attachment's key and first chunk as it checks envelopes: a
     // missing key stops it, named (the envelopes made plain here, so only the blob speaks).
     st_.reset();
-    raw_exec("UPDATE payloads SET envelope = '{}'");
+    raw_exec("UPDATE events SET envelope = '{}'");
     auto other = std::make_shared<keyring>();
     other->add("k9", core::sha256_hex(core::uuid_v7()));
     try {
