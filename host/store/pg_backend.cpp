@@ -130,6 +130,12 @@ ALTER TABLE deliveries ADD COLUMN attempt_started_ms BIGINT NOT NULL DEFAULT 0;
     R"sql(
 ALTER TABLE events ADD COLUMN envelope TEXT;
 )sql",
+    // 5: deliveries_state leaves out in_flight and delivered, as the SQLite store's version 8
+    // (in flight, deliveries_leased serves the lease takeover).
+    R"sql(
+DROP INDEX deliveries_state;
+CREATE INDEX deliveries_state ON deliveries(state, destination, id) WHERE state NOT IN (1, 2);
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 

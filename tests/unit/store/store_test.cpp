@@ -204,6 +204,38 @@ TEST_P(store_test, a_store_written_before_envelopes_moved_into_events_still_read
     (void)id2;
 }
 
+// deliveries_state leaves out in_flight and delivered (SQLite schema 8, PostgreSQL 5): a list of
+// each state still finds exactly its deliveries, by destination too.
+TEST_P(store_test, a_list_by_state_finds_every_state_with_or_without_the_index) {
+    for (int i = 0; i < 4; ++i) submit(ev("s" + std::to_string(i), "p" + std::to_string(i)));
+    submit(ev("other", "p9", {"edi"}));
+    auto c = st_->claim_due("gp", core::now_ms(), 10, 5);
+    ASSERT_EQ(c->size(), 4u);
+    update({(*c)[0].id, delivery_state::delivered, "", "x0", 0, 1});
+    update({(*c)[1].id, delivery_state::failed, "503", "", core::now_ms() + 60000, 1});
+    update({(*c)[2].id, delivery_state::dead, "refused", "", 0, 1});
+    auto ids = [&](delivery_state s, const std::string& dest) {
+        delivery_query q;
+        q.state = s;
+        q.destination = dest;
+        std::vector<std::int64_t> out;
+        for (const auto& r : *st_->list_deliveries(q)) out.push_back(r.id);
+        return out;
+    };
+    using v = std::vector<std::int64_t>;
+    EXPECT_EQ(ids(delivery_state::delivered, ""), v{(*c)[0].id});
+    EXPECT_EQ(ids(delivery_state::delivered, "gp"), v{(*c)[0].id});
+    EXPECT_EQ(ids(delivery_state::delivered, "edi"), v{});
+    EXPECT_EQ(ids(delivery_state::failed, "gp"), v{(*c)[1].id});
+    EXPECT_EQ(ids(delivery_state::dead, ""), v{(*c)[2].id});
+    EXPECT_EQ(ids(delivery_state::in_flight, "gp"), v{(*c)[3].id});
+    EXPECT_EQ(ids(delivery_state::pending, "").size(), 1u);
+    EXPECT_EQ(ids(delivery_state::pending, "gp"), v{});
+    EXPECT_EQ(*st_->recover_in_flight(), 1u);
+    EXPECT_EQ(ids(delivery_state::in_flight, ""), v{});
+    EXPECT_EQ(ids(delivery_state::pending, "gp"), v{(*c)[3].id});
+}
+
 TEST_P(store_test, submitted_event_is_readable_with_its_envelope) {
     auto e = ev("k1");
     std::string id = e.id;
