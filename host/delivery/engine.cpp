@@ -63,6 +63,11 @@ void engine::set_destination(const std::string& name, plugin::instance* sink, po
     d.sink = sink;
     d.pol = p;
     if (!d.worker) d.worker = std::make_unique<workers>(p.concurrency);
+    {
+        std::lock_guard lock(rooms_mu_);
+        rooms_[name] = d.room;
+    }
+    publish(d);
 }
 
 void engine::run_quiet(std::function<void()> fn) {
@@ -85,10 +90,109 @@ void engine::run_quiet(std::function<void()> fn) {
 }
 
 void engine::remove_destination(const std::string& name) {
+    {
+        std::lock_guard lock(rooms_mu_);
+        rooms_.erase(name);
+    }
     dests_.erase(name);
 }
 
+std::shared_ptr<engine::accept_room> engine::room_of(const std::string& name) {
+    std::lock_guard lock(rooms_mu_);
+    auto it = rooms_.find(name);
+    return it == rooms_.end() ? nullptr : it->second;
+}
+
+// The store's writer takes a slot for a delivery it stores in flight at accept (its chain idle);
+// the rows come to on_accepted after their commit. A slot taken counts as a claim out, so
+// stop_dispatch waits for it.
+store::accept_claims engine::accept_hooks() {
+    store::accept_claims c;
+    c.take = [this](const std::string& dest) {
+        if (!dispatching_.load() || holding_.load()) return false;
+        auto room = room_of(dest);
+        if (!room) return false;
+        std::lock_guard lock(room->mu);
+        if (room->taken >= room->limit) return false;
+        ++room->taken;
+        ++claims_out_;
+        return true;
+    };
+    c.give_back = [this](const std::string& dest) {
+        if (auto room = room_of(dest)) {
+            std::lock_guard lock(room->mu);
+            if (room->taken > 0) --room->taken;
+        }
+        --claims_out_;
+    };
+    c.claimed = [this](std::vector<store::delivery_row> rows) {
+        asio::post(io_, [this, rows = std::move(rows)]() mutable { on_accepted(std::move(rows)); });
+    };
+    c.due = [this](const std::string& dest) {
+        if (auto room = room_of(dest)) {
+            std::lock_guard lock(room->mu);
+            room->due = true;
+        }
+        kick();
+    };
+    return c;
+}
+
+// What accepts may take at `d` now: the free slots, only while no claim is out and the last claim
+// came back short (no backlog that a new event would overtake). THREAD: the engine thread.
+void engine::publish(destination& d) {
+    bool open = accept_at_store_ && dispatching_.load() && !holding_.load() && d.sink &&
+                !d.claiming && d.caught_up && d.sink->ready();
+    std::lock_guard lock(d.room->mu);
+    d.room->limit = open ? std::max(0, d.pol.concurrency - d.in_flight) : 0;
+}
+
+store::delivery_update engine::hand_back(const store::delivery_row& r, std::string why) {
+    store::delivery_update u;
+    u.delivery_id = r.id;
+    u.fence = r.fence;
+    u.state = delivery_state::pending;
+    u.hand_back = true;
+    u.reason = std::move(why);
+    return u;
+}
+
+// Deliveries the store claimed at accept time, after their commit: they start as claimed ones do
+// (the same prepare: gate, transforms), or go back to pending when the destination cannot take
+// them now.
+void engine::on_accepted(std::vector<store::delivery_row> rows) {
+    std::map<std::string, std::vector<store::delivery_row>> go;
+    std::vector<store::delivery_update> back;
+    for (auto& r : rows) {
+        --claims_out_;
+        auto dit = dests_.find(r.destination);
+        if (dit != dests_.end()) {
+            // Arrived: counted in in_flight from here on (begin), no longer as taken.
+            std::lock_guard lock(dit->second.room->mu);
+            if (dit->second.room->taken > 0) --dit->second.room->taken;
+            dit->second.room->limit = std::max(0, dit->second.room->limit - 1);
+        }
+        if (dit == dests_.end() || !dispatching_.load() || holding_.load() || !dit->second.sink ||
+            !dit->second.sink->ready()) {
+            back.push_back(hand_back(
+                r,
+                "handed back: claimed at accept while the engine stopped or paused, or the "
+                "sink was down"));
+            continue;
+        }
+        go[r.destination].push_back(std::move(r));
+    }
+    if (!back.empty()) apply(std::move(back));
+    for (auto& [name, part] : go) {
+        destination& d = dests_.find(name)->second;
+        begin(d, std::move(part));
+        publish(d);
+    }
+}
+
 void engine::start() {
+    accept_at_store_ = store_.set_accept_claims(accept_hooks());
+    for (auto& [name, d] : dests_) publish(d);
     thread_ = std::thread([this] { io_.run(); });
     asio::post(io_, [this] {
         schedule_tick();
@@ -98,6 +202,10 @@ void engine::start() {
 
 void engine::shutdown() {
     if (!thread_.joinable()) return;
+    // No more claims at accept; a job that took its hooks before this has committed (and handed
+    // its rows to io_, which drops them) once the flush returns.
+    store_.set_accept_claims({});
+    store_.flush();
     asio::post(io_, [this] { tick_.cancel(); });
     work_.reset();
     io_.stop();
@@ -120,7 +228,7 @@ void engine::schedule_tick() {
     tick_.expires_after(std::chrono::milliseconds(200));
     tick_.async_wait([this](boost::system::error_code ec) {
         if (ec) return;
-        pump_all();
+        pump_all(true);
         schedule_tick();
     });
 }
@@ -133,38 +241,70 @@ void engine::kick() {
     });
 }
 
-void engine::pump_all() {
+void engine::pump_all(bool tick) {
     if (!dispatching_.load()) return;
-    for (auto& [name, d] : dests_) pump(d);
+    for (auto& [name, d] : dests_) pump(d, tick);
 }
 
 // Claims what the destination has room for. The claim is a store round trip (a commit): it runs
 // on the store's thread and its rows come back to the engine thread in on_claimed, so the engine
 // thread never waits for the store. One claim per destination at a time.
-void engine::pump(destination& d) {
-    if (!dispatching_.load() || holding_.load() || !d.sink || d.claiming) return;
-    // Not while the sink cannot take deliveries (stuck, or an isolated child restarting or
-    // quarantined): no attempt is spent then.
-    if (d.in_flight >= d.pol.concurrency || !d.sink->ready()) return;
-    std::size_t want = static_cast<std::size_t>(d.pol.concurrency - d.in_flight);
+void engine::pump(destination& d, bool tick) {
+    if (!dispatching_.load() || holding_.load() || !d.sink || d.claiming ||
+        d.in_flight >= d.pol.concurrency || !d.sink->ready()) {
+        // Not while the sink cannot take deliveries (stuck, or an isolated child restarting or
+        // quarantined): no attempt is spent then.
+        publish(d);
+        return;
+    }
+    int taken = 0;
+    bool due = true;
+    {
+        std::lock_guard lock(d.room->mu);
+        taken = d.room->taken;
+        due = d.room->due;
+    }
+    // With claims at accept, a caught-up destination claims only when a delivery may have come
+    // due since (the store says so), or at the tick (a retry's time came): not after every
+    // completion for nothing.
+    if (accept_at_store_ && d.caught_up && !due && !tick) {
+        publish(d);
+        return;
+    }
+    int room = d.pol.concurrency - d.in_flight - taken;
+    if (room <= 0) {
+        publish(d);
+        return;
+    }
+    std::size_t want = std::min<std::size_t>(static_cast<std::size_t>(room), 256);
     // The state changes that freed these slots reach the store before the claim that reuses them.
     apply_now();
     d.claiming = true;
+    {
+        std::lock_guard lock(d.room->mu);
+        d.room->due = false;
+        d.room->limit = 0;  // the claim may fill every free slot
+    }
     ++claims_out_;
-    store_.claim_due_async(
-        d.name, core::now_ms(), std::min<std::size_t>(want, 256), d.pol.max_attempts,
-        [this, name = d.name](boost::system::error_code ec, std::vector<store::delivery_row> rows) {
-            asio::post(io_, [this, name, ec, rows = std::move(rows)]() mutable {
-                on_claimed(name, ec, std::move(rows));
-            });
-        });
+    store_.claim_due_async(d.name, core::now_ms(), want, d.pol.max_attempts,
+                           [this, name = d.name, want](boost::system::error_code ec,
+                                                       std::vector<store::delivery_row> rows) {
+                               asio::post(io_,
+                                          [this, name, ec, want, rows = std::move(rows)]() mutable {
+                                              on_claimed(name, ec, std::move(rows), want);
+                                          });
+                           });
 }
 
 void engine::on_claimed(const std::string& name, boost::system::error_code ec,
-                        std::vector<store::delivery_row> rows) {
+                        std::vector<store::delivery_row> rows, std::size_t asked) {
     --claims_out_;
     auto dit = dests_.find(name);
-    if (dit != dests_.end()) dit->second.claiming = false;
+    if (dit != dests_.end()) {
+        dit->second.claiming = false;
+        dit->second.caught_up = !ec && rows.size() < asked;
+        publish(dit->second);
+    }
     if (ec) {
         log_.error("deliver.claim", "store claim failed: " + ec.message(), {{"endpoint", name}});
         return;  // the tick tries again
@@ -176,14 +316,9 @@ void engine::on_claimed(const std::string& name, boost::system::error_code ec,
         std::vector<store::delivery_update> ups;
         for (const auto& r : rows) {
             if (r.state == delivery_state::dead) continue;
-            store::delivery_update u;
-            u.delivery_id = r.id;
-            u.fence = r.fence;
-            u.state = delivery_state::pending;
-            u.hand_back = true;
-            u.reason =
-                "handed back: claimed while the engine stopped or paused, or the sink was down";
-            ups.push_back(u);
+            ups.push_back(hand_back(
+                r,
+                "handed back: claimed while the engine stopped or paused, or the sink was down"));
         }
         if (!ups.empty()) apply(std::move(ups));
         return;

@@ -20,6 +20,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -121,12 +122,22 @@ private:
         boost::asio::thread_pool pool;
         boost::asio::strand<boost::asio::thread_pool::executor_type> calls;
     };
+    // The room a destination lends the store for deliveries claimed at accept time
+    // (store::accept_claims). THREAD: shared with the store's writer, under `mu`.
+    struct accept_room {
+        std::mutex mu;
+        int limit = 0;    // how many accepts may hold at once now (0: none)
+        int taken = 0;    // taken by accepts, not yet at the engine
+        bool due = true;  // a delivery may have become due that no claim has seen
+    };
     struct destination {
         std::string name;
         plugin::instance* sink = nullptr;
         policy pol;
-        int in_flight = 0;      // preparing or sent
-        bool claiming = false;  // a claim is at the store
+        int in_flight = 0;       // preparing or sent
+        bool claiming = false;   // a claim is at the store
+        bool caught_up = false;  // the last claim found fewer than it asked for
+        std::shared_ptr<accept_room> room = std::make_shared<accept_room>();
         std::unique_ptr<workers> worker;
     };
     struct attempt {
@@ -153,10 +164,18 @@ private:
     };
     static constexpr std::size_t kEndedKept = 65536;
 
-    void pump_all();
-    void pump(destination& d);
+    // `tick`: the periodic pump, which claims even a caught-up destination (retries come due).
+    void pump_all(bool tick = false);
+    void pump(destination& d, bool tick = false);
     void on_claimed(const std::string& name, boost::system::error_code ec,
-                    std::vector<store::delivery_row> rows);
+                    std::vector<store::delivery_row> rows, std::size_t asked);
+    // Claims at accept time: what the store may take now, the rows it took, its hooks.
+    void publish(destination& d);
+    void on_accepted(std::vector<store::delivery_row> rows);
+    store::accept_claims accept_hooks();
+    std::shared_ptr<accept_room> room_of(const std::string& name);
+    // A claimed delivery the engine will not start goes back to pending, its attempt uncounted.
+    static store::delivery_update hand_back(const store::delivery_row& r, std::string why);
     // Matches a receipt to its delivery and decides the change. THREAD: a destination worker.
     void correlate_receipt(const std::string& endpoint, const std::string& external_id,
                            std::int32_t kind, const std::string& text);
@@ -210,6 +229,9 @@ private:
     std::atomic<std::size_t> in_flight_total_{0};
     std::atomic<int> claims_out_{0};  // claims at the store, not yet back
     std::mt19937_64 rng_;
+    bool accept_at_store_ = false;  // the store claims at accept time (set by start())
+    std::mutex rooms_mu_;           // rooms_: looked up by the store's writer
+    std::unordered_map<std::string, std::shared_ptr<accept_room>> rooms_;
 };
 
 }  // namespace samband::delivery

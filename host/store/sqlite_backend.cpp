@@ -535,6 +535,15 @@ public:
                 lane::engine);
     }
 
+    bool set_accept_claims(accept_claims c) override {
+        std::lock_guard lock(accept_mu_);
+        if (c.take && c.give_back && c.claimed && c.due)
+            accept_ = std::make_shared<const accept_claims>(std::move(c));
+        else
+            accept_.reset();
+        return true;
+    }
+
     void claim_due_async(std::string_view destination, std::int64_t now_ms, std::size_t limit,
                          int max_attempts, claim_handler done) override {
         auto rows = std::make_shared<std::vector<delivery_row>>();
@@ -942,6 +951,7 @@ public:
                 "destination = ?1 AND state IN (0, 1, 4, 7)");
             heads.bind(1, dest);
             heads.exec();
+            mark_due(dest);
             add_audit(d, actor, "deliveries.replay", "destination:" + dest,
                       std::to_string(n) + " deliveries since " + std::to_string(since_ms));
             return n;
@@ -1188,22 +1198,83 @@ private:
             at.bind(5, a.meta.sha256).bind(6, static_cast<std::int64_t>(a.meta.size));
             at.exec();
         }
+        auto claims = accepting();
+        std::shared_ptr<accepted> took_now;
         for (const auto& nd : ev.deliveries) {
+            // Claimed at accept when the engine has room at the destination and the chain is
+            // idle: stored in flight with its attempt counted, in this commit.
+            bool took =
+                claims && nd.state == delivery_state::pending && claims->take(nd.destination);
             // The newest delivery heads its chain only when the chain has no other.
             auto& del = d.prepare(
                 "INSERT INTO deliveries(event_seq, destination, route, state, order_key, "
-                "created_ms, updated_ms, reason, head) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NOT "
-                "EXISTS (SELECT 1 FROM deliveries p WHERE p.destination = ?2 AND p.order_key = ?5 "
-                "AND p.state IN (0, 1, 4, 7)))");
+                "created_ms, updated_ms, reason, head, attempts, attempt_started_ms) SELECT ?1, "
+                "?2, ?3, CASE WHEN idle AND ?8 THEN 1 ELSE ?4 END, ?5, ?6, ?6, ?7, idle, idle AND "
+                "?8, CASE WHEN idle AND ?8 THEN ?6 ELSE 0 END FROM (SELECT NOT EXISTS (SELECT 1 "
+                "FROM deliveries p WHERE p.destination = ?2 AND p.order_key = ?5 AND p.state IN "
+                "(0, 1, 4, 7)) AS idle) RETURNING id, state");
             del.bind(1, seq).bind(2, nd.destination).bind(3, nd.route);
             del.bind(4, static_cast<std::int64_t>(nd.state)).bind(5, ev.order_key);
-            del.bind(6, now).bind(7, now).bind(8, nd.reason);
-            del.exec();
+            del.bind(6, now).bind(7, nd.reason).bind(8, took ? 1 : 0);
+            std::int64_t id = 0, state = -1;
+            if (del.step()) {
+                id = del.i64(0);
+                state = del.i64(1);
+            }
+            del.reset();
+            if (state == code(delivery_state::in_flight)) {
+                if (!took_now) took_now = std::make_shared<accepted>(claims);
+                delivery_row r;
+                r.id = id;
+                r.event_id = ev.id;
+                r.destination = nd.destination;
+                r.route = nd.route;
+                r.state = delivery_state::in_flight;
+                r.attempts = 1;
+                r.reason = nd.reason;
+                r.order_key = ev.order_key;
+                r.event_type = ev.type;
+                r.created_ms = now;
+                r.updated_ms = now;
+                took_now->rows.push_back(std::move(r));
+                continue;
+            }
+            if (took) claims->give_back(nd.destination);  // its chain was busy
+            if (claims && state == code(delivery_state::pending)) claims->due(nd.destination);
         }
+        // Handed to the engine after the commit; given back if the job rolls back instead.
+        if (took_now) after_commit([took_now] { took_now->hand(); });
         add_audit(d, "source:" + ev.source, "event.accepted", "event:" + ev.id,
                   ev.type + " deliveries=" + std::to_string(ev.deliveries.size()));
         out.event_id = ev.id;
         out.duplicate = false;
+    }
+
+    // Deliveries claimed at accept by one job: handed to the engine after its commit, or their
+    // slots given back when the job rolls back (the after-commit function is dropped).
+    struct accepted {
+        explicit accepted(std::shared_ptr<const accept_claims> c) : claims(std::move(c)) {}
+        ~accepted() {
+            if (!handed)
+                for (const auto& r : rows) claims->give_back(r.destination);
+        }
+        accepted(const accepted&) = delete;
+        accepted& operator=(const accepted&) = delete;
+        void hand() {
+            handed = true;
+            claims->claimed(std::move(rows));
+        }
+        std::shared_ptr<const accept_claims> claims;
+        std::vector<delivery_row> rows;
+        bool handed = false;
+    };
+    std::shared_ptr<const accept_claims> accepting() {
+        std::lock_guard lock(accept_mu_);
+        return accept_;
+    }
+    // Writer thread: tells the engine a delivery of `dest` may be due that no claim has seen.
+    void mark_due(const std::string& dest) {
+        if (auto c = accepting()) c->due(dest);
     }
 
     // Writer thread: selects the due deliveries of `dest` and opens one counted attempt each.
@@ -1331,6 +1402,7 @@ private:
         st.exec();
         if (chained(*from) && !chained(u.state) && was_head) next_head(d, dest, key);
         if (!chained(*from) && chained(u.state)) rejoin(d, dest, key);
+        if (u.state == delivery_state::pending || u.state == delivery_state::failed) mark_due(dest);
         if (u.override_gate) add_audit(d, u.actor, "gate.override", subject, u.reason);
         std::string detail(to_string(u.state));
         if (!u.reason.empty()) detail += ": " + u.reason;
@@ -1352,6 +1424,7 @@ private:
             "destination = ?1 AND order_key = ?2 AND state IN (0, 1, 4, 7))");
         st.bind(1, dest).bind(2, key);
         st.exec();
+        if (d.changes() > 0) mark_due(dest);  // the new head may be due
     }
 
     // A delivery rejoined its chain (an operator's retry, the gate's release): the chain's
@@ -1629,6 +1702,8 @@ private:
     std::function<void(double, std::size_t)> on_commit_;
     std::function<void(std::string)> on_fatal_;
     std::vector<std::function<void()>> job_after_;  // writer thread
+    std::mutex accept_mu_;
+    std::shared_ptr<const accept_claims> accept_;  // claims at accept time; null: none
     std::mutex blob_mu_;
     std::unordered_map<std::string, int> blob_refs_;  // blobs written for a submit not committed
     blob_guard blob_guard_{std::chrono::milliseconds(500), std::chrono::seconds(30)};

@@ -234,6 +234,25 @@ struct destination_stats {
 using claim_handler =
     std::function<void(boost::system::error_code, std::vector<delivery_row> rows)>;
 
+// Claiming at accept time: the engine lends the store room at its destinations. A submit whose
+// pending delivery finds its chain (destination + order key) idle takes a slot and stores the
+// delivery already in flight, its attempt counted, in the accept's commit; after that commit the
+// store hands it to `claimed` (the attempt is durable before any plugin sees it).
+// THREAD: take, give_back and due on the store's writer; claimed after the commit.
+struct accept_claims {
+    // Takes a slot of `destination` for a delivery claimed at accept; false: none (the delivery
+    // is stored pending and claimed later).
+    std::function<bool(const std::string& destination)> take;
+    // Returns a slot taken for a delivery that was not claimed (its chain was busy, or its job
+    // rolled back).
+    std::function<void(const std::string& destination)> give_back;
+    // Deliveries claimed at accept (in flight, attempt 1), after the commit that holds them.
+    std::function<void(std::vector<delivery_row> rows)> claimed;
+    // A delivery of `destination` may have become due that no claim has seen yet (stored
+    // pending, a chain's next head marked, a retry, an operator's change).
+    std::function<void(const std::string& destination)> due;
+};
+
 // A lock this node holds while it runs a source that must run on one node at a time.
 class run_once_lock {
 public:
@@ -350,6 +369,13 @@ public:
     // Operator replay: deliveries of `destination` created since `since_ms` go back to pending.
     virtual boost::system::result<std::size_t> replay(std::string_view destination,
                                                       std::int64_t since_ms, std::string actor) = 0;
+
+    // Claims at accept time through `c` from now on (empty `c`: no more). False when this store
+    // does not claim at accept (then every claim is the engine's, as claim_due_async).
+    virtual bool set_accept_claims(accept_claims c) {
+        (void)c;
+        return false;
+    }
 
     // Takes the lock named `name` for this node without waiting: null while another node holds
     // it (or the store cannot be reached). A store only one node can open grants it at once.
