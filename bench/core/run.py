@@ -21,7 +21,8 @@ Usage: bench/core/run.py [--quick] [--backlog N]
 import json, os, signal, sqlite3, subprocess, sys, tempfile, time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BIN = os.path.join(ROOT, "build", "bin", "samband")
+# SAMBAND_BENCH_BIN: another build of the daemon (before/after runs); the plugins stay this tree's.
+BIN = os.environ.get("SAMBAND_BENCH_BIN") or os.path.join(ROOT, "build", "bin", "samband")
 PLUGINS = os.path.join(ROOT, "build", "plugins")
 QUICK = "--quick" in sys.argv
 
