@@ -17,8 +17,10 @@ Usage: bench/core/run.py [--quick] [--backlog N]
        bench/core/run.py --one-key [--quick]   claims behind one patient's backlog: 100,000 pending
            deliveries of one order key ahead of 20,000 of 1,000 other keys, against the same
            120,000 spread over many keys (issue 10 item 3); writes bench/results/core-onekey-<ts>.*
+       bench/core/run.py --migration [--quick]   time to ready at the first start on 1,000,000
+           pending deliveries written by store schemas 5 and 6; writes bench/results/core-migration-<ts>.*
 """
-import json, os, signal, sqlite3, subprocess, sys, tempfile, time
+import json, os, shutil, signal, sqlite3, subprocess, sys, tempfile, time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # SAMBAND_BENCH_BIN: another build of the daemon (before/after runs); the plugins stay this tree's.
@@ -297,6 +299,74 @@ def seed_backlog(db_path, n, envelope_bytes=1024, patients=100000, key_of=None):
     db.close()
 
 
+def migration_run():
+    """Time to ready at the first start of a new build on a store of n pending deliveries written
+    by older schemas (SQLite): 5 (before chain heads: migrations 6, 7, 8 run), 6 (7 and 8 run),
+    and the same store started again (nothing to migrate). The older stores are made from a new
+    one: its newer columns and indexes dropped and the version set back before the seed."""
+    n = 200000 if QUICK else 1000000
+    results = {"machine": os.uname().nodename, "cores": os.cpu_count(), "quick": QUICK,
+               "load_average_at_start": os.getloadavg()[0], "deliveries": n, "envelope_bytes": 1024}
+    with tempfile.TemporaryDirectory() as tmp:
+        sink = {"plugin": "bench-sink", "config": {"report_file": os.path.join(tmp, "sink.json")}}
+        cfg = config(tmp, 0, 0, sink)
+        dbp = os.path.join(tmp, "samband.db")
+        run_daemon(tmp, cfg, lambda: os.path.exists(os.path.join(tmp, "ready")), 60)
+        db = sqlite3.connect(dbp, isolation_level=None)
+        version = db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        # Back to schema 6: envelopes in payloads, deliveries_state over every state.
+        db.executescript("DROP INDEX IF EXISTS deliveries_state; "
+                         "CREATE INDEX deliveries_state ON deliveries(state, destination, id); "
+                         "ALTER TABLE events DROP COLUMN envelope; UPDATE schema_version SET version = 6;")
+        db.close()
+        seed_backlog(dbp, n)
+        v6 = os.path.join(tmp, "v6.db")
+        shutil.copyfile(dbp, v6)
+        # Schema 5 from it: no chain heads.
+        db = sqlite3.connect(dbp, isolation_level=None)
+        db.executescript("DROP INDEX deliveries_due; CREATE INDEX deliveries_ready ON deliveries(destination, id) "
+                         "WHERE state IN (0, 4); ALTER TABLE deliveries DROP COLUMN head; "
+                         "UPDATE schema_version SET version = 5; PRAGMA wal_checkpoint(TRUNCATE);")
+        db.close()
+
+        def start():
+            started = {}
+            run_daemon(tmp, cfg, lambda: "ready" in started, 600, started)
+            got = sqlite3.connect(dbp).execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+            return round(started["ready"] - started["spawn"], 2) if "ready" in started else None, got
+
+        results["from_schema_5_ready_s"], v = start()
+        results["from_schema_5_to"] = v
+        results["again_ready_s"], _ = start()
+        os.replace(v6, dbp)
+        for ext in ("-wal", "-shm"):
+            if os.path.exists(dbp + ext):
+                os.remove(dbp + ext)
+        results["from_schema_6_ready_s"], v = start()
+        results["from_schema_6_to"] = v
+        results["schema_now"] = version
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(ROOT, "bench", "results", f"core-migration-{stamp}")
+    json.dump(results, open(base + ".json", "w"), indent=2)
+    md = f"""# Samband store migrations on {n:,} pending deliveries {stamp}
+
+{"Quick run. " if QUICK else ""}Load average at start: {results['load_average_at_start']:.2f} on {results['cores']} cores.
+SQLite, {n:,} pending deliveries with their events (1 KB envelopes in `payloads`, as the older
+schemas keep them), {min(n, 100000):,} order keys. Time from the daemon's spawn to its ready file at
+the first start of this build (schema {version}):
+
+| store written by | ready after | goal (restart with 1,000,000 pending) |
+|---|---|---|
+| schema 5 (migrations 6–{version} run) | {results['from_schema_5_ready_s']} s | < 5 s |
+| schema 6 (migrations 7–{version} run) | {results['from_schema_6_ready_s']} s | < 5 s |
+| schema {version} (nothing to migrate) | {results['again_ready_s']} s | < 5 s |
+"""
+    open(base + ".md", "w").write(md)
+    print(md)
+    print("wrote", base + ".{json,md}")
+
+
 def one_key_run():
     """How fast the first 20,000 deliveries go out of a store holding 100,000 pending deliveries of
     one order key (one patient, one destination: they go one at a time) ahead of 20,000 of 1,000
@@ -460,6 +530,9 @@ def main():
         return
     if "--one-key" in sys.argv:
         one_key_run()
+        return
+    if "--migration" in sys.argv:
+        migration_run()
         return
     n_backlog = 200000 if QUICK else 1000000
     if "--backlog" in sys.argv:
