@@ -1205,6 +1205,11 @@ private:
             // idle: stored in flight with its attempt counted, in this commit.
             bool took =
                 claims && nd.state == delivery_state::pending && claims->take(nd.destination);
+            if (took) {
+                // Held until the insert says what became of it (given back if it throws).
+                if (!took_now) took_now = std::make_shared<accepted>(claims);
+                took_now->slots.push_back(nd.destination);
+            }
             // The newest delivery heads its chain only when the chain has no other.
             auto& del = d.prepare(
                 "INSERT INTO deliveries(event_seq, destination, route, state, order_key, "
@@ -1222,8 +1227,8 @@ private:
                 state = del.i64(1);
             }
             del.reset();
+            if (took) took_now->slots.pop_back();
             if (state == code(delivery_state::in_flight)) {
-                if (!took_now) took_now = std::make_shared<accepted>(claims);
                 delivery_row r;
                 r.id = id;
                 r.event_id = ev.id;
@@ -1243,7 +1248,7 @@ private:
             if (claims && state == code(delivery_state::pending)) claims->due(nd.destination);
         }
         // Handed to the engine after the commit; given back if the job rolls back instead.
-        if (took_now) after_commit([took_now] { took_now->hand(); });
+        if (took_now && !took_now->rows.empty()) after_commit([took_now] { took_now->hand(); });
         add_audit(d, "source:" + ev.source, "event.accepted", "event:" + ev.id,
                   ev.type + " deliveries=" + std::to_string(ev.deliveries.size()));
         out.event_id = ev.id;
@@ -1255,6 +1260,7 @@ private:
     struct accepted {
         explicit accepted(std::shared_ptr<const accept_claims> c) : claims(std::move(c)) {}
         ~accepted() {
+            for (const auto& dest : slots) claims->give_back(dest);
             if (!handed)
                 for (const auto& r : rows) claims->give_back(r.destination);
         }
@@ -1266,6 +1272,7 @@ private:
         }
         std::shared_ptr<const accept_claims> claims;
         std::vector<delivery_row> rows;
+        std::vector<std::string> slots;  // taken, the insert not done yet
         bool handed = false;
     };
     std::shared_ptr<const accept_claims> accepting() {
