@@ -203,9 +203,12 @@ void engine::start() {
 void engine::shutdown() {
     if (!thread_.joinable()) return;
     // No more claims at accept; a job that took its hooks before this has committed (and handed
-    // its rows to io_, which drops them) once the flush returns.
-    store_.set_accept_claims({});
-    store_.flush();
+    // its rows to io_, which drops them) once the flush returns. A store that never claimed at
+    // accept (PostgreSQL) is not waited for here.
+    if (accept_at_store_) {
+        store_.set_accept_claims({});
+        store_.flush();
+    }
     asio::post(io_, [this] { tick_.cancel(); });
     work_.reset();
     io_.stop();
