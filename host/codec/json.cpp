@@ -5,6 +5,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -35,15 +36,42 @@ boost::system::result<rapidjson::Document, std::string> parse_json(std::string_v
     return parse_json(text, lim);
 }
 
-std::string to_json(const rapidjson::Value& v) {
-    rapidjson::StringBuffer sb;
+std::string to_json(const rapidjson::Value& v, std::size_t expected_size) {
+    rapidjson::StringBuffer sb(nullptr, std::max<std::size_t>(expected_size, 256));
     rapidjson::Writer<rapidjson::StringBuffer> w(sb);
     v.Accept(w);
     return std::string(sb.GetString(), sb.GetSize());
 }
 
 std::string_view string_at(const rapidjson::Value& root, const char* ptr) {
-    const rapidjson::Value* v = rapidjson::Pointer(ptr).Get(root);
+    // A pointer without escapes is walked in place (ingest reads several per event, and
+    // rapidjson::Pointer allocates for each); one with "~" goes through rapidjson::Pointer.
+    std::string_view path(ptr);
+    const rapidjson::Value* v = &root;
+    if (path.find('~') != std::string_view::npos) {
+        v = rapidjson::Pointer(ptr).Get(root);
+    } else if (!path.empty()) {
+        if (path.front() != '/') return {};
+        while (v && !path.empty()) {
+            path.remove_prefix(1);
+            std::string_view token = path.substr(0, path.find('/'));
+            path.remove_prefix(token.size());
+            if (v->IsObject()) {
+                rapidjson::Value key(rapidjson::StringRef(token.data(), token.size()));
+                auto it = v->FindMember(key);
+                v = it == v->MemberEnd() ? nullptr : &it->value;
+            } else if (v->IsArray()) {
+                // An index: digits, no leading zero (RFC 6901).
+                if (token.empty() || token.size() > 9 || (token.size() > 1 && token[0] == '0') ||
+                    token.find_first_not_of("0123456789") != std::string_view::npos)
+                    return {};
+                std::size_t i = std::stoul(std::string(token));
+                v = i < v->Size() ? &(*v)[static_cast<rapidjson::SizeType>(i)] : nullptr;
+            } else {
+                v = nullptr;
+            }
+        }
+    }
     if (!v || !v->IsString()) return {};
     return std::string_view(v->GetString(), v->GetStringLength());
 }

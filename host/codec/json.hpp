@@ -25,8 +25,8 @@ boost::system::result<rapidjson::Document, std::string> parse_json(std::string_v
 boost::system::result<rapidjson::Document, std::string> parse_json(std::string_view text,
                                                                    std::size_t max_depth = 64);
 
-// Serialises a value compactly.
-std::string to_json(const rapidjson::Value& v);
+// Serialises a value compactly; `expected_size` (when known) sizes the buffer once.
+std::string to_json(const rapidjson::Value& v, std::size_t expected_size = 0);
 
 // The string at JSON pointer `ptr`, or empty.
 std::string_view string_at(const rapidjson::Value& root, const char* ptr);

@@ -129,7 +129,7 @@ public:
             if (ep.inst && (ep.inst->plugin().kinds & SAMBAND_KIND_SINK) && !run_once(name))
                 engine_->set_destination(name, ep.inst.get(), ep.pol);
         }
-        engine_->set_prepare([this](const store::delivery_row& row, const store::event_row& ev) {
+        engine_->set_prepare([this](const store::delivery_row& row, store::event_row& ev) {
             return prepare(row, ev);
         });
         ingest_->set_observers(
@@ -258,7 +258,8 @@ private:
         });
     }
 
-    delivery::prepared prepare(const store::delivery_row& row, const store::event_row& ev) {
+    // `ev` is the engine's copy, read for this delivery: its envelope moves into the pipeline.
+    delivery::prepared prepare(const store::delivery_row& row, store::event_row& ev) {
         route_plan plan;
         {
             std::lock_guard lock(mu_);
@@ -266,7 +267,6 @@ private:
             if (it != plans_.end()) plan = it->second;
         }
         pipeline_input in;
-        in.envelope_json = ev.envelope_json;
         for (const auto& a : ev.attachments)
             in.attachments.push_back({a.id, a.filename, a.media_type, a.sha256, {}, a.size, 0});
         if (plan.recipient == "gp") {
@@ -284,8 +284,9 @@ private:
             }
             in.overridden = row.overridden;
         }
+        in.envelope_json = std::move(ev.envelope_json);
         auto prepared = run_pipeline(
-            plan, in, gp_.get(),
+            plan, std::move(in), gp_.get(),
             [this](const std::string& name) { return rt_ ? rt_->instance(name) : nullptr; },
             &schemas_);
         // The receiver must be able to take it (Adresseregisteret), unless an operator overrode.

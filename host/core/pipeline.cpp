@@ -139,14 +139,14 @@ std::string check_transform_output(const codec::schema_set& schemas, std::string
 }
 
 delivery::prepared run_pipeline(
-    const route_plan& plan, const pipeline_input& in, directory::gp_directory* gp,
+    const route_plan& plan, pipeline_input in, directory::gp_directory* gp,
     const std::function<plugin::instance*(const std::string&)>& find_instance,
     const codec::schema_set* schemas) {
-    std::string out_json = in.envelope_json;
+    std::string out_json = std::move(in.envelope_json);
     std::string gate_reason;
 
     if (plan.recipient == "gp") {
-        auto parsed = codec::parse_json(in.envelope_json);
+        auto parsed = codec::parse_json(out_json);
         if (!parsed)
             return stop_with(action::dead, "stored event is not valid JSON: " + parsed.error());
         rapidjson::Document env = std::move(*parsed);
@@ -183,7 +183,7 @@ delivery::prepared run_pipeline(
 
     plugin::event_ref ev;
     ev.envelope_json = std::move(out_json);
-    ev.attachments = in.attachments;
+    ev.attachments = std::move(in.attachments);
     // The id every transform must keep (each output is checked to have it): read once.
     std::string event_id;
     if (schemas && !plan.transforms.empty())

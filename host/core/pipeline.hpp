@@ -33,9 +33,10 @@ struct pipeline_input {
 // Runs gate → GP resolution → transforms for one delivery. `find_instance` returns the live
 // transform instance for an endpoint name (nullptr if it is not running). With `schemas`, each
 // transform's output is checked (check_transform_output) and an invalid one ends the delivery
-// dead with the reason.
+// dead with the reason. `in` is taken by value: a caller that moves it in spares a copy of the
+// envelope.
 delivery::prepared run_pipeline(
-    const route_plan& plan, const pipeline_input& in, directory::gp_directory* gp,
+    const route_plan& plan, pipeline_input in, directory::gp_directory* gp,
     const std::function<plugin::instance*(const std::string&)>& find_instance,
     const codec::schema_set* schemas = nullptr);
 

@@ -237,7 +237,7 @@ int run_preview(const preview_options& opts, std::ostream& out, std::ostream& er
         in.envelope_json = envelope;
         in.attachments = refs;
         if (plan.recipient == "gp") in.history_json = history;  // as the daemon's prepare
-        auto prep = run_pipeline(plan, in, gp.get(), get, &schemas);
+        auto prep = run_pipeline(plan, std::move(in), gp.get(), get, &schemas);
         using act = delivery::prepared::action;
         if (prep.what == act::hold) {
             out << "HELD     " << m.destination << " (route " << m.route << "): " << prep.reason

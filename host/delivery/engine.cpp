@@ -440,17 +440,22 @@ engine::prepared_one engine::prepare_one(std::uint64_t token, const store::deliv
 
 // deliver() is called on the destination's strand: one call at a time per instance, never on the
 // engine thread (a sink that blocks there stalls only itself; the attempt's timer still fires).
-// The deliveries prepared together are handed over in one strand job, in order.
+// The deliveries prepared together are handed over in one strand job, in order, and to the
+// instance in one call (one hop to its call thread for the list, not one per delivery).
 void engine::send(send_list sends) {
     if (sends.empty()) return;
     auto dit = dests_.find(sends.front().second->destination);
     if (dit == dests_.end()) return;  // not reached: on_prepared checked it this turn
     ++worker_jobs_;
     asio::post(dit->second.worker->calls, [this, sends = std::move(sends)] {
-        for (const auto& [sink, ref] : sends) {
-            plugin::call_result r = sink->deliver(*ref);
-            if (!r.ok()) {
-                asio::post(io_, [this, token = ref->token, r] {
+        for (std::size_t i = 0; i < sends.size();) {
+            plugin::instance* sink = sends[i].first;
+            std::vector<std::shared_ptr<const plugin::delivery_ref>> refs;
+            for (; i < sends.size() && sends[i].first == sink; ++i) refs.push_back(sends[i].second);
+            auto results = sink->deliver(refs);
+            for (std::size_t k = 0; k < refs.size(); ++k) {
+                if (results[k].ok()) continue;
+                asio::post(io_, [this, token = refs[k]->token, r = std::move(results[k])] {
                     finish(token, {r.status, {}, r.message});
                 });
             }

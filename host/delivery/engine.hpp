@@ -57,7 +57,8 @@ struct prepared {
 using attachment_opener =
     std::function<boost::system::result<store::attachment_file, store::blob_fault>(
         const std::string& sha256)>;
-using prepare_fn = std::function<prepared(const store::delivery_row&, const store::event_row&)>;
+// The event is the engine's own copy, read for this delivery: prepare may move out of it.
+using prepare_fn = std::function<prepared(const store::delivery_row&, store::event_row&)>;
 
 // Observers for metrics and tests. THREAD: the engine thread.
 struct engine_observers {

@@ -406,7 +406,8 @@ void ingest::submit(std::string_view source, plugin::submission sub,
     if (pid.empty()) pid = codec::string_at(doc, "/subject/dnr");
     ev.order_key = pid.empty() ? std::string() : core::sha256_hex(pid).substr(0, 24);
     if (routes && *routes) ev.deliveries = (*routes)(source, doc);
-    ev.envelope_json = codec::to_json(doc);
+    // The id, source and attachment list added: a little longer than what the source gave.
+    ev.envelope_json = codec::to_json(doc, sub.envelope_json.size() + 256 * (1 + atts.size()));
     ev.content_sha256 = content_hash(ev.envelope_json, ev.id);
     ev.attachments = std::move(atts);
 

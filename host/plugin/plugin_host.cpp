@@ -346,21 +346,22 @@ struct c_event_view {
     }
 };
 
-// The C view of a delivery, alive from deliver() until the plugin completes it.
+// The C view of a delivery, alive from deliver() until the plugin completes it. It shares the
+// caller's ref (an 8 KB envelope is not copied per delivery).
 struct c_delivery {
-    delivery_ref ref;
+    std::shared_ptr<const delivery_ref> ref;
     c_event_view ev;
     samband_delivery d{};
 
-    c_delivery(const delivery_ref& r, std::uint32_t abi) : ref(r) {
-        ev.build(ref.event, abi);
+    c_delivery(std::shared_ptr<const delivery_ref> r, std::uint32_t abi) : ref(std::move(r)) {
+        ev.build(ref->event, abi);
         d.struct_size = size_for(abi, sizeof d, SAMBAND_V1_0_DELIVERY_SIZE);
-        d.token = ref.token;
-        d.delivery_id = str(ref.delivery_id);
-        d.event_id = str(ref.event_id);
-        d.destination = str(ref.destination);
-        d.attempt = ref.attempt;
-        d.deadline_unix_ms = ref.deadline_unix_ms;
+        d.token = ref->token;
+        d.delivery_id = str(ref->delivery_id);
+        d.event_id = str(ref->event_id);
+        d.destination = str(ref->destination);
+        d.attempt = ref->attempt;
+        d.deadline_unix_ms = ref->deadline_unix_ms;
         d.event = &ev.e;
     }
 };
@@ -490,6 +491,75 @@ struct instance::impl {
                           " ms";
         svc.log(endpoint, SAMBAND_LOG_ERROR, msg);
         return {SAMBAND_RETRY, msg};
+    }
+
+    // Runs fn(0) … fn(n - 1) in order on the call thread, in one hop, and waits for each up to
+    // `timeout` after the one before ended. On overrun the instance is stuck until that call
+    // returns; it gets RETRY naming the callback, and the calls after it are not made (RETRY).
+    std::vector<call_result> call_each(const char* what, std::size_t n,
+                                       std::function<call_result(std::size_t)> fn,
+                                       std::chrono::milliseconds timeout) {
+        std::vector<call_result> out;
+        if (n == 0) return out;
+        auto not_called = [&] {
+            return call_result{SAMBAND_RETRY, "plugin " + plugin.name + " endpoint " + endpoint +
+                                                  ": an earlier call is still blocked; " + what +
+                                                  " not called"};
+        };
+        if (stuck.load()) {
+            out.assign(n, not_called());
+            return out;
+        }
+        struct progress {
+            std::mutex mu;
+            std::condition_variable cv;
+            std::vector<call_result> done;
+            bool abandoned = false;  // the caller gave up: make no further call
+        };
+        auto pr = std::make_shared<progress>();
+        pr->done.reserve(n);
+        {
+            std::lock_guard lock(mu);
+            queue.push_back([this, pr, n, fn = std::move(fn)] {
+                for (std::size_t i = 0; i < n; ++i) {
+                    {
+                        std::lock_guard l(pr->mu);
+                        if (pr->abandoned) return;
+                    }
+                    call_result r;
+                    try {
+                        r = fn(i);
+                    } catch (...) {
+                        r = {SAMBAND_INTERNAL, "host error around the plugin call"};
+                    }
+                    std::lock_guard l(pr->mu);
+                    pr->done.push_back(std::move(r));
+                    if (pr->abandoned) {
+                        stuck.store(false);  // the overrun call returned: no longer stuck
+                        return;
+                    }
+                    pr->cv.notify_one();
+                }
+            });
+        }
+        cv.notify_one();
+        std::unique_lock lock(pr->mu);
+        while (pr->done.size() < n) {
+            std::size_t have = pr->done.size();
+            if (pr->cv.wait_for(lock, timeout, [&] { return pr->done.size() > have; })) continue;
+            pr->abandoned = true;
+            stuck.store(true);
+            out = pr->done;
+            lock.unlock();
+            std::string msg = "plugin " + plugin.name + " endpoint " + endpoint + ": " + what +
+                              " blocked past its deadline of " + std::to_string(timeout.count()) +
+                              " ms";
+            svc.log(endpoint, SAMBAND_LOG_ERROR, msg);
+            out.push_back({SAMBAND_RETRY, msg});
+            while (out.size() < n) out.push_back(not_called());
+            return out;
+        }
+        return std::move(pr->done);
     }
 
     call_result finish(samband_status st, const samband_error& err, const char* what) {
@@ -806,26 +876,45 @@ void instance::stop() {
 
 call_result instance::deliver(const delivery_ref& d) {
     if (remote_) return remote_->deliver(d);
+    return deliver(std::vector<std::shared_ptr<const delivery_ref>>{
+                       std::make_shared<const delivery_ref>(d)})
+        .front();
+}
+
+std::vector<call_result> instance::deliver(
+    const std::vector<std::shared_ptr<const delivery_ref>>& ds) {
+    std::vector<call_result> out;
+    if (remote_) {
+        out.reserve(ds.size());
+        for (const auto& d : ds) out.push_back(remote_->deliver(*d));
+        return out;
+    }
     impl* raw = impl_.get();
-    if (!(raw->plugin.kinds & SAMBAND_KIND_SINK)) return {SAMBAND_UNSUPPORTED, "not a sink"};
-    auto cd = std::make_shared<c_delivery>(d, raw->plugin.abi_version);
+    if (!(raw->plugin.kinds & SAMBAND_KIND_SINK)) {
+        out.assign(ds.size(), call_result{SAMBAND_UNSUPPORTED, "not a sink"});
+        return out;
+    }
+    std::vector<std::shared_ptr<c_delivery>> cds;
+    cds.reserve(ds.size());
     {
         std::lock_guard lock(raw->dmu);
-        raw->held[d.token] = cd;  // alive until the plugin completes it
+        for (const auto& d : ds) {
+            cds.push_back(std::make_shared<c_delivery>(d, raw->plugin.abi_version));
+            raw->held[d->token] = cds.back();  // alive until the plugin completes it
+        }
     }
-    auto r = raw->call(
-        "deliver",
-        [raw, cd] {
+    out = raw->call_each(
+        "deliver", cds.size(),
+        [raw, cds](std::size_t i) {
             samband_error err;
-            samband_status st = raw->plugin.descriptor->sink->deliver(raw->self, &cd->d, &err);
+            samband_status st = raw->plugin.descriptor->sink->deliver(raw->self, &cds[i]->d, &err);
             return raw->finish(st, err, "deliver");
         },
         raw->opts.call_timeout);
-    if (!r.ok()) {
-        std::lock_guard lock(raw->dmu);
-        raw->held.erase(d.token);  // no completion follows a refused delivery
-    }
-    return r;
+    std::lock_guard lock(raw->dmu);
+    for (std::size_t i = 0; i < ds.size(); ++i)
+        if (!out[i].ok()) raw->held.erase(ds[i]->token);  // no completion follows a refusal
+    return out;
 }
 
 bool instance::can_render() const {
@@ -838,7 +927,8 @@ boost::system::result<rendered, call_result> instance::render(const delivery_ref
     if (remote_) return remote_->render(d);
     impl* raw = impl_.get();
     if (!can_render()) return call_result{SAMBAND_UNSUPPORTED, "plugin offers no render"};
-    auto cd = std::make_shared<c_delivery>(d, raw->plugin.abi_version);
+    auto cd = std::make_shared<c_delivery>(std::make_shared<const delivery_ref>(d),
+                                           raw->plugin.abi_version);
     auto out = std::make_shared<samband_render_out>();
     auto r = raw->call(
         "render",

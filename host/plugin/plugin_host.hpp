@@ -210,6 +210,13 @@ public:
 
     // SINK: OK = accepted (completion follows via host_services::complete with d.token).
     call_result deliver(const delivery_ref& d);
+    // SINK: hands the deliveries over in order, one deliver() each, and returns one result per
+    // delivery. In-process, the list costs one hop to the instance's call thread, not one per
+    // delivery; each call still has its own deadline (counted from the end of the one before).
+    // A call past its deadline marks the instance stuck and gets RETRY; the deliveries after it
+    // are never called and get RETRY too. The plugin sees the refs themselves (no copy), kept
+    // until it completes them.
+    std::vector<call_result> deliver(const std::vector<std::shared_ptr<const delivery_ref>>& ds);
     bool can_render() const;
     boost::system::result<rendered, call_result> render(const delivery_ref& d);
     // TRANSFORM: the output envelope, or the rejection.

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <sstream>
 
@@ -240,6 +241,45 @@ TEST(abi_instance, callback_blocking_past_its_deadline_does_not_block_the_host) 
     auto r2 = (*inst)->deliver(sample_delivery(2));
     EXPECT_EQ(r2.status, SAMBAND_RETRY);
     EXPECT_NE(r2.message.find("still blocked"), std::string::npos) << r2.message;
+}
+
+// A list of deliveries goes to the instance in one hop, each call with its own deadline: the ones
+// before a hung call are accepted and completed in order, the hung one times out, and the ones
+// after it are not called.
+TEST(abi_instance, a_list_of_deliveries_stops_at_the_call_that_blocks) {
+    registry reg;
+    auto p = reg.load(fixture("fixture_blocks"));
+    ASSERT_TRUE(p) << p.error().reason;
+    recording_services svc;
+    instance_options o;
+    o.call_timeout = std::chrono::milliseconds(300);
+    auto inst = instance::create(**p, "ep", "{}", svc, o);
+    ASSERT_TRUE(inst);
+    std::vector<std::shared_ptr<const delivery_ref>> ds;
+    for (std::uint64_t t = 1; t <= 4; ++t) {
+        auto d = sample_delivery(t);
+        if (t != 3) d.event.envelope_json = R"({"fast":true})";
+        ds.push_back(std::make_shared<const delivery_ref>(std::move(d)));
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = (*inst)->deliver(ds);
+    auto took = std::chrono::steady_clock::now() - t0;
+    ASSERT_EQ(r.size(), 4u);
+    EXPECT_EQ(r[0].status, SAMBAND_OK) << r[0].message;
+    EXPECT_EQ(r[1].status, SAMBAND_OK) << r[1].message;
+    EXPECT_EQ(r[2].status, SAMBAND_RETRY);
+    EXPECT_NE(r[2].message.find("blocked past its deadline of 300 ms"), std::string::npos)
+        << r[2].message;
+    EXPECT_EQ(r[3].status, SAMBAND_RETRY);
+    EXPECT_NE(r[3].message.find("still blocked; deliver not called"), std::string::npos)
+        << r[3].message;
+    EXPECT_LT(took, std::chrono::milliseconds(2500));  // well before the plugin's 8 s sleep ends
+    EXPECT_TRUE((*inst)->stuck());
+    std::lock_guard lock(svc.mu);
+    ASSERT_EQ(svc.completions.size(), 2u);
+    EXPECT_EQ(svc.completions[0].first, 1u);
+    EXPECT_EQ(svc.completions[1].first, 2u);
+    EXPECT_EQ(svc.completions[1].second.external_id, "fast");
 }
 
 TEST(abi_instance, logged_fodselsnummer_is_masked_by_the_host) {

@@ -12,9 +12,11 @@
 #include <rapidjson/memorystream.h>
 #include <rapidjson/reader.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -89,11 +91,27 @@ private:
     }
 };
 
+// True when every byte is below 0x80 (eight bytes at a time).
+inline bool is_ascii(std::string_view text) {
+    const char* p = text.data();
+    std::size_t n = text.size(), i = 0;
+    for (; i + 8 <= n; i += 8) {
+        std::uint64_t w;
+        std::memcpy(&w, p + i, sizeof w);
+        if (w & 0x8080808080808080ull) return false;
+    }
+    for (; i < n; ++i)
+        if (static_cast<unsigned char>(p[i]) & 0x80) return false;
+    return true;
+}
+
 template <unsigned Flags>
 std::string parse_with(std::string_view text, rapidjson::Document& doc, std::size_t max_depth) {
     rapidjson::MemoryStream ms(text.data(), text.size());
     rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> is(ms);
-    rapidjson::Reader reader;
+    // The reader gathers each string in its stack before the document copies it: sized for the
+    // text (up to 64 KiB) so an 8 KB string does not grow it a dozen times.
+    rapidjson::Reader reader(nullptr, std::clamp<std::size_t>(text.size() + 1, 256, 64 * 1024));
     depth_filter filter{doc, max_depth};
     auto generate = [&](rapidjson::Document&) {
         return !reader.Parse<Flags>(is, filter).IsError();
@@ -146,12 +164,17 @@ inline std::string parse(std::string_view text, rapidjson::Document& doc, const 
         doc.SetNull();
         return "malformed JSON: a NUL byte at offset " + std::to_string(nul);
     }
-    constexpr unsigned base =
-        rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag;
-    if (lim.relaxed) {
-        return detail::parse_with<base | rapidjson::kParseCommentsFlag |
-                                  rapidjson::kParseTrailingCommasFlag>(text, doc, lim.max_depth);
+    // Text of ASCII bytes alone is valid UTF-8: RapidJSON's byte-by-byte UTF-8 check (as costly
+    // as the parse itself) runs only on text with other bytes. The result is the same either way.
+    constexpr unsigned ascii = rapidjson::kParseIterativeFlag;
+    constexpr unsigned base = ascii | rapidjson::kParseValidateEncodingFlag;
+    constexpr unsigned relaxed =
+        rapidjson::kParseCommentsFlag | rapidjson::kParseTrailingCommasFlag;
+    if (detail::is_ascii(text)) {
+        if (lim.relaxed) return detail::parse_with<ascii | relaxed>(text, doc, lim.max_depth);
+        return detail::parse_with<ascii>(text, doc, lim.max_depth);
     }
+    if (lim.relaxed) return detail::parse_with<base | relaxed>(text, doc, lim.max_depth);
     return detail::parse_with<base>(text, doc, lim.max_depth);
 }
 

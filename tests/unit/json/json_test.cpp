@@ -78,6 +78,21 @@ TEST(Json, StringsMustBeUtf8) {
     EXPECT_NE(why("[\"\xff\"]").find("Invalid encoding in string"), std::string::npos);
 }
 
+// ASCII text skips RapidJSON's UTF-8 check: a bad byte anywhere, even past many ASCII words or in
+// the last few bytes, still takes the checked path, and escapes still decode and are still checked.
+TEST(Json, AsciiFastPathKeepsEveryCheck) {
+    const std::string pad(64, ' ');
+    EXPECT_NE(why("[" + pad + "\"ab\xc3\"]").find("Invalid encoding in string"), std::string::npos);
+    EXPECT_NE(why("[\"\xff\"]" + pad).find("Invalid encoding in string"), std::string::npos);
+    EXPECT_NE(why("[\"a\xe5\"]").find("Invalid encoding in string"), std::string::npos);
+    rapidjson::Document d;
+    ASSERT_EQ(samband::json::parse(pad + "[\"bl\\u00e5b\\u00e6r\"]", d), "");
+    EXPECT_EQ(std::string(d[0].GetString()),
+              "bl\xc3\xa5"
+              "b\xc3\xa6r");
+    EXPECT_NE(why(pad + "[\"\\udc00\"]").find("lone UTF-16 surrogate"), std::string::npos);
+}
+
 TEST(Json, RelaxedAllowsCommentsAndTrailingCommas) {
     const std::string text = "{\n  // a comment\n  \"a\": [1, 2,],\n}";
     EXPECT_NE(why(text), "");
@@ -181,4 +196,24 @@ TEST(xml_escape, markup_characters_are_escaped_and_other_text_is_kept_byte_for_b
     EXPECT_EQ(samband::codec::xml_escape("Ærlig talt, søster: 14839134623"),
               "Ærlig talt, søster: 14839134623");
     EXPECT_EQ(samband::codec::xml_escape(""), "");
+}
+
+// string_at walks a plain pointer itself and hands one with escapes to rapidjson::Pointer: both
+// read what RFC 6901 says.
+TEST(Json, StringAtFollowsJsonPointer) {
+    auto r = samband::codec::parse_json(
+        R"({"a":{"b":"x","7":"seven","":"empty"},"l":["p",{"q":"r"}],"s/t":"slash","u~v":"tilde",)"
+        R"("n":5})");
+    ASSERT_TRUE(r);
+    using samband::codec::string_at;
+    EXPECT_EQ(string_at(*r, "/a/b"), "x");
+    EXPECT_EQ(string_at(*r, "/a/7"), "seven");  // a digit name on an object is a member name
+    EXPECT_EQ(string_at(*r, "/a/"), "empty");
+    EXPECT_EQ(string_at(*r, "/l/0"), "p");
+    EXPECT_EQ(string_at(*r, "/l/1/q"), "r");
+    EXPECT_EQ(string_at(*r, "/s~1t"), "slash");
+    EXPECT_EQ(string_at(*r, "/u~0v"), "tilde");
+    for (const char* none :
+         {"", "a/b", "/a/c", "/a/b/c", "/l/2", "/l/01", "/l/-", "/l/x", "/n", "/l/99999999999"})
+        EXPECT_EQ(string_at(*r, none), "") << none;
 }
