@@ -196,6 +196,10 @@ the outbox (the end is seen by polling every 50 ms). Load average {results['load
 
 
 def run_daemon(tmp, cfg, until, timeout, started=None):
+    # In-process plugins, said explicitly: a daemon from another tree (SAMBAND_BENCH_BIN) takes
+    # this tree's plugins for foreign ones and would otherwise run them in child processes.
+    for ep in cfg.get("endpoints", {}).values():
+        ep.setdefault("isolation", "in-process")
     path = os.path.join(tmp, "samband.json")
     json.dump(cfg, open(path, "w"))
     log = open(os.path.join(tmp, "daemon.log"), "w")
