@@ -17,6 +17,10 @@ Usage: bench/core/run.py [--quick] [--backlog N]
        bench/core/run.py --one-key [--quick]   claims behind one patient's backlog: 100,000 pending
            deliveries of one order key ahead of 20,000 of 1,000 other keys, against the same
            120,000 spread over many keys (issue 10 item 3); writes bench/results/core-onekey-<ts>.*
+       bench/core/run.py --compare OTHER_BIN [--quick]   throughput of another build of the daemon
+           (OTHER_BIN, "before") and this tree's ("after"), alternated, 3 runs each, with the same
+           plugins in-process: delivered/s and the daemon's CPU per 1,000 events; writes
+           bench/results/core-compare-<ts>.*
        bench/core/run.py --migration [--quick]   time to ready at the first start on 1,000,000
            pending deliveries written by store schemas 5 and 6; writes bench/results/core-migration-<ts>.*
 """
@@ -523,9 +527,63 @@ def plot(results, path):
     return True
 
 
+def compare_run(other):
+    """Throughput of `other` (a daemon built from another commit) and this tree's, alternated."""
+    global BIN
+    import resource
+    n = 10000 if QUICK else 30000
+    builds = {"before": other, "after": BIN}
+    runs = {"before": [], "after": []}
+    load = os.getloadavg()[0]
+    for _ in range(3):
+        for name, binary in builds.items():
+            BIN = binary
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            with tempfile.TemporaryDirectory() as tmp:
+                sink = {"plugin": "bench-sink", "config": {"report_file": os.path.join(tmp, "sink.json"), "expect": n}}
+                ok, peak, _ = run_daemon(tmp, config(tmp, n, 0, sink), lambda: read_json(os.path.join(tmp, "sink.json")), 300)
+                s = read_json(os.path.join(tmp, "sink.json")) or {}
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000 * 1000 / n
+            runs[name].append({"delivered_per_s": round(s.get("delivered_per_s", 0)), "completed": ok,
+                               "cpu_ms_per_1000": round(cpu), "peak_rss_mb": round(peak, 1),
+                               "load": round(os.getloadavg()[0], 1)})
+            print(name, runs[name][-1], flush=True)
+    BIN = builds["after"]
+    med = lambda v: sorted(v)[len(v) // 2]
+    res = {"events": n, "before_bin": other, "after_bin": builds["after"], "load_average_at_start": load,
+           "runs": runs, "ratio_delivered_per_s": round(med([r["delivered_per_s"] for r in runs["after"]]) /
+                                                         max(1, med([r["delivered_per_s"] for r in runs["before"]])), 2),
+           "ratio_cpu_per_event": round(med([r["cpu_ms_per_1000"] for r in runs["after"]]) /
+                                        max(1, med([r["cpu_ms_per_1000"] for r in runs["before"]])), 2)}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = os.path.join(ROOT, "bench", "results", "core-compare-" + stamp)
+    json.dump(res, open(out + ".json", "w"), indent=1)
+    rows = "\n".join(f"| {k} | {' / '.join(str(r['delivered_per_s']) for r in v)} | "
+                     f"{' / '.join(str(r['cpu_ms_per_1000']) for r in v)} | {' / '.join(str(r['load']) for r in v)} |"
+                     for k, v in runs.items())
+    open(out + ".md", "w").write(f"""# Core bench: two builds alternated ({stamp}, load {load:.1f} at start)
+{n} events of 8 KB at full rate, bench-source → bench-sink in-process, 3 runs each, alternated.
+before: `{other}`; after: `{builds['after']}`.
+
+| build | delivered/s | daemon CPU ms per 1,000 events | load |
+|---|---|---|---|
+{rows}
+
+Medians: delivered/s {res['ratio_delivered_per_s']}× and CPU per event {res['ratio_cpu_per_event']}× of before.
+""")
+    print(open(out + ".md").read())
+
+
 def main():
     if not os.path.exists(BIN):
         sys.exit("build first: ./scripts/build")
+    if "--compare" in sys.argv:
+        other = sys.argv[sys.argv.index("--compare") + 1]
+        if not os.access(other, os.X_OK):
+            sys.exit(f"--compare {other}: not an executable samband daemon")
+        compare_run(other)
+        return
     if "--attachments" in sys.argv:
         attachments_run()
         return
