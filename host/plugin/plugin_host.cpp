@@ -460,51 +460,12 @@ struct instance::impl {
         }
     }
 
-    // Runs `fn` on the call thread and waits up to `timeout`. On overrun the instance is stuck
-    // until the call returns, and the caller gets RETRY naming the callback. Whether the call
-    // returned in time or was given up is decided under one lock, so a call that returns just as
-    // its deadline passes can never leave the instance stuck with nothing running.
+    // Runs `fn` on the call thread and waits up to `timeout`: call_each of one call.
     call_result call(const char* what, std::function<call_result()> fn,
                      std::chrono::milliseconds timeout) {
-        if (stuck.load())
-            return {SAMBAND_RETRY, "plugin " + plugin.name + " endpoint " + endpoint +
-                                       ": an earlier call is still blocked; " + what +
-                                       " not called"};
-        struct one_call {
-            std::mutex mu;
-            std::condition_variable cv;
-            std::optional<call_result> result;
-            bool abandoned = false;  // the caller gave up waiting
-        };
-        auto c = std::make_shared<one_call>();
-        {
-            std::lock_guard lock(mu);
-            queue.push_back([this, c, fn = std::move(fn)] {
-                call_result r;
-                try {
-                    r = fn();
-                } catch (...) {
-                    r = {SAMBAND_INTERNAL, "host error around the plugin call"};
-                }
-                std::lock_guard l(c->mu);
-                c->result = std::move(r);
-                if (c->abandoned) stuck.store(false);  // the overrun call returned
-                c->cv.notify_one();
-            });
-        }
-        cv.notify_one();
-        {
-            std::unique_lock lock(c->mu);
-            if (c->cv.wait_for(lock, timeout, [&] { return c->result.has_value(); }))
-                return std::move(*c->result);
-            c->abandoned = true;
-            stuck.store(true);
-        }
-        std::string msg = "plugin " + plugin.name + " endpoint " + endpoint + ": " + what +
-                          " blocked past its deadline of " + std::to_string(timeout.count()) +
-                          " ms";
-        svc.log(endpoint, SAMBAND_LOG_ERROR, msg);
-        return {SAMBAND_RETRY, msg};
+        return std::move(call_each(
+                             what, 1, [fn = std::move(fn)](std::size_t) { return fn(); }, timeout)
+                             .front());
     }
 
     // Runs fn(0) … fn(n - 1) in order on the call thread, in one hop, and waits for each up to
