@@ -1245,10 +1245,12 @@ private:
                 continue;
             }
             if (took) claims->give_back(nd.destination);  // its chain was busy
-            if (claims && state == code(delivery_state::pending)) claims->due(nd.destination);
+            if (state == code(delivery_state::pending)) mark_due(nd.destination);
         }
-        // Handed to the engine after the commit; given back if the job rolls back instead.
-        if (took_now && !took_now->rows.empty()) after_commit([took_now] { took_now->hand(); });
+        // Handed to the engine after the commit, with the rest of the commit's (hand_accepted);
+        // given back if the job rolls back instead.
+        if (took_now && !took_now->rows.empty())
+            after_commit([this, took_now] { to_hand_.push_back(took_now); });
         add_audit(d, "source:" + ev.source, "event.accepted", "event:" + ev.id,
                   ev.type + " deliveries=" + std::to_string(ev.deliveries.size()));
         out.event_id = ev.id;
@@ -1266,22 +1268,47 @@ private:
         }
         accepted(const accepted&) = delete;
         accepted& operator=(const accepted&) = delete;
-        void hand() {
-            handed = true;
-            claims->claimed(std::move(rows));
-        }
         std::shared_ptr<const accept_claims> claims;
         std::vector<delivery_row> rows;
         std::vector<std::string> slots;  // taken, the insert not done yet
         bool handed = false;
     };
+    // Writer thread, after a commit: the deliveries its accepts claimed go to the engine in one
+    // hand-off (one batch for the engine's workers and the sink's call), not one per event.
+    void hand_accepted() {
+        std::vector<delivery_row> rows;
+        std::shared_ptr<const accept_claims> to;
+        for (auto& a : to_hand_) {
+            if (to && a->claims != to) {
+                to->claimed(std::move(rows));
+                rows.clear();
+            }
+            to = a->claims;
+            for (auto& r : a->rows) rows.push_back(std::move(r));
+            a->rows.clear();
+            a->handed = true;
+        }
+        to_hand_.clear();
+        if (to && !rows.empty()) to->claimed(std::move(rows));
+    }
     std::shared_ptr<const accept_claims> accepting() {
         std::lock_guard lock(accept_mu_);
         return accept_;
     }
-    // Writer thread: tells the engine a delivery of `dest` may be due that no claim has seen.
+    // Writer thread: notes that a delivery of `dest` may be due that no claim has seen; the engine
+    // is told once per destination per commit (tell_due), not once per delivery (a lookup under
+    // the engine's locks and a wake-up each, on the writer thread).
     void mark_due(const std::string& dest) {
-        if (auto c = accepting()) c->due(dest);
+        if (std::find(due_.begin(), due_.end(), dest) == due_.end()) due_.push_back(dest);
+    }
+    // Writer thread, once the batch's jobs have run and before its commit (the engine's claim
+    // then goes in the next commit, as it did when told at each delivery). Told also when the
+    // commit fails: a claim that finds nothing due costs only itself.
+    void tell_due() {
+        if (due_.empty()) return;
+        if (auto c = accepting())
+            for (const auto& dest : due_) c->due(dest);
+        due_.clear();
     }
 
     // Writer thread: selects the due deliveries of `dest` and opens one counted attempt each.
@@ -1640,6 +1667,7 @@ private:
                     }
                 }
                 job_after_.clear();
+                tell_due();
                 wdb_.prepare("COMMIT").exec();
                 last_hash_ = pending_hash_;
             } catch (const sqlite_error& e) {
@@ -1661,6 +1689,7 @@ private:
                 after.clear();
             }
             for (auto& f : after) f();
+            hand_accepted();
             double secs =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             std::function<void(double, std::size_t)> commit_cb;
@@ -1709,6 +1738,8 @@ private:
     std::function<void(double, std::size_t)> on_commit_;
     std::function<void(std::string)> on_fatal_;
     std::vector<std::function<void()>> job_after_;  // writer thread
+    std::vector<std::string> due_;  // writer thread: destinations told at the commit (mark_due)
+    std::vector<std::shared_ptr<accepted>> to_hand_;  // writer thread: claimed by the commit
     std::mutex accept_mu_;
     std::shared_ptr<const accept_claims> accept_;  // claims at accept time; null: none
     std::mutex blob_mu_;
