@@ -23,6 +23,11 @@ Usage: bench/core/run.py [--quick] [--backlog N]
            bench/results/core-compare-<ts>.*
        bench/core/run.py --migration [--quick]   time to ready at the first start on 1,000,000
            pending deliveries written by store schemas 5 and 6; writes bench/results/core-migration-<ts>.*
+       bench/core/run.py --hung-only [--quick] [--runs N] [--perf]   only the healthy sink solo, beside
+           a hung one (the full bench's config) and beside an idle one (one delivery hung for the whole
+           run: the second destination's rows without its retries), alternated: delivered/s and the
+           daemon's CPU per 1,000 events; --perf records each run's profile (perf record -g) next to
+           the results; writes bench/results/core-hung-<ts>.*
 """
 import json, os, shutil, signal, sqlite3, subprocess, sys, tempfile, time
 
@@ -199,6 +204,9 @@ the outbox (the end is seen by polling every 50 ms). Load average {results['load
     print(open(base + ".md").read())
 
 
+PERF = {}  # set by --perf: {"out": path prefix, "n": runs recorded}
+
+
 def run_daemon(tmp, cfg, until, timeout, started=None):
     # In-process plugins, said explicitly: a daemon from another tree (SAMBAND_BENCH_BIN) takes
     # this tree's plugins for foreign ones and would otherwise run them in child processes.
@@ -211,7 +219,12 @@ def run_daemon(tmp, cfg, until, timeout, started=None):
     if os.path.exists(ready):
         os.remove(ready)
     t_spawn = time.time()
-    p = subprocess.Popen([BIN, "run", "-c", path, "--ready-file", ready], stdout=log, stderr=log)
+    cmd = [BIN, "run", "-c", path, "--ready-file", ready]
+    if PERF:
+        # perf runs the daemon and passes it the SIGTERM below when it ends.
+        PERF["n"] += 1
+        cmd = ["perf", "record", "-q", "-F", "499", "-g", "-o", f"{PERF['out']}-{PERF['n']}.data", "--"] + cmd
+    p = subprocess.Popen(cmd, stdout=log, stderr=log)
     if started is not None:
         started["spawn"] = t_spawn
     peak_rss = 0
@@ -527,6 +540,114 @@ def plot(results, path):
     return True
 
 
+def hung_config(tmp, concurrency=4, timeout_ms=2000):
+    """The full bench's hung neighbour: a fixture-sink that never completes (each attempt times out
+    after timeout_ms and is retried, max_attempts 10)."""
+    json.dump({"mode": "hang"}, open(os.path.join(tmp, "control.json"), "w"))
+    return {"plugin": "fixture-sink", "config": {"control_file": os.path.join(tmp, "control.json"),
+                                                 "record_file": os.path.join(tmp, "record.jsonl")},
+            "policy": {"concurrency": concurrency, "attempt_timeout_ms": timeout_ms, "max_attempts": 10}}
+
+
+def hung_run():
+    """The healthy sink solo, beside a hung sink, and beside an idle one, alternated; with
+    --before OTHER_BIN, solo and beside the hung sink for another build and this tree's, alternated."""
+    global BIN
+    import resource
+    if "--before" in sys.argv:
+        other = sys.argv[sys.argv.index("--before") + 1]
+        if not os.access(other, os.X_OK):
+            sys.exit(f"--before {other}: not an executable samband daemon")
+        builds = {"before": other, "after": BIN}
+    else:
+        builds = {"": BIN}
+    n = 10000 if QUICK else 30000
+    rounds = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else (2 if QUICK else 3)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = os.path.join(ROOT, "bench", "results", "core-hung-" + stamp)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    if "--perf" in sys.argv:
+        PERF.update({"out": out, "n": 0})
+    # solo: the healthy sink alone; hung: the full bench's neighbour; idle: one delivery hung for
+    # the whole run (concurrency 1, a 10-minute timeout), so the second destination costs its rows
+    # and nothing else: hung - idle is what the retries and timeouts cost.
+    variants = {"solo": None, "hung": lambda tmp: hung_config(tmp),
+                "idle": lambda tmp: hung_config(tmp, 1, 600000)}
+    if len(builds) > 1:
+        del variants["idle"]
+    runs = {(b + " " + k).strip(): [] for b in builds for k in variants}
+    load = os.getloadavg()[0]
+    for _ in range(rounds):
+        for bname, binary in builds.items():
+            BIN = binary
+            for vname, neighbour in variants.items():
+                name = (bname + " " + vname).strip()
+                r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                with tempfile.TemporaryDirectory() as tmp:
+                    sink = {"plugin": "bench-sink", "config": {"report_file": os.path.join(tmp, "sink.json"), "expect": n}}
+                    ok, peak, _ = run_daemon(tmp, config(tmp, n, 0, sink, hung=neighbour(tmp) if neighbour else None),
+                                             lambda: read_json(os.path.join(tmp, "sink.json")), 300)
+                    s = read_json(os.path.join(tmp, "sink.json")) or {}
+                    hung_attempts = 0
+                    try:
+                        hung_attempts = sum(1 for _ in open(os.path.join(tmp, "record.jsonl")))
+                    except OSError:
+                        pass
+                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000 * 1000 / n
+                runs[name].append({"delivered_per_s": round(s.get("delivered_per_s", 0)), "completed": ok,
+                                   "seconds": round(s.get("seconds", 0), 2), "cpu_ms_per_1000": round(cpu),
+                                   "p99_ms": s.get("latency_p99_ms"), "neighbour_attempts": hung_attempts,
+                                   "load": round(os.getloadavg()[0], 1),
+                                   "perf": f"{out}-{PERF['n']}.data" if PERF else None})
+                print(name, runs[name][-1], flush=True)
+    BIN = builds.get("after", BIN)
+    med = lambda v: sorted(v)[len(v) // 2]
+    m = {k: med([r["delivered_per_s"] for r in v]) for k, v in runs.items()}
+    c = {k: med([r["cpu_ms_per_1000"] for r in v]) for k, v in runs.items()}
+    res = {"events": n, "load_average_at_start": load, "builds": builds, "runs": runs,
+           "ratio_to_solo": {k: round(m[k] / max(1, m[(k.split(" ")[0] + " solo").strip() if " " in k else "solo"]), 2)
+                             for k in runs if not k.endswith("solo")},
+           "cpu_ratio_to_solo": {k: round(c[k] / max(1, c[(k.split(" ")[0] + " solo").strip() if " " in k else "solo"]), 2)
+                                 for k in runs if not k.endswith("solo")}}
+    json.dump(res, open(out + ".json", "w"), indent=1)
+    if len(builds) > 1:
+        open(out + ".md", "w").write(f"""# Core bench: a healthy sink solo and beside a hung one, two builds alternated ({stamp}, load {load:.1f} at start)
+{n} events of 8 KB at full rate routed to bench-sink (and to the hung neighbour: fixture-sink in hang mode,
+concurrency 4, attempt_timeout_ms 2000, max_attempts 10), {rounds} runs each, alternated.
+before: `{builds['before']}`; after: `{builds['after']}`.
+
+| build, neighbour | healthy delivered/s | daemon CPU ms per 1,000 events | load |
+|---|---|---|---|
+""" + "\n".join(f"| {k} | {' / '.join(str(r['delivered_per_s']) for r in v)} | "
+                f"{' / '.join(str(r['cpu_ms_per_1000']) for r in v)} | {' / '.join(str(r['load']) for r in v)} |"
+                for k, v in runs.items()) + f"""
+
+Medians, beside the hung sink against solo: before {res['ratio_to_solo']['before hung']}× delivered/s
+(CPU per event {res['cpu_ratio_to_solo']['before hung']}×), after {res['ratio_to_solo']['after hung']}×
+(CPU per event {res['cpu_ratio_to_solo']['after hung']}×). Goal ≥ 0.9×.
+""")
+        print(open(out + ".md").read())
+        return
+    rows = "\n".join(f"| {k} | {' / '.join(str(r['delivered_per_s']) for r in v)} | "
+                     f"{' / '.join(str(r['cpu_ms_per_1000']) for r in v)} | {' / '.join(str(r['load']) for r in v)} |"
+                     for k, v in runs.items())
+    open(out + ".md", "w").write(f"""# Core bench: a healthy sink solo, beside a hung one, beside an idle one ({stamp}, load {load:.1f} at start)
+{n} events of 8 KB at full rate routed to bench-sink (and to the neighbour), {rounds} runs each, alternated.
+hung: fixture-sink in hang mode, concurrency 4, attempt_timeout_ms 2000, max_attempts 10 (the full
+bench's); idle: the same with concurrency 1 and a 10-minute timeout (one delivery hung, no retries).
+
+| neighbour | healthy delivered/s | daemon CPU ms per 1,000 events | load |
+|---|---|---|---|
+{rows}
+
+Medians: beside the hung sink {res['ratio_to_solo']['hung']}× solo delivered/s (CPU per event
+{res['cpu_ratio_to_solo']['hung']}×), beside the idle one {res['ratio_to_solo']['idle']}× (CPU
+{res['cpu_ratio_to_solo']['idle']}×). Goal: beside the hung one ≥ 0.9×.
+""")
+    print(open(out + ".md").read())
+
+
 def compare_run(other):
     """Throughput of `other` (a daemon built from another commit) and this tree's, alternated."""
     global BIN
@@ -596,6 +717,9 @@ def main():
     if "--migration" in sys.argv:
         migration_run()
         return
+    if "--hung-only" in sys.argv:
+        hung_run()
+        return
     n_backlog = 200000 if QUICK else 1000000
     if "--backlog" in sys.argv:
         n_backlog = int(sys.argv[sys.argv.index("--backlog") + 1])
@@ -626,14 +750,9 @@ def main():
     def healthy_rate(with_hung):
         with tempfile.TemporaryDirectory() as tmp:
             sink = {"plugin": "bench-sink", "config": {"report_file": os.path.join(tmp, "sink.json"), "expect": n}}
-            hung = None
-            if with_hung:
-                # Routed to the healthy sink and to one that never completes (each attempt times
-                # out after 2 s and is retried).
-                hung = {"plugin": "fixture-sink", "config": {"control_file": os.path.join(tmp, "control.json"),
-                                                             "record_file": os.path.join(tmp, "record.jsonl")},
-                        "policy": {"concurrency": 4, "attempt_timeout_ms": 2000, "max_attempts": 10}}
-                json.dump({"mode": "hang"}, open(os.path.join(tmp, "control.json"), "w"))
+            # Routed to the healthy sink and to one that never completes (each attempt times
+            # out after 2 s and is retried).
+            hung = hung_config(tmp) if with_hung else None
             run_daemon(tmp, config(tmp, n, 0, sink, hung=hung), lambda: read_json(os.path.join(tmp, "sink.json")), 300)
             return (read_json(os.path.join(tmp, "sink.json")) or {}).get("delivered_per_s", 0)
     # Solo and beside a hung sink, alternately (the machine's load drifts between runs): medians.
