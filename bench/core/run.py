@@ -648,6 +648,65 @@ Medians: beside the hung sink {res['ratio_to_solo']['hung']}× solo delivered/s 
     print(open(out + ".md").read())
 
 
+def latency_run():
+    """Where an event's time goes at a fixed rate: the sink's p50/p99, the share of deliveries
+    claimed at accept, and from the store (kept after the run) each delivery's stages: send ->
+    stored (its submit job), stored -> claimed (0 when claimed at accept), claimed -> the delivered
+    update's job; the slowest 1 % against all. With --before OTHER_BIN, alternated with another build."""
+    global BIN
+    import re
+    rate = int(sys.argv[sys.argv.index("--rate") + 1]) if "--rate" in sys.argv else 1500
+    n = rate * (5 if QUICK else 10)
+    builds = {"before": sys.argv[sys.argv.index("--before") + 1], "after": BIN} if "--before" in sys.argv else {"this": BIN}
+    runs = {k: [] for k in builds}
+    load = os.getloadavg()[0]
+    for _ in range(3 if len(builds) > 1 else 2):
+        for name, binary in builds.items():
+            BIN = binary
+            with tempfile.TemporaryDirectory() as tmp:
+                sink = {"plugin": "bench-sink", "config": {"report_file": os.path.join(tmp, "sink.json"), "expect": n}}
+                ok, _, _ = run_daemon(tmp, config(tmp, n, rate, sink), lambda: read_json(os.path.join(tmp, "sink.json")), 300)
+                s = read_json(os.path.join(tmp, "sink.json")) or {}
+                db = sqlite3.connect(os.path.join(tmp, "samband.db"))
+                st = []
+                for env, created, started, updated in db.execute(
+                        "SELECT e.envelope, d.created_ms, d.attempt_started_ms, d.updated_ms FROM deliveries d "
+                        "JOIN events e ON e.seq = d.event_seq WHERE d.state = 2"):
+                    m = re.search(r'"sent_at_ns":(\d+)', env or "")
+                    if m:
+                        sent = int(m.group(1)) / 1e6
+                        st.append((updated - sent, created - sent, started - created, updated - started))
+                db.close()
+            st.sort()
+            top = st[int(len(st) * 0.99):] or st
+            avg = lambda i, v: round(sum(x[i] for x in v) / max(1, len(v)), 1)
+            r = {"completed": ok, "p50_ms": s.get("latency_p50_ms"), "p99_ms": s.get("latency_p99_ms"),
+                 "claimed_at_accept": round(sum(1 for x in st if x[2] == 0) / max(1, len(st)), 3),
+                 "slowest_1pct_ms": {"sent_to_stored": avg(1, top), "stored_to_claimed": avg(2, top), "claimed_to_delivered_update": avg(3, top)},
+                 "all_ms": {"sent_to_stored": avg(1, st), "stored_to_claimed": avg(2, st), "claimed_to_delivered_update": avg(3, st)},
+                 "load": round(os.getloadavg()[0], 1)}
+            runs[name].append(r)
+            print(name, r, flush=True)
+    BIN = builds.get("after", builds.get("this"))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = os.path.join(ROOT, "bench", "results", "core-latency-" + stamp)
+    json.dump({"rate_per_s": rate, "events": n, "builds": builds, "load_average_at_start": load, "runs": runs},
+              open(out + ".json", "w"), indent=1)
+    fmt = lambda d: f"{d['sent_to_stored']} / {d['stored_to_claimed']} / {d['claimed_to_delivered_update']}"
+    rows = "\n".join(f"| {k} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['claimed_at_accept']:.0%} | {fmt(r['slowest_1pct_ms'])} | {fmt(r['all_ms'])} | {r['load']} |"
+                     for k, v in runs.items() for r in v)
+    open(out + ".md", "w").write(f"""# Where an event's time goes at {rate}/s ({stamp}, load {load:.1f} at start)
+{n} events of 8 KB, bench-source -> bench-sink in-process; builds: {', '.join(f'{k} `{v}`' for k, v in builds.items())}.
+Stages (ms, averages) from the store: send -> stored (the submit job) / stored -> claimed (0 when claimed
+at accept) / claimed -> the delivered update's job.
+
+| build | p50 ms | p99 ms | claimed at accept | slowest 1 %: stages | all: stages | load |
+|---|---|---|---|---|---|---|
+{rows}
+""")
+    print(open(out + ".md").read())
+
+
 def compare_run(other):
     """Throughput of `other` (a daemon built from another commit) and this tree's, alternated."""
     global BIN
@@ -719,6 +778,9 @@ def main():
         return
     if "--hung-only" in sys.argv:
         hung_run()
+        return
+    if "--latency" in sys.argv:
+        latency_run()
         return
     n_backlog = 200000 if QUICK else 1000000
     if "--backlog" in sys.argv:
