@@ -5,13 +5,9 @@
 
 #include "core/ids.hpp"
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
-#include <boost/url/parse.hpp>
+#include "net/http.hpp"
+
+#include <boost/beast/core/error.hpp>
 #include <boost/url/url.hpp>
 
 #include <rapidjson/document.h>
@@ -32,7 +28,6 @@
 #include <memory>
 #include <optional>
 #include <sstream>
-#include <type_traits>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -41,8 +36,7 @@ namespace samband::admin {
 
 namespace {
 
-namespace beast = boost::beast;
-namespace http = beast::http;
+namespace http = boost::beast::http;
 namespace fs = std::filesystem;
 
 struct client_options {
@@ -117,103 +111,48 @@ std::optional<std::chrono::seconds> cli_timeout(std::string& error) {
     return std::chrono::seconds(v);
 }
 
-// Resolves, connects (and for TLS shakes hands), sends `req` and reads the answer into `parser`,
-// all asynchronously on the stream's io_context; `fail` is called once with the outcome.
-template <class Stream>
-void exchange(Stream& stream, boost::asio::ip::tcp::resolver& resolver, const std::string& host,
-              const std::string& port, std::chrono::seconds timeout,
-              http::request<http::string_body>& req, beast::flat_buffer& buf,
-              http::response_parser<http::string_body>& parser, std::string& stage,
-              const std::function<void(boost::system::error_code)>& fail) {
-    resolver.async_resolve(host, port, [&, timeout](boost::system::error_code e, auto results) {
-        if (e) return fail(e);
-        beast::get_lowest_layer(stream).expires_after(timeout);
-        beast::get_lowest_layer(stream).async_connect(results, [&](boost::system::error_code e2,
-                                                                   const auto&) {
-            if (e2) return fail(e2);
-            auto send = [&] {
-                stage = "request";
-                http::async_write(stream, req, [&](boost::system::error_code e3, std::size_t) {
-                    if (e3) return fail(e3);
-                    stage = "answer";
-                    http::async_read(stream, buf, parser,
-                                     [&](boost::system::error_code e4, std::size_t) { fail(e4); });
-                });
-            };
-            if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
-                send();
-            } else {
-                stage = "tls";
-                stream.async_handshake(boost::asio::ssl::stream_base::client,
-                                       [&, send](boost::system::error_code e5) {
-                                           if (e5) return fail(e5);
-                                           send();
-                                       });
-            }
-        });
-    });
-}
-
 // One request to the admin API under one deadline, over http:// or https:// (the server's
 // certificate checked against --ca-file / $SAMBAND_ADMIN_CA_FILE, else the system's CAs, and the
 // host name; a client certificate for mutual TLS from $SAMBAND_ADMIN_CERT_FILE and
-// $SAMBAND_ADMIN_KEY_FILE). Asynchronous Beast operations on a private io_context: blocking Beast
-// calls ignore the stream's expiry, so a server that accepts and never answers would hang the CLI
-// forever.
+// $SAMBAND_ADMIN_KEY_FILE), through net::http_client: a server that accepts and never answers
+// ends at the deadline, naming the step it hung in.
 response call(const client_options& o, http::verb method, const std::string& target,
               const std::string& body = {}) {
     response r;
     std::string url = admin_url(o);
-    auto u = boost::urls::parse_uri(url);
-    if (!u || (u->scheme() != "http" && u->scheme() != "https")) {
+    auto u = net::parse_endpoint_url(url);
+    if (!u) {
         r.error = "admin URL " + url + " is not an http:// or https:// URL";
         return r;
     }
-    const bool tls = u->scheme() == "https";
     auto timeout = cli_timeout(r.error);
     if (!timeout) return r;
-    std::string host = u->host(),
-                port = u->has_port() ? std::string(u->port()) : (tls ? "443" : "80");
-    boost::asio::io_context io;
-    boost::asio::ip::tcp::resolver resolver(io);
-    namespace ssl = boost::asio::ssl;
-    ssl::context ctx(ssl::context::tls_client);
-    std::optional<beast::tcp_stream> plain;
-    std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
-    if (tls) {
-        boost::system::error_code ec;
+    net::tls_options tls;
+    // Plain http wherever the operator points it (the daemon serves it on loopback only).
+    tls.allow_plain_http_anywhere = true;
+    if (u->tls()) {
         std::string ca = o.ca_file;
         if (ca.empty())
             if (const char* e = std::getenv("SAMBAND_ADMIN_CA_FILE")) ca = e;
-        ctx.set_verify_mode(ssl::verify_peer);
-        if (ca.empty())
-            ctx.set_default_verify_paths(ec);
-        else
-            ctx.load_verify_file(ca, ec);
-        if (ec) {
-            r.error =
-                "cannot read the CA file " + (ca.empty() ? "(system)" : ca) + ": " + ec.message();
-            return r;
+        tls.ca_file = ca;
+        tls.ca_file_only = true;  // --ca-file names the daemon's CA: trusted alone
+        if (const char* cert = std::getenv("SAMBAND_ADMIN_CERT_FILE"); cert && *cert) {
+            tls.client_cert_file = cert;
+            if (const char* key = std::getenv("SAMBAND_ADMIN_KEY_FILE"); key && *key)
+                tls.client_key_file = key;
         }
-        const char* cert = std::getenv("SAMBAND_ADMIN_CERT_FILE");
-        const char* key = std::getenv("SAMBAND_ADMIN_KEY_FILE");
-        if (cert && *cert) {
-            ctx.use_certificate_chain_file(cert, ec);
-            if (!ec) ctx.use_private_key_file(key && *key ? key : cert, ssl::context::pem, ec);
-            if (ec) {
-                r.error =
-                    std::string("cannot use the client certificate ") + cert + ": " + ec.message();
-                return r;
-            }
-        }
-        secure.emplace(io, ctx);
-        SSL_set_tlsext_host_name(secure->native_handle(), host.c_str());
-        secure->set_verify_callback(ssl::host_name_verification(host));
-    } else {
-        plain.emplace(io);
     }
-    http::request<http::string_body> req{method, target, 11};
-    req.set(http::field::host, host);
+    std::unique_ptr<net::http_client> client;
+    try {
+        client = std::make_unique<net::http_client>(
+            *u, tls,
+            [](net::log_level, std::string_view m) { std::cerr << "samband: " << m << "\n"; },
+            256u * 1024 * 1024);
+    } catch (const std::exception& e) {
+        r.error = e.what();
+        return r;
+    }
+    net::http_request req{method, target, 11};
     req.set(http::field::user_agent, "samband-cli");
     std::string t = token(o, r.error);
     if (!r.error.empty()) return r;
@@ -223,56 +162,34 @@ response call(const client_options& o, http::verb method, const std::string& tar
         req.set(http::field::content_type, "application/json");
         req.body() = body;
     }
-    req.prepare_payload();
-    beast::flat_buffer buf;
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(256 * 1024 * 1024);
-    std::string stage = "connect";
-    boost::system::error_code ec;
-    bool done = false;
-    std::function<void(boost::system::error_code)> fail = [&](boost::system::error_code e) {
-        ec = e;
-        done = true;
-    };
-    if (tls)
-        exchange(*secure, resolver, host, port, *timeout, req, buf, parser, stage, fail);
-    else
-        exchange(*plain, resolver, host, port, *timeout, req, buf, parser, stage, fail);
-    io.run_for(*timeout);
-    if (!done) {  // the name lookup itself hung: end everything and wait for the handlers
-        resolver.cancel();
-        beast::error_code ignored;
-        (tls ? beast::get_lowest_layer(*secure) : *plain).socket().close(ignored);
-        io.run();
-        ec = beast::error::timeout;
+    auto sent = client->exchange(std::move(req), std::chrono::steady_clock::now() + *timeout);
+    if (sent) {
+        r.status = static_cast<int>(sent->result_int());
+        r.body = std::move(sent->body());
+        return r;
     }
-    if (ec == beast::error::timeout) {
+    const auto [ec, step] = sent.error();
+    using net::http_step;
+    const bool reaching = step == http_step::resolve || step == http_step::connect;
+    if (ec == boost::beast::error::timeout) {
         r.error = "the Samband admin API at " + url + " did not " +
-                  (stage == "connect"   ? std::string("accept the connection")
-                   : stage == "tls"     ? std::string("finish the TLS handshake")
-                   : stage == "request" ? std::string("take the request")
-                                        : std::string("answer")) +
+                  (reaching                           ? std::string("accept the connection")
+                   : step == http_step::tls_handshake ? std::string("finish the TLS handshake")
+                   : step == http_step::send          ? std::string("take the request")
+                                                      : std::string("answer")) +
                   " within " + std::to_string(timeout->count()) +
                   " s (SAMBAND_CLI_TIMEOUT_S sets the limit)";
-        return r;
-    }
-    if (ec && stage == "connect") {
+    } else if (reaching) {
         r.error = "cannot reach the Samband admin API at " + url + ": " + ec.message() +
                   " (is `samband run` running? set --admin or SAMBAND_ADMIN)";
-        return r;
-    }
-    if (ec && stage == "tls") {
+    } else if (step == http_step::tls_handshake) {
         r.error = "TLS with the admin API at " + url + " failed: " + ec.message() +
                   " (the server's certificate is checked against --ca-file or "
                   "SAMBAND_ADMIN_CA_FILE, else the system's CAs)";
-        return r;
+    } else {
+        r.error = "admin API at " + url + " failed (" + std::string(net::step_name(step)) +
+                  "): " + net::describe_transport_error(ec);
     }
-    if (ec) {
-        r.error = "admin API at " + url + " failed: " + ec.message();
-        return r;
-    }
-    r.status = static_cast<int>(parser.get().result_int());
-    r.body = parser.get().body();
     return r;
 }
 

@@ -15,6 +15,8 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/system/system_error.hpp>
+#include <boost/throw_exception.hpp>
 
 #include <openssl/ssl.h>
 
@@ -41,11 +43,13 @@ bool is_ip_literal(const std::string& host) {
 }
 
 template <class Stream>
-asio::awaitable<void> exchange(Stream& stream, http_request& req, http_response& res,
-                               std::size_t body_limit, boost::system::error_code& ec,
-                               const bool& abandoned) {
+asio::awaitable<void> write_then_read(Stream& stream, http_request& req, http_response& res,
+                                      std::size_t body_limit, boost::system::error_code& ec,
+                                      http_step& step, const bool& abandoned) {
+    step = http_step::send;
     co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
     if (ec || abandoned) co_return;
+    step = http_step::receive;
     beast::flat_buffer buffer;
     buffer.reserve(read_buffer_reserve);
     http::response_parser<http::string_body> parser;
@@ -120,6 +124,7 @@ http_client::http_client(const endpoint_url& origin, const tls_options& tls, log
                          std::size_t max_response_bytes)
     : origin_(origin), max_response_bytes_(max_response_bytes) {
     if (!origin_.tls()) {
+        if (tls.allow_plain_http_anywhere) return;
         if (!tls.allow_plain_http_loopback) {
             throw std::runtime_error("plain http to " + origin_.origin() +
                                      " refused: use https (plain http is only for 127.0.0.1 "
@@ -136,7 +141,7 @@ http_client::http_client(const endpoint_url& origin, const tls_options& tls, log
                           asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
                           asio::ssl::context::no_tlsv1_1);
     boost::system::error_code ec;
-    tls_ctx_->set_default_verify_paths(ec);
+    if (tls.ca_file.empty() || !tls.ca_file_only) tls_ctx_->set_default_verify_paths(ec);
     if (ec && log) {
         log(log_level::warning, "OpenSSL default CA paths could not be loaded: " + ec.message());
     }
@@ -145,6 +150,18 @@ http_client::http_client(const endpoint_url& origin, const tls_options& tls, log
         if (ec) {
             throw std::runtime_error("cannot load CA file " + tls.ca_file.string() + ": " +
                                      ec.message());
+        }
+    }
+    if (!tls.client_cert_file.empty()) {
+        tls_ctx_->use_certificate_chain_file(tls.client_cert_file.string(), ec);
+        if (!ec) {
+            const auto& key =
+                tls.client_key_file.empty() ? tls.client_cert_file : tls.client_key_file;
+            tls_ctx_->use_private_key_file(key.string(), asio::ssl::context::pem, ec);
+        }
+        if (ec) {
+            throw std::runtime_error("cannot use the client certificate " +
+                                     tls.client_cert_file.string() + ": " + ec.message());
         }
     }
     if (tls.insecure_skip_verify) {
@@ -162,6 +179,13 @@ http_client::http_client(const endpoint_url& origin, const tls_options& tls, log
 http_client::~http_client() = default;
 
 boost::system::result<http_response> http_client::send(
+    http_request req, std::chrono::steady_clock::time_point deadline) {
+    auto r = exchange(std::move(req), deadline);
+    if (!r) return r.error().code;
+    return std::move(*r);
+}
+
+boost::system::result<http_response, transport_error> http_client::exchange(
     http_request req, std::chrono::steady_clock::time_point deadline) {
     req.set(http::field::host, origin_.authority());
     if (req.find(http::field::user_agent) == req.end()) {
@@ -182,6 +206,7 @@ boost::system::result<http_response> http_client::send(
     beast::tcp_stream& lowest = secure ? beast::get_lowest_layer(*secure) : *plain;
 
     boost::system::error_code ec;
+    http_step step = http_step::resolve;
     http_response res;
     bool done = false;
     bool abandoned = false;  // set at the deadline: the coroutine starts nothing new after it
@@ -193,9 +218,11 @@ boost::system::result<http_response> http_client::send(
         const auto endpoints =
             co_await resolver.async_resolve(origin_.host, std::to_string(origin_.port), token);
         if (ec || abandoned) co_return;
+        step = http_step::connect;
         co_await lowest.async_connect(endpoints, token);
         if (ec || abandoned) co_return;
         if (secure) {
+            step = http_step::tls_handshake;
             if (!is_ip_literal(origin_.host) &&
                 !SSL_set_tlsext_host_name(secure->native_handle(), origin_.host.c_str())) {
                 ec = boost::system::error_code(static_cast<int>(::ERR_get_error()),
@@ -207,9 +234,9 @@ boost::system::result<http_response> http_client::send(
             }
             co_await secure->async_handshake(asio::ssl::stream_base::client, token);
             if (ec || abandoned) co_return;
-            co_await exchange(*secure, req, res, max_response_bytes_, ec, abandoned);
+            co_await write_then_read(*secure, req, res, max_response_bytes_, ec, step, abandoned);
         } else {
-            co_await exchange(*plain, req, res, max_response_bytes_, ec, abandoned);
+            co_await write_then_read(*plain, req, res, max_response_bytes_, ec, step, abandoned);
         }
     };
     asio::co_spawn(ioc, run(), [&](std::exception_ptr e) {
@@ -225,14 +252,34 @@ boost::system::result<http_response> http_client::send(
         lowest.socket().close(ignored);
         ioc.restart();
         ioc.run();
-        return boost::system::error_code(beast::error::timeout);
+        return transport_error{beast::error::timeout, step};
     }
     if (failure_ptr) std::rethrow_exception(failure_ptr);
-    if (ec) return ec;
+    if (ec) return transport_error{ec, step};
     boost::system::error_code ignored;
     lowest.socket().shutdown(tcp::socket::shutdown_both, ignored);
     lowest.socket().close(ignored);
     return res;
+}
+
+std::string_view step_name(http_step s) {
+    switch (s) {
+        case http_step::resolve:
+            return "resolve";
+        case http_step::connect:
+            return "connect";
+        case http_step::tls_handshake:
+            return "TLS handshake";
+        case http_step::send:
+            return "send";
+        case http_step::receive:
+            return "receive";
+    }
+    return "exchange";
+}
+
+void throw_exception_from_error(transport_error const& e, boost::source_location const& loc) {
+    boost::throw_exception(boost::system::system_error(e.code), loc);
 }
 
 std::string describe_transport_error(const boost::system::error_code& ec) {

@@ -271,7 +271,25 @@ TEST(adresseregisteret, an_unreachable_register_without_a_file_is_an_error) {
     auto ar = open_adresseregisteret(o);
     auto r = ar->check("9900101");
     ASSERT_FALSE(r);
-    EXPECT_EQ(r.error().rfind("Adresseregisteret: cannot connect", 0), 0u) << r.error();
+    EXPECT_EQ(r.error().rfind("Adresseregisteret: cannot connect to http://127.0.0.1:1/ar: ", 0),
+              0u)
+        << r.error();
+}
+
+// An unreadable CA file stops the start, naming the register and the file (it was ignored before
+// and every lookup then failed in the TLS handshake).
+TEST(fastlegeregisteret, an_unreadable_ca_file_is_an_error_at_start) {
+    flr_options o;
+    o.url = "https://flr.example.org/v2/flr/Basic";
+    o.ca_file = "/nonexistent/flr-ca.pem";
+    try {
+        open_fastlegeregisteret(o, nullptr);
+        ADD_FAILURE() << "a missing CA file was accepted";
+    } catch (const std::runtime_error& e) {
+        const std::string what = e.what();
+        EXPECT_EQ(what.rfind("Fastlegeregisteret: ", 0), 0u) << what;
+        EXPECT_NE(what.find("/nonexistent/flr-ca.pem"), std::string::npos) << what;
+    }
 }
 
 }  // namespace

@@ -7,6 +7,9 @@
 
 #include <gtest/gtest.h>
 #include <rapidjson/document.h>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/error.hpp>
 
 #include <ctime>
 #include <fstream>
@@ -136,6 +139,75 @@ TEST(TransportPolicy, AMissingCaFileIsAConfigError) {
     tls.ca_file = "/nonexistent/ca.pem";
     EXPECT_THROW(edi::http_client(*edi::parse_endpoint_url("https://127.0.0.1:1/"), tls, nullptr),
                  std::runtime_error);
+}
+
+TEST(TransportPolicy, AnUnreadableClientCertificateIsAConfigErrorNamingIt) {
+    edi::tls_options tls;
+    tls.client_cert_file = "/nonexistent/client.pem";
+    try {
+        edi::http_client(*edi::parse_endpoint_url("https://127.0.0.1:1/"), tls, nullptr);
+        ADD_FAILURE() << "a missing client certificate was accepted";
+    } catch (const std::runtime_error& e) {
+        EXPECT_NE(std::string(e.what()).find("client certificate /nonexistent/client.pem"),
+                  std::string::npos)
+            << e.what();
+    }
+}
+
+TEST(TransportPolicy, PlainHttpAnywhereOnlyWhenTheCallerSaysSo) {
+    edi::tls_options anywhere;
+    anywhere.allow_plain_http_anywhere = true;
+    EXPECT_NO_THROW(
+        edi::http_client(*edi::parse_endpoint_url("http://example.org/"), anywhere, nullptr));
+    EXPECT_THROW(edi::http_client(*edi::parse_endpoint_url("http://example.org/"), {}, nullptr),
+                 std::runtime_error);
+}
+
+// A failed exchange says at which step it stopped: the register clients and the CLI name it.
+class TransportStep : public ::testing::Test {
+protected:
+    // Listening, never accepting: connections and the first bytes land in the kernel's backlog,
+    // no answer (and no TLS handshake) ever comes.
+    boost::asio::io_context io_;
+    boost::asio::ip::tcp::acceptor silent_{io_, {boost::asio::ip::make_address("127.0.0.1"), 0}};
+    std::string silent_url(const char* scheme) const {
+        return std::string(scheme) +
+               "://127.0.0.1:" + std::to_string(silent_.local_endpoint().port()) + "/";
+    }
+    static edi::transport_error fails(const std::string& url, std::chrono::milliseconds within) {
+        edi::tls_options tls;
+        tls.allow_plain_http_loopback = true;
+        edi::http_client c(*edi::parse_endpoint_url(url), tls, nullptr);
+        const auto r = c.exchange(edi::http_request{boost::beast::http::verb::get, "/", 11},
+                                  std::chrono::steady_clock::now() + within);
+        EXPECT_FALSE(r) << url;
+        return r ? edi::transport_error{} : r.error();
+    }
+};
+
+TEST_F(TransportStep, ARefusedConnectionIsTheConnectStep) {
+    std::uint16_t port = 0;
+    {
+        boost::asio::ip::tcp::acceptor closed(io_, {boost::asio::ip::make_address("127.0.0.1"), 0});
+        port = closed.local_endpoint().port();
+    }
+    const auto e = fails("http://127.0.0.1:" + std::to_string(port) + "/", 5s);
+    EXPECT_EQ(e.code, boost::asio::error::connection_refused) << e.code.message();
+    EXPECT_EQ(e.step, edi::http_step::connect);
+    EXPECT_EQ(edi::step_name(e.step), "connect");
+}
+
+TEST_F(TransportStep, ADeadlineWhileWaitingForTheAnswerIsTheReceiveStep) {
+    const auto e = fails(silent_url("http"), 300ms);
+    EXPECT_EQ(e.code, boost::beast::error::timeout) << e.code.message();
+    EXPECT_EQ(e.step, edi::http_step::receive);
+}
+
+TEST_F(TransportStep, ADeadlineInTheHandshakeIsTheTlsStep) {
+    const auto e = fails(silent_url("https"), 300ms);
+    EXPECT_EQ(e.code, boost::beast::error::timeout) << e.code.message();
+    EXPECT_EQ(e.step, edi::http_step::tls_handshake);
+    EXPECT_EQ(edi::step_name(e.step), "TLS handshake");
 }
 
 TEST(Base64, RoundTripAndStrictness) {
