@@ -11,6 +11,7 @@
 // backoff applies); any other status is permanent, with the body's text as the reason; network
 // errors and timeouts are retried.
 #include "listener.hpp"
+#include "net/http.hpp"
 
 #include <samband/json.hpp>
 #include <samband/sdk.hpp>
@@ -20,16 +21,10 @@
 #include <openssl/hmac.h>
 #include <openssl/ssl.h>
 #include <rapidjson/document.h>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/connect.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/ssl.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/beast/core/error.hpp>
 #include <boost/url/parse.hpp>
 
 #include <cctype>
@@ -47,8 +42,8 @@ namespace {
 
 namespace net = boost::asio;
 namespace ssl = boost::asio::ssl;
-namespace beast = boost::beast;
 namespace http = boost::beast::http;
+namespace http_out = samband::net;  // the project's HTTP client (plugins/net)
 using samband::sdk::error;
 using samband::sdk::log_level;
 
@@ -106,6 +101,7 @@ std::string base64(std::string_view v) {
 struct target {
     bool tls = false;
     std::string host, port, path;
+    std::shared_ptr<http_out::http_client> client;  // to scheme://host:port, made at start
 };
 
 struct outcome {
@@ -194,7 +190,7 @@ public:
         })json";
 
     http_plugin(samband::sdk::host h, std::string_view config)
-        : host_(h), ssl_(ssl::context::tls_client) {
+        : host_(h), ssl_(std::make_shared<ssl::context>(ssl::context::tls_client)) {
         rapidjson::Document d;
         if (std::string err = samband::json::parse(config, d); !err.empty() || !d.IsObject())
             throw error(SAMBAND_INVALID, "http plugin: config must be a JSON object" +
@@ -335,18 +331,20 @@ public:
         }
         workers_ = workers;
         if (vendor_.tls || token_endpoint_.tls) {
-            ssl_.set_verify_mode(ssl::verify_peer);
+            ssl_->set_verify_mode(ssl::verify_peer);
             std::string ca = str(d, "ca_file");
             boost::system::error_code ec;
             if (ca.empty())
-                ssl_.set_default_verify_paths(ec);
+                ssl_->set_default_verify_paths(ec);
             else
-                ssl_.load_verify_file(ca, ec);
+                ssl_->load_verify_file(ca, ec);
             if (ec)
                 throw error(SAMBAND_INVALID,
                             "http plugin: cannot load CA certificates: " + ec.message());
         }
         load_client_certificate(d);
+        connect_to(vendor_);
+        if (auth_ == "oauth2") connect_to(token_endpoint_);
     }
 
     ~http_plugin() { stop(); }
@@ -407,16 +405,16 @@ public:
             throw error(SAMBAND_INVALID,
                         "http plugin: \"client_cert\" needs an https:// \"url\" (mutual TLS)");
         boost::system::error_code ec;
-        ssl_.use_certificate_chain(net::buffer(*cert), ec);
+        ssl_->use_certificate_chain(net::buffer(*cert), ec);
         if (ec)
             throw error(SAMBAND_INVALID, "http plugin: " + cert_from +
                                              " is not a PEM certificate chain: " + ec.message());
-        ssl_.use_private_key(net::buffer(*key), ssl::context::pem, ec);
+        ssl_->use_private_key(net::buffer(*key), ssl::context::pem, ec);
         if (ec)
             throw error(SAMBAND_INVALID,
                         "http plugin: " + key_from +
                             " is not an unencrypted PEM private key: " + ec.message());
-        if (SSL_CTX_check_private_key(ssl_.native_handle()) != 1)
+        if (SSL_CTX_check_private_key(ssl_->native_handle()) != 1)
             throw error(SAMBAND_INVALID,
                         "http plugin: " + key_from + " is not the key of " + cert_from);
         client_cert_ = true;
@@ -537,34 +535,9 @@ private:
         }
     }
 
-    template <class Stream>
-    static net::awaitable<void> exchange(Stream& stream, http::request<http::string_body>& req,
-                                         outcome& o, beast::error_code& ec, const bool& abandoned) {
-        co_await http::async_write(stream, req, net::redirect_error(net::use_awaitable, ec));
-        if (ec || abandoned) co_return;
-        beast::flat_buffer buf;
-        buf.reserve(64 * 1024);
-        http::response_parser<http::string_body> parser;
-        parser.body_limit(1024 * 1024);
-        parser.header_limit(64 * 1024);
-        co_await http::async_read(stream, buf, parser, net::redirect_error(net::use_awaitable, ec));
-        if (ec) co_return;
-        auto& res = parser.get();
-        o.status = static_cast<int>(res.result_int());
-        o.text = res.body();
-        auto ra = res.find(http::field::retry_after);
-        if (ra != res.end()) {
-            std::string v(ra->value());
-            if (!v.empty() && v.size() < 7 &&
-                v.find_first_not_of("0123456789") == std::string::npos)
-                o.retry_after = std::stoi(v);
-        }
-    }
-
     // The delivery's POST to the vendor, with its Idempotency-Key and authentication.
     outcome post(std::string_view key, const std::string& body, const std::string& token) {
-        http::request<http::string_body> req{http::verb::post, vendor_.path, 11};
-        req.set(http::field::host, vendor_.host);
+        http_out::http_request req{http::verb::post, vendor_.path, 11};
         req.set(http::field::user_agent, "samband-http/0.1");
         req.set(http::field::content_type, "application/json");
         req.set("Idempotency-Key", key);
@@ -574,10 +547,8 @@ private:
             std::string t = std::to_string(std::time(nullptr));
             req.set(header_, "t=" + t + ",v1=" + hmac_sha256_hex(secret_, t + "." + body));
         }
-        req.keep_alive(false);
         req.body() = body;
-        req.prepare_payload();
-        return exchange_with(vendor_, req);
+        return exchange_with(vendor_, std::move(req));
     }
 
     // OAuth2 client credentials (RFC 6749 §4.4): the cached access token, or a new one from the
@@ -589,8 +560,7 @@ private:
         auto now = std::chrono::steady_clock::now();
         if (!token_.empty() && token_ != stale && now + std::chrono::seconds(30) < token_expires_)
             return token_;
-        http::request<http::string_body> req{http::verb::post, token_endpoint_.path, 11};
-        req.set(http::field::host, token_endpoint_.host);
+        http_out::http_request req{http::verb::post, token_endpoint_.path, 11};
         req.set(http::field::user_agent, "samband-http/0.1");
         req.set(http::field::content_type, "application/x-www-form-urlencoded");
         req.set(http::field::accept, "application/json");
@@ -598,9 +568,7 @@ private:
                 "Basic " + base64(form_encode(client_id_) + ":" + form_encode(secret_)));
         req.body() = "grant_type=client_credentials";
         if (!scope_.empty()) req.body() += "&scope=" + form_encode(scope_);
-        req.keep_alive(false);
-        req.prepare_payload();
-        outcome o = exchange_with(token_endpoint_, req);
+        outcome o = exchange_with(token_endpoint_, std::move(req));
         std::string where = "OAuth2 token endpoint " + token_endpoint_.host + ": ";
         if (o.status == 0) {
             why = where + o.text;
@@ -661,72 +629,62 @@ private:
         return t;
     }
 
-    // One request under one deadline (timeout_ for everything: resolve, connect, TLS, write,
-    // read). Blocking Asio calls ignore expires_after, so the exchange runs as a coroutine on a
-    // private io_context that is abandoned when the deadline passes.
-    outcome exchange_with(const target& to, http::request<http::string_body>& req) {
-        net::io_context ioc{1};
-        net::ip::tcp::resolver resolver(ioc);
-        std::optional<beast::tcp_stream> plain;
-        std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
-        if (to.tls)
-            secure.emplace(ioc, ssl_);
-        else
-            plain.emplace(ioc);
-        beast::tcp_stream& lowest = secure ? beast::get_lowest_layer(*secure) : *plain;
+    // The client for `t`'s origin, over this plugin's TLS context (its CAs and client
+    // certificate); parse_target() has applied the plain-http policy.
+    void connect_to(target& t) {
+        http_out::endpoint_url origin;
+        origin.scheme = t.tls ? "https" : "http";
+        origin.host = t.host.size() > 1 && t.host.front() == '[' && t.host.back() == ']'
+                          ? t.host.substr(1, t.host.size() - 2)
+                          : t.host;
+        const auto port = t.port.empty() || t.port.size() > 5 ||
+                                  t.port.find_first_not_of("0123456789") != std::string::npos
+                              ? 0
+                              : std::stoi(t.port);
+        if (port < 1 || port > 65535)
+            throw error(SAMBAND_INVALID, "http plugin: the port \"" + t.port + "\" of " +
+                                             origin.scheme + "://" + t.host +
+                                             " is not a number from 1 to 65535");
+        origin.port = static_cast<std::uint16_t>(port);
+        origin.path = t.path;
+        t.client = std::make_shared<http_out::http_client>(origin, ssl_, 1024 * 1024);
+    }
 
-        outcome o;
-        beast::error_code ec;
-        std::string stage = "resolve";
-        bool done = false;
-        bool abandoned = false;
-        auto run = [&]() -> net::awaitable<void> {
-            auto token = net::redirect_error(net::use_awaitable, ec);
-            auto results = co_await resolver.async_resolve(to.host, to.port, token);
-            if (ec || abandoned) co_return;
-            stage = "connect";
-            co_await lowest.async_connect(results, token);
-            if (ec || abandoned) co_return;
-            if (secure) {
-                stage = "TLS handshake";
-                boost::system::error_code literal;
-                net::ip::make_address(to.host, literal);
-                if (literal &&
-                    !SSL_set_tlsext_host_name(secure->native_handle(), to.host.c_str())) {
-                    ec = net::error::invalid_argument;
-                    co_return;
-                }
-                secure->set_verify_callback(ssl::host_name_verification(to.host));
-                co_await secure->async_handshake(ssl::stream_base::client, token);
-                if (ec || abandoned) co_return;
-                stage = "exchange";
-                co_await exchange(*secure, req, o, ec, abandoned);
-            } else {
-                stage = "exchange";
-                co_await exchange(*plain, req, o, ec, abandoned);
+    // One request under one deadline (timeout_ for everything: resolve, connect, TLS, write,
+    // read), through the project's HTTP client, which abandons the exchange at the deadline.
+    outcome exchange_with(const target& to, http_out::http_request req) {
+        boost::system::result<http_out::http_response, http_out::transport_error> sent =
+            http_out::transport_error{};
+        try {
+            sent = to.client->exchange(std::move(req), std::chrono::steady_clock::now() + timeout_);
+        } catch (const std::exception&) {
+            return {0, "request to " + to.host + " failed", {}};
+        }
+        if (sent) {
+            outcome o;
+            o.status = static_cast<int>(sent->result_int());
+            o.text = std::move(sent->body());
+            auto ra = sent->find(http::field::retry_after);
+            if (ra != sent->end()) {
+                std::string v(ra->value());
+                if (!v.empty() && v.size() < 7 &&
+                    v.find_first_not_of("0123456789") == std::string::npos)
+                    o.retry_after = std::stoi(v);
             }
-        };
-        std::exception_ptr failure;
-        net::co_spawn(ioc, run(), [&](std::exception_ptr e) {
-            failure = e;
-            done = true;
-        });
-        ioc.run_for(timeout_);
-        if (!done) {
-            abandoned = true;
-            resolver.cancel();
-            boost::system::error_code ignored;
-            lowest.socket().close(ignored);
-            ioc.restart();
-            ioc.run();
+            return o;
+        }
+        const auto& [ec, step] = sent.error();
+        const std::string stage =
+            step == http_out::http_step::send || step == http_out::http_step::receive
+                ? std::string("exchange")
+                : std::string(http_out::step_name(step));
+        if (ec == boost::beast::error::timeout)
             return {0,
                     "no answer from " + to.host + ":" + to.port + " within " +
                         std::to_string(timeout_.count()) + " ms (" + stage + ")",
                     {}};
-        }
-        if (failure) return {0, "request to " + to.host + " failed", {}};
-        if (ec && (ec.category() == net::error::get_ssl_category() ||
-                   ec.category() == ssl::error::get_stream_category())) {
+        if (ec.category() == net::error::get_ssl_category() ||
+            ec.category() == ssl::error::get_stream_category()) {
             // A refused handshake (or the server's alert after it, in TLS 1.3) names TLS, and
             // says when the vendor wants a client certificate that is not configured.
             std::string why = ec.message();
@@ -740,16 +698,11 @@ private:
                              : std::string()),
                     {}};
         }
-        if (ec)
-            return {0, stage + " with " + to.host + ":" + to.port + " failed: " + ec.message(), {}};
-        boost::system::error_code ignored;
-        lowest.socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
-        lowest.socket().close(ignored);
-        return o;
+        return {0, stage + " with " + to.host + ":" + to.port + " failed: " + ec.message(), {}};
     }
 
     samband::sdk::host host_;
-    ssl::context ssl_;
+    std::shared_ptr<ssl::context> ssl_;  // shared with the clients of vendor_ and token_endpoint_
     target vendor_, token_endpoint_;
     bool client_cert_ = false;  // a client certificate is configured (mutual TLS)
     std::chrono::milliseconds timeout_{10000};

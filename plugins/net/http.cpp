@@ -136,7 +136,7 @@ http_client::http_client(const endpoint_url& origin, const tls_options& tls, log
         }
         return;
     }
-    tls_ctx_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+    tls_ctx_ = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
     tls_ctx_->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                           asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
                           asio::ssl::context::no_tlsv1_1);
@@ -174,6 +174,15 @@ http_client::http_client(const endpoint_url& origin, const tls_options& tls, log
     } else {
         tls_ctx_->set_verify_mode(asio::ssl::verify_peer);
     }
+}
+
+http_client::http_client(const endpoint_url& origin, std::shared_ptr<asio::ssl::context> tls,
+                         std::size_t max_response_bytes)
+    : origin_(origin), max_response_bytes_(max_response_bytes) {
+    if (!origin_.tls()) return;
+    if (!tls) throw std::invalid_argument("http_client: an https origin needs a TLS context");
+    tls_ctx_ = std::move(tls);
+    verify_ = SSL_CTX_get_verify_mode(tls_ctx_->native_handle()) != SSL_VERIFY_NONE;
 }
 
 http_client::~http_client() = default;

@@ -91,6 +91,11 @@ public:
     // file or the client certificate cannot be loaded, naming the file.
     http_client(const endpoint_url& origin, const tls_options& tls, log_fn log,
                 std::size_t max_response_bytes = 64u * 1024 * 1024);
+    // For a caller that sets up TLS itself (its trust anchors, a client certificate from
+    // memory): `tls` serves an https origin, the peer's certificate and host name checked unless
+    // its verify mode is verify_none. Plain http goes to any host: the caller applies its policy.
+    http_client(const endpoint_url& origin, std::shared_ptr<boost::asio::ssl::context> tls,
+                std::size_t max_response_bytes = 64u * 1024 * 1024);
     ~http_client();
     http_client(const http_client&) = delete;
     http_client& operator=(const http_client&) = delete;
@@ -110,7 +115,7 @@ public:
 private:
     endpoint_url origin_;
     std::size_t max_response_bytes_;
-    std::unique_ptr<boost::asio::ssl::context> tls_ctx_;  // null for plain http
+    std::shared_ptr<boost::asio::ssl::context> tls_ctx_;  // null for plain http
     bool verify_ = true;
 };
 
