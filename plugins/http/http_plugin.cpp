@@ -101,6 +101,7 @@ std::string base64(std::string_view v) {
 struct target {
     bool tls = false;
     std::string host, port, path;
+    http_out::endpoint_url origin;                  // the same URL as the client reads it
     std::shared_ptr<http_out::http_client> client;  // to scheme://host:port, made at start
 };
 
@@ -620,6 +621,11 @@ private:
         t.path = std::string(u->encoded_path());
         if (t.path.empty()) t.path = "/";
         if (u->has_query()) t.path += "?" + std::string(u->encoded_query());
+        auto origin = http_out::parse_endpoint_url(url);
+        if (!origin)
+            throw error(SAMBAND_INVALID, std::string("http plugin: \"") + key +
+                                             "\" needs a port from 1 to 65535 and no user info");
+        t.origin = std::move(*origin);
         if (!t.tls && t.host != "127.0.0.1" && t.host != "localhost" && t.host != "::1" &&
             !plain_ok)
             throw error(SAMBAND_INVALID,
@@ -632,22 +638,7 @@ private:
     // The client for `t`'s origin, over this plugin's TLS context (its CAs and client
     // certificate); parse_target() has applied the plain-http policy.
     void connect_to(target& t) {
-        http_out::endpoint_url origin;
-        origin.scheme = t.tls ? "https" : "http";
-        origin.host = t.host.size() > 1 && t.host.front() == '[' && t.host.back() == ']'
-                          ? t.host.substr(1, t.host.size() - 2)
-                          : t.host;
-        const auto port = t.port.empty() || t.port.size() > 5 ||
-                                  t.port.find_first_not_of("0123456789") != std::string::npos
-                              ? 0
-                              : std::stoi(t.port);
-        if (port < 1 || port > 65535)
-            throw error(SAMBAND_INVALID, "http plugin: the port \"" + t.port + "\" of " +
-                                             origin.scheme + "://" + t.host +
-                                             " is not a number from 1 to 65535");
-        origin.port = static_cast<std::uint16_t>(port);
-        origin.path = t.path;
-        t.client = std::make_shared<http_out::http_client>(origin, ssl_, 1024 * 1024);
+        t.client = std::make_shared<http_out::http_client>(t.origin, ssl_, 1024 * 1024);
     }
 
     // One request under one deadline (timeout_ for everything: resolve, connect, TLS, write,
