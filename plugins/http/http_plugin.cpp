@@ -12,6 +12,7 @@
 // errors and timeouts are retried.
 #include "listener.hpp"
 #include "net/http.hpp"
+#include "net/retry_after.hpp"
 
 #include <samband/json.hpp>
 #include <samband/sdk.hpp>
@@ -626,8 +627,11 @@ private:
             throw error(SAMBAND_INVALID, std::string("http plugin: \"") + key +
                                              "\" needs a port from 1 to 65535 and no user info");
         t.origin = std::move(*origin);
-        if (!t.tls && t.host != "127.0.0.1" && t.host != "localhost" && t.host != "::1" &&
-            !plain_ok)
+        // Boost.URL keeps an IPv6 literal's brackets in host(): "[::1]", not "::1".
+        const bool this_machine =
+            t.host == "127.0.0.1" || t.host == "localhost" ||
+            (u->host_type() == boost::urls::host_type::ipv6 && u->host_ipv6_address().is_loopback());
+        if (!t.tls && !this_machine && !plain_ok)
             throw error(SAMBAND_INVALID,
                         std::string("http plugin: \"") + key +
                             "\" must be https:// (plain http only to this machine, or with "
@@ -655,12 +659,11 @@ private:
             outcome o;
             o.status = static_cast<int>(sent->result_int());
             o.text = std::move(sent->body());
-            auto ra = sent->find(http::field::retry_after);
-            if (ra != sent->end()) {
-                std::string v(ra->value());
-                if (!v.empty() && v.size() < 7 &&
-                    v.find_first_not_of("0123456789") == std::string::npos)
-                    o.retry_after = std::stoi(v);
+            // Seconds or an HTTP date (RFC 9110 §10.2.3), capped at a day.
+            if (auto ra = sent->find(http::field::retry_after); ra != sent->end()) {
+                if (auto secs = http_out::parse_retry_after(ra->value(),
+                                                             std::chrono::system_clock::now()))
+                    o.retry_after = static_cast<int>(secs->count());
             }
             return o;
         }

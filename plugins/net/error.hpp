@@ -2,6 +2,7 @@
 #pragma once
 
 #include "net/common.hpp"
+#include "net/retry_after.hpp"  // parse_retry_after (in samband_http)
 
 #include <chrono>
 #include <optional>
@@ -9,11 +10,6 @@
 #include <string_view>
 
 namespace samband::net {
-
-// Parses a Retry-After value: delta-seconds, or an HTTP date (IMF-fixdate, RFC 850, asctime)
-// measured against `now`. A date in the past gives 0 s. Capped at one day. nullopt if unreadable.
-std::optional<std::chrono::seconds> parse_retry_after(std::string_view value,
-                                                      std::chrono::system_clock::time_point now);
 
 // The readable error text of an error body: EDI 2.0's ErrorMessage ("error" plus
 // "validationErrors"), an OAuth error ("error: error_description"), or the start of a plain text

@@ -85,7 +85,7 @@ protected:
     void configure(int port, const std::string& key_file, int timeout_ms = 5000,
                    const std::string& auth = R"({"kind": "hmac", "secret": "vendor-hmac"})",
                    const std::string& scheme = "http", const std::string& vendor_extra = "",
-                   const std::string& secrets_extra = "") {
+                   const std::string& secrets_extra = "", const std::string& host = "127.0.0.1") {
         write_file(root_ / "samband.json",
                    config_head("it-http") + R"(  "secrets": {"vendor-hmac": {"file": ")" +
                        (root_ / key_file).string() + R"("})" + secrets_extra + R"(},
@@ -93,7 +93,7 @@ protected:
     "epj": {"plugin": "file", "config": {"inbox": "inbox", "poll_ms": 50}},
     "vendor": {"plugin": "http", "config": {
       "url": ")" + scheme +
-                       R"(://127.0.0.1:)" + std::to_string(port) +
+                       R"(://)" + host + ":" + std::to_string(port) +
                        R"(/hooks/samband", "timeout_ms": )" + std::to_string(timeout_ms) + R"(,
       "auth": )" + auth +
                        vendor_extra + R"(},
@@ -120,6 +120,36 @@ protected:
     temp_dir tmp_;
     fs::path root_;
 };
+
+// Plain http goes only to this machine (127.0.0.1, localhost, [::1]) unless "allow_plain_http";
+// anywhere else the endpoint is refused at start (the daemon skips it, logging why and naming the
+// setting). Port 9: nothing is sent here.
+TEST_F(http_sink_test, plain_http_is_taken_only_to_this_machine) {
+    int n = 0;
+    auto start_with = [&](const std::string& host) {
+        const fs::path dir = root_ / ("case-" + std::to_string(++n));
+        fs::create_directories(dir);
+        configure(9, "hmac.key", 5000, R"({"kind": "hmac", "secret": "vendor-hmac"})", "http", "",
+                  "", host);
+        fs::copy_file(root_ / "samband.json", dir / "samband.json");
+        daemon_process d(dir / "samband.json", dir);
+        EXPECT_TRUE(d.start()) << host;
+        return read_file(dir / "daemon.log");
+    };
+    for (const std::string host : {"127.0.0.1", "localhost", "[::1]"}) {
+        const std::string log = start_with(host);
+        EXPECT_NE(log.find("step=plugin.create endpoint=vendor plugin=http"), std::string::npos)
+            << host << ": " << log;
+        EXPECT_EQ(log.find("endpoint skipped"), std::string::npos) << host << ": " << log;
+    }
+    for (const std::string host : {"192.0.2.1", "[2001:db8::1]", "[::2]"}) {
+        const std::string log = start_with(host);
+        EXPECT_NE(log.find("endpoint=vendor"), std::string::npos) << host << ": " << log;
+        EXPECT_NE(log.find("endpoint skipped"), std::string::npos) << host << ": " << log;
+        EXPECT_NE(log.find("must be https:// (plain http only to this machine"), std::string::npos)
+            << host << ": " << log;
+    }
+}
 
 TEST_F(http_sink_test, two_503s_then_200_is_delivered_once_with_one_key) {
     receiver rx(root_ / "seen.jsonl", root_ / "hmac.key", "503,503,200");
@@ -158,6 +188,25 @@ TEST_F(http_sink_test, a_429_with_retry_after_is_waited_out_within_the_attempt) 
     auto reqs = seen(root_ / "seen.jsonl");
     ASSERT_EQ(reqs.size(), 2u);
     EXPECT_EQ(reqs[0].status, 429);
+    EXPECT_EQ(reqs[1].status, 200);
+    EXPECT_EQ(reqs[0].key, reqs[1].key);
+}
+
+// Retry-After as an HTTP date (RFC 9110 §10.2.3) is honoured like delta-seconds: the 503 is waited
+// out within the same attempt (before, only digits were read and the delivery went to a retry).
+TEST_F(http_sink_test, a_503_with_an_http_date_retry_after_is_waited_out_within_the_attempt) {
+    receiver rx(root_ / "seen.jsonl", root_ / "hmac.key", "503d,200");
+    ASSERT_GT(rx.port(), 0);
+    configure(rx.port(), "hmac.key");
+    daemon_process d(root_ / "samband.json", root_);
+    ASSERT_TRUE(d.start()) << d.log();
+    drop_file(root_ / "inbox", "e1.json", kEvent);
+    auto rows = delivery_in(d, "delivered");
+    ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << d.log();
+    EXPECT_EQ(rows[0]["attempts"].GetInt64(), 1) << d.log();
+    auto reqs = seen(root_ / "seen.jsonl");
+    ASSERT_EQ(reqs.size(), 2u);
+    EXPECT_EQ(reqs[0].status, 503);
     EXPECT_EQ(reqs[1].status, 200);
     EXPECT_EQ(reqs[0].key, reqs[1].key);
 }

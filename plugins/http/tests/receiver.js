@@ -1,7 +1,8 @@
 // A vendor's webhook receiver for the http plugin's tests (node:http or node:https, no packages).
 // usage: node receiver.js RECORD_FILE SECRET_FILE PLAN [TLS_DIR [AUTH]]
 //   PLAN: comma-separated statuses answered in turn, the last one repeated (e.g. "503,503,200");
-//   a 429 carries Retry-After: 1; a 0 records the request and never answers (a hung receiver).
+//   a 429 carries Retry-After: 1; a status followed by "d" (e.g. "503d") carries Retry-After as an
+//   HTTP date 2 s ahead; a 0 records the request and never answers (a hung receiver).
 //   TLS_DIR: serve HTTPS (node:https) with TLS_DIR/server.pem and server.key, and require a client
 //   certificate signed by TLS_DIR/ca.pem (mutual TLS): a client without one never gets a request in.
 //   An empty TLS_DIR serves plain HTTP.
@@ -17,7 +18,8 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const [record, secretFile, plan, tlsDir, auth = 'hmac'] = process.argv.slice(2);
 const secret = fs.readFileSync(secretFile, 'utf8').trim();
-const statuses = plan.split(',').map(Number);
+const statuses = plan.split(',').map((s) => parseInt(s, 10));
+const dated = plan.split(',').map((s) => s.endsWith('d'));
 let n = 0;
 const handler = (req, res) => {
   const chunks = [];
@@ -35,7 +37,8 @@ const handler = (req, res) => {
       const want = crypto.createHmac('sha256', secret).update(m[1] + '.').update(body).digest();
       ok = crypto.timingSafeEqual(want, Buffer.from(m[2], 'hex'));
     }
-    const status = ok ? statuses[Math.min(n, statuses.length - 1)] : 401;
+    const i = Math.min(n, statuses.length - 1);
+    const status = ok ? statuses[i] : 401;
     if (ok) n += 1;
     fs.appendFileSync(record, JSON.stringify({
       key: req.headers['idempotency-key'] || '', signed: ok, status,
@@ -44,6 +47,7 @@ const handler = (req, res) => {
     if (status === 0) return;  // hang: keep the connection open, answer nothing
     const headers = {'content-type': 'text/plain'};
     if (status === 429) headers['retry-after'] = '1';
+    if (ok && dated[i]) headers['retry-after'] = new Date(Date.now() + 2000).toUTCString();
     res.writeHead(status, headers);
     res.end(status === 401 ? (auth === 'bearer' ? 'token missing or wrong' : 'signature missing or wrong') : status === 422 ? 'field subject.fnr: unknown patient' : 'ok');
   });
