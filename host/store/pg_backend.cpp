@@ -453,7 +453,7 @@ public:
         return read([&](pg_conn& c) {
             auto r = c.query("SELECT " PG_EVENT_COLUMNS " FROM " PG_EVENTS_WITH_ENVELOPE
                              " WHERE "
-                             "e.treatment_id = $1 ORDER BY e.seq",
+                             "e.treatment_id = $1 AND e.treatment_id <> '' ORDER BY e.seq",
                              pg_params().add(treatment_id));
             std::vector<event_row> out;
             for (int i = 0; i < r.rows(); ++i) out.push_back(read_event(r, i));
@@ -612,7 +612,7 @@ public:
         return read([&](pg_conn& c) {
             auto r = c.query("SELECT " PG_DELIVERY_COLUMNS
                              " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE "
-                             "e.treatment_id = $1 ORDER BY d.id",
+                             "e.treatment_id = $1 AND e.treatment_id <> '' ORDER BY d.id",
                              pg_params().add(treatment_id));
             std::vector<delivery_row> out;
             for (int i = 0; i < r.rows(); ++i) out.push_back(read_delivery(r, i));
@@ -1546,9 +1546,9 @@ boost::system::result<std::optional<std::vector<std::string>>> read_treatment_hi
     auto r = read_only_session(conninfo, why, [&](pg_conn& c) {
         auto q = c.query(events_have_envelopes(c)
                              ? "SELECT e.id, " PG_ENVELOPE " FROM " PG_EVENTS_WITH_ENVELOPE
-                               " WHERE e.treatment_id = $1 ORDER BY e.seq"
+                               " WHERE e.treatment_id = $1 AND e.treatment_id <> '' ORDER BY e.seq"
                              : "SELECT e.id, p.envelope FROM events e JOIN payloads p ON "
-                               "p.event_seq = e.seq WHERE e.treatment_id = $1 ORDER BY e.seq",
+                               "p.event_seq = e.seq WHERE e.treatment_id = $1 AND e.treatment_id <> '' ORDER BY e.seq",
                          pg_params().add(treatment_id));
         for (int i = 0; i < q.rows(); ++i)
             out.push_back(open_column(keys, q.text(i, 1), "payload:" + q.text(i, 0)));

@@ -220,7 +220,6 @@ bool is_fatal(int rc) {
            primary == SQLITE_NOTADB || primary == SQLITE_CANTOPEN;
 }
 
-// A treatment's events, oldest first: the history the consent gate decides on.
 // Every audit row, oldest first, as the chain check reads them.
 constexpr const char* kAuditRowsSql =
     "SELECT id, at_ms, actor, action, subject, detail, hash, hash_v FROM audit ORDER BY id";
@@ -229,15 +228,18 @@ constexpr const char* kAuditRowsSql =
 #define ENVELOPE "COALESCE(e.envelope, p.envelope)"
 #define EVENTS_WITH_ENVELOPE "events e LEFT JOIN payloads p ON p.event_seq = e.seq"
 
+// A treatment's events, oldest first: the history the consent gate decides on. The term
+// treatment_id <> '' lets SQLite use the partial events_treatment (without it each read scanned
+// every event, envelopes and all); a treatment is never '' (no history then).
 constexpr const char* kTreatmentHistorySql =
     "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE
     ", e.treatment_id, e.order_key, e.received_ms FROM " EVENTS_WITH_ENVELOPE
-    " WHERE e.treatment_id = ? ORDER BY e.seq";
+    " WHERE e.treatment_id = ? AND e.treatment_id <> '' ORDER BY e.seq";
 // The same on a store not yet migrated to schema 7 (read-only readers migrate nothing).
 constexpr const char* kTreatmentHistorySqlV6 =
     "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, e.treatment_id, "
     "e.order_key, e.received_ms FROM events e JOIN payloads p ON p.event_seq = e.seq "
-    "WHERE e.treatment_id = ? ORDER BY e.seq";
+    "WHERE e.treatment_id = ? AND e.treatment_id <> '' ORDER BY e.seq";
 
 error_code io_error() {
     return boost::system::errc::make_error_code(boost::system::errc::io_error);
@@ -819,7 +821,8 @@ public:
         return read([&] {
             auto& q = rdb_.prepare("SELECT " DELIVERY_COLUMNS
                                    " FROM deliveries d JOIN events e ON e.seq = d.event_seq "
-                                   "WHERE e.treatment_id = ? ORDER BY d.id");
+                                   "WHERE e.treatment_id = ? AND e.treatment_id <> '' ORDER BY "
+                                   "d.id");
             q.bind(1, treatment_id);
             std::vector<delivery_row> out;
             while (q.step()) out.push_back(read_delivery(q));
