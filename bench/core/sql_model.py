@@ -17,6 +17,12 @@ Models (the rows to pick from, by measurement):
   no-audit    as accept without any audit rows (a bound, not a candidate)
 Usage: bench/core/sql_model.py [--quick] [--batch B]
 Writes bench/results/sql-model-<timestamp>.{json,md}.
+
+--two: the hung-neighbour goal's models instead (issue 10). Each event is routed to the healthy
+destination (claimed at accept and delivered, as model accept) and, but in solo, to a second one
+whose delivery stays pending (an idle neighbour: one delivery hung, no claims), on the store's
+schema with one candidate change to the deliveries indexes each (TWO_VARIANTS). The goal's ratio
+is solo events/s over each two-destination model's; writes bench/results/sql-model-two-<ts>.*
 """
 import hashlib, json, os, re, sqlite3, sys, tempfile, time
 
@@ -26,10 +32,10 @@ BATCH = int(sys.argv[sys.argv.index("--batch") + 1]) if "--batch" in sys.argv el
 PATIENTS = 5000  # bench-source's default: order keys and treatments
 
 
-def migrations():
+def migrations(upto=None):
     src = open(os.path.join(ROOT, "host", "store", "sqlite_backend.cpp")).read()
     body = src[src.index("kMigrations[] = {"):src.index("kSchemaVersion =")]
-    return re.findall(r'R"sql\((.*?)\)sql"', body, re.S)
+    return re.findall(r'R"sql\((.*?)\)sql"', body, re.S)[:upto]
 
 
 def open_db(path, store=False):
@@ -73,7 +79,48 @@ INS_DELIVERY = (
     "(0, 1, 4, 7)) AS idle) RETURNING id, state")
 
 
-def accept(db, i, envelope, model):
+# --two: the second destination's pending row under candidate index sets. Each is SQL run after
+# the migrations, and the text of the insert's chain check (the NOT EXISTS subquery's WHERE).
+CHAIN = "p.destination = ?2 AND p.order_key = ?5 AND p.state IN (0, 1, 4, 7)"
+TWO_VARIANTS = {
+    "solo": ("", CHAIN),
+    "two": ("", CHAIN),
+    # pending (state 0) rows out of deliveries_state as well: the neighbour's pending row costs
+    # one index entry less (the console's pending list then reads another index or the table).
+    "two-state": ("DROP INDEX deliveries_state; CREATE INDEX deliveries_state ON "
+                  "deliveries(state, destination, id) WHERE state NOT IN (0, 1, 2);", CHAIN),
+    # no deliveries_event (a bound: prune and an event's deliveries need a way in).
+    "two-event": ("DROP INDEX deliveries_event;", CHAIN),
+    # deliveries_order only on chain heads (a bound: the rows queued behind a head are not in
+    # it; what the next head is then needs another way in, and the healthy destination's
+    # completions here skip the next-head statement: its chains never queue in this model).
+    "two-order": ("DROP INDEX deliveries_order; CREATE INDEX deliveries_order ON "
+                  "deliveries(destination, order_key) WHERE state IN (0, 1, 4, 7) AND head = 1;",
+                  CHAIN + " AND p.head = 1"),
+    # the neighbour's row in no secondary index at all but the table (the bound of bounds).
+    "two-none": ("DROP INDEX deliveries_state; CREATE INDEX deliveries_state ON "
+                 "deliveries(state, destination, id) WHERE state NOT IN (0, 1, 2); "
+                 "DROP INDEX deliveries_event; DROP INDEX deliveries_order; CREATE INDEX "
+                 "deliveries_order ON deliveries(destination, order_key) WHERE state IN "
+                 "(0, 1, 4, 7) AND head = 1;", CHAIN + " AND p.head = 1"),
+    # the candidate: a delivery stored behind its chain's head is queued (queued = 1): in an
+    # appending index (destination, id) instead of deliveries_order, whose entries land at random
+    # leaves (one dirty page per row per commit). Queued rows move into deliveries_order in bulk
+    # (each leaf written once per move): when their destination has QUEUE_MAX of them, and
+    # before a next-head lookup of their destination (so that lookup sees the whole chain).
+    "two-queued": ("ALTER TABLE deliveries ADD COLUMN queued INTEGER NOT NULL DEFAULT 0; "
+                   "DROP INDEX deliveries_order; CREATE INDEX deliveries_order ON "
+                   "deliveries(destination, order_key, id) WHERE state IN (0, 1, 4, 7) AND "
+                   "queued = 0; CREATE INDEX deliveries_queued ON deliveries(destination, id) "
+                   "WHERE queued = 1;", CHAIN + " AND p.queued = 0"),
+}
+TWO_SCHEMA = 8  # the variants change the store's schema 8 (two-queued is schema 9's change)
+QUEUE_MAX = 4096
+FLUSH = "UPDATE deliveries SET queued = 0 WHERE destination = ?1 AND queued = 1"
+queued_rows = {}
+
+
+def accept(db, i, envelope, model, second=None, chain=CHAIN):
     now = int(time.time() * 1000)
     eid = f"ev-{i:012d}"
     key = KEYS[i % PATIENTS]  # as ingest's: sha256 of the person id, 24 hex digits
@@ -84,11 +131,22 @@ def accept(db, i, envelope, model):
                (eid, "load", f"bench:{i}", "rph.assessment.scored", "2026-11-24T10:15:00+01:00",
                 f"b-{i % PATIENTS}", key, now, HASH, envelope))
     took = model != "claim"
-    did, state = db.execute(INS_DELIVERY, (cur.lastrowid, "sink", "all", 0, key, now, "",
-                                           1 if took else 0)).fetchone()
+    ins = INS_DELIVERY.replace(CHAIN, chain)
+    if "queued" in chain:
+        ins = ins.replace("head, attempts", "head, queued, attempts").replace(
+            "?7, idle, idle AND", "?7, idle, NOT idle, idle AND")
+    did, state = db.execute(ins, (cur.lastrowid, "sink", "all", 0, key, now, "",
+                                  1 if took else 0)).fetchone()
+    if second:  # the neighbour's delivery: stored pending, never claimed
+        db.execute(ins, (cur.lastrowid, second, "all", 0, key, now, "", 0)).fetchone()
+        if "queued" in chain:  # (counts every row: the model's chains are all busy but the first)
+            queued_rows[second] = queued_rows.get(second, 0) + 1
+            if queued_rows[second] >= QUEUE_MAX:
+                db.execute(FLUSH, (second,))
+                queued_rows[second] = 0
     if model != "no-audit":
         db.execute(AUDIT, (now, "source:load", "event.accepted", "event:" + eid,
-                           "rph.assessment.scored deliveries=1", HASH))
+                           f"rph.assessment.scored deliveries={2 if second else 1}", HASH))
     return did if state == 1 else None
 
 
@@ -125,11 +183,17 @@ def complete(db, ids, model):
                    "external_id), overridden = MAX(overridden, ?8), attempts_base = CASE WHEN ?9 "
                    "THEN attempts ELSE attempts_base END WHERE id = ?7",
                    (2, "", 0, now, 0, "", did, 0, 0))
-        if cur[3] and model != "accept-lean":
+        if cur[3] and model == "queued":
+            if cur[1] in queued_rows:  # (the store skips destinations that never queued)
+                db.execute(FLUSH, (cur[1],))
+            db.execute("UPDATE deliveries SET head = 1 WHERE id = (SELECT MIN(id) FROM deliveries "
+                       "WHERE destination = ?1 AND order_key = ?2 AND state IN (0, 1, 4, 7) AND "
+                       "queued = 0)", (cur[1], cur[2]))
+        elif cur[3] and model not in ("accept-lean", "bound"):
             db.execute("UPDATE deliveries SET head = 1 WHERE id = (SELECT MIN(id) FROM deliveries "
                        "WHERE destination = ?1 AND order_key = ?2 AND state IN (0, 1, 4, 7))",
                        (cur[1], cur[2]))
-        if model in ("claim", "accept"):
+        if model in ("claim", "accept", "bound", "queued"):
             db.execute(AUDIT, (now, "engine", "delivery.delivered", f"delivery:{did}",
                                "delivered", HASH))
     if model in ("accept-a1", "accept-lean") and ids:
@@ -137,10 +201,15 @@ def complete(db, ids, model):
                            "delivered " + ",".join(map(str, ids)), HASH))
 
 
-def run_model(tmp, model, n):
-    db = open_db(os.path.join(tmp, model + ".db"), store=True)
-    for m in migrations():
+def run_model(tmp, model, n, variant=None):
+    db = open_db(os.path.join(tmp, (variant or model) + ".db"), store=True)
+    for m in migrations(TWO_SCHEMA if variant else None):
         db.executescript(m)
+    second, chain = None, CHAIN
+    if variant:
+        sql, chain = TWO_VARIANTS[variant]
+        db.executescript(sql)
+        second = None if variant == "solo" else "hung"
     envelope = os.urandom(4096).hex()  # 8 KB of text, as bench-source's envelopes
     stmts = [0]
     db.set_trace_callback(lambda s: stmts.__setitem__(0, stmts[0] + 1))
@@ -150,12 +219,13 @@ def run_model(tmp, model, n):
     i = 0
     claimed = []   # ids in flight, completed in the next commit
     t0 = time.perf_counter()
+    c0 = time.process_time()
     while i < n or claimed:
         db.execute("BEGIN IMMEDIATE")
         complete(db, claimed, model)
         claimed = []
         for _ in range(min(BATCH, n - i)):
-            did = accept(db, i, envelope, model)
+            did = accept(db, i, envelope, model, second, chain)
             if did is not None:
                 claimed.append(did)
             i += 1
@@ -163,14 +233,62 @@ def run_model(tmp, model, n):
             claimed = claim(db, BATCH)
         db.execute("COMMIT")
     secs = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     db.set_trace_callback(None)
-    wal = os.path.getsize(os.path.join(tmp, model + ".db-wal"))
+    wal = os.path.getsize(os.path.join(tmp, (variant or model) + ".db-wal"))
     db.close()
     return {"events_per_s": round(n / secs), "statements_per_event": round(stmts[0] / n, 1),
-            "wal_bytes_per_event": round(wal / n)}
+            "wal_bytes_per_event": round(wal / n), "wal_pages_per_commit": round(
+                wal / 4120 / -(-n // BATCH), 1), "cpu_us_per_event": round(cpu * 1e6 / n, 1)}
+
+
+def main_two():
+    """The second destination's pending row under each candidate (TWO_VARIANTS), alternated."""
+    n = 10000 if QUICK else 30000
+    names = list(TWO_VARIANTS)
+    res = {"events": n, "batch": BATCH, "load_average_at_start": os.getloadavg()[0],
+           "sqlite": sqlite3.sqlite_version, "models": {m: [] for m in names}}
+    runs = 2 if QUICK else 3
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
+            for m in names:
+                queued_rows.clear()
+                kind = {"two-order": "bound", "two-none": "bound", "two-queued": "queued"}
+                res["models"][m].append(run_model(tmp, kind.get(m, "accept"), n, m))
+                print(m, res["models"][m][-1], flush=True)
+    res["load_average_at_end"] = os.getloadavg()[0]
+    med = lambda v: sorted(v)[len(v) // 2]
+    solo = med([x["events_per_s"] for x in res["models"]["solo"]])
+    solo_cpu = med([x["cpu_us_per_event"] for x in res["models"]["solo"]])
+    rows = []
+    for m in names:
+        r = res["models"][m]
+        e = med([x["events_per_s"] for x in r])
+        c = med([x["cpu_us_per_event"] for x in r])
+        rows.append(f"| {m} | {r[0]['statements_per_event']} | {r[0]['wal_bytes_per_event']} | "
+                    f"{r[0]['wal_pages_per_commit']} | {' / '.join(str(x['events_per_s']) for x in r)} | "
+                    f"{e / solo:.2f}× | {c} ({c / solo_cpu:.2f}×) |")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = os.path.join(ROOT, "bench", "results", "sql-model-two-" + stamp)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    json.dump(res, open(out + ".json", "w"), indent=1)
+    open(out + ".md", "w").write(f"""# The second destination's pending row, without the daemon ({stamp})
+{n} events of 8 KB, {BATCH} accepts per commit (with the completions of the batch before), WAL,
+synchronous=FULL, SQLite {res['sqlite']} from Python, {runs} runs alternated; load
+{res['load_average_at_start']:.1f} at start, {res['load_average_at_end']:.1f} at end. solo: one destination,
+claimed at accept and delivered (model accept); the others add a second destination's delivery that
+stays pending (an idle neighbour), on the store's schema with one candidate change each
+(bench/core/sql_model.py TWO_VARIANTS).
+
+| model | statements/event | WAL bytes/event | WAL pages/commit | events/s (runs) | × solo | CPU µs/event (× solo) |
+|---|---|---|---|---|---|---|
+""" + "\n".join(rows) + "\n")
+    print(open(out + ".md").read())
 
 
 def main():
+    if "--two" in sys.argv:
+        return main_two()
     n = 5000 if QUICK else 20000
     models = ["claim", "accept", "accept-a1", "accept-lean", "no-audit"]
     res = {"events": n, "batch": BATCH, "load_average_at_start": os.getloadavg()[0],
