@@ -205,6 +205,7 @@ the outbox (the end is seen by polling every 50 ms). Load average {results['load
 
 
 PERF = {}  # set by --perf: {"out": path prefix, "n": runs recorded}
+LAST_IO = {}  # the last run_daemon's /proc/<pid>/io when its condition was met
 
 
 def run_daemon(tmp, cfg, until, timeout, started=None):
@@ -248,6 +249,15 @@ def run_daemon(tmp, cfg, until, timeout, started=None):
         for line in open(f"/proc/{p.pid}/status"):
             if line.startswith("VmRSS:"):
                 rss_now = int(line.split()[1])
+    except OSError:
+        pass
+    # What the daemon wrote until then (WAL, checkpoints, blobs, logs): bytes, not time, so the
+    # machine's load does not move it.
+    LAST_IO.clear()
+    try:
+        for line in open(f"/proc/{p.pid}/io"):
+            k, v = line.split(":")
+            LAST_IO[k] = int(v)
     except OSError:
         pass
     p.send_signal(signal.SIGTERM)
@@ -601,6 +611,7 @@ def hung_run():
                 cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000 * 1000 / n
                 runs[name].append({"delivered_per_s": round(s.get("delivered_per_s", 0)), "completed": ok,
                                    "seconds": round(s.get("seconds", 0), 2), "cpu_ms_per_1000": round(cpu),
+                                   "written_bytes_per_event": round(LAST_IO.get("wchar", 0) / n),
                                    "p99_ms": s.get("latency_p99_ms"), "neighbour_attempts": hung_attempts,
                                    "load": round(os.getloadavg()[0], 1),
                                    "perf": f"{out}-{PERF['n']}.data" if PERF else None})
@@ -619,12 +630,14 @@ def hung_run():
         open(out + ".md", "w").write(f"""# Core bench: a healthy sink solo and beside a hung one, two builds alternated ({stamp}, load {load:.1f} at start)
 {n} events of 8 KB at full rate routed to bench-sink (and to the hung neighbour: fixture-sink in hang mode,
 concurrency 4, attempt_timeout_ms 2000, max_attempts 10), {rounds} runs each, alternated.
-before: `{builds['before']}`; after: `{builds['after']}`.
+before: `{builds['before']}`; after: `{builds['after']}`. Bytes written: the daemon's write(2) bytes
+(WAL, checkpoints, logs; /proc/<pid>/io wchar) per event until the healthy sink had them all.
 
-| build, neighbour | healthy delivered/s | daemon CPU ms per 1,000 events | load |
-|---|---|---|---|
+| build, neighbour | healthy delivered/s | daemon CPU ms per 1,000 events | bytes written per event | load |
+|---|---|---|---|---|
 """ + "\n".join(f"| {k} | {' / '.join(str(r['delivered_per_s']) for r in v)} | "
-                f"{' / '.join(str(r['cpu_ms_per_1000']) for r in v)} | {' / '.join(str(r['load']) for r in v)} |"
+                f"{' / '.join(str(r['cpu_ms_per_1000']) for r in v)} | "
+                f"{' / '.join(str(r.get('written_bytes_per_event', '')) for r in v)} | {' / '.join(str(r['load']) for r in v)} |"
                 for k, v in runs.items()) + f"""
 
 Medians, beside the hung sink against solo: before {res['ratio_to_solo']['before hung']}× delivered/s
@@ -634,15 +647,18 @@ Medians, beside the hung sink against solo: before {res['ratio_to_solo']['before
         print(open(out + ".md").read())
         return
     rows = "\n".join(f"| {k} | {' / '.join(str(r['delivered_per_s']) for r in v)} | "
-                     f"{' / '.join(str(r['cpu_ms_per_1000']) for r in v)} | {' / '.join(str(r['load']) for r in v)} |"
+                     f"{' / '.join(str(r['cpu_ms_per_1000']) for r in v)} | "
+                     f"{' / '.join(str(r.get('written_bytes_per_event', '')) for r in v)} | {' / '.join(str(r['load']) for r in v)} |"
                      for k, v in runs.items())
     open(out + ".md", "w").write(f"""# Core bench: a healthy sink solo, beside a hung one, beside an idle one ({stamp}, load {load:.1f} at start)
 {n} events of 8 KB at full rate routed to bench-sink (and to the neighbour), {rounds} runs each, alternated.
 hung: fixture-sink in hang mode, concurrency 4, attempt_timeout_ms 2000, max_attempts 10 (the full
 bench's); idle: the same with concurrency 1 and a 10-minute timeout (one delivery hung, no retries).
+Bytes written: the daemon's write(2) bytes (WAL, checkpoints, logs; /proc/<pid>/io wchar) per event
+until the healthy sink had them all.
 
-| neighbour | healthy delivered/s | daemon CPU ms per 1,000 events | load |
-|---|---|---|---|
+| neighbour | healthy delivered/s | daemon CPU ms per 1,000 events | bytes written per event | load |
+|---|---|---|---|---|
 {rows}
 
 Medians: beside the hung sink {res['ratio_to_solo']['hung']}× solo delivered/s (CPU per event
@@ -744,7 +760,8 @@ def compare_run(other):
     out = os.path.join(ROOT, "bench", "results", "core-compare-" + stamp)
     json.dump(res, open(out + ".json", "w"), indent=1)
     rows = "\n".join(f"| {k} | {' / '.join(str(r['delivered_per_s']) for r in v)} | "
-                     f"{' / '.join(str(r['cpu_ms_per_1000']) for r in v)} | {' / '.join(str(r['load']) for r in v)} |"
+                     f"{' / '.join(str(r['cpu_ms_per_1000']) for r in v)} | "
+                     f"{' / '.join(str(r.get('written_bytes_per_event', '')) for r in v)} | {' / '.join(str(r['load']) for r in v)} |"
                      for k, v in runs.items())
     open(out + ".md", "w").write(f"""# Core bench: two builds alternated ({stamp}, load {load:.1f} at start)
 {n} events of 8 KB at full rate, bench-source → bench-sink in-process, 3 runs each, alternated.
