@@ -255,6 +255,8 @@ def run_daemon(tmp, cfg, until, timeout, started=None):
     # machine's load does not move it.
     LAST_IO.clear()
     try:
+        if PERF:
+            raise OSError("the pid is perf's")
         for line in open(f"/proc/{p.pid}/io"):
             k, v = line.split(":")
             LAST_IO[k] = int(v)
@@ -611,7 +613,7 @@ def hung_run():
                 cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000 * 1000 / n
                 runs[name].append({"delivered_per_s": round(s.get("delivered_per_s", 0)), "completed": ok,
                                    "seconds": round(s.get("seconds", 0), 2), "cpu_ms_per_1000": round(cpu),
-                                   "written_bytes_per_event": round(LAST_IO.get("wchar", 0) / n),
+                                   "written_bytes_per_event": round(LAST_IO["wchar"] / n) if "wchar" in LAST_IO else None,
                                    "p99_ms": s.get("latency_p99_ms"), "neighbour_attempts": hung_attempts,
                                    "load": round(os.getloadavg()[0], 1),
                                    "perf": f"{out}-{PERF['n']}.data" if PERF else None})
