@@ -137,7 +137,7 @@ public:
         ingest_->set_observers(
             {[this](std::string_view src, std::string_view type) { metrics_.event_in(src, type); },
              [this](std::string_view src, std::string_view) { metrics_.event_rejected(src); },
-             [this] { engine_->kick(); },
+             [this] { engine_->event_stored(); },
              [this](const std::string& treatment) { regate(treatment); }});
         engine_->set_observers(
             {[this](const std::string& d, store::delivery_state s) {

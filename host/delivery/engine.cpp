@@ -192,6 +192,7 @@ void engine::on_accepted(std::vector<store::delivery_row> rows) {
 
 void engine::start() {
     accept_at_store_ = store_.set_accept_claims(accept_hooks());
+    store_tells_due_.store(accept_at_store_);
     for (auto& [name, d] : dests_) publish(d);
     thread_ = std::thread([this] { io_.run(); });
     asio::post(io_, [this] {
@@ -207,6 +208,7 @@ void engine::shutdown() {
     // accept (PostgreSQL) is not waited for here.
     if (accept_at_store_) {
         store_.set_accept_claims({});
+        store_tells_due_.store(false);
         store_.flush();
     }
     asio::post(io_, [this] { tick_.cancel(); });
@@ -242,6 +244,10 @@ void engine::kick() {
         kick_pending_.store(false);
         pump_all();
     });
+}
+
+void engine::event_stored() {
+    if (!store_tells_due_.load(std::memory_order_relaxed)) kick();
 }
 
 void engine::pump_all(bool tick) {
@@ -564,13 +570,30 @@ void engine::on_prepared(std::uint64_t token, std::int64_t received_ms, prepared
     sends->emplace_back(d.sink, std::move(ref));
 }
 
+// Queued for the engine thread, which takes every completion queued by then in one turn (one
+// post and one wake-up while it has not run yet, however many arrive meanwhile).
 void engine::on_complete(const std::string& endpoint, std::uint64_t token, plugin::completion c) {
-    asio::post(io_, [this, endpoint, token, c = std::move(c)]() mutable {
-        if (attempts_.count(token))
-            finish(token, std::move(c));
+    bool first;
+    {
+        std::lock_guard lock(completions_mu_);
+        first = completions_.empty();
+        completions_.push_back({endpoint, token, std::move(c)});
+    }
+    if (first) asio::post(io_, [this] { take_completions(); });
+}
+
+void engine::take_completions() {
+    std::vector<arrived_completion> got;
+    {
+        std::lock_guard lock(completions_mu_);
+        got.swap(completions_);
+    }
+    for (auto& a : got) {
+        if (attempts_.count(a.token))
+            finish(a.token, std::move(a.c));
         else
-            late(endpoint, token, std::move(c));
-    });
+            late(a.endpoint, a.token, std::move(a.c));
+    }
 }
 
 void engine::remember_ended(std::uint64_t token, const attempt& a, bool ok, std::string how) {

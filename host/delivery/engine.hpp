@@ -25,6 +25,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 namespace samband::delivery {
 
@@ -97,6 +98,10 @@ public:
     void start();
     // New deliveries may be due. THREAD: any; coalesced.
     void kick();
+    // An event was stored (ingest's commit): kicks unless the store tells the engine itself which
+    // destinations may be due and hands it what it claimed at accept (SQLite: once per commit,
+    // where this was once per event). THREAD: any.
+    void event_stored();
     // A sink completed a delivery. THREAD: any.
     void on_complete(const std::string& endpoint, std::uint64_t token, plugin::completion c);
     // A sink reported a receipt. THREAD: any.
@@ -195,6 +200,8 @@ private:
     void send(send_list sends);
     void worker_done();
     void finish(std::uint64_t token, plugin::completion c);
+    // The completions that arrived since the engine thread last took them, in arrival order.
+    void take_completions();
     void late(const std::string& endpoint, std::uint64_t token, plugin::completion c);
     void remember_ended(std::uint64_t token, const attempt& a, bool ok, std::string how);
     // Queues state changes for the store; apply_now() sends the queued ones as one job.
@@ -226,11 +233,21 @@ private:
     std::deque<std::uint64_t> ended_order_;
     std::uint64_t next_token_ = 1;
     std::atomic<bool> kick_pending_{false};
+    // Completions waiting for the engine thread: one post per engine turn, not one per completion
+    // (a sink completing a list of deliveries woke the engine thread for each).
+    struct arrived_completion {
+        std::string endpoint;
+        std::uint64_t token = 0;
+        plugin::completion c;
+    };
+    std::mutex completions_mu_;
+    std::vector<arrived_completion> completions_;
     std::atomic<bool> dispatching_{true};
     std::atomic<std::size_t> in_flight_total_{0};
     std::atomic<int> claims_out_{0};  // claims at the store, not yet back
     std::mt19937_64 rng_;
     bool accept_at_store_ = false;  // the store claims at accept time (set by start())
+    std::atomic<bool> store_tells_due_{false};  // accept_at_store_, read off the engine thread
     std::mutex rooms_mu_;           // rooms_: looked up by the store's writer
     std::unordered_map<std::string, std::shared_ptr<accept_room>> rooms_;
 };

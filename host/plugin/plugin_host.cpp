@@ -10,6 +10,7 @@
 
 #include <filesystem>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -485,14 +486,19 @@ struct instance::impl {
             out.assign(n, not_called());
             return out;
         }
+        using clock = std::chrono::steady_clock;
         struct progress {
             std::mutex mu;
             std::condition_variable cv;
             std::vector<call_result> done;
-            bool abandoned = false;  // the caller gave up: make no further call
+            clock::time_point last_end;  // when the latest call in `done` returned
+            bool abandoned = false;      // the caller gave up: make no further call
         };
         auto pr = std::make_shared<progress>();
         pr->done.reserve(n);
+        // The first call's deadline counts from here, each later one's from the return of the
+        // call before it.
+        pr->last_end = clock::now();
         {
             std::lock_guard lock(mu);
             queue.push_back([this, pr, n, fn = std::move(fn)] {
@@ -509,19 +515,26 @@ struct instance::impl {
                     }
                     std::lock_guard l(pr->mu);
                     pr->done.push_back(std::move(r));
+                    pr->last_end = clock::now();
                     if (pr->abandoned) {
                         stuck.store(false);  // the overrun call returned: no longer stuck
                         return;
                     }
-                    pr->cv.notify_one();
+                    // The caller is woken once, when the last call returns (a wake-up per call
+                    // cost a thread switch per delivery); it checks each call's deadline itself.
+                    if (i + 1 == n) pr->cv.notify_one();
                 }
             });
         }
         cv.notify_one();
         std::unique_lock lock(pr->mu);
         while (pr->done.size() < n) {
-            std::size_t have = pr->done.size();
-            if (pr->cv.wait_for(lock, timeout, [&] { return pr->done.size() > have; })) continue;
+            // Woken at the running call's deadline: a call that returned meanwhile moved it on.
+            clock::time_point deadline = pr->last_end + timeout;
+            if (pr->cv.wait_until(lock, deadline, [&] {
+                    return pr->done.size() == n || pr->last_end + timeout != deadline;
+                }))
+                continue;
             pr->abandoned = true;
             stuck.store(true);
             out = pr->done;

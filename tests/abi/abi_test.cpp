@@ -282,6 +282,33 @@ TEST(abi_instance, a_list_of_deliveries_stops_at_the_call_that_blocks) {
     EXPECT_EQ(svc.completions[1].second.external_id, "fast");
 }
 
+// Each call of a list has its own deadline, counted from the return of the call before it (the
+// host waits for the list with one wake-up, not one per call): four calls of 150 ms each under a
+// 300 ms deadline all succeed although the list takes twice the deadline.
+TEST(abi_instance, each_call_of_a_list_gets_its_deadline_from_the_call_before) {
+    registry reg;
+    auto p = reg.load(fixture("fixture_blocks"));
+    ASSERT_TRUE(p) << p.error().reason;
+    recording_services svc;
+    instance_options o;
+    o.call_timeout = std::chrono::milliseconds(300);
+    auto inst = instance::create(**p, "ep", "{}", svc, o);
+    ASSERT_TRUE(inst);
+    std::vector<std::shared_ptr<const delivery_ref>> ds;
+    for (std::uint64_t t = 1; t <= 4; ++t) {
+        auto d = sample_delivery(t);
+        d.event.envelope_json = R"({"slow":true})";
+        ds.push_back(std::make_shared<const delivery_ref>(std::move(d)));
+    }
+    auto r = (*inst)->deliver(ds);
+    ASSERT_EQ(r.size(), 4u);
+    for (const auto& one : r) EXPECT_EQ(one.status, SAMBAND_OK) << one.message;
+    EXPECT_FALSE((*inst)->stuck());
+    std::lock_guard lock(svc.mu);
+    ASSERT_EQ(svc.completions.size(), 4u);
+    for (std::uint64_t t = 1; t <= 4; ++t) EXPECT_EQ(svc.completions[t - 1].first, t);
+}
+
 TEST(abi_instance, logged_fodselsnummer_is_masked_by_the_host) {
     registry reg;
     auto p = reg.load(fixture("fixture_logs_fnr"));
