@@ -114,7 +114,7 @@ TWO_VARIANTS = {
                    "queued = 0; CREATE INDEX deliveries_queued ON deliveries(destination, id) "
                    "WHERE queued = 1;", CHAIN + " AND p.queued = 0"),
 }
-TWO_SCHEMA = 8  # the variants change the store's schema 8 (two-queued is schema 9's change)
+TWO_SCHEMA = 8  # the variants change the store's schema 8 (two-queued: wip/hung10's schema 9)
 QUEUE_MAX = 4096
 FLUSH = "UPDATE deliveries SET queued = 0 WHERE destination = ?1 AND queued = 1"
 queued_rows = {}

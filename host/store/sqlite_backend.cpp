@@ -4,7 +4,6 @@
 #include "store/blob_seal.hpp"
 #include "store/sealed.hpp"
 #include "store/sqlite_db.hpp"
-#include "store/sqlite_plans.hpp"
 #include "store/store.hpp"
 
 #include "core/ids.hpp"
@@ -26,7 +25,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
@@ -213,21 +211,6 @@ ALTER TABLE events ADD COLUMN envelope TEXT;
 DROP INDEX deliveries_state;
 CREATE INDEX deliveries_state ON deliveries(state, destination, id) WHERE state NOT IN (1, 2);
 )sql",
-    // 9: a delivery stored behind its chain's head is queued (queued = 1): it waits in
-    // deliveries_queued, which appends, not in deliveries_order, whose (destination, order_key)
-    // entries land at random leaves: one more dirty 4 KB page in each commit's WAL for each
-    // delivery a slow or hung destination keeps waiting (a healthy neighbour lost 13 % of its
-    // throughput beside one, issue 10). A destination's queued deliveries move into deliveries_order
-    // in one statement (each leaf written once) before any lookup of a chain's next head there,
-    // and once it has kQueuedMove of them. Heads are never queued, so an open chain always has a
-    // delivery in deliveries_order: the insert's chain check reads that index alone.
-    R"sql(
-ALTER TABLE deliveries ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
-DROP INDEX deliveries_order;
-CREATE INDEX deliveries_order ON deliveries(destination, order_key, id)
-  WHERE state IN (0, 1, 4, 7) AND queued = 0;
-CREATE INDEX deliveries_queued ON deliveries(destination, id) WHERE queued = 1;
-)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -257,67 +240,6 @@ constexpr const char* kTreatmentHistorySqlV6 =
     "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, e.treatment_id, "
     "e.order_key, e.received_ms FROM events e JOIN payloads p ON p.event_seq = e.seq "
     "WHERE e.treatment_id = ? AND e.treatment_id <> '' ORDER BY e.seq";
-
-// The statements that need a given index on deliveries, by name (sqlite_query_plans checks them).
-// A new delivery: in flight when claimed at accept (?8) and its chain is idle, else pending; it
-// heads its chain when the chain has no other open delivery, else it is queued (schema 9). An
-// open chain always has an unqueued delivery (its head), so the check reads deliveries_order.
-constexpr char kInsertDeliverySql[] =
-    "INSERT INTO deliveries(event_seq, destination, route, state, order_key, created_ms, "
-    "updated_ms, reason, head, queued, attempts, attempt_started_ms) SELECT ?1, ?2, ?3, CASE WHEN "
-    "idle AND ?8 THEN 1 ELSE ?4 END, ?5, ?6, ?6, ?7, idle, NOT idle, idle AND ?8, CASE WHEN idle "
-    "AND ?8 THEN ?6 ELSE 0 END FROM (SELECT NOT EXISTS (SELECT 1 FROM deliveries p WHERE "
-    "p.destination = ?2 AND p.order_key = ?5 AND p.state IN (0, 1, 4, 7) AND p.queued = 0) AS "
-    "idle) RETURNING id, state, queued";
-// The due heads of a destination (deliveries_due), never the deliveries queued behind them.
-constexpr char kClaimSql[] =
-    "SELECT " DELIVERY_COLUMNS
-    " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.destination = ?1 AND "
-    "d.state IN (0, 4) AND d.head = 1 AND d.next_ms <= ?2 ORDER BY d.id LIMIT ?3";
-// A destination's queued deliveries into deliveries_order (deliveries_queued finds them).
-constexpr char kUnqueueSql[] =
-    "UPDATE deliveries SET queued = 0 WHERE destination = ?1 AND queued = 1";
-// The head left its chain: the next one, once the destination has none queued.
-constexpr char kNextHeadSql[] =
-    "UPDATE deliveries SET head = 1 WHERE id = (SELECT MIN(id) FROM deliveries WHERE "
-    "destination = ?1 AND order_key = ?2 AND state IN (0, 1, 4, 7) AND queued = 0)";
-// A delivery rejoined its chain: the chain's marks anew (none queued).
-constexpr char kRejoinSql[] =
-    "UPDATE deliveries SET head = (id = (SELECT MIN(id) FROM deliveries WHERE destination = ?1 "
-    "AND order_key = ?2 AND state IN (0, 1, 4, 7) AND queued = 0)) WHERE destination = ?1 AND "
-    "order_key = ?2 AND state IN (0, 1, 4, 7) AND queued = 0";
-// After a replay: every head of the destination anew (none queued).
-constexpr char kReplayHeadsSql[] =
-    "UPDATE deliveries SET head = (id IN (SELECT MIN(id) FROM deliveries WHERE destination = ?1 "
-    "AND state IN (0, 1, 4, 7) AND queued = 0 GROUP BY order_key)) WHERE destination = ?1 AND "
-    "state IN (0, 1, 4, 7) AND queued = 0";
-// Retention: old events whose every delivery is delivered or acknowledged (deliveries_event).
-constexpr char kPruneSetSql[] =
-    "INSERT INTO prune_set SELECT e.seq FROM events e WHERE e.received_ms < ? AND NOT EXISTS "
-    "(SELECT 1 FROM deliveries x WHERE x.event_seq = e.seq AND x.state NOT IN (2, 3))";
-constexpr char kDeliveriesOfTreatmentSql[] =
-    "SELECT " DELIVERY_COLUMNS
-    " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE e.treatment_id = ? AND "
-    "e.treatment_id <> '' ORDER BY d.id";
-constexpr char kByExternalIdSql[] =
-    "SELECT id FROM deliveries WHERE destination = ? AND external_id = ? ORDER BY id DESC LIMIT 1";
-
-// The console's (and the receipt window's) list of deliveries for `dq`.
-std::string list_deliveries_sql(const delivery_query& dq) {
-    std::string sql = "SELECT " DELIVERY_COLUMNS
-                      " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id > ?1";
-    if (dq.state) sql += " AND d.state = ?2";
-    // The term that lets SQLite use the partial deliveries_state (schema 8).
-    if (dq.state && *dq.state != delivery_state::in_flight &&
-        *dq.state != delivery_state::delivered)
-        sql += " AND d.state NOT IN (1, 2)";
-    if (!dq.destination.empty()) sql += " AND d.destination = ?3";
-    if (!dq.event_id.empty()) sql += " AND e.id = ?4";
-    if (dq.since_ms > 0) sql += " AND d.created_ms >= ?5";
-    if (dq.updated_before_ms > 0) sql += " AND d.updated_ms < ?7";
-    sql += " ORDER BY d.id LIMIT ?6";
-    return sql;
-}
 
 error_code io_error() {
     return boost::system::errc::make_error_code(boost::system::errc::io_error);
@@ -492,7 +414,6 @@ public:
           wdb_(open_db(opts, true)),
           rdb_(open_db(opts, false)) {
         migrate();
-        load_maybe_queued();
         check_keys();
         check_blob_keys();
         last_hash_ = load_last_hash();
@@ -679,7 +600,10 @@ public:
     boost::system::result<std::optional<std::int64_t>> find_by_external_id(
         std::string_view destination, std::string_view external_id) override {
         return read([&] {
-            auto& q = rdb_.prepare(kByExternalIdSql);
+            auto& q = rdb_.prepare(
+                "SELECT id FROM deliveries WHERE destination = ? AND external_id = ? ORDER BY id "
+                "DESC "
+                "LIMIT 1");
             q.bind(1, destination).bind(2, external_id);
             std::optional<std::int64_t> out;
             if (q.step()) out = q.i64(0);
@@ -798,7 +722,20 @@ public:
     boost::system::result<std::vector<delivery_row>> list_deliveries(
         const delivery_query& dq) override {
         return read([&] {
-            auto& q = rdb_.prepare(list_deliveries_sql(dq));
+            std::string sql =
+                "SELECT " DELIVERY_COLUMNS
+                " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id > ?1";
+            if (dq.state) sql += " AND d.state = ?2";
+            // The term that lets SQLite use the partial deliveries_state (schema 8).
+            if (dq.state && *dq.state != delivery_state::in_flight &&
+                *dq.state != delivery_state::delivered)
+                sql += " AND d.state NOT IN (1, 2)";
+            if (!dq.destination.empty()) sql += " AND d.destination = ?3";
+            if (!dq.event_id.empty()) sql += " AND e.id = ?4";
+            if (dq.since_ms > 0) sql += " AND d.created_ms >= ?5";
+            if (dq.updated_before_ms > 0) sql += " AND d.updated_ms < ?7";
+            sql += " ORDER BY d.id LIMIT ?6";
+            auto& q = rdb_.prepare(sql);
             q.bind(1, dq.after_id);
             if (dq.state) q.bind(2, code(*dq.state));
             if (!dq.destination.empty()) q.bind(3, dq.destination);
@@ -882,7 +819,10 @@ public:
     boost::system::result<std::vector<delivery_row>> deliveries_of_treatment(
         std::string_view treatment_id) override {
         return read([&] {
-            auto& q = rdb_.prepare(kDeliveriesOfTreatmentSql);
+            auto& q = rdb_.prepare("SELECT " DELIVERY_COLUMNS
+                                   " FROM deliveries d JOIN events e ON e.seq = d.event_seq "
+                                   "WHERE e.treatment_id = ? AND e.treatment_id <> '' ORDER BY "
+                                   "d.id");
             q.bind(1, treatment_id);
             std::vector<delivery_row> out;
             while (q.step()) out.push_back(read_delivery(q));
@@ -956,7 +896,10 @@ public:
             d.exec(
                 "CREATE TEMP TABLE IF NOT EXISTS prune_set(seq INTEGER PRIMARY KEY); DELETE FROM "
                 "prune_set;");
-            auto& ins = d.prepare(kPruneSetSql);
+            auto& ins = d.prepare(
+                "INSERT INTO prune_set SELECT e.seq FROM events e WHERE e.received_ms < ? AND NOT "
+                "EXISTS (SELECT 1 FROM deliveries x WHERE x.event_seq = e.seq AND x.state NOT IN "
+                "(2, 3))");
             ins.bind(1, older_than_ms);
             ins.exec();
             std::size_t n = static_cast<std::size_t>(d.changes());
@@ -1005,8 +948,10 @@ public:
             st.exec();
             std::size_t n = static_cast<std::size_t>(d.changes());
             // Replayed deliveries rejoin their chains: every head of the destination anew.
-            unqueue(d, dest);
-            auto& heads = d.prepare(kReplayHeadsSql);
+            auto& heads = d.prepare(
+                "UPDATE deliveries SET head = (id IN (SELECT MIN(id) FROM deliveries WHERE "
+                "destination = ?1 AND state IN (0, 1, 4, 7) GROUP BY order_key)) WHERE "
+                "destination = ?1 AND state IN (0, 1, 4, 7)");
             heads.bind(1, dest);
             heads.exec();
             mark_due(dest);
@@ -1136,13 +1081,6 @@ private:
                 throw;
             }
         }
-    }
-
-    // At the start (before the writer thread): the destinations with queued deliveries.
-    void load_maybe_queued() {
-        auto& q = wdb_.prepare("SELECT DISTINCT destination FROM deliveries WHERE queued = 1");
-        while (q.step()) maybe_queued_.insert(q.text(0));
-        q.reset();
     }
 
     std::string load_last_hash() {
@@ -1275,24 +1213,23 @@ private:
                 if (!took_now) took_now = std::make_shared<accepted>(claims);
                 took_now->slots.push_back(nd.destination);
             }
-            // The newest delivery heads its chain only when the chain has no other; else it is
-            // queued behind it.
-            auto& del = d.prepare(kInsertDeliverySql);
+            // The newest delivery heads its chain only when the chain has no other.
+            auto& del = d.prepare(
+                "INSERT INTO deliveries(event_seq, destination, route, state, order_key, "
+                "created_ms, updated_ms, reason, head, attempts, attempt_started_ms) SELECT ?1, "
+                "?2, ?3, CASE WHEN idle AND ?8 THEN 1 ELSE ?4 END, ?5, ?6, ?6, ?7, idle, idle AND "
+                "?8, CASE WHEN idle AND ?8 THEN ?6 ELSE 0 END FROM (SELECT NOT EXISTS (SELECT 1 "
+                "FROM deliveries p WHERE p.destination = ?2 AND p.order_key = ?5 AND p.state IN "
+                "(0, 1, 4, 7)) AS idle) RETURNING id, state");
             del.bind(1, seq).bind(2, nd.destination).bind(3, nd.route);
             del.bind(4, static_cast<std::int64_t>(nd.state)).bind(5, ev.order_key);
             del.bind(6, now).bind(7, nd.reason).bind(8, took ? 1 : 0);
             std::int64_t id = 0, state = -1;
-            bool queued = false;
             if (del.step()) {
                 id = del.i64(0);
                 state = del.i64(1);
-                queued = del.i64(2) != 0;
             }
             del.reset();
-            if (queued) {
-                maybe_queued_.insert(nd.destination);
-                if (++queued_[nd.destination] >= kQueuedMove) unqueue(d, nd.destination);
-            }
             if (took) took_now->slots.pop_back();
             if (state == code(delivery_state::in_flight)) {
                 delivery_row r;
@@ -1311,8 +1248,7 @@ private:
                 continue;
             }
             if (took) claims->give_back(nd.destination);  // its chain was busy
-            // A queued delivery cannot be due before its head leaves (next_head tells then).
-            if (state == code(delivery_state::pending) && !queued) mark_due(nd.destination);
+            if (state == code(delivery_state::pending)) mark_due(nd.destination);
         }
         // Handed to the engine after the commit, with the rest of the commit's (hand_accepted);
         // given back if the job rolls back instead.
@@ -1384,7 +1320,10 @@ private:
     void do_claim(db& d, const std::string& dest, std::int64_t now_ms, std::size_t limit,
                   int max_attempts, std::vector<delivery_row>& rows) {
         rows.clear();  // the job may run a second time (see writer_loop)
-        auto& q = d.prepare(kClaimSql);
+        auto& q = d.prepare("SELECT " DELIVERY_COLUMNS
+                            " FROM deliveries d JOIN events e ON "
+                            "e.seq = d.event_seq WHERE d.destination = ?1 AND d.state IN (0, 4) "
+                            "AND d.head = 1 AND d.next_ms <= ?2 ORDER BY d.id LIMIT ?3");
         q.bind(1, dest).bind(2, now_ms).bind(3, static_cast<std::int64_t>(limit));
         while (q.step()) rows.push_back(read_delivery(q));
         q.reset();
@@ -1515,20 +1454,11 @@ private:
                s == delivery_state::failed || s == delivery_state::held;
     }
 
-    // Writer thread: `dest`'s queued deliveries move into deliveries_order, so that a chain
-    // lookup there sees every open delivery of the chain. An index probe when none is queued.
-    void unqueue(db& d, const std::string& dest) {
-        if (maybe_queued_.find(dest) == maybe_queued_.end()) return;
-        auto& st = d.prepare(kUnqueueSql);
-        st.bind(1, dest);
-        st.exec();
-        queued_.erase(dest);
-    }
-
     // The head left its chain: the next one (an index seek on deliveries_order) is marked.
     void next_head(db& d, const std::string& dest, const std::string& key) {
-        unqueue(d, dest);
-        auto& st = d.prepare(kNextHeadSql);
+        auto& st = d.prepare(
+            "UPDATE deliveries SET head = 1 WHERE id = (SELECT MIN(id) FROM deliveries WHERE "
+            "destination = ?1 AND order_key = ?2 AND state IN (0, 1, 4, 7))");
         st.bind(1, dest).bind(2, key);
         st.exec();
         if (d.changes() > 0) mark_due(dest);  // the new head may be due
@@ -1537,8 +1467,10 @@ private:
     // A delivery rejoined its chain (an operator's retry, the gate's release): the chain's
     // marks anew, since it may now come first. Reads the chain's open deliveries: rare.
     void rejoin(db& d, const std::string& dest, const std::string& key) {
-        unqueue(d, dest);
-        auto& st = d.prepare(kRejoinSql);
+        auto& st = d.prepare(
+            "UPDATE deliveries SET head = (id = (SELECT MIN(id) FROM deliveries WHERE "
+            "destination = ?1 AND order_key = ?2 AND state IN (0, 1, 4, 7))) WHERE destination = "
+            "?1 AND order_key = ?2 AND state IN (0, 1, 4, 7)");
         st.bind(1, dest).bind(2, key);
         st.exec();
     }
@@ -1810,16 +1742,6 @@ private:
     std::function<void(std::string)> on_fatal_;
     std::vector<std::function<void()>> job_after_;  // writer thread
     std::vector<std::string> due_;  // writer thread: destinations told at the commit (mark_due)
-    // Writer thread: deliveries queued per destination since its last unqueue (at least: a job
-    // run twice counts twice); at kQueuedMove they move into deliveries_order together.
-    std::map<std::string, std::int64_t, std::less<>> queued_;
-    // Writer thread: the destinations that had queued deliveries at the start or queued one
-    // since; the others' unqueue is skipped (a healthy destination's completions run no
-    // statement for it). Never shrinks: a job that queued one may roll back, an unqueue too.
-    std::set<std::string, std::less<>> maybe_queued_;
-    // Each leaf of deliveries_order is written once per move: a hung destination's 4,096 queued
-    // deliveries move at a cost of some hundred pages, not the 4,096 they took one at a time.
-    static constexpr std::int64_t kQueuedMove = 4096;
     std::vector<std::shared_ptr<accepted>> to_hand_;  // writer thread: claimed by the commit
     std::mutex accept_mu_;
     std::shared_ptr<const accept_claims> accept_;  // claims at accept time; null: none
@@ -2002,42 +1924,6 @@ boost::system::result<std::optional<std::vector<std::string>>> read_treatment_hi
     } catch (const std::exception&) {
         return io_error();
     }
-}
-
-std::vector<std::pair<std::string, std::string>> sqlite_query_plans(const std::string& path) {
-    db d(path, true);
-    d.exec("PRAGMA busy_timeout = 10000; CREATE TEMP TABLE IF NOT EXISTS prune_set(seq INTEGER "
-           "PRIMARY KEY);");
-    delivery_query pending, held_at;
-    pending.state = delivery_state::pending;
-    held_at.state = delivery_state::held;
-    held_at.destination = "gp";
-    delivery_query of_event;
-    of_event.event_id = "e";
-    const std::pair<const char*, std::string> named[] = {
-        {"insert", kInsertDeliverySql},
-        {"claim", kClaimSql},
-        {"unqueue", kUnqueueSql},
-        {"next_head", kNextHeadSql},
-        {"rejoin", kRejoinSql},
-        {"replay_heads", kReplayHeadsSql},
-        {"prune", kPruneSetSql},
-        {"treatment_history", kTreatmentHistorySql},
-        {"deliveries_of_treatment", kDeliveriesOfTreatmentSql},
-        {"by_external_id", kByExternalIdSql},
-        {"list_pending", list_deliveries_sql(pending)},
-        {"list_held_at", list_deliveries_sql(held_at)},
-        {"list_of_event", list_deliveries_sql(of_event)},
-    };
-    std::vector<std::pair<std::string, std::string>> out;
-    for (const auto& [name, sql] : named) {
-        auto& q = d.prepare("EXPLAIN QUERY PLAN " + sql);
-        std::string plan;
-        while (q.step()) plan += (plan.empty() ? "" : "; ") + q.text(3);
-        q.reset();
-        out.emplace_back(name, std::move(plan));
-    }
-    return out;
 }
 
 boost::system::result<void> read_audit_rows(const std::string& path,

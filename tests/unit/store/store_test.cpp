@@ -11,7 +11,6 @@
 #include <samband_test/tools.hpp>
 #include "store/audit_chain.hpp"
 #include "store/blob_copies.hpp"
-#include "store/sqlite_plans.hpp"
 #include "store/sealed.hpp"
 
 #include <sqlite3.h>
@@ -21,8 +20,6 @@
 #include <sys/stat.h>
 #include <filesystem>
 #include <fstream>
-#include <map>
-#include <set>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -161,12 +158,9 @@ TEST_P(store_test, a_store_written_before_envelopes_moved_into_events_still_read
     st_.reset();
     // What the schema before wrote: the envelope in payloads, no envelope column in events.
     raw_exec(std::string("INSERT INTO payloads(event_seq, envelope) SELECT seq, envelope FROM "
-                         "events; ALTER TABLE events DROP COLUMN envelope; ") +
-             (pg() ? "UPDATE schema_version SET version = 3"
-                   : "DROP INDEX deliveries_queued; DROP INDEX deliveries_order; ALTER TABLE "
-                     "deliveries DROP COLUMN queued; CREATE INDEX deliveries_order ON "
-                     "deliveries(destination, order_key, id) WHERE state IN (0, 1, 4, 7); UPDATE "
-                     "schema_version SET version = 6"));
+                         "events; ALTER TABLE events DROP COLUMN envelope; UPDATE "
+                         "schema_version SET version = ") +
+             (pg() ? "3" : "6"));
     ASSERT_EQ(raw_count("SELECT COUNT(*) FROM payloads"), 2);
     std::string why;
     auto hist = pg() ? read_treatment_history_pg(shared_pg().conninfo(), "T-p1", nullptr, why)
@@ -243,125 +237,11 @@ TEST_P(store_test, a_list_by_state_finds_every_state_with_or_without_the_index) 
     EXPECT_EQ(ids(delivery_state::pending, "gp"), v{(*c)[3].id});
 }
 
-// Each statement that needs an index on deliveries or events finds it (SQLite): the claim reads
-// chain heads, the chain check and the next-head and rejoin lookups deliveries_order, the move of
-// queued deliveries deliveries_queued (schema 9), the console's state lists deliveries_state,
-// prune and an event's or a treatment's deliveries deliveries_event, receipts deliveries_ext.
-TEST_P(store_test, each_statement_that_needs_an_index_finds_it) {
-    if (pg()) GTEST_SKIP() << "SQLite's plans";
-    st_->flush();
-    std::map<std::string, std::string> plans;
-    for (auto& [name, plan] : sqlite_query_plans((dir_ / "s.db").string())) plans[name] = plan;
-    const std::pair<const char*, std::vector<const char*>> want[] = {
-        {"insert", {"deliveries_order"}},
-        {"claim", {"deliveries_due"}},
-        {"unqueue", {"deliveries_queued"}},
-        {"next_head", {"deliveries_order"}},
-        {"rejoin", {"deliveries_order"}},
-        {"replay_heads", {"deliveries_order"}},
-        {"prune", {"events_received", "deliveries_event"}},
-        {"treatment_history", {"events_treatment"}},
-        {"deliveries_of_treatment", {"events_treatment", "deliveries_event"}},
-        {"by_external_id", {"deliveries_ext"}},
-        {"list_pending", {"deliveries_state"}},
-        {"list_held_at", {"deliveries_state"}},
-        {"list_of_event", {"deliveries_event"}},
-    };
-    for (const auto& [name, indexes] : want) {
-        ASSERT_TRUE(plans.count(name)) << name;
-        const std::string& plan = plans[name];
-        for (const char* index : indexes)
-            EXPECT_NE(plan.find(index), std::string::npos) << name << ": " << plan;
-        EXPECT_EQ(plan.find("SCAN d "), std::string::npos) << name << ": " << plan;
-        EXPECT_EQ(plan.find("SCAN deliveries"), std::string::npos) << name << ": " << plan;
-    }
-}
-
-// Deliveries stored behind their chain's head are queued (SQLite schema 9) and move into
-// deliveries_order together, at kQueuedMove (4,096) of a destination and before a next-head
-// lookup there: a destination whose chains never move (a hung one) keeps fewer than 4,096
-// queued, and the order per patient holds across both moves.
-TEST_P(store_test, deliveries_queued_behind_their_heads_keep_their_order) {
-    if (pg()) GTEST_SKIP() << "SQLite's queued deliveries";
-    constexpr int kPatients = 7, kEvents = 4200;
-    std::vector<std::future<boost::system::error_code>> acks;
-    std::vector<std::string> ids;
-    for (int i = 0; i < kEvents; ++i) {
-        auto e = ev("q" + std::to_string(i), "p" + std::to_string(i % kPatients), {"hung"});
-        ids.push_back(e.id);
-        auto p = std::make_shared<std::promise<boost::system::error_code>>();
-        acks.push_back(p->get_future());
-        st_->submit(std::move(e), [p](boost::system::error_code ec, submit_outcome) {
-            p->set_value(ec);
-        });
-    }
-    for (auto& a : acks) ASSERT_FALSE(a.get());
-    auto queued = [&] { return raw_count("SELECT COUNT(*) FROM deliveries WHERE queued = 1"); };
-    EXPECT_EQ(queued(), kEvents - kPatients - 4096) << "moved into deliveries_order at 4,096";
-    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM deliveries WHERE head = 1"), kPatients);
-    // Round after round, each patient's next event and no other: the first round's deaths move
-    // the rest; the later ones find them in deliveries_order.
-    for (int round = 0; round < 3; ++round) {
-        auto c = st_->claim_due("hung", core::now_ms(), 100, 5);
-        ASSERT_TRUE(c);
-        ASSERT_EQ(c->size(), static_cast<std::size_t>(kPatients)) << "one head per patient";
-        std::vector<delivery_update> ups;
-        for (const auto& r : *c) {
-            int p = std::stoi(r.order_key.substr(1));
-            EXPECT_EQ(r.event_id, ids[static_cast<std::size_t>(round * kPatients + p)]);
-            ups.push_back({r.id, round == 0 ? delivery_state::dead : delivery_state::delivered,
-                           "", "", 0, r.attempts});
-        }
-        std::promise<boost::system::error_code> done;
-        st_->update(std::move(ups), [&](boost::system::error_code ec) { done.set_value(ec); });
-        ASSERT_FALSE(done.get_future().get());
-        EXPECT_EQ(queued(), 0);
-    }
-}
-
-// A store written by schema 8 (no queued column, deliveries_order over every open delivery)
-// with deliveries waiting behind their heads migrates to 9 and keeps each patient's order.
-TEST_P(store_test, a_store_written_before_queued_deliveries_keeps_its_order) {
-    if (pg()) GTEST_SKIP() << "SQLite's schema 9";
-    st_.reset();
-    raw_exec(
-        "DROP INDEX deliveries_queued; DROP INDEX deliveries_order; ALTER TABLE deliveries DROP "
-        "COLUMN queued; CREATE INDEX deliveries_order ON deliveries(destination, order_key, id) "
-        "WHERE state IN (0, 1, 4, 7); UPDATE schema_version SET version = 8");
-    // What schema 8 wrote: a waiting delivery (e2) behind its chain's head, in deliveries_order.
-    raw_exec(
-        "INSERT INTO events(seq, id, source, idempotency_key, type, treatment_id, order_key, "
-        "received_ms, envelope) VALUES (1, 'e1', 'epj', 'k1', 't', 'T', 'A', 1, '{}'), (2, 'e2', "
-        "'epj', 'k2', 't', 'T', 'A', 2, '{}'), (3, 'e3', 'epj', 'k3', 't', 'T', 'B', 3, '{}');"
-        "INSERT INTO deliveries(id, event_seq, destination, state, order_key, created_ms, "
-        "updated_ms, head) VALUES (1, 1, 'gp', 0, 'A', 1, 1, 1), (2, 2, 'gp', 0, 'A', 2, 2, 0), "
-        "(3, 3, 'gp', 0, 'B', 3, 3, 1)");
-    open();
-    EXPECT_EQ(raw_count("SELECT MAX(version) FROM schema_version"), 9);
-    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM deliveries WHERE queued = 1"), 0);
-    submit(ev("a3", "A"));  // behind A's head: queued
-    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM deliveries WHERE queued = 1"), 1);
-    auto c = st_->claim_due("gp", core::now_ms(), 10, 5);
-    ASSERT_EQ(c->size(), 2u);
-    EXPECT_EQ((*c)[0].event_id, "e1");
-    EXPECT_EQ((*c)[1].event_id, "e3");
-    update({(*c)[0].id, delivery_state::delivered, "", "", 0, 1});
-    c = st_->claim_due("gp", core::now_ms(), 10, 5);
-    ASSERT_EQ(c->size(), 1u);
-    EXPECT_EQ((*c)[0].event_id, "e2") << "the old store's waiting delivery, before the new one";
-    update({(*c)[0].id, delivery_state::delivered, "", "", 0, 1});
-    c = st_->claim_due("gp", core::now_ms(), 10, 5);
-    ASSERT_EQ(c->size(), 1u);
-    EXPECT_NE((*c)[0].event_id, "e2");
-    EXPECT_EQ((*c)[0].order_key, "A");
-}
-
 // Claims at accept time (SQLite; the PostgreSQL store does not claim at accept): with room at
 // the destination and its chain idle, a pending delivery is stored in flight with its attempt
 // counted and handed over after its commit; one behind it in its chain stays pending (its slot
-// given back; not due until its head leaves); one without room stays pending and due; a claim
-// skips the one in flight; its completion marks the next head due; a crash recovers it as any
-// claim.
+// given back, the destination told it may be due), as does one without room; a claim skips the
+// one in flight; its completion marks the next head due; a crash recovers it as any claim.
 TEST_P(store_test, a_delivery_claimed_at_accept_is_in_flight_with_its_attempt_counted) {
     struct hooks_state {
         std::mutex mu;
@@ -432,8 +312,7 @@ TEST_P(store_test, a_delivery_claimed_at_accept_is_in_flight_with_its_attempt_co
     ASSERT_TRUE(att && att->size() == 1u);
     EXPECT_EQ((*att)[0].outcome, "open");
     EXPECT_GT((*att)[0].started_ms, 0);
-    // The same patient's next event: its chain is busy, so pending, its slot back, and not due
-    // (queued behind its head until that leaves).
+    // The same patient's next event: its chain is busy, so pending, its slot back.
     room(1);
     auto e2 = ev("acc2", "p1");
     const std::string id2 = e2.id;
@@ -443,7 +322,7 @@ TEST_P(store_test, a_delivery_claimed_at_accept_is_in_flight_with_its_attempt_co
         std::lock_guard l(hs->mu);
         EXPECT_EQ(hs->back, 1);
         EXPECT_EQ(hs->room, 1);
-        EXPECT_TRUE(hs->due.empty());
+        EXPECT_EQ(hs->due, std::vector<std::string>{"gp"});
     }
     // Another patient without room: pending and due.
     room(0);
