@@ -4,6 +4,7 @@
 #include "store/blob_seal.hpp"
 #include "store/sealed.hpp"
 #include "store/sqlite_db.hpp"
+#include "store/sqlite_plans.hpp"
 #include "store/store.hpp"
 
 #include "core/ids.hpp"
@@ -240,6 +241,62 @@ constexpr const char* kTreatmentHistorySqlV6 =
     "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, p.envelope, e.treatment_id, "
     "e.order_key, e.received_ms FROM events e JOIN payloads p ON p.event_seq = e.seq "
     "WHERE e.treatment_id = ? AND e.treatment_id <> '' ORDER BY e.seq";
+
+// The statements that need a given index on deliveries, by name (sqlite_query_plans checks them).
+// A new delivery: in flight when claimed at accept (?8) and its chain is idle, else pending; it
+// heads its chain only when the chain has no other open delivery (deliveries_order).
+constexpr char kInsertDeliverySql[] =
+    "INSERT INTO deliveries(event_seq, destination, route, state, order_key, created_ms, "
+    "updated_ms, reason, head, attempts, attempt_started_ms) SELECT ?1, ?2, ?3, CASE WHEN idle AND "
+    "?8 THEN 1 ELSE ?4 END, ?5, ?6, ?6, ?7, idle, idle AND ?8, CASE WHEN idle AND ?8 THEN ?6 ELSE "
+    "0 END FROM (SELECT NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.destination = ?2 AND "
+    "p.order_key = ?5 AND p.state IN (0, 1, 4, 7)) AS idle) RETURNING id, state";
+// The due heads of a destination (deliveries_due), never the deliveries queued behind them.
+constexpr char kClaimSql[] =
+    "SELECT " DELIVERY_COLUMNS
+    " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.destination = ?1 AND "
+    "d.state IN (0, 4) AND d.head = 1 AND d.next_ms <= ?2 ORDER BY d.id LIMIT ?3";
+// The head left its chain: the next one.
+constexpr char kNextHeadSql[] =
+    "UPDATE deliveries SET head = 1 WHERE id = (SELECT MIN(id) FROM deliveries WHERE "
+    "destination = ?1 AND order_key = ?2 AND state IN (0, 1, 4, 7))";
+// A delivery rejoined its chain: the chain's marks anew.
+constexpr char kRejoinSql[] =
+    "UPDATE deliveries SET head = (id = (SELECT MIN(id) FROM deliveries WHERE destination = ?1 "
+    "AND order_key = ?2 AND state IN (0, 1, 4, 7))) WHERE destination = ?1 AND order_key = ?2 AND "
+    "state IN (0, 1, 4, 7)";
+// After a replay: every head of the destination anew.
+constexpr char kReplayHeadsSql[] =
+    "UPDATE deliveries SET head = (id IN (SELECT MIN(id) FROM deliveries WHERE destination = ?1 "
+    "AND state IN (0, 1, 4, 7) GROUP BY order_key)) WHERE destination = ?1 AND state IN (0, 1, 4, "
+    "7)";
+// Retention: old events whose every delivery is delivered or acknowledged (deliveries_event).
+constexpr char kPruneSetSql[] =
+    "INSERT INTO prune_set SELECT e.seq FROM events e WHERE e.received_ms < ? AND NOT EXISTS "
+    "(SELECT 1 FROM deliveries x WHERE x.event_seq = e.seq AND x.state NOT IN (2, 3))";
+constexpr char kDeliveriesOfTreatmentSql[] =
+    "SELECT " DELIVERY_COLUMNS
+    " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE e.treatment_id = ? AND "
+    "e.treatment_id <> '' ORDER BY d.id";
+constexpr char kByExternalIdSql[] =
+    "SELECT id FROM deliveries WHERE destination = ? AND external_id = ? ORDER BY id DESC LIMIT 1";
+
+// The console's (and the receipt window's) list of deliveries for `dq`.
+std::string list_deliveries_sql(const delivery_query& dq) {
+    std::string sql = "SELECT " DELIVERY_COLUMNS
+                      " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id > ?1";
+    if (dq.state) sql += " AND d.state = ?2";
+    // The term that lets SQLite use the partial deliveries_state (schema 8).
+    if (dq.state && *dq.state != delivery_state::in_flight &&
+        *dq.state != delivery_state::delivered)
+        sql += " AND d.state NOT IN (1, 2)";
+    if (!dq.destination.empty()) sql += " AND d.destination = ?3";
+    if (!dq.event_id.empty()) sql += " AND e.id = ?4";
+    if (dq.since_ms > 0) sql += " AND d.created_ms >= ?5";
+    if (dq.updated_before_ms > 0) sql += " AND d.updated_ms < ?7";
+    sql += " ORDER BY d.id LIMIT ?6";
+    return sql;
+}
 
 error_code io_error() {
     return boost::system::errc::make_error_code(boost::system::errc::io_error);
@@ -600,10 +657,7 @@ public:
     boost::system::result<std::optional<std::int64_t>> find_by_external_id(
         std::string_view destination, std::string_view external_id) override {
         return read([&] {
-            auto& q = rdb_.prepare(
-                "SELECT id FROM deliveries WHERE destination = ? AND external_id = ? ORDER BY id "
-                "DESC "
-                "LIMIT 1");
+            auto& q = rdb_.prepare(kByExternalIdSql);
             q.bind(1, destination).bind(2, external_id);
             std::optional<std::int64_t> out;
             if (q.step()) out = q.i64(0);
@@ -722,20 +776,7 @@ public:
     boost::system::result<std::vector<delivery_row>> list_deliveries(
         const delivery_query& dq) override {
         return read([&] {
-            std::string sql =
-                "SELECT " DELIVERY_COLUMNS
-                " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id > ?1";
-            if (dq.state) sql += " AND d.state = ?2";
-            // The term that lets SQLite use the partial deliveries_state (schema 8).
-            if (dq.state && *dq.state != delivery_state::in_flight &&
-                *dq.state != delivery_state::delivered)
-                sql += " AND d.state NOT IN (1, 2)";
-            if (!dq.destination.empty()) sql += " AND d.destination = ?3";
-            if (!dq.event_id.empty()) sql += " AND e.id = ?4";
-            if (dq.since_ms > 0) sql += " AND d.created_ms >= ?5";
-            if (dq.updated_before_ms > 0) sql += " AND d.updated_ms < ?7";
-            sql += " ORDER BY d.id LIMIT ?6";
-            auto& q = rdb_.prepare(sql);
+            auto& q = rdb_.prepare(list_deliveries_sql(dq));
             q.bind(1, dq.after_id);
             if (dq.state) q.bind(2, code(*dq.state));
             if (!dq.destination.empty()) q.bind(3, dq.destination);
@@ -819,10 +860,7 @@ public:
     boost::system::result<std::vector<delivery_row>> deliveries_of_treatment(
         std::string_view treatment_id) override {
         return read([&] {
-            auto& q = rdb_.prepare("SELECT " DELIVERY_COLUMNS
-                                   " FROM deliveries d JOIN events e ON e.seq = d.event_seq "
-                                   "WHERE e.treatment_id = ? AND e.treatment_id <> '' ORDER BY "
-                                   "d.id");
+            auto& q = rdb_.prepare(kDeliveriesOfTreatmentSql);
             q.bind(1, treatment_id);
             std::vector<delivery_row> out;
             while (q.step()) out.push_back(read_delivery(q));
@@ -896,10 +934,7 @@ public:
             d.exec(
                 "CREATE TEMP TABLE IF NOT EXISTS prune_set(seq INTEGER PRIMARY KEY); DELETE FROM "
                 "prune_set;");
-            auto& ins = d.prepare(
-                "INSERT INTO prune_set SELECT e.seq FROM events e WHERE e.received_ms < ? AND NOT "
-                "EXISTS (SELECT 1 FROM deliveries x WHERE x.event_seq = e.seq AND x.state NOT IN "
-                "(2, 3))");
+            auto& ins = d.prepare(kPruneSetSql);
             ins.bind(1, older_than_ms);
             ins.exec();
             std::size_t n = static_cast<std::size_t>(d.changes());
@@ -948,10 +983,7 @@ public:
             st.exec();
             std::size_t n = static_cast<std::size_t>(d.changes());
             // Replayed deliveries rejoin their chains: every head of the destination anew.
-            auto& heads = d.prepare(
-                "UPDATE deliveries SET head = (id IN (SELECT MIN(id) FROM deliveries WHERE "
-                "destination = ?1 AND state IN (0, 1, 4, 7) GROUP BY order_key)) WHERE "
-                "destination = ?1 AND state IN (0, 1, 4, 7)");
+            auto& heads = d.prepare(kReplayHeadsSql);
             heads.bind(1, dest);
             heads.exec();
             mark_due(dest);
@@ -1214,13 +1246,7 @@ private:
                 took_now->slots.push_back(nd.destination);
             }
             // The newest delivery heads its chain only when the chain has no other.
-            auto& del = d.prepare(
-                "INSERT INTO deliveries(event_seq, destination, route, state, order_key, "
-                "created_ms, updated_ms, reason, head, attempts, attempt_started_ms) SELECT ?1, "
-                "?2, ?3, CASE WHEN idle AND ?8 THEN 1 ELSE ?4 END, ?5, ?6, ?6, ?7, idle, idle AND "
-                "?8, CASE WHEN idle AND ?8 THEN ?6 ELSE 0 END FROM (SELECT NOT EXISTS (SELECT 1 "
-                "FROM deliveries p WHERE p.destination = ?2 AND p.order_key = ?5 AND p.state IN "
-                "(0, 1, 4, 7)) AS idle) RETURNING id, state");
+            auto& del = d.prepare(kInsertDeliverySql);
             del.bind(1, seq).bind(2, nd.destination).bind(3, nd.route);
             del.bind(4, static_cast<std::int64_t>(nd.state)).bind(5, ev.order_key);
             del.bind(6, now).bind(7, nd.reason).bind(8, took ? 1 : 0);
@@ -1320,10 +1346,7 @@ private:
     void do_claim(db& d, const std::string& dest, std::int64_t now_ms, std::size_t limit,
                   int max_attempts, std::vector<delivery_row>& rows) {
         rows.clear();  // the job may run a second time (see writer_loop)
-        auto& q = d.prepare("SELECT " DELIVERY_COLUMNS
-                            " FROM deliveries d JOIN events e ON "
-                            "e.seq = d.event_seq WHERE d.destination = ?1 AND d.state IN (0, 4) "
-                            "AND d.head = 1 AND d.next_ms <= ?2 ORDER BY d.id LIMIT ?3");
+        auto& q = d.prepare(kClaimSql);
         q.bind(1, dest).bind(2, now_ms).bind(3, static_cast<std::int64_t>(limit));
         while (q.step()) rows.push_back(read_delivery(q));
         q.reset();
@@ -1456,9 +1479,7 @@ private:
 
     // The head left its chain: the next one (an index seek on deliveries_order) is marked.
     void next_head(db& d, const std::string& dest, const std::string& key) {
-        auto& st = d.prepare(
-            "UPDATE deliveries SET head = 1 WHERE id = (SELECT MIN(id) FROM deliveries WHERE "
-            "destination = ?1 AND order_key = ?2 AND state IN (0, 1, 4, 7))");
+        auto& st = d.prepare(kNextHeadSql);
         st.bind(1, dest).bind(2, key);
         st.exec();
         if (d.changes() > 0) mark_due(dest);  // the new head may be due
@@ -1467,10 +1488,7 @@ private:
     // A delivery rejoined its chain (an operator's retry, the gate's release): the chain's
     // marks anew, since it may now come first. Reads the chain's open deliveries: rare.
     void rejoin(db& d, const std::string& dest, const std::string& key) {
-        auto& st = d.prepare(
-            "UPDATE deliveries SET head = (id = (SELECT MIN(id) FROM deliveries WHERE "
-            "destination = ?1 AND order_key = ?2 AND state IN (0, 1, 4, 7))) WHERE destination = "
-            "?1 AND order_key = ?2 AND state IN (0, 1, 4, 7)");
+        auto& st = d.prepare(kRejoinSql);
         st.bind(1, dest).bind(2, key);
         st.exec();
     }
@@ -1924,6 +1942,41 @@ boost::system::result<std::optional<std::vector<std::string>>> read_treatment_hi
     } catch (const std::exception&) {
         return io_error();
     }
+}
+
+std::vector<std::pair<std::string, std::string>> sqlite_query_plans(const std::string& path) {
+    db d(path, true);
+    d.exec("PRAGMA busy_timeout = 10000; CREATE TEMP TABLE IF NOT EXISTS prune_set(seq INTEGER "
+           "PRIMARY KEY);");
+    delivery_query pending, held_at;
+    pending.state = delivery_state::pending;
+    held_at.state = delivery_state::held;
+    held_at.destination = "gp";
+    delivery_query of_event;
+    of_event.event_id = "e";
+    const std::pair<const char*, std::string> named[] = {
+        {"insert", kInsertDeliverySql},
+        {"claim", kClaimSql},
+        {"next_head", kNextHeadSql},
+        {"rejoin", kRejoinSql},
+        {"replay_heads", kReplayHeadsSql},
+        {"prune", kPruneSetSql},
+        {"treatment_history", kTreatmentHistorySql},
+        {"deliveries_of_treatment", kDeliveriesOfTreatmentSql},
+        {"by_external_id", kByExternalIdSql},
+        {"list_pending", list_deliveries_sql(pending)},
+        {"list_held_at", list_deliveries_sql(held_at)},
+        {"list_of_event", list_deliveries_sql(of_event)},
+    };
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& [name, sql] : named) {
+        auto& q = d.prepare("EXPLAIN QUERY PLAN " + sql);
+        std::string plan;
+        while (q.step()) plan += (plan.empty() ? "" : "; ") + q.text(3);
+        q.reset();
+        out.emplace_back(name, std::move(plan));
+    }
+    return out;
 }
 
 boost::system::result<void> read_audit_rows(const std::string& path,

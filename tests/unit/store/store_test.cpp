@@ -12,6 +12,7 @@
 #include "store/audit_chain.hpp"
 #include "store/blob_copies.hpp"
 #include "store/sealed.hpp"
+#include "store/sqlite_plans.hpp"
 
 #include <sqlite3.h>
 
@@ -21,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -235,6 +237,39 @@ TEST_P(store_test, a_list_by_state_finds_every_state_with_or_without_the_index) 
     EXPECT_EQ(*st_->recover_in_flight(), 1u);
     EXPECT_EQ(ids(delivery_state::in_flight, ""), v{});
     EXPECT_EQ(ids(delivery_state::pending, "gp"), v{(*c)[3].id});
+}
+
+// Each statement that needs an index on deliveries or events finds it (SQLite): the claim reads
+// chain heads, the chain check and the next-head, rejoin and replay lookups deliveries_order, the
+// console's state lists deliveries_state, prune and an event's or a treatment's deliveries
+// deliveries_event, a treatment's history events_treatment, receipts deliveries_ext.
+TEST_P(store_test, each_statement_that_needs_an_index_finds_it) {
+    if (pg()) GTEST_SKIP() << "SQLite's plans";
+    st_->flush();
+    std::map<std::string, std::string> plans;
+    for (auto& [name, plan] : sqlite_query_plans((dir_ / "s.db").string())) plans[name] = plan;
+    const std::pair<const char*, std::vector<const char*>> want[] = {
+        {"insert", {"deliveries_order"}},
+        {"claim", {"deliveries_due"}},
+        {"next_head", {"deliveries_order"}},
+        {"rejoin", {"deliveries_order"}},
+        {"replay_heads", {"deliveries_order"}},
+        {"prune", {"events_received", "deliveries_event"}},
+        {"treatment_history", {"events_treatment"}},
+        {"deliveries_of_treatment", {"events_treatment", "deliveries_event"}},
+        {"by_external_id", {"deliveries_ext"}},
+        {"list_pending", {"deliveries_state"}},
+        {"list_held_at", {"deliveries_state"}},
+        {"list_of_event", {"deliveries_event"}},
+    };
+    for (const auto& [name, indexes] : want) {
+        ASSERT_TRUE(plans.count(name)) << name;
+        const std::string& plan = plans[name];
+        for (const char* index : indexes)
+            EXPECT_NE(plan.find(index), std::string::npos) << name << ": " << plan;
+        EXPECT_EQ(plan.find("SCAN d "), std::string::npos) << name << ": " << plan;
+        EXPECT_EQ(plan.find("SCAN deliveries"), std::string::npos) << name << ": " << plan;
+    }
 }
 
 // Claims at accept time (SQLite; the PostgreSQL store does not claim at accept): with room at
