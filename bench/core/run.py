@@ -759,7 +759,7 @@ def compare_run(other):
     json.dump(res, open(out + ".json", "w"), indent=1)
     rows = "\n".join(f"| {k} | {' / '.join(str(r['delivered_per_s']) for r in v)} | "
                      f"{' / '.join(str(r['cpu_ms_per_1000']) for r in v)} | "
-                     f"{' / '.join(str(r.get('written_bytes_per_event', '')) for r in v)} | {' / '.join(str(r['load']) for r in v)} |"
+                     f"{' / '.join(str(r['load']) for r in v)} |"
                      for k, v in runs.items())
     open(out + ".md", "w").write(f"""# Core bench: two builds alternated ({stamp}, load {load:.1f} at start)
 {n} events of 8 KB at full rate, bench-source → bench-sink in-process, 3 runs each, alternated.
