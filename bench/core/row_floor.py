@@ -17,6 +17,8 @@ Writes bench/results/row-floor-<timestamp>.{json,md}.
 """
 import json, os, sqlite3, sys, tempfile, time
 
+import sql_model  # its connection and its baseline (here without checkpoints in the commits)
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 QUICK = "--quick" in sys.argv
 BATCH = int(sys.argv[sys.argv.index("--batch") + 1]) if "--batch" in sys.argv else 20
@@ -37,26 +39,10 @@ CREATE TABLE audit(id INTEGER PRIMARY KEY, at_ms INTEGER, action TEXT, subject T
 
 
 def open_db(path):
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    """sql_model.py's connection (WAL, synchronous=FULL), without checkpoints in the commits."""
+    db = sql_model.open_db(path)
     db.execute("PRAGMA wal_autocheckpoint=0")
     return db
-
-
-def baseline(tmp, n):
-    db = open_db(os.path.join(tmp, "baseline.db"))
-    db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
-    body = os.urandom(8192)
-    t0 = time.perf_counter()
-    for _ in range(n // 100):
-        db.execute("BEGIN")
-        for _ in range(100):
-            db.execute("INSERT INTO t(body) VALUES(?)", (body,))
-        db.execute("COMMIT")
-    r = (n // 100 * 100) / (time.perf_counter() - t0)
-    db.close()
-    return r
 
 
 def run_model(tmp, model, n):
@@ -114,7 +100,7 @@ def main():
            "models": {m: [] for m in MODELS}}
     for _ in range(2 if QUICK else 3):  # alternated: the machine's load drifts
         with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
-            res["baseline_rows_per_s"].append(round(baseline(tmp, n)))
+            res["baseline_rows_per_s"].append(round(sql_model.baseline(tmp, n, open_db)))
             for m in MODELS:
                 res["models"][m].append(run_model(tmp, m, n))
                 print(m, res["models"][m][-1], flush=True)

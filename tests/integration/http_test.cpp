@@ -117,6 +117,25 @@ protected:
         return out;
     }
 
+    // The receiver answers `plan` (a status with a Retry-After that fits, then 200): the delivery
+    // is delivered in one attempt, by two requests with one Idempotency-Key.
+    void waited_out_within_one_attempt(const std::string& plan, int first_status) {
+        receiver rx(root_ / "seen.jsonl", root_ / "hmac.key", plan);
+        ASSERT_GT(rx.port(), 0);
+        configure(rx.port(), "hmac.key");
+        daemon_process d(root_ / "samband.json", root_);
+        ASSERT_TRUE(d.start()) << d.log();
+        drop_file(root_ / "inbox", "e1.json", kEvent);
+        auto rows = delivery_in(d, "delivered");
+        ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << d.log();
+        EXPECT_EQ(rows[0]["attempts"].GetInt64(), 1) << d.log();
+        auto reqs = seen(root_ / "seen.jsonl");
+        ASSERT_EQ(reqs.size(), 2u);
+        EXPECT_EQ(reqs[0].status, first_status);
+        EXPECT_EQ(reqs[1].status, 200);
+        EXPECT_EQ(reqs[0].key, reqs[1].key);
+    }
+
     temp_dir tmp_;
     fs::path root_;
 };
@@ -176,39 +195,13 @@ TEST_F(http_sink_test, two_503s_then_200_is_delivered_once_with_one_key) {
 }
 
 TEST_F(http_sink_test, a_429_with_retry_after_is_waited_out_within_the_attempt) {
-    receiver rx(root_ / "seen.jsonl", root_ / "hmac.key", "429,200");
-    ASSERT_GT(rx.port(), 0);
-    configure(rx.port(), "hmac.key");
-    daemon_process d(root_ / "samband.json", root_);
-    ASSERT_TRUE(d.start()) << d.log();
-    drop_file(root_ / "inbox", "e1.json", kEvent);
-    auto rows = delivery_in(d, "delivered");
-    ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << d.log();
-    EXPECT_EQ(rows[0]["attempts"].GetInt64(), 1);  // Retry-After: 1 fits in the attempt
-    auto reqs = seen(root_ / "seen.jsonl");
-    ASSERT_EQ(reqs.size(), 2u);
-    EXPECT_EQ(reqs[0].status, 429);
-    EXPECT_EQ(reqs[1].status, 200);
-    EXPECT_EQ(reqs[0].key, reqs[1].key);
+    waited_out_within_one_attempt("429,200", 429);  // Retry-After: 1 fits in the attempt
 }
 
 // Retry-After as an HTTP date (RFC 9110 §10.2.3) is honoured like delta-seconds: the 503 is waited
 // out within the same attempt (before, only digits were read and the delivery went to a retry).
 TEST_F(http_sink_test, a_503_with_an_http_date_retry_after_is_waited_out_within_the_attempt) {
-    receiver rx(root_ / "seen.jsonl", root_ / "hmac.key", "503d,200");
-    ASSERT_GT(rx.port(), 0);
-    configure(rx.port(), "hmac.key");
-    daemon_process d(root_ / "samband.json", root_);
-    ASSERT_TRUE(d.start()) << d.log();
-    drop_file(root_ / "inbox", "e1.json", kEvent);
-    auto rows = delivery_in(d, "delivered");
-    ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << d.log();
-    EXPECT_EQ(rows[0]["attempts"].GetInt64(), 1) << d.log();
-    auto reqs = seen(root_ / "seen.jsonl");
-    ASSERT_EQ(reqs.size(), 2u);
-    EXPECT_EQ(reqs[0].status, 503);
-    EXPECT_EQ(reqs[1].status, 200);
-    EXPECT_EQ(reqs[0].key, reqs[1].key);
+    waited_out_within_one_attempt("503d,200", 503);
 }
 
 TEST_F(http_sink_test, a_receiver_that_never_answers_times_out_and_is_retried_with_the_same_key) {
