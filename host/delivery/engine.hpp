@@ -246,9 +246,9 @@ private:
     std::atomic<std::size_t> in_flight_total_{0};
     std::atomic<int> claims_out_{0};  // claims at the store, not yet back
     std::mt19937_64 rng_;
-    bool accept_at_store_ = false;  // the store claims at accept time (set by start())
+    bool accept_at_store_ = false;              // the store claims at accept time (set by start())
     std::atomic<bool> store_tells_due_{false};  // accept_at_store_, read off the engine thread
-    std::mutex rooms_mu_;           // rooms_: looked up by the store's writer
+    std::mutex rooms_mu_;                       // rooms_: looked up by the store's writer
     std::unordered_map<std::string, std::shared_ptr<accept_room>> rooms_;
 };
 

@@ -1548,7 +1548,8 @@ boost::system::result<std::optional<std::vector<std::string>>> read_treatment_hi
                              ? "SELECT e.id, " PG_ENVELOPE " FROM " PG_EVENTS_WITH_ENVELOPE
                                " WHERE e.treatment_id = $1 AND e.treatment_id <> '' ORDER BY e.seq"
                              : "SELECT e.id, p.envelope FROM events e JOIN payloads p ON "
-                               "p.event_seq = e.seq WHERE e.treatment_id = $1 AND e.treatment_id <> '' ORDER BY e.seq",
+                               "p.event_seq = e.seq WHERE e.treatment_id = $1 AND e.treatment_id "
+                               "<> '' ORDER BY e.seq",
                          pg_params().add(treatment_id));
         for (int i = 0; i < q.rows(); ++i)
             out.push_back(open_column(keys, q.text(i, 1), "payload:" + q.text(i, 0)));

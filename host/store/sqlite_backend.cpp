@@ -1946,8 +1946,9 @@ boost::system::result<std::optional<std::vector<std::string>>> read_treatment_hi
 
 std::vector<std::pair<std::string, std::string>> sqlite_query_plans(const std::string& path) {
     db d(path, true);
-    d.exec("PRAGMA busy_timeout = 10000; CREATE TEMP TABLE IF NOT EXISTS prune_set(seq INTEGER "
-           "PRIMARY KEY);");
+    d.exec(
+        "PRAGMA busy_timeout = 10000; CREATE TEMP TABLE IF NOT EXISTS prune_set(seq INTEGER "
+        "PRIMARY KEY);");
     delivery_query pending, held_at;
     pending.state = delivery_state::pending;
     held_at.state = delivery_state::held;

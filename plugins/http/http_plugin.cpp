@@ -628,9 +628,9 @@ private:
                                              "\" needs a port from 1 to 65535 and no user info");
         t.origin = std::move(*origin);
         // Boost.URL keeps an IPv6 literal's brackets in host(): "[::1]", not "::1".
-        const bool this_machine =
-            t.host == "127.0.0.1" || t.host == "localhost" ||
-            (u->host_type() == boost::urls::host_type::ipv6 && u->host_ipv6_address().is_loopback());
+        const bool this_machine = t.host == "127.0.0.1" || t.host == "localhost" ||
+                                  (u->host_type() == boost::urls::host_type::ipv6 &&
+                                   u->host_ipv6_address().is_loopback());
         if (!t.tls && !this_machine && !plain_ok)
             throw error(SAMBAND_INVALID,
                         std::string("http plugin: \"") + key +
@@ -661,8 +661,8 @@ private:
             o.text = std::move(sent->body());
             // Seconds or an HTTP date (RFC 9110 §10.2.3), capped at a day.
             if (auto ra = sent->find(http::field::retry_after); ra != sent->end()) {
-                if (auto secs = http_out::parse_retry_after(ra->value(),
-                                                             std::chrono::system_clock::now()))
+                if (auto secs =
+                        http_out::parse_retry_after(ra->value(), std::chrono::system_clock::now()))
                     o.retry_after = static_cast<int>(secs->count());
             }
             return o;
