@@ -19,8 +19,12 @@ Usage: bench/core/run.py [--quick] [--backlog N]
            120,000 spread over many keys (issue 10 item 3); writes bench/results/core-onekey-<ts>.*
        bench/core/run.py --compare OTHER_BIN [--quick]   throughput of another build of the daemon
            (OTHER_BIN, "before") and this tree's ("after"), alternated, 3 runs each, with the same
-           plugins in-process: delivered/s and the daemon's CPU per 1,000 events; writes
+           plugins in-process: delivered/s, the daemon's CPU per 1,000 events and what its group
+           commits held (events, state changes, claimed rows: from /metrics); writes
            bench/results/core-compare-<ts>.*
+       bench/core/run.py --windows A,B,... [--quick]   the same for this tree's daemon at each sink
+           concurrency (A, B, ...), alternated; writes bench/results/core-windows-<ts>.*
+       --concurrency N (with any mode): the healthy sink's concurrency (default 64)
        bench/core/run.py --migration [--quick]   time to ready at the first start on 1,000,000
            pending deliveries written by store schemas 5 and 6; writes bench/results/core-migration-<ts>.*
        bench/core/run.py --hung-only [--quick] [--runs N] [--perf]   only the healthy sink solo, beside
@@ -36,6 +40,9 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("SAMBAND_BENCH_BIN") or os.path.join(ROOT, "build", "bin", "samband")
 PLUGINS = os.path.join(ROOT, "build", "plugins")
 QUICK = "--quick" in sys.argv
+# The healthy sink's policy.concurrency (its window: deliveries in flight, and so the most one
+# claim takes); --concurrency N changes it for every run of this invocation.
+CONCURRENCY = int(sys.argv[sys.argv.index("--concurrency") + 1]) if "--concurrency" in sys.argv else 64
 
 
 def sqlite_baseline(tmp):
@@ -61,20 +68,20 @@ def sqlite_baseline(tmp):
     return single, batched
 
 
-def config(tmp, count, rate, sink, concurrency=64, hung=None, encrypt=False):
+def config(tmp, count, rate, sink, concurrency=None, hung=None, encrypt=False):
     endpoints = {
         "load": {"plugin": "bench-source", "config": {"count": count, "size_bytes": 8192, "window": 1024,
                                                        "rate_per_s": rate, "report_file": os.path.join(tmp, "source.json"),
                                                        "run": str(time.time())}},
         "sink": sink,
     }
-    endpoints["sink"]["policy"] = {"concurrency": concurrency, "max_attempts": 10}
+    endpoints["sink"]["policy"] = {"concurrency": concurrency or CONCURRENCY, "max_attempts": 10}
     to = ["sink"]
     if hung:
         endpoints["hung"] = hung
         to.append("hung")
     cfg = {"store": {"kind": "sqlite", "path": os.path.join(tmp, "samband.db")},
-           "admin": {"listen": "127.0.0.1:0"}, "log": {"level": "warn"}, "plugin_dirs": [PLUGINS],
+           "admin": {"listen": "127.0.0.1:0", "metrics_open": True}, "log": {"level": "warn"}, "plugin_dirs": [PLUGINS],
            "schemas_dir": os.path.join(ROOT, "config", "schemas"), "identifiers": {"allow_synthetic": True},
            "limits": {"max_event_bytes": 65536},
            "endpoints": endpoints, "routes": [{"name": "all", "match": {"type": "rph.*"}, "to": to}]}
@@ -206,6 +213,33 @@ the outbox (the end is seen by polling every 50 ms). Load average {results['load
 
 PERF = {}  # set by --perf: {"out": path prefix, "n": runs recorded}
 LAST_IO = {}  # the last run_daemon's /proc/<pid>/io when its condition was met
+LAST_COMMITS = {}  # the last run_daemon's group commits, from /metrics when its condition was met
+
+
+def commit_sizes(ready):
+    """What the daemon's group commits held so far, from its /metrics (admin.metrics_open):
+    {"commits": n, "events_per_commit": mean over the commits that stored events, ...}; empty
+    when the daemon has no samband_store_commit_size histogram (an older build)."""
+    import urllib.request
+    try:
+        addr = open(ready).read().strip()
+        text = urllib.request.urlopen(f"http://{addr}/metrics", timeout=5).read().decode()
+    except (OSError, ValueError):
+        return {}
+    sums, counts, commits = {}, {}, 0
+    for line in text.splitlines():
+        if line.startswith("samband_store_commit_size_sum{") or line.startswith("samband_store_commit_size_count{"):
+            kind = line.split('kind="')[1].split('"')[0]
+            (sums if "_sum{" in line else counts)[kind] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("samband_store_commit_seconds_count"):
+            commits = int(float(line.rsplit(" ", 1)[1]))
+    if not counts:
+        return {}
+    out = {"commits": commits}
+    for kind in sorted(counts):
+        out[f"{kind}_per_commit"] = round(sums.get(kind, 0) / max(1, counts[kind]), 1)
+        out[f"commits_with_{kind}"] = int(counts[kind])
+    return out
 
 
 def run_daemon(tmp, cfg, until, timeout, started=None):
@@ -253,6 +287,8 @@ def run_daemon(tmp, cfg, until, timeout, started=None):
         pass
     # What the daemon wrote until then (WAL, checkpoints, blobs, logs): bytes, not time, so the
     # machine's load does not move it.
+    LAST_COMMITS.clear()
+    LAST_COMMITS.update(commit_sizes(ready) if ok else {})
     LAST_IO.clear()
     try:
         if PERF:
@@ -684,6 +720,7 @@ def latency_run():
             with tempfile.TemporaryDirectory() as tmp:
                 sink = {"plugin": "bench-sink", "config": {"report_file": os.path.join(tmp, "sink.json"), "expect": n}}
                 ok, _, _ = run_daemon(tmp, config(tmp, n, rate, sink), lambda: read_json(os.path.join(tmp, "sink.json")), 300)
+                commits = dict(LAST_COMMITS)
                 s = read_json(os.path.join(tmp, "sink.json")) or {}
                 db = sqlite3.connect(os.path.join(tmp, "samband.db"))
                 st = []
@@ -702,74 +739,91 @@ def latency_run():
                  "claimed_at_accept": round(sum(1 for x in st if x[2] == 0) / max(1, len(st)), 3),
                  "slowest_1pct_ms": {"sent_to_stored": avg(1, top), "stored_to_claimed": avg(2, top), "claimed_to_delivered_update": avg(3, top)},
                  "all_ms": {"sent_to_stored": avg(1, st), "stored_to_claimed": avg(2, st), "claimed_to_delivered_update": avg(3, st)},
-                 "load": round(os.getloadavg()[0], 1)}
+                 "commits": commits, "load": round(os.getloadavg()[0], 1)}
             runs[name].append(r)
             print(name, r, flush=True)
     BIN = builds.get("after", builds.get("this"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = os.path.join(ROOT, "bench", "results", "core-latency-" + stamp)
-    json.dump({"rate_per_s": rate, "events": n, "builds": builds, "load_average_at_start": load, "runs": runs},
+    json.dump({"rate_per_s": rate, "events": n, "builds": builds, "concurrency": CONCURRENCY,
+               "load_average_at_start": load, "runs": runs},
               open(out + ".json", "w"), indent=1)
     fmt = lambda d: f"{d['sent_to_stored']} / {d['stored_to_claimed']} / {d['claimed_to_delivered_update']}"
-    rows = "\n".join(f"| {k} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['claimed_at_accept']:.0%} | {fmt(r['slowest_1pct_ms'])} | {fmt(r['all_ms'])} | {r['load']} |"
+    rows = "\n".join(f"| {k} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['claimed_at_accept']:.0%} | {fmt(r['slowest_1pct_ms'])} | {fmt(r['all_ms'])} | {r['commits'].get('events_per_commit', '–')} | {r['load']} |"
                      for k, v in runs.items() for r in v)
     open(out + ".md", "w").write(f"""# Where an event's time goes at {rate}/s ({stamp}, load {load:.1f} at start)
-{n} events of 8 KB, bench-source -> bench-sink in-process; builds: {', '.join(f'{k} `{v}`' for k, v in builds.items())}.
+{n} events of 8 KB, bench-source -> bench-sink in-process (sink concurrency {CONCURRENCY}); builds: {', '.join(f'{k} `{v}`' for k, v in builds.items())}.
 Stages (ms, averages) from the store: send -> stored (the submit job) / stored -> claimed (0 when claimed
 at accept) / claimed -> the delivered update's job.
 
-| build | p50 ms | p99 ms | claimed at accept | slowest 1 %: stages | all: stages | load |
-|---|---|---|---|---|---|---|
+| build | p50 ms | p99 ms | claimed at accept | slowest 1 %: stages | all: stages | events per commit | load |
+|---|---|---|---|---|---|---|---|
 {rows}
 """)
     print(open(out + ".md").read())
 
 
-def compare_run(other):
-    """Throughput of `other` (a daemon built from another commit) and this tree's, alternated."""
+def compare_run(variants, what):
+    """Throughput of several (build, sink concurrency) variants, alternated: `--compare OTHER`
+    runs a daemon built from another commit ("before") and this tree's ("after"); `--windows
+    A,B,...` runs this tree's at each sink concurrency. Ratios are against the first variant."""
     global BIN
     import resource
     n = 10000 if QUICK else 30000
-    builds = {"before": other, "after": BIN}
-    runs = {"before": [], "after": []}
+    runs = {name: [] for name, _, _ in variants}
     load = os.getloadavg()[0]
     for _ in range(3):
-        for name, binary in builds.items():
+        for name, binary, conc in variants:
             BIN = binary
             r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             with tempfile.TemporaryDirectory() as tmp:
                 sink = {"plugin": "bench-sink", "config": {"report_file": os.path.join(tmp, "sink.json"), "expect": n}}
-                ok, peak, _ = run_daemon(tmp, config(tmp, n, 0, sink), lambda: read_json(os.path.join(tmp, "sink.json")), 300)
+                ok, peak, _ = run_daemon(tmp, config(tmp, n, 0, sink, concurrency=conc),
+                                         lambda: read_json(os.path.join(tmp, "sink.json")), 300)
                 s = read_json(os.path.join(tmp, "sink.json")) or {}
             r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000 * 1000 / n
             runs[name].append({"delivered_per_s": round(s.get("delivered_per_s", 0)), "completed": ok,
                                "cpu_ms_per_1000": round(cpu), "peak_rss_mb": round(peak, 1),
-                               "load": round(os.getloadavg()[0], 1)})
+                               "commits": dict(LAST_COMMITS), "load": round(os.getloadavg()[0], 1)})
             print(name, runs[name][-1], flush=True)
-    BIN = builds["after"]
+    BIN = variants[-1][1]
     med = lambda v: sorted(v)[len(v) // 2]
-    res = {"events": n, "before_bin": other, "after_bin": builds["after"], "load_average_at_start": load,
-           "runs": runs, "ratio_delivered_per_s": round(med([r["delivered_per_s"] for r in runs["after"]]) /
-                                                         max(1, med([r["delivered_per_s"] for r in runs["before"]])), 2),
-           "ratio_cpu_per_event": round(med([r["cpu_ms_per_1000"] for r in runs["after"]]) /
-                                        max(1, med([r["cpu_ms_per_1000"] for r in runs["before"]])), 2)}
+    first = variants[0][0]
+    ratio = lambda key, name: round(med([r[key] for r in runs[name]]) / max(1, med([r[key] for r in runs[first]])), 2)
+    res = {"events": n, "variants": [{"name": a, "bin": b, "concurrency": c} for a, b, c in variants],
+           "load_average_at_start": load, "runs": runs,
+           "ratio_delivered_per_s": {name: ratio("delivered_per_s", name) for name in runs},
+           "ratio_cpu_per_event": {name: ratio("cpu_ms_per_1000", name) for name in runs}}
+    if what == "compare":  # as before: the after build's ratios
+        res["before_bin"], res["after_bin"] = variants[0][1], variants[1][1]
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = os.path.join(ROOT, "bench", "results", "core-compare-" + stamp)
+    out = os.path.join(ROOT, "bench", "results", f"core-{what}-" + stamp)
     json.dump(res, open(out + ".json", "w"), indent=1)
+    per = lambda r, k: str(r["commits"].get(k, "–"))
     rows = "\n".join(f"| {k} | {' / '.join(str(r['delivered_per_s']) for r in v)} | "
                      f"{' / '.join(str(r['cpu_ms_per_1000']) for r in v)} | "
+                     f"{' / '.join(per(r, 'events_per_commit') for r in v)} | "
+                     f"{' / '.join(per(r, 'state_changes_per_commit') for r in v)} | "
+                     f"{' / '.join(per(r, 'claimed_per_commit') for r in v)} | "
+                     f"{' / '.join(per(r, 'commits') for r in v)} | "
                      f"{' / '.join(str(r['load']) for r in v)} |"
                      for k, v in runs.items())
-    open(out + ".md", "w").write(f"""# Core bench: two builds alternated ({stamp}, load {load:.1f} at start)
+    meds = "; ".join(f"{name}: delivered/s {res['ratio_delivered_per_s'][name]}×, CPU per event "
+                     f"{res['ratio_cpu_per_event'][name]}×" for name in list(runs)[1:])
+    title = "two builds" if what == "compare" else "sink concurrency (window)"
+    which = "\n".join(f"{a}: `{b}`, sink concurrency {c}." for a, b, c in variants)
+    open(out + ".md", "w").write(f"""# Core bench: {title} alternated ({stamp}, load {load:.1f} at start)
 {n} events of 8 KB at full rate, bench-source → bench-sink in-process, 3 runs each, alternated.
-before: `{other}`; after: `{builds['after']}`.
+{which}
+Per commit: the means of the daemon's samband_store_commit_size histogram (over the commits that held
+that kind) until the sink had every event; – when the build has no such histogram.
 
-| build | delivered/s | daemon CPU ms per 1,000 events | load |
-|---|---|---|---|
+| variant | delivered/s | daemon CPU ms per 1,000 events | events per commit | state changes per commit | rows claimed per commit | commits | load |
+|---|---|---|---|---|---|---|---|
 {rows}
 
-Medians: delivered/s {res['ratio_delivered_per_s']}× and CPU per event {res['ratio_cpu_per_event']}× of before.
+Medians against {first}: {meds}.
 """)
     print(open(out + ".md").read())
 
@@ -781,7 +835,11 @@ def main():
         other = sys.argv[sys.argv.index("--compare") + 1]
         if not os.access(other, os.X_OK):
             sys.exit(f"--compare {other}: not an executable samband daemon")
-        compare_run(other)
+        compare_run([("before", other, CONCURRENCY), ("after", BIN, CONCURRENCY)], "compare")
+        return
+    if "--windows" in sys.argv:
+        windows = [int(w) for w in sys.argv[sys.argv.index("--windows") + 1].split(",")]
+        compare_run([(f"concurrency {w}", BIN, w) for w in windows], "windows")
         return
     if "--attachments" in sys.argv:
         attachments_run()

@@ -14,6 +14,8 @@ const prometheus::Histogram::BucketBoundaries kLatencyBuckets{
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
 const prometheus::Histogram::BucketBoundaries kCommitBuckets{0.0005, 0.001, 0.002, 0.005, 0.01,
                                                              0.025,  0.05,  0.1,   0.25,  1};
+const prometheus::Histogram::BucketBoundaries kCommitSizeBuckets{1,  2,   5,   10,  20,
+                                                                 50, 100, 200, 500, 1000};
 }  // namespace
 
 metrics::metrics()
@@ -84,7 +86,18 @@ metrics::metrics()
                         .Help("Submits refused without a write while the attachment folder "
                               "backs off")
                         .Register(*registry_)
-                        .Add({})) {}
+                        .Add({})) {
+    auto& size = prometheus::BuildHistogram()
+                     .Name("samband_store_commit_size")
+                     .Help(
+                         "What one group commit of the store held, by kind: jobs queued, events "
+                         "stored, delivery state changes, deliveries claimed (observed for the "
+                         "commits that held that kind)")
+                     .Register(*registry_);
+    const char* kinds[] = {"jobs", "events", "state_changes", "claimed"};
+    for (int i = 0; i < 4; ++i)
+        commit_size_[i] = &size.Add({{"kind", kinds[i]}}, kCommitSizeBuckets);
+}
 
 void metrics::event_in(std::string_view source, std::string_view type) {
     events_in_.Add({{"source", std::string(source)}, {"type", std::string(type)}}).Increment();
@@ -102,8 +115,11 @@ void metrics::retry(std::string_view destination) {
 void metrics::delivery_latency(std::string_view destination, double seconds) {
     latency_.Add({{"destination", std::string(destination)}}, kLatencyBuckets).Observe(seconds);
 }
-void metrics::commit_latency(double seconds) {
-    commit_.Observe(seconds);
+void metrics::commit(const store::commit_info& c) {
+    commit_.Observe(c.seconds);
+    std::size_t n[] = {c.jobs, c.events, c.state_changes, c.claimed};
+    for (int i = 0; i < 4; ++i)
+        if (n[i] > 0) commit_size_[i]->Observe(static_cast<double>(n[i]));
 }
 void metrics::late_completion(std::string_view destination, std::string_view kind) {
     late_.Add({{"destination", std::string(destination)}, {"kind", std::string(kind)}}).Increment();

@@ -25,7 +25,9 @@ public:
     void delivery_state(std::string_view destination, std::string_view state);
     void retry(std::string_view destination);
     void delivery_latency(std::string_view destination, double seconds);
-    void commit_latency(double seconds);
+    // One group commit: its duration, and per kind (jobs, events, state_changes, claimed) how
+    // many it held when it held any.
+    void commit(const store::commit_info& c);
     void receipt_overdue(std::string_view destination);
     void late_completion(std::string_view destination, std::string_view kind);
     // The text exposition, with queue gauges read from the store at scrape time.
@@ -41,6 +43,7 @@ private:
     prometheus::Family<prometheus::Counter>& late_;
     prometheus::Family<prometheus::Histogram>& latency_;
     prometheus::Histogram& commit_;
+    prometheus::Histogram* commit_size_[4];  // jobs, events, state_changes, claimed
     prometheus::Family<prometheus::Gauge>& depth_;
     prometheus::Family<prometheus::Gauge>& oldest_;
     prometheus::Family<prometheus::Gauge>& by_state_;

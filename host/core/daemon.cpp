@@ -148,7 +148,7 @@ public:
              [this](const std::string& d, const char* kind) {
                  metrics_.late_completion(d, kind);
              }});
-        store_->on_commit([this](double s, std::size_t) { metrics_.commit_latency(s); });
+        store_->on_commit([this](const store::commit_info& c) { metrics_.commit(c); });
 
         start_admin();
         engine_->start();

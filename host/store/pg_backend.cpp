@@ -773,7 +773,7 @@ public:
         f.wait();
     }
 
-    void on_commit(std::function<void(double, std::size_t)> fn) override {
+    void on_commit(std::function<void(const commit_info&)> fn) override {
         std::lock_guard lock(mu_);
         on_commit_ = std::move(fn);
     }
@@ -1378,12 +1378,12 @@ private:
             }
             double secs =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            std::function<void(double, std::size_t)> commit_cb;
+            std::function<void(const commit_info&)> commit_cb;
             {
                 std::lock_guard lock(mu_);
                 commit_cb = on_commit_;
             }
-            if (!ec && commit_cb) commit_cb(secs, batch.size());
+            if (!ec && commit_cb) commit_cb(commit_info{secs, batch.size()});
             for (std::size_t i = 0; i < batch.size(); ++i)
                 if (batch[i].done) batch[i].done(ec ? ec : job_ec[i]);
         }
@@ -1401,7 +1401,7 @@ private:
     std::deque<job> engine_queue_;
     bool stop_ = false;
     std::string pending_hash_;  // writer thread
-    std::function<void(double, std::size_t)> on_commit_;
+    std::function<void(const commit_info&)> on_commit_;
     std::function<void(std::string)> on_fatal_;
     std::thread writer_;
 };

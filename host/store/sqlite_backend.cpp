@@ -1000,7 +1000,7 @@ public:
         f.wait();
     }
 
-    void on_commit(std::function<void(double, std::size_t)> fn) override {
+    void on_commit(std::function<void(const commit_info&)> fn) override {
         std::lock_guard lock(mu_);
         on_commit_ = std::move(fn);
     }
@@ -1224,6 +1224,7 @@ private:
         ins.bind_static(10,
                         opts_.keys ? std::string_view(sealed) : std::string_view(ev.envelope_json));
         ins.exec();
+        ++counts_.events;
         std::int64_t seq = d.last_rowid();
         for (const auto& a : ev.attachments) {
             auto& at = d.prepare(
@@ -1258,6 +1259,7 @@ private:
             del.reset();
             if (took) took_now->slots.pop_back();
             if (state == code(delivery_state::in_flight)) {
+                ++counts_.claimed;
                 delivery_row r;
                 r.id = id;
                 r.event_id = ev.id;
@@ -1363,6 +1365,7 @@ private:
             }
             up.bind(1, now).bind(2, r.id);
             up.exec();
+            ++counts_.claimed;
             r.attempts += 1;
             r.state = delivery_state::in_flight;
         }
@@ -1460,6 +1463,7 @@ private:
             .bind(8, u.override_gate ? 1 : 0)
             .bind(9, u.renew_attempts ? 1 : 0);
         st.exec();
+        ++counts_.state_changes;
         if (chained(*from) && !chained(u.state) && was_head) next_head(d, dest, key);
         if (!chained(*from) && chained(u.state)) rejoin(d, dest, key);
         if (u.state == delivery_state::pending || u.state == delivery_state::failed) mark_due(dest);
@@ -1640,6 +1644,7 @@ private:
             std::vector<std::function<void()>> after;
             try {
                 // Prepared once (cached), not parsed again for every commit and job.
+                counts_ = {};
                 wdb_.prepare("BEGIN IMMEDIATE").exec();
                 bool clean = true;
                 for (std::size_t i = 0; i < batch.size() && clean; ++i) {
@@ -1659,10 +1664,12 @@ private:
                     wdb_.prepare("ROLLBACK").exec();
                     pending_hash_ = last_hash_;
                     after.clear();
+                    counts_ = {};
                     wdb_.prepare("BEGIN IMMEDIATE").exec();
                 }
                 for (std::size_t i = 0; i < batch.size() && !clean; ++i) {
                     std::string hash_before = pending_hash_;
+                    commit_info counts_before = counts_;
                     job_after_.clear();
                     wdb_.prepare("SAVEPOINT job").exec();
                     try {
@@ -1674,6 +1681,7 @@ private:
                         wdb_.reset_all();
                         wdb_.exec("ROLLBACK TO job; RELEASE job;");
                         pending_hash_ = hash_before;
+                        counts_ = counts_before;
                         int primary = e.code() & 0xff;
                         job_ec[i] = primary == SQLITE_CONSTRAINT
                                         ? boost::system::errc::make_error_code(
@@ -1683,6 +1691,7 @@ private:
                         wdb_.reset_all();
                         wdb_.exec("ROLLBACK TO job; RELEASE job;");
                         pending_hash_ = hash_before;
+                        counts_ = counts_before;
                         job_ec[i] = boost::system::errc::make_error_code(
                             boost::system::errc::invalid_argument);
                     }
@@ -1713,7 +1722,7 @@ private:
             hand_accepted();
             double secs =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            std::function<void(double, std::size_t)> commit_cb;
+            std::function<void(const commit_info&)> commit_cb;
             std::function<void(std::string)> fatal_cb;
             {
                 std::lock_guard lock(mu_);
@@ -1721,7 +1730,9 @@ private:
                 fatal_cb = on_fatal_;
                 if (!fatal.empty()) failed_ = true;
             }
-            if (!ec && commit_cb) commit_cb(secs, batch.size());
+            counts_.seconds = secs;
+            counts_.jobs = batch.size();
+            if (!ec && commit_cb) commit_cb(counts_);
             for (std::size_t i = 0; i < batch.size(); ++i) {
                 if (batch[i].done) batch[i].done(ec ? ec : job_ec[i]);
             }
@@ -1756,7 +1767,8 @@ private:
     bool stop_ = false;
     bool failed_ = false;
     std::string last_hash_, pending_hash_;
-    std::function<void(double, std::size_t)> on_commit_;
+    std::function<void(const commit_info&)> on_commit_;
+    commit_info counts_;  // writer thread: what the commit being written holds so far
     std::function<void(std::string)> on_fatal_;
     std::vector<std::function<void()>> job_after_;  // writer thread
     std::vector<std::string> due_;  // writer thread: destinations told at the commit (mark_due)

@@ -52,6 +52,16 @@ std::optional<delivery_state> from_code(std::int64_t c) noexcept;
 //   blocked      → pending (override, consent change), held
 bool transition_allowed(delivery_state from, delivery_state to) noexcept;
 
+// One group commit of the store's writer: its time (jobs run, commit and sync) and what it held.
+// The counts a backend does not track stay 0 (PostgreSQL: only jobs).
+struct commit_info {
+    double seconds = 0;
+    std::size_t jobs = 0;           // queued jobs of any kind
+    std::size_t events = 0;         // events stored (not duplicates)
+    std::size_t state_changes = 0;  // delivery state changes (completions, operators, receipts)
+    std::size_t claimed = 0;        // deliveries claimed (by the engine's claims or at accept)
+};
+
 // The attachment (blob) folder's health: a write there failed (full disk, read-only, gone) and
 // the store backs off until a probe write goes through (store/blob_guard.hpp).
 struct blob_health {
@@ -383,8 +393,8 @@ public:
 
     // Waits until everything queued so far is committed (tests, shutdown).
     virtual void flush() = 0;
-    // Commit latency observer for metrics (seconds), called on the writer thread.
-    virtual void on_commit(std::function<void(double seconds, std::size_t rows)> fn) = 0;
+    // Group commit observer for metrics (its time and what it held), called on the writer thread.
+    virtual void on_commit(std::function<void(const commit_info&)> fn) = 0;
     // Fatal I/O (fsync) error observer: the daemon exits for a clean restart.
     virtual void on_fatal(std::function<void(std::string reason)> fn) = 0;
     // The attachment folder's health (a store keeping attachments elsewhere is always fine), and

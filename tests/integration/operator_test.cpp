@@ -79,6 +79,28 @@ TEST_F(operator_test, health_readiness_and_metrics_answer) {
           "samband_queue_depth{destination=\"sink\"}", "samband_queue_oldest_age_seconds",
           "samband_delivery_latency_seconds_bucket", "samband_store_commit_seconds_count"})
         EXPECT_NE(m.body.find(name), std::string::npos) << name << "\n" << m.body.substr(0, 2000);
+    // What the group commits held: the one event was stored in one of them, and its delivered
+    // state change (committed after the sink's record) in one. PostgreSQL counts only jobs.
+    auto value = [&](const std::string& series) {
+        auto at = m.body.find("\n" + series + " ");
+        return at == std::string::npos ? -1.0 : std::stod(m.body.substr(at + series.size() + 2));
+    };
+    if (on_postgresql()) {
+        EXPECT_GE(value("samband_store_commit_size_count{kind=\"jobs\"}"), 1.0) << m.body;
+        EXPECT_EQ(value("samband_store_commit_size_count{kind=\"events\"}"), 0.0) << m.body;
+    } else {
+        EXPECT_TRUE(wait_for(
+            [&] {
+                m = d.get("/metrics");
+                return value("samband_store_commit_size_sum{kind=\"state_changes\"}") >= 1.0;
+            },
+            std::chrono::seconds(10)))
+            << m.body;
+        EXPECT_EQ(value("samband_store_commit_size_sum{kind=\"events\"}"), 1.0) << m.body;
+        EXPECT_EQ(value("samband_store_commit_size_count{kind=\"events\"}"), 1.0) << m.body;
+        EXPECT_GE(value("samband_store_commit_size_count{kind=\"jobs\"}"),
+                  value("samband_store_commit_size_count{kind=\"events\"}"));
+    }
     auto list = d.get("/api/v1/deliveries");
     EXPECT_EQ(list.body.find("14839134623"), std::string::npos) << "a list showed a fødselsnummer";
     EXPECT_EQ(d.get("/api/v1/nope").status, 404);

@@ -229,7 +229,7 @@ public:
         return std::size_t{0};
     }
     void flush() override {}
-    void on_commit(std::function<void(double, std::size_t)>) override {}
+    void on_commit(std::function<void(const ss::commit_info&)>) override {}
     void on_fatal(std::function<void(std::string)>) override {}
 };
 
