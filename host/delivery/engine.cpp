@@ -365,10 +365,7 @@ void engine::begin(destination& d, std::vector<store::delivery_row> rows) {
         std::uint64_t token = next_token_++;
         ++d.in_flight;
         ++in_flight_total_;
-        // The event read with the claim goes to the worker's copy alone (prepare moves from it).
-        auto ev = std::move(rows[i].event);
         preparing_.emplace(token, rows[i]);
-        rows[i].event = std::move(ev);
         split[i % parts].emplace_back(token, std::move(rows[i]));
     }
     for (auto& part : split) {
@@ -388,14 +385,10 @@ void engine::begin(destination& d, std::vector<store::delivery_row> rows) {
 }
 
 // THREAD: a destination worker.
-engine::prepared_one engine::prepare_one(std::uint64_t token, store::delivery_row& row) {
+engine::prepared_one engine::prepare_one(std::uint64_t token, const store::delivery_row& row) {
     prepared_one o;
     o.token = token;
-    // The event the claim brought, else read back from the store.
-    auto ev = row.event ? boost::system::result<std::optional<store::event_row>>(
-                              std::optional<store::event_row>(std::move(*row.event)))
-                        : store_.get_event(row.event_id);
-    row.event.reset();
+    auto ev = store_.get_event(row.event_id);
     if (!ev && ev.error() == store::sealed_record_error()) {
         // Changed bytes or a key the store lacks: no retry opens it, and every retry would log
         // again. Dead at once, saying why; an operator retries once the keys are fixed.

@@ -186,10 +186,6 @@ std::string open_column(const keyring* keys, std::string stored, std::string_vie
     return std::move(*plain);
 }
 
-bool column_sealed(std::string_view stored) noexcept {
-    return stored.substr(0, kSealedPrefix.size()) == kSealedPrefix;
-}
-
 bool column_sealed_under(std::string_view stored, std::string_view key_id) {
     if (stored.substr(0, kSealedPrefix.size()) != kSealedPrefix) return false;
     auto raw = core::base64_decode(stored.substr(kSealedPrefix.size()));

@@ -66,7 +66,5 @@ std::string seal_column(const keyring* keys, std::string_view plain, std::string
 std::string open_column(const keyring* keys, std::string stored, std::string_view aad);
 // True when a stored column is sealed under the key `key_id`.
 bool column_sealed_under(std::string_view stored, std::string_view key_id);
-// Whether a stored column is sealed (under any key).
-bool column_sealed(std::string_view stored) noexcept;
 
 }  // namespace samband::store

@@ -254,7 +254,6 @@ constexpr char kInsertDeliverySql[] =
 // The due heads of a destination (deliveries_due), never the deliveries queued behind them.
 constexpr char kClaimSql[] =
     "SELECT " DELIVERY_COLUMNS
-    ", e.seq, e.source, e.idempotency_key, e.envelope, e.treatment_id, e.received_ms"
     " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.destination = ?1 AND "
     "d.state IN (0, 4) AND d.head = 1 AND d.next_ms <= ?2 ORDER BY d.id LIMIT ?3";
 // The head left its chain: the next one.
@@ -1273,7 +1272,6 @@ private:
                 r.event_type = ev.type;
                 r.created_ms = now;
                 r.updated_ms = now;
-                r.event = accepted_event(ev, now);
                 took_now->rows.push_back(std::move(r));
                 continue;
             }
@@ -1288,21 +1286,6 @@ private:
                   ev.type + " deliveries=" + std::to_string(ev.deliveries.size()));
         out.event_id = ev.id;
         out.duplicate = false;
-    }
-
-    // The event a delivery claimed at accept goes to the engine with (it is not read back).
-    static std::shared_ptr<event_row> accepted_event(const new_event& ev, std::int64_t now) {
-        auto e = std::make_shared<event_row>();
-        e->id = ev.id;
-        e->source = ev.source;
-        e->idempotency_key = ev.idempotency_key;
-        e->type = ev.type;
-        e->envelope_json = ev.envelope_json;
-        e->treatment_id = ev.treatment_id;
-        e->order_key = ev.order_key;
-        e->received_ms = now;
-        for (const auto& a : ev.attachments) e->attachments.push_back(a.meta);
-        return e;
     }
 
     // Deliveries claimed at accept by one job: handed to the engine after its commit, or their
@@ -1367,32 +1350,8 @@ private:
         rows.clear();  // the job may run a second time (see writer_loop)
         auto& q = d.prepare(kClaimSql);
         q.bind(1, dest).bind(2, now_ms).bind(3, static_cast<std::int64_t>(limit));
-        std::vector<std::int64_t> seqs;
-        while (q.step()) {
-            rows.push_back(read_delivery(q));
-            // The event with its row, read by this connection (the engine's prepare then does
-            // not read it back through the reader's connection); a sealed envelope, or one of a
-            // store older than schema 7 (in payloads), is read back as before.
-            std::string envelope = opts_.keys || q.is_null(18) ? std::string() : q.text(18);
-            if (!envelope.empty() && !column_sealed(envelope)) {
-                auto ev = std::make_shared<event_row>();
-                ev->id = rows.back().event_id;
-                ev->source = q.text(16);
-                ev->idempotency_key = q.text(17);
-                ev->type = rows.back().event_type;
-                ev->envelope_json = std::move(envelope);
-                ev->treatment_id = q.text(19);
-                ev->order_key = rows.back().order_key;
-                ev->received_ms = q.i64(20);
-                rows.back().event = std::move(ev);
-                seqs.push_back(q.i64(15));
-            } else {
-                seqs.push_back(0);
-            }
-        }
+        while (q.step()) rows.push_back(read_delivery(q));
         q.reset();
-        for (std::size_t i = 0; i < rows.size(); ++i)
-            if (rows[i].event) load_attachments(d, seqs[i], *rows[i].event);
         std::int64_t now = core::now_ms();
         // The attempt is counted (durably, in this commit) before any plugin sees the delivery;
         // its attempts row is written when it ends.
@@ -1575,9 +1534,8 @@ private:
         return r;
     }
 
-    void load_attachments(std::int64_t seq, event_row& ev) { load_attachments(rdb_, seq, ev); }
-    void load_attachments(db& d, std::int64_t seq, event_row& ev) {
-        auto& q = d.prepare(
+    void load_attachments(std::int64_t seq, event_row& ev) {
+        auto& q = rdb_.prepare(
             "SELECT att_id, filename, media_type, sha256, size FROM attachments WHERE event_seq = "
             "? ORDER BY rowid");
         q.bind(1, seq);

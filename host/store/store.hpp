@@ -143,8 +143,6 @@ struct error_record {
 };
 
 // One delivery as the engine and the API see it.
-struct event_row;
-
 struct delivery_row {
     std::int64_t id = 0;
     std::string event_id;
@@ -162,9 +160,6 @@ struct delivery_row {
     bool overridden = false;         // an operator overrode the consent gate for this delivery
     std::int32_t attempts_base = 0;  // attempts before the current budget (operator retry/replay)
     std::int64_t fence = 0;  // fencing token: the delivery's claim counter (0 where not kept)
-    // Its event, when the store had it at the claim (SQLite, envelopes not sealed): the engine
-    // does not read it back. Null otherwise (read with get_event).
-    std::shared_ptr<event_row> event;
 };
 
 // A stored event with its attachments' metadata.
