@@ -9,6 +9,8 @@
 
 #include <signal.h>
 #include <sys/wait.h>
+#include <chrono>
+#include <memory>
 #include <random>
 
 namespace samband::test {
@@ -117,18 +119,43 @@ protected:
         return out;
     }
 
+    // A receiver answering `plan` (receiver.js, keyed with hmac.key), the daemon configured for
+    // it with `key_file` and started, and one event dropped into its inbox. `started` is false,
+    // with the failure recorded, when the receiver or the daemon did not start.
+    struct one_event {
+        std::unique_ptr<receiver> rx;
+        std::unique_ptr<daemon_process> d;  // declared after rx: stopped before it
+        std::chrono::steady_clock::time_point dropped_at;
+        bool started = false;
+    };
+    one_event send_one(const std::string& plan, const std::string& key_file = "hmac.key",
+                       int timeout_ms = 5000) {
+        one_event s;
+        s.rx = std::make_unique<receiver>(root_ / "seen.jsonl", root_ / "hmac.key", plan);
+        if (s.rx->port() <= 0) {
+            ADD_FAILURE() << "the test receiver did not start";
+            return s;
+        }
+        configure(s.rx->port(), key_file, timeout_ms);
+        s.d = std::make_unique<daemon_process>(root_ / "samband.json", root_);
+        if (!s.d->start()) {
+            ADD_FAILURE() << s.d->log();
+            return s;
+        }
+        s.dropped_at = std::chrono::steady_clock::now();
+        drop_file(root_ / "inbox", "e1.json", kEvent);
+        s.started = true;
+        return s;
+    }
+
     // The receiver answers `plan` (a status with a Retry-After that fits, then 200): the delivery
     // is delivered in one attempt, by two requests with one Idempotency-Key.
     void waited_out_within_one_attempt(const std::string& plan, int first_status) {
-        receiver rx(root_ / "seen.jsonl", root_ / "hmac.key", plan);
-        ASSERT_GT(rx.port(), 0);
-        configure(rx.port(), "hmac.key");
-        daemon_process d(root_ / "samband.json", root_);
-        ASSERT_TRUE(d.start()) << d.log();
-        drop_file(root_ / "inbox", "e1.json", kEvent);
-        auto rows = delivery_in(d, "delivered");
-        ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << d.log();
-        EXPECT_EQ(rows[0]["attempts"].GetInt64(), 1) << d.log();
+        auto s = send_one(plan);
+        ASSERT_TRUE(s.started);
+        auto rows = delivery_in(*s.d, "delivered");
+        ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << s.d->log();
+        EXPECT_EQ(rows[0]["attempts"].GetInt64(), 1) << s.d->log();
         auto reqs = seen(root_ / "seen.jsonl");
         ASSERT_EQ(reqs.size(), 2u);
         EXPECT_EQ(reqs[0].status, first_status);
@@ -171,14 +198,10 @@ TEST_F(http_sink_test, plain_http_is_taken_only_to_this_machine) {
 }
 
 TEST_F(http_sink_test, two_503s_then_200_is_delivered_once_with_one_key) {
-    receiver rx(root_ / "seen.jsonl", root_ / "hmac.key", "503,503,200");
-    ASSERT_GT(rx.port(), 0);
-    configure(rx.port(), "hmac.key");
-    daemon_process d(root_ / "samband.json", root_);
-    ASSERT_TRUE(d.start()) << d.log();
-    drop_file(root_ / "inbox", "e1.json", kEvent);
-    auto rows = delivery_in(d, "delivered");
-    ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << d.log();
+    auto s = send_one("503,503,200");
+    ASSERT_TRUE(s.started);
+    auto rows = delivery_in(*s.d, "delivered");
+    ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << s.d->log();
     EXPECT_EQ(rows[0]["attempts"].GetInt64(), 3);
     auto reqs = seen(root_ / "seen.jsonl");
     ASSERT_EQ(reqs.size(), 3u);
@@ -190,7 +213,7 @@ TEST_F(http_sink_test, two_503s_then_200_is_delivered_once_with_one_key) {
         EXPECT_EQ(r.key, reqs[0].key);
     }
     EXPECT_FALSE(reqs[0].key.empty());
-    EXPECT_EQ(d.stop(), 0);
+    EXPECT_EQ(s.d->stop(), 0);
     EXPECT_EQ(seen(root_ / "seen.jsonl").size(), 3u);  // nothing sent after the 200
 }
 
@@ -205,35 +228,26 @@ TEST_F(http_sink_test, a_503_with_an_http_date_retry_after_is_waited_out_within_
 }
 
 TEST_F(http_sink_test, a_receiver_that_never_answers_times_out_and_is_retried_with_the_same_key) {
-    receiver rx(root_ / "seen.jsonl", root_ / "hmac.key", "0,200");
-    ASSERT_GT(rx.port(), 0);
-    configure(rx.port(), "hmac.key", 600);
-    daemon_process d(root_ / "samband.json", root_);
-    ASSERT_TRUE(d.start()) << d.log();
-    auto t0 = std::chrono::steady_clock::now();
-    drop_file(root_ / "inbox", "e1.json", kEvent);
-    auto rows = delivery_in(d, "delivered");
-    ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << d.log();
+    auto s = send_one("0,200", "hmac.key", 600);
+    ASSERT_TRUE(s.started);
+    auto rows = delivery_in(*s.d, "delivered");
+    ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << s.d->log();
     // The plugin's own 600 ms deadline ended the first attempt, not the host's 10 s one.
-    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(8));
+    EXPECT_LT(std::chrono::steady_clock::now() - s.dropped_at, std::chrono::seconds(8));
     EXPECT_EQ(rows[0]["attempts"].GetInt64(), 2);
     auto reqs = seen(root_ / "seen.jsonl");
     ASSERT_EQ(reqs.size(), 2u);
     EXPECT_EQ(reqs[0].status, 0);
     EXPECT_EQ(reqs[1].status, 200);
     EXPECT_EQ(reqs[0].key, reqs[1].key);
-    EXPECT_NE(d.log().find("within 600 ms"), std::string::npos) << d.log();
+    EXPECT_NE(s.d->log().find("within 600 ms"), std::string::npos) << s.d->log();
 }
 
 TEST_F(http_sink_test, a_4xx_is_final_with_the_receivers_text) {
-    receiver rx(root_ / "seen.jsonl", root_ / "hmac.key", "422");
-    ASSERT_GT(rx.port(), 0);
-    configure(rx.port(), "hmac.key");
-    daemon_process d(root_ / "samband.json", root_);
-    ASSERT_TRUE(d.start()) << d.log();
-    drop_file(root_ / "inbox", "e1.json", kEvent);
-    auto rows = delivery_in(d, "dead");
-    ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << d.log();
+    auto s = send_one("422");
+    ASSERT_TRUE(s.started);
+    auto rows = delivery_in(*s.d, "dead");
+    ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << s.d->log();
     EXPECT_EQ(rows[0]["attempts"].GetInt64(), 1);
     EXPECT_NE(std::string(rows[0]["reason"].GetString())
                   .find("HTTP 422: field subject.fnr: unknown patient"),
@@ -243,15 +257,11 @@ TEST_F(http_sink_test, a_4xx_is_final_with_the_receivers_text) {
 }
 
 TEST_F(http_sink_test, a_wrong_key_is_refused_by_the_receiver_and_dead) {
-    receiver rx(root_ / "seen.jsonl", root_ / "hmac.key", "200");
-    ASSERT_GT(rx.port(), 0);
     write_file(root_ / "other.key", "not-the-vendors-key\n");
-    configure(rx.port(), "other.key");
-    daemon_process d(root_ / "samband.json", root_);
-    ASSERT_TRUE(d.start()) << d.log();
-    drop_file(root_ / "inbox", "e1.json", kEvent);
-    auto rows = delivery_in(d, "dead");
-    ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << d.log();
+    auto s = send_one("200", "other.key");
+    ASSERT_TRUE(s.started);
+    auto rows = delivery_in(*s.d, "dead");
+    ASSERT_TRUE(rows.IsArray() && rows.Size() == 1) << s.d->log();
     EXPECT_NE(std::string(rows[0]["reason"].GetString()).find("HTTP 401"), std::string::npos);
     auto reqs = seen(root_ / "seen.jsonl");
     ASSERT_EQ(reqs.size(), 1u);
