@@ -204,8 +204,9 @@ TEST_F(pg_nodes, a_node_stopped_past_its_lease_cannot_complete_what_the_other_to
                        taker + "'") == 1;
         },
         std::chrono::seconds(20));
-    const std::string delivered =
-        psql(db_, "SELECT state || ' ' || fence || ' ' || lease_node FROM deliveries");
+    // The delivered row as the late completion must leave it.
+    const std::string row_sql = "SELECT state || ' ' || fence || ' ' || lease_node FROM deliveries";
+    const std::string delivered = psql(db_, row_sql);
     stalled.proc->signal(SIGCONT);
     ASSERT_TRUE(taken) << psql(db_, "SELECT state, fence, lease_node, attempts FROM deliveries")
                        << "\n"
@@ -221,9 +222,7 @@ TEST_F(pg_nodes, a_node_stopped_past_its_lease_cannot_complete_what_the_other_to
         },
         std::chrono::seconds(20)))
         << stalled.proc->log();
-    EXPECT_EQ(psql(db_, "SELECT state || ' ' || fence || ' ' || lease_node FROM deliveries"),
-              delivered)
-        << "the late completion changed the delivery";
+    EXPECT_EQ(psql(db_, row_sql), delivered) << "the late completion changed the delivery";
     EXPECT_EQ(a.proc->stop(), 0);
     EXPECT_EQ(b.proc->stop(), 0);
 }
