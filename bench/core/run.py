@@ -25,6 +25,9 @@ Usage: bench/core/run.py [--quick] [--backlog N]
        bench/core/run.py --windows A,B,... [--quick]   the same for this tree's daemon at each sink
            concurrency (A, B, ...), alternated; writes bench/results/core-windows-<ts>.*
        --concurrency N (with any mode): the healthy sink's concurrency (default 64)
+       --perf (with --compare, --windows or --hung-only): records each daemon run with perf record
+           next to the results (<results>-N.data); SAMBAND_PERF_HZ (default 499) and SAMBAND_PERF_CG
+           (default "-g"; "--call-graph dwarf,32768" for stacks through code without frame pointers)
        bench/core/run.py --migration [--quick]   time to ready at the first start on 1,000,000
            pending deliveries written by store schemas 5 and 6; writes bench/results/core-migration-<ts>.*
        bench/core/run.py --hung-only [--quick] [--runs N] [--perf]   only the healthy sink solo, beside
@@ -226,16 +229,18 @@ def commit_sizes(ready):
         text = urllib.request.urlopen(f"http://{addr}/metrics", timeout=5).read().decode()
     except (OSError, ValueError):
         return {}
-    sums, counts, commits = {}, {}, 0
+    sums, counts, commits, busy = {}, {}, 0, 0.0
     for line in text.splitlines():
         if line.startswith("samband_store_commit_size_sum{") or line.startswith("samband_store_commit_size_count{"):
             kind = line.split('kind="')[1].split('"')[0]
             (sums if "_sum{" in line else counts)[kind] = float(line.rsplit(" ", 1)[1])
         elif line.startswith("samband_store_commit_seconds_count"):
             commits = int(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith("samband_store_commit_seconds_sum"):
+            busy = float(line.rsplit(" ", 1)[1])
     if not counts:
         return {}
-    out = {"commits": commits}
+    out = {"commits": commits, "writer_busy_s": round(busy, 3)}
     for kind in sorted(counts):
         out[f"{kind}_per_commit"] = round(sums.get(kind, 0) / max(1, counts[kind]), 1)
         out[f"commits_with_{kind}"] = int(counts[kind])
@@ -258,7 +263,7 @@ def run_daemon(tmp, cfg, until, timeout, started=None):
     if PERF:
         # perf runs the daemon and passes it the SIGTERM below when it ends.
         PERF["n"] += 1
-        cmd = ["perf", "record", "-q", "-F", "499", "-g", "-o", f"{PERF['out']}-{PERF['n']}.data", "--"] + cmd
+        cmd = ["perf", "record", "-q", "-F", os.environ.get("SAMBAND_PERF_HZ", "499")] + os.environ.get("SAMBAND_PERF_CG", "-g").split() + ["-o", f"{PERF['out']}-{PERF['n']}.data", "--"] + cmd
     p = subprocess.Popen(cmd, stdout=log, stderr=log)
     if started is not None:
         started["spawn"] = t_spawn
@@ -772,6 +777,10 @@ def compare_run(variants, what):
     n = 10000 if QUICK else 30000
     runs = {name: [] for name, _, _ in variants}
     load = os.getloadavg()[0]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = os.path.join(ROOT, "bench", "results", f"core-{what}-" + stamp)
+    if "--perf" in sys.argv:
+        PERF.update({"out": out, "n": 0})
     for _ in range(3):
         for name, binary, conc in variants:
             BIN = binary
@@ -797,8 +806,6 @@ def compare_run(variants, what):
            "ratio_cpu_per_event": {name: ratio("cpu_ms_per_1000", name) for name in runs}}
     if what == "compare":  # as before: the after build's ratios
         res["before_bin"], res["after_bin"] = variants[0][1], variants[1][1]
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = os.path.join(ROOT, "bench", "results", f"core-{what}-" + stamp)
     json.dump(res, open(out + ".json", "w"), indent=1)
     per = lambda r, k: str(r["commits"].get(k, "–"))
     rows = "\n".join(f"| {k} | {' / '.join(str(r['delivered_per_s']) for r in v)} | "
@@ -807,6 +814,7 @@ def compare_run(variants, what):
                      f"{' / '.join(per(r, 'state_changes_per_commit') for r in v)} | "
                      f"{' / '.join(per(r, 'claimed_per_commit') for r in v)} | "
                      f"{' / '.join(per(r, 'commits') for r in v)} | "
+                     f"{' / '.join(per(r, 'writer_busy_s') for r in v)} | "
                      f"{' / '.join(str(r['load']) for r in v)} |"
                      for k, v in runs.items())
     meds = "; ".join(f"{name}: delivered/s {res['ratio_delivered_per_s'][name]}×, CPU per event "
@@ -817,10 +825,11 @@ def compare_run(variants, what):
 {n} events of 8 KB at full rate, bench-source → bench-sink in-process, 3 runs each, alternated.
 {which}
 Per commit: the means of the daemon's samband_store_commit_size histogram (over the commits that held
-that kind) until the sink had every event; – when the build has no such histogram.
+that kind) until the sink had every event; – when the build has no such histogram. Writer busy: the
+sum of samband_store_commit_seconds (each commit from its first job to its callbacks) until then.
 
-| variant | delivered/s | daemon CPU ms per 1,000 events | events per commit | state changes per commit | rows claimed per commit | commits | load |
-|---|---|---|---|---|---|---|---|
+| variant | delivered/s | daemon CPU ms per 1,000 events | events per commit | state changes per commit | rows claimed per commit | commits | writer busy s | load |
+|---|---|---|---|---|---|---|---|---|
 {rows}
 
 Medians against {first}: {meds}.
