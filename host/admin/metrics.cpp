@@ -50,9 +50,16 @@ metrics::metrics()
                    .Register(*registry_)),
       commit_(prometheus::BuildHistogram()
                   .Name("samband_store_commit_seconds")
-                  .Help("Duration of one group commit of the store")
+                  .Help("Duration of one group commit of the store: its jobs and its commit "
+                        "(SQLite: without the WAL sync, samband_store_wal_sync_seconds)")
                   .Register(*registry_)
                   .Add({}, kCommitBuckets)),
+      wal_sync_(prometheus::BuildHistogram()
+                    .Name("samband_store_wal_sync_seconds")
+                    .Help("Duration of one sync of the SQLite store's WAL; one sync makes every "
+                          "commit made before it durable")
+                    .Register(*registry_)
+                    .Add({}, kCommitBuckets)),
       depth_(prometheus::BuildGauge()
                  .Name("samband_queue_depth")
                  .Help("Deliveries waiting (pending, failed or in flight), by destination")
@@ -117,6 +124,7 @@ void metrics::delivery_latency(std::string_view destination, double seconds) {
 }
 void metrics::commit(const store::commit_info& c) {
     commit_.Observe(c.seconds);
+    if (c.sync_seconds > 0) wal_sync_.Observe(c.sync_seconds);
     std::size_t n[] = {c.jobs, c.events, c.state_changes, c.claimed};
     for (int i = 0; i < 4; ++i)
         if (n[i] > 0) commit_size_[i]->Observe(static_cast<double>(n[i]));

@@ -25,8 +25,8 @@ public:
     void delivery_state(std::string_view destination, std::string_view state);
     void retry(std::string_view destination);
     void delivery_latency(std::string_view destination, double seconds);
-    // One group commit: its duration, and per kind (jobs, events, state_changes, claimed) how
-    // many it held when it held any.
+    // One group commit: its duration, the WAL sync that made it durable (when it carries one),
+    // and per kind (jobs, events, state_changes, claimed) how many it held when it held any.
     void commit(const store::commit_info& c);
     void receipt_overdue(std::string_view destination);
     void late_completion(std::string_view destination, std::string_view kind);
@@ -43,6 +43,7 @@ private:
     prometheus::Family<prometheus::Counter>& late_;
     prometheus::Family<prometheus::Histogram>& latency_;
     prometheus::Histogram& commit_;
+    prometheus::Histogram& wal_sync_;
     prometheus::Histogram* commit_size_[4];  // jobs, events, state_changes, claimed
     prometheus::Family<prometheus::Gauge>& depth_;
     prometheus::Family<prometheus::Gauge>& oldest_;

@@ -29,6 +29,7 @@
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <variant>
 
 namespace samband::store {
@@ -96,6 +97,33 @@ bool transition_allowed(delivery_state from, delivery_state to) noexcept {
 }
 
 namespace {
+
+// A file descriptor and the path it was opened from, closed with its owner.
+class owned_fd {
+public:
+    owned_fd() = default;
+    owned_fd(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+    owned_fd(owned_fd&& o) noexcept : path_(std::move(o.path_)), fd_(std::exchange(o.fd_, -1)) {}
+    owned_fd& operator=(owned_fd&& o) noexcept {
+        if (this != &o) {
+            if (fd_ >= 0) ::close(fd_);
+            path_ = std::move(o.path_);
+            fd_ = std::exchange(o.fd_, -1);
+        }
+        return *this;
+    }
+    owned_fd(const owned_fd&) = delete;
+    owned_fd& operator=(const owned_fd&) = delete;
+    ~owned_fd() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    int get() const { return fd_; }
+    const std::string& path() const { return path_; }
+
+private:
+    std::string path_;
+    int fd_ = -1;
+};
 
 // The columns read_delivery() expects, in order.
 #define DELIVERY_COLUMNS                                                                  \
@@ -486,7 +514,9 @@ public:
         // every queued submit and claim for tens of milliseconds (the p99 at half rate).
         ckdb_ = std::make_unique<db>(open_db(opts, false, opts.synchronous_full));
         sqlite3_wal_hook(wdb_.raw(), &sqlite_store::on_wal, this);
+        if (opts.synchronous_full) wal_ = open_wal(wdb_);
         checkpointer_ = std::thread([this] { checkpoint_loop(); });
+        syncer_ = std::thread([this] { sync_loop(); });
         writer_ = std::thread([this] { writer_loop(); });
     }
 
@@ -497,6 +527,12 @@ public:
         }
         cv_.notify_all();
         if (writer_.joinable()) writer_.join();
+        {
+            std::lock_guard lock(sync_mu_);
+            sync_stop_ = true;
+        }
+        sync_cv_.notify_all();
+        if (syncer_.joinable()) syncer_.join();  // every commit acknowledged first
         {
             std::lock_guard lock(ck_mu_);
             ck_stop_ = true;
@@ -1081,8 +1117,11 @@ private:
         d.exec("PRAGMA busy_timeout = 10000;");
         if (writer) {
             d.exec("PRAGMA journal_mode = WAL;");
-            d.exec(o.synchronous_full ? "PRAGMA synchronous = FULL;"
-                                      : "PRAGMA synchronous = NORMAL;");
+            // NORMAL on the writer's connection: its commits do not sync the WAL. With
+            // synchronous_full the store syncs it itself (sync_loop) before any job of the commit
+            // is acknowledged, while the writer runs the next batch; checkpoints still sync the
+            // WAL before copying it and the database file after, as SQLite does in both modes.
+            d.exec("PRAGMA synchronous = NORMAL;");
             d.exec(
                 "PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = "
                 "-16000;");
@@ -1732,40 +1771,130 @@ private:
                 ec = busy_error();
                 after.clear();
             }
-            for (auto& f : after) f();
-            hand_accepted();
-            double secs =
+            // The commit's callbacks run on the syncer thread once its WAL frames are on disk
+            // (sync_loop), in commit order; the writer goes on with the next batch meanwhile.
+            acked a;
+            a.counts = counts_;
+            a.counts.jobs = batch.size();
+            a.counts.seconds =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            std::function<void(const commit_info&)> commit_cb;
-            std::function<void(std::string)> fatal_cb;
-            {
-                std::lock_guard lock(mu_);
-                commit_cb = on_commit_;
-                fatal_cb = on_fatal_;
-                if (!fatal.empty()) failed_ = true;
-            }
-            counts_.seconds = secs;
-            counts_.jobs = batch.size();
-            if (!ec && commit_cb) commit_cb(counts_);
-            for (std::size_t i = 0; i < batch.size(); ++i) {
-                if (batch[i].done) batch[i].done(ec ? ec : job_ec[i]);
-            }
-            if (!fatal.empty()) {
-                if (fatal_cb) fatal_cb(fatal);
+            a.batch = std::move(batch);
+            batch = {};
+            a.job_ec = std::move(job_ec);
+            a.ec = ec;
+            a.sync = !ec && wal_.get() >= 0;
+            a.after = std::move(after);
+            a.fatal = std::move(fatal);
+            if (!a.fatal.empty()) {
                 // Fail everything still queued: nothing more is acknowledged.
-                std::deque<job> rest;
-                {
-                    std::lock_guard lock(mu_);
-                    rest.swap(queue_);
-                    for (auto* q : {&engine_queue_, &claim_queue_}) {
-                        for (auto& j : *q) rest.push_back(std::move(j));
-                        q->clear();
-                    }
-                }
-                for (auto& j : rest)
-                    if (j.done) j.done(io_error());
+                std::lock_guard lock(mu_);
+                failed_ = true;
+                take_queued(a.rest);
             }
+            {
+                std::lock_guard lock(sync_mu_);
+                sync_queue_.push_back(std::move(a));
+            }
+            sync_cv_.notify_one();
         }
+    }
+
+    // The commits the writer has made and not yet acknowledged: their jobs' results, the
+    // after-commit functions, and whether the WAL must be synced before any of it is told.
+    struct acked {
+        std::vector<job> batch;
+        std::vector<error_code> job_ec;
+        error_code ec;
+        bool sync = false;
+        std::vector<std::function<void()>> after;
+        commit_info counts;
+        std::string fatal;     // the commit's fatal I/O error, if any
+        std::deque<job> rest;  // queued jobs failed with it
+    };
+
+    // mu_ held: moves every queued job of every lane into `out`.
+    void take_queued(std::deque<job>& out) {
+        for (auto* q : {&engine_queue_, &queue_, &claim_queue_}) {
+            for (auto& j : *q) out.push_back(std::move(j));
+            q->clear();
+        }
+    }
+
+    static owned_fd open_wal(db& d) {
+        const char* main = sqlite3_db_filename(d.raw(), "main");
+        const char* wal = main ? sqlite3_filename_wal(main) : nullptr;
+        if (!wal || !*wal) throw std::runtime_error("the SQLite store has no WAL file name");
+        owned_fd fd(wal, ::open(wal, O_RDONLY | O_CLOEXEC));
+        if (fd.get() < 0)
+            throw std::runtime_error(std::string("cannot open the SQLite store's WAL ") + wal +
+                                     ": " + std::strerror(errno));
+        return fd;
+    }
+
+    // The syncer thread: one fdatasync of the WAL covers every commit queued so far (each
+    // commit's frames follow the ones before it, and recovery reads the WAL only up to its first
+    // frame that is not whole), then their callbacks run in commit order. A failed sync is fatal:
+    // no job of that commit or a later one is acknowledged, and the daemon exits for a clean
+    // restart (what was not synced is then either recovered whole or not at all).
+    void sync_loop() {
+        std::unique_lock lock(sync_mu_);
+        for (;;) {
+            sync_cv_.wait(lock, [&] { return sync_stop_ || !sync_queue_.empty(); });
+            if (sync_queue_.empty()) return;  // stopping, every commit acknowledged
+            std::deque<acked> items;
+            items.swap(sync_queue_);
+            lock.unlock();
+            bool need =
+                std::any_of(items.begin(), items.end(), [](const acked& a) { return a.sync; });
+            double sync_secs = 0;
+            if (need && !sync_failed_) {
+                auto t0 = std::chrono::steady_clock::now();
+                if (::fdatasync(wal_.get()) != 0) {
+                    sync_failed_ = true;
+                    std::string why =
+                        "cannot sync the store's WAL " + wal_.path() + ": " + std::strerror(errno);
+                    std::function<void(std::string)> fatal_cb;
+                    {
+                        std::lock_guard mlock(mu_);
+                        failed_ = true;
+                        fatal_cb = on_fatal_;
+                    }
+                    if (fatal_cb) fatal_cb(why);
+                }
+                sync_secs =
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            }
+            for (auto& a : items) {
+                acknowledge(a, a.sync ? sync_secs : 0.0);
+                if (a.sync) sync_secs = 0;  // one sync, counted with the first commit it covered
+            }
+            lock.lock();
+        }
+    }
+
+    // Syncer thread: tells one commit's jobs how they ended, after its after-commit functions.
+    void acknowledge(acked& a, double sync_secs) {
+        error_code ec = a.ec;
+        if (!ec && a.sync && sync_failed_) ec = io_error();
+        if (!ec) {
+            for (auto& f : a.after) f();
+            hand_accepted();
+        }
+        a.after.clear();  // a commit not acknowledged gives its claimed slots back
+        std::function<void(const commit_info&)> commit_cb;
+        std::function<void(std::string)> fatal_cb;
+        {
+            std::lock_guard lock(mu_);
+            commit_cb = on_commit_;
+            fatal_cb = on_fatal_;
+        }
+        a.counts.sync_seconds = sync_secs;
+        if (!ec && commit_cb) commit_cb(a.counts);
+        for (std::size_t i = 0; i < a.batch.size(); ++i)
+            if (a.batch[i].done) a.batch[i].done(ec ? ec : a.job_ec[i]);
+        if (!a.fatal.empty() && fatal_cb) fatal_cb(a.fatal);
+        for (auto& j : a.rest)
+            if (j.done) j.done(io_error());
     }
 
     sqlite_options opts_;
@@ -1786,13 +1915,20 @@ private:
     std::function<void(std::string)> on_fatal_;
     std::vector<std::function<void()>> job_after_;  // writer thread
     std::vector<std::string> due_;  // writer thread: destinations told at the commit (mark_due)
-    std::vector<std::shared_ptr<accepted>> to_hand_;  // writer thread: claimed by the commit
+    std::vector<std::shared_ptr<accepted>> to_hand_;  // syncer thread: claimed by the commit
     std::mutex accept_mu_;
     std::shared_ptr<const accept_claims> accept_;  // claims at accept time; null: none
     std::mutex blob_mu_;
     std::unordered_map<std::string, int> blob_refs_;  // blobs written for a submit not committed
     blob_guard blob_guard_{std::chrono::milliseconds(500), std::chrono::seconds(30)};
     std::thread writer_;
+    owned_fd wal_;  // the WAL, synced by the syncer (synchronous_full only)
+    std::mutex sync_mu_;
+    std::condition_variable sync_cv_;
+    std::deque<acked> sync_queue_;
+    bool sync_stop_ = false;
+    bool sync_failed_ = false;  // syncer thread
+    std::thread syncer_;
     static constexpr int kCheckpointPages = 1000;  // SQLite's default auto-checkpoint size
     std::unique_ptr<db> ckdb_;                     // the checkpointer's connection
     std::mutex ck_mu_;

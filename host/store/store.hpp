@@ -60,6 +60,8 @@ struct commit_info {
     std::size_t events = 0;         // events stored (not duplicates)
     std::size_t state_changes = 0;  // delivery state changes (completions, operators, receipts)
     std::size_t claimed = 0;        // deliveries claimed (by the engine's claims or at accept)
+    double sync_seconds = 0;        // the WAL sync that made it durable (0: none, or counted
+                                    // with an earlier commit it also covered)
 };
 
 // The attachment (blob) folder's health: a write there failed (full disk, read-only, gone) and

@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include <sys/stat.h>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -454,6 +455,55 @@ TEST_P(store_test, handler_runs_only_after_the_commit_is_visible_to_another_conn
             static_cast<int>(raw_count("SELECT COUNT(*) FROM events WHERE id = '" + id + "'")));
     });
     EXPECT_EQ(seen.get_future().get(), 1);
+}
+
+// SQLite: the writer's commits do not sync the WAL; the syncer thread does, and only then runs
+// the commit's handlers. A handler that ran before any sync of its commit sees no synced commit.
+TEST_P(store_test, a_handler_runs_only_after_a_wal_sync_that_covers_its_commit) {
+    if (pg()) GTEST_SKIP() << "SQLite's WAL";
+    std::mutex mu;
+    int commits = 0, synced = 0;
+    st_->on_commit([&](const commit_info& c) {
+        std::lock_guard lock(mu);
+        ++commits;
+        if (c.sync_seconds > 0) ++synced;
+    });
+    constexpr int n = 50;
+    std::vector<std::future<std::pair<int, int>>> seen;
+    for (int i = 0; i < n; ++i) {
+        auto p = std::make_shared<std::promise<std::pair<int, int>>>();
+        seen.push_back(p->get_future());
+        st_->submit(ev("s" + std::to_string(i)),
+                    [&, p](boost::system::error_code ec, submit_outcome) {
+                        EXPECT_FALSE(ec) << ec.message();
+                        std::lock_guard lock(mu);
+                        p->set_value({commits, synced});
+                    });
+    }
+    for (auto& f : seen) {
+        auto [c, s] = f.get();
+        EXPECT_GE(c, 1) << "the commit is told before its handlers";
+        EXPECT_GE(s, 1) << "a handler ran before any WAL sync";
+    }
+}
+
+// Every queued job is told how it ended before the store is gone: the writer's last commits are
+// synced and acknowledged while it closes, none dropped.
+TEST_P(store_test, closing_the_store_acknowledges_every_job_already_queued) {
+    constexpr int n = 1500;  // several commits: the writer commits while the syncer syncs
+    std::atomic<int> ok{0}, failed{0};
+    for (int i = 0; i < n; ++i)
+        st_->submit(ev("c" + std::to_string(i), "p" + std::to_string(i % 7)),
+                    [&](boost::system::error_code ec, submit_outcome) { ++(ec ? failed : ok); });
+    st_.reset();
+    EXPECT_EQ(ok.load() + failed.load(), n) << "a job was never acknowledged";
+    EXPECT_EQ(failed.load(), 0);
+    open();
+    auto stats = st_->stats();
+    ASSERT_TRUE(stats);
+    ASSERT_EQ(stats->size(), 1u);
+    EXPECT_EQ((*stats)[0].by_state[code(delivery_state::pending)], n)
+        << "every acknowledged event is stored";
 }
 
 TEST_P(store_test, duplicate_key_returns_the_first_id_and_stores_once_even_in_one_batch) {
