@@ -271,21 +271,22 @@ constexpr const char* kTreatmentHistorySqlV6 =
     "WHERE e.treatment_id = ? AND e.treatment_id <> '' ORDER BY e.seq";
 
 // The statements that need a given index on deliveries, by name (sqlite_query_plans checks them).
-// A new delivery: in flight when claimed at accept (?8) and its chain is idle, else pending; it
-// heads its chain only when the chain has no other open delivery (deliveries_order).
+// A new delivery, pending (or held, blocked: ?4) as routed; it heads its chain only when the chain
+// has no other open delivery (deliveries_order). Its id is the last rowid: no RETURNING, no derived
+// table (each an ephemeral table SQLite builds per insert, about 53,000 instructions per delivery).
 constexpr char kInsertDeliverySql[] =
-    "INSERT INTO deliveries(event_seq, destination, route, state, order_key, created_ms, "
-    "updated_ms, reason, head, attempts, attempt_started_ms) SELECT ?1, ?2, ?3, CASE WHEN idle AND "
-    "?8 THEN 1 ELSE ?4 END, ?5, ?6, ?6, ?7, idle, idle AND ?8, CASE WHEN idle AND ?8 THEN ?6 ELSE "
-    "0 END FROM (SELECT NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.destination = ?2 AND "
-    "p.order_key = ?5 AND p.state IN (0, 1, 4, 7)) AS idle) RETURNING id, state";
-// The same when the engine did not claim it at accept (nearly every delivery at full rate): its
-// state is the one given and its id the last rowid, so neither RETURNING nor the derived table,
-// each an ephemeral table SQLite builds per insert (about 53,000 instructions per delivery).
-constexpr char kInsertUnclaimedDeliverySql[] =
     "INSERT INTO deliveries(event_seq, destination, route, state, order_key, created_ms, "
     "updated_ms, reason, head) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, NOT EXISTS (SELECT 1 FROM "
     "deliveries p WHERE p.destination = ?2 AND p.order_key = ?5 AND p.state IN (0, 1, 4, 7)))";
+// Claimed at accept: whether its chain is idle (deliveries_order), and if so the delivery stored
+// in flight, heading its chain, with its first attempt counted.
+constexpr char kChainIdleSql[] =
+    "SELECT NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.destination = ?1 AND p.order_key = ?2 "
+    "AND p.state IN (0, 1, 4, 7))";
+constexpr char kInsertClaimedDeliverySql[] =
+    "INSERT INTO deliveries(event_seq, destination, route, state, order_key, created_ms, "
+    "updated_ms, reason, head, attempts, attempt_started_ms) VALUES(?1, ?2, ?3, 1, ?4, ?5, ?5, ?6, "
+    "1, 1, ?5)";
 // The due heads of a destination (deliveries_due), never the deliveries queued behind them.
 constexpr char kClaimSql[] =
     "SELECT " DELIVERY_COLUMNS
@@ -1292,24 +1293,29 @@ private:
                 if (!took_now) took_now = std::make_shared<accepted>(claims);
                 took_now->slots.push_back(nd.destination);
             }
-            // The newest delivery heads its chain only when the chain has no other.
-            auto& del =
-                took ? d.prepare(kInsertDeliverySql) : d.prepare(kInsertUnclaimedDeliverySql);
-            del.bind(1, seq).bind(2, nd.destination).bind(3, nd.route);
-            del.bind(4, static_cast<std::int64_t>(nd.state)).bind(5, ev.order_key);
-            del.bind(6, now).bind(7, nd.reason);
-            std::int64_t id = 0, state = -1;
+            // Claimed only when its chain is idle; else stored as routed, heading its chain only
+            // when the chain has no other open delivery.
+            bool idle = false;
             if (took) {
-                del.bind(8, 1);
-                if (del.step()) {
-                    id = del.i64(0);
-                    state = del.i64(1);
-                }
-                del.reset();
-            } else {
-                del.exec();
-                state = static_cast<std::int64_t>(nd.state);
+                auto& q = d.prepare(kChainIdleSql);
+                q.bind(1, nd.destination).bind(2, ev.order_key);
+                idle = q.step() && q.i64(0) != 0;
+                q.reset();
             }
+            if (idle) {
+                auto& ins = d.prepare(kInsertClaimedDeliverySql);
+                ins.bind(1, seq).bind(2, nd.destination).bind(3, nd.route).bind(4, ev.order_key);
+                ins.bind(5, now).bind(6, nd.reason);
+                ins.exec();
+            } else {
+                auto& ins = d.prepare(kInsertDeliverySql);
+                ins.bind(1, seq).bind(2, nd.destination).bind(3, nd.route);
+                ins.bind(4, static_cast<std::int64_t>(nd.state)).bind(5, ev.order_key);
+                ins.bind(6, now).bind(7, nd.reason);
+                ins.exec();
+            }
+            std::int64_t id = d.last_rowid();
+            std::int64_t state = idle ? code(delivery_state::in_flight) : code(nd.state);
             if (took) took_now->slots.pop_back();
             if (state == code(delivery_state::in_flight)) {
                 ++counts_.claimed;
@@ -2119,7 +2125,7 @@ std::vector<std::pair<std::string, std::string>> sqlite_query_plans(const std::s
     of_event.event_id = "e";
     const std::pair<const char*, std::string> named[] = {
         {"insert", kInsertDeliverySql},
-        {"insert_unclaimed", kInsertUnclaimedDeliverySql},
+        {"chain_idle", kChainIdleSql},
         {"claim", kClaimSql},
         {"next_head", kNextHeadSql},
         {"rejoin", kRejoinSql},

@@ -251,7 +251,7 @@ TEST_P(store_test, each_statement_that_needs_an_index_finds_it) {
     for (auto& [name, plan] : sqlite_query_plans((dir_ / "s.db").string())) plans[name] = plan;
     const std::pair<const char*, std::vector<const char*>> want[] = {
         {"insert", {"deliveries_order"}},
-        {"insert_unclaimed", {"deliveries_order"}},
+        {"chain_idle", {"deliveries_order"}},
         {"claim", {"deliveries_due"}},
         {"next_head", {"deliveries_order"}},
         {"rejoin", {"deliveries_order"}},
