@@ -1671,6 +1671,13 @@ private:
         std::vector<job> batch;
         for (;;) {
             {
+                // One commit syncing and the next being written, not more: a writer that ran
+                // further ahead made a commit per few events at half rate (each rewriting the
+                // same B-tree pages into the WAL) and slowed every sync.
+                std::unique_lock lock(sync_mu_);
+                unsynced_cv_.wait(lock, [&] { return unsynced_ < kUnsyncedCommits; });
+            }
+            {
                 std::unique_lock lock(mu_);
                 auto idle = [&] {
                     return queue_.empty() && engine_queue_.empty() && claim_queue_.empty();
@@ -1800,6 +1807,7 @@ private:
             {
                 std::lock_guard lock(sync_mu_);
                 sync_queue_.push_back(std::move(a));
+                ++unsynced_;
             }
             sync_cv_.notify_one();
         }
@@ -1875,6 +1883,8 @@ private:
                 if (a.sync) sync_secs = 0;  // one sync, counted with the first commit it covered
             }
             lock.lock();
+            unsynced_ -= items.size();
+            unsynced_cv_.notify_one();
         }
     }
 
@@ -1931,6 +1941,9 @@ private:
     owned_fd wal_;  // the WAL, synced by the syncer (synchronous_full only)
     std::mutex sync_mu_;
     std::condition_variable sync_cv_;
+    std::condition_variable unsynced_cv_;  // the writer waits here for the syncer
+    std::size_t unsynced_ = 0;             // commits handed to the syncer, not yet acknowledged
+    static constexpr std::size_t kUnsyncedCommits = 2;
     std::deque<acked> sync_queue_;
     bool sync_stop_ = false;
     bool sync_failed_ = false;  // syncer thread
