@@ -271,18 +271,20 @@ constexpr const char* kTreatmentHistorySqlV6 =
     "WHERE e.treatment_id = ? AND e.treatment_id <> '' ORDER BY e.seq";
 
 // The statements that need a given index on deliveries, by name (sqlite_query_plans checks them).
+// Whether the (destination, patient) chain has no open delivery: one expression for both
+// statements below, written as the partial index deliveries_order's condition.
+#define CHAIN_IDLE(dest, key)                                                                      \
+    "NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.destination = " dest " AND p.order_key = " key \
+    " AND p.state IN (0, 1, 4, 7))"
 // A new delivery, pending (or held, blocked: ?4) as routed; it heads its chain only when the chain
 // has no other open delivery (deliveries_order). Its id is the last rowid: no RETURNING, no derived
 // table (each an ephemeral table SQLite builds per insert, about 53,000 instructions per delivery).
 constexpr char kInsertDeliverySql[] =
     "INSERT INTO deliveries(event_seq, destination, route, state, order_key, created_ms, "
-    "updated_ms, reason, head) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, NOT EXISTS (SELECT 1 FROM "
-    "deliveries p WHERE p.destination = ?2 AND p.order_key = ?5 AND p.state IN (0, 1, 4, 7)))";
-// Claimed at accept: whether its chain is idle (deliveries_order), and if so the delivery stored
-// in flight, heading its chain, with its first attempt counted.
-constexpr char kChainIdleSql[] =
-    "SELECT NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.destination = ?1 AND p.order_key = ?2 "
-    "AND p.state IN (0, 1, 4, 7))";
+    "updated_ms, reason, head) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, " CHAIN_IDLE("?2", "?5") ")";
+// Claimed at accept: whether its chain is idle, and if so the delivery stored in flight, heading
+// its chain, with its first attempt counted.
+constexpr char kChainIdleSql[] = "SELECT " CHAIN_IDLE("?1", "?2");
 constexpr char kInsertClaimedDeliverySql[] =
     "INSERT INTO deliveries(event_seq, destination, route, state, order_key, created_ms, "
     "updated_ms, reason, head, attempts, attempt_started_ms) VALUES(?1, ?2, ?3, 1, ?4, ?5, ?5, ?6, "
