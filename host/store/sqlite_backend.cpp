@@ -240,6 +240,15 @@ ALTER TABLE events ADD COLUMN envelope TEXT;
 DROP INDEX deliveries_state;
 CREATE INDEX deliveries_state ON deliveries(state, destination, id) WHERE state NOT IN (1, 2);
 )sql",
+    // 9: deliveries_order's condition, the open states 0, 1, 4 and 7, is two lists of two
+    // (OPEN_STATE). SQLite tests a constant IN list of more than two values through an ephemeral
+    // table it builds on every run of a statement, so on every delivery written; two values it
+    // compares directly. The same rows in the same order.
+    R"sql(
+DROP INDEX deliveries_order;
+CREATE INDEX deliveries_order ON deliveries(destination, order_key, id)
+  WHERE state IN (0, 1) OR state IN (4, 7);
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -271,11 +280,15 @@ constexpr const char* kTreatmentHistorySqlV6 =
     "WHERE e.treatment_id = ? AND e.treatment_id <> '' ORDER BY e.seq";
 
 // The statements that need a given index on deliveries, by name (sqlite_query_plans checks them).
+// A delivery open in its chain (pending, in flight, failed, held), written word for word as the
+// partial index deliveries_order's condition (schema 9), so SQLite can use that index. `t` is the
+// table's alias with its dot, or "".
+#define OPEN_STATE(t) "(" t "state IN (0, 1) OR " t "state IN (4, 7))"
 // Whether the (destination, patient) chain has no open delivery: one expression for both
 // statements below, written as the partial index deliveries_order's condition.
 #define CHAIN_IDLE(dest, key)                                                                      \
     "NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.destination = " dest " AND p.order_key = " key \
-    " AND p.state IN (0, 1, 4, 7))"
+    " AND " OPEN_STATE("p.") ")"
 // A new delivery, pending (or held, blocked: ?4) as routed; it heads its chain only when the chain
 // has no other open delivery (deliveries_order). Its id is the last rowid: no RETURNING, no derived
 // table (each an ephemeral table SQLite builds per insert, about 53,000 instructions per delivery).
@@ -294,20 +307,29 @@ constexpr char kClaimSql[] =
     "SELECT " DELIVERY_COLUMNS
     " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.destination = ?1 AND "
     "d.state IN (0, 4) AND d.head = 1 AND d.next_ms <= ?2 ORDER BY d.id LIMIT ?3";
+// A claimed delivery: in flight, its attempt counted.
+constexpr char kClaimOneSql[] =
+    "UPDATE deliveries SET state = 1, attempts = attempts + 1, attempt_started_ms = ?1, "
+    "updated_ms = ?1 WHERE id = ?2";
+// A delivery's new state (a completion, a receipt, an operator's action).
+constexpr char kSetStateSql[] =
+    "UPDATE deliveries SET state = ?1, reason = ?2, next_ms = ?3, updated_ms = ?4, "
+    "attempts = MAX(attempts - ?5, 0), external_id = COALESCE(NULLIF(?6, ''), "
+    "external_id), overridden = MAX(overridden, ?8), attempts_base = CASE WHEN ?9 THEN "
+    "attempts ELSE attempts_base END WHERE id = ?7";
 // The head left its chain: the next one.
 constexpr char kNextHeadSql[] =
     "UPDATE deliveries SET head = 1 WHERE id = (SELECT MIN(id) FROM deliveries WHERE "
-    "destination = ?1 AND order_key = ?2 AND state IN (0, 1, 4, 7))";
+    "destination = ?1 AND order_key = ?2 AND " OPEN_STATE("") ")";
 // A delivery rejoined its chain: the chain's marks anew.
 constexpr char kRejoinSql[] =
     "UPDATE deliveries SET head = (id = (SELECT MIN(id) FROM deliveries WHERE destination = ?1 "
-    "AND order_key = ?2 AND state IN (0, 1, 4, 7))) WHERE destination = ?1 AND order_key = ?2 AND "
-    "state IN (0, 1, 4, 7)";
+    "AND order_key = ?2 AND " OPEN_STATE(
+        "") ")) WHERE destination = ?1 AND order_key = ?2 AND " OPEN_STATE("");
 // After a replay: every head of the destination anew.
 constexpr char kReplayHeadsSql[] =
     "UPDATE deliveries SET head = (id IN (SELECT MIN(id) FROM deliveries WHERE destination = ?1 "
-    "AND state IN (0, 1, 4, 7) GROUP BY order_key)) WHERE destination = ?1 AND state IN (0, 1, 4, "
-    "7)";
+    "AND " OPEN_STATE("") " GROUP BY order_key)) WHERE destination = ?1 AND " OPEN_STATE("");
 // Retention: old events whose every delivery is delivered or acknowledged (deliveries_event).
 constexpr char kPruneSetSql[] =
     "INSERT INTO prune_set SELECT e.seq FROM events e WHERE e.received_ms < ? AND NOT EXISTS "
@@ -1416,9 +1438,7 @@ private:
         std::int64_t now = core::now_ms();
         // The attempt is counted (durably, in this commit) before any plugin sees the delivery;
         // its attempts row is written when it ends.
-        auto& up = d.prepare(
-            "UPDATE deliveries SET state = 1, attempts = attempts + 1, attempt_started_ms = ?1, "
-            "updated_ms = ?1 WHERE id = ?2");
+        auto& up = d.prepare(kClaimOneSql);
         for (auto& r : rows) {
             if (max_attempts > 0 && r.attempts - r.attempts_base >= max_attempts) {
                 exhaust(d, r, now);
@@ -1511,11 +1531,7 @@ private:
             del.bind(1, u.delivery_id);
             del.exec();
         }
-        auto& st = d.prepare(
-            "UPDATE deliveries SET state = ?1, reason = ?2, next_ms = ?3, updated_ms = ?4, "
-            "attempts = MAX(attempts - ?5, 0), external_id = COALESCE(NULLIF(?6, ''), "
-            "external_id), overridden = MAX(overridden, ?8), attempts_base = CASE WHEN ?9 THEN "
-            "attempts ELSE attempts_base END WHERE id = ?7");
+        auto& st = d.prepare(kSetStateSql);
         st.bind(1, code(u.state)).bind(2, u.reason).bind(3, u.next_attempt_ms);
         st.bind(4, now)
             .bind(5, u.hand_back ? 1 : 0)
@@ -2140,6 +2156,9 @@ std::vector<std::pair<std::string, std::string>> sqlite_query_plans(const std::s
     of_event.event_id = "e";
     const std::pair<const char*, std::string> named[] = {
         {"insert", kInsertDeliverySql},
+        {"insert_claimed", kInsertClaimedDeliverySql},
+        {"claim_one", kClaimOneSql},
+        {"set_state", kSetStateSql},
         {"chain_idle", kChainIdleSql},
         {"claim", kClaimSql},
         {"next_head", kNextHeadSql},
@@ -2159,6 +2178,13 @@ std::vector<std::pair<std::string, std::string>> sqlite_query_plans(const std::s
         std::string plan;
         while (q.step()) plan += (plan.empty() ? "" : "; ") + q.text(3);
         q.reset();
+        // The program itself: whether it builds an ephemeral table (a constant IN list of more
+        // than two values in a condition, of the statement or of a partial index it maintains).
+        auto& prog = d.prepare("EXPLAIN " + sql);
+        int ephemeral = 0;
+        while (prog.step()) ephemeral += prog.text(1) == "OpenEphemeral";
+        prog.reset();
+        if (ephemeral > 0) plan += "; EPHEMERAL TABLES " + std::to_string(ephemeral);
         out.emplace_back(name, std::move(plan));
     }
     return out;
