@@ -375,7 +375,7 @@ def seed_backlog(db_path, n, envelope_bytes=1024, patients=100000, key_of=None):
 
 def migration_run():
     """Time to ready at the first start of a new build on a store of n pending deliveries written
-    by older schemas (SQLite): 5 (before chain heads: migrations 6, 7, 8 run), 6 (7 and 8 run),
+    by older schemas (SQLite): 5 (before chain heads: migrations 6 to 9 run), 6 (7 to 9 run),
     and the same store started again (nothing to migrate). The older stores are made from a new
     one: its newer columns and indexes dropped and the version set back before the seed."""
     n = 200000 if QUICK else 1000000
@@ -388,9 +388,12 @@ def migration_run():
         run_daemon(tmp, cfg, lambda: os.path.exists(os.path.join(tmp, "ready")), 60)
         db = sqlite3.connect(dbp, isolation_level=None)
         version = db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
-        # Back to schema 6: envelopes in payloads, deliveries_state over every state.
+        # Back to schema 6: envelopes in payloads, deliveries_state over every state,
+        # deliveries_order's condition one IN list of four (schema 9 made it two of two).
         db.executescript("DROP INDEX IF EXISTS deliveries_state; "
                          "CREATE INDEX deliveries_state ON deliveries(state, destination, id); "
+                         "DROP INDEX deliveries_order; CREATE INDEX deliveries_order ON "
+                         "deliveries(destination, order_key, id) WHERE state IN (0, 1, 4, 7); "
                          "ALTER TABLE events DROP COLUMN envelope; UPDATE schema_version SET version = 6;")
         db.close()
         seed_backlog(dbp, n)
