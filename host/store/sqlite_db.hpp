@@ -95,12 +95,13 @@ private:
 // One connection. Not thread-safe: each thread (or a mutex) owns one.
 class db {
 public:
-    explicit db(const std::string& path, bool read_only = false) {
+    // `vfs`: a registered VFS's name (null: the default one).
+    explicit db(const std::string& path, bool read_only = false, const char* vfs = nullptr) {
         int rc = sqlite3_open_v2(
             path.c_str(), &db_,
             (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
                 SQLITE_OPEN_NOMUTEX,
-            nullptr);
+            vfs);
         if (rc != SQLITE_OK) {
             std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
             sqlite3_close(db_);

@@ -13,6 +13,7 @@
 #include "store/blob_copies.hpp"
 #include "store/sealed.hpp"
 #include "store/sqlite_plans.hpp"
+#include "store/wal_gather_vfs.hpp"
 
 #include <sqlite3.h>
 
@@ -482,6 +483,30 @@ TEST_P(store_test, the_wal_stays_bounded_under_a_steady_stream_of_commits) {
     ASSERT_TRUE(stats);
     ASSERT_EQ(stats->size(), 1u);
     EXPECT_EQ((*stats)[0].by_state[code(delivery_state::pending)], n) << "every event is stored";
+}
+
+// SQLite: the writer writes the WAL through the gathering VFS (store/wal_gather_vfs): a few
+// large writes per commit, not two per page.
+TEST_P(store_test, the_writer_writes_the_wal_in_gathered_writes) {
+    if (pg()) GTEST_SKIP() << "SQLite's WAL";
+    std::string pad(8192, 'x');
+    std::vector<std::future<boost::system::error_code>> done;
+    for (int i = 0; i < 400; ++i) {
+        auto e = ev("g" + std::to_string(i), "p" + std::to_string(i % 50));
+        e.envelope_json = R"({"type":"rph.treatment.started","pad":")" + pad + "\"}";
+        auto p = std::make_shared<std::promise<boost::system::error_code>>();
+        done.push_back(p->get_future());
+        st_->submit(std::move(e),
+                    [p](boost::system::error_code ec, submit_outcome) { p->set_value(ec); });
+    }
+    for (auto& f : done) ASSERT_FALSE(f.get());
+    wal_gather_vfs* vfs = nullptr;
+    for (sqlite3_vfs* v = sqlite3_vfs_find(nullptr); v; v = v->pNext)
+        if (auto* g = wal_gather_vfs::of(v)) vfs = g;
+    ASSERT_NE(vfs, nullptr) << "the store registered no gathering VFS";
+    auto s = vfs->stats();
+    EXPECT_GT(s.flushes, 0u);
+    EXPECT_GT(s.gathered, 10 * (s.flushes + s.through)) << "the WAL's writes are not gathered";
 }
 
 TEST_P(store_test, handler_runs_only_after_the_commit_is_visible_to_another_connection) {
