@@ -1,4 +1,5 @@
-// The embedded SQLite store: WAL, synchronous=FULL, one writer thread with group commit.
+// The embedded SQLite store: WAL, one writer thread with group commit, each commit synced (as
+// synchronous=FULL would) by a syncer thread before anything of it is acknowledged.
 #include "store/audit_chain.hpp"
 #include "store/blob_guard.hpp"
 #include "store/blob_seal.hpp"
