@@ -141,6 +141,22 @@ protected:
         EXPECT_FALSE(r.first) << r.first.message();
         return r.second;
     }
+    // Submits n events of 8 KB ("<prefix><i>", over `patients` patients) with up to 200
+    // unanswered at a time, as ingest's window allows, and expects each stored.
+    void submit_8k_events(const std::string& prefix, int n, int patients) {
+        std::string pad(8192, 'x');
+        std::vector<std::future<boost::system::error_code>> done;
+        for (int i = 0; i < n; ++i) {
+            auto e = ev(prefix + std::to_string(i), "p" + std::to_string(i % patients));
+            e.envelope_json = R"({"type":"rph.treatment.started","pad":")" + pad + "\"}";
+            auto p = std::make_shared<std::promise<boost::system::error_code>>();
+            done.push_back(p->get_future());
+            st_->submit(std::move(e),
+                        [p](boost::system::error_code ec, submit_outcome) { p->set_value(ec); });
+            if (done.size() % 200 == 0) done[done.size() - 200].wait();
+        }
+        for (auto& f : done) EXPECT_FALSE(f.get());
+    }
     void update(delivery_update u) {
         std::promise<boost::system::error_code> p;
         st_->update({u}, [&](boost::system::error_code ec) { p.set_value(ec); });
@@ -462,19 +478,8 @@ TEST_P(store_test, submitted_event_is_readable_with_its_envelope) {
 // while events keep coming. 48 MB of 8 KB events with no checkpoint would leave a WAL over 48 MB.
 // (PostgreSQL manages its own WAL: there the stream must only be stored whole.)
 TEST_P(store_test, the_wal_stays_bounded_under_a_steady_stream_of_commits) {
-    std::string pad(8192, 'x');
     constexpr int n = 6000;
-    std::vector<std::future<boost::system::error_code>> done;
-    for (int i = 0; i < n; ++i) {
-        auto e = ev("w" + std::to_string(i), "p" + std::to_string(i % 100));
-        e.envelope_json = R"({"type":"rph.treatment.started","pad":")" + pad + "\"}";
-        auto p = std::make_shared<std::promise<boost::system::error_code>>();
-        done.push_back(p->get_future());
-        st_->submit(std::move(e),
-                    [p](boost::system::error_code ec, submit_outcome) { p->set_value(ec); });
-        if (done.size() % 200 == 0) done[done.size() - 200].wait();  // a window, as ingest has
-    }
-    for (auto& f : done) ASSERT_FALSE(f.get());
+    submit_8k_events("w", n, 100);
     if (!pg()) {
         auto wal = fs::file_size(dir_ / "s.db-wal");
         EXPECT_LT(wal, 32u * 1024 * 1024) << "the WAL grew to " << wal << " bytes";
@@ -489,17 +494,7 @@ TEST_P(store_test, the_wal_stays_bounded_under_a_steady_stream_of_commits) {
 // large writes per commit, not two per page.
 TEST_P(store_test, the_writer_writes_the_wal_in_gathered_writes) {
     if (pg()) GTEST_SKIP() << "SQLite's WAL";
-    std::string pad(8192, 'x');
-    std::vector<std::future<boost::system::error_code>> done;
-    for (int i = 0; i < 400; ++i) {
-        auto e = ev("g" + std::to_string(i), "p" + std::to_string(i % 50));
-        e.envelope_json = R"({"type":"rph.treatment.started","pad":")" + pad + "\"}";
-        auto p = std::make_shared<std::promise<boost::system::error_code>>();
-        done.push_back(p->get_future());
-        st_->submit(std::move(e),
-                    [p](boost::system::error_code ec, submit_outcome) { p->set_value(ec); });
-    }
-    for (auto& f : done) ASSERT_FALSE(f.get());
+    submit_8k_events("g", 400, 50);
     wal_gather_vfs* vfs = nullptr;
     for (sqlite3_vfs* v = sqlite3_vfs_find(nullptr); v; v = v->pNext)
         if (auto* g = wal_gather_vfs::of(v)) vfs = g;
