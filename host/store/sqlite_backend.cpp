@@ -326,8 +326,8 @@ constexpr char kNextHeadSql[] =
 // A delivery rejoined its chain: the chain's marks anew.
 constexpr char kRejoinSql[] =
     "UPDATE deliveries SET head = (id = (SELECT MIN(id) FROM deliveries WHERE destination = ?1 "
-    "AND order_key = ?2 AND " OPEN_STATE(
-        "") ")) WHERE destination = ?1 AND order_key = ?2 AND " OPEN_STATE("");
+    "AND order_key = ?2 AND " OPEN_STATE("") ")) "
+    "WHERE destination = ?1 AND order_key = ?2 AND " OPEN_STATE("");
 // After a replay: every head of the destination anew.
 constexpr char kReplayHeadsSql[] =
     "UPDATE deliveries SET head = (id IN (SELECT MIN(id) FROM deliveries WHERE destination = ?1 "
