@@ -7,7 +7,9 @@
 // passes the limit, which bounds every later recursive walk (Accept, schema validation, CopyFrom).
 
 #include <rapidjson/document.h>
+#include <rapidjson/encodedstream.h>
 #include <rapidjson/error/en.h>
+#include <rapidjson/memorystream.h>
 #include <rapidjson/reader.h>
 
 #include <algorithm>
@@ -15,7 +17,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 #include <string>
 #include <string_view>
 
@@ -106,14 +107,8 @@ inline bool is_ascii(std::string_view text) {
 
 template <unsigned Flags>
 std::string parse_with(std::string_view text, rapidjson::Document& doc, std::size_t max_depth) {
-    // RapidJSON reads a NUL-terminated copy: its SIMD scans (RAPIDJSON_SSE2) take strings and
-    // white space 16 aligned bytes at a time up to the NUL, so 16 more zero bytes after the text
-    // keep every load inside the copy. parse() refused a NUL inside the text, so the reader's
-    // end is the text's end.
-    std::unique_ptr<char[]> copy(new char[text.size() + 17]);
-    std::memcpy(copy.get(), text.data(), text.size());
-    std::memset(copy.get() + text.size(), 0, 17);
-    rapidjson::StringStream is(copy.get());
+    rapidjson::MemoryStream ms(text.data(), text.size());
+    rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> is(ms);
     // The reader gathers each string in its stack before the document copies it: sized for the
     // text (up to 64 KiB) so an 8 KB string does not grow it a dozen times.
     rapidjson::Reader reader(nullptr, std::clamp<std::size_t>(text.size() + 1, 256, 64 * 1024));
