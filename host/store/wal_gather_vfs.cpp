@@ -81,8 +81,8 @@ struct wal_gather_vfs::callbacks {
     // Every WAL of the connection (from the database file's barrier and locks).
     static int flush_wals(wal_gather_vfs* owner) {
         int rc = SQLITE_OK;
-        for (auto* w : owner->wals_) {
-            int r = flush(owner, w);
+        for (auto& w : owner->wals_) {
+            int r = flush(owner, w.get());
             if (rc == SQLITE_OK) rc = r;
         }
         return rc;
@@ -93,9 +93,7 @@ struct wal_gather_vfs::callbacks {
         any_file* a = file(f);
         int rc = flush(f);
         int rc2 = a->real->pMethods ? a->real->pMethods->xClose(a->real) : SQLITE_OK;
-        auto& wals = a->owner->wals_;
-        wals.erase(std::remove(wals.begin(), wals.end(), a->wal), wals.end());
-        delete a->wal;
+        std::erase_if(a->owner->wals_, [w = a->wal](const auto& p) { return p.get() == w; });
         a->wal = nullptr;
         return rc != SQLITE_OK ? rc : rc2;
     }
@@ -272,11 +270,10 @@ struct wal_gather_vfs::callbacks {
         if (a->real->pMethods == nullptr) return rc;  // nothing to close
         if (rc == SQLITE_OK && (flags & SQLITE_OPEN_WAL)) {
             try {
-                a->wal = new wal_file(a->real, a->owner->buffer_bytes_);
-                a->owner->wals_.push_back(a->wal);
+                a->owner->wals_.push_back(
+                    std::make_unique<wal_file>(a->real, a->owner->buffer_bytes_));
+                a->wal = a->owner->wals_.back().get();
             } catch (const std::bad_alloc&) {
-                delete a->wal;
-                a->wal = nullptr;
                 a->real->pMethods->xClose(a->real);
                 return SQLITE_NOMEM;
             }

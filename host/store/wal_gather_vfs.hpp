@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -59,7 +60,7 @@ private:
     sqlite3_vfs* base_ = nullptr;
     std::string name_;
     std::size_t buffer_bytes_;
-    std::vector<wal_file*> wals_;  // open WAL files (the connection's thread)
+    std::vector<std::unique_ptr<wal_file>> wals_;  // open WAL files (the connection's thread)
     std::atomic<write_fn> flush_write_{nullptr};
     std::atomic<std::uint64_t> gathered_{0}, flushes_{0}, through_{0};
     std::atomic<std::size_t> buffered_{0};
