@@ -30,7 +30,7 @@ Usage: bench/core/run.py [--quick] [--backlog N]
            (default "-g"; "--call-graph dwarf,32768" for stacks through code without frame pointers)
        bench/core/run.py --migration [--quick]   time to ready at the first start on 1,000,000
            pending deliveries written by store schemas 5 and 6; writes bench/results/core-migration-<ts>.*
-       bench/core/run.py --hung-only [--quick] [--runs N] [--perf]   only the healthy sink solo, beside
+       bench/core/run.py --hung-only [--quick] [--runs N] [--events N] [--perf]   only the healthy sink solo, beside
            a hung one (the full bench's config) and beside an idle one (one delivery hung for the whole
            run: the second destination's rows without its retries), alternated: delivered/s and the
            daemon's CPU per 1,000 events; --perf records each run's profile (perf record -g) next to
@@ -365,7 +365,20 @@ def seed_backlog(db_path, n, envelope_bytes=1024, patients=100000, key_of=None):
                        "updated_ms) VALUES(?, 'sink', 'all', 0, ?, ?, ?)",
                        ((seq0 + i - start, key_of(i), now, now) for i in rows))
         db.execute("COMMIT")
-    if any(r[1] == "head" for r in db.execute("PRAGMA table_info(deliveries)")):
+    columns = [r[1] for r in db.execute("PRAGMA table_info(deliveries)")]
+    if "prev" in columns:
+        # Each chain a list (store schema 10), as the store keeps them: each delivery waits behind
+        # the one before it, the first heads the chain, chains names the last.
+        db.execute("BEGIN")
+        db.execute("UPDATE deliveries SET prev = o.p, head = o.p = 0 FROM (SELECT id, LAG(id, 1, 0) "
+                   "OVER (PARTITION BY destination, order_key ORDER BY id) AS p FROM deliveries "
+                   "WHERE state IN (0, 1) OR state IN (4, 7)) AS o WHERE deliveries.id = o.id")
+        db.execute("DELETE FROM chains")
+        db.execute("INSERT INTO chains(destination, order_key, tail) SELECT destination, order_key, "
+                   "MAX(id) FROM deliveries WHERE state IN (0, 1) OR state IN (4, 7) "
+                   "GROUP BY destination, order_key")
+        db.execute("COMMIT")
+    elif "head" in columns:
         # Each chain's head marked (store schema 6), as the store keeps them.
         db.execute("UPDATE deliveries SET head = 1 WHERE id IN (SELECT MIN(id) FROM deliveries "
                    "WHERE state IN (0, 1, 4, 7) GROUP BY destination, order_key)")
@@ -375,7 +388,7 @@ def seed_backlog(db_path, n, envelope_bytes=1024, patients=100000, key_of=None):
 
 def migration_run():
     """Time to ready at the first start of a new build on a store of n pending deliveries written
-    by older schemas (SQLite): 5 (before chain heads: migrations 6 to 9 run), 6 (7 to 9 run),
+    by older schemas (SQLite): 5 (before chain heads: migrations 6 onwards run), 6 (7 onwards run),
     and the same store started again (nothing to migrate). The older stores are made from a new
     one: its newer columns and indexes dropped and the version set back before the seed."""
     n = 200000 if QUICK else 1000000
@@ -389,10 +402,13 @@ def migration_run():
         db = sqlite3.connect(dbp, isolation_level=None)
         version = db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
         # Back to schema 6: envelopes in payloads, deliveries_state over every state,
-        # deliveries_order's condition one IN list of four (schema 9 made it two of two).
+        # deliveries_order's condition one IN list of four (schema 9 made it two of two), chains
+        # that are deliveries_order's entries, not lists (schema 10).
         db.executescript("DROP INDEX IF EXISTS deliveries_state; "
                          "CREATE INDEX deliveries_state ON deliveries(state, destination, id); "
-                         "DROP INDEX deliveries_order; CREATE INDEX deliveries_order ON "
+                         "DROP INDEX IF EXISTS deliveries_next; DROP TABLE IF EXISTS chains; "
+                         "ALTER TABLE deliveries DROP COLUMN prev; "
+                         "DROP INDEX IF EXISTS deliveries_order; CREATE INDEX deliveries_order ON "
                          "deliveries(destination, order_key, id) WHERE state IN (0, 1, 4, 7); "
                          "ALTER TABLE events DROP COLUMN envelope; UPDATE schema_version SET version = 6;")
         db.close()
@@ -618,6 +634,8 @@ def hung_run():
     else:
         builds = {"": BIN}
     n = 10000 if QUICK else 30000
+    if "--events" in sys.argv:  # a longer run: the hung sink's queue grows for longer
+        n = int(sys.argv[sys.argv.index("--events") + 1])
     rounds = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else (2 if QUICK else 3)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = os.path.join(ROOT, "bench", "results", "core-hung-" + stamp)

@@ -251,6 +251,27 @@ DROP INDEX deliveries_order;
 CREATE INDEX deliveries_order ON deliveries(destination, order_key, id)
   WHERE state IN (0, 1) OR state IN (4, 7);
 )sql",
+    // 10: a chain is a list, not an index over every open delivery. deliveries_order put each
+    // delivery at the place of its (destination, patient), a random leaf: every commit dirtied
+    // about one page per delivery once the open deliveries outgrew a commit (about 5 KB written
+    // per event; beside a hung destination, whose queue only grows, more). Now chains holds one
+    // row per open chain (bounded by patients, not by deliveries) naming its last delivery, and
+    // each open delivery names the one it waits behind (prev, 0 for the chain's head, the one
+    // marked head = 1); deliveries_next finds the delivery behind another. Its keys are ids of
+    // recent tails and of leaving heads: it grows at one end and shrinks at the other.
+    R"sql(
+ALTER TABLE deliveries ADD COLUMN prev INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE chains(
+  destination TEXT NOT NULL, order_key TEXT NOT NULL, tail INTEGER NOT NULL,
+  PRIMARY KEY(destination, order_key)) WITHOUT ROWID;
+UPDATE deliveries SET prev = o.p FROM (SELECT id, LAG(id, 1, 0) OVER (PARTITION BY destination,
+  order_key ORDER BY id) AS p FROM deliveries WHERE state IN (0, 1) OR state IN (4, 7)) AS o
+  WHERE deliveries.id = o.id AND o.p <> 0;
+INSERT INTO chains(destination, order_key, tail) SELECT destination, order_key, MAX(id)
+  FROM deliveries WHERE state IN (0, 1) OR state IN (4, 7) GROUP BY destination, order_key;
+DROP INDEX deliveries_order;
+CREATE INDEX deliveries_next ON deliveries(prev) WHERE prev > 0;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -282,24 +303,33 @@ constexpr const char* kTreatmentHistorySqlV6 =
     "WHERE e.treatment_id = ? AND e.treatment_id <> '' ORDER BY e.seq";
 
 // The statements that need a given index on deliveries, by name (sqlite_query_plans checks them).
-// A delivery open in its chain (pending, in flight, failed, held), written word for word as the
-// partial index deliveries_order's condition (schema 9), so SQLite can use that index. `t` is the
-// table's alias with its dot, or "".
+// A delivery open in its chain (pending, in flight, failed, held): in its (destination, patient)
+// chain's list (schema 10). `t` is the table's alias with its dot, or "". Written as two IN lists
+// of two: SQLite builds an ephemeral table per run for a constant list of more than two.
 #define OPEN_STATE(t) "(" t "state IN (0, 1) OR " t "state IN (4, 7))"
-// Whether the (destination, patient) chain has no open delivery: one expression for both
-// statements below, written as the partial index deliveries_order's condition.
-#define CHAIN_IDLE(dest, key)                                                                      \
-    "NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.destination = " dest " AND p.order_key = " key \
-    " AND " OPEN_STATE("p.") ")"
-// A new delivery, pending (or held, blocked: ?4) as routed; it heads its chain only when the chain
-// has no other open delivery (deliveries_order). Its id is the last rowid: no RETURNING, no derived
-// table (each an ephemeral table SQLite builds per insert, about 53,000 instructions per delivery).
+// The last open delivery of a (destination, patient) chain; no row: the chain is idle.
+constexpr char kChainTailSql[] =
+    "SELECT tail FROM chains WHERE destination = ?1 AND order_key = ?2";
+// The chain's new last delivery (a chain opens with its first).
+constexpr char kSetChainTailSql[] =
+    "INSERT INTO chains(destination, order_key, tail) VALUES(?1, ?2, ?3) ON CONFLICT(destination, "
+    "order_key) DO UPDATE SET tail = excluded.tail";
+// The chain's last delivery left it: the chain is idle.
+constexpr char kDropChainSql[] = "DELETE FROM chains WHERE destination = ?1 AND order_key = ?2";
+// The delivery waiting right behind another in its chain (deliveries_next).
+constexpr char kBehindSql[] = "SELECT id FROM deliveries WHERE prev = ?1 AND prev > 0";
+// A delivery's place in its chain: the one it waits behind (0: none) and whether it heads it.
+constexpr char kRelinkSql[] = "UPDATE deliveries SET prev = ?1, head = ?1 = 0 WHERE id = ?2";
+// A delivery's place, read to walk a chain back from its tail (a rejoin: rare).
+constexpr char kPrevOfSql[] = "SELECT prev FROM deliveries WHERE id = ?1";
+// A new delivery, pending (or held, blocked: ?4) as routed, behind its chain's last delivery ?8
+// (0: it heads its chain). Its id is the last rowid: no RETURNING, no derived table (each an
+// ephemeral table SQLite builds per insert, about 53,000 instructions per delivery).
 constexpr char kInsertDeliverySql[] =
     "INSERT INTO deliveries(event_seq, destination, route, state, order_key, created_ms, "
-    "updated_ms, reason, head) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, " CHAIN_IDLE("?2", "?5") ")";
-// Claimed at accept: whether its chain is idle, and if so the delivery stored in flight, heading
-// its chain, with its first attempt counted.
-constexpr char kChainIdleSql[] = "SELECT " CHAIN_IDLE("?1", "?2");
+    "updated_ms, reason, prev, head) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?8 = 0)";
+// Claimed at accept, its chain idle: stored in flight, heading its chain, with its first attempt
+// counted.
 constexpr char kInsertClaimedDeliverySql[] =
     "INSERT INTO deliveries(event_seq, destination, route, state, order_key, created_ms, "
     "updated_ms, reason, head, attempts, attempt_started_ms) VALUES(?1, ?2, ?3, 1, ?4, ?5, ?5, ?6, "
@@ -313,25 +343,23 @@ constexpr char kClaimSql[] =
 constexpr char kClaimOneSql[] =
     "UPDATE deliveries SET state = 1, attempts = attempts + 1, attempt_started_ms = ?1, "
     "updated_ms = ?1 WHERE id = ?2";
-// A delivery's new state (a completion, a receipt, an operator's action).
+// A delivery's new state (a completion, a receipt, an operator's action); ?10: whether it stays
+// in its chain (else it no longer waits behind anyone).
 constexpr char kSetStateSql[] =
     "UPDATE deliveries SET state = ?1, reason = ?2, next_ms = ?3, updated_ms = ?4, "
     "attempts = MAX(attempts - ?5, 0), external_id = COALESCE(NULLIF(?6, ''), "
     "external_id), overridden = MAX(overridden, ?8), attempts_base = CASE WHEN ?9 THEN "
-    "attempts ELSE attempts_base END WHERE id = ?7";
-// The head left its chain: the next one.
-constexpr char kNextHeadSql[] =
-    "UPDATE deliveries SET head = 1 WHERE id = (SELECT MIN(id) FROM deliveries WHERE "
-    "destination = ?1 AND order_key = ?2 AND " OPEN_STATE("") ")";
-// A delivery rejoined its chain: the chain's marks anew.
-constexpr char kRejoinSql[] =
-    "UPDATE deliveries SET head = (id = (SELECT MIN(id) FROM deliveries WHERE destination = ?1 "
-    "AND order_key = ?2 AND " OPEN_STATE("") ")) "
-    "WHERE destination = ?1 AND order_key = ?2 AND " OPEN_STATE("");
-// After a replay: every head of the destination anew.
-constexpr char kReplayHeadsSql[] =
-    "UPDATE deliveries SET head = (id IN (SELECT MIN(id) FROM deliveries WHERE destination = ?1 "
-    "AND " OPEN_STATE("") " GROUP BY order_key)) WHERE destination = ?1 AND " OPEN_STATE("");
+    "attempts ELSE attempts_base END, prev = CASE WHEN ?10 THEN prev ELSE 0 END WHERE id = ?7";
+// After a replay: the destination's chains anew, from its open deliveries in id order. It reads
+// every delivery of the destination, as the replay's own state change does.
+constexpr char kReplayDropChainsSql[] = "DELETE FROM chains WHERE destination = ?1";
+constexpr char kReplayLinksSql[] =
+    "UPDATE deliveries SET prev = o.p, head = o.p = 0 FROM (SELECT id, LAG(id, 1, 0) OVER "
+    "(PARTITION BY order_key ORDER BY id) AS p FROM deliveries WHERE destination = ?1 "
+    "AND " OPEN_STATE("") ") AS o WHERE deliveries.id = o.id";
+constexpr char kReplayChainsSql[] =
+    "INSERT INTO chains(destination, order_key, tail) SELECT ?1, order_key, MAX(id) FROM "
+    "deliveries WHERE destination = ?1 AND " OPEN_STATE("") " GROUP BY order_key";
 // Retention: old events whose every delivery is delivered or acknowledged (deliveries_event).
 constexpr char kPruneSetSql[] =
     "INSERT INTO prune_set SELECT e.seq FROM events e WHERE e.received_ms < ? AND NOT EXISTS "
@@ -1052,10 +1080,12 @@ public:
             st.bind(1, dest).bind(2, since_ms).bind(3, core::now_ms()).bind(4, actor);
             st.exec();
             std::size_t n = static_cast<std::size_t>(d.changes());
-            // Replayed deliveries rejoin their chains: every head of the destination anew.
-            auto& heads = d.prepare(kReplayHeadsSql);
-            heads.bind(1, dest);
-            heads.exec();
+            // Replayed deliveries rejoin their chains: the destination's chains anew.
+            for (const char* sql : {kReplayDropChainsSql, kReplayLinksSql, kReplayChainsSql}) {
+                auto& q = d.prepare(sql);
+                q.bind(1, dest);
+                q.exec();
+            }
             mark_due(dest);
             add_audit(d, actor, "deliveries.replay", "destination:" + dest,
                       std::to_string(n) + " deliveries since " + std::to_string(since_ms));
@@ -1320,15 +1350,11 @@ private:
                 if (!took_now) took_now = std::make_shared<accepted>(claims);
                 took_now->slots.push_back(nd.destination);
             }
-            // Claimed only when its chain is idle; else stored as routed, heading its chain only
-            // when the chain has no other open delivery.
-            bool idle = false;
-            if (took) {
-                auto& q = d.prepare(kChainIdleSql);
-                q.bind(1, nd.destination).bind(2, ev.order_key);
-                idle = q.step() && q.i64(0) != 0;
-                q.reset();
-            }
+            // Claimed only when its chain is idle; else stored as routed, behind its chain's
+            // last delivery (heading the chain when it has none).
+            bool in_chain = chained(nd.state);
+            std::int64_t tail = in_chain ? chain_tail(d, nd.destination, ev.order_key) : 0;
+            bool idle = took && tail == 0;
             if (idle) {
                 auto& ins = d.prepare(kInsertClaimedDeliverySql);
                 ins.bind(1, seq).bind(2, nd.destination).bind(3, nd.route).bind(4, ev.order_key);
@@ -1338,10 +1364,11 @@ private:
                 auto& ins = d.prepare(kInsertDeliverySql);
                 ins.bind(1, seq).bind(2, nd.destination).bind(3, nd.route);
                 ins.bind(4, static_cast<std::int64_t>(nd.state)).bind(5, ev.order_key);
-                ins.bind(6, now).bind(7, nd.reason);
+                ins.bind(6, now).bind(7, nd.reason).bind(8, tail);
                 ins.exec();
             }
             std::int64_t id = d.last_rowid();
+            if (in_chain) set_chain_tail(d, nd.destination, ev.order_key, id);
             std::int64_t state = idle ? code(delivery_state::in_flight) : code(nd.state);
             if (took) took_now->slots.pop_back();
             if (state == code(delivery_state::in_flight)) {
@@ -1469,11 +1496,12 @@ private:
                               : "gave up after " + std::to_string(used) +
                                     " attempts; the process died during " + std::to_string(died) +
                                     " of them";
-        auto& st =
-            d.prepare("UPDATE deliveries SET state = 5, reason = ?, updated_ms = ? WHERE id = ?");
+        auto& st = d.prepare(
+            "UPDATE deliveries SET state = 5, reason = ?, updated_ms = ?, prev = 0 WHERE id = ?");
         st.bind(1, why).bind(2, now).bind(3, r.id);
         st.exec();
-        next_head(d, r.destination, r.order_key);  // a claimed delivery was its chain's head
+        // A claimed delivery was its chain's head.
+        leave_chain(d, {r.id, 0, r.destination, r.order_key});
         add_audit(d, "engine", "delivery.dead", "delivery:" + std::to_string(r.id), "dead: " + why);
         r.state = delivery_state::dead;
         r.reason = why;
@@ -1483,19 +1511,19 @@ private:
         std::int64_t now = core::now_ms();
         std::string subject = "delivery:" + std::to_string(u.delivery_id);
         auto& cur =
-            d.prepare("SELECT state, destination, order_key, head FROM deliveries WHERE id = ?");
+            d.prepare("SELECT state, destination, order_key, prev FROM deliveries WHERE id = ?");
         cur.bind(1, u.delivery_id);
         std::optional<delivery_state> from;
-        std::string dest, key;
-        bool was_head = false;
+        chain_place place{u.delivery_id, 0, {}, {}};
         bool found = cur.step();
         if (found) {
             from = from_code(cur.i64(0));
-            dest = cur.text(1);
-            key = cur.text(2);
-            was_head = cur.i64(3) != 0;
+            place.dest = cur.text(1);
+            place.key = cur.text(2);
+            place.prev = cur.i64(3);
         }
         cur.reset();
+        const std::string& dest = place.dest;
         if (!found) return;
         if (!from || !transition_allowed(*from, u.state)) {
             add_audit(d, u.actor, "delivery.transition_refused", subject,
@@ -1541,11 +1569,12 @@ private:
             .bind(6, u.external_id)
             .bind(7, u.delivery_id)
             .bind(8, u.override_gate ? 1 : 0)
-            .bind(9, u.renew_attempts ? 1 : 0);
+            .bind(9, u.renew_attempts ? 1 : 0)
+            .bind(10, chained(u.state) ? 1 : 0);
         st.exec();
         ++counts_.state_changes;
-        if (chained(*from) && !chained(u.state) && was_head) next_head(d, dest, key);
-        if (!chained(*from) && chained(u.state)) rejoin(d, dest, key);
+        if (chained(*from) && !chained(u.state)) leave_chain(d, place);
+        if (!chained(*from) && chained(u.state)) join_chain(d, place);
         if (u.state == delivery_state::pending || u.state == delivery_state::failed) mark_due(dest);
         if (u.override_gate) add_audit(d, u.actor, "gate.override", subject, u.reason);
         std::string detail(to_string(u.state));
@@ -1555,26 +1584,81 @@ private:
     }
 
     // States that keep a delivery in its (destination, order_key) chain: the one with the lowest
-    // id among them is the chain's head, marked deliveries.head = 1.
+    // id among them is the chain's head, marked deliveries.head = 1 (and prev = 0); each of the
+    // others waits behind the one before it (prev), and chains names the last (schema 10).
     static bool chained(delivery_state s) {
         return s == delivery_state::pending || s == delivery_state::in_flight ||
                s == delivery_state::failed || s == delivery_state::held;
     }
 
-    // The head left its chain: the next one (an index seek on deliveries_order) is marked.
-    void next_head(db& d, const std::string& dest, const std::string& key) {
-        auto& st = d.prepare(kNextHeadSql);
-        st.bind(1, dest).bind(2, key);
-        st.exec();
-        if (d.changes() > 0) mark_due(dest);  // the new head may be due
+    // A delivery and its chain: the one it waited behind (0: it headed the chain).
+    struct chain_place {
+        std::int64_t id, prev;
+        std::string dest, key;
+    };
+
+    // The chain's last open delivery; 0 when the chain is idle.
+    std::int64_t chain_tail(db& d, const std::string& dest, const std::string& key) {
+        auto& q = d.prepare(kChainTailSql);
+        q.bind(1, dest).bind(2, key);
+        std::int64_t tail = q.step() ? q.i64(0) : 0;
+        q.reset();
+        return tail;
+    }
+    void set_chain_tail(db& d, const std::string& dest, const std::string& key, std::int64_t id) {
+        auto& q = d.prepare(kSetChainTailSql);
+        q.bind(1, dest).bind(2, key).bind(3, id);
+        q.exec();
+    }
+    // `id` now waits behind `prev` (0: it heads its chain).
+    void relink(db& d, std::int64_t id, std::int64_t prev) {
+        auto& q = d.prepare(kRelinkSql);
+        q.bind(1, prev).bind(2, id);
+        q.exec();
     }
 
-    // A delivery rejoined its chain (an operator's retry, the gate's release): the chain's
-    // marks anew, since it may now come first. Reads the chain's open deliveries: rare.
-    void rejoin(db& d, const std::string& dest, const std::string& key) {
-        auto& st = d.prepare(kRejoinSql);
-        st.bind(1, dest).bind(2, key);
-        st.exec();
+    // A delivery left its chain (its own prev already 0): the one behind it takes its place,
+    // heading the chain if it did (and may then be due); with none behind it, the chain ends
+    // at the one it waited behind, or is idle.
+    void leave_chain(db& d, const chain_place& p) {
+        auto& q = d.prepare(kBehindSql);
+        q.bind(1, p.id);
+        std::int64_t behind = q.step() ? q.i64(0) : 0;
+        q.reset();
+        if (behind != 0) {
+            relink(d, behind, p.prev);
+            if (p.prev == 0) mark_due(p.dest);  // the new head may be due
+        } else if (p.prev != 0) {
+            set_chain_tail(d, p.dest, p.key, p.prev);
+        } else {
+            auto& drop = d.prepare(kDropChainSql);
+            drop.bind(1, p.dest).bind(2, p.key);
+            drop.exec();
+        }
+    }
+
+    // A delivery rejoined its chain (an operator's retry, the gate's release): at its place by
+    // id, found walking back from the chain's last delivery (rare; the chain's open deliveries
+    // after it, read one by one). It may now head the chain, ahead of one in flight.
+    void join_chain(db& d, const chain_place& p) {
+        std::int64_t tail = chain_tail(d, p.dest, p.key);
+        if (tail == 0 || tail < p.id) {
+            relink(d, p.id, tail);
+            set_chain_tail(d, p.dest, p.key, p.id);
+            return;
+        }
+        // `after`: the first open delivery after p.id; `before`: the one it waited behind.
+        std::int64_t after = tail, before = 0;
+        auto& q = d.prepare(kPrevOfSql);
+        for (;;) {
+            q.bind(1, after);
+            before = q.step() ? q.i64(0) : 0;
+            q.reset();
+            if (before < p.id) break;  // 0 included: `after` headed the chain
+            after = before;
+        }
+        relink(d, p.id, before);
+        relink(d, after, p.id);
     }
 
     static delivery_row read_delivery(stmt& q) {
@@ -2165,11 +2249,15 @@ std::vector<std::pair<std::string, std::string>> sqlite_query_plans(const std::s
         {"insert_claimed", kInsertClaimedDeliverySql},
         {"claim_one", kClaimOneSql},
         {"set_state", kSetStateSql},
-        {"chain_idle", kChainIdleSql},
+        {"chain_tail", kChainTailSql},
+        {"set_chain_tail", kSetChainTailSql},
+        {"drop_chain", kDropChainSql},
+        {"behind", kBehindSql},
+        {"relink", kRelinkSql},
+        {"prev_of", kPrevOfSql},
         {"claim", kClaimSql},
-        {"next_head", kNextHeadSql},
-        {"rejoin", kRejoinSql},
-        {"replay_heads", kReplayHeadsSql},
+        {"replay_links", kReplayLinksSql},
+        {"replay_chains", kReplayChainsSql},
         {"prune", kPruneSetSql},
         {"treatment_history", kTreatmentHistorySql},
         {"deliveries_of_treatment", kDeliveriesOfTreatmentSql},
