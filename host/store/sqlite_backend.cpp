@@ -258,15 +258,20 @@ CREATE INDEX deliveries_order ON deliveries(destination, order_key, id)
     // row per open chain (bounded by patients, not by deliveries) naming its last delivery, and
     // each open delivery names the one it waits behind (prev, 0 for the chain's head, the one
     // marked head = 1); deliveries_next finds the delivery behind another. Its keys are ids of
-    // recent tails and of leaving heads: it grows at one end and shrinks at the other.
+    // recent tails and of leaving heads: it grows at one end and shrinks at the other. The
+    // links are written in id order, from a temporary table (in chain order, one random row per
+    // delivery: 1,000,000 pending took 9-11 s instead of 2-3.5 s).
     R"sql(
 ALTER TABLE deliveries ADD COLUMN prev INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE chains(
   destination TEXT NOT NULL, order_key TEXT NOT NULL, tail INTEGER NOT NULL,
   PRIMARY KEY(destination, order_key)) WITHOUT ROWID;
-UPDATE deliveries SET prev = o.p FROM (SELECT id, LAG(id, 1, 0) OVER (PARTITION BY destination,
-  order_key ORDER BY id) AS p FROM deliveries WHERE state IN (0, 1) OR state IN (4, 7)) AS o
-  WHERE deliveries.id = o.id AND o.p <> 0;
+CREATE TEMP TABLE chain_prev(id INTEGER PRIMARY KEY, p INTEGER NOT NULL);
+INSERT INTO chain_prev SELECT id, p FROM (SELECT id, LAG(id, 1, 0) OVER (PARTITION BY destination,
+  order_key ORDER BY id) AS p FROM deliveries WHERE state IN (0, 1) OR state IN (4, 7))
+  WHERE p <> 0 ORDER BY id;
+UPDATE deliveries SET prev = c.p FROM chain_prev AS c WHERE deliveries.id = c.id;
+DROP TABLE chain_prev;
 INSERT INTO chains(destination, order_key, tail) SELECT destination, order_key, MAX(id)
   FROM deliveries WHERE state IN (0, 1) OR state IN (4, 7) GROUP BY destination, order_key;
 DROP INDEX deliveries_order;
