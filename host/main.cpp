@@ -24,13 +24,15 @@ namespace {
 // 8 KB envelopes passing between threads grew and trimmed the heaps over and over (page faults
 // and madvise: a tenth of the daemon's CPU at full rate). Keeping 4 MB per heap, in at most 4
 // heaps, measured 1.15x delivered/s and 0.87x CPU per event (bench/core/run.py --compare, load
-// 2.2) for ~5 MB more peak RSS.
+// 2.2) for ~5 MB more peak RSS. At most 8 heaps, not 4: beside a hung destination the threads
+// sharing 4 heaps waited on each other's heap locks (futex waits in malloc and free); 8 gave
+// 1.06-1.18x delivered/s there and the same peak RSS from 1,000,000 pending (session 14).
 void tune_malloc() {
     const char* t = std::getenv("GLIBC_TUNABLES");
     if (t && std::strstr(t, "glibc.malloc.")) return;
     mallopt(M_TRIM_THRESHOLD, 4 << 20);
     mallopt(M_MMAP_THRESHOLD, 512 << 10);
-    mallopt(M_ARENA_MAX, 4);
+    mallopt(M_ARENA_MAX, 8);
 }
 
 }  // namespace
