@@ -343,6 +343,14 @@ def seed_backlog(db_path, n, envelope_bytes=1024, patients=100000, key_of=None):
     pad = "x" * max(0, envelope_bytes - 300)
     chunk = 50000
     in_events = any(r[1] == "envelope" for r in db.execute("PRAGMA table_info(events)"))
+    columns = [r[1] for r in db.execute("PRAGMA table_info(deliveries)")]
+    # Store schema 10: each chain a list, as the store keeps them. Each delivery is written with
+    # the one it waits behind (the chain's last so far: chains, then this seed's) and the head
+    # mark, and chains names each chain's last at the end. Ids are given, so they are known here.
+    lists = "prev" in columns
+    last = dict(((d, k), t) for d, k, t in db.execute("SELECT destination, order_key, tail FROM chains")) \
+        if lists else {}
+    next_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM deliveries").fetchone()[0] + 1
     for start in range(0, n, chunk):
         end = min(n, start + chunk)
         db.execute("BEGIN")
@@ -362,22 +370,25 @@ def seed_backlog(db_path, n, envelope_bytes=1024, patients=100000, key_of=None):
         if not in_events:
             db.executemany("INSERT INTO payloads(event_seq, envelope) VALUES(?, ?)",
                            ((seq0 + i - start, envelope % (i, i, pad)) for i in rows))
-        db.executemany("INSERT INTO deliveries(event_seq, destination, route, state, order_key, created_ms, "
-                       "updated_ms) VALUES(?, 'sink', 'all', 0, ?, ?, ?)",
-                       ((seq0 + i - start, key_of(i), now, now) for i in rows))
+        if lists:
+            def linked(i):
+                key, did = key_of(i), next_id + i
+                prev = last.get(("sink", key), 0)
+                last[("sink", key)] = did
+                return (did, seq0 + i - start, key, now, now, prev, 1 if prev == 0 else 0)
+            db.executemany("INSERT INTO deliveries(id, event_seq, destination, route, state, order_key, "
+                           "created_ms, updated_ms, prev, head) VALUES(?, ?, 'sink', 'all', 0, ?, ?, ?, ?, ?)",
+                           (linked(i) for i in rows))
+        else:
+            db.executemany("INSERT INTO deliveries(event_seq, destination, route, state, order_key, created_ms, "
+                           "updated_ms) VALUES(?, 'sink', 'all', 0, ?, ?, ?)",
+                           ((seq0 + i - start, key_of(i), now, now) for i in rows))
         db.execute("COMMIT")
-    columns = [r[1] for r in db.execute("PRAGMA table_info(deliveries)")]
-    if "prev" in columns:
-        # Each chain a list (store schema 10), as the store keeps them: each delivery waits behind
-        # the one before it, the first heads the chain, chains names the last.
+    if lists:
         db.execute("BEGIN")
-        db.execute("UPDATE deliveries SET prev = o.p, head = o.p = 0 FROM (SELECT id, LAG(id, 1, 0) "
-                   "OVER (PARTITION BY destination, order_key ORDER BY id) AS p FROM deliveries "
-                   "WHERE state IN (0, 1) OR state IN (4, 7)) AS o WHERE deliveries.id = o.id")
-        db.execute("DELETE FROM chains")
-        db.execute("INSERT INTO chains(destination, order_key, tail) SELECT destination, order_key, "
-                   "MAX(id) FROM deliveries WHERE state IN (0, 1) OR state IN (4, 7) "
-                   "GROUP BY destination, order_key")
+        db.executemany("INSERT INTO chains(destination, order_key, tail) VALUES(?, ?, ?) ON CONFLICT("
+                       "destination, order_key) DO UPDATE SET tail = excluded.tail",
+                       ((d, k, t) for (d, k), t in last.items()))
         db.execute("COMMIT")
     elif "head" in columns:
         # Each chain's head marked (store schema 6), as the store keeps them.
