@@ -557,8 +557,8 @@ config_result parse_config(const std::string& text, const std::string& file,
         }
         for (const auto& sg : rt.source_globs) {
             bool any = false;
-            std::regex re = router::compile_glob(sg);
-            for (const auto& [n, e] : c.endpoints) any = any || std::regex_match(n, re);
+            router::glob g(sg);
+            for (const auto& [n, e] : c.endpoints) any = any || g.matches(n);
             if (!any)
                 errs.push_back({prefix + "/match/source",
                                 "\"" + sg + "\" matches no endpoint (known: " + known + ")"});

@@ -1,34 +1,31 @@
 #include "router/router.hpp"
 
-#include <rapidjson/pointer.h>
 #include <samband/json.hpp>
+
+#include <fnmatch.h>
 
 namespace samband::router {
 
-std::regex compile_glob(const std::string& glob) {
-    std::string r;
-    for (char c : glob) {
-        if (c == '*')
-            r += ".*";
-        else if (c == '?')
-            r += '.';
-        else if (std::string("\\^$.|+()[]{}").find(c) != std::string::npos)
-            r += std::string("\\") + c;
-        else
-            r += c;
+glob::glob(const std::string& pattern) {
+    for (char c : pattern) {
+        if (c == '[' || c == '\\') pattern_ += '\\';
+        pattern_ += c;
     }
-    return std::regex(r, std::regex::optimize);
+}
+
+bool glob::matches(const std::string& text) const {
+    return ::fnmatch(pattern_.c_str(), text.c_str(), 0) == 0;
 }
 
 router::router(const std::vector<config::route>& routes) {
     for (const auto& r : routes) {
         compiled_route c;
         c.name = r.name;
-        c.type = compile_glob(r.type_glob);
-        for (const auto& s : r.source_globs) c.sources.push_back(compile_glob(s));
+        c.type = glob(r.type_glob);
+        for (const auto& s : r.source_globs) c.sources.emplace_back(s);
         for (const auto& p : r.where) {
             compiled_predicate cp;
-            cp.pointer = p.path;
+            cp.pointer = rapidjson::Pointer(p.path.c_str());
             cp.what = p.what;
             cp.exists = p.exists;
             // Written by the config loader from the parsed config, so always valid JSON.
@@ -55,15 +52,15 @@ std::vector<route_match> router::route(std::string_view source,
     }
     std::string src(source);
     for (const auto& r : routes_) {
-        if (!std::regex_match(type, r.type)) continue;
+        if (!r.type.matches(type)) continue;
         if (!r.sources.empty()) {
             bool any = false;
-            for (const auto& s : r.sources) any = any || std::regex_match(src, s);
+            for (const auto& s : r.sources) any = any || s.matches(src);
             if (!any) continue;
         }
         bool ok = true;
         for (const auto& p : r.where) {
-            const rapidjson::Value* v = rapidjson::Pointer(p.pointer.c_str()).Get(envelope);
+            const rapidjson::Value* v = p.pointer.Get(envelope);
             switch (p.what) {
                 case config::predicate::op::exists:
                     ok = (v != nullptr) == p.exists;

@@ -65,6 +65,18 @@ TEST(router, regex_characters_in_a_glob_are_literal) {
     EXPECT_EQ(names(r, "s", R"j({"type":"aab(c)"})j"), V{});
 }
 
+// fnmatch(3)'s own specials: a bracket is not a character class, a backslash escapes nothing.
+TEST(router, brackets_and_backslashes_in_a_glob_are_literal) {
+    router r({route("class", "a[bc]d", {"x"}), route("slash", "a\\*", {"y"})});
+    EXPECT_EQ(names(r, "s", R"j({"type":"a[bc]d"})j"), (V{"class→x"}));
+    EXPECT_EQ(names(r, "s", R"j({"type":"abd"})j"), V{});
+    EXPECT_EQ(names(r, "s", R"j({"type":"a\\zz"})j"), (V{"slash→y"}));  // a, backslash, zz
+    EXPECT_EQ(names(r, "s", R"j({"type":"a*"})j"), V{});  // the star is still a wildcard after it
+    EXPECT_TRUE(glob("x/*").matches("x/y/z"));            // '*' crosses '/' (no FNM_PATHNAME)
+    EXPECT_TRUE(glob("*").matches(""));
+    EXPECT_FALSE(glob("?").matches(""));
+}
+
 TEST(router, a_missing_or_non_string_type_matches_only_a_star) {
     router r({route("all", "*", {"a"}), route("rph", "rph.*", {"b"})});
     EXPECT_EQ(names(r, "s", R"({"type":7})"), (V{"all→a"}));
