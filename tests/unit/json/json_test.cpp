@@ -5,6 +5,8 @@
 #include <samband/json.hpp>
 
 #include <gtest/gtest.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include <atomic>
 #include <string>
@@ -152,6 +154,40 @@ TEST(Json, ControlCharactersAreRefusedAndWrittenEscapedAtEveryOffset) {
     EXPECT_EQ(accepted, 0) << "raw control characters accepted inside strings";
     EXPECT_EQ(written_raw, 0) << "control characters written unescaped";
     EXPECT_EQ(changed, 0) << "strings with control characters did not survive a round trip";
+}
+
+// to_json copies a string with nothing to escape whole: its output must be RapidJSON's writer's,
+// byte for byte, whatever escaped byte falls wherever (each word boundary, short strings, bytes
+// past 0x7F, text that is not UTF-8), in values and keys.
+TEST(Json, ToJsonWritesWhatRapidJsonsWriterWrites) {
+    auto reference = [](const rapidjson::Value& v) {
+        rapidjson::StringBuffer sb;
+        rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+        v.Accept(w);
+        return std::string(sb.GetString(), sb.GetSize());
+    };
+    std::vector<std::string> specials = {"\"", "\\", "\x1f",     "\x01", "\n",   "\x7f",
+                                         "/",  " ",  "\xc3\xa6", "\xff", "\x80", "\x20"};
+    int compared = 0, differ = 0;
+    for (std::size_t len : {0, 1, 15, 16, 17, 40, 64}) {
+        for (const auto& sp : specials) {
+            for (std::size_t at = 0; at <= len; ++at) {
+                std::string value = std::string(at, 'a') + sp + std::string(len - at, 'b');
+                rapidjson::Document d;
+                d.SetObject();
+                d.AddMember(rapidjson::Value(value.c_str(), d.GetAllocator()),
+                            rapidjson::Value(value.c_str(), d.GetAllocator()), d.GetAllocator());
+                rapidjson::Value list(rapidjson::kArrayType);
+                list.PushBack(rapidjson::Value(value.c_str(), d.GetAllocator()), d.GetAllocator());
+                list.PushBack(7, d.GetAllocator());
+                d.AddMember("list", list, d.GetAllocator());
+                ++compared;
+                if (samband::codec::to_json(d) != reference(d)) ++differ;
+            }
+        }
+    }
+    EXPECT_GT(compared, 1000);
+    EXPECT_EQ(differ, 0);
 }
 
 // Found by tests/fuzz/fuzz_json: RapidJSON 1.1.0 stores a lone low surrogate escape as bytes that
