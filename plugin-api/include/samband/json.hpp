@@ -107,8 +107,10 @@ inline bool is_ascii(std::string_view text) {
 
 template <unsigned Flags>
 std::string parse_with(std::string_view text, rapidjson::Document& doc, std::size_t max_depth) {
-    rapidjson::MemoryStream ms(text.data(), text.size());
-    rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> is(ms);
+    // From a NUL-terminated copy (parse refused a NUL in the text, so the terminator is its end):
+    // RapidJSON's StringStream reads a byte without the end check its MemoryStream makes per byte.
+    std::string copy(text);
+    rapidjson::StringStream is(copy.c_str());
     // The reader gathers each string in its stack before the document copies it: sized for the
     // text (up to 64 KiB) so an 8 KB string does not grow it a dozen times.
     rapidjson::Reader reader(nullptr, std::clamp<std::size_t>(text.size() + 1, 256, 64 * 1024));
