@@ -74,10 +74,13 @@ struct depth_filter {
 private:
     // RapidJSON 1.1.0 turns a lone low-surrogate escape (\uDC00-\uDFFF) into the bytes ED B0-BF
     // xx, which are not UTF-8: refuse it (the input bytes themselves are validated as UTF-8).
+    // (memchr finds each 0xED: a byte-by-byte loop was a fifth of parsing an 8 KB string.)
     bool text_ok(const char* s, rapidjson::SizeType n) {
-        for (rapidjson::SizeType i = 0; i + 1 < n; ++i) {
-            if (static_cast<unsigned char>(s[i]) == 0xED &&
-                static_cast<unsigned char>(s[i + 1]) >= 0xA0) {
+        const char* end = s + n;
+        for (const char* p = s; p < end;) {
+            p = static_cast<const char*>(std::memchr(p, 0xED, static_cast<std::size_t>(end - p)));
+            if (!p) return true;
+            if (++p < end && static_cast<unsigned char>(*p) >= 0xA0) {
                 lone_surrogate = true;
                 return false;
             }
