@@ -1308,25 +1308,13 @@ private:
 
     void do_submit(db& d, const new_event& ev, submit_outcome& out) {
         out = submit_outcome{};  // the job may run a second time (see writer_loop)
-        auto& dup = d.prepare(
-            "SELECT id, content_sha256 FROM events WHERE source = ? AND idempotency_key = ?");
-        dup.bind(1, ev.source).bind(2, ev.idempotency_key);
-        if (dup.step()) {
-            out.event_id = dup.text(0);
-            std::string first = dup.text(1);
-            dup.reset();
-            if (!first.empty() && !ev.content_sha256.empty() && first != ev.content_sha256) {
-                out.conflict = true;
-                return;
-            }
-            out.duplicate = true;
-            return;
-        }
-        dup.reset();
         std::int64_t now = core::now_ms();
+        // Inserted unless the source's key is stored already (the unique index finds out in the
+        // same step: no lookup of its own before each insert).
         auto& ins = d.prepare(
             "INSERT INTO events(id, source, idempotency_key, type, occurred_at, treatment_id, "
-            "order_key, received_ms, content_sha256, envelope) VALUES(?,?,?,?,?,?,?,?,?,?)");
+            "order_key, received_ms, content_sha256, envelope) VALUES(?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(source, idempotency_key) DO NOTHING");
         ins.bind(1, ev.id).bind(2, ev.source).bind(3, ev.idempotency_key).bind(4, ev.type);
         ins.bind(5, ev.occurred_at).bind(6, ev.treatment_id).bind(7, ev.order_key).bind(8, now);
         ins.bind(9, ev.content_sha256);
@@ -1338,6 +1326,26 @@ private:
         ins.bind_static(10,
                         opts_.keys ? std::string_view(sealed) : std::string_view(ev.envelope_json));
         ins.exec();
+        if (d.changes() == 0) {
+            // The source gave this key before: the same content is a duplicate (the first event
+            // answers), other content a conflict.
+            auto& dup = d.prepare(
+                "SELECT id, content_sha256 FROM events WHERE source = ? AND idempotency_key = ?");
+            dup.bind(1, ev.source).bind(2, ev.idempotency_key);
+            if (!dup.step()) {
+                dup.reset();
+                throw std::runtime_error("event " + ev.id + " was neither stored nor found");
+            }
+            out.event_id = dup.text(0);
+            std::string first = dup.text(1);
+            dup.reset();
+            if (!first.empty() && !ev.content_sha256.empty() && first != ev.content_sha256) {
+                out.conflict = true;
+                return;
+            }
+            out.duplicate = true;
+            return;
+        }
         ++counts_.events;
         std::int64_t seq = d.last_rowid();
         for (const auto& a : ev.attachments) {
