@@ -685,6 +685,8 @@ def hung_run():
                 runs[name].append({"delivered_per_s": round(s.get("delivered_per_s", 0)), "completed": ok,
                                    "seconds": round(s.get("seconds", 0), 2), "cpu_ms_per_1000": round(cpu),
                                    "written_bytes_per_event": round(LAST_IO["wchar"] / n) if "wchar" in LAST_IO else None,
+                                   # read(2)/pread(2) calls per event (the JSON only): the store's page reads
+                                   "read_calls_per_event": round(LAST_IO["syscr"] / n, 1) if "syscr" in LAST_IO else None,
                                    "p99_ms": s.get("latency_p99_ms"), "neighbour_attempts": hung_attempts,
                                    "load": round(os.getloadavg()[0], 1),
                                    "perf": f"{out}-{PERF['n']}.data" if PERF else None})
