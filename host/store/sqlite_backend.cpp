@@ -1528,17 +1528,20 @@ private:
     void do_update(db& d, const delivery_update& u) {
         std::int64_t now = core::now_ms();
         std::string subject = "delivery:" + std::to_string(u.delivery_id);
-        auto& cur =
-            d.prepare("SELECT state, destination, order_key, prev FROM deliveries WHERE id = ?");
+        auto& cur = d.prepare(
+            "SELECT state, destination, order_key, prev, attempt_started_ms FROM deliveries "
+            "WHERE id = ?");
         cur.bind(1, u.delivery_id);
         std::optional<delivery_state> from;
         chain_place place{u.delivery_id, 0, {}, {}};
+        std::int64_t attempt_started_ms = 0;
         bool found = cur.step();
         if (found) {
             from = from_code(cur.i64(0));
             place.dest = cur.text(1);
             place.key = cur.text(2);
             place.prev = cur.i64(3);
+            attempt_started_ms = cur.i64(4);
         }
         cur.reset();
         const std::string& dest = place.dest;
@@ -1551,17 +1554,16 @@ private:
             return;
         }
         if (u.closes_attempt > 0) {
-            // The attempts row, written once: started when the delivery row says (an open row
-            // from before schema 5 is closed instead).
+            // The attempts row, written once: started when the delivery row says (read above;
+            // an open row from before schema 5 is closed instead).
             auto& at = d.prepare(
                 "INSERT INTO attempts(delivery_id, n, started_ms, ended_ms, state, reason, "
-                "outcome) SELECT id, ?6, attempt_started_ms, ?1, ?2, ?3, ?4 FROM deliveries "
-                "WHERE id = ?5 ON CONFLICT(delivery_id, n) DO UPDATE SET ended_ms = "
-                "excluded.ended_ms, state = excluded.state, reason = excluded.reason, outcome = "
-                "excluded.outcome");
+                "outcome) VALUES(?5, ?6, ?7, ?1, ?2, ?3, ?4) ON CONFLICT(delivery_id, n) DO "
+                "UPDATE SET ended_ms = excluded.ended_ms, state = excluded.state, reason = "
+                "excluded.reason, outcome = excluded.outcome");
             at.bind(1, now).bind(2, code(u.state)).bind(3, u.reason);
             at.bind(4, to_string(u.state)).bind(5, u.delivery_id);
-            at.bind(6, u.closes_attempt);
+            at.bind(6, u.closes_attempt).bind(7, attempt_started_ms);
             at.exec();
         } else if (*from == delivery_state::in_flight && u.state != delivery_state::in_flight &&
                    !u.hand_back) {
