@@ -108,12 +108,9 @@ inline bool is_ascii(std::string_view text) {
     return true;
 }
 
-template <unsigned Flags>
-std::string parse_with(std::string_view text, rapidjson::Document& doc, std::size_t max_depth) {
-    // From a NUL-terminated copy (parse refused a NUL in the text, so the terminator is its end):
-    // RapidJSON's StringStream reads a byte without the end check its MemoryStream makes per byte.
-    std::string copy(text);
-    rapidjson::StringStream is(copy.c_str());
+template <unsigned Flags, class Stream>
+std::string parse_from(Stream& is, std::string_view text, rapidjson::Document& doc,
+                       std::size_t max_depth) {
     // The reader gathers each string in its stack before the document copies it: sized for the
     // text (up to 64 KiB) so an 8 KB string does not grow it a dozen times.
     rapidjson::Reader reader(nullptr, std::clamp<std::size_t>(text.size() + 1, 256, 64 * 1024));
@@ -151,6 +148,24 @@ std::string parse_with(std::string_view text, rapidjson::Document& doc, std::siz
     doc.SetNull();
     return "malformed JSON at line " + std::to_string(line) + " column " + std::to_string(col) +
            ": " + rapidjson::GetParseError_En(reader.GetParseErrorCode());
+}
+
+// ASCII text is read from a NUL-terminated copy (parse refused a NUL in the text, so the
+// terminator is its end): RapidJSON's StringStream reads a byte without the end check its
+// MemoryStream makes per byte. Other text is read through the MemoryStream: RapidJSON's UTF-8
+// check reads every byte a lead byte announces before it looks at them, past a terminator at the
+// end of the text (the fuzzers found that read).
+template <unsigned Flags>
+std::string parse_with(std::string_view text, rapidjson::Document& doc, std::size_t max_depth) {
+    if constexpr ((Flags & rapidjson::kParseValidateEncodingFlag) == 0) {
+        std::string copy(text);
+        rapidjson::StringStream is(copy.c_str());
+        return parse_from<Flags>(is, text, doc, max_depth);
+    } else {
+        rapidjson::MemoryStream ms(text.data(), text.size());
+        rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> is(ms);
+        return parse_from<Flags>(is, text, doc, max_depth);
+    }
 }
 
 }  // namespace detail

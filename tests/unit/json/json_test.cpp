@@ -82,6 +82,17 @@ TEST(Json, StringsMustBeUtf8) {
 
 // ASCII text skips RapidJSON's UTF-8 check: a bad byte anywhere, even past many ASCII words or in
 // the last few bytes, still takes the checked path, and escapes still decode and are still checked.
+// A text cut inside a UTF-8 sequence is refused. (RapidJSON's check reads every byte the lead
+// byte announces; from a NUL-terminated copy it read past the end: the fuzzers found it, and
+// tests/fuzz/json/truncated-utf8.json keeps that input.)
+TEST(Json, TextCutInsideAUtf8SequenceIsRefused) {
+    for (const char* lead : {"\xc3", "\xe2\x82", "\xf0", "\xf0\x9f\x98"}) {
+        EXPECT_NE(why(std::string("[\"") + lead), "") << lead;
+        EXPECT_NE(why(std::string("{\"k") + lead), "") << lead;
+    }
+    EXPECT_EQ(why("[\"\xc3\xa6\xf0\x9f\x98\x80\"]"), "");
+}
+
 TEST(Json, AsciiFastPathKeepsEveryCheck) {
     const std::string pad(64, ' ');
     EXPECT_NE(why("[" + pad + "\"ab\xc3\"]").find("Invalid encoding in string"), std::string::npos);
