@@ -14,8 +14,8 @@
 namespace samband::router {
 
 // A glob matched against a whole string: * any run of characters, ? any one, every other
-// character itself. Matched with fnmatch(3) (std::regex took ~56,000 instructions per event for
-// the route's type alone).
+// character itself. Matched with fnmatch(3), not std::regex (about 2,700 instructions less per
+// event for one route).
 class glob {
 public:
     explicit glob(const std::string& pattern);
