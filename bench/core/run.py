@@ -218,6 +218,8 @@ the outbox (the end is seen by polling every 50 ms). Load average {results['load
 PERF = {}  # set by --perf: {"out": path prefix, "n": runs recorded}
 LAST_IO = {}  # the last run_daemon's /proc/<pid>/io when its condition was met
 LAST_COMMITS = {}  # the last run_daemon's group commits, from /metrics when its condition was met
+LAST_THREADS = {}  # the last run_daemon's CPU seconds per thread name (/proc/<pid>/task) then
+LAST_RUNQ = {}  # and the seconds each thread name waited runnable for a core
 
 
 def commit_sizes(ready):
@@ -245,6 +247,33 @@ def commit_sizes(ready):
     for kind in sorted(counts):
         out[f"{kind}_per_commit"] = round(sums.get(kind, 0) / max(1, counts[kind]), 1)
         out[f"commits_with_{kind}"] = int(counts[kind])
+    return out
+
+
+def thread_cpu(pid, runq=None):
+    """CPU seconds (user + system) of each of the process's threads, summed by thread name (the
+    daemon names its own: store-writer, engine, dst:<destination>, ep:<endpoint>, ...); with
+    `runq` (a dict), the seconds each waited runnable for a core (schedstat) go there too."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        if runq is not None:
+            try:
+                waited = int(open(f"/proc/{pid}/task/{tid}/schedstat").read().split()[1]) / 1e9
+                runq[name] = runq.get(name, 0.0) + waited
+            except (OSError, IndexError, ValueError):
+                pass
     return out
 
 
@@ -295,6 +324,9 @@ def run_daemon(tmp, cfg, until, timeout, started=None):
     # machine's load does not move it.
     LAST_COMMITS.clear()
     LAST_COMMITS.update(commit_sizes(ready) if ok else {})
+    LAST_THREADS.clear()
+    LAST_RUNQ.clear()
+    LAST_THREADS.update(thread_cpu(p.pid, LAST_RUNQ) if ok and not PERF else {})
     LAST_IO.clear()
     try:
         if PERF:
@@ -830,7 +862,10 @@ def compare_run(variants, what):
             cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000 * 1000 / n
             runs[name].append({"delivered_per_s": round(s.get("delivered_per_s", 0)), "completed": ok,
                                "cpu_ms_per_1000": round(cpu), "peak_rss_mb": round(peak, 1),
-                               "commits": dict(LAST_COMMITS), "load": round(os.getloadavg()[0], 1)})
+                               "commits": dict(LAST_COMMITS), "load": round(os.getloadavg()[0], 1),
+                               "threads_cpu_ms_per_1000": {k: round(v * 1000 * 1000 / n) for k, v in
+                                                           sorted(LAST_THREADS.items(), key=lambda kv: -kv[1])},
+                               "threads_runq_ms_per_1000": {k: round(v * 1000 * 1000 / n) for k, v in LAST_RUNQ.items()}})
             print(name, runs[name][-1], flush=True)
     BIN = variants[-1][1]
     med = lambda v: sorted(v)[len(v) // 2]
@@ -857,6 +892,25 @@ def compare_run(variants, what):
                      f"{res['ratio_cpu_per_event'][name]}×" for name in list(runs)[1:])
     title = "two builds" if what == "compare" else "sink concurrency (window)"
     which = "\n".join(f"{a}: `{b}`, sink concurrency {c}." for a, b, c in variants)
+    names = []
+    for v in runs.values():
+        for r in v:
+            names += [k for k in r.get("threads_cpu_ms_per_1000", {}) if k not in names]
+    names = [k for k in names if any(r.get("threads_cpu_ms_per_1000", {}).get(k, 0) >= 1
+                                     for v in runs.values() for r in v)]
+    thread_rows = "\n".join(f"| {k}{label} | " + " | ".join(
+        str(med([r.get(key, {}).get(t, 0) for r in v])) for t in names) + " |"
+        for key, label in (("threads_cpu_ms_per_1000", ": CPU"), ("threads_runq_ms_per_1000", ": waiting for a core"))
+        for k, v in runs.items())
+    threads = (f"""
+ms per 1,000 events by thread (median of the runs; threads the builds name, unnamed ones under the
+process's name; before SIGTERM, so shutdown is not in it; a thread that ended before, such as
+bench-source's, is not in it): on a core, and runnable but waiting for one (schedstat):
+
+| variant | {' | '.join(names)} |
+|---|{'---|' * len(names)}
+{thread_rows}
+""" if names else "")
     open(out + ".md", "w").write(f"""# Core bench: {title} alternated ({stamp}, load {load:.1f} at start)
 {n} events of 8 KB at full rate, bench-source → bench-sink in-process, 3 runs each, alternated.
 {which}
@@ -869,7 +923,7 @@ sum of samband_store_commit_seconds (each commit from its first job to its callb
 {rows}
 
 Medians against {first}: {meds}.
-""")
+{threads}""")
     print(open(out + ".md").read())
 
 

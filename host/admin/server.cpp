@@ -1,6 +1,7 @@
 #include "admin/server.hpp"
 
 #include "admin/api.hpp"
+#include "core/thread_name.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -392,7 +393,10 @@ std::string server::address() const {
 
 void server::start() {
     impl_->accept();
-    impl_->thread = std::thread([this] { impl_->io.run(); });
+    impl_->thread = std::thread([this] {
+        core::name_this_thread("admin");
+        impl_->io.run();
+    });
 }
 
 void server::stop() {

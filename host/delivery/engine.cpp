@@ -1,11 +1,13 @@
 #include "delivery/engine.hpp"
 
 #include "core/ids.hpp"
+#include "core/thread_name.hpp"
 
 #include <boost/asio/post.hpp>
 
 #include <algorithm>
 #include <future>
+#include <latch>
 
 namespace samband::delivery {
 
@@ -54,15 +56,26 @@ engine::~engine() {
     shutdown();
 }
 
-engine::workers::workers(int threads)
-    : pool(static_cast<std::size_t>(std::clamp(threads, 1, 4))), calls(pool.get_executor()) {}
+engine::workers::workers(const std::string& destination, int threads)
+    : pool(static_cast<std::size_t>(std::clamp(threads, 1, 4))), calls(pool.get_executor()) {
+    // Each pool thread named after the destination: every naming task waits until all have
+    // started, so each runs on a thread of its own.
+    const auto n = static_cast<std::ptrdiff_t>(std::clamp(threads, 1, 4));
+    auto started = std::make_shared<std::latch>(n);
+    for (std::ptrdiff_t i = 0; i < n; ++i) {
+        asio::post(pool, [started, name = "dst:" + destination] {
+            core::name_this_thread(name);
+            started->arrive_and_wait();
+        });
+    }
+}
 
 void engine::set_destination(const std::string& name, plugin::instance* sink, policy p) {
     auto& d = dests_[name];
     d.name = name;
     d.sink = sink;
     d.pol = p;
-    if (!d.worker) d.worker = std::make_unique<workers>(p.concurrency);
+    if (!d.worker) d.worker = std::make_unique<workers>(name, p.concurrency);
     {
         std::lock_guard lock(rooms_mu_);
         rooms_[name] = d.room;
@@ -194,7 +207,10 @@ void engine::start() {
     accept_at_store_ = store_.set_accept_claims(accept_hooks());
     store_tells_due_.store(accept_at_store_);
     for (auto& [name, d] : dests_) publish(d);
-    thread_ = std::thread([this] { io_.run(); });
+    thread_ = std::thread([this] {
+        core::name_this_thread("engine");
+        io_.run();
+    });
     asio::post(io_, [this] {
         schedule_tick();
         pump_all();

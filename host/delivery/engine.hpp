@@ -124,7 +124,7 @@ public:
 private:
     // A destination's own threads: prepares run on the pool, deliver() calls on the strand.
     struct workers {
-        explicit workers(int threads);
+        workers(const std::string& destination, int threads);
         boost::asio::thread_pool pool;
         boost::asio::strand<boost::asio::thread_pool::executor_type> calls;
     };

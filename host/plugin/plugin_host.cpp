@@ -1,6 +1,7 @@
 #include "plugin/plugin_host.hpp"
 
 #include "core/log.hpp"
+#include "core/thread_name.hpp"
 #include "plugin/process.hpp"
 
 #include <rapidjson/document.h>
@@ -418,7 +419,10 @@ struct instance::impl {
         api.render_write = &impl::t_render_write;
         api.render_name = &impl::t_render_name;
         api.transform_emit = &impl::t_transform_emit;
-        worker = std::thread([this] { run(); });
+        worker = std::thread([this] {
+            core::name_this_thread("ep:" + endpoint);
+            run();
+        });
     }
 
     ~impl() {

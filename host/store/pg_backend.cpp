@@ -7,6 +7,7 @@
 #include "store/store.hpp"
 
 #include "core/ids.hpp"
+#include "core/thread_name.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -242,7 +243,10 @@ public:
         } catch (const pg_error& e) {
             throw std::runtime_error(std::string("store: ") + e.what());
         }
-        writer_ = std::thread([this] { writer_loop(); });
+        writer_ = std::thread([this] {
+            core::name_this_thread("store-writer");
+            writer_loop();
+        });
     }
 
     ~pg_store() override {

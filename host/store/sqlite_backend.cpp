@@ -10,6 +10,7 @@
 #include "store/wal_gather_vfs.hpp"
 
 #include "core/ids.hpp"
+#include "core/thread_name.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -575,9 +576,18 @@ public:
         ckdb_ = std::make_unique<db>(open_db(opts, false, opts.synchronous_full));
         sqlite3_wal_hook(wdb_.raw(), &sqlite_store::on_wal, this);
         if (opts.synchronous_full) wal_ = open_wal(wdb_);
-        checkpointer_ = std::thread([this] { checkpoint_loop(); });
-        syncer_ = std::thread([this] { sync_loop(); });
-        writer_ = std::thread([this] { writer_loop(); });
+        checkpointer_ = std::thread([this] {
+            core::name_this_thread("store-checkpt");
+            checkpoint_loop();
+        });
+        syncer_ = std::thread([this] {
+            core::name_this_thread("store-sync");
+            sync_loop();
+        });
+        writer_ = std::thread([this] {
+            core::name_this_thread("store-writer");
+            writer_loop();
+        });
     }
 
     ~sqlite_store() override {

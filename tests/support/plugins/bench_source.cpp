@@ -4,6 +4,7 @@
 //            "type": "rph.assessment.scored", "report_file": "PATH", "run": "r1"}
 #include <samband/sdk.hpp>
 
+#include <pthread.h>
 #include <rapidjson/document.h>
 
 #include <algorithm>
@@ -77,7 +78,10 @@ public:
 
     void start() {
         stop_ = false;
-        thread_ = std::thread([this] { run(); });
+        thread_ = std::thread([this] {
+            pthread_setname_np(pthread_self(), "bench-source");
+            run();
+        });
     }
     void stop() {
         stop_ = true;
