@@ -1142,13 +1142,20 @@ private:
 
     // After each commit (writer thread): wakes the checkpointer once the WAL holds
     // kCheckpointPages. The WAL starts over only after a checkpoint that caught up with the last
-    // commit, which a checkpoint running beside a busy writer rarely does: at 2x that size (or
-    // should the checkpointer fail) the writer checkpoints itself, as SQLite's auto-checkpoint
-    // would, copying only what the checkpointer has not, so the WAL stays near 8 MB. (At 4x it
-    // grew to 17 MB, and a run in five at 1,500 events/s stalled for 0.6-0.9 s.)
+    // commit, which a checkpoint running beside a busy writer rarely does: so the writer
+    // checkpoints itself, as SQLite's auto-checkpoint would, copying only what the checkpointer
+    // has not, once the WAL reaches 2x that size with no job waiting, and at 4x in any case (or
+    // should the checkpointer fail). At full rate jobs always wait: at 2x regardless the writer
+    // copied half the WAL itself (a fifth of its time, session 16's perf); at 4x regardless the
+    // WAL grew to 17 MB and a run in five at 1,500 events/s stalled for 0.6-0.9 s (566293b).
     static int on_wal(void* self_ptr, sqlite3* raw, const char* name, int pages) {
         auto* self = static_cast<sqlite_store*>(self_ptr);
-        if (pages >= kCheckpointPages * 2 || self->ck_failed_.load()) {
+        bool now = pages >= kCheckpointPages * 4 || self->ck_failed_.load();
+        if (!now && pages >= kCheckpointPages * 2) {
+            std::lock_guard lock(self->mu_);
+            now = self->queue_.empty() && self->engine_queue_.empty() && self->claim_queue_.empty();
+        }
+        if (now) {
             sqlite3_wal_checkpoint_v2(raw, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
             return SQLITE_OK;
         }
