@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <future>
-#include <latch>
 
 namespace samband::delivery {
 
@@ -58,16 +57,11 @@ engine::~engine() {
 
 engine::workers::workers(const std::string& destination, int threads)
     : pool(static_cast<std::size_t>(std::clamp(threads, 1, 4))), calls(pool.get_executor()) {
-    // Each pool thread named after the destination: every naming task waits until all have
-    // started, so each runs on a thread of its own.
-    const auto n = static_cast<std::ptrdiff_t>(std::clamp(threads, 1, 4));
-    auto started = std::make_shared<std::latch>(n);
-    for (std::ptrdiff_t i = 0; i < n; ++i) {
-        asio::post(pool, [started, name = "dst:" + destination] {
-            core::name_this_thread(name);
-            started->arrive_and_wait();
-        });
-    }
+    // The pool's threads named after the destination, best effort: one naming task per thread,
+    // posted while they are all idle (none waits for the others, so a pool stopped before they
+    // ran still joins).
+    for (int i = 0; i < std::clamp(threads, 1, 4); ++i)
+        asio::post(pool, [name = "dst:" + destination] { core::name_this_thread(name); });
 }
 
 void engine::set_destination(const std::string& name, plugin::instance* sink, policy p) {
