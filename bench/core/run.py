@@ -47,6 +47,9 @@ QUICK = "--quick" in sys.argv
 # The healthy sink's policy.concurrency (its window: deliveries in flight, and so the most one
 # claim takes); --concurrency N changes it for every run of this invocation.
 CONCURRENCY = int(sys.argv[sys.argv.index("--concurrency") + 1]) if "--concurrency" in sys.argv else 64
+# --size BYTES: the bench source's event size for every run of this invocation (8 KB, the issue's
+# figure, unless given: a smaller one shows what the envelope's bytes cost the store).
+SIZE = int(sys.argv[sys.argv.index("--size") + 1]) if "--size" in sys.argv else 8192
 
 
 def sqlite_baseline(tmp):
@@ -74,7 +77,7 @@ def sqlite_baseline(tmp):
 
 def config(tmp, count, rate, sink, concurrency=None, hung=None, encrypt=False):
     endpoints = {
-        "load": {"plugin": "bench-source", "config": {"count": count, "size_bytes": 8192, "window": 1024,
+        "load": {"plugin": "bench-source", "config": {"count": count, "size_bytes": SIZE, "window": 1024,
                                                        "rate_per_s": rate, "report_file": os.path.join(tmp, "source.json"),
                                                        "run": str(time.time())}},
         "sink": sink,
@@ -912,7 +915,7 @@ bench-source's, is not in it): on a core, and runnable but waiting for one (sche
 {thread_rows}
 """ if names else "")
     open(out + ".md", "w").write(f"""# Core bench: {title} alternated ({stamp}, load {load:.1f} at start)
-{n} events of 8 KB at full rate, bench-source → bench-sink in-process, 3 runs each, alternated.
+{n} events of {SIZE} bytes at full rate, bench-source → bench-sink in-process, 3 runs each, alternated.
 {which}
 Per commit: the means of the daemon's samband_store_commit_size histogram (over the commits that held
 that kind) until the sink had every event; – when the build has no such histogram. Writer busy: the
