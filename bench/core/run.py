@@ -252,9 +252,13 @@ def commit_sizes(ready):
             commits = int(float(line.rsplit(" ", 1)[1]))
         elif line.startswith("samband_store_commit_seconds_sum"):
             busy = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("samband_store_wal_sync_seconds_sum"):
+            le["sync_s"] = float(line.rsplit(" ", 1)[1])
     if not counts:
         return {}
     out = {"commits": commits, "writer_busy_s": round(busy, 3)}
+    if "sync_s" in le:
+        out["syncer_busy_s"] = round(le["sync_s"], 3)  # in fdatasync of the WAL
     for name, key in (("samband_store_commit_seconds", "commits_over_10ms"),
                       ("samband_store_wal_sync_seconds", "syncs_over_10ms")):
         if name + "_n" in le and name + "_le" in le:
@@ -901,6 +905,7 @@ def compare_run(variants, what):
                      f"{' / '.join(per(r, 'claimed_per_commit') for r in v)} | "
                      f"{' / '.join(per(r, 'commits') for r in v)} | "
                      f"{' / '.join(per(r, 'writer_busy_s') for r in v)} | "
+                     f"{' / '.join(per(r, 'syncer_busy_s') for r in v)} | "
                      f"{' / '.join(str(r['load']) for r in v)} |"
                      for k, v in runs.items())
     meds = "; ".join(f"{name}: delivered/s {res['ratio_delivered_per_s'][name]}×, CPU per event "
@@ -931,10 +936,11 @@ bench-source's, is not in it): on a core, and runnable but waiting for one (sche
 {which}
 Per commit: the means of the daemon's samband_store_commit_size histogram (over the commits that held
 that kind) until the sink had every event; – when the build has no such histogram. Writer busy: the
-sum of samband_store_commit_seconds (each commit from its first job to its callbacks) until then.
+sum of samband_store_commit_seconds (each commit from its first job to its COMMIT) until then; WAL
+sync: the sum of samband_store_wal_sync_seconds (the syncer's fdatasync calls) until then.
 
-| variant | delivered/s | daemon CPU ms per 1,000 events | events per commit | state changes per commit | rows claimed per commit | commits | writer busy s | load |
-|---|---|---|---|---|---|---|---|---|
+| variant | delivered/s | daemon CPU ms per 1,000 events | events per commit | state changes per commit | rows claimed per commit | commits | writer busy s | WAL sync s | load |
+|---|---|---|---|---|---|---|---|---|---|
 {rows}
 
 Medians against {first}: {meds}.
