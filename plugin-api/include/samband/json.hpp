@@ -156,7 +156,10 @@ template <>
 inline void GenericReader<UTF8<>, UTF8<>, CrtAllocator>::ScanCopyUnescapedString(
     samband::json::detail::ascii_stream& is, StackStream<char>& os) {
     const char* p = is.src_;
-    std::size_t n = samband::json::detail::unescaped_run(p, static_cast<std::size_t>(is.end_ - p));
+    // At most 1 GiB a call (the reader's counts are 32-bit): the reader then takes one character
+    // itself and calls again.
+    std::size_t n = samband::json::detail::unescaped_run(
+        p, std::min<std::size_t>(static_cast<std::size_t>(is.end_ - p), std::size_t{1} << 30));
     if (n == 0) return;
     std::memcpy(os.Push(static_cast<SizeType>(n)), p, n);
     is.src_ = p + n;
