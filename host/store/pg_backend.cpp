@@ -234,7 +234,7 @@ public:
     explicit pg_store(const postgresql_options& opts) : opts_(opts) {
         if (opts_.node_id.empty()) throw std::runtime_error("store: postgresql needs a node_id");
         try {
-            wdb_ = std::make_unique<pg_conn>(opts_.conninfo);
+            wdb_ = writer_connection();
             rpool_.push_back(std::make_unique<pg_conn>(opts_.conninfo));
             ropen_ = 1;
             migrate();
@@ -1292,7 +1292,7 @@ private:
                 if (stop_) return false;
             }
             try {
-                wdb_ = std::make_unique<pg_conn>(opts_.conninfo);
+                wdb_ = writer_connection();
                 return true;
             } catch (const pg_error&) {
                 wdb_.reset();
@@ -1302,6 +1302,19 @@ private:
             cv_.wait_for(lock, delay, [&] { return stop_; });
             delay = std::min(delay * 2, std::chrono::milliseconds(5000));
         }
+    }
+
+    // The writer's session. Every write transaction of every node holds the audit lock to its
+    // end, so a node frozen inside one (stopped, paused, its host swapping) would hold up every
+    // other node's writes, takeovers included, until its connection died (hours, with TCP's
+    // keepalive). The server ends a session idle inside a transaction for longer than the lease
+    // (5 s at most): its locks go, the other nodes go on, and the frozen node, when it wakes,
+    // finds its connection gone and connects again (its uncommitted work rolled back).
+    std::unique_ptr<pg_conn> writer_connection() {
+        auto c = std::make_unique<pg_conn>(opts_.conninfo);
+        std::int64_t ms = std::clamp<std::int64_t>(opts_.lease_ms, 1000, 5000);
+        c->exec("SET idle_in_transaction_session_timeout = " + std::to_string(ms));
+        return c;
     }
 
     void writer_loop() {
