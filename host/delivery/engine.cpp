@@ -56,11 +56,13 @@ engine::~engine() {
 }
 
 engine::workers::workers(const std::string& destination, int threads)
-    : pool(static_cast<std::size_t>(std::clamp(threads, 1, 4))), calls(pool.get_executor()) {
+    : size(static_cast<std::size_t>(std::clamp(threads, 1, 4))),
+      pool(size),
+      calls(pool.get_executor()) {
     // The pool's threads named after the destination, best effort: one naming task per thread,
     // posted while they are all idle (none waits for the others, so a pool stopped before they
     // ran still joins).
-    for (int i = 0; i < std::clamp(threads, 1, 4); ++i)
+    for (std::size_t i = 0; i < size; ++i)
         asio::post(pool, [name = "dst:" + destination] { core::name_this_thread(name); });
 }
 

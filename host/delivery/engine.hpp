@@ -125,6 +125,7 @@ private:
     // A destination's own threads: prepares run on the pool, deliver() calls on the strand.
     struct workers {
         workers(const std::string& destination, int threads);
+        std::size_t size;  // threads: the concurrency, 1 to 4
         boost::asio::thread_pool pool;
         boost::asio::strand<boost::asio::thread_pool::executor_type> calls;
     };

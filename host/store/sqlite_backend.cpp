@@ -1153,7 +1153,7 @@ private:
         bool now = pages >= kCheckpointPages * 4 || self->ck_failed_.load();
         if (!now && pages >= kCheckpointPages * 2) {
             std::lock_guard lock(self->mu_);
-            now = self->queue_.empty() && self->engine_queue_.empty() && self->claim_queue_.empty();
+            now = self->nothing_queued();
         }
         if (now) {
             sqlite3_wal_checkpoint_v2(raw, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
@@ -1809,6 +1809,11 @@ private:
         cv_.notify_one();
     }
 
+    // No job of any lane waits for the writer. Under mu_.
+    bool nothing_queued() const {
+        return queue_.empty() && engine_queue_.empty() && claim_queue_.empty();
+    }
+
     void writer_loop() {
         std::vector<job> batch;
         for (;;) {
@@ -1821,11 +1826,8 @@ private:
             }
             {
                 std::unique_lock lock(mu_);
-                auto idle = [&] {
-                    return queue_.empty() && engine_queue_.empty() && claim_queue_.empty();
-                };
-                cv_.wait(lock, [&] { return stop_ || !idle(); });
-                if (idle() && stop_) return;
+                cv_.wait(lock, [&] { return stop_ || !nothing_queued(); });
+                if (nothing_queued() && stop_) return;
                 // Every engine job queued so far (a batch of state changes each), submits up to
                 // max_batch, then every claim queued so far. A job queued before a flush() is
                 // always in its commit or an earlier one.
