@@ -383,9 +383,15 @@ void engine::begin(destination& d, std::vector<store::delivery_row> rows) {
     for (auto& part : split) {
         ++worker_jobs_;
         asio::post(d.worker->pool, [this, part = std::move(part)]() mutable {
+            // The part's events in one read (one read transaction, not one per delivery).
+            std::vector<std::string> ids;
+            ids.reserve(part.size());
+            for (const auto& tr : part) ids.push_back(tr.second.event_id);
+            auto evs = store_.get_events(ids);
             std::vector<prepared_one> out;
             out.reserve(part.size());
-            for (auto& [token, row] : part) out.push_back(prepare_one(token, row));
+            for (std::size_t k = 0; k < part.size(); ++k)
+                out.push_back(prepare_one(part[k].first, part[k].second, std::move(evs[k])));
             asio::post(io_, [this, out = std::move(out)]() mutable {
                 send_list sends;
                 for (auto& o : out) on_prepared(o.token, o.received_ms, std::move(o.prep), &sends);
@@ -397,10 +403,11 @@ void engine::begin(destination& d, std::vector<store::delivery_row> rows) {
 }
 
 // THREAD: a destination worker.
-engine::prepared_one engine::prepare_one(std::uint64_t token, const store::delivery_row& row) {
+engine::prepared_one engine::prepare_one(
+    std::uint64_t token, const store::delivery_row& row,
+    boost::system::result<std::optional<store::event_row>> ev) {
     prepared_one o;
     o.token = token;
-    auto ev = store_.get_event(row.event_id);
     if (!ev && ev.error() == store::sealed_record_error()) {
         // Changed bytes or a key the store lacks: no retry opens it, and every retry would log
         // again. Dead at once, saying why; an operator retries once the keys are fixed.

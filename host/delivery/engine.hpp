@@ -194,7 +194,8 @@ private:
     using send_list =
         std::vector<std::pair<plugin::instance*, std::shared_ptr<plugin::delivery_ref>>>;
     void begin(destination& d, std::vector<store::delivery_row> rows);
-    prepared_one prepare_one(std::uint64_t token, const store::delivery_row& row);
+    prepared_one prepare_one(std::uint64_t token, const store::delivery_row& row,
+                             boost::system::result<std::optional<store::event_row>> ev);
     // Adds a delivery to send to `sends`, or applies what the prepare decided instead.
     void on_prepared(std::uint64_t token, std::int64_t received_ms, prepared prep,
                      send_list* sends);

@@ -780,22 +780,36 @@ public:
     }
 
     boost::system::result<std::optional<event_row>> get_event(std::string_view id) override {
-        return read([&] {
-            auto& q = rdb_.prepare(
-                "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE
-                ", e.treatment_id, e.order_key, e.received_ms FROM " EVENTS_WITH_ENVELOPE
-                " WHERE e.id = ?");
-            q.bind(1, id);
-            std::optional<event_row> out;
-            std::int64_t seq = 0;
-            if (q.step()) {
-                seq = q.i64(0);
-                out = read_event(q);
+        return read([&] { return event_by_id(id); });
+    }
+
+    // One read transaction for the lot: SQLite drops its page cache at every read transaction
+    // that finds the database changed (the writer commits every few milliseconds), so each event
+    // read alone read the b-tree pages above it again, and took and released the WAL read lock.
+    std::vector<boost::system::result<std::optional<event_row>>> get_events(
+        const std::vector<std::string>& ids) override {
+        using one = boost::system::result<std::optional<event_row>>;
+        std::vector<one> out;
+        out.reserve(ids.size());
+        auto all = read([&] {
+            read_transaction txn(rdb_);
+            for (const auto& id : ids) {
+                try {
+                    std::optional<event_row> ev = event_by_id(id);
+                    out.emplace_back(std::move(ev));
+                } catch (const sealed_failure&) {
+                    rdb_.reset_all();
+                    out.push_back(sealed_record_error());
+                }
             }
-            q.reset();
-            if (out) load_attachments(seq, *out);
-            return out;
+            txn.commit();
+            return std::monostate{};
         });
+        if (!all) {
+            // A storage error: every event not read yet fails with it (the read ones stand).
+            while (out.size() < ids.size()) out.push_back(all.error());
+        }
+        return out;
     }
 
     boost::system::result<std::vector<event_row>> events_of_treatment(
@@ -1734,6 +1748,41 @@ private:
         r.received_ms = q.i64(8);
         return r;
     }
+
+    // Read connection, under rmu_: one event with its attachments. Throws as read() expects.
+    std::optional<event_row> event_by_id(std::string_view id) {
+        auto& q =
+            rdb_.prepare("SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE
+                         ", e.treatment_id, e.order_key, e.received_ms FROM " EVENTS_WITH_ENVELOPE
+                         " WHERE e.id = ?");
+        q.bind(1, id);
+        std::optional<event_row> out;
+        std::int64_t seq = 0;
+        if (q.step()) {
+            seq = q.i64(0);
+            out = read_event(q);
+        }
+        q.reset();
+        if (out) load_attachments(seq, *out);
+        return out;
+    }
+
+    // A read transaction on the read connection: rolled back unless committed (a read that throws
+    // leaves the connection in autocommit for the next one).
+    class read_transaction {
+    public:
+        explicit read_transaction(db& d) : d_(d) { d_.exec("BEGIN;"); }
+        ~read_transaction() {
+            if (!sqlite3_get_autocommit(d_.raw()))
+                sqlite3_exec(d_.raw(), "ROLLBACK;", nullptr, nullptr, nullptr);
+        }
+        read_transaction(const read_transaction&) = delete;
+        read_transaction& operator=(const read_transaction&) = delete;
+        void commit() { d_.exec("COMMIT;"); }
+
+    private:
+        db& d_;
+    };
 
     void load_attachments(std::int64_t seq, event_row& ev) {
         auto& q = rdb_.prepare(

@@ -341,6 +341,16 @@ public:
 
     // Reads. Every read reports a storage error as an error code, never by throwing.
     virtual boost::system::result<std::optional<event_row>> get_event(std::string_view id) = 0;
+    // Several events, one result per id in order, read together where the backend can (one read
+    // transaction: the pages their lookups share are read once); one that fails (a sealed record)
+    // does not fail the others.
+    virtual std::vector<boost::system::result<std::optional<event_row>>> get_events(
+        const std::vector<std::string>& ids) {
+        std::vector<boost::system::result<std::optional<event_row>>> out;
+        out.reserve(ids.size());
+        for (const auto& id : ids) out.push_back(get_event(id));
+        return out;
+    }
     virtual boost::system::result<std::optional<delivery_row>> get_delivery(std::int64_t id) = 0;
     virtual boost::system::result<std::vector<delivery_row>> list_deliveries(
         const delivery_query& q) = 0;

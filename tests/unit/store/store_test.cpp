@@ -691,7 +691,9 @@ TEST_P(store_test, encryption_at_rest_seals_envelopes_and_refused_inputs) {
     auto mid = ev("sealed-2");
     const std::string middle = mid.id;
     submit(std::move(mid));
-    submit(ev("sealed-3"));
+    auto last = ev("sealed-3");
+    const std::string last_id = last.id;
+    submit(std::move(last));
     std::promise<boost::system::error_code> pe;
     st_->record_error({"epj", "/data/score: out of range", "Nordmannsen;14839134623", "k-e"},
                       [&](boost::system::error_code ec) { pe.set_value(ec); });
@@ -732,6 +734,28 @@ TEST_P(store_test, encryption_at_rest_seals_envelopes_and_refused_inputs) {
     auto good = st_->get_event(id);
     ASSERT_TRUE(good && *good);
     EXPECT_EQ((*good)->envelope_json, envelope);
+    // Read together (the engine's workers do, in one read transaction), the bad one fails alone:
+    // one result per id, in order, an unknown id found empty, and the ones after it still read.
+    auto lot = st_->get_events({id, middle, "no-such-event", last_id, id});
+    ASSERT_EQ(lot.size(), 5u);
+    ASSERT_TRUE(lot[0] && *lot[0]);
+    EXPECT_EQ((*lot[0])->envelope_json, envelope);
+    ASSERT_FALSE(lot[1]);
+    EXPECT_EQ(lot[1].error(), sealed_record_error());
+    ASSERT_TRUE(lot[2]);
+    EXPECT_FALSE(*lot[2]);
+    ASSERT_TRUE(lot[3] && *lot[3]);
+    EXPECT_EQ((*lot[3])->id, last_id);
+    ASSERT_TRUE(lot[4] && *lot[4]);
+    EXPECT_EQ((*lot[4])->envelope_json, envelope);
+    // And the read connection is left out of any transaction: a write from another connection
+    // and a read after it see each other.
+    auto after = ev("sealed-4");
+    const std::string after_id = after.id;
+    submit(std::move(after));
+    auto seen = st_->get_events({after_id});
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_TRUE(seen[0] && *seen[0]) << "a read after the lot sees a later commit";
 }
 
 // Key rotation on both backends: plain and old-key records are re-sealed under the new key, a
