@@ -1314,6 +1314,10 @@ private:
         auto c = std::make_unique<pg_conn>(opts_.conninfo);
         std::int64_t ms = std::clamp<std::int64_t>(opts_.lease_ms, 1000, 5000);
         c->exec("SET idle_in_transaction_session_timeout = " + std::to_string(ms));
+        // Named in pg_stat_activity, so an operator (and the takeover test) tells the nodes'
+        // writers apart.
+        c->query("SELECT set_config('application_name', $1, false)",
+                 pg_params().add("samband-writer:" + opts_.node_id));
         return c;
     }
 

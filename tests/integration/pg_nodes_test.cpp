@@ -8,6 +8,7 @@
 
 #include <map>
 #include <set>
+#include <thread>
 
 namespace samband::test {
 namespace {
@@ -223,6 +224,77 @@ TEST_F(pg_nodes, a_node_stopped_past_its_lease_cannot_complete_what_the_other_to
         std::chrono::seconds(20)))
         << stalled.proc->log();
     EXPECT_EQ(psql(db_, row_sql), delivered) << "the late completion changed the delivery";
+    EXPECT_EQ(a.proc->stop(), 0);
+    EXPECT_EQ(b.proc->stop(), 0);
+}
+
+// A node frozen inside a write transaction (stopped, paused, its host swapping) holds the audit
+// lock that every node's write transaction takes: the server ends its writer's session once it
+// has sat idle in that transaction longer than the lease, so the others go on while it is still
+// frozen. Deterministic: the test holds the lock while node a's writer starts a transaction, so
+// a's writer is stopped just after it got the lock, inside the transaction (CI once stopped a
+// node there by chance, and the other node then waited for it for as long as it stayed stopped).
+TEST_F(pg_nodes, a_node_frozen_inside_a_write_transaction_does_not_hold_up_the_others) {
+    temp_dir tmp;
+    const fs::path root = tmp.path();
+    write_file(root / "control.json", R"({"mode": "ok"})");
+    node a("a", root, db_, true, 2, 1800), b("b", root, db_, false, 2, 1800);
+    ASSERT_TRUE(a.proc->start()) << a.proc->log();
+    ASSERT_TRUE(b.proc->start()) << b.proc->log();
+    const std::string audit_lock = "1396854018";  // kAuditLock, 0x53424d02
+    const std::string writer_a =
+        "FROM pg_stat_activity WHERE application_name = 'samband-writer:a'";
+    ASSERT_EQ(count("SELECT COUNT(*) " + writer_a), 1) << "node a's writer is not named";
+    // The test takes the audit lock for 3 s; node a's next write transaction waits for it.
+    std::thread holder(
+        [&] { psql(db_, "SELECT pg_advisory_lock(" + audit_lock + "), pg_sleep(3)"); });
+    ASSERT_TRUE(wait_for(
+        [&] {
+            return count(
+                       "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                       "objid = " +
+                       audit_lock + " AND granted") == 1;
+        },
+        std::chrono::seconds(5)));
+    drop_file(a.dir / "inbox", "1.json", event(1));
+    bool waiting =
+        wait_for([&] { return psql(db_, "SELECT wait_event_type " + writer_a) == "Lock"; },
+                 std::chrono::seconds(3));
+    if (waiting) a.proc->signal(SIGSTOP);
+    holder.join();  // the test's lock is gone: a's writer gets it, and its client is stopped
+    ASSERT_TRUE(waiting) << "node a's writer never waited for the audit lock: "
+                         << psql(db_, "SELECT state, wait_event_type " + writer_a);
+    ASSERT_TRUE(
+        wait_for([&] { return psql(db_, "SELECT state " + writer_a) == "idle in transaction"; },
+                 std::chrono::seconds(5)))
+        << psql(db_, "SELECT state, wait_event_type " + writer_a);
+    // While a is still stopped, the audit lock comes free (its session ended after the 2 s
+    // lease), so another transaction that needs it, a node's or the test's, gets it.
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string got =
+        psql(db_, "SET statement_timeout = 10000; BEGIN; SELECT pg_advisory_xact_lock(" +
+                      audit_lock + "); COMMIT;");
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    const bool gone = wait_for([&] { return count("SELECT COUNT(*) " + writer_a) == 0; },
+                               std::chrono::seconds(2));
+    a.proc->signal(SIGCONT);
+    EXPECT_EQ(got.find("error"), std::string::npos)
+        << "the audit lock stayed taken by the frozen node: " << got;
+    EXPECT_LT(waited, std::chrono::seconds(8));
+    EXPECT_TRUE(gone) << "the frozen node's writer session was not ended";
+    // Awake, node a connects again; its rolled-back ingest runs again (the file stayed in the
+    // inbox): the event is stored and delivered once.
+    ASSERT_TRUE(wait_for(
+        [&] {
+            return count("SELECT COUNT(*) FROM deliveries WHERE state = 2") == 1 &&
+                   count("SELECT COUNT(*) FROM events") == 1;
+        },
+        std::chrono::seconds(30)))
+        << psql(db_, "SELECT id, state, lease_node, reason FROM deliveries") << "\n"
+        << a.proc->log();
+    std::size_t ok = 0;
+    for (const auto& r : records(root / "gp.jsonl")) ok += r.outcome == "ok";
+    EXPECT_EQ(ok, 1u);
     EXPECT_EQ(a.proc->stop(), 0);
     EXPECT_EQ(b.proc->stop(), 0);
 }
