@@ -101,6 +101,15 @@ protected:
         ASSERT_TRUE(server().create_database(db_)) << server().log();
     }
     std::int64_t count(const std::string& sql) { return psql_count(db_, sql); }
+    // Waits until n events are stored and n deliveries delivered.
+    bool all_delivered(int n, std::chrono::seconds limit) {
+        return wait_for(
+            [&] {
+                return count("SELECT COUNT(*) FROM events") == n &&
+                       count("SELECT COUNT(*) FROM deliveries WHERE state = 2") == n;
+            },
+            limit);
+    }
     std::string db_;
     static inline int counter_ = 0;
 };
@@ -284,12 +293,7 @@ TEST_F(pg_nodes, a_node_frozen_inside_a_write_transaction_does_not_hold_up_the_o
     EXPECT_TRUE(gone) << "the frozen node's writer session was not ended";
     // Awake, node a connects again; its rolled-back ingest runs again (the file stayed in the
     // inbox): the event is stored and delivered once.
-    ASSERT_TRUE(wait_for(
-        [&] {
-            return count("SELECT COUNT(*) FROM deliveries WHERE state = 2") == 1 &&
-                   count("SELECT COUNT(*) FROM events") == 1;
-        },
-        std::chrono::seconds(30)))
+    ASSERT_TRUE(all_delivered(1, std::chrono::seconds(30)))
         << psql(db_, "SELECT id, state, lease_node, reason FROM deliveries") << "\n"
         << a.proc->log();
     std::size_t ok = 0;
@@ -316,12 +320,7 @@ TEST_F(pg_nodes, the_database_restarting_under_load_loses_nothing) {
     for (int i = n / 2; i < n; ++i)
         drop_file(a.dir / "inbox", std::to_string(1000 + i) + ".json", event(i));
     ASSERT_TRUE(server().start()) << server().log();
-    ASSERT_TRUE(wait_for(
-        [&] {
-            return count("SELECT COUNT(*) FROM events") == n &&
-                   count("SELECT COUNT(*) FROM deliveries WHERE state = 2") == n;
-        },
-        std::chrono::seconds(60)))
+    ASSERT_TRUE(all_delivered(n, std::chrono::seconds(60)))
         << psql(db_, "SELECT state, COUNT(*) FROM deliveries GROUP BY state") << "\n"
         << a.proc->log();
     EXPECT_TRUE(a.proc->running()) << "node a exited";
@@ -359,12 +358,7 @@ TEST_F(pg_nodes, a_run_once_inbox_runs_on_one_node_and_moves_when_that_node_dies
     ASSERT_TRUE(wait_for([&] { return runs(standby); }, std::chrono::seconds(15)))
         << "the source did not move: " << standby.proc->log();
     for (int i = 10; i < 20; ++i) drop_file(inbox, std::to_string(200 + i) + ".json", event(i));
-    ASSERT_TRUE(wait_for(
-        [&] {
-            return count("SELECT COUNT(*) FROM events") == 20 &&
-                   count("SELECT COUNT(*) FROM deliveries WHERE state = 2") == 20;
-        },
-        std::chrono::seconds(60)))
+    ASSERT_TRUE(all_delivered(20, std::chrono::seconds(60)))
         << psql(db_, "SELECT state, COUNT(*) FROM deliveries GROUP BY state") << "\n"
         << standby.proc->log();
     EXPECT_EQ(count("SELECT COUNT(*) FROM errors"), 0);
