@@ -254,8 +254,9 @@ TEST_F(pg_nodes, a_node_frozen_inside_a_write_transaction_does_not_hold_up_the_o
     const std::string writer_a =
         "FROM pg_stat_activity WHERE application_name = 'samband-writer:a'";
     ASSERT_EQ(count("SELECT COUNT(*) " + writer_a), 1) << "node a's writer is not named";
-    // The test takes the audit lock for 3 s; node a's next write transaction waits for it.
-    std::thread holder(
+    // The test takes the audit lock for 3 s; node a's next write transaction waits for it (a
+    // jthread: an ASSERT returning early still joins it).
+    std::jthread holder(
         [&] { psql(db_, "SELECT pg_advisory_lock(" + audit_lock + "), pg_sleep(3)"); });
     ASSERT_TRUE(wait_for(
         [&] {
