@@ -792,7 +792,7 @@ public:
         std::vector<one> out;
         out.reserve(ids.size());
         auto all = read([&] {
-            read_transaction txn(rdb_);
+            rdb_.exec("BEGIN;");  // read() rolls it back if a read throws
             for (const auto& id : ids) {
                 try {
                     std::optional<event_row> ev = event_by_id(id);
@@ -802,7 +802,7 @@ public:
                     out.push_back(sealed_record_error());
                 }
             }
-            txn.commit();
+            rdb_.exec("COMMIT;");
             return std::monostate{};
         });
         if (!all) {
@@ -1767,23 +1767,6 @@ private:
         return out;
     }
 
-    // A read transaction on the read connection: rolled back unless committed (a read that throws
-    // leaves the connection in autocommit for the next one).
-    class read_transaction {
-    public:
-        explicit read_transaction(db& d) : d_(d) { d_.exec("BEGIN;"); }
-        ~read_transaction() {
-            if (!sqlite3_get_autocommit(d_.raw()))
-                sqlite3_exec(d_.raw(), "ROLLBACK;", nullptr, nullptr, nullptr);
-        }
-        read_transaction(const read_transaction&) = delete;
-        read_transaction& operator=(const read_transaction&) = delete;
-        void commit() { d_.exec("COMMIT;"); }
-
-    private:
-        db& d_;
-    };
-
     void load_attachments(std::int64_t seq, event_row& ev) {
         auto& q = rdb_.prepare(
             "SELECT att_id, filename, media_type, sha256, size FROM attachments WHERE event_seq = "
@@ -1797,21 +1780,27 @@ private:
     }
 
     // Runs a read on the read connection; a storage error becomes an error code, never a throw.
+    // A read that throws inside a transaction it began leaves the connection out of it.
     template <class F>
     auto read(F fn) -> boost::system::result<decltype(fn())> {
         std::lock_guard lock(rmu_);
+        auto reset = [&] {
+            rdb_.reset_all();
+            if (!sqlite3_get_autocommit(rdb_.raw()))
+                sqlite3_exec(rdb_.raw(), "ROLLBACK;", nullptr, nullptr, nullptr);
+        };
         try {
             return fn();
         } catch (const sqlite_error& e) {
-            rdb_.reset_all();
+            reset();
             int primary = e.code() & 0xff;
             if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) return busy_error();
             return io_error();
         } catch (const sealed_failure&) {
-            rdb_.reset_all();
+            reset();
             return sealed_record_error();
         } catch (const std::exception&) {
-            rdb_.reset_all();
+            reset();
             return io_error();
         }
     }
