@@ -3,6 +3,7 @@
 #include "store/audit_chain.hpp"
 #include "store/blob_guard.hpp"
 #include "store/blob_seal.hpp"
+#include "store/envelope_log.hpp"
 #include "store/sealed.hpp"
 #include "store/sqlite_db.hpp"
 #include "store/sqlite_plans.hpp"
@@ -21,10 +22,13 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <filesystem>
 #include <future>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -278,6 +282,27 @@ INSERT INTO chains(destination, order_key, tail) SELECT destination, order_key, 
 DROP INDEX deliveries_order;
 CREATE INDEX deliveries_next ON deliveries(prev) WHERE prev > 0;
 )sql",
+    // 11 (issue 10, prototype): a new event's envelope is in the envelope log
+    // (store/envelope_log, <path>.envelopes/), the events row names its record (segment, offset,
+    // length) and its envelope column is NULL. Events stored before keep theirs inline: reads
+    // take whichever is set (read_event).
+    R"sql(
+ALTER TABLE events ADD COLUMN env_seg INTEGER;
+ALTER TABLE events ADD COLUMN env_off INTEGER;
+ALTER TABLE events ADD COLUMN env_len INTEGER;
+)sql",
+    // 12 (issue 10, prototype): the envelope log may be synced after the COMMIT of the rows that
+    // name its records (late sync: nothing is acknowledged before both are synced). envlog_durable
+    // holds the watermark: every events row with seq <= it has its record on disk (written by the
+    // writer in its commits, sqlite_store::note_durable); the open checks the records of the rows
+    // above it and marks an event whose record did not survive lost (lost_ms), its open
+    // deliveries dead. Rows stored before were synced before their commit (the default mode of
+    // schema 11): the watermark starts at the newest.
+    R"sql(
+ALTER TABLE events ADD COLUMN lost_ms INTEGER;
+CREATE TABLE envlog_durable(id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
+INSERT INTO envlog_durable VALUES(1, (SELECT COALESCE(MAX(seq), 0) FROM events));
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -294,11 +319,22 @@ constexpr const char* kAuditRowsSql =
 // An event's envelope: in its events row since schema 7, in payloads for events stored before.
 #define ENVELOPE "COALESCE(e.envelope, p.envelope)"
 #define EVENTS_WITH_ENVELOPE "events e LEFT JOIN payloads p ON p.event_seq = e.seq"
+// Since schema 11 the envelope may be in the envelope log instead: the record's reference,
+// columns 9-11 of the event reads (read_event), NULL for an envelope stored inline.
+#define ENVELOPE_REF "e.env_seg, e.env_off, e.env_len"
+// The columns read_event() expects, in order.
+#define EVENT_COLUMNS                                                                            \
+    "e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE                               \
+    ", e.treatment_id, e.order_key, e.received_ms, " ENVELOPE_REF
 
 // A treatment's events, oldest first: the history the consent gate decides on. The term
 // treatment_id <> '' lets SQLite use the partial events_treatment (without it each read scanned
 // every event, envelopes and all); a treatment is never '' (no history then).
 constexpr const char* kTreatmentHistorySql =
+    "SELECT " EVENT_COLUMNS " FROM " EVENTS_WITH_ENVELOPE
+    " WHERE e.treatment_id = ? AND e.treatment_id <> '' ORDER BY e.seq";
+// The same on a store of schema 7-10 (no envelope log yet).
+constexpr const char* kTreatmentHistorySqlV10 =
     "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE
     ", e.treatment_id, e.order_key, e.received_ms FROM " EVENTS_WITH_ENVELOPE
     " WHERE e.treatment_id = ? AND e.treatment_id <> '' ORDER BY e.seq";
@@ -404,6 +440,29 @@ bool has_event_envelopes(db& d) {
     q.reset();
     return yes;
 }
+
+// True when the store at `d` may keep envelopes in the envelope log (schema 11 and later).
+bool has_envelope_refs(db& d) {
+    auto& q = d.prepare("SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'env_seg'");
+    bool yes = q.step() && q.i64(0) > 0;
+    q.reset();
+    return yes;
+}
+
+// The envelope log's reference in columns `at`..`at`+2 of `q`; nullopt when the envelope is inline.
+std::optional<envelope_ref> envelope_ref_at(const stmt& q, int at) {
+    if (q.is_null(at)) return std::nullopt;
+    return envelope_ref{q.i64(at), q.i64(at + 1), q.i64(at + 2)};
+}
+
+// The envelope log's folder for the store at `path`.
+fs::path envelope_dir(const std::string& path) { return fs::path(path + ".envelopes"); }
+
+// A record the envelope log cannot give back (missing segment, torn or foreign bytes): thrown
+// inside reads, which turn it into an I/O error.
+struct envelope_unreadable : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
 
 error_code busy_error() {
     return boost::system::errc::make_error_code(
@@ -559,6 +618,11 @@ blob_write write_blob(const fs::path& target, const attachment_input& a, const k
     return blob_write::written;
 }
 
+// What an event lost by a crash says, in its audit rows and its deliveries' reason.
+constexpr const char* kLostReason =
+    "lost before acknowledgement: the store crashed before the envelope reached the disk; the "
+    "source sends it again";
+
 class sqlite_store final : public store {
 public:
     explicit sqlite_store(const sqlite_options& opts)
@@ -567,9 +631,13 @@ public:
           wdb_(open_db(opts, true, false, wal_vfs_.name())),
           rdb_(open_db(opts, false)) {
         migrate();
+        // Before check_keys, which may read the newest envelope from it.
+        log_ = std::make_unique<envelope_log>(envelope_dir(opts.path));
+        last_hash_ = load_last_hash();
+        // Before check_keys: the newest event's record may be one a crash lost.
+        recover_lost();
         check_keys();
         check_blob_keys();
-        last_hash_ = load_last_hash();
         // WAL checkpoints run on their own connection and thread, not inside the writer's
         // commits: a checkpoint copies megabytes into the database file and syncs it, which held
         // every queued submit and claim for tens of milliseconds (the p99 at half rate).
@@ -584,6 +652,10 @@ public:
             core::name_this_thread("store-sync");
             sync_loop();
         });
+        log_syncer_ = std::thread([this] {
+            core::name_this_thread("store-envsync");
+            log_sync_loop();
+        });
         writer_ = std::thread([this] {
             core::name_this_thread("store-writer");
             writer_loop();
@@ -596,13 +668,48 @@ public:
             stop_ = true;
         }
         cv_.notify_all();
-        if (writer_.joinable()) writer_.join();
+        if (writer_.joinable()) writer_.join();  // its last jobs' envelopes synced first
         {
             std::lock_guard lock(sync_mu_);
             sync_stop_ = true;
         }
         sync_cv_.notify_all();
-        if (syncer_.joinable()) syncer_.join();  // every commit acknowledged first
+        // Every commit acknowledged first: in late sync the syncer waits for the log's syncs, so
+        // the log-sync thread stops after it.
+        if (syncer_.joinable()) syncer_.join();
+        {
+            std::lock_guard lock(log_mu_);
+            log_stop_ = true;
+        }
+        log_cv_.notify_all();
+        if (log_syncer_.joinable()) log_syncer_.join();
+        // A clean close: every record is synced (each acknowledged commit waited for it), so
+        // the next open checks none. Best effort: an older watermark only makes it check more.
+        if (!failed_ && !log_failed_.load() && !sync_failed_) {
+            try {
+                wdb_.exec(
+                    "UPDATE envlog_durable SET seq = (SELECT COALESCE(MAX(seq), 0) FROM events)");
+            } catch (const std::exception&) {
+            }
+        }
+        // Prototype measurements (SAMBAND_ENVLOG_STATS=<file>): the log's syncs and the
+        // writer's waits for them.
+        if (const char* f = std::getenv("SAMBAND_ENVLOG_STATS")) {
+            if (FILE* out = std::fopen(f, "a")) {
+                std::fprintf(out,
+                             "log syncs %llu (%.3f s, max %.2f ms, over 2 ms %llu); commits with "
+                             "envelopes %llu, of them waited %llu (%.3f s, max %.2f ms, over 2 ms "
+                             "%llu)\n",
+                             static_cast<unsigned long long>(log_syncs_.load()),
+                             log_sync_seconds_.load() / 1e6, stat_sync_max_us_ / 1e3,
+                             static_cast<unsigned long long>(stat_syncs_over_2ms_),
+                             static_cast<unsigned long long>(stat_commits_),
+                             static_cast<unsigned long long>(stat_waits_), stat_wait_us_ / 1e6,
+                             stat_wait_max_us_ / 1e3,
+                             static_cast<unsigned long long>(stat_waits_over_2ms_));
+                std::fclose(out);
+            }
+        }
         {
             std::lock_guard lock(ck_mu_);
             ck_stop_ = true;
@@ -650,13 +757,36 @@ public:
                 return;
             }
         }
+        // The envelope goes to the envelope log here, on the submitting thread (sealed first
+        // when encryption is on); the events row will hold only its reference. The writer's
+        // COMMIT of that row waits until the log-sync thread has synced the record
+        // (wait_log_synced), so no committed row refers to bytes a crash could lose.
+        std::string sealed;
+        std::string_view bytes = ev.envelope_json;
+        if (opts_.keys) {
+            sealed = seal_column(opts_.keys.get(), ev.envelope_json, "payload:" + ev.id);
+            bytes = sealed;
+        }
+        auto a = log_->append(bytes, ev.id);
+        if (!a) {
+            ref_blobs(shas, -1);
+            done(io_error(), {});
+            return;
+        }
+        std::string{}.swap(sealed);
+        std::string{}.swap(ev.envelope_json);  // in the log now; the job needs only the reference
+        hold_segment(a->ref.segment, +1);
+        if (!late_sync_) kick_log_sync();  // late: the syncer asks, once per WAL sync
         auto e = std::make_shared<new_event>(std::move(ev));
         auto out = std::make_shared<submit_outcome>();
-        enqueue(job{[this, e, out](db& d) { do_submit(d, *e, *out); },
-                    [this, done = std::move(done), out, shas = std::move(shas)](error_code ec) {
+        enqueue(job{[this, e, out, ref = a->ref](db& d) { do_submit(d, *e, ref, *out); },
+                    [this, done = std::move(done), out, shas = std::move(shas),
+                     seg = a->ref.segment](error_code ec) {
                         ref_blobs(shas, -1);
+                        hold_segment(seg, -1);
                         done(ec, *out);
-                    }});
+                    },
+                    a->ticket});
     }
 
     void record_error(error_record rec, std::function<void(error_code)> done) override {
@@ -829,11 +959,10 @@ public:
         std::string_view type_prefix, const std::function<void(const event_row&)>& fn) override {
         auto r = read([&] {
             auto& q = rdb_.prepare(
-                "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE
-                ", e.treatment_id, e.order_key, e.received_ms FROM " EVENTS_WITH_ENVELOPE
-                " WHERE substr(e.type, 1, length(?1)) = ?1 ORDER BY e.seq");
+                "SELECT " EVENT_COLUMNS " FROM " EVENTS_WITH_ENVELOPE
+                " WHERE substr(e.type, 1, length(?1)) = ?1 AND e.lost_ms IS NULL ORDER BY e.seq");
             q.bind(1, type_prefix);
-            while (q.step()) fn(read_event(q));
+            while (q.step()) fn(read_event(q));  // a lost event (schema 12) was never accepted
             q.reset();
             return std::monostate{};
         });
@@ -1055,7 +1184,20 @@ public:
     }
 
     boost::system::result<std::size_t> prune(std::int64_t older_than_ms) override {
-        return run_sync([this, older_than_ms](db& d) {
+        auto refs = std::make_shared<std::vector<envelope_ref>>();
+        auto pruned = prune_rows(older_than_ms, refs);
+        // The envelope log's segments only after the commit (a rolled-back prune keeps them);
+        // the pruned envelopes in segments that stay are overwritten with zeros.
+        if (pruned && *pruned > 0) {
+            remove_pruned_segments();
+            envelope_log::scrub(log_->dir(), *refs);
+        }
+        return pruned;
+    }
+
+    boost::system::result<std::size_t> prune_rows(
+        std::int64_t older_than_ms, std::shared_ptr<std::vector<envelope_ref>> refs) {
+        return run_sync([this, older_than_ms, refs](db& d) {
             // Events whose every delivery is delivered/acknowledged (or that have none) and
             // that are older than the cut-off. dead/held/blocked keep their event.
             d.exec(
@@ -1066,6 +1208,12 @@ public:
             ins.exec();
             std::size_t n = static_cast<std::size_t>(d.changes());
             if (n == 0) return n;
+            refs->clear();  // the job may run a second time
+            auto& logged = d.prepare(
+                "SELECT e.env_seg, e.env_off, e.env_len FROM prune_set s JOIN events e ON e.seq = "
+                "s.seq WHERE e.env_seg IS NOT NULL");
+            while (logged.step()) refs->push_back(*envelope_ref_at(logged, 0));
+            logged.reset();
             d.exec(
                 "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE "
                 "event_seq IN (SELECT seq FROM prune_set));"
@@ -1146,6 +1294,9 @@ private:
     struct job {
         std::function<void(db&)> run;
         std::function<void(error_code)> done;
+        // The envelope log's ticket of the job's envelope (0: none): the job goes into a commit
+        // only once the log is synced through it.
+        std::uint64_t log_ticket = 0;
     };
     // The engine's state changes go in the next commit ahead of queued submits, and its claims
     // after them: a claim that waited behind a full batch of 8 KB submits would cap delivery at
@@ -1268,6 +1419,118 @@ private:
         return h;
     }
 
+    // Start-up, before the threads (late sync, schema 12): the records of the rows above the
+    // durable watermark (envlog_durable) are checked; an event whose record is missing, torn or
+    // another's was committed but never acknowledged (acknowledgements and hand-offs wait for
+    // the log's sync: sync_loop), so it is marked lost, its open deliveries go dead and both are
+    // audited; a resend of its key replaces it (do_submit). The records that read whole are
+    // synced, and the watermark moves to the newest row, in one commit with the marks.
+    void recover_lost() {
+        std::int64_t durable = 0;
+        {
+            auto& q = wdb_.prepare("SELECT seq FROM envlog_durable WHERE id = 1");
+            if (q.step()) durable = q.i64(0);
+            q.reset();
+        }
+        struct row {
+            std::int64_t seq;
+            std::string id;
+            envelope_ref ref;
+        };
+        std::vector<row> rows;
+        {
+            auto& q = wdb_.prepare(
+                "SELECT seq, id, env_seg, env_off, env_len FROM events WHERE seq > ? AND env_seg "
+                "IS NOT NULL AND lost_ms IS NULL ORDER BY seq");
+            q.bind(1, durable);
+            while (q.step())
+                rows.push_back({q.i64(0), q.text(1), envelope_ref{q.i64(2), q.i64(3), q.i64(4)}});
+            q.reset();
+        }
+        std::set<std::int64_t> segments;
+        std::vector<const row*> lost;
+        for (const auto& r : rows) {
+            auto got = log_->read(r.ref, r.id);
+            if (got) {
+                segments.insert(r.ref.segment);
+                continue;
+            }
+            if (!envelope_log::record_missing(got.error()))
+                throw std::runtime_error("store " + opts_.path + ": cannot read the envelope of " +
+                                         "event " + r.id + " at open: " + got.error().message());
+            lost.push_back(&r);
+        }
+        recovered_checked_ = rows.size();
+        recovered_lost_ = lost.size();
+        if (auto ec = envelope_log::sync_segments(log_->dir(), segments))
+            throw std::runtime_error("store " + opts_.path + ": cannot sync the envelope log: " +
+                                     ec.message());
+        std::int64_t now = core::now_ms();
+        wdb_.exec("BEGIN IMMEDIATE;");
+        try {
+            pending_hash_ = last_hash_;
+            for (const row* r : lost) {
+                auto& up = wdb_.prepare("UPDATE events SET lost_ms = ? WHERE seq = ?");
+                up.bind(1, now).bind(2, r->seq);
+                up.exec();
+                std::vector<std::int64_t> ids;
+                auto& q = wdb_.prepare(
+                    "SELECT id FROM deliveries WHERE event_seq = ? AND state NOT IN (2, 3, 5) "
+                    "ORDER BY id");
+                q.bind(1, r->seq);
+                while (q.step()) ids.push_back(q.i64(0));
+                q.reset();
+                for (auto id : ids) lose_delivery(wdb_, id, now);
+                add_audit(wdb_, "store", "event.lost", "event:" + r->id,
+                          std::string(kLostReason) + " (envelope log segment " +
+                              std::to_string(r->ref.segment) + " offset " +
+                              std::to_string(r->ref.offset) + ")");
+            }
+            wdb_.exec(
+                "UPDATE envlog_durable SET seq = (SELECT COALESCE(MAX(seq), 0) FROM events);");
+            wdb_.exec("COMMIT;");
+        } catch (...) {
+            wdb_.reset_all();
+            wdb_.exec("ROLLBACK;");
+            throw;
+        }
+        last_hash_ = pending_hash_;
+        due_.clear();
+        auto& q = wdb_.prepare("SELECT seq FROM envlog_durable WHERE id = 1");
+        if (q.step()) durable_seq_ = max_seq_ = q.i64(0);
+        q.reset();
+    }
+
+    // recover_lost: a delivery of a lost event goes dead, out of its chain; one claimed at
+    // accept (in flight) never reached its sink: its attempt is handed back, not counted.
+    void lose_delivery(db& d, std::int64_t id, std::int64_t now) {
+        auto& cur = d.prepare(
+            "SELECT state, destination, order_key, prev FROM deliveries WHERE id = ?");
+        cur.bind(1, id);
+        if (!cur.step()) {
+            cur.reset();
+            return;
+        }
+        auto from = from_code(cur.i64(0));
+        chain_place place{id, cur.i64(3), cur.text(1), cur.text(2)};
+        cur.reset();
+        bool in_flight = from && *from == delivery_state::in_flight;
+        if (in_flight) {
+            auto& del =
+                d.prepare("DELETE FROM attempts WHERE delivery_id = ? AND outcome = 'open'");
+            del.bind(1, id);
+            del.exec();
+        }
+        auto& st = d.prepare(kSetStateSql);
+        st.bind(1, code(delivery_state::dead)).bind(2, kLostReason).bind(3, std::int64_t{0});
+        st.bind(4, now).bind(5, in_flight ? 1 : 0).bind(6, "").bind(7, id).bind(8, 0).bind(9, 0);
+        st.bind(10, 0);
+        st.exec();
+        if (from && chained(*from)) leave_chain(d, place);
+        add_audit(d, "store", "delivery.dead", "delivery:" + std::to_string(id),
+                  std::string("dead: ") + kLostReason);
+    }
+
     // Writer thread only.
     void add_audit(db& d, const std::string& actor, const std::string& action,
                    const std::string& subject, const std::string& detail) {
@@ -1311,13 +1574,19 @@ private:
 
     void check_keys() {
         for (const char* order : {"ASC", "DESC"}) {
-            auto& q = rdb_.prepare(std::string("SELECT e.id, " ENVELOPE
-                                               " FROM " EVENTS_WITH_ENVELOPE " ORDER BY e.seq ") +
+            auto& q = rdb_.prepare(std::string("SELECT e.id, " ENVELOPE ", " ENVELOPE_REF
+                                               " FROM " EVENTS_WITH_ENVELOPE
+                                               " WHERE e.lost_ms IS NULL ORDER BY e.seq ") +
                                    order + " LIMIT 1");
             std::string id, stored;
             if (q.step()) {
                 id = q.text(0);
-                stored = q.text(1);
+                try {
+                    stored = stored_envelope(q, 1, 2, id);
+                } catch (const std::runtime_error& e) {
+                    q.reset();
+                    throw std::runtime_error("store " + opts_.path + ": " + e.what());
+                }
             }
             q.reset();
             if (stored.empty()) return;
@@ -1337,31 +1606,31 @@ private:
         return blobs_ / s.substr(0, 2) / s;
     }
 
-    void do_submit(db& d, const new_event& ev, submit_outcome& out) {
+    void do_submit(db& d, const new_event& ev, const envelope_ref& ref, submit_outcome& out) {
         out = submit_outcome{};  // the job may run a second time (see writer_loop)
         std::int64_t now = core::now_ms();
         // Inserted unless the source's key is stored already (the unique index finds out in the
         // same step: no lookup of its own before each insert).
-        auto& ins = d.prepare(
-            "INSERT INTO events(id, source, idempotency_key, type, occurred_at, treatment_id, "
-            "order_key, received_ms, content_sha256, envelope) VALUES(?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT(source, idempotency_key) DO NOTHING");
-        ins.bind(1, ev.id).bind(2, ev.source).bind(3, ev.idempotency_key).bind(4, ev.type);
-        ins.bind(5, ev.occurred_at).bind(6, ev.treatment_id).bind(7, ev.order_key).bind(8, now);
-        ins.bind(9, ev.content_sha256);
-        // The envelope, in the events row: bound without a copy (8 KB and more per event);
-        // sealed first when encryption is on.
-        std::string sealed;
-        if (opts_.keys)
-            sealed = seal_column(opts_.keys.get(), ev.envelope_json, "payload:" + ev.id);
-        ins.bind_static(10,
-                        opts_.keys ? std::string_view(sealed) : std::string_view(ev.envelope_json));
-        ins.exec();
-        if (d.changes() == 0) {
+        auto insert = [&] {
+            auto& ins = d.prepare(
+                "INSERT INTO events(id, source, idempotency_key, type, occurred_at, treatment_id, "
+                "order_key, received_ms, content_sha256, env_seg, env_off, env_len) "
+                "VALUES(?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(source, idempotency_key) DO NOTHING");
+            ins.bind(1, ev.id).bind(2, ev.source).bind(3, ev.idempotency_key).bind(4, ev.type);
+            ins.bind(5, ev.occurred_at).bind(6, ev.treatment_id).bind(7, ev.order_key).bind(8, now);
+            ins.bind(9, ev.content_sha256);
+            // The envelope is in the envelope log: its reference only.
+            ins.bind(10, ref.segment).bind(11, ref.offset).bind(12, ref.length);
+            ins.exec();
+            return d.changes() != 0;
+        };
+        if (!insert()) {
             // The source gave this key before: the same content is a duplicate (the first event
-            // answers), other content a conflict.
+            // answers), other content a conflict; an event lost by a crash (never acknowledged,
+            // recover_lost) is replaced.
             auto& dup = d.prepare(
-                "SELECT id, content_sha256 FROM events WHERE source = ? AND idempotency_key = ?");
+                "SELECT id, content_sha256, seq, lost_ms FROM events WHERE source = ? AND "
+                "idempotency_key = ?");
             dup.bind(1, ev.source).bind(2, ev.idempotency_key);
             if (!dup.step()) {
                 dup.reset();
@@ -1369,16 +1638,35 @@ private:
             }
             out.event_id = dup.text(0);
             std::string first = dup.text(1);
+            std::int64_t lost_seq = dup.is_null(3) ? 0 : dup.i64(2);
             dup.reset();
-            if (!first.empty() && !ev.content_sha256.empty() && first != ev.content_sha256) {
-                out.conflict = true;
+            if (lost_seq != 0) {
+                // The resend is stored as a new event under the id it came with (its envelope
+                // record and seal are bound to that id); the lost row keeps its id, dead
+                // deliveries and audit rows, its key moved aside so the new row takes it.
+                auto& aside = d.prepare(
+                    "UPDATE events SET idempotency_key = idempotency_key || char(31) || 'lost:' || "
+                    "id WHERE seq = ?");
+                aside.bind(1, lost_seq);
+                aside.exec();
+                add_audit(d, "source:" + ev.source, "event.replaced", "event:" + out.event_id,
+                          "lost before acknowledgement; sent again as event:" + ev.id);
+                if (!insert())
+                    throw std::runtime_error("event " + ev.id + " did not replace lost event " +
+                                             out.event_id);
+            } else {
+                if (!first.empty() && !ev.content_sha256.empty() && first != ev.content_sha256) {
+                    out.conflict = true;
+                    return;
+                }
+                out.duplicate = true;
                 return;
             }
-            out.duplicate = true;
-            return;
         }
         ++counts_.events;
         std::int64_t seq = d.last_rowid();
+        batch_min_seq_ = std::min(batch_min_seq_, seq);
+        batch_max_seq_ = std::max(batch_max_seq_, seq);
         for (const auto& a : ev.attachments) {
             auto& at = d.prepare(
                 "INSERT INTO attachments(event_seq, att_id, filename, media_type, sha256, size) "
@@ -1742,7 +2030,8 @@ private:
         r.source = q.text(2);
         r.idempotency_key = q.text(3);
         r.type = q.text(4);
-        r.envelope_json = open_column(opts_.keys.get(), q.text(5), "payload:" + r.id);
+        r.envelope_json =
+            open_column(opts_.keys.get(), stored_envelope(q, 5, 9, r.id), "payload:" + r.id);
         r.treatment_id = q.text(6);
         r.order_key = q.text(7);
         r.received_ms = q.i64(8);
@@ -1752,9 +2041,7 @@ private:
     // Read connection, under rmu_: one event with its attachments. Throws as read() expects.
     std::optional<event_row> event_by_id(std::string_view id) {
         auto& q =
-            rdb_.prepare("SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE
-                         ", e.treatment_id, e.order_key, e.received_ms FROM " EVENTS_WITH_ENVELOPE
-                         " WHERE e.id = ?");
+            rdb_.prepare("SELECT " EVENT_COLUMNS " FROM " EVENTS_WITH_ENVELOPE " WHERE e.id = ?");
         q.bind(1, id);
         std::optional<event_row> out;
         std::int64_t seq = 0;
@@ -1765,6 +2052,28 @@ private:
         q.reset();
         if (out) load_attachments(seq, *out);
         return out;
+    }
+
+    // The envelope as stored (sealed or plain): inline in column `inline_col`, or, when that is
+    // NULL, the envelope log's record named in columns `ref_col`..`ref_col`+2.
+    // `id`: the event's, which the record must carry.
+    std::string stored_envelope(const stmt& q, int inline_col, int ref_col,
+                                std::string_view id) const {
+        auto ref = q.is_null(inline_col) ? envelope_ref_at(q, ref_col) : std::nullopt;
+        if (!ref) return q.text(inline_col);
+        auto r = log_->read(*ref, id);
+        if (!r) {
+            std::string why = "envelope log record " + std::to_string(ref->segment) + ":" +
+                              std::to_string(ref->offset) + ": " + r.error().message();
+            // Changed or torn bytes, or a segment that is gone: no retry reads it, so it reads
+            // as a record that does not open (a delivery goes dead at once, as for a failed
+            // seal). Another I/O error may pass: retried.
+            if (r.error() == boost::system::errc::illegal_byte_sequence ||
+                r.error() == boost::system::errc::no_such_file_or_directory)
+                throw sealed_failure(why);
+            throw envelope_unreadable(why);
+        }
+        return std::move(*r);
     }
 
     void load_attachments(std::int64_t seq, event_row& ev) {
@@ -1851,6 +2160,121 @@ private:
     bool nothing_queued() const {
         return queue_.empty() && engine_queue_.empty() && claim_queue_.empty();
     }
+    void kick_log_sync() {
+        {
+            std::lock_guard lock(log_mu_);
+            log_kick_ = true;
+        }
+        log_cv_.notify_one();
+    }
+
+    // Writer thread, inside the transaction and before its COMMIT: waits until the envelope log
+    // is synced through `ticket` (0: the batch holds no envelope). The sync runs on
+    // store-envsync while the writer runs the batch's jobs, so it is usually done by then.
+    // Throws when the log's sync failed (the batch then fails; the failure is fatal).
+    void wait_log_synced(std::uint64_t ticket) {
+        if (ticket == 0) return;
+        ++stat_commits_;
+        if (log_->synced_through() >= ticket) return;
+        auto t0 = std::chrono::steady_clock::now();
+        std::unique_lock lock(log_mu_);
+        // A pass that found an earlier append still writing stops short of `ticket`: asked again
+        // (in late sync no append asks for a pass, so nothing else would).
+        while (!log_failed_ && log_->synced_through() < ticket) {
+            log_kick_ = true;
+            log_cv_.notify_one();
+            log_synced_cv_.wait(lock);
+        }
+        auto us = static_cast<std::uint64_t>(
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                .count());
+        ++stat_waits_;
+        stat_wait_us_ += us;
+        stat_wait_max_us_ = std::max(stat_wait_max_us_, us);
+        if (us > 2000) ++stat_waits_over_2ms_;
+        if (log_->synced_through() < ticket)
+            throw std::runtime_error("the envelope log's sync failed");
+    }
+
+    // The log-sync thread: one fdatasync pass over the envelope log covers every append that
+    // returned before it (appends go on meanwhile: the next pass takes them), then the writer,
+    // if it waits before a COMMIT, is woken. The order that makes a crash safe: a record is
+    // synced here before the COMMIT of the row naming it writes the WAL (wait_log_synced), and
+    // that commit is acknowledged only after the WAL's own sync (sync_loop). A crash at any point
+    // leaves the WAL without the row (the record is then unreferenced bytes in its segment) or
+    // with the row and its record both on disk. A failed sync is fatal, as the WAL's is: every
+    // queued job fails and nothing more is acknowledged.
+    void log_sync_loop() {
+        std::unique_lock lock(log_mu_);
+        for (;;) {
+            log_cv_.wait(lock, [&] { return log_stop_ || log_kick_; });
+            if (!log_kick_) return;  // stopping, every append synced
+            log_kick_ = false;
+            lock.unlock();
+            if (!log_failed_.load()) {
+                auto t0 = std::chrono::steady_clock::now();
+                error_code ec = log_->sync();
+                auto us = static_cast<std::uint64_t>(
+                    std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                        .count());
+                log_sync_seconds_.fetch_add(us, std::memory_order_relaxed);
+                stat_sync_max_us_ = std::max(stat_sync_max_us_, us);
+                if (us > 2000) ++stat_syncs_over_2ms_;
+                log_syncs_.fetch_add(1, std::memory_order_relaxed);
+                if (ec) {
+                    log_failed_.store(true);
+                    std::deque<job> rest;
+                    std::function<void(std::string)> fatal_cb;
+                    {
+                        std::lock_guard mlock(mu_);
+                        failed_ = true;
+                        take_queued(rest);
+                        fatal_cb = on_fatal_;
+                    }
+                    for (auto& j : rest)
+                        if (j.done) j.done(io_error());
+                    if (fatal_cb)
+                        fatal_cb("cannot sync the store's envelope log " + log_->dir().string() +
+                                 ": " + ec.message());
+                }
+            }
+            lock.lock();
+            // The writer reads synced_through() under log_mu_: it has seen the new value, or it
+            // is waiting and gets this notification.
+            log_synced_cv_.notify_all();
+        }
+    }
+
+    // A submit's envelope is in `segment` and its row not yet committed (or failed): prune keeps
+    // the segment meanwhile.
+    void hold_segment(std::int64_t segment, int delta) {
+        std::lock_guard lock(hold_mu_);
+        int& n = holds_[segment];
+        n += delta;
+        if (n <= 0) holds_.erase(segment);
+    }
+
+    // After a prune's commit: removes the envelope log's segments below the oldest one that an
+    // event still names. The floor from the submits in flight and the current segment is read
+    // first: an envelope appended before that is either held (counted) or its row committed
+    // before, so the events read below see it.
+    void remove_pruned_segments() {
+        std::int64_t floor = log_->current_segment();
+        {
+            std::lock_guard lock(hold_mu_);
+            if (!holds_.empty()) floor = std::min(floor, holds_.begin()->first);
+        }
+        auto oldest = read([&] {
+            auto& q = rdb_.prepare("SELECT MIN(env_seg) FROM events");
+            std::optional<std::int64_t> m;
+            if (q.step() && !q.is_null(0)) m = q.i64(0);
+            q.reset();
+            return m;
+        });
+        if (!oldest) return;  // tried again after the next prune
+        if (*oldest) floor = std::min(floor, **oldest);
+        log_->remove_below(floor);
+    }
 
     void writer_loop() {
         std::vector<job> batch;
@@ -1882,6 +2306,10 @@ private:
             error_code ec;
             std::string fatal;
             pending_hash_ = last_hash_;
+            // The envelope log's records this commit's rows will name: synced (store-envsync,
+            // meanwhile) before the COMMIT writes the WAL (wait_log_synced).
+            std::uint64_t log_need = 0;
+            for (const auto& j : batch) log_need = std::max(log_need, j.log_ticket);
             // A job that fails rolls back alone and gets its own error; the others commit. A
             // fatal I/O error or a failed commit fails the whole batch. The batch runs first
             // without savepoints (a savepoint per job copied every page a job touched into the
@@ -1893,6 +2321,8 @@ private:
             try {
                 // Prepared once (cached), not parsed again for every commit and job.
                 counts_ = {};
+                batch_min_seq_ = kNoSeq;
+                batch_max_seq_ = 0;
                 wdb_.prepare("BEGIN IMMEDIATE").exec();
                 bool clean = true;
                 for (std::size_t i = 0; i < batch.size() && clean; ++i) {
@@ -1946,8 +2376,16 @@ private:
                 }
                 job_after_.clear();
                 tell_due();
+                if (!late_sync_) wait_log_synced(log_need);
+                std::int64_t durable = note_durable(wdb_);
                 wdb_.prepare("COMMIT").exec();
                 last_hash_ = pending_hash_;
+                durable_seq_ = durable;
+                if (batch_max_seq_ != 0) {
+                    // Its rows are durable once the log is synced through the batch's tickets.
+                    unsynced_commits_.push_back({batch_min_seq_, log_need});
+                    max_seq_ = std::max(max_seq_, batch_max_seq_);
+                }
             } catch (const sqlite_error& e) {
                 wdb_.reset_all();
                 try {
@@ -1993,6 +2431,28 @@ private:
             }
             sync_cv_.notify_one();
         }
+    }
+
+    // Writer thread, inside the batch's transaction, before its COMMIT: the durable watermark
+    // (envlog_durable, schema 12) that this commit records, written when it moved. Every events
+    // row with seq <= it has its envelope record on disk: the rows of each earlier commit whose
+    // tickets the log has synced (commits whose rows may not be, and this batch's own rows, keep
+    // it below their lowest seq; seq may be reused after a prune emptied the table's end). A
+    // crash keeps this row only with the commit, so the open (recover_lost) checks every row the
+    // surviving watermark does not cover: a few commits' rows, not the backlog.
+    std::int64_t note_durable(db& d) {
+        std::uint64_t synced = log_->synced_through();
+        std::erase_if(unsynced_commits_,
+                      [&](const unsynced_commit& c) { return c.ticket <= synced; });
+        std::int64_t mark = max_seq_;
+        for (const auto& c : unsynced_commits_) mark = std::min(mark, c.min_seq - 1);
+        if (batch_min_seq_ != kNoSeq) mark = std::min(mark, batch_min_seq_ - 1);
+        if (mark != durable_seq_) {
+            auto& up = d.prepare("UPDATE envlog_durable SET seq = ? WHERE id = 1");
+            up.bind(1, mark);
+            up.exec();
+        }
+        return mark;
     }
 
     // The commits the writer has made and not yet acknowledged: their jobs' results, the
@@ -2042,10 +2502,18 @@ private:
             lock.unlock();
             bool need =
                 std::any_of(items.begin(), items.end(), [](const acked& a) { return a.sync; });
+            // Late sync: the envelope log's records these commits name, synced beside the WAL
+            // (whether or not the WAL is synced here: without synchronous_full, too, nothing is
+            // acknowledged and no claimed delivery handed out before its record is on disk).
+            std::uint64_t need_ticket = 0;
+            if (late_sync_)
+                for (const auto& a : items)
+                    for (const auto& j : a.batch) need_ticket = std::max(need_ticket, j.log_ticket);
             double sync_secs = 0;
-            if (need && !sync_failed_) {
+            if ((need || need_ticket != 0) && !sync_failed_) {
                 auto t0 = std::chrono::steady_clock::now();
-                if (::fdatasync(wal_.get()) != 0) {
+                if (need_ticket != 0) kick_log_sync();  // in parallel with the WAL's, below
+                if (need && ::fdatasync(wal_.get()) != 0) {
                     sync_failed_ = true;
                     std::string why =
                         "cannot sync the store's WAL " + wal_.path() + ": " + std::strerror(errno);
@@ -2056,6 +2524,20 @@ private:
                         fatal_cb = on_fatal_;
                     }
                     if (fatal_cb) fatal_cb(why);
+                }
+                // Late sync: the writer did not wait for the envelope log before its COMMIT; its
+                // records are synced by store-envsync in parallel with the WAL's sync above, and
+                // nothing of these commits is acknowledged (acknowledge: the jobs' callbacks, the
+                // accept claims' hand-off, the after-commit functions) before both. The WAL's
+                // frames may reach the disk before the log's (writeback), so a crash can leave a
+                // committed row naming a record that is not there: never acknowledged, found at
+                // the next open and marked lost (recover_lost).
+                if (need_ticket != 0 && !sync_failed_) {
+                    try {
+                        wait_log_synced(need_ticket);
+                    } catch (const std::exception&) {
+                        sync_failed_ = true;
+                    }
                 }
                 sync_secs =
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -2073,7 +2555,7 @@ private:
     // Syncer thread: tells one commit's jobs how they ended, after its after-commit functions.
     void acknowledge(acked& a, double sync_secs) {
         error_code ec = a.ec;
-        if (!ec && a.sync && sync_failed_) ec = io_error();
+        if (!ec && (a.sync || late_sync_) && sync_failed_) ec = io_error();
         if (!ec) {
             for (auto& f : a.after) f();
             hand_accepted();
@@ -2141,6 +2623,37 @@ private:
     bool ck_due_ = false;
     std::atomic<bool> ck_failed_{false};
     std::thread checkpointer_;
+    // The envelope log (schema 11) and its sync thread.
+    std::unique_ptr<envelope_log> log_;
+    std::mutex log_mu_;
+    std::condition_variable log_cv_;
+    bool log_kick_ = false;  // appends since the last pass
+    bool log_stop_ = false;
+    std::condition_variable log_synced_cv_;  // the writer waits here before a COMMIT
+    std::atomic<bool> log_failed_{false};
+    std::atomic<std::uint64_t> log_syncs_{0}, log_sync_seconds_{0};  // the second: microseconds
+    std::thread log_syncer_;
+    // Late sync (the default since schema 12): the writer commits without waiting for the
+    // envelope log; the syncer syncs it beside the WAL and acknowledges after both; a crash's lost
+    // records are found at the next open (recover_lost). SAMBAND_ENVLOG_EARLY_SYNC=1: the log is
+    // synced before each COMMIT instead (two syncs in series, nothing to recover).
+    const bool late_sync_ = std::getenv("SAMBAND_ENVLOG_EARLY_SYNC") == nullptr;
+    std::uint64_t stat_sync_max_us_ = 0, stat_syncs_over_2ms_ = 0;  // log-sync thread
+    std::uint64_t stat_commits_ = 0, stat_waits_ = 0, stat_wait_us_ = 0, stat_wait_max_us_ = 0,
+                  stat_waits_over_2ms_ = 0;  // writer thread
+    std::mutex hold_mu_;
+    std::map<std::int64_t, int> holds_;  // segment -> submits in flight with an envelope in it
+    // The durable watermark (note_durable; writer thread, and recover_lost before it starts).
+    static constexpr std::int64_t kNoSeq = std::numeric_limits<std::int64_t>::max();
+    struct unsynced_commit {
+        std::int64_t min_seq;  // its lowest events seq
+        std::uint64_t ticket;  // the highest envelope log ticket of its batch
+    };
+    std::vector<unsynced_commit> unsynced_commits_;
+    std::int64_t durable_seq_ = 0;  // as envlog_durable holds it
+    std::int64_t max_seq_ = 0;      // the highest events seq committed
+    std::int64_t batch_min_seq_ = kNoSeq, batch_max_seq_ = 0;  // the batch's new rows
+    std::size_t recovered_checked_ = 0, recovered_lost_ = 0;   // by recover_lost, at open
 };
 
 }  // namespace
@@ -2276,6 +2789,76 @@ boost::system::result<rotate_report, std::string> rotate_sqlite_keys(const std::
                 "SELECT seq, 'payload:' || id, envelope FROM events WHERE seq > ? AND envelope "
                 "IS NOT NULL ORDER BY seq LIMIT ?",
                 "UPDATE events SET envelope = ? WHERE seq = ?");
+        if (has_envelope_refs(d)) {
+            // Envelopes in the envelope log (schema 11): re-sealed into the events row itself,
+            // the reference cleared. This tool runs beside the daemon, and a segment has one
+            // appender (the daemon's log), so it writes no record of its own; rotation is rare
+            // and the row's inline envelope is read as before schema 11. The old record stays
+            // in its segment until retention removes the segment.
+            const fs::path dir = envelope_dir(path);
+            // Schema 12: an event lost by a crash has no record to re-seal (it is left as it is).
+            const bool lost_marks = [&] {
+                auto& c = d.prepare(
+                    "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'lost_ms'");
+                bool yes = c.step() && c.i64(0) > 0;
+                c.reset();
+                return yes;
+            }();
+            std::int64_t after = 0;
+            for (;;) {
+                std::vector<envelope_ref> moved;
+                struct logged {
+                    std::int64_t seq;
+                    std::string id;
+                    envelope_ref ref;
+                };
+                std::vector<logged> rows;
+                auto& q = d.prepare(
+                    lost_marks
+                        ? "SELECT seq, id, env_seg, env_off, env_len FROM events WHERE seq > ? AND "
+                          "envelope IS NULL AND env_seg IS NOT NULL AND lost_ms IS NULL ORDER BY "
+                          "seq LIMIT ?"
+                        : "SELECT seq, id, env_seg, env_off, env_len FROM events WHERE seq > ? AND "
+                          "envelope IS NULL AND env_seg IS NOT NULL ORDER BY seq LIMIT ?");
+                q.bind(1, after).bind(2, static_cast<std::int64_t>(batch));
+                while (q.step()) rows.push_back({q.i64(0), q.text(1), *envelope_ref_at(q, 2)});
+                q.reset();
+                if (rows.empty()) break;
+                d.exec("BEGIN IMMEDIATE;");
+                try {
+                    for (auto& r : rows) {
+                        after = r.seq;
+                        auto stored = envelope_log::read_from(dir, r.ref, r.id);
+                        if (!stored)
+                            throw std::runtime_error("event seq " + std::to_string(r.seq) +
+                                                     ": cannot read its envelope log record: " +
+                                                     stored.error().message());
+                        if (is_current(*stored)) {
+                            ++rep.already;
+                            continue;
+                        }
+                        const std::string aad = "payload:" + r.id;
+                        std::string plain = open_column(&keys, std::move(*stored), aad);
+                        auto& u = d.prepare(
+                            "UPDATE events SET envelope = ?, env_seg = NULL, env_off = NULL, "
+                            "env_len = NULL WHERE seq = ?");
+                        u.bind(1, seal_column(&keys, plain, aad)).bind(2, r.seq);
+                        u.exec();
+                        moved.push_back(r.ref);
+                        ++rep.resealed;
+                    }
+                } catch (...) {
+                    d.exec("ROLLBACK;");
+                    throw;
+                }
+                d.exec("COMMIT;");
+                // The records under the old key (or plain) overwritten, after the commit that
+                // stopped naming them.
+                if (auto ec = envelope_log::scrub(dir, moved))
+                    throw std::runtime_error("cannot overwrite the old envelope log records: " +
+                                             ec.message());
+            }
+        }
         pass(
             "SELECT id, 'error:' || source || ':' || idempotency_key, payload FROM errors WHERE "
             "id > ? ORDER BY id LIMIT ?",
@@ -2297,10 +2880,28 @@ boost::system::result<std::optional<std::vector<std::string>>> read_treatment_hi
     try {
         db d(path, true);
         d.exec("PRAGMA busy_timeout = 10000;");
-        auto& q = d.prepare(has_event_envelopes(d) ? kTreatmentHistorySql : kTreatmentHistorySqlV6);
+        const bool refs = has_envelope_refs(d);
+        auto& q = d.prepare(refs                    ? kTreatmentHistorySql
+                            : has_event_envelopes(d) ? kTreatmentHistorySqlV10
+                                                     : kTreatmentHistorySqlV6);
         q.bind(1, treatment_id);
         std::vector<std::string> out;
-        while (q.step()) out.push_back(open_column(keys, q.text(5), "payload:" + q.text(1)));
+        const fs::path dir = envelope_dir(path);
+        while (q.step()) {
+            std::string stored;
+            auto ref = refs && q.is_null(5) ? envelope_ref_at(q, 9) : std::nullopt;
+            if (ref) {
+                auto r = envelope_log::read_from(dir, *ref, q.text(1));
+                if (!r) {
+                    q.reset();
+                    return io_error();
+                }
+                stored = std::move(*r);
+            } else {
+                stored = q.text(5);
+            }
+            out.push_back(open_column(keys, std::move(stored), "payload:" + q.text(1)));
+        }
         q.reset();
         return std::optional<std::vector<std::string>>(std::move(out));
     } catch (const sealed_failure&) {
