@@ -1,4 +1,4 @@
-// The envelope log (issue 10, prototype): events' envelope bytes in append-only segment files
+// The envelope log (issue 10): events' envelope bytes in append-only segment files
 // beside the SQLite store (<db path>.envelopes/), so the writer's transaction holds only a
 // reference (segment, offset, length) instead of 8 KB of overflow pages, their WAL frames and
 // their checkpoint copies.
@@ -12,10 +12,10 @@
 // Durability: append() writes (pwrite, no sync) and returns a ticket; sync() fdatasyncs every
 // segment written since the last sync (and the folder when a segment was created) and then
 // publishes synced_through(): every append whose ticket is at most that value is on disk. The
-// store acknowledges a submit only once its ticket is synced; by default (late sync) it commits
-// the row before that, so after a power loss a committed row may name a record that is not on
-// disk: the store's open checks the rows above its durable watermark and marks those events lost
-// (sqlite_store::recover_lost). SAMBAND_ENVLOG_EARLY_SYNC=1 syncs before the COMMIT instead.
+// store acknowledges a submit only once its ticket is synced, but commits the row before that
+// (the log is synced beside the WAL), so after a power loss a committed row may name a record
+// that is not on disk: the store's open checks the rows above its durable watermark and marks
+// those events lost (sqlite_store::recover_lost).
 //
 // Ownership: a segment is only ever appended to by the envelope_log that created it (O_EXCL):
 // each open starts a fresh segment. What a crash left at the end of an older segment (appends

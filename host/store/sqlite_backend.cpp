@@ -22,8 +22,6 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -282,7 +280,7 @@ INSERT INTO chains(destination, order_key, tail) SELECT destination, order_key, 
 DROP INDEX deliveries_order;
 CREATE INDEX deliveries_next ON deliveries(prev) WHERE prev > 0;
 )sql",
-    // 11 (issue 10, prototype): a new event's envelope is in the envelope log
+    // 11 (issue 10): a new event's envelope is in the envelope log
     // (store/envelope_log, <path>.envelopes/), the events row names its record (segment, offset,
     // length) and its envelope column is NULL. Events stored before keep theirs inline: reads
     // take whichever is set (read_event).
@@ -291,7 +289,7 @@ ALTER TABLE events ADD COLUMN env_seg INTEGER;
 ALTER TABLE events ADD COLUMN env_off INTEGER;
 ALTER TABLE events ADD COLUMN env_len INTEGER;
 )sql",
-    // 12 (issue 10, prototype): the envelope log may be synced after the COMMIT of the rows that
+    // 12 (issue 10): the envelope log may be synced after the COMMIT of the rows that
     // name its records (late sync: nothing is acknowledged before both are synced). envlog_durable
     // holds the watermark: every events row with seq <= it has its record on disk (written by the
     // writer in its commits, sqlite_store::note_durable); the open checks the records of the rows
@@ -323,8 +321,8 @@ constexpr const char* kAuditRowsSql =
 // columns 9-11 of the event reads (read_event), NULL for an envelope stored inline.
 #define ENVELOPE_REF "e.env_seg, e.env_off, e.env_len"
 // The columns read_event() expects, in order.
-#define EVENT_COLUMNS                                                                            \
-    "e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE                               \
+#define EVENT_COLUMNS                                             \
+    "e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE \
     ", e.treatment_id, e.order_key, e.received_ms, " ENVELOPE_REF
 
 // A treatment's events, oldest first: the history the consent gate decides on. The term
@@ -456,7 +454,9 @@ std::optional<envelope_ref> envelope_ref_at(const stmt& q, int at) {
 }
 
 // The envelope log's folder for the store at `path`.
-fs::path envelope_dir(const std::string& path) { return fs::path(path + ".envelopes"); }
+fs::path envelope_dir(const std::string& path) {
+    return fs::path(path + ".envelopes");
+}
 
 // A record the envelope log cannot give back (missing segment, torn or foreign bytes): thrown
 // inside reads, which turn it into an I/O error.
@@ -668,14 +668,14 @@ public:
             stop_ = true;
         }
         cv_.notify_all();
-        if (writer_.joinable()) writer_.join();  // its last jobs' envelopes synced first
+        if (writer_.joinable()) writer_.join();
         {
             std::lock_guard lock(sync_mu_);
             sync_stop_ = true;
         }
         sync_cv_.notify_all();
-        // Every commit acknowledged first: in late sync the syncer waits for the log's syncs, so
-        // the log-sync thread stops after it.
+        // Every commit acknowledged first: the syncer waits for the log's syncs, so the log-sync
+        // thread stops after it.
         if (syncer_.joinable()) syncer_.join();
         {
             std::lock_guard lock(log_mu_);
@@ -690,24 +690,6 @@ public:
                 wdb_.exec(
                     "UPDATE envlog_durable SET seq = (SELECT COALESCE(MAX(seq), 0) FROM events)");
             } catch (const std::exception&) {
-            }
-        }
-        // Prototype measurements (SAMBAND_ENVLOG_STATS=<file>): the log's syncs and the
-        // writer's waits for them.
-        if (const char* f = std::getenv("SAMBAND_ENVLOG_STATS")) {
-            if (FILE* out = std::fopen(f, "a")) {
-                std::fprintf(out,
-                             "log syncs %llu (%.3f s, max %.2f ms, over 2 ms %llu); commits with "
-                             "envelopes %llu, of them waited %llu (%.3f s, max %.2f ms, over 2 ms "
-                             "%llu)\n",
-                             static_cast<unsigned long long>(log_syncs_.load()),
-                             log_sync_seconds_.load() / 1e6, stat_sync_max_us_ / 1e3,
-                             static_cast<unsigned long long>(stat_syncs_over_2ms_),
-                             static_cast<unsigned long long>(stat_commits_),
-                             static_cast<unsigned long long>(stat_waits_), stat_wait_us_ / 1e6,
-                             stat_wait_max_us_ / 1e3,
-                             static_cast<unsigned long long>(stat_waits_over_2ms_));
-                std::fclose(out);
             }
         }
         {
@@ -758,9 +740,10 @@ public:
             }
         }
         // The envelope goes to the envelope log here, on the submitting thread (sealed first
-        // when encryption is on); the events row will hold only its reference. The writer's
-        // COMMIT of that row waits until the log-sync thread has synced the record
-        // (wait_log_synced), so no committed row refers to bytes a crash could lose.
+        // when encryption is on); the events row will hold only its reference. The record is
+        // synced beside the WAL after the row's COMMIT, and nothing about the event is told
+        // before both syncs (sync_loop); a crash in between leaves a row whose record may be
+        // gone, found and marked lost at the next open (recover_lost).
         std::string sealed;
         std::string_view bytes = ev.envelope_json;
         if (opts_.keys) {
@@ -776,7 +759,6 @@ public:
         std::string{}.swap(sealed);
         std::string{}.swap(ev.envelope_json);  // in the log now; the job needs only the reference
         hold_segment(a->ref.segment, +1);
-        if (!late_sync_) kick_log_sync();  // late: the syncer asks, once per WAL sync
         auto e = std::make_shared<new_event>(std::move(ev));
         auto out = std::make_shared<submit_outcome>();
         enqueue(job{[this, e, out, ref = a->ref](db& d) { do_submit(d, *e, ref, *out); },
@@ -1195,8 +1177,8 @@ public:
         return pruned;
     }
 
-    boost::system::result<std::size_t> prune_rows(
-        std::int64_t older_than_ms, std::shared_ptr<std::vector<envelope_ref>> refs) {
+    boost::system::result<std::size_t> prune_rows(std::int64_t older_than_ms,
+                                                  std::shared_ptr<std::vector<envelope_ref>> refs) {
         return run_sync([this, older_than_ms, refs](db& d) {
             // Events whose every delivery is delivered/acknowledged (or that have none) and
             // that are older than the cut-off. dead/held/blocked keep their event.
@@ -1463,8 +1445,8 @@ private:
         recovered_checked_ = rows.size();
         recovered_lost_ = lost.size();
         if (auto ec = envelope_log::sync_segments(log_->dir(), segments))
-            throw std::runtime_error("store " + opts_.path + ": cannot sync the envelope log: " +
-                                     ec.message());
+            throw std::runtime_error("store " + opts_.path +
+                                     ": cannot sync the envelope log: " + ec.message());
         std::int64_t now = core::now_ms();
         wdb_.exec("BEGIN IMMEDIATE;");
         try {
@@ -1504,8 +1486,8 @@ private:
     // recover_lost: a delivery of a lost event goes dead, out of its chain; one claimed at
     // accept (in flight) never reached its sink: its attempt is handed back, not counted.
     void lose_delivery(db& d, std::int64_t id, std::int64_t now) {
-        auto& cur = d.prepare(
-            "SELECT state, destination, order_key, prev FROM deliveries WHERE id = ?");
+        auto& cur =
+            d.prepare("SELECT state, destination, order_key, prev FROM deliveries WHERE id = ?");
         cur.bind(1, id);
         if (!cur.step()) {
             cur.reset();
@@ -2168,42 +2150,27 @@ private:
         log_cv_.notify_one();
     }
 
-    // Writer thread, inside the transaction and before its COMMIT: waits until the envelope log
-    // is synced through `ticket` (0: the batch holds no envelope). The sync runs on
-    // store-envsync while the writer runs the batch's jobs, so it is usually done by then.
-    // Throws when the log's sync failed (the batch then fails; the failure is fatal).
+    // Syncer thread: waits until the envelope log is synced through `ticket` (0: nothing to
+    // wait for), the sync itself running on store-envsync beside the syncer's WAL sync. Throws
+    // when the log's sync failed (the store is then failed).
     void wait_log_synced(std::uint64_t ticket) {
-        if (ticket == 0) return;
-        ++stat_commits_;
-        if (log_->synced_through() >= ticket) return;
-        auto t0 = std::chrono::steady_clock::now();
+        if (ticket == 0 || log_->synced_through() >= ticket) return;
         std::unique_lock lock(log_mu_);
         // A pass that found an earlier append still writing stops short of `ticket`: asked again
-        // (in late sync no append asks for a pass, so nothing else would).
+        // (nothing else would ask).
         while (!log_failed_ && log_->synced_through() < ticket) {
             log_kick_ = true;
             log_cv_.notify_one();
             log_synced_cv_.wait(lock);
         }
-        auto us = static_cast<std::uint64_t>(
-            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
-                .count());
-        ++stat_waits_;
-        stat_wait_us_ += us;
-        stat_wait_max_us_ = std::max(stat_wait_max_us_, us);
-        if (us > 2000) ++stat_waits_over_2ms_;
         if (log_->synced_through() < ticket)
             throw std::runtime_error("the envelope log's sync failed");
     }
 
     // The log-sync thread: one fdatasync pass over the envelope log covers every append that
-    // returned before it (appends go on meanwhile: the next pass takes them), then the writer,
-    // if it waits before a COMMIT, is woken. The order that makes a crash safe: a record is
-    // synced here before the COMMIT of the row naming it writes the WAL (wait_log_synced), and
-    // that commit is acknowledged only after the WAL's own sync (sync_loop). A crash at any point
-    // leaves the WAL without the row (the record is then unreferenced bytes in its segment) or
-    // with the row and its record both on disk. A failed sync is fatal, as the WAL's is: every
-    // queued job fails and nothing more is acknowledged.
+    // returned before it (appends go on meanwhile: the next pass takes them), then the syncer,
+    // waiting to acknowledge the commits that name those records, is woken. A failed sync is
+    // fatal, as the WAL's is: every queued job fails and nothing more is acknowledged.
     void log_sync_loop() {
         std::unique_lock lock(log_mu_);
         for (;;) {
@@ -2212,15 +2179,8 @@ private:
             log_kick_ = false;
             lock.unlock();
             if (!log_failed_.load()) {
-                auto t0 = std::chrono::steady_clock::now();
+                if (opts_.before_envelope_sync) opts_.before_envelope_sync();
                 error_code ec = log_->sync();
-                auto us = static_cast<std::uint64_t>(
-                    std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
-                        .count());
-                log_sync_seconds_.fetch_add(us, std::memory_order_relaxed);
-                stat_sync_max_us_ = std::max(stat_sync_max_us_, us);
-                if (us > 2000) ++stat_syncs_over_2ms_;
-                log_syncs_.fetch_add(1, std::memory_order_relaxed);
                 if (ec) {
                     log_failed_.store(true);
                     std::deque<job> rest;
@@ -2306,8 +2266,9 @@ private:
             error_code ec;
             std::string fatal;
             pending_hash_ = last_hash_;
-            // The envelope log's records this commit's rows will name: synced (store-envsync,
-            // meanwhile) before the COMMIT writes the WAL (wait_log_synced).
+            // The newest envelope log record this commit's rows name: the commit is
+            // acknowledged once the log is synced through it (sync_loop), and its rows count as
+            // durable from then on (note_durable).
             std::uint64_t log_need = 0;
             for (const auto& j : batch) log_need = std::max(log_need, j.log_ticket);
             // A job that fails rolls back alone and gets its own error; the others commit. A
@@ -2376,7 +2337,6 @@ private:
                 }
                 job_after_.clear();
                 tell_due();
-                if (!late_sync_) wait_log_synced(log_need);
                 std::int64_t durable = note_durable(wdb_);
                 wdb_.prepare("COMMIT").exec();
                 last_hash_ = pending_hash_;
@@ -2502,13 +2462,12 @@ private:
             lock.unlock();
             bool need =
                 std::any_of(items.begin(), items.end(), [](const acked& a) { return a.sync; });
-            // Late sync: the envelope log's records these commits name, synced beside the WAL
-            // (whether or not the WAL is synced here: without synchronous_full, too, nothing is
-            // acknowledged and no claimed delivery handed out before its record is on disk).
+            // The envelope log's records these commits name, synced beside the WAL (whether or
+            // not the WAL is synced here: without synchronous_full, too, nothing is acknowledged
+            // and no claimed delivery handed out before its record is on disk).
             std::uint64_t need_ticket = 0;
-            if (late_sync_)
-                for (const auto& a : items)
-                    for (const auto& j : a.batch) need_ticket = std::max(need_ticket, j.log_ticket);
+            for (const auto& a : items)
+                for (const auto& j : a.batch) need_ticket = std::max(need_ticket, j.log_ticket);
             double sync_secs = 0;
             if ((need || need_ticket != 0) && !sync_failed_) {
                 auto t0 = std::chrono::steady_clock::now();
@@ -2525,8 +2484,8 @@ private:
                     }
                     if (fatal_cb) fatal_cb(why);
                 }
-                // Late sync: the writer did not wait for the envelope log before its COMMIT; its
-                // records are synced by store-envsync in parallel with the WAL's sync above, and
+                // The writer did not wait for the envelope log before its COMMIT; its records
+                // are synced by store-envsync in parallel with the WAL's sync above, and
                 // nothing of these commits is acknowledged (acknowledge: the jobs' callbacks, the
                 // accept claims' hand-off, the after-commit functions) before both. The WAL's
                 // frames may reach the disk before the log's (writeback), so a crash can leave a
@@ -2555,7 +2514,7 @@ private:
     // Syncer thread: tells one commit's jobs how they ended, after its after-commit functions.
     void acknowledge(acked& a, double sync_secs) {
         error_code ec = a.ec;
-        if (!ec && (a.sync || late_sync_) && sync_failed_) ec = io_error();
+        if (!ec && sync_failed_) ec = io_error();
         if (!ec) {
             for (auto& f : a.after) f();
             hand_accepted();
@@ -2631,16 +2590,7 @@ private:
     bool log_stop_ = false;
     std::condition_variable log_synced_cv_;  // the writer waits here before a COMMIT
     std::atomic<bool> log_failed_{false};
-    std::atomic<std::uint64_t> log_syncs_{0}, log_sync_seconds_{0};  // the second: microseconds
     std::thread log_syncer_;
-    // Late sync (the default since schema 12): the writer commits without waiting for the
-    // envelope log; the syncer syncs it beside the WAL and acknowledges after both; a crash's lost
-    // records are found at the next open (recover_lost). SAMBAND_ENVLOG_EARLY_SYNC=1: the log is
-    // synced before each COMMIT instead (two syncs in series, nothing to recover).
-    const bool late_sync_ = std::getenv("SAMBAND_ENVLOG_EARLY_SYNC") == nullptr;
-    std::uint64_t stat_sync_max_us_ = 0, stat_syncs_over_2ms_ = 0;  // log-sync thread
-    std::uint64_t stat_commits_ = 0, stat_waits_ = 0, stat_wait_us_ = 0, stat_wait_max_us_ = 0,
-                  stat_waits_over_2ms_ = 0;  // writer thread
     std::mutex hold_mu_;
     std::map<std::int64_t, int> holds_;  // segment -> submits in flight with an envelope in it
     // The durable watermark (note_durable; writer thread, and recover_lost before it starts).
@@ -2650,8 +2600,8 @@ private:
         std::uint64_t ticket;  // the highest envelope log ticket of its batch
     };
     std::vector<unsynced_commit> unsynced_commits_;
-    std::int64_t durable_seq_ = 0;  // as envlog_durable holds it
-    std::int64_t max_seq_ = 0;      // the highest events seq committed
+    std::int64_t durable_seq_ = 0;                             // as envlog_durable holds it
+    std::int64_t max_seq_ = 0;                                 // the highest events seq committed
     std::int64_t batch_min_seq_ = kNoSeq, batch_max_seq_ = 0;  // the batch's new rows
     std::size_t recovered_checked_ = 0, recovered_lost_ = 0;   // by recover_lost, at open
 };
@@ -2881,7 +2831,7 @@ boost::system::result<std::optional<std::vector<std::string>>> read_treatment_hi
         db d(path, true);
         d.exec("PRAGMA busy_timeout = 10000;");
         const bool refs = has_envelope_refs(d);
-        auto& q = d.prepare(refs                    ? kTreatmentHistorySql
+        auto& q = d.prepare(refs                     ? kTreatmentHistorySql
                             : has_event_envelopes(d) ? kTreatmentHistorySqlV10
                                                      : kTreatmentHistorySqlV6);
         q.bind(1, treatment_id);

@@ -29,10 +29,10 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <random>
-#include <iostream>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -706,7 +706,7 @@ TEST_P(store_test, a_deliverys_attempts_and_receipts_and_a_kept_input_read_back)
     EXPECT_FALSE(*st_->get_error((*errors)[0].first + 1000));
 }
 
-// Issue 10 (prototype): a new event's envelope is in the envelope log, not in its row; a segment
+// Issue 10: a new event's envelope is in the envelope log, not in its row; a segment
 // goes once the commit that pruned the last event naming it is done, not before, and never one a
 // remaining event names.
 TEST_P(store_test, pruned_events_take_their_envelope_log_segments_with_them) {
@@ -756,7 +756,7 @@ TEST_P(store_test, pruned_events_take_their_envelope_log_segments_with_them) {
     EXPECT_EQ((*got)->envelope_json, env2);
 }
 
-// Issue 10 (prototype): a process killed (SIGKILL) while it submits 8 KB events as fast as the
+// Issue 10: a process killed (SIGKILL) while it submits 8 KB events as fast as the
 // store takes them leaves a store whose every acknowledged event reads back whole, and which
 // opens (the start reads the newest envelope) and takes new events in a fresh segment. (A
 // power loss, the case the log's sync order is for, is not what this can test.)
@@ -782,11 +782,11 @@ TEST_P(store_test, a_process_killed_while_submitting_leaves_every_acknowledged_e
             e.envelope_json = envelope_of(i);
             std::string line = e.id + " " + std::to_string(i) + "\n";
             ++open;
-            st->submit(std::move(e), [&open, line, fd](boost::system::error_code ec,
-                                                       submit_outcome) {
-                if (!ec) (void)!::write(fd, line.data(), line.size());
-                --open;
-            });
+            st->submit(std::move(e),
+                       [&open, line, fd](boost::system::error_code ec, submit_outcome) {
+                           if (!ec) (void)!::write(fd, line.data(), line.size());
+                           --open;
+                       });
         }
     }
     ::close(fd);
@@ -816,7 +816,7 @@ TEST_P(store_test, a_process_killed_while_submitting_leaves_every_acknowledged_e
               << " events stored\n";
 }
 
-// Issue 10 (prototype), late sync (schema 12): the writer commits rows before the envelope log
+// Issue 10, late sync (schema 12): the writer commits rows before the envelope log
 // is synced, and nothing is acknowledged before both syncs. A power loss may then keep a commit
 // whose records did not reach the disk. Simulated here: a process submits in late sync, has every
 // event acknowledged, and dies without closing (the watermark stays as its last commit wrote it);
@@ -831,7 +831,6 @@ TEST_P(store_test, late_sync_events_whose_records_a_crash_lost_are_marked_lost_a
     pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
-        ::unsetenv("SAMBAND_ENVLOG_EARLY_SYNC");  // late sync, the default
         auto st = open_store(dir_);
         int failed = 0;
         // Two lots, the second submitted once the first is acknowledged: the second's commits
@@ -854,8 +853,8 @@ TEST_P(store_test, late_sync_events_whose_records_a_crash_lost_are_marked_lost_a
     ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "every submit acknowledged";
     ASSERT_EQ(raw_count("SELECT COUNT(*) FROM events"), n);
     const std::int64_t mark = raw_count("SELECT seq FROM envlog_durable");
-    const std::int64_t above = raw_count("SELECT COUNT(*) FROM events WHERE seq > " +
-                                         std::to_string(mark));
+    const std::int64_t above =
+        raw_count("SELECT COUNT(*) FROM events WHERE seq > " + std::to_string(mark));
     ASSERT_GT(above, 0) << "the last commit's rows are above the watermark";
     ASSERT_LT(above, n) << "the watermark moved during the run";
     const std::int64_t k = std::min<std::int64_t>(3, above);
@@ -867,12 +866,12 @@ TEST_P(store_test, late_sync_events_whose_records_a_crash_lost_are_marked_lost_a
         sqlite3* db = nullptr;
         sqlite3_open_v2((dir_ / "s.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
         sqlite3_stmt* q = nullptr;
-        sqlite3_prepare_v2(db,
-                           ("SELECT id, idempotency_key, env_off, seq FROM events WHERE env_seg = " +
-                            std::to_string(seg) + " ORDER BY env_off DESC LIMIT " +
-                            std::to_string(k))
-                               .c_str(),
-                           -1, &q, nullptr);
+        sqlite3_prepare_v2(
+            db,
+            ("SELECT id, idempotency_key, env_off, seq FROM events WHERE env_seg = " +
+             std::to_string(seg) + " ORDER BY env_off DESC LIMIT " + std::to_string(k))
+                .c_str(),
+            -1, &q, nullptr);
         while (sqlite3_step(q) == SQLITE_ROW) {
             lost.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(q, 0)),
                               reinterpret_cast<const char*>(sqlite3_column_text(q, 1)));
@@ -892,17 +891,19 @@ TEST_P(store_test, late_sync_events_whose_records_a_crash_lost_are_marked_lost_a
     std::set<std::string> lost_ids;
     for (const auto& [id, key] : lost) {
         lost_ids.insert(id);
-        const std::string of = " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE e.id = '" + id + "'";
+        const std::string of =
+            " FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE e.id = '" + id + "'";
         EXPECT_EQ(raw_count("SELECT lost_ms IS NOT NULL FROM events WHERE id = '" + id + "'"), 1)
             << id;
         EXPECT_EQ(raw_count("SELECT COUNT(*)" + of), 1) << id;
-        EXPECT_EQ(raw_count("SELECT COUNT(*)" + of + " AND d.state = " +
-                            std::to_string(code(delivery_state::dead)) +
+        EXPECT_EQ(raw_count("SELECT COUNT(*)" + of +
+                            " AND d.state = " + std::to_string(code(delivery_state::dead)) +
                             " AND d.reason LIKE 'lost before acknowledgement%'"),
                   1)
             << id;
         EXPECT_EQ(raw_count("SELECT COUNT(*) FROM audit WHERE action = 'event.lost' AND subject = "
-                            "'event:" + id + "'"),
+                            "'event:" +
+                            id + "'"),
                   1)
             << id;
     }
@@ -951,18 +952,21 @@ TEST_P(store_test, late_sync_events_whose_records_a_crash_lost_are_marked_lost_a
     auto got = st_->get_event(again_id);
     ASSERT_TRUE(got && *got);
     EXPECT_EQ((*got)->idempotency_key, lost[0].second);
-    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM deliveries d JOIN events e ON e.seq = d.event_seq "
-                        "WHERE e.id = '" + again_id + "' AND d.state = " +
-                        std::to_string(code(delivery_state::pending))),
-              1);
+    EXPECT_EQ(
+        raw_count("SELECT COUNT(*) FROM deliveries d JOIN events e ON e.seq = d.event_seq "
+                  "WHERE e.id = '" +
+                  again_id + "' AND d.state = " + std::to_string(code(delivery_state::pending))),
+        1);
     EXPECT_EQ(raw_count("SELECT COUNT(*) FROM audit WHERE action = 'event.replaced' AND subject = "
-                        "'event:" + lost[0].first + "'"),
+                        "'event:" +
+                        lost[0].first + "'"),
               1);
     // The lost row keeps its dead delivery; a second resend is a duplicate of the new event.
-    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM deliveries d JOIN events e ON e.seq = d.event_seq "
-                        "WHERE e.id = '" + lost[0].first + "' AND d.state = " +
-                        std::to_string(code(delivery_state::dead))),
-              1);
+    EXPECT_EQ(
+        raw_count("SELECT COUNT(*) FROM deliveries d JOIN events e ON e.seq = d.event_seq "
+                  "WHERE e.id = '" +
+                  lost[0].first + "' AND d.state = " + std::to_string(code(delivery_state::dead))),
+        1);
     auto dup = submit(ev(lost[0].second, "p9"));
     EXPECT_TRUE(dup.duplicate);
     EXPECT_EQ(dup.event_id, again_id);
@@ -982,7 +986,8 @@ TEST_P(store_test, late_sync_events_whose_records_a_crash_lost_are_marked_lost_a
     // A clean close and open: nothing more is lost.
     open();
     EXPECT_EQ(raw_count("SELECT COUNT(*) FROM events WHERE lost_ms IS NOT NULL"), k);
-    EXPECT_EQ(raw_count("SELECT seq FROM envlog_durable"), raw_count("SELECT MAX(seq) FROM events"));
+    EXPECT_EQ(raw_count("SELECT seq FROM envlog_durable"),
+              raw_count("SELECT MAX(seq) FROM events"));
     // Key rotation passes over the lost events (no record to re-seal) instead of failing.
     st_.reset();
     keyring keys;
@@ -991,6 +996,85 @@ TEST_P(store_test, late_sync_events_whose_records_a_crash_lost_are_marked_lost_a
     ASSERT_TRUE(rotated) << rotated.error();
     EXPECT_EQ(rotated->resealed, static_cast<std::size_t>(n - k + 1));
     std::cout << above << " rows above the watermark, " << k << " lost\n";
+}
+
+// Issue 10: the durable watermark never covers a row whose record is not yet synced. A process
+// has lot A acknowledged, then holds its envelope log's sync and commits event B, then event C:
+// B's and C's rows are committed, their records written but not synced (nothing acknowledged).
+// C's commit must keep the watermark below B (B's commit is still unsynced), not only below C's
+// own rows. The process dies; the disk is taken to have lost every unsynced record (the segment
+// cut at B's). The open marks B and C lost and reads every event of A whole.
+TEST_P(store_test, the_durable_watermark_stays_below_rows_whose_records_are_not_synced) {
+    if (pg()) GTEST_SKIP() << "SQLite's envelope log";
+    st_.reset();  // the child starts from one thread
+    const int lot_a = 20;
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        std::atomic<bool> hold{false};
+        sqlite_options o;
+        o.path = (dir_ / "s.db").string();
+        o.before_envelope_sync = [&hold] {
+            while (hold.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        };
+        auto st = open_sqlite(o);
+        auto submit_one = [&](new_event e) {
+            auto p = std::make_shared<std::promise<boost::system::error_code>>();
+            auto f = p->get_future();
+            st->submit(std::move(e),
+                       [p](boost::system::error_code ec, submit_outcome) { p->set_value(ec); });
+            return f;
+        };
+        std::vector<std::future<boost::system::error_code>> a;
+        for (int i = 0; i < lot_a; ++i) a.push_back(submit_one(ev("A" + std::to_string(i))));
+        for (auto& f : a)
+            if (f.get()) ::_exit(1);
+        hold = true;  // from here no record is synced, so nothing is acknowledged
+        // Committed (the writer does not wait for the log): seen by another connection.
+        auto committed = [&](std::int64_t n) {
+            auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+            while (store_fixture::raw_count(dir_, "SELECT COUNT(*) FROM events") < n)
+                if (std::chrono::steady_clock::now() > deadline) ::_exit(2);
+        };
+        auto b = submit_one(ev("B"));
+        committed(lot_a + 1);
+        auto c = submit_one(ev("C"));
+        committed(lot_a + 2);
+        // Not acknowledged while its record is unsynced (an acknowledgement that ignored the
+        // log would come with the WAL's sync, well within this).
+        if (b.wait_for(std::chrono::milliseconds(500)) == std::future_status::ready) ::_exit(3);
+        ::_exit(0);  // no close: the watermark as C's commit wrote it
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status)) << "the child died";
+    ASSERT_EQ(WEXITSTATUS(status), 0) << "1: lot A not acknowledged, 2: B or C not committed, "
+                                         "3: B acknowledged with its record unsynced";
+    const std::int64_t a_max =
+        raw_count("SELECT MAX(seq) FROM events WHERE idempotency_key LIKE 'A%'");
+    const std::int64_t b_seq = raw_count("SELECT seq FROM events WHERE idempotency_key = 'B'");
+    const std::int64_t c_seq = raw_count("SELECT seq FROM events WHERE idempotency_key = 'C'");
+    ASSERT_LT(a_max, b_seq);
+    ASSERT_LT(b_seq, c_seq);
+    EXPECT_EQ(raw_count("SELECT seq FROM envlog_durable"), a_max)
+        << "C's commit recorded B (seq " << b_seq << ") as durable";
+    const std::int64_t seg = raw_count("SELECT env_seg FROM events WHERE idempotency_key = 'B'");
+    ASSERT_EQ(raw_count("SELECT env_seg FROM events WHERE idempotency_key = 'C'"), seg);
+    fs::resize_file(envelope_log::segment_path(dir_ / "s.db.envelopes", seg),
+                    static_cast<std::uintmax_t>(
+                        raw_count("SELECT env_off FROM events WHERE idempotency_key = 'B'")));
+    open();
+    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM events WHERE lost_ms IS NOT NULL AND "
+                        "idempotency_key IN ('B', 'C')"),
+              2);
+    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM events WHERE lost_ms IS NOT NULL"), 2);
+    int walked = 0;
+    EXPECT_TRUE(st_->for_each_event("", [&](const event_row& e) {
+        EXPECT_EQ(e.idempotency_key.substr(0, 1), "A") << e.id;
+        ++walked;
+    }));
+    EXPECT_EQ(walked, lot_a);
+    EXPECT_EQ(chain_faults(), "");
 }
 
 // Issue 15 item 7 on both backends: envelopes and refused inputs are sealed in their columns, read
@@ -1072,7 +1156,8 @@ TEST_P(store_test, encryption_at_rest_seals_envelopes_and_refused_inputs) {
         auto seg = raw_count("SELECT env_seg" + where), off = raw_count("SELECT env_off" + where);
         char name[32];
         std::snprintf(name, sizeof name, "%010lld.envlog", static_cast<long long>(seg));
-        std::fstream f(dir_ / "s.db.envelopes" / name, std::ios::in | std::ios::out | std::ios::binary);
+        std::fstream f(dir_ / "s.db.envelopes" / name,
+                       std::ios::in | std::ios::out | std::ios::binary);
         f.seekg(off + 24 + 40);
         char c = 0;
         f.get(c);
@@ -1194,7 +1279,7 @@ TEST_P(store_test, a_reused_key_with_other_content_is_a_conflict_and_stores_noth
 
 // The old '|'-joined format hashes "x|y","z" and "x","y|z" alike (text can move across fields);
 // the length-prefixed format does not. Rows are written in the new one.
-// Issue 10 (prototype): the SQLite store's envelope log. A record reads back whole; a changed
+// Issue 10: the SQLite store's envelope log. A record reads back whole; a changed
 // byte, a wrong length or an offset that is not a record's reads as an error; segments roll when
 // full; every open starts a fresh segment; only segments below the one appended to are removed.
 TEST(envelope_log_test, records_read_back_and_a_changed_record_is_an_error) {
