@@ -316,6 +316,17 @@ std::unique_ptr<store::store> open_store(const config::config& c, logger& log) {
     log.info("store.open", "SQLite store ready",
              {{"path", so.path},
               {"encryption", so.keys ? "aes-256-gcm key " + so.keys->current() : "off"}});
+    const auto check = st->opened();
+    if (check.envelopes_checked > 0)
+        log.info("store.recover", "envelope log records checked after an unclean stop",
+                 {{"checked", std::to_string(check.envelopes_checked)},
+                  {"lost", std::to_string(check.lost_events.size())}});
+    for (const auto& id : check.lost_events)
+        log.warn("store.recover",
+                 "event lost before acknowledgement: its envelope did not reach the disk before "
+                 "the stop; marked lost, its deliveries dead; its source was never told OK and is "
+                 "expected to send it again",
+                 {{"event_id", id}});
     return st;
 }
 

@@ -1263,6 +1263,8 @@ public:
         std::lock_guard lock(mu_);
         on_commit_ = std::move(fn);
     }
+    open_check opened() const override { return opened_; }
+
     void on_fatal(std::function<void(std::string)> fn) override {
         std::lock_guard lock(mu_);
         on_fatal_ = std::move(fn);
@@ -1442,8 +1444,8 @@ private:
                                          "event " + r.id + " at open: " + got.error().message());
             lost.push_back(&r);
         }
-        recovered_checked_ = rows.size();
-        recovered_lost_ = lost.size();
+        opened_.envelopes_checked = rows.size();
+        for (const row* r : lost) opened_.lost_events.push_back(r->id);
         if (auto ec = envelope_log::sync_segments(log_->dir(), segments))
             throw std::runtime_error("store " + opts_.path +
                                      ": cannot sync the envelope log: " + ec.message());
@@ -2224,15 +2226,19 @@ private:
             std::lock_guard lock(hold_mu_);
             if (!holds_.empty()) floor = std::min(floor, holds_.begin()->first);
         }
-        auto oldest = read([&] {
-            auto& q = rdb_.prepare("SELECT MIN(env_seg) FROM events");
-            std::optional<std::int64_t> m;
-            if (q.step() && !q.is_null(0)) m = q.i64(0);
+        // A scan of every events row (no index on env_seg: each insert would pay for one, for a
+        // query that runs after an hourly prune), on a connection of its own so the engine's
+        // reads do not wait behind it.
+        std::optional<std::int64_t> oldest;
+        try {
+            db d(opts_.path, true);
+            auto& q = d.prepare("SELECT MIN(env_seg) FROM events");
+            if (q.step() && !q.is_null(0)) oldest = q.i64(0);
             q.reset();
-            return m;
-        });
-        if (!oldest) return;  // tried again after the next prune
-        if (*oldest) floor = std::min(floor, **oldest);
+        } catch (const std::exception&) {
+            return;  // tried again after the next prune
+        }
+        if (oldest) floor = std::min(floor, *oldest);
         log_->remove_below(floor);
     }
 
@@ -2603,7 +2609,7 @@ private:
     std::int64_t durable_seq_ = 0;                             // as envlog_durable holds it
     std::int64_t max_seq_ = 0;                                 // the highest events seq committed
     std::int64_t batch_min_seq_ = kNoSeq, batch_max_seq_ = 0;  // the batch's new rows
-    std::size_t recovered_checked_ = 0, recovered_lost_ = 0;   // by recover_lost, at open
+    open_check opened_;                                        // by recover_lost
 };
 
 }  // namespace

@@ -413,6 +413,14 @@ public:
     // an observer called once when a trouble begins and once when it ends (on the writing thread).
     virtual blob_health blob_state() const { return {}; }
     virtual void on_blob_state(std::function<void(const blob_health&)> fn) { (void)fn; }
+    // What the open checked after an unclean stop (SQLite's envelope log): the records of the rows
+    // above the durable watermark, and the events whose record a crash lost (never acknowledged;
+    // marked lost, their deliveries dead). The daemon logs it at start.
+    struct open_check {
+        std::size_t envelopes_checked = 0;
+        std::vector<std::string> lost_events;  // ids
+    };
+    virtual open_check opened() const { return {}; }
 };
 
 class keyring;  // store/sealed.hpp

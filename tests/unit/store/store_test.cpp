@@ -888,6 +888,8 @@ TEST_P(store_test, late_sync_events_whose_records_a_crash_lost_are_marked_lost_a
 
     open();
     EXPECT_EQ(raw_count("SELECT COUNT(*) FROM events WHERE lost_ms IS NOT NULL"), k);
+    EXPECT_EQ(st_->opened().envelopes_checked, static_cast<std::size_t>(above));
+    EXPECT_EQ(st_->opened().lost_events.size(), static_cast<std::size_t>(k));
     std::set<std::string> lost_ids;
     for (const auto& [id, key] : lost) {
         lost_ids.insert(id);
@@ -1054,6 +1056,21 @@ TEST_P(store_test, the_durable_watermark_stays_below_rows_whose_records_are_not_
         raw_count("SELECT MAX(seq) FROM events WHERE idempotency_key LIKE 'A%'");
     const std::int64_t b_seq = raw_count("SELECT seq FROM events WHERE idempotency_key = 'B'");
     const std::int64_t c_seq = raw_count("SELECT seq FROM events WHERE idempotency_key = 'C'");
+    auto id_of = [&](const char* key) {
+        sqlite3* db = nullptr;
+        sqlite3_open_v2((dir_ / "s.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+        sqlite3_stmt* q = nullptr;
+        sqlite3_prepare_v2(db, "SELECT id FROM events WHERE idempotency_key = ?", -1, &q, nullptr);
+        sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+        std::string id;
+        if (sqlite3_step(q) == SQLITE_ROW)
+            id = reinterpret_cast<const char*>(sqlite3_column_text(q, 0));
+        sqlite3_finalize(q);
+        sqlite3_close(db);
+        return id;
+    };
+    const std::string b_id = id_of("B"), c_id = id_of("C");
+    ASSERT_FALSE(b_id.empty());
     ASSERT_LT(a_max, b_seq);
     ASSERT_LT(b_seq, c_seq);
     EXPECT_EQ(raw_count("SELECT seq FROM envlog_durable"), a_max)
@@ -1068,6 +1085,11 @@ TEST_P(store_test, the_durable_watermark_stays_below_rows_whose_records_are_not_
                         "idempotency_key IN ('B', 'C')"),
               2);
     EXPECT_EQ(raw_count("SELECT COUNT(*) FROM events WHERE lost_ms IS NOT NULL"), 2);
+    // What the daemon logs at start: the two rows checked, both lost, named.
+    const auto check = st_->opened();
+    EXPECT_EQ(check.envelopes_checked, 2u);
+    EXPECT_EQ(std::set<std::string>(check.lost_events.begin(), check.lost_events.end()),
+              (std::set<std::string>{b_id, c_id}));
     int walked = 0;
     EXPECT_TRUE(st_->for_each_event("", [&](const event_row& e) {
         EXPECT_EQ(e.idempotency_key.substr(0, 1), "A") << e.id;
