@@ -820,9 +820,15 @@ def latency_run():
                 s = read_json(os.path.join(tmp, "sink.json")) or {}
                 db = sqlite3.connect(os.path.join(tmp, "samband.db"))
                 st = []
-                for env, created, started, updated in db.execute(
-                        "SELECT e.envelope, d.created_ms, d.attempt_started_ms, d.updated_ms FROM deliveries d "
-                        "JOIN events e ON e.seq = d.event_seq WHERE d.state = 2"):
+                logdir = os.path.join(tmp, "samband.db.envelopes")
+                for env, seg, off, ln, created, started, updated in db.execute(
+                        "SELECT e.envelope, e.env_seg, e.env_off, e.env_len, d.created_ms, d.attempt_started_ms, "
+                        "d.updated_ms FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.state = 2"):
+                    if env is None and seg is not None:
+                        # Store schema 11: the envelope is in the envelope log, after a 24-byte record header.
+                        with open(os.path.join(logdir, "%010d.envlog" % seg), "rb") as f:
+                            f.seek(off + 24)
+                            env = f.read(ln).decode("utf-8", "replace")
                     m = re.search(r'"sent_at_ns":(\d+)', env or "")
                     if m:
                         sent = int(m.group(1)) / 1e6
