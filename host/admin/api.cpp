@@ -656,6 +656,22 @@ struct api::impl {
         return {http::status::ok, sb.GetString()};
     }
 
+    // A lost event's resend, if its source sent it again: the event that replaced it and when
+    // (its event.replaced audit row, among the lost event's first rows), as "replaced_by" and
+    // "replaced_at"; nothing when not (yet) sent again or the audit read fails.
+    void write_replacement(json_writer& w, const std::string& id) {
+        static constexpr std::string_view kAs = "sent again as event:";
+        auto rows = be.store().list_audit("event:" + id, 1000);
+        if (!rows) return;
+        for (const auto& a : *rows) {
+            auto at = a.action == "event.replaced" ? a.detail.find(kAs) : std::string::npos;
+            if (at == std::string::npos) continue;
+            kv(w, "replaced_by", a.detail.substr(at + kAs.size()));
+            kv(w, "replaced_at", core::iso8601_ms(a.at_ms));
+            return;
+        }
+    }
+
     reply get_event(const http::request<http::string_body>& req, const std::string& id,
                     const std::map<std::string, std::string>& q, const std::string& who) {
         std::string why = stated_reason(req, q);
@@ -673,9 +689,19 @@ struct api::impl {
         kv(w, "type", (*ev)->type);
         kv(w, "idempotency_key", (*ev)->idempotency_key);
         kv(w, "received_at", core::iso8601_ms((*ev)->received_ms));
+        w.Key("lost");
+        w.Bool((*ev)->lost_ms != 0);
         w.Key("envelope");
-        w.RawValue((*ev)->envelope_json.c_str(), (*ev)->envelope_json.size(),
-                   rapidjson::kObjectType);
+        if ((*ev)->lost_ms != 0) {
+            // A crash lost its envelope before its acknowledgement: said plainly, no envelope.
+            w.Null();
+            kv(w, "lost_at", core::iso8601_ms((*ev)->lost_ms));
+            kv(w, "lost_reason", store::kLostReason);
+            write_replacement(w, id);
+        } else {
+            w.RawValue((*ev)->envelope_json.c_str(), (*ev)->envelope_json.size(),
+                       rapidjson::kObjectType);
+        }
         w.Key("deliveries");
         w.StartArray();
         store::delivery_query dq;

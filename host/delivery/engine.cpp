@@ -421,6 +421,13 @@ engine::prepared_one engine::prepare_one(
     } else if (!*ev) {
         o.prep.what = prepared::action::dead;
         o.prep.reason = "event not found in the store";
+    } else if ((*ev)->lost_ms != 0) {
+        // A crash lost its envelope before its acknowledgement (a replay or an operator retry of
+        // its dead delivery brings it here): nothing to send, and no retry changes that.
+        o.prep.what = prepared::action::dead;
+        o.prep.reason = std::string(store::kLostReason) + " (event " + row.event_id +
+                        ", found lost at " + core::iso8601_ms((*ev)->lost_ms) +
+                        "); no retry delivers it: the source's resend is a new event";
     } else {
         o.received_ms = (*ev)->received_ms;
         if (prepare_) {

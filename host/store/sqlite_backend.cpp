@@ -320,16 +320,24 @@ constexpr const char* kAuditRowsSql =
 // Since schema 11 the envelope may be in the envelope log instead: the record's reference,
 // columns 9-11 of the event reads (read_event), NULL for an envelope stored inline.
 #define ENVELOPE_REF "e.env_seg, e.env_off, e.env_len"
-// The columns read_event() expects, in order.
+// The columns read_event() expects, in order. Column 12, lost_ms (schema 12): set, the event
+// was lost by a crash before its acknowledgement and its record is not read.
 #define EVENT_COLUMNS                                             \
     "e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE \
-    ", e.treatment_id, e.order_key, e.received_ms, " ENVELOPE_REF
+    ", e.treatment_id, e.order_key, e.received_ms, " ENVELOPE_REF ", e.lost_ms"
 
 // A treatment's events, oldest first: the history the consent gate decides on. The term
 // treatment_id <> '' lets SQLite use the partial events_treatment (without it each read scanned
-// every event, envelopes and all); a treatment is never '' (no history then).
+// every event, envelopes and all); a treatment is never '' (no history then). An event a crash
+// lost (lost_ms, schema 12) was never acknowledged, so never accepted: it is no part of the
+// history (its source sends it again, as a new event), and it has no envelope to decide on.
 constexpr const char* kTreatmentHistorySql =
     "SELECT " EVENT_COLUMNS " FROM " EVENTS_WITH_ENVELOPE
+    " WHERE e.treatment_id = ? AND e.treatment_id <> '' AND e.lost_ms IS NULL ORDER BY e.seq";
+// The same on a store of schema 11 (no lost events yet; read-only readers migrate nothing).
+constexpr const char* kTreatmentHistorySqlV11 =
+    "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE
+    ", e.treatment_id, e.order_key, e.received_ms, " ENVELOPE_REF " FROM " EVENTS_WITH_ENVELOPE
     " WHERE e.treatment_id = ? AND e.treatment_id <> '' ORDER BY e.seq";
 // The same on a store of schema 7-10 (no envelope log yet).
 constexpr const char* kTreatmentHistorySqlV10 =
@@ -442,6 +450,14 @@ bool has_event_envelopes(db& d) {
 // True when the store at `d` may keep envelopes in the envelope log (schema 11 and later).
 bool has_envelope_refs(db& d) {
     auto& q = d.prepare("SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'env_seg'");
+    bool yes = q.step() && q.i64(0) > 0;
+    q.reset();
+    return yes;
+}
+
+// True when the store at `d` marks events a crash lost (schema 12 and later).
+bool has_lost_marks(db& d) {
+    auto& q = d.prepare("SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'lost_ms'");
     bool yes = q.step() && q.i64(0) > 0;
     q.reset();
     return yes;
@@ -617,11 +633,6 @@ blob_write write_blob(const fs::path& target, const attachment_input& a, const k
         return folder_failed("cannot fsync " + target.parent_path().string(), errno);
     return blob_write::written;
 }
-
-// What an event lost by a crash says, in its audit rows and its deliveries' reason.
-constexpr const char* kLostReason =
-    "lost before acknowledgement: the store crashed before the envelope reached the disk; the "
-    "source sends it again";
 
 class sqlite_store final : public store {
 public:
@@ -2014,8 +2025,12 @@ private:
         r.source = q.text(2);
         r.idempotency_key = q.text(3);
         r.type = q.text(4);
-        r.envelope_json =
-            open_column(opts_.keys.get(), stored_envelope(q, 5, 9, r.id), "payload:" + r.id);
+        // A lost event's record never reached the disk (recover_lost): not read, no envelope.
+        if (!q.is_null(12))
+            r.lost_ms = q.i64(12);
+        else
+            r.envelope_json =
+                open_column(opts_.keys.get(), stored_envelope(q, 5, 9, r.id), "payload:" + r.id);
         r.treatment_id = q.text(6);
         r.order_key = q.text(7);
         r.received_ms = q.i64(8);
@@ -2753,13 +2768,7 @@ boost::system::result<rotate_report, std::string> rotate_sqlite_keys(const std::
             // in its segment until retention removes the segment.
             const fs::path dir = envelope_dir(path);
             // Schema 12: an event lost by a crash has no record to re-seal (it is left as it is).
-            const bool lost_marks = [&] {
-                auto& c = d.prepare(
-                    "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'lost_ms'");
-                bool yes = c.step() && c.i64(0) > 0;
-                c.reset();
-                return yes;
-            }();
+            const bool lost_marks = has_lost_marks(d);
             std::int64_t after = 0;
             for (;;) {
                 std::vector<envelope_ref> moved;
@@ -2837,9 +2846,10 @@ boost::system::result<std::optional<std::vector<std::string>>> read_treatment_hi
         db d(path, true);
         d.exec("PRAGMA busy_timeout = 10000;");
         const bool refs = has_envelope_refs(d);
-        auto& q = d.prepare(refs                     ? kTreatmentHistorySql
-                            : has_event_envelopes(d) ? kTreatmentHistorySqlV10
-                                                     : kTreatmentHistorySqlV6);
+        auto& q = d.prepare(refs && has_lost_marks(d) ? kTreatmentHistorySql
+                            : refs                    ? kTreatmentHistorySqlV11
+                            : has_event_envelopes(d)  ? kTreatmentHistorySqlV10
+                                                      : kTreatmentHistorySqlV6);
         q.bind(1, treatment_id);
         std::vector<std::string> out;
         const fs::path dir = envelope_dir(path);

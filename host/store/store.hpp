@@ -175,6 +175,7 @@ struct event_row {
     std::string order_key;
     std::int64_t received_ms = 0;
     std::vector<attachment_meta> attachments;
+    std::int64_t lost_ms = 0;  // when the open found a crash lost it (no envelope); 0: not lost
 };
 
 // A state change of a delivery, with the attempt it closes (if any), written with an audit row.
@@ -340,6 +341,8 @@ public:
                                 std::function<void(boost::system::error_code)> done) = 0;
 
     // Reads. Every read reports a storage error as an error code, never by throwing.
+    // An event a crash lost before its acknowledgement reads as its row with lost_ms set and no
+    // envelope (SQLite's envelope log, recover_lost); never as an error.
     virtual boost::system::result<std::optional<event_row>> get_event(std::string_view id) = 0;
     // Several events, one result per id in order, read together where the backend can (one read
     // transaction: the pages their lookups share are read once); one that fails (a sealed record)
@@ -428,6 +431,12 @@ class keyring;  // store/sealed.hpp
 // The error a read gets when a sealed record does not open (changed bytes, another row's data, a
 // key that is not configured): never garbage.
 boost::system::error_code sealed_record_error() noexcept;
+
+// What an event a crash lost before its acknowledgement says (event_row::lost_ms): in its audit
+// rows, its deliveries' reason and the admin API's answer.
+inline constexpr const char* kLostReason =
+    "lost before acknowledgement: the store crashed before the envelope reached the disk; the "
+    "source sends it again";
 
 struct sqlite_options {
     std::string path;  // database file; attachments go to <path>.blobs/ by sha256

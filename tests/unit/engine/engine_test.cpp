@@ -386,6 +386,29 @@ TEST_F(engine_test, an_event_that_fails_authentication_is_dead_at_once_not_retri
     EXPECT_TRUE(st.delays.empty());  // no backoff: nothing was scheduled again
 }
 
+// A delivery of an event a crash lost before its acknowledgement (store::event_row::lost_ms: no
+// envelope), brought back by a replay or an operator retry: dead at once, saying so, never sent.
+TEST_F(engine_test, a_delivery_of_a_lost_event_is_dead_at_once_never_sent) {
+    sink("gp", R"({"mode":"ok"})", fast());
+    st.add(1, "gp");
+    st.add(2, "gp");
+    {
+        std::lock_guard lock(st.mu);
+        auto& e = st.events.at("ev-1");
+        e.envelope_json.clear();
+        e.lost_ms = 1700000000000;
+    }
+    eng->start();
+    ASSERT_TRUE(st.wait_state(1, delivery_state::dead));
+    ASSERT_TRUE(st.wait_state(2, delivery_state::delivered));
+    EXPECT_EQ(st.get(1).attempts, 0);  // decided before a sink saw it: not an attempt
+    EXPECT_EQ(st.get(1).reason.rfind("lost before acknowledgement", 0), 0u) << st.get(1).reason;
+    EXPECT_NE(st.get(1).reason.find("event ev-1, found lost at 2023-11-14T22:13:20"),
+              std::string::npos)
+        << st.get(1).reason;
+    EXPECT_TRUE(st.delays.empty());
+}
+
 TEST_F(engine_test, used_up_attempts_end_dead_naming_their_count) {
     sink("gp", R"({"mode":"fail_times","times":100,"message":"down"})", fast(3));
     st.add(1, "gp");

@@ -944,6 +944,60 @@ TEST_P(store_test, late_sync_events_whose_records_a_crash_lost_are_marked_lost_a
         ++walked;
     }));
     EXPECT_EQ(walked, n - k);
+    // A lost event reads as lost, its row without an envelope (its record is not read), never as
+    // a record that does not open: alone and among others (each id its own result).
+    std::vector<std::string> read_ids;
+    for (const auto& [id, key] : lost) {
+        auto got = st_->get_event(id);
+        ASSERT_TRUE(got) << id << ": " << got.error().message();
+        ASSERT_TRUE(*got) << id;
+        EXPECT_EQ((*got)->lost_ms, raw_count("SELECT lost_ms FROM events WHERE id = '" + id + "'"))
+            << id;
+        EXPECT_GT((*got)->lost_ms, 0) << id;
+        EXPECT_EQ((*got)->envelope_json, "") << id;
+        EXPECT_EQ((*got)->idempotency_key, key) << id;
+        read_ids.push_back(id);
+    }
+    std::string kept_id;  // an event that was not lost
+    ASSERT_TRUE(st_->for_each_event("", [&](const event_row& e) {
+        if (kept_id.empty()) kept_id = e.id;
+    }));
+    ASSERT_FALSE(kept_id.empty());
+    read_ids.push_back(kept_id);
+    auto several = st_->get_events(read_ids);
+    ASSERT_EQ(several.size(), read_ids.size());
+    for (std::size_t i = 0; i < several.size(); ++i) {
+        ASSERT_TRUE(several[i] && *several[i]) << read_ids[i];
+        EXPECT_EQ((*several[i])->id, read_ids[i]);
+        const bool is_lost = i + 1 < several.size();
+        EXPECT_EQ((*several[i])->lost_ms > 0, is_lost) << read_ids[i];
+        EXPECT_EQ((*several[i])->envelope_json.empty(), is_lost) << read_ids[i];
+    }
+    // The consent gate's history of a lost event's treatment leaves it out (never accepted), in
+    // the store and in the read-only reader (config preview).
+    {
+        auto lost_ev = st_->get_event(lost[0].first);
+        ASSERT_TRUE(lost_ev && *lost_ev);
+        const std::string treatment = (*lost_ev)->treatment_id;
+        ASSERT_FALSE(treatment.empty());
+        const std::int64_t accepted =
+            raw_count("SELECT COUNT(*) FROM events WHERE lost_ms IS NULL AND treatment_id = '" +
+                      treatment + "'");
+        ASSERT_GT(accepted, 0);
+        ASSERT_GT(raw_count("SELECT COUNT(*) FROM events WHERE treatment_id = '" + treatment + "'"),
+                  accepted);
+        auto history = st_->events_of_treatment(treatment);
+        ASSERT_TRUE(history) << history.error().message();
+        EXPECT_EQ(static_cast<std::int64_t>(history->size()), accepted);
+        for (const auto& e : *history) {
+            EXPECT_EQ(lost_ids.count(e.id), 0u) << e.id;
+            EXPECT_EQ(e.lost_ms, 0) << e.id;
+        }
+        auto read_only = read_treatment_history((dir_ / "s.db").string(), treatment);
+        ASSERT_TRUE(read_only && *read_only)
+            << (read_only ? "no store" : read_only.error().message());
+        EXPECT_EQ(static_cast<std::int64_t>((*read_only)->size()), accepted);
+    }
     // A resend of a lost key: stored anew (a new id), routed afresh, audited.
     auto again = ev(lost[0].second, "p9");
     const std::string again_id = again.id;
@@ -972,6 +1026,12 @@ TEST_P(store_test, late_sync_events_whose_records_a_crash_lost_are_marked_lost_a
     auto dup = submit(ev(lost[0].second, "p9"));
     EXPECT_TRUE(dup.duplicate);
     EXPECT_EQ(dup.event_id, again_id);
+    // The replaced lost event still reads as lost, its key moved aside.
+    got = st_->get_event(lost[0].first);
+    ASSERT_TRUE(got && *got);
+    EXPECT_GT((*got)->lost_ms, 0);
+    EXPECT_EQ((*got)->envelope_json, "");
+    EXPECT_EQ((*got)->idempotency_key, lost[0].second + "\x1flost:" + lost[0].first);
     // A key that was not lost is still a duplicate.
     std::string kept_key;
     for (int i = 0; i < n && kept_key.empty(); ++i) {
