@@ -22,7 +22,9 @@ namespace {
 constexpr char kMagic[4] = {'S', 'E', 'V', '1'};
 constexpr const char* kSuffix = ".envlog";
 
-error_code errno_code(int e) { return error_code(e, boost::system::generic_category()); }
+error_code errno_code(int e) {
+    return error_code(e, boost::system::generic_category());
+}
 error_code bad_record() {
     return boost::system::errc::make_error_code(boost::system::errc::illegal_byte_sequence);
 }
@@ -72,32 +74,37 @@ void put_u64(unsigned char* p, std::uint64_t v) {
     put_u32(p + 4, static_cast<std::uint32_t>(v >> 32));
 }
 std::uint64_t get_u64(const unsigned char* p) {
-    return static_cast<std::uint64_t>(get_u32(p)) | static_cast<std::uint64_t>(get_u32(p + 4)) << 32;
+    return static_cast<std::uint64_t>(get_u32(p)) | static_cast<std::uint64_t>(get_u32(p + 4))
+                                                        << 32;
 }
 
-// Reads the record at `ref` from `fd` and checks it.
+// Reads the record at `ref` from `fd` and checks it: the header into a buffer of its own and the
+// payload straight into the string returned (no copy to strip the header).
 boost::system::result<std::string> read_record(int fd, const envelope_ref& ref,
                                                std::string_view key) {
     if (ref.offset < 0 || ref.length < 0 || ref.length > 0xffffffffll) return bad_record();
-    std::string buf(envelope_log::kHeaderBytes + static_cast<std::size_t>(ref.length), '\0');
+    unsigned char h[envelope_log::kHeaderBytes];
+    std::string payload(static_cast<std::size_t>(ref.length), '\0');
+    const std::size_t total = sizeof h + payload.size();
     std::size_t got = 0;
-    while (got < buf.size()) {
-        ssize_t r = ::pread(fd, buf.data() + got, buf.size() - got,
-                            static_cast<off_t>(ref.offset) + static_cast<off_t>(got));
+    while (got < total) {
+        iovec v[2];
+        int n = 0;
+        if (got < sizeof h) v[n++] = {h + got, sizeof h - got};
+        const std::size_t in = got < sizeof h ? 0 : got - sizeof h;
+        if (in < payload.size()) v[n++] = {payload.data() + in, payload.size() - in};
+        ssize_t r = ::preadv(fd, v, n, static_cast<off_t>(ref.offset) + static_cast<off_t>(got));
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) return errno_code(errno);
         if (r == 0) return bad_record();  // past the end: never written whole
         got += static_cast<std::size_t>(r);
     }
-    const auto* h = reinterpret_cast<const unsigned char*>(buf.data());
-    if (std::memcmp(h, kMagic, 4) != 0 || get_u32(h + 4) != static_cast<std::uint32_t>(ref.length) ||
+    if (std::memcmp(h, kMagic, 4) != 0 ||
+        get_u32(h + 4) != static_cast<std::uint32_t>(ref.length) ||
         get_u64(h + 12) != key_hash(key) || get_u32(h + 20) != crc_of(h, 20))
         return bad_record();
-    if (get_u32(h + 8) != crc_of(buf.data() + envelope_log::kHeaderBytes,
-                                 static_cast<std::size_t>(ref.length)))
-        return bad_record();
-    buf.erase(0, envelope_log::kHeaderBytes);
-    return buf;
+    if (get_u32(h + 8) != crc_of(payload.data(), payload.size())) return bad_record();
+    return payload;
 }
 
 }  // namespace
@@ -152,8 +159,8 @@ std::shared_ptr<envelope_log::segment> envelope_log::create_segment(std::int64_t
     // O_EXCL: a segment has one appender, the log that created it (another process's log, the
     // same store opened twice by mistake, takes the next number).
     for (int tries = 0; tries < 1000; ++tries, ++number) {
-        int fd = ::open(segment_path(dir_, number).c_str(),
-                        O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+        int fd =
+            ::open(segment_path(dir_, number).c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
         if (fd < 0 && errno == EEXIST) continue;
         if (fd < 0) return nullptr;
         auto s = std::make_shared<segment>();
@@ -196,8 +203,7 @@ boost::system::result<envelope_log::appended> envelope_log::append(std::string_v
         writing_.insert(a.ticket);
     }
     // Written outside the lock: appends on several threads write their records in parallel.
-    iovec iov[2] = {{h, kHeaderBytes},
-                    {const_cast<char*>(payload.data()), payload.size()}};
+    iovec iov[2] = {{h, kHeaderBytes}, {const_cast<char*>(payload.data()), payload.size()}};
     std::uint64_t done = 0;
     int err = 0;
     while (done < rec) {
@@ -313,8 +319,10 @@ error_code envelope_log::scrub(const fs::path& dir, const std::vector<envelope_r
                 ssize_t w = ::pwrite(fd, zeros.data() + done, n - done,
                                      static_cast<off_t>(r->offset) + static_cast<off_t>(done));
                 if (w < 0 && errno == EINTR) continue;
-                if (w <= 0) ec = errno_code(w < 0 ? errno : ENOSPC);
-                else done += static_cast<std::size_t>(w);
+                if (w <= 0)
+                    ec = errno_code(w < 0 ? errno : ENOSPC);
+                else
+                    done += static_cast<std::size_t>(w);
             }
         }
         if (!ec && ::fdatasync(fd) != 0) ec = errno_code(errno);
@@ -324,7 +332,8 @@ error_code envelope_log::scrub(const fs::path& dir, const std::vector<envelope_r
     return {};
 }
 
-error_code envelope_log::sync_segments(const fs::path& dir, const std::set<std::int64_t>& segments) {
+error_code envelope_log::sync_segments(const fs::path& dir,
+                                       const std::set<std::int64_t>& segments) {
     for (auto n : segments) {
         int fd = ::open(segment_path(dir, n).c_str(), O_RDONLY | O_CLOEXEC);
         if (fd < 0 && errno == ENOENT) continue;
