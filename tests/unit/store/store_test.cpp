@@ -1236,15 +1236,9 @@ TEST_P(store_test, encryption_at_rest_seals_envelopes_and_refused_inputs) {
         // SQLite: the byte changed in its envelope log record (its CRC32 then fails).
         const std::string where = " FROM events WHERE id = '" + middle + "'";
         auto seg = raw_count("SELECT env_seg" + where), off = raw_count("SELECT env_off" + where);
-        char name[32];
-        std::snprintf(name, sizeof name, "%010lld.envlog", static_cast<long long>(seg));
-        std::fstream f(dir_ / "s.db.envelopes" / name,
-                       std::ios::in | std::ios::out | std::ios::binary);
-        f.seekg(off + 24 + 40);
-        char c = 0;
-        f.get(c);
-        f.seekp(off + 24 + 40);
-        f.put(static_cast<char>(c ^ 1));
+        ASSERT_TRUE(samband::testing::flip_byte(
+            envelope_log::segment_path(dir_ / "s.db.envelopes", seg),
+            off + static_cast<std::int64_t>(envelope_log::kHeaderBytes) + 40));
     }
     st_ = open_store(dir_, "a", 60000, keys);
     auto bad = st_->get_event(middle);

@@ -3,8 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <string_view>
 
@@ -35,6 +37,15 @@ inline std::string find_tool(const std::string& name) {
             return candidate.string();
     }
     return {};
+}
+
+// Flips the lowest bit of the byte at offset `at` of `file`: a stored byte changed behind its
+// owner's back. False when the file cannot be opened or is shorter.
+inline bool flip_byte(const std::filesystem::path& file, std::int64_t at) {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    char c = 0;
+    if (!f.seekg(at) || !f.get(c)) return false;
+    return static_cast<bool>(f.seekp(at).put(static_cast<char>(c ^ 1)).flush());
 }
 
 }  // namespace samband::testing
