@@ -2196,8 +2196,9 @@ private:
             log_kick_ = false;
             lock.unlock();
             if (!log_failed_.load()) {
-                if (opts_.before_envelope_sync) opts_.before_envelope_sync();
-                error_code ec = log_->sync();
+                error_code ec;
+                if (opts_.before_envelope_sync) ec = opts_.before_envelope_sync();
+                if (!ec) ec = log_->sync();
                 if (ec) {
                     log_failed_.store(true);
                     std::deque<job> rest;

@@ -446,8 +446,9 @@ struct sqlite_options {
     std::size_t max_batch = 512;  // rows per group commit at most
     bool synchronous_full = true;
     // Tests only: runs on the store's envelope-log sync thread before each sync of the log (a
-    // test holds it to leave commits whose records are not yet on disk).
-    std::function<void()> before_envelope_sync;
+    // test holds it to leave commits whose records are not yet on disk); an error it returns
+    // stands for a failed sync.
+    std::function<boost::system::error_code()> before_envelope_sync;
 };
 
 // Opens (creating and migrating) the SQLite store. Throws std::runtime_error with a clear message
