@@ -323,9 +323,9 @@ std::unique_ptr<store::store> open_store(const config::config& c, logger& log) {
                   {"lost", std::to_string(check.lost_events.size())}});
     for (const auto& id : check.lost_events)
         log.warn("store.recover",
-                 "event lost before acknowledgement: its envelope did not reach the disk before "
-                 "the stop; marked lost, its deliveries dead; its source was never told OK and is "
-                 "expected to send it again",
+                 "event lost before acknowledgement: its envelope, or an earlier event's, did not "
+                 "reach the disk before the stop; marked lost, its deliveries dead; its source was "
+                 "never told OK and is expected to send it again",
                  {{"event_id", id}});
     return st;
 }

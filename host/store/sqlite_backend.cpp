@@ -1442,9 +1442,20 @@ private:
                 rows.push_back({q.i64(0), q.text(1), envelope_ref{q.i64(2), q.i64(3), q.i64(4)}});
             q.reset();
         }
+        // Every commit after the first lost record's was never acknowledged either
+        // (acknowledgements go in commit order, each after its records' sync), and rows go in
+        // commit order by seq: the events after it are set aside too, so that the source's
+        // resends are stored in the order it sends them. Kept, a later event of the same patient
+        // (an avslutningsnotat, say) would be delivered ahead of the resend of the lost one (an
+        // objection to it).
         std::set<std::int64_t> segments;
         std::vector<const row*> lost;
+        const row* first_lost = nullptr;
         for (const auto& r : rows) {
+            if (first_lost) {
+                lost.push_back(&r);
+                continue;
+            }
             auto got = log_->read(r.ref, r.id);
             if (got) {
                 segments.insert(r.ref.segment);
@@ -1453,6 +1464,7 @@ private:
             if (!envelope_log::record_missing(got.error()))
                 throw std::runtime_error("store " + opts_.path + ": cannot read the envelope of " +
                                          "event " + r.id + " at open: " + got.error().message());
+            first_lost = &r;
             lost.push_back(&r);
         }
         opened_.envelopes_checked = rows.size();
@@ -1477,9 +1489,14 @@ private:
                 q.reset();
                 for (auto id : ids) lose_delivery(wdb_, id, now);
                 add_audit(wdb_, "store", "event.lost", "event:" + r->id,
-                          std::string(kLostReason) + " (envelope log segment " +
-                              std::to_string(r->ref.segment) + " offset " +
-                              std::to_string(r->ref.offset) + ")");
+                          std::string(kLostReason) +
+                              (r == first_lost
+                                   ? " (its envelope log record, segment " +
+                                         std::to_string(r->ref.segment) + " offset " +
+                                         std::to_string(r->ref.offset) + ", did not survive)"
+                                   : " (stored after event " + first_lost->id +
+                                         ", whose envelope did not survive; set aside so that "
+                                         "the resends keep their order)"));
             }
             wdb_.exec(
                 "UPDATE envlog_durable SET seq = (SELECT COALESCE(MAX(seq), 0) FROM events);");

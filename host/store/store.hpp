@@ -435,8 +435,9 @@ boost::system::error_code sealed_record_error() noexcept;
 // What an event a crash lost before its acknowledgement says (event_row::lost_ms): in its audit
 // rows, its deliveries' reason and the admin API's answer.
 inline constexpr const char* kLostReason =
-    "lost before acknowledgement: the store crashed before the envelope reached the disk; the "
-    "source sends it again";
+    "lost before acknowledgement: a crash lost this event's envelope, or that of an event stored "
+    "before it, before it reached the disk; it was never acknowledged, so its source sends it "
+    "again (stored anew, in the order sent)";
 
 struct sqlite_options {
     std::string path;  // database file; attachments go to <path>.blobs/ by sha256

@@ -30,6 +30,7 @@
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <random>
@@ -857,34 +858,51 @@ TEST_P(store_test, late_sync_events_whose_records_a_crash_lost_are_marked_lost_a
         raw_count("SELECT COUNT(*) FROM events WHERE seq > " + std::to_string(mark));
     ASSERT_GT(above, 0) << "the last commit's rows are above the watermark";
     ASSERT_LT(above, n) << "the watermark moved during the run";
-    const std::int64_t k = std::min<std::int64_t>(3, above);
-    // The last k records of the newest segment, newest first.
+    const std::int64_t cut_n = std::min<std::int64_t>(3, above);
+    // The last cut_n records of the newest segment, newest first.
     const std::int64_t seg = raw_count("SELECT MAX(env_seg) FROM events");
-    std::vector<std::pair<std::string, std::string>> lost;  // id, key
-    std::int64_t cut = 0;
+    std::int64_t cut = 0, first_cut_seq = std::numeric_limits<std::int64_t>::max();
     {
         sqlite3* db = nullptr;
         sqlite3_open_v2((dir_ / "s.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
         sqlite3_stmt* q = nullptr;
         sqlite3_prepare_v2(
             db,
-            ("SELECT id, idempotency_key, env_off, seq FROM events WHERE env_seg = " +
-             std::to_string(seg) + " ORDER BY env_off DESC LIMIT " + std::to_string(k))
+            ("SELECT env_off, seq FROM events WHERE env_seg = " + std::to_string(seg) +
+             " ORDER BY env_off DESC LIMIT " + std::to_string(cut_n))
                 .c_str(),
             -1, &q, nullptr);
         while (sqlite3_step(q) == SQLITE_ROW) {
-            lost.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(q, 0)),
-                              reinterpret_cast<const char*>(sqlite3_column_text(q, 1)));
-            cut = sqlite3_column_int64(q, 2);
-            EXPECT_GT(sqlite3_column_int64(q, 3), mark) << "a lost record below the watermark";
+            cut = sqlite3_column_int64(q, 0);
+            first_cut_seq = std::min<std::int64_t>(first_cut_seq, sqlite3_column_int64(q, 1));
+            EXPECT_GT(sqlite3_column_int64(q, 1), mark) << "a lost record below the watermark";
         }
         sqlite3_finalize(q);
         sqlite3_close(db);
     }
-    ASSERT_EQ(static_cast<std::int64_t>(lost.size()), k);
     // What the disk kept: the segment up to the oldest lost record and 10 bytes of its header.
     fs::resize_file(envelope_log::segment_path(dir_ / "s.db.envelopes", seg),
                     static_cast<std::uintmax_t>(cut + 10));
+    // Lost: the events whose records were cut, and every event committed after the first of
+    // them (never acknowledged either; set aside so that the resends keep their order).
+    std::vector<std::pair<std::string, std::string>> lost;  // id, key
+    {
+        sqlite3* db = nullptr;
+        sqlite3_open_v2((dir_ / "s.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+        sqlite3_stmt* q = nullptr;
+        sqlite3_prepare_v2(db,
+                           ("SELECT id, idempotency_key FROM events WHERE seq >= " +
+                            std::to_string(first_cut_seq) + " ORDER BY seq")
+                               .c_str(),
+                           -1, &q, nullptr);
+        while (sqlite3_step(q) == SQLITE_ROW)
+            lost.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(q, 0)),
+                              reinterpret_cast<const char*>(sqlite3_column_text(q, 1)));
+        sqlite3_finalize(q);
+        sqlite3_close(db);
+    }
+    const auto k = static_cast<std::int64_t>(lost.size());
+    ASSERT_GE(k, cut_n);
 
     open();
     EXPECT_EQ(raw_count("SELECT COUNT(*) FROM events WHERE lost_ms IS NOT NULL"), k);
@@ -1064,8 +1082,9 @@ TEST_P(store_test, late_sync_events_whose_records_a_crash_lost_are_marked_lost_a
 // has lot A acknowledged, then holds its envelope log's sync and commits event B, then event C:
 // B's and C's rows are committed, their records written but not synced (nothing acknowledged).
 // C's commit must keep the watermark below B (B's commit is still unsynced), not only below C's
-// own rows. The process dies; the disk is taken to have lost every unsynced record (the segment
-// cut at B's). The open marks B and C lost and reads every event of A whole.
+// own rows. The process dies; the disk is taken to have torn B's record and kept C's. The open
+// marks B lost, and C too (committed after B, never acknowledged: set aside so that the resends
+// keep their order), and reads every event of A whole.
 TEST_P(store_test, the_durable_watermark_stays_below_rows_whose_records_are_not_synced) {
     if (pg()) GTEST_SKIP() << "SQLite's envelope log";
     st_.reset();  // the child starts from one thread
@@ -1138,10 +1157,17 @@ TEST_P(store_test, the_durable_watermark_stays_below_rows_whose_records_are_not_
         << "C's commit recorded B (seq " << b_seq << ") as durable";
     const std::int64_t seg = raw_count("SELECT env_seg FROM events WHERE idempotency_key = 'B'");
     ASSERT_EQ(raw_count("SELECT env_seg FROM events WHERE idempotency_key = 'C'"), seg);
-    fs::resize_file(envelope_log::segment_path(dir_ / "s.db.envelopes", seg),
-                    static_cast<std::uintmax_t>(
-                        raw_count("SELECT env_off FROM events WHERE idempotency_key = 'B'")));
+    // B's record torn (its header's first byte), C's whole: B is lost, and C, committed after
+    // it and so never acknowledged either, is set aside with it so that the resends keep their
+    // order.
+    ASSERT_TRUE(samband::testing::flip_byte(
+        envelope_log::segment_path(dir_ / "s.db.envelopes", seg),
+        raw_count("SELECT env_off FROM events WHERE idempotency_key = 'B'")));
     open();
+    EXPECT_EQ(raw_count("SELECT COUNT(*) FROM audit WHERE action = 'event.lost' AND subject = "
+                        "'event:" +
+                        c_id + "' AND detail LIKE '%stored after event " + b_id + "%'"),
+              1);
     EXPECT_EQ(raw_count("SELECT COUNT(*) FROM events WHERE lost_ms IS NOT NULL AND "
                         "idempotency_key IN ('B', 'C')"),
               2);
