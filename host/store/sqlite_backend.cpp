@@ -294,8 +294,8 @@ ALTER TABLE events ADD COLUMN env_len INTEGER;
     // holds the watermark: every events row with seq <= it has its record on disk (written by the
     // writer in its commits, sqlite_store::note_durable); the open checks the records of the rows
     // above it and marks an event whose record did not survive lost (lost_ms), its open
-    // deliveries dead. Rows stored before were synced before their commit (the default mode of
-    // schema 11): the watermark starts at the newest.
+    // deliveries dead. Rows stored before hold their envelopes inline (or, on a store of the
+    // unreleased schema 11, synced before their commit): the watermark starts at the newest.
     R"sql(
 ALTER TABLE events ADD COLUMN lost_ms INTEGER;
 CREATE TABLE envlog_durable(id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
