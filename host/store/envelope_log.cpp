@@ -1,5 +1,7 @@
 #include "store/envelope_log.hpp"
 
+#include "store/fsync_dir.hpp"
+
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/uio.h>
@@ -51,14 +53,6 @@ void put_u32(unsigned char* p, std::uint32_t v) {
 std::uint32_t get_u32(const unsigned char* p) {
     return static_cast<std::uint32_t>(p[0]) | static_cast<std::uint32_t>(p[1]) << 8 |
            static_cast<std::uint32_t>(p[2]) << 16 | static_cast<std::uint32_t>(p[3]) << 24;
-}
-
-bool fsync_folder(const fs::path& dir) {
-    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return false;
-    bool ok = ::fsync(fd) == 0;
-    ::close(fd);
-    return ok;
 }
 
 std::uint64_t key_hash(std::string_view key) {
@@ -147,7 +141,7 @@ envelope_log::envelope_log(fs::path dir, std::uint64_t segment_bytes)
         throw std::runtime_error("cannot create a segment in the envelope log folder " +
                                  dir_.string() + ": " + std::strerror(errno));
     // The folder entry before anything refers to it (sync() does it again for later segments).
-    if (!fsync_folder(dir_) || (dir_.has_parent_path() && !fsync_folder(dir_.parent_path())))
+    if (!fsync_dir(dir_) || (dir_.has_parent_path() && !fsync_dir(dir_.parent_path())))
         throw std::runtime_error("cannot fsync the envelope log folder " + dir_.string() + ": " +
                                  std::strerror(errno));
     dir_dirty_ = false;
@@ -258,7 +252,7 @@ error_code envelope_log::sync() {
         if (::fdatasync(s->fd) != 0) return errno_code(errno);
     }
     // A new segment's name must be durable before a row that names it commits.
-    if (dir && !fsync_folder(dir_)) return errno_code(errno);
+    if (dir && !fsync_dir(dir_)) return errno_code(errno);
     {
         std::lock_guard lock(mu_);
         // A rolled segment whose last append is covered needs no sync again.
@@ -343,7 +337,7 @@ error_code envelope_log::sync_segments(const fs::path& dir,
         ::close(fd);
         if (rc != 0) return errno_code(e);
     }
-    return fsync_folder(dir) ? error_code{} : errno_code(errno);
+    return fsync_dir(dir) ? error_code{} : errno_code(errno);
 }
 
 bool envelope_log::record_missing(const error_code& ec) {
@@ -367,7 +361,7 @@ std::size_t envelope_log::remove_below(std::int64_t below) {
         std::error_code ec;
         if (fs::remove(segment_path(dir_, s), ec)) ++n;
     }
-    if (n > 0) fsync_folder(dir_);
+    if (n > 0) fsync_dir(dir_);
     return n;
 }
 

@@ -4,6 +4,7 @@
 #include "store/blob_guard.hpp"
 #include "store/blob_seal.hpp"
 #include "store/envelope_log.hpp"
+#include "store/fsync_dir.hpp"
 #include "store/sealed.hpp"
 #include "store/sqlite_db.hpp"
 #include "store/sqlite_plans.hpp"
@@ -334,12 +335,7 @@ constexpr const char* kAuditRowsSql =
 constexpr const char* kTreatmentHistorySql =
     "SELECT " EVENT_COLUMNS " FROM " EVENTS_WITH_ENVELOPE
     " WHERE e.treatment_id = ? AND e.treatment_id <> '' AND e.lost_ms IS NULL ORDER BY e.seq";
-// The same on a store of schema 11 (no lost events yet; read-only readers migrate nothing).
-constexpr const char* kTreatmentHistorySqlV11 =
-    "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE
-    ", e.treatment_id, e.order_key, e.received_ms, " ENVELOPE_REF " FROM " EVENTS_WITH_ENVELOPE
-    " WHERE e.treatment_id = ? AND e.treatment_id <> '' ORDER BY e.seq";
-// The same on a store of schema 7-10 (no envelope log yet).
+// The same on a store of schema 7-11 (no envelope log yet, or only the unreleased prototype's).
 constexpr const char* kTreatmentHistorySqlV10 =
     "SELECT e.seq, e.id, e.source, e.idempotency_key, e.type, " ENVELOPE
     ", e.treatment_id, e.order_key, e.received_ms FROM " EVENTS_WITH_ENVELOPE
@@ -447,20 +443,32 @@ bool has_event_envelopes(db& d) {
     return yes;
 }
 
-// True when the store at `d` may keep envelopes in the envelope log (schema 11 and later).
-bool has_envelope_refs(db& d) {
-    auto& q = d.prepare("SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'env_seg'");
+// True when the store at `d` keeps envelopes in the envelope log and marks events a crash lost
+// (schema 12 and later; 11 was only the unreleased prototype's).
+bool has_envelope_log(db& d) {
+    auto& q = d.prepare("SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'lost_ms'");
     bool yes = q.step() && q.i64(0) > 0;
     q.reset();
     return yes;
 }
 
-// True when the store at `d` marks events a crash lost (schema 12 and later).
-bool has_lost_marks(db& d) {
-    auto& q = d.prepare("SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'lost_ms'");
-    bool yes = q.step() && q.i64(0) > 0;
+// An events row whose envelope is in the envelope log.
+struct logged_event {
+    std::int64_t seq;
+    std::string id;
+    envelope_ref ref;
+};
+// The events after seq `after` whose envelopes are in the envelope log and that a crash did not
+// lose, oldest first, at most `limit` (-1: all).
+std::vector<logged_event> logged_events(db& d, std::int64_t after, std::int64_t limit = -1) {
+    auto& q = d.prepare(
+        "SELECT seq, id, env_seg, env_off, env_len FROM events WHERE seq > ? AND env_seg IS NOT "
+        "NULL AND lost_ms IS NULL ORDER BY seq LIMIT ?");
+    q.bind(1, after).bind(2, limit);
+    std::vector<logged_event> out;
+    while (q.step()) out.push_back({q.i64(0), q.text(1), {q.i64(2), q.i64(3), q.i64(4)}});
     q.reset();
-    return yes;
+    return out;
 }
 
 // The envelope log's reference in columns `at`..`at`+2 of `q`; nullopt when the envelope is inline.
@@ -474,23 +482,9 @@ fs::path envelope_dir(const std::string& path) {
     return fs::path(path + ".envelopes");
 }
 
-// A record the envelope log cannot give back (missing segment, torn or foreign bytes): thrown
-// inside reads, which turn it into an I/O error.
-struct envelope_unreadable : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-
 error_code busy_error() {
     return boost::system::errc::make_error_code(
         boost::system::errc::resource_unavailable_try_again);
-}
-
-bool fsync_dir(const fs::path& dir) {
-    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return false;
-    bool ok = ::fsync(fd) == 0;
-    ::close(fd);
-    return ok;
 }
 
 // What write_blob did: wrote the blob, or failed reading the source's file (the input's trouble)
@@ -1289,8 +1283,8 @@ private:
     struct job {
         std::function<void(db&)> run;
         std::function<void(error_code)> done;
-        // The envelope log's ticket of the job's envelope (0: none): the job goes into a commit
-        // only once the log is synced through it.
+        // The envelope log's ticket of the job's envelope (0: none): the job's commit is
+        // acknowledged only once the log is synced through it (sync_loop).
         std::uint64_t log_ticket = 0;
     };
     // The engine's state changes go in the next commit ahead of queued submits, and its claims
@@ -1427,21 +1421,7 @@ private:
             if (q.step()) durable = q.i64(0);
             q.reset();
         }
-        struct row {
-            std::int64_t seq;
-            std::string id;
-            envelope_ref ref;
-        };
-        std::vector<row> rows;
-        {
-            auto& q = wdb_.prepare(
-                "SELECT seq, id, env_seg, env_off, env_len FROM events WHERE seq > ? AND env_seg "
-                "IS NOT NULL AND lost_ms IS NULL ORDER BY seq");
-            q.bind(1, durable);
-            while (q.step())
-                rows.push_back({q.i64(0), q.text(1), envelope_ref{q.i64(2), q.i64(3), q.i64(4)}});
-            q.reset();
-        }
+        const std::vector<logged_event> rows = logged_events(wdb_, durable);
         // Every commit after the first lost record's was never acknowledged either
         // (acknowledgements go in commit order, each after its records' sync), and rows go in
         // commit order by seq: the events after it are set aside too, so that the source's
@@ -1449,8 +1429,8 @@ private:
         // (an avslutningsnotat, say) would be delivered ahead of the resend of the lost one (an
         // objection to it).
         std::set<std::int64_t> segments;
-        std::vector<const row*> lost;
-        const row* first_lost = nullptr;
+        std::vector<const logged_event*> lost;
+        const logged_event* first_lost = nullptr;
         for (const auto& r : rows) {
             if (first_lost) {
                 lost.push_back(&r);
@@ -1468,26 +1448,48 @@ private:
             lost.push_back(&r);
         }
         opened_.envelopes_checked = rows.size();
-        for (const row* r : lost) opened_.lost_events.push_back(r->id);
+        for (const logged_event* r : lost) opened_.lost_events.push_back(r->id);
         if (auto ec = envelope_log::sync_segments(log_->dir(), segments))
             throw std::runtime_error("store " + opts_.path +
                                      ": cannot sync the envelope log: " + ec.message());
+        std::int64_t newest = 0;
+        {
+            auto& q = wdb_.prepare("SELECT COALESCE(MAX(seq), 0) FROM events");
+            if (q.step()) newest = q.i64(0);
+            q.reset();
+        }
+        durable_seq_ = durable;
+        max_seq_ = newest;
+        if (lost.empty() && durable == newest) return;  // a clean stop: nothing to write
         std::int64_t now = core::now_ms();
         wdb_.exec("BEGIN IMMEDIATE;");
         try {
             pending_hash_ = last_hash_;
-            for (const row* r : lost) {
+            for (const logged_event* r : lost) {
                 auto& up = wdb_.prepare("UPDATE events SET lost_ms = ? WHERE seq = ?");
                 up.bind(1, now).bind(2, r->seq);
                 up.exec();
-                std::vector<std::int64_t> ids;
+                // Its open deliveries go dead through the transition table, as any state change;
+                // one claimed at accept (in flight) never reached its sink: its attempt is handed
+                // back, not counted. One held or blocked by an operator stays so (the table
+                // allows no dead from there); released, the engine finds the event lost.
+                std::vector<std::pair<std::int64_t, bool>> open;  // id, in flight
                 auto& q = wdb_.prepare(
-                    "SELECT id FROM deliveries WHERE event_seq = ? AND state NOT IN (2, 3, 5) "
+                    "SELECT id, state FROM deliveries WHERE event_seq = ? AND state IN (0, 1, 4) "
                     "ORDER BY id");
                 q.bind(1, r->seq);
-                while (q.step()) ids.push_back(q.i64(0));
+                while (q.step())
+                    open.emplace_back(q.i64(0), q.i64(1) == code(delivery_state::in_flight));
                 q.reset();
-                for (auto id : ids) lose_delivery(wdb_, id, now);
+                for (auto [id, in_flight] : open) {
+                    delivery_update u;
+                    u.delivery_id = id;
+                    u.state = delivery_state::dead;
+                    u.reason = kLostReason;
+                    u.hand_back = in_flight;
+                    u.actor = "store";
+                    do_update(wdb_, u);
+                }
                 add_audit(wdb_, "store", "event.lost", "event:" + r->id,
                           std::string(kLostReason) +
                               (r == first_lost
@@ -1508,39 +1510,7 @@ private:
         }
         last_hash_ = pending_hash_;
         due_.clear();
-        auto& q = wdb_.prepare("SELECT seq FROM envlog_durable WHERE id = 1");
-        if (q.step()) durable_seq_ = max_seq_ = q.i64(0);
-        q.reset();
-    }
-
-    // recover_lost: a delivery of a lost event goes dead, out of its chain; one claimed at
-    // accept (in flight) never reached its sink: its attempt is handed back, not counted.
-    void lose_delivery(db& d, std::int64_t id, std::int64_t now) {
-        auto& cur =
-            d.prepare("SELECT state, destination, order_key, prev FROM deliveries WHERE id = ?");
-        cur.bind(1, id);
-        if (!cur.step()) {
-            cur.reset();
-            return;
-        }
-        auto from = from_code(cur.i64(0));
-        chain_place place{id, cur.i64(3), cur.text(1), cur.text(2)};
-        cur.reset();
-        bool in_flight = from && *from == delivery_state::in_flight;
-        if (in_flight) {
-            auto& del =
-                d.prepare("DELETE FROM attempts WHERE delivery_id = ? AND outcome = 'open'");
-            del.bind(1, id);
-            del.exec();
-        }
-        auto& st = d.prepare(kSetStateSql);
-        st.bind(1, code(delivery_state::dead)).bind(2, kLostReason).bind(3, std::int64_t{0});
-        st.bind(4, now).bind(5, in_flight ? 1 : 0).bind(6, "").bind(7, id).bind(8, 0).bind(9, 0);
-        st.bind(10, 0);
-        st.exec();
-        if (from && chained(*from)) leave_chain(d, place);
-        add_audit(d, "store", "delivery.dead", "delivery:" + std::to_string(id),
-                  std::string("dead: ") + kLostReason);
+        durable_seq_ = newest;
     }
 
     // Writer thread only.
@@ -2083,11 +2053,9 @@ private:
                               std::to_string(ref->offset) + ": " + r.error().message();
             // Changed or torn bytes, or a segment that is gone: no retry reads it, so it reads
             // as a record that does not open (a delivery goes dead at once, as for a failed
-            // seal). Another I/O error may pass: retried.
-            if (r.error() == boost::system::errc::illegal_byte_sequence ||
-                r.error() == boost::system::errc::no_such_file_or_directory)
-                throw sealed_failure(why);
-            throw envelope_unreadable(why);
+            // seal). Another I/O error may pass: an I/O error, retried (read()).
+            if (envelope_log::record_missing(r.error())) throw sealed_failure(why);
+            throw std::runtime_error(why);
         }
         return std::move(*r);
     }
@@ -2234,7 +2202,7 @@ private:
                 }
             }
             lock.lock();
-            // The writer reads synced_through() under log_mu_: it has seen the new value, or it
+            // The syncer reads synced_through() under log_mu_: it has seen the new value, or it
             // is waiting and gets this notification.
             log_synced_cv_.notify_all();
         }
@@ -2621,13 +2589,13 @@ private:
     bool ck_due_ = false;
     std::atomic<bool> ck_failed_{false};
     std::thread checkpointer_;
-    // The envelope log (schema 11) and its sync thread.
+    // The envelope log (schemas 11 and 12) and its sync thread.
     std::unique_ptr<envelope_log> log_;
     std::mutex log_mu_;
     std::condition_variable log_cv_;
     bool log_kick_ = false;  // appends since the last pass
     bool log_stop_ = false;
-    std::condition_variable log_synced_cv_;  // the writer waits here before a COMMIT
+    std::condition_variable log_synced_cv_;  // the syncer waits here (wait_log_synced)
     std::atomic<bool> log_failed_{false};
     std::thread log_syncer_;
     std::mutex hold_mu_;
@@ -2778,34 +2746,18 @@ boost::system::result<rotate_report, std::string> rotate_sqlite_keys(const std::
                 "SELECT seq, 'payload:' || id, envelope FROM events WHERE seq > ? AND envelope "
                 "IS NOT NULL ORDER BY seq LIMIT ?",
                 "UPDATE events SET envelope = ? WHERE seq = ?");
-        if (has_envelope_refs(d)) {
-            // Envelopes in the envelope log (schema 11): re-sealed into the events row itself,
+        if (has_envelope_log(d)) {
+            // Envelopes in the envelope log (schema 12): re-sealed into the events row itself,
             // the reference cleared. This tool runs beside the daemon, and a segment has one
             // appender (the daemon's log), so it writes no record of its own; rotation is rare
             // and the row's inline envelope is read as before schema 11. The old record stays
             // in its segment until retention removes the segment.
             const fs::path dir = envelope_dir(path);
-            // Schema 12: an event lost by a crash has no record to re-seal (it is left as it is).
-            const bool lost_marks = has_lost_marks(d);
             std::int64_t after = 0;
             for (;;) {
                 std::vector<envelope_ref> moved;
-                struct logged {
-                    std::int64_t seq;
-                    std::string id;
-                    envelope_ref ref;
-                };
-                std::vector<logged> rows;
-                auto& q = d.prepare(
-                    lost_marks
-                        ? "SELECT seq, id, env_seg, env_off, env_len FROM events WHERE seq > ? AND "
-                          "envelope IS NULL AND env_seg IS NOT NULL AND lost_ms IS NULL ORDER BY "
-                          "seq LIMIT ?"
-                        : "SELECT seq, id, env_seg, env_off, env_len FROM events WHERE seq > ? AND "
-                          "envelope IS NULL AND env_seg IS NOT NULL ORDER BY seq LIMIT ?");
-                q.bind(1, after).bind(2, static_cast<std::int64_t>(batch));
-                while (q.step()) rows.push_back({q.i64(0), q.text(1), *envelope_ref_at(q, 2)});
-                q.reset();
+                // An event lost by a crash has no record to re-seal: left as it is.
+                const auto rows = logged_events(d, after, static_cast<std::int64_t>(batch));
                 if (rows.empty()) break;
                 d.exec("BEGIN IMMEDIATE;");
                 try {
@@ -2863,11 +2815,10 @@ boost::system::result<std::optional<std::vector<std::string>>> read_treatment_hi
     try {
         db d(path, true);
         d.exec("PRAGMA busy_timeout = 10000;");
-        const bool refs = has_envelope_refs(d);
-        auto& q = d.prepare(refs && has_lost_marks(d) ? kTreatmentHistorySql
-                            : refs                    ? kTreatmentHistorySqlV11
-                            : has_event_envelopes(d)  ? kTreatmentHistorySqlV10
-                                                      : kTreatmentHistorySqlV6);
+        const bool refs = has_envelope_log(d);
+        auto& q = d.prepare(refs                     ? kTreatmentHistorySql
+                            : has_event_envelopes(d) ? kTreatmentHistorySqlV10
+                                                     : kTreatmentHistorySqlV6);
         q.bind(1, treatment_id);
         std::vector<std::string> out;
         const fs::path dir = envelope_dir(path);
